@@ -1,0 +1,69 @@
+# smartpole: two commands for a newcomer, `make demo` and `make test`.
+# Every target sets up what it needs first: system packages (apt-get, only when missing),
+# the virtual environment in .venv, and the project with its pinned dependencies.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+# mypy cannot follow setuptools' editable-install import hook for our renamed packages,
+# so it reads the sources through this link tree that mirrors the installed names.
+TYPECHECK_VIEW := $(VENV)/typecheck
+DURATION ?= 20
+PYTEST_ARGS ?=
+
+.PHONY: help setup system demo test lint typecheck unit soak bench lock clean
+
+help:
+	@echo "make demo   - run a simulated smart pole for $(DURATION) s (DURATION=0: until Ctrl-C)"
+	@echo "make test   - lint, type-check and run the whole test suite"
+	@echo "make bench  - run the benchmarks in bench/, one 'BENCH name value unit' line each"
+	@echo "make soak   - the long soak tests that 'make test' leaves out"
+
+setup: system $(INSTALLED)
+
+system:
+	@scripts/setup-system.sh
+
+$(INSTALLED): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "smartpole needs Python 3.11 or newer")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@mkdir -p $(TYPECHECK_VIEW)/smartpole
+	@for pkg in agent drivers models; do ln -sfn "$(CURDIR)/$$pkg" "$(TYPECHECK_VIEW)/smartpole/$$pkg"; done
+	@touch $@
+
+demo: setup
+	$(BIN)/smartpole demo --config configs/poles/demo.yaml --duration $(DURATION)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	MYPYPATH=$(TYPECHECK_VIEW) $(BIN)/mypy -p smartpole.agent -p smartpole.drivers -p smartpole.models
+
+unit: setup
+	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+soak: setup
+	$(BIN)/pytest -m soak $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+# Re-pin after changing the ranges in pyproject.toml; then run `make test` and commit both.
+lock: setup
+	$(BIN)/python -m pip install --quiet --upgrade -e '.[dev]'
+	{ sed -n '1,2p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable --all | grep -v '^pip=='; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

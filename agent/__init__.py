@@ -1,0 +1,1 @@
+"""The smartpole daemon: configuration, lifecycle, control logic, local API and CLI."""

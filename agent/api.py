@@ -1,0 +1,135 @@
+"""The local API: a Unix socket that diagnostics tools use to ask the running daemon.
+
+One JSON object per line each way. The socket is created owner-only (0600) inside an
+owner-only directory: it shows the pole's state and will accept commands, so only the
+service user (and root) may talk to it. Nothing here listens on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+
+from smartpole.agent.errors import AgentError, ApiError
+
+log = structlog.get_logger("smartpole.api")
+
+SOCKET_NAME = "api.sock"
+MAX_REQUEST_BYTES = 64 * 1024
+Handler = Callable[[Mapping[str, Any]], object]
+
+
+class ApiServer:
+    """Serves ``{"method": name, ...}`` requests with the given handlers."""
+
+    def __init__(self, path: Path, handlers: Mapping[str, Handler]) -> None:
+        self.path = path
+        self._handlers = handlers
+        self._server: asyncio.Server | None = None
+        self.requests = 0
+
+    async def __aenter__(self) -> Self:
+        await self._prepare_path()
+        old_umask = os.umask(0o177)  # the socket is born 0600; no window where others can connect
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_REQUEST_BYTES
+            )
+        finally:
+            os.umask(old_umask)
+        log.info("api_listening", socket=str(self.path))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _prepare_path(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.path.exists():
+            return
+        if not stat.S_ISSOCK(self.path.stat().st_mode):
+            raise AgentError(f"{self.path} exists and is not a socket; refusing to replace it")
+        try:
+            _, writer = await asyncio.open_unix_connection(str(self.path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            self.path.unlink()  # left behind by a daemon that was killed
+            return
+        writer.close()
+        raise AgentError(f"another smartpole daemon is already serving {self.path}")
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                self.requests += 1
+                reply = self._answer(line)
+                writer.write(json.dumps(reply, ensure_ascii=False).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+            log.debug("api_client_dropped", error=str(exc))
+        finally:
+            writer.close()
+
+    def _answer(self, line: bytes) -> dict[str, object]:
+        try:
+            request = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return {"ok": False, "error": "request is not one line of JSON"}
+        if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+            return {"ok": False, "error": 'request must be an object with a "method" string'}
+        handler = self._handlers.get(request["method"])
+        if handler is None:
+            known = ", ".join(sorted(self._handlers))
+            return {"ok": False, "error": f"unknown method {request['method']!r} (known: {known})"}
+        return {"ok": True, "result": handler(request)}
+
+
+def call(path: Path, method: str, timeout_s: float = 5.0, **params: object) -> Any:
+    """Blocking client for the CLI: one request, one answer."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect(str(path))
+            sock.sendall(json.dumps({"method": method, **params}).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except FileNotFoundError as exc:
+        raise ApiError(f"no daemon socket at {path}: is `smartpole run` running?") from exc
+    except PermissionError as exc:
+        raise ApiError(f"no permission to open {path}: run as the service user or root") from exc
+    except ConnectionRefusedError as exc:
+        raise ApiError(f"nothing listens on {path}: the daemon is not running") from exc
+    except TimeoutError as exc:
+        raise ApiError(f"the daemon did not answer on {path} within {timeout_s} s") from exc
+    except OSError as exc:
+        raise ApiError(f"cannot talk to the daemon on {path}: {exc}") from exc
+    try:
+        reply = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise ApiError(f"the daemon sent an unreadable answer on {path}") from exc
+    if not reply.get("ok"):
+        raise ApiError(str(reply.get("error", "the daemon reported an error")))
+    return reply["result"]

@@ -1,0 +1,184 @@
+"""Load a pole configuration and every profile it references, and list every problem.
+
+Validation runs in layers that do not stop each other: YAML syntax, then the typed schema of
+each file, then the references between files. A technician at the pole fixes everything in
+one round instead of one error per restart.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from smartpole.agent.config.pole import PoleConfig
+from smartpole.agent.config.yamlsource import YamlDocument, load_yaml
+from smartpole.agent.errors import ConfigError, Problem
+from smartpole.drivers.profile import DeviceProfile
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A pole configuration that passed every check, with the profiles it uses."""
+
+    path: Path
+    pole: PoleConfig
+    profiles: Mapping[str, DeviceProfile]
+
+    def profile_of(self, device: str) -> DeviceProfile:
+        return self.profiles[self.pole.devices[device].profile]
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Load and check; raise ConfigError listing every problem in every file."""
+    doc = load_yaml(path)
+    problems = list(doc.problems)
+    pole, schema_problems = validate(doc, PoleConfig)
+    problems += schema_problems
+    raw = _mapping(doc.data)
+    profiles_dir = Path(os.path.normpath(path.parent / str(raw.get("profiles_dir", "../profiles"))))
+    profiles, profile_problems = _load_profiles(doc, profiles_dir)
+    problems += profile_problems
+    problems += _check_references(doc)
+    if problems or pole is None:
+        raise ConfigError(problems)
+    return LoadedConfig(path, pole, profiles)
+
+
+def load_profile(path: Path) -> DeviceProfile:
+    """Load one profile file on its own (used by tests and the profile tools)."""
+    doc = load_yaml(path)
+    profile, problems = validate(doc, DeviceProfile)
+    problems = doc.problems + problems
+    if profile is not None:
+        problems += [doc.problem(loc, msg) for loc, msg in profile.cross_check()]
+    if problems or profile is None:
+        raise ConfigError(problems)
+    return profile
+
+
+def validate(doc: YamlDocument, model: type[ModelT]) -> tuple[ModelT | None, list[Problem]]:
+    """Validate a document against a model; translate pydantic's errors into Problems."""
+    if not isinstance(doc.data, dict):
+        return None, [doc.problem((), "expected a mapping of keys at the top of the file")]
+    try:
+        return model.model_validate(doc.data), []
+    except ValidationError as exc:
+        return None, [_problem_from_error(doc, model, error) for error in exc.errors()]
+
+
+def _problem_from_error(doc: YamlDocument, model: type[BaseModel], error: Any) -> Problem:
+    loc = tuple(part for part in error["loc"] if part != "[key]")
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _keys_at(model, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        message = "unknown key"
+        message += f"; did you mean {close[0]!r}?" if close else ""
+        message += f" (allowed: {', '.join(allowed)})" if allowed and not close else ""
+    elif kind == "missing":
+        message = "required key is missing"
+    else:
+        message = str(error["msg"])
+        given = error.get("input")
+        if not isinstance(given, dict | list) and kind not in ("value_error", "assertion_error"):
+            message += f" (got {given!r})"
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    return doc.problem(loc, message)
+
+
+def _load_profiles(
+    doc: YamlDocument, profiles_dir: Path
+) -> tuple[dict[str, DeviceProfile], list[Problem]]:
+    profiles: dict[str, DeviceProfile] = {}
+    problems: list[Problem] = []
+    devices = doc.data.get("devices") if isinstance(doc.data, dict) else None
+    if not isinstance(devices, dict):
+        return profiles, problems
+    if not profiles_dir.is_dir():
+        key = "profiles_dir" if ("profiles_dir",) in doc.lines else ""
+        problems.append(doc.problem((key,) if key else (), f"no profiles folder {profiles_dir}"))
+        return profiles, problems
+    failed: set[str] = set()
+    for device, settings in devices.items():
+        name = settings.get("profile") if isinstance(settings, dict) else None
+        if not isinstance(name, str) or name in profiles or name in failed:
+            continue
+        file = profiles_dir / f"{name}.yaml"
+        if not file.is_file():
+            known = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
+            problems.append(
+                doc.problem(
+                    ("devices", device, "profile"),
+                    f"unknown profile {name!r}: no {file}; known: {', '.join(known) or 'none'}",
+                )
+            )
+            failed.add(name)
+            continue
+        try:
+            profiles[name] = load_profile(file)
+        except ConfigError as exc:
+            problems += exc.problems
+            failed.add(name)
+    return profiles, problems
+
+
+def _check_references(doc: YamlDocument) -> list[Problem]:
+    """Checks across sections of the pole file, done on the raw data so they always run."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    buses = _mapping(data.get("buses"))
+    devices = _mapping(data.get("devices"))
+    problems: list[Problem] = []
+    taken: dict[tuple[object, object], str] = {}
+    for device, settings in devices.items():
+        if not isinstance(settings, dict):
+            continue
+        bus = settings.get("bus")
+        if isinstance(bus, str) and bus not in buses:
+            known = ", ".join(str(b) for b in buses) or "none"
+            problems.append(
+                doc.problem(("devices", device, "bus"), f"no bus named {bus!r} (buses: {known})")
+            )
+        unit = settings.get("unit_id")
+        if isinstance(unit, int) and isinstance(bus, str):
+            other = taken.setdefault((bus, unit), str(device))
+            if other != device:
+                problems.append(
+                    doc.problem(
+                        ("devices", device, "unit_id"),
+                        f"unit id {unit} on bus {bus!r} is already used by device {other!r}",
+                    )
+                )
+    return problems
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The keys a model accepts at a location, to suggest the right spelling of a wrong one."""
+    current: Any = model
+    for part in loc:
+        while get_origin(current) is Annotated:
+            current = get_args(current)[0]
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return []
+            current = field.annotation
+        elif get_origin(current) in (dict, list):
+            current = get_args(current)[-1]
+        else:
+            return []
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _mapping(value: object) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,174 @@
+"""The daemon's lifecycle: start every component, serve until asked to stop, stop cleanly.
+
+Start-up order matters: the configuration is already valid when we get here; the API comes
+up before READY=1 so ``smartpole diag`` works as soon as systemd says the service runs. On
+SIGTERM every task is cancelled, the ports close, last values are flushed to disk, and the
+process exits well inside systemd's stop timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from smartpole.agent.api import SOCKET_NAME, ApiServer
+from smartpole.agent.bus import ModbusRtuBusTask
+from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.health import BusState, DeviceState
+from smartpole.agent.points import PointTable
+from smartpole.agent.sdnotify import Notifier, run_watchdog
+from smartpole.agent.state import PointStore
+
+log = structlog.get_logger("smartpole.daemon")
+
+FLUSH_PERIOD_S = 60.0
+STATUS_PERIOD_S = 5.0
+
+
+class _StopRequestedError(Exception):
+    """Raised inside the task group to end it; never escapes the daemon."""
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: LoadedConfig,
+        *,
+        state_dir: Path,
+        runtime_dir: Path,
+        notifier: Notifier,
+    ) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.socket_path = runtime_dir / SOCKET_NAME
+        self.notifier = notifier
+        self.table = PointTable()
+        self.store = PointStore(state_dir)
+        self.buses = [
+            ModbusRtuBusTask(name, bus, config, self.table)
+            for name, bus in config.pole.buses.items()
+        ]
+        self.started_at = time.time()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; raises only on a bug (so systemd restarts us)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        restored = self.store.restore(self.table)
+        handlers = {"status": self._status, "points": self._points, "plan": self._plan}
+        async with ApiServer(self.socket_path, handlers):
+            log.info(
+                "daemon_started",
+                pole=self.config.pole.pole.id,
+                config=str(self.config.path),
+                buses=len(self.buses),
+                devices=len(self.config.pole.devices),
+                restored_points=restored,
+                pid=os.getpid(),
+            )
+            self.notifier.ready()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for bus in self.buses:
+                        group.create_task(bus.run(), name=f"bus:{bus.name}")
+                    group.create_task(run_watchdog(self.notifier), name="watchdog")
+                    group.create_task(self._report_status(), name="status")
+                    group.create_task(self._flush_periodically(), name="flush")
+                    group.create_task(_raise_when_set(stop), name="stop")
+            except* _StopRequestedError:
+                pass
+            finally:
+                self.store.flush(self.table)
+        log.info("daemon_stopped", uptime_s=round(time.time() - self.started_at, 1))
+
+    def summary(self) -> str:
+        devices = [device for bus in self.buses for device in bus.devices]
+        online = sum(device.state is DeviceState.ONLINE for device in devices)
+        down = [bus.name for bus in self.buses if bus.health.state is BusState.PORT_UNAVAILABLE]
+        text = f"{online}/{len(devices)} devices online on {len(self.buses)} bus(es)"
+        return text + (f"; port unavailable: {', '.join(down)}" if down else "")
+
+    async def _report_status(self) -> None:
+        last = ""
+        while True:
+            text = self.summary()
+            if text != last:
+                self.notifier.status(text)
+                last = text
+            await asyncio.sleep(STATUS_PERIOD_S)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_PERIOD_S)
+            self.store.flush(self.table)
+
+    def _problems(self) -> list[str]:
+        problems = []
+        for bus in self.buses:
+            if bus.health.state is BusState.PORT_UNAVAILABLE:
+                problems.append(f"bus {bus.name}: port {bus.health.port}: {bus.health.last_error}")
+            for device in bus.devices:
+                if device.state is DeviceState.OFFLINE:
+                    problems.append(
+                        f"device {device.name} (unit {device.unit_id} on {bus.name}) offline: "
+                        f"{device.last_error}"
+                    )
+                elif device.last_error is not None:
+                    problems.append(f"device {device.name}: last poll failed: {device.last_error}")
+        if self.store.write_failures:
+            failures = self.store.write_failures
+            problems.append(f"state file {self.store.path}: {failures} failed writes")
+        return problems
+
+    def _status(self, _request: Mapping[str, Any]) -> dict[str, object]:
+        return {
+            "pole": self.config.pole.pole.id,
+            "pole_name": self.config.pole.pole.name,
+            "config": str(self.config.path),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "summary": self.summary(),
+            "problems": self._problems(),
+            "buses": [bus.health.to_json() for bus in self.buses],
+            "devices": [device.to_json() for bus in self.buses for device in bus.devices],
+        }
+
+    def _points(self, _request: Mapping[str, Any]) -> list[dict[str, object]]:
+        return [sample.to_json() for sample in self.table.snapshot()]
+
+    def _plan(self, _request: Mapping[str, Any]) -> dict[str, object]:
+        return {bus.name: bus.read_plan() for bus in self.buses}
+
+
+async def _raise_when_set(stop: asyncio.Event) -> None:
+    await stop.wait()
+    raise _StopRequestedError
+
+
+async def serve(daemon: Daemon) -> None:
+    """Run ``daemon`` with SIGTERM/SIGINT handling; the process' main coroutine."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def request_stop(signum: int) -> None:
+        if not stop.is_set():
+            log.info("stop_requested", signal=signal.Signals(signum).name)
+            daemon.notifier.stopping()
+            stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, request_stop, signum)
+    try:
+        await daemon.run(stop)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(signum)

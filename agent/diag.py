@@ -1,0 +1,119 @@
+"""Text rendering of the daemon's state for technicians: tables that fit an 80-column laptop.
+
+Shared by ``smartpole diag`` and ``smartpole demo`` so both show the same columns: device,
+point, value, unit, quality, age.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+QUALITY_LEGEND = (
+    "quality: good = fresh reading   uncertain = outside the sensor's measuring range\n"
+    "         stale = not refreshed for 3 poll periods   bad = the device does not answer"
+)
+
+
+def format_value(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:.6g}" if abs(value) >= 1e6 else repr(round(value, 6))
+    return str(value)
+
+
+def format_age(age_s: float | None) -> str:
+    if age_s is None:
+        return "never"
+    if age_s < 60:
+        return f"{age_s:.1f} s"
+    if age_s < 3600:
+        return f"{age_s / 60:.0f} min"
+    if age_s < 86400:
+        return f"{age_s / 3600:.1f} h"
+    return f"{age_s / 86400:.1f} d"
+
+
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()
+) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(width) if index in right else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def render_points(points: Sequence[Mapping[str, Any]]) -> str:
+    rows = [
+        [
+            str(p["device"]),
+            str(p["point"]),
+            format_value(p["value"]),
+            str(p["unit"]),
+            str(p["quality"]),
+            format_age(p["age_s"]),
+        ]
+        for p in points
+    ]
+    headers = ["DEVICE", "POINT", "VALUE", "UNIT", "QUALITY", "AGE"]
+    return table(headers, rows, right=frozenset({2, 5})) + "\n" + QUALITY_LEGEND
+
+
+def render_status(status: Mapping[str, Any]) -> str:
+    name = f" ({status['pole_name']})" if status.get("pole_name") else ""
+    uptime = format_age(float(status["uptime_s"])).replace(" ", "")
+    lines = [
+        f"pole {status['pole']}{name}: {status['summary']}",
+        f"daemon pid {status['pid']}, up {uptime}, config {status['config']}",
+        "",
+        "BUSES",
+        table(
+            ["BUS", "PORT", "SETTINGS", "STATE", "LAST ERROR"],
+            [
+                [b["name"], b["port"], b["settings"], b["state"], b["last_error"] or ""]
+                for b in status["buses"]
+            ],
+        ),
+        "",
+        "DEVICES",
+        table(
+            ["DEVICE", "BUS", "UNIT", "PROFILE", "STATE", "POLLS", "TIMEOUTS", "EXC", "LATENCY"],
+            [_device_row(d) for d in status["devices"]],
+            right=frozenset({2, 5, 6, 7, 8}),
+        ),
+    ]
+    problems = status.get("problems") or []
+    lines += ["", "PROBLEMS" if problems else "no problems"]
+    lines += [f"  - {problem}" for problem in problems]
+    return "\n".join(lines)
+
+
+def _device_row(d: Mapping[str, Any]) -> list[str]:
+    latency = d.get("mean_latency_ms")
+    return [
+        d["name"],
+        d["bus"],
+        str(d["unit_id"]),
+        d["profile"],
+        d["state"],
+        str(d["polls"]),
+        str(d["timeouts"]),
+        str(d["exceptions"]),
+        "-" if latency is None else f"{latency:.0f} ms",
+    ]
+
+
+def clock() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -1,0 +1,112 @@
+"""The point table: the latest value of every point of every device, with its quality.
+
+Drivers never talk to the uplink or the CLI; they write here, and everything else reads a
+snapshot. Quality is explicit so that a dead device's last value is never shown as good.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from smartpole.drivers.modbus.codec import Value
+
+
+class Quality(StrEnum):
+    GOOD = "good"  # a fresh reading within the device's valid range
+    UNCERTAIN = "uncertain"  # read fine but outside the range the manual says is possible
+    STALE = "stale"  # not refreshed for several poll periods
+    BAD = "bad"  # no value, or the device is not answering
+
+
+@dataclass
+class _Entry:
+    device: str
+    point: str
+    unit: str
+    stale_after_s: float
+    value: Value | None = None
+    quality: Quality = Quality.BAD
+    read_at: float | None = None  # wall clock, for people and the uplink
+    read_mono: float | None = None  # monotonic, for ages that survive clock steps
+
+
+@dataclass(frozen=True)
+class PointSample:
+    device: str
+    point: str
+    value: Value | None
+    unit: str
+    quality: Quality
+    timestamp: float | None
+    age_s: float | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "device": self.device,
+            "point": self.point,
+            "value": self.value,
+            "unit": self.unit,
+            "quality": self.quality.value,
+            "timestamp": self.timestamp,
+            "age_s": None if self.age_s is None else round(self.age_s, 3),
+        }
+
+
+class PointTable:
+    """Owned by the control process' event loop; no locking, one writer per device."""
+
+    def __init__(
+        self,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._monotonic = monotonic
+        self._wall = wall
+
+    def register(self, device: str, point: str, unit: str, stale_after_s: float) -> None:
+        self._entries[(device, point)] = _Entry(device, point, unit, stale_after_s)
+
+    def update(self, device: str, point: str, value: Value, quality: Quality) -> None:
+        entry = self._entries[(device, point)]
+        entry.value = value
+        entry.quality = quality
+        entry.read_at = self._wall()
+        entry.read_mono = self._monotonic()
+
+    def mark_bad(self, device: str) -> None:
+        """The device stopped answering: keep the last value for reference, but as bad."""
+        for entry in self._entries.values():
+            if entry.device == device:
+                entry.quality = Quality.BAD
+
+    def restore(self, device: str, point: str, value: Value, timestamp: float) -> None:
+        """Bring back a value saved before a restart; it can only ever be stale."""
+        entry = self._entries.get((device, point))
+        if entry is None or entry.read_at is not None:
+            return
+        entry.value = value
+        entry.quality = Quality.STALE
+        entry.read_at = timestamp
+        entry.read_mono = self._monotonic() - max(0.0, self._wall() - timestamp)
+
+    def snapshot(self) -> list[PointSample]:
+        now = self._monotonic()
+        return [self._sample(entry, now) for entry in self._entries.values()]
+
+    def _sample(self, entry: _Entry, now: float) -> PointSample:
+        age = None if entry.read_mono is None else max(0.0, now - entry.read_mono)
+        quality = entry.quality
+        fresh = age is not None and age <= entry.stale_after_s
+        if quality in (Quality.GOOD, Quality.UNCERTAIN) and not fresh:
+            quality = Quality.STALE
+        return PointSample(
+            entry.device, entry.point, entry.value, entry.unit, quality, entry.read_at, age
+        )
+
+    def devices(self) -> Iterable[str]:
+        return dict.fromkeys(entry.device for entry in self._entries.values())

@@ -1,0 +1,1 @@
+"""Device simulators for test rigs: real protocols over pseudo-terminals and TCP."""

@@ -1,0 +1,308 @@
+"""Modbus RTU slave on a pseudo-terminal, for hardware-in-the-loop rigs and tests.
+
+A pty gives clients a real tty path, so the production serial stack (pyserial, pymodbus'
+serial transport, termios settings) runs unmodified against simulated devices, and faults
+a real RS-485 bus produces (silence, corrupt CRC, noise, late answers) can be injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import tty
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Final, Self
+
+import structlog
+
+from smartpole.drivers.modbus.rtu_slave import (
+    BROADCAST_UNIT,
+    ExceptionCode,
+    RegisterBank,
+    Request,
+    decode_request,
+    exception_response,
+    handle_request,
+)
+
+log = structlog.get_logger(__name__)
+
+# One character on the wire: start + 8 data + parity slot + stop. Charging the parity slot
+# even on 8N1 lines keeps one constant for every line setting and errs on the slow side,
+# which is the side clients must cope with anyway.
+BITS_PER_CHAR: Final = 11
+SLOW_EXTRA_S: Final = 2.0
+# A pty has no line timing and the event loop can delay a read by milliseconds, so the
+# RTU 3.5-character silence that ends a frame is never taken shorter than this.
+_MIN_FRAME_GAP_S: Final = 0.05
+_READ_CHUNK: Final = 4096
+_MAX_PENDING_TX: Final = 4096
+
+
+class FaultMode(enum.StrEnum):
+    """Misbehaviour to inject per unit.
+
+    NO_ANSWER models a dead device: the request is not executed. BAD_CRC, GARBAGE and SLOW
+    execute the request and spoil only the answer, the nasty case where a client's retry
+    repeats a write that already happened.
+    """
+
+    NONE = "none"
+    NO_ANSWER = "no_answer"
+    BAD_CRC = "bad_crc"
+    EXCEPTION = "exception"  # answer exception 4, server device failure
+    GARBAGE = "garbage"  # random bytes of the answer's length instead of the answer
+    SLOW = "slow"  # answer SLOW_EXTRA_S late, past typical client timeouts
+
+
+@dataclass
+class SimStats:
+    """Counters for rig assertions and dashboards; ``bad_frames`` counts noise bursts."""
+
+    requests: int = 0
+    answered: int = 0
+    bad_frames: int = 0
+    discarded_bytes: int = 0
+    by_unit: dict[int, int] = field(default_factory=dict)
+
+
+def wire_time_s(n_bytes: int, baudrate: int) -> float:
+    """Seconds ``n_bytes`` occupy the line, so answers arrive no sooner than on copper."""
+    return n_bytes * BITS_PER_CHAR / baudrate
+
+
+class RtuPtyServer:
+    """Serve the units in ``banks`` on a fresh pty whose slave path is ``.path``.
+
+    Requests are answered strictly one after another, like a real half-duplex slave.
+    The server keeps its own slave fd open so the master never sees EIO when a client
+    closes the port, and a client can reconnect to the same path.
+    """
+
+    def __init__(
+        self,
+        banks: Mapping[int, RegisterBank],
+        *,
+        baudrate: int = 9600,
+        turnaround_s: float = 0.0,
+        faults: Mapping[int, FaultMode] | None = None,
+    ) -> None:
+        if baudrate <= 0 or turnaround_s < 0:
+            raise ValueError(f"bad timing: baudrate={baudrate} turnaround_s={turnaround_s}")
+        self._banks = banks
+        self._baudrate = baudrate
+        self._turnaround_s = turnaround_s
+        self._faults: dict[int, FaultMode] = dict(faults or {})
+        self._frame_gap_s = max(3.5 * BITS_PER_CHAR / baudrate, _MIN_FRAME_GAP_S)
+        self._stats = SimStats()
+        self._rx = bytearray()
+        self._tx = bytearray()
+        self._in_noise = False
+        self._queue: asyncio.Queue[Request] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._master_fd: int | None = None
+        self._slave_fd: int | None = None
+        self._path: str | None = None
+        self._gap_timer: asyncio.TimerHandle | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def path(self) -> str:
+        """The tty path clients open; only valid while the server runs."""
+        if self._path is None:
+            raise RuntimeError("RtuPtyServer is not running")
+        return self._path
+
+    @property
+    def stats(self) -> SimStats:
+        """A snapshot, so callers can compare before/after without aliasing live counters."""
+        return replace(self._stats, by_unit=dict(self._stats.by_unit))
+
+    def set_fault(self, unit_id: int, mode: FaultMode) -> None:
+        """Change a unit's behaviour while running; applies from the next request on."""
+        self._faults[unit_id] = FaultMode(mode)
+        log.info("sim_fault_set", path=self._path, unit=unit_id, fault=str(mode))
+
+    async def __aenter__(self) -> Self:
+        if self._master_fd is not None:
+            raise RuntimeError("RtuPtyServer already running")
+        loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()  # bound to this loop; nothing stale from a past run
+        with contextlib.ExitStack() as undo:
+            master, slave = os.openpty()
+            undo.callback(os.close, master)
+            undo.callback(os.close, slave)
+            tty.setraw(slave)  # no echo, no CR/LF mangling: RTU is binary
+            os.set_blocking(master, False)
+            path = os.ttyname(slave)
+            loop.add_reader(master, self._on_readable)
+            undo.pop_all()
+        self._loop, self._master_fd, self._slave_fd, self._path = loop, master, slave, path
+        self._worker = loop.create_task(self._serve_forever(), name=f"rtu-pty {path}")
+        self._worker.add_done_callback(self._on_worker_done)
+        log.info("sim_started", path=path, units=sorted(self._banks), baudrate=self._baudrate)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop serving; all fd cleanup happens before the first await, so a cancel
+        arriving while we wait for the worker cannot leak descriptors."""
+        master, slave, loop, worker = self._master_fd, self._slave_fd, self._loop, self._worker
+        self._master_fd = self._slave_fd = self._path = None
+        self._worker = None
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+        if master is not None and loop is not None:
+            loop.remove_reader(master)
+            loop.remove_writer(master)
+            os.close(master)
+        if slave is not None:
+            os.close(slave)
+        self._rx.clear()
+        self._tx.clear()
+        self._in_noise = False
+        if worker is not None:
+            worker.cancel()
+            # wait() does not re-raise the worker's CancelledError, but does raise ours.
+            await asyncio.wait({worker})
+            log.info("sim_stopped", stats=self._stats)
+
+    @staticmethod
+    def _on_worker_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("sim_worker_crashed", exc_info=exc)
+
+    # ----- receive side: runs in loop callbacks, never blocks -----
+
+    def _on_readable(self) -> None:
+        fd, loop = self._master_fd, self._loop
+        if fd is None or loop is None:
+            return
+        try:
+            chunk = os.read(fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            # Only possible if our own slave fd vanished; stop rather than spin on it.
+            log.error("sim_read_failed", path=self._path, error=str(exc))
+            loop.remove_reader(fd)
+            return
+        if not chunk:  # EOF, same cause as above
+            loop.remove_reader(fd)
+            return
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+        self._rx += chunk
+        self._drain(at_end=False)
+        if self._rx:
+            self._gap_timer = loop.call_later(self._frame_gap_s, self._on_line_silent)
+
+    def _on_line_silent(self) -> None:
+        self._gap_timer = None
+        self._drain(at_end=True)
+
+    def _drain(self, *, at_end: bool) -> None:
+        while self._rx:
+            used, req = decode_request(self._rx, at_end=at_end)
+            if used == 0:
+                return
+            del self._rx[:used]
+            if req is None:
+                self._stats.discarded_bytes += used
+                if not self._in_noise:
+                    self._in_noise = True
+                    self._stats.bad_frames += 1
+                    log.debug("sim_bad_frame", path=self._path)
+                continue
+            self._in_noise = False
+            self._queue.put_nowait(req)
+
+    # ----- answer side: one request at a time, like a half-duplex slave -----
+
+    async def _serve_forever(self) -> None:
+        while True:
+            req = await self._queue.get()
+            await self._serve(req)
+
+    async def _serve(self, req: Request) -> None:
+        stats = self._stats
+        stats.requests += 1
+        stats.by_unit[req.unit_id] = stats.by_unit.get(req.unit_id, 0) + 1
+        fault = self._faults.get(req.unit_id, FaultMode.NONE)
+        log.debug(
+            "sim_request",
+            unit=req.unit_id,
+            function=req.function,
+            address=req.address,
+            count=req.count,
+            fault=str(fault),
+        )
+        reply = self._reply_for(req, fault)
+        if reply is None:
+            return
+        delay = self._turnaround_s + wire_time_s(len(reply), self._baudrate)
+        if fault is FaultMode.SLOW:
+            delay += SLOW_EXTRA_S
+        await asyncio.sleep(delay)  # emulates the device and the wire, not test sync
+        if self._send(reply):
+            stats.answered += 1
+            log.debug("sim_answer", unit=req.unit_id, function=req.function, size=len(reply))
+
+    def _reply_for(self, req: Request, fault: FaultMode) -> bytes | None:
+        if req.unit_id == BROADCAST_UNIT or req.unit_id not in self._banks:
+            return handle_request(self._banks, req)  # silent either way; faults are per unit
+        if fault is FaultMode.NO_ANSWER:
+            return None
+        if fault is FaultMode.EXCEPTION:
+            return exception_response(
+                req.unit_id, req.function, ExceptionCode.SERVER_DEVICE_FAILURE
+            )
+        reply = handle_request(self._banks, req)
+        if reply is None:
+            return None
+        if fault is FaultMode.BAD_CRC:
+            return reply[:-2] + bytes(b ^ 0xFF for b in reply[-2:])
+        if fault is FaultMode.GARBAGE:
+            return os.urandom(len(reply))
+        return reply
+
+    def _send(self, data: bytes) -> bool:
+        """Write without blocking the loop; a full pty buffer queues, then drops like a
+        jammed line would, rather than growing without bound while nobody reads."""
+        if self._master_fd is None:
+            return False
+        if len(self._tx) + len(data) > _MAX_PENDING_TX:
+            log.warning("sim_tx_overrun", path=self._path, dropped=len(data))
+            return False
+        self._tx += data
+        self._flush()
+        return True
+
+    def _flush(self) -> None:
+        fd, loop = self._master_fd, self._loop
+        if fd is None or loop is None:
+            return
+        try:
+            del self._tx[: os.write(fd, self._tx)]
+        except BlockingIOError:
+            pass  # pty buffer full: the writer callback below retries
+        except OSError as exc:
+            log.error("sim_write_failed", path=self._path, error=str(exc))
+            self._tx.clear()
+        if self._tx:
+            loop.add_writer(fd, self._flush)
+        else:
+            loop.remove_writer(fd)
