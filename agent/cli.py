@@ -19,7 +19,7 @@ import structlog
 from smartpole.agent import logs
 from smartpole.agent.api import SOCKET_NAME, call
 from smartpole.agent.config.loader import LoadedConfig, load_config
-from smartpole.agent.errors import AgentError, ApiError, ConfigError
+from smartpole.agent.errors import AgentError, ApiError, ConfigError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_STATE_DIR = Path("/var/lib/smartpole")
@@ -64,9 +64,9 @@ def _with_bus_ports(config: LoadedConfig, overrides: Sequence[str]) -> LoadedCon
     for item in overrides:
         name, sep, port = item.partition("=")
         if not sep or not port:
-            raise AgentError(f"--bus-port {item!r}: expected BUS=PATH")
+            raise UsageError(f"--bus-port {item!r}: expected BUS=PATH")
         if name not in buses:
-            raise AgentError(f"--bus-port {item!r}: no bus {name!r} in {config.path}")
+            raise UsageError(f"--bus-port {item!r}: no bus {name!r} in {config.path}")
         buses[name] = buses[name].model_copy(update={"port": port})
     pole = config.pole.model_copy(update={"buses": buses})
     return LoadedConfig(config.path, pole, config.profiles)
@@ -219,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiError as exc:
         print(f"smartpole: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except UsageError as exc:
+        print(f"smartpole: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except AgentError as exc:
         log.error("failed", error=str(exc))
         return EXIT_FAILURE

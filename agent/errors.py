@@ -35,5 +35,9 @@ class ConfigError(AgentError):
         super().__init__(f"{count} configuration problem{'s' if count != 1 else ''}")
 
 
+class UsageError(AgentError):
+    """A command-line argument names something the configuration does not have."""
+
+
 class ApiError(AgentError):
     """The local API could not be reached or answered with an error."""

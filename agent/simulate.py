@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import structlog
 
 from smartpole.agent.config.loader import LoadedConfig
-from smartpole.agent.errors import AgentError
+from smartpole.agent.errors import UsageError
 from smartpole.drivers.sim.devices import SimulatedDevice
 from smartpole.drivers.sim.rtu_pty import FaultMode, RtuPtyServer
 
@@ -31,11 +31,11 @@ def parse_faults(config: LoadedConfig, specs: Sequence[str]) -> dict[str, FaultM
     for spec in specs:
         device, _, mode = spec.partition("=")
         if device not in config.pole.devices:
-            raise AgentError(f"--fault {spec}: no device {device!r} in {config.path}")
+            raise UsageError(f"--fault {spec}: no device {device!r} in {config.path}")
         try:
             faults[device] = FaultMode(mode)
         except ValueError as exc:
-            raise AgentError(f"--fault {spec}: unknown mode {mode!r} (modes: {modes})") from exc
+            raise UsageError(f"--fault {spec}: unknown mode {mode!r} (modes: {modes})") from exc
     return faults
 
 
@@ -52,7 +52,7 @@ async def run_simulators(
     chosen = list(buses) or list(config.pole.buses)
     for name in chosen:
         if name not in config.pole.buses:
-            raise AgentError(f"--bus {name}: no such bus in {config.path}")
+            raise UsageError(f"--bus {name}: no such bus in {config.path}")
     faults = faults or {}
     devices: dict[str, SimulatedDevice] = {}
     stop = asyncio.Event()
