@@ -84,7 +84,12 @@ def _screen(status: dict[str, object], points: list[dict[str, object]], left: st
             f"device {device['name']}: {device['profile']} at unit {device['unit_id']}, "
             f"{device['state']}, {device['polls']} polls, {device['timeouts']} timeouts"
         )
-    return "\n".join([*header, "", diag.render_points(points), "", "Ctrl-C stops the demo."])
+    explain = (
+        "The daemon polls a simulated device over a pseudo-terminal as Modbus RTU; this is its\n"
+        "point table, read through its local API (`smartpole diag points` shows the same)."
+    )
+    body = [*header, "", explain, "", diag.render_points(points), "", "Ctrl-C stops the demo."]
+    return "\n".join(body)
 
 
 def run_demo(config: Path, *, duration_s: float, refresh_s: float) -> int:
