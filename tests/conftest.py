@@ -170,3 +170,17 @@ def daemon(spawn: Callable[..., Proc], tmp_path: Path) -> Callable[..., Proc]:
 
 def api(proc: Proc, method: str) -> Any:
     return call(Path(proc.extra["socket"]), method)
+
+
+@pytest.fixture
+def polled_pole(
+    tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
+) -> Callable[..., Proc]:
+    """The daemon polling a simulated weather station; ``sim_args`` go to ``smartpole sim``."""
+
+    def start(*sim_args: str, env: dict[str, str] | None = None) -> Proc:
+        config = pole_config(tmp_path)
+        sim = simulator(config, *sim_args)
+        return daemon(config, "--bus-port", f"rs485-1={sim.extra['rs485-1']}", env=env)
+
+    return start

@@ -16,12 +16,8 @@ def _smartpole(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[s
     )
 
 
-def test_diag_points_status_and_plan(
-    tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
-) -> None:
-    config = pole_config(tmp_path)
-    sim = simulator(config)
-    run = daemon(config, "--bus-port", f"rs485-1={sim.extra['rs485-1']}")
+def test_diag_points_status_and_plan(tmp_path: Path, polled_pole: Callable[..., Proc]) -> None:
+    run = polled_pole()
     wait_until(lambda: all(p["quality"] == "good" for p in api(run, "points")), 10, "good points")
     state = str(tmp_path / "state")
 

@@ -30,11 +30,9 @@ def _device(proc: Proc) -> dict[str, object]:
 
 
 def test_polls_simulator_and_stops_cleanly_on_sigterm(
-    tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
+    tmp_path: Path, polled_pole: Callable[..., Proc]
 ) -> None:
-    config = pole_config(tmp_path)
-    sim = simulator(config)
-    run = daemon(config, "--bus-port", f"rs485-1={sim.extra['rs485-1']}")
+    run = polled_pole()
 
     def all_good() -> dict[str, dict[str, object]] | None:
         points = _points(run)
@@ -66,12 +64,8 @@ def test_polls_simulator_and_stops_cleanly_on_sigterm(
     assert not [e for e in run.events() if e.get("level") == "error"]
 
 
-def test_sigint_also_stops_cleanly(
-    tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
-) -> None:
-    config = pole_config(tmp_path)
-    sim = simulator(config)
-    run = daemon(config, "--bus-port", f"rs485-1={sim.extra['rs485-1']}")
+def test_sigint_also_stops_cleanly(polled_pole: Callable[..., Proc]) -> None:
+    run = polled_pole()
     wait_until(lambda: _device(run)["state"] == "online", 10, "device online")
     run.process.send_signal(2)
     assert run.process.wait(timeout=5) == 0
@@ -127,11 +121,9 @@ def test_missing_serial_port_is_reported_once_and_survived(
 
 @pytest.mark.parametrize("fault", ["no_answer", "garbage", "bad_crc"])
 def test_dead_or_garbled_device_goes_offline_once(
-    tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc], fault: str
+    polled_pole: Callable[..., Proc], fault: str
 ) -> None:
-    config = pole_config(tmp_path)
-    sim = simulator(config, "--fault", f"weather={fault}")
-    run = daemon(config, "--bus-port", f"rs485-1={sim.extra['rs485-1']}")
+    run = polled_pole("--fault", f"weather={fault}")
     device = wait_until(
         lambda: (d := _device(run))["state"] == "offline" and d["polls"] >= 4 and d,
         15,
@@ -147,12 +139,8 @@ def test_dead_or_garbled_device_goes_offline_once(
     assert run.stop()[0] == 0
 
 
-def test_device_exception_is_counted(
-    tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
-) -> None:
-    config = pole_config(tmp_path)
-    sim = simulator(config, "--fault", "weather=exception")
-    run = daemon(config, "--bus-port", f"rs485-1={sim.extra['rs485-1']}")
+def test_device_exception_is_counted(polled_pole: Callable[..., Proc]) -> None:
+    run = polled_pole("--fault", "weather=exception")
     device = wait_until(lambda: (d := _device(run))["exceptions"] >= 2 and d, 10, "exceptions")
     assert "exception 4" in str(device["last_error"])
     assert run.stop()[0] == 0
