@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from itertools import pairwise
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -166,9 +165,14 @@ class DeviceProfile(_Strict):
                 if name not in self.points
             ]
         by_area = sorted(self.points.items(), key=lambda item: (item[1].kind, item[1].address))
-        for (name_a, a), (name_b, b) in pairwise(by_area):
-            if a.kind == b.kind and b.address < a.end:
+        widest: tuple[str, PointSpec] | None = None  # the point reaching furthest so far
+        for name, spec in by_area:
+            if widest is not None and widest[1].kind != spec.kind:
+                widest = None
+            if widest is not None and spec.address < widest[1].end:
                 problems.append(
-                    (("points", name_b), f"overlaps point {name_a!r} in the {a.kind} area")
+                    (("points", name), f"overlaps point {widest[0]!r} in the {spec.kind} area")
                 )
+            if widest is None or spec.end > widest[1].end:
+                widest = (name, spec)
         return problems

@@ -138,22 +138,23 @@ def _check_references(doc: YamlDocument) -> list[Problem]:
     devices = _mapping(data.get("devices"))
     problems: list[Problem] = []
     taken: dict[tuple[object, object], str] = {}
-    for device, settings in devices.items():
+    for key, settings in devices.items():
+        device = str(key)
         if not isinstance(settings, dict):
             continue
         bus = settings.get("bus")
         if isinstance(bus, str) and bus not in buses:
             known = ", ".join(str(b) for b in buses) or "none"
             problems.append(
-                doc.problem(("devices", device, "bus"), f"no bus named {bus!r} (buses: {known})")
+                doc.problem(("devices", key, "bus"), f"no bus named {bus!r} (buses: {known})")
             )
         unit = settings.get("unit_id")
         if isinstance(unit, int) and isinstance(bus, str):
-            other = taken.setdefault((bus, unit), str(device))
+            other = taken.setdefault((bus, unit), device)
             if other != device:
                 problems.append(
                     doc.problem(
-                        ("devices", device, "unit_id"),
+                        ("devices", key, "unit_id"),
                         f"unit id {unit} on bus {bus!r} is already used by device {other!r}",
                     )
                 )

@@ -69,10 +69,12 @@ def parse_yaml(text: str, path: Path) -> YamlDocument:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-        doc = YamlDocument(path, data, {(): 1})
+        doc = YamlDocument(path, None, {(): 1})
         if node is not None:
-            _walk(loader, node, (), doc)
+            # Walk before constructing: construction flattens merge keys (<<) into the
+            # node in place, after which an override would look like a duplicate.
+            _walk(loader, node, (), doc, frozenset())
+            doc.data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -85,31 +87,73 @@ def parse_yaml(text: str, path: Path) -> YamlDocument:
     return doc
 
 
-def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, doc: YamlDocument) -> None:
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _walk(
+    loader: yaml.SafeLoader,
+    node: yaml.Node,
+    path: KeyPath,
+    doc: YamlDocument,
+    ancestors: frozenset[int],
+) -> None:
+    if id(node) in ancestors:
+        return  # a recursive alias; the constructor decides whether that is valid
+    ancestors = ancestors | {id(node)}
     if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, int] = {}
+        seen: dict[str | int, int] = {}
+        merged: list[yaml.Node] = []
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if not isinstance(key, str | int):
-                doc.problems.append(
-                    Problem(doc.file, line, format_key_path(path), f"key {key!r} is not a string")
-                )
+            if key_node.tag == _MERGE_TAG:
+                merged.append(value_node)
                 continue
-            if key in seen:
-                doc.problems.append(
-                    Problem(
-                        doc.file,
-                        line,
-                        format_key_path((*path, key)),
-                        f"duplicate key (first given on line {seen[key]})",
-                    )
-                )
-                continue
-            seen[key] = line
-            doc.lines[(*path, key)] = line
-            _walk(loader, value_node, (*path, key), doc)
+            _walk_pair(loader, key_node, value_node, path, doc, ancestors, seen, explicit=True)
+        # Explicit keys win over merged ones, and earlier merge sources over later ones.
+        for source in merged:
+            for mapping in source.value if isinstance(source, yaml.SequenceNode) else [source]:
+                if isinstance(mapping, yaml.MappingNode):
+                    for key_node, value_node in mapping.value:
+                        _walk_pair(
+                            loader, key_node, value_node, path, doc, ancestors, seen, explicit=False
+                        )
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             doc.lines[(*path, index)] = item.start_mark.line + 1
-            _walk(loader, item, (*path, index), doc)
+            _walk(loader, item, (*path, index), doc, ancestors)
+
+
+def _walk_pair(
+    loader: yaml.SafeLoader,
+    key_node: yaml.Node,
+    value_node: yaml.Node,
+    path: KeyPath,
+    doc: YamlDocument,
+    ancestors: frozenset[int],
+    seen: dict[str | int, int],
+    *,
+    explicit: bool,
+) -> None:
+    if key_node.tag == _MERGE_TAG:
+        return  # nested merges inside a merge source are walked when that source is
+    key = loader.construct_object(key_node, deep=True)
+    line = key_node.start_mark.line + 1
+    if not isinstance(key, str | int):
+        doc.problems.append(
+            Problem(doc.file, line, format_key_path(path), f"key {key!r} is not a string")
+        )
+        return
+    if key in seen:
+        if not explicit:
+            return  # overridden by an explicit key or an earlier merge source
+        doc.problems.append(
+            Problem(
+                doc.file,
+                line,
+                format_key_path((*path, key)),
+                f"duplicate key (first given on line {seen[key]})",
+            )
+        )
+    # YAML keeps the last value of a duplicated key, so its line is the one to report.
+    seen[key] = line
+    doc.lines[(*path, key)] = line
+    _walk(loader, value_node, (*path, key), doc, ancestors)

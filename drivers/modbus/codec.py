@@ -87,8 +87,11 @@ def _shortest_f32(value: float, packed: bytes) -> float:
         return value
     for digits in range(1, 10):
         candidate = float(f"{value:.{digits}g}")
-        if struct.pack(">f", candidate) == packed:
-            return candidate
+        try:
+            if struct.pack(">f", candidate) == packed:
+                return candidate
+        except OverflowError:
+            continue  # rounding near the float32 maximum went past it
     return value
 
 
