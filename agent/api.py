@@ -45,6 +45,8 @@ class ApiServer:
             self._server = await asyncio.start_unix_server(
                 self._serve, path=str(self.path), limit=MAX_REQUEST_BYTES
             )
+        except OSError as exc:  # e.g. a path longer than the 107 bytes a socket name may have
+            raise AgentError(f"cannot open the API socket {self.path}: {exc}") from exc
         finally:
             os.umask(old_umask)
         log.info("api_listening", socket=str(self.path))
@@ -64,7 +66,10 @@ class ApiServer:
             self.path.unlink()
 
     async def _prepare_path(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise AgentError(f"cannot create {self.path.parent}: {exc}") from exc
         if not self.path.exists():
             return
         if not stat.S_ISSOCK(self.path.stat().st_mode):

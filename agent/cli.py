@@ -76,9 +76,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from smartpole.agent.daemon import Daemon, serve
     from smartpole.agent.sdnotify import Notifier
 
-    config = _with_bus_ports(_load(args.config), args.bus_port)
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        # One event with every problem: the journal shows why the service did not start.
+        log.error("config_invalid", file=str(args.config), problems=[str(p) for p in exc.problems])
+        return EXIT_BAD_INPUT
+    config = _with_bus_ports(loaded, args.bus_port)
     state_dir = _state_dir(args)
     runtime_dir = args.runtime_dir or _systemd_dir("RUNTIME_DIRECTORY") or state_dir
+    for folder in {state_dir, runtime_dir}:
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise AgentError(f"cannot use directory {folder}: {exc.strerror or exc}") from exc
     with Notifier.from_environ() as notifier:
         daemon = Daemon(config, state_dir=state_dir, runtime_dir=runtime_dir, notifier=notifier)
         asyncio.run(serve(daemon))

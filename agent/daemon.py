@@ -60,7 +60,6 @@ class Daemon:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; raises only on a bug (so systemd restarts us)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         restored = self.store.restore(self.table)
         handlers = {"status": self._status, "points": self._points, "plan": self._plan}
         async with ApiServer(self.socket_path, handlers):

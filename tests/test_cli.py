@@ -45,12 +45,33 @@ def test_diag_points_status_and_plan(tmp_path: Path, polled_pole: Callable[..., 
 
 
 def test_run_refuses_a_bad_config_before_starting(tmp_path: Path) -> None:
-    config = pole_config(tmp_path, unit_id=0)
-    result = _smartpole("run", "--config", str(config), "--state-dir", str(tmp_path / "s"))
+    config = pole_config(tmp_path, unit_id=0, bus="rs485-7")
+    result = _smartpole(
+        "run", "--config", str(config), "--state-dir", str(tmp_path / "s"), "--log-format", "json"
+    )
     assert result.returncode == 2
-    assert f"{config}:" in result.stderr
-    assert "devices.weather.unit_id" in result.stderr
+    (event,) = [json.loads(line) for line in result.stderr.splitlines()]
+    assert event["event"] == "config_invalid"
+    assert event["level"] == "error"
+    problems = event["problems"]
+    assert len(problems) == 2
+    assert any(p.startswith(f"{config}:") and "devices.weather.unit_id" in p for p in problems)
+    assert any("devices.weather.bus" in p for p in problems)
     assert not (tmp_path / "s").exists(), "nothing may start with a bad config"
+
+
+def test_run_reports_an_unusable_state_directory_once(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = _smartpole(
+        "run", "--config", str(pole_config(tmp_path)), "--state-dir", str(blocker / "state"),
+        "--log-format", "json",
+    )  # fmt: skip
+    assert result.returncode == 1
+    (event,) = [json.loads(line) for line in result.stderr.splitlines()]
+    assert event["event"] == "failed"
+    assert "cannot use directory" in event["error"]
+    assert "Traceback" not in result.stderr
 
 
 def test_run_rejects_a_bus_port_for_an_unknown_bus(tmp_path: Path) -> None:
