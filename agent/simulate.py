@@ -19,7 +19,8 @@ import structlog
 from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.errors import UsageError
 from smartpole.drivers.sim.devices import SimulatedDevice
-from smartpole.drivers.sim.rtu_pty import FaultMode, RtuPtyServer
+from smartpole.drivers.sim.rtu_pty import RtuPtyServer
+from smartpole.drivers.sim.wire import FaultMode
 
 log = structlog.get_logger("smartpole.sim")
 

@@ -17,7 +17,8 @@ from pymodbus.pdu import ExceptionResponse
 
 from smartpole.drivers.modbus.rtu_slave import RegisterBank
 from smartpole.drivers.profile import RegisterKind
-from smartpole.drivers.sim.rtu_pty import FaultMode, RtuPtyServer, wire_time_s
+from smartpole.drivers.sim.rtu_pty import RtuPtyServer
+from smartpole.drivers.sim.wire import FaultMode, wire_time_s
 
 BLOCK = 0x01F4
 VALUES = [0x0100 + i for i in range(14)]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import os
 import tty
 from collections.abc import Mapping
@@ -25,38 +24,24 @@ from smartpole.drivers.modbus.rtu_slave import (
     RegisterBank,
     Request,
     decode_request,
+    encode_request,
     exception_response,
     handle_request,
+)
+from smartpole.drivers.sim.wire import (
+    BITS_PER_CHAR,
+    SLOW_EXTRA_S,
+    FaultMode,
+    reply_delay_s,
 )
 
 log = structlog.get_logger(__name__)
 
-# One character on the wire: start + 8 data + parity slot + stop. Charging the parity slot
-# even on 8N1 lines keeps one constant for every line setting and errs on the slow side,
-# which is the side clients must cope with anyway.
-BITS_PER_CHAR: Final = 11
-SLOW_EXTRA_S: Final = 2.0
 # A pty has no line timing and the event loop can delay a read by milliseconds, so the
 # RTU 3.5-character silence that ends a frame is never taken shorter than this.
 _MIN_FRAME_GAP_S: Final = 0.05
 _READ_CHUNK: Final = 4096
 _MAX_PENDING_TX: Final = 4096
-
-
-class FaultMode(enum.StrEnum):
-    """Misbehaviour to inject per unit.
-
-    NO_ANSWER models a dead device: the request is not executed. BAD_CRC, GARBAGE and SLOW
-    execute the request and spoil only the answer, the nasty case where a client's retry
-    repeats a write that already happened.
-    """
-
-    NONE = "none"
-    NO_ANSWER = "no_answer"
-    BAD_CRC = "bad_crc"
-    EXCEPTION = "exception"  # answer exception 4, server device failure
-    GARBAGE = "garbage"  # random bytes of the answer's length instead of the answer
-    SLOW = "slow"  # answer SLOW_EXTRA_S late, past typical client timeouts
 
 
 @dataclass
@@ -68,11 +53,6 @@ class SimStats:
     bad_frames: int = 0
     discarded_bytes: int = 0
     by_unit: dict[int, int] = field(default_factory=dict)
-
-
-def wire_time_s(n_bytes: int, baudrate: int) -> float:
-    """Seconds ``n_bytes`` occupy the line, so answers arrive no sooner than on copper."""
-    return n_bytes * BITS_PER_CHAR / baudrate
 
 
 class RtuPtyServer:
@@ -253,7 +233,9 @@ class RtuPtyServer:
         reply = self._reply_for(req, fault)
         if reply is None:
             return
-        delay = self._turnaround_s + wire_time_s(len(reply), self._baudrate)
+        delay = reply_delay_s(
+            len(encode_request(req)), len(reply), self._baudrate, self._turnaround_s
+        )
         if fault is FaultMode.SLOW:
             delay += SLOW_EXTRA_S
         await asyncio.sleep(delay)  # emulates the device and the wire, not test sync
