@@ -27,7 +27,7 @@ from smartpole.drivers.errors import (
 from smartpole.drivers.modbus import codec
 from smartpole.drivers.modbus.client import ModbusRtuClient
 from smartpole.drivers.modbus.plan import ReadBlock, plan_reads
-from smartpole.drivers.profile import DeviceProfile
+from smartpole.drivers.profile import ModbusProfile
 
 log = structlog.get_logger("smartpole.bus")
 
@@ -41,7 +41,7 @@ STALE_AFTER_PERIODS = 3
 class _Device:
     name: str
     config: DeviceConfig
-    profile: DeviceProfile
+    profile: ModbusProfile
     plan: list[ReadBlock]
     health: DeviceHealth
     next_due: float = 0.0
@@ -59,7 +59,7 @@ class ModbusRtuBusTask:
         for device_name, device in config.pole.devices.items():
             if device.bus != name:
                 continue
-            profile = config.profiles[device.profile]
+            profile = config.modbus_profile_of(device_name)
             stale_after = device.poll_period_s * STALE_AFTER_PERIODS + bus.timeout_s
             for point, spec in profile.points.items():
                 table.register(device_name, point, spec.unit, stale_after)

@@ -67,7 +67,7 @@ async def run_simulators(
                 on_bus = {n: d for n, d in config.pole.devices.items() if d.bus == bus_name}
                 banks = {}
                 for offset, (name, device) in enumerate(on_bus.items()):
-                    sim = SimulatedDevice(config.profiles[device.profile], seed=seed + offset)
+                    sim = SimulatedDevice(config.modbus_profile_of(name), seed=seed + offset)
                     devices[name] = sim
                     banks[device.unit_id] = sim.bank
                 server = await stack.enter_async_context(

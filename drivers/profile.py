@@ -11,9 +11,11 @@ import math
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
-NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+from smartpole.drivers.dlt645.profile import Dlt645Profile
+from smartpole.drivers.pelco_d.profile import PelcoDProfile
+from smartpole.drivers.schema import Location, PointName, ProfileInfo, StrictModel
 
 
 class RegisterKind(StrEnum):
@@ -56,8 +58,7 @@ _REGISTER_COUNT = {
 Order = Literal["big", "little"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+_Strict = StrictModel
 
 
 class PointSpec(_Strict):
@@ -129,27 +130,19 @@ class TestVector(_Strict):
     """Raw registers from the manual and the values they must decode to."""
 
     description: str = ""
-    holding: dict[int, list[Annotated[int, Field(ge=0, le=0xFFFF)]]] = {}
-    input: dict[int, list[Annotated[int, Field(ge=0, le=0xFFFF)]]] = {}
+    holding: dict[int, list[Annotated[int, Field(ge=0, le=0xFFFF)]]] = Field(default_factory=dict)
+    input: dict[int, list[Annotated[int, Field(ge=0, le=0xFFFF)]]] = Field(default_factory=dict)
     expect: dict[str, float | bool]
 
 
-PointName = Annotated[str, Field(pattern=NAME_PATTERN)]
-Location = tuple[str | int, ...]
+class ModbusProfile(ProfileInfo):
+    """A Modbus device model; one YAML file per model under ``configs/profiles/``."""
 
-
-class DeviceProfile(_Strict):
-    """A device model; one YAML file per model under ``configs/profiles/``."""
-
-    model: str
-    manufacturer: str
-    description: str = ""
-    manual: str = Field("", description="where the register map comes from")
     protocol: Literal["modbus"] = "modbus"
     limits: ModbusLimits = ModbusLimits()
     points: dict[PointName, PointSpec] = Field(min_length=1)
-    simulation: dict[str, SimulatedValue] = {}
-    test_vectors: list[TestVector] = []
+    simulation: dict[str, SimulatedValue] = Field(default_factory=dict)
+    test_vectors: list[TestVector] = Field(default_factory=list)
 
     def cross_check(self) -> list[tuple[Location, str]]:
         """Problems between sections, each with the key path it belongs to."""
@@ -176,3 +169,22 @@ class DeviceProfile(_Strict):
             if widest is None or spec.end > widest[1].end:
                 widest = (name, spec)
         return problems
+
+
+# Any device profile; the ``protocol`` key picks the schema (Modbus when it is absent).
+DeviceProfile = ModbusProfile | Dlt645Profile | PelcoDProfile
+PROFILE_MODELS: dict[str, type[DeviceProfile]] = {
+    "modbus": ModbusProfile,
+    "dlt645": Dlt645Profile,
+    "pelco-d": PelcoDProfile,
+}
+_PROFILE_ADAPTER: TypeAdapter[DeviceProfile] = TypeAdapter(
+    Annotated[DeviceProfile, Field(discriminator="protocol")]
+)
+
+
+def parse_profile(data: object) -> DeviceProfile:
+    """Validate raw profile data (a mapping from YAML); raises pydantic's ValidationError."""
+    if isinstance(data, dict) and "protocol" not in data:
+        data = {**data, "protocol": "modbus"}
+    return _PROFILE_ADAPTER.validate_python(data)

@@ -11,7 +11,7 @@ from conftest import PROFILES, REPO, SMARTPOLE, pole_config
 from smartpole.agent.config.loader import LoadedConfig, load_config
 from smartpole.agent.config.pole import DeviceConfig, ModbusRtuBus, PoleConfig
 from smartpole.agent.errors import ConfigError, Problem
-from smartpole.drivers.profile import DeviceProfile
+from smartpole.drivers.profile import ModbusProfile
 
 DEMO = REPO / "configs" / "poles" / "demo.yaml"
 
@@ -197,7 +197,7 @@ def test_load_demo_returns_typed_models() -> None:
     assert device.poll_period_s == 2.0
     assert set(config.profiles) == {"cwt-uwd"}
     profile = config.profile_of("weather")
-    assert isinstance(profile, DeviceProfile)
+    assert isinstance(profile, ModbusProfile)
     assert profile.model == "CWT-UWD"
 
 

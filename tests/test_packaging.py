@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -44,10 +45,19 @@ def test_editable_install_maps_to_the_source_folders() -> None:
 
 
 def test_wheel_installs_and_runs(tmp_path: Path) -> None:
+    # Build from a copy: setuptools writes build/ next to pyproject.toml.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for folder in SOURCE_FOLDERS:
+        shutil.copytree(
+            REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(wheels), str(REPO)],
+         "--wheel-dir", str(wheels), str(source)],
         check=True,
         capture_output=True,
         cwd=tmp_path,

@@ -13,7 +13,7 @@ from smartpole.agent.config.loader import load_profile
 from smartpole.agent.errors import ConfigError, Problem
 from smartpole.drivers.modbus import codec
 from smartpole.drivers.modbus.plan import plan_reads
-from smartpole.drivers.profile import DataType, DeviceProfile, RegisterKind
+from smartpole.drivers.profile import DataType, ModbusProfile, RegisterKind
 
 PROFILE_FILES = sorted(PROFILES.glob("*.yaml"))
 CWT_UWD = PROFILES / "cwt-uwd.yaml"
@@ -33,13 +33,13 @@ def profile_file(request: pytest.FixtureRequest) -> Path:
 
 def test_profile_loads_without_problems(profile_file: Path) -> None:
     profile = load_profile(profile_file)
-    assert isinstance(profile, DeviceProfile)
+    assert isinstance(profile, ModbusProfile)
     assert profile.points
     assert profile.cross_check() == []
 
 
 def _decode_vector(
-    profile: DeviceProfile, areas: dict[RegisterKind, dict[int, list[int]]]
+    profile: ModbusProfile, areas: dict[RegisterKind, dict[int, list[int]]]
 ) -> dict[str, codec.Value]:
     """Decode what the agent would read: each planned block, sliced into its points."""
     registers = {

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from smartpole.agent.config.pole import PoleConfig
 from smartpole.agent.config.yamlsource import YamlDocument, load_yaml
 from smartpole.agent.errors import ConfigError, Problem
-from smartpole.drivers.profile import DeviceProfile
+from smartpole.drivers.profile import PROFILE_MODELS, DeviceProfile, ModbusProfile, parse_profile
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -34,6 +34,13 @@ class LoadedConfig:
 
     def profile_of(self, device: str) -> DeviceProfile:
         return self.profiles[self.pole.devices[device].profile]
+
+    def modbus_profile_of(self, device: str) -> ModbusProfile:
+        """The profile of a device on a Modbus bus (the config check guarantees the kind)."""
+        profile = self.profile_of(device)
+        if not isinstance(profile, ModbusProfile):
+            raise TypeError(f"device {device} has a {profile.protocol} profile, not Modbus")
+        return profile
 
 
 def load_config(path: Path) -> LoadedConfig:
@@ -55,7 +62,7 @@ def load_config(path: Path) -> LoadedConfig:
 def load_profile(path: Path) -> DeviceProfile:
     """Load one profile file on its own (used by tests and the profile tools)."""
     doc = load_yaml(path)
-    profile, problems = validate(doc, DeviceProfile)
+    profile, problems = _validate_profile(doc)
     problems = doc.problems + problems
     if profile is not None:
         problems += [doc.problem(loc, msg) for loc, msg in profile.cross_check()]
@@ -72,6 +79,26 @@ def validate(doc: YamlDocument, model: type[ModelT]) -> tuple[ModelT | None, lis
         return model.model_validate(doc.data), []
     except ValidationError as exc:
         return None, [_problem_from_error(doc, model, error) for error in exc.errors()]
+
+
+def _validate_profile(doc: YamlDocument) -> tuple[DeviceProfile | None, list[Problem]]:
+    """Profiles are a union picked by ``protocol``; errors are located without the tag."""
+    if not isinstance(doc.data, dict):
+        return None, [doc.problem((), "expected a mapping of keys at the top of the file")]
+    try:
+        return parse_profile(doc.data), []
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            if error["type"] == "union_tag_invalid":
+                known = ", ".join(PROFILE_MODELS)
+                given = doc.data.get("protocol")
+                problems.append(doc.problem(("protocol",), f"unknown protocol {given!r} ({known})"))
+                continue
+            tag, *loc = error["loc"]
+            located = {**error, "loc": tuple(loc)}
+            problems.append(_problem_from_error(doc, PROFILE_MODELS[str(tag)], located))
+        return None, problems
 
 
 def _problem_from_error(doc: YamlDocument, model: type[BaseModel], error: Any) -> Problem:

@@ -13,11 +13,11 @@ from itertools import pairwise
 from smartpole.drivers.modbus import codec
 from smartpole.drivers.modbus.codec import Value
 from smartpole.drivers.modbus.rtu_slave import RegisterBank
-from smartpole.drivers.profile import DataType, DeviceProfile, PointSpec
+from smartpole.drivers.profile import DataType, ModbusProfile, PointSpec
 
 
 class SimulatedDevice:
-    def __init__(self, profile: DeviceProfile, *, seed: int = 0) -> None:
+    def __init__(self, profile: ModbusProfile, *, seed: int = 0) -> None:
         self.profile = profile
         self.bank = RegisterBank()
         self.values: dict[str, Value] = {}

@@ -1,0 +1,30 @@
+"""Building blocks shared by every protocol's profile schema.
+
+Kept apart from the protocol modules so that each can define its own profile model without
+importing the others; ``smartpole.drivers.profile`` joins them into one union.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+PointName = Annotated[str, Field(pattern=NAME_PATTERN)]
+Location = tuple[str | int, ...]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors, and a loaded profile never changes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProfileInfo(StrictModel):
+    """What every profile says about the device model, whatever its protocol."""
+
+    model: str
+    manufacturer: str
+    description: str = ""
+    manual: str = Field("", description="where the register map or data list comes from")
