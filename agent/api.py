@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import socket
 import stat
+import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -21,12 +23,17 @@ from typing import Any, Self
 import structlog
 
 from smartpole.agent.errors import AgentError, ApiError
+from smartpole.drivers.errors import DriverError
 
 log = structlog.get_logger("smartpole.api")
 
 SOCKET_NAME = "api.sock"
 MAX_REQUEST_BYTES = 64 * 1024
-Handler = Callable[[Mapping[str, Any]], object]
+Handler = Callable[[Mapping[str, Any]], object]  # may return an awaitable
+
+
+class RequestError(AgentError):
+    """A request the daemon understood but cannot do; the caller gets the message."""
 
 
 class ApiServer:
@@ -84,9 +91,10 @@ class ApiServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            peer = _peer_of(writer)
             while line := await reader.readline():
                 self.requests += 1
-                reply = self._answer(line)
+                reply = await self._answer(line, peer)
                 writer.write(json.dumps(reply, ensure_ascii=False).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
@@ -94,7 +102,7 @@ class ApiServer:
         finally:
             writer.close()
 
-    def _answer(self, line: bytes) -> dict[str, object]:
+    async def _answer(self, line: bytes, peer: str) -> dict[str, object]:
         try:
             request = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -105,7 +113,24 @@ class ApiServer:
         if handler is None:
             known = ", ".join(sorted(self._handlers))
             return {"ok": False, "error": f"unknown method {request['method']!r} (known: {known})"}
-        return {"ok": True, "result": handler(request)}
+        try:
+            result = handler({**request, "actor": peer})
+            if inspect.isawaitable(result):
+                result = await result
+        except (AgentError, DriverError) as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "result": result}
+
+
+def _peer_of(writer: asyncio.StreamWriter) -> str:
+    """Who is asking, from the kernel's credentials of the socket peer (for the audit)."""
+    sock = writer.get_extra_info("socket")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):
+        return "local:unknown"
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return f"local:uid={uid},pid={pid}"
 
 
 def call(path: Path, method: str, timeout_s: float = 5.0, **params: object) -> Any:

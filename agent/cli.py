@@ -16,9 +16,10 @@ from pathlib import Path
 
 import structlog
 
-from smartpole.agent import logs
+from smartpole.agent import diag, logs
 from smartpole.agent.api import SOCKET_NAME, call
 from smartpole.agent.config.loader import LoadedConfig, load_config
+from smartpole.agent.config.pole import ModbusRtuOverTcpBus, ModbusTcpBus
 from smartpole.agent.errors import AgentError, ApiError, ConfigError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -60,14 +61,22 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _with_bus_ports(config: LoadedConfig, overrides: Sequence[str]) -> LoadedConfig:
+    """Point buses elsewhere (rigs, simulators): ``BUS=/dev/pts/3`` or ``BUS=127.0.0.1:1502``."""
     buses = dict(config.pole.buses)
     for item in overrides:
-        name, sep, port = item.partition("=")
-        if not sep or not port:
-            raise UsageError(f"--bus-port {item!r}: expected BUS=PATH")
+        name, sep, where = item.partition("=")
+        if not sep or not where:
+            raise UsageError(f"--bus-port {item!r}: expected BUS=PATH or BUS=HOST:PORT")
         if name not in buses:
             raise UsageError(f"--bus-port {item!r}: no bus {name!r} in {config.path}")
-        buses[name] = buses[name].model_copy(update={"port": port})
+        bus = buses[name]
+        if isinstance(bus, ModbusTcpBus | ModbusRtuOverTcpBus):
+            host, _, port = where.removeprefix("tcp://").rpartition(":")
+            if not host or not port.isdigit():
+                raise UsageError(f"--bus-port {item!r}: bus {name} is TCP, expected HOST:PORT")
+            buses[name] = bus.model_copy(update={"host": host, "port": int(port)})
+        else:
+            buses[name] = bus.model_copy(update={"port": where})
     pole = config.pole.model_copy(update={"buses": buses})
     return LoadedConfig(config.path, pole, config.profiles)
 
@@ -109,8 +118,28 @@ def cmd_sim(args: argparse.Namespace) -> int:
             turnaround_s=args.turnaround_ms / 1000,
             step_s=args.step_s,
             seed=args.seed,
+            values=args.values,
+            control=args.control,
         )
     )
+    return EXIT_OK
+
+
+def cmd_simctl(args: argparse.Namespace) -> int:
+    import socket
+
+    request = json.dumps({"device": args.device, "fault": args.mode}).encode() + b"\n"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(args.control))
+            sock.sendall(request)
+            reply = json.loads(sock.makefile().readline())
+    except OSError as exc:
+        raise ApiError(f"no simulator control socket at {args.control}: {exc}") from exc
+    if not reply.get("ok"):
+        raise UsageError(str(reply.get("error")))
+    print(f"{args.device}: fault {args.mode}")
     return EXIT_OK
 
 
@@ -124,9 +153,21 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_diag(args: argparse.Namespace) -> int:
-    from smartpole.agent import diag
 
-    result = call(_socket_path(args), args.what)
+    params: dict[str, object] = {}
+    if args.what in ("read", "write"):
+        if not args.device or not args.point:
+            raise UsageError(f"diag {args.what} needs DEVICE and POINT")
+        params = {"device": args.device, "point": args.point}
+    if args.what == "write":
+        if args.value is None:
+            raise UsageError("diag write needs a VALUE")
+        params["value"] = _parse_value(args.value)
+    result = call(_socket_path(args), args.what, timeout_s=30, **params)
+    if args.what in ("read", "write") and not args.json:
+        verb = "read" if args.what == "read" else "wrote, read back"
+        print(f"{args.device}.{args.point}: {verb} {diag.format_value(result)}")
+        return EXIT_OK
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     elif args.what == "points":
@@ -136,6 +177,22 @@ def cmd_diag(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     return EXIT_OK
+
+
+def _parse_value(text: str) -> object:
+    lowered = text.lower()
+    if lowered in ("true", "on"):
+        return True
+    if lowered in ("false", "off"):
+        return False
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise UsageError(f"{text!r} is not a number, true/false or on/off") from exc
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -203,14 +260,34 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--turnaround-ms", type=float, default=5.0, help="device reply delay")
     sim.add_argument("--step-s", type=float, default=1.0, help="how often values drift")
     sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument(
+        "--values",
+        choices=["walk", "vectors"],
+        default="walk",
+        help="walk: plausible drifting values; vectors: each profile's first test vector",
+    )
+    sim.add_argument("--control", type=Path, help="Unix socket for faults at run time")
     sim.set_defaults(handler=cmd_sim)
 
-    diag = sub.add_parser("diag", parents=[common], help="ask the running daemon")
-    diag.add_argument("what", choices=["status", "points", "plan"])
-    diag.add_argument("--socket", help=f"API socket; default {DEFAULT_RUNTIME_DIR / SOCKET_NAME}")
-    diag.add_argument("--state-dir", type=Path, help="the daemon's --state-dir (socket inside)")
-    diag.add_argument("--json", action="store_true", help="machine-readable output")
-    diag.set_defaults(handler=cmd_diag)
+    simctl = sub.add_parser("simctl", parents=[common], help="set a fault on a running sim")
+    simctl.add_argument("--control", type=Path, required=True, help="the sim's --control socket")
+    simctl.add_argument("device")
+    simctl.add_argument("mode", help="none, no_answer, bad_crc, exception, garbage, slow")
+    simctl.set_defaults(handler=cmd_simctl)
+
+    diag_parser = sub.add_parser("diag", parents=[common], help="ask the running daemon")
+    diag_parser.add_argument("what", choices=["status", "points", "plan", "read", "write", "audit"])
+    diag_parser.add_argument("device", nargs="?", help="read/write: the device")
+    diag_parser.add_argument("point", nargs="?", help="read/write: the point")
+    diag_parser.add_argument("value", nargs="?", help="write: number, true/false or on/off")
+    diag_parser.add_argument(
+        "--socket", help=f"API socket; default {DEFAULT_RUNTIME_DIR / SOCKET_NAME}"
+    )
+    diag_parser.add_argument(
+        "--state-dir", type=Path, help="the daemon's --state-dir (socket inside)"
+    )
+    diag_parser.add_argument("--json", action="store_true", help="machine-readable output")
+    diag_parser.set_defaults(handler=cmd_diag)
 
     demo = sub.add_parser(
         "demo", parents=[common], help="run a simulated pole and show its live points"

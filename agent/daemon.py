@@ -19,8 +19,9 @@ from typing import Any
 
 import structlog
 
-from smartpole.agent.api import SOCKET_NAME, ApiServer
-from smartpole.agent.bus import ModbusRtuBusTask
+from smartpole.agent.api import SOCKET_NAME, ApiServer, RequestError
+from smartpole.agent.audit import AuditLog
+from smartpole.agent.buses.factory import create_bus_tasks
 from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.health import BusState, DeviceState
 from smartpole.agent.points import PointTable
@@ -52,16 +53,21 @@ class Daemon:
         self.notifier = notifier
         self.table = PointTable()
         self.store = PointStore(state_dir)
-        self.buses = [
-            ModbusRtuBusTask(name, bus, config, self.table)
-            for name, bus in config.pole.buses.items()
-        ]
+        self.audit = AuditLog(state_dir)
+        self.buses = create_bus_tasks(config, self.table, self.audit)
         self.started_at = time.time()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; raises only on a bug (so systemd restarts us)."""
         restored = self.store.restore(self.table)
-        handlers = {"status": self._status, "points": self._points, "plan": self._plan}
+        handlers = {
+            "status": self._status,
+            "points": self._points,
+            "plan": self._plan,
+            "read": self._read,
+            "write": self._write,
+            "audit": self._audit_tail,
+        }
         async with ApiServer(self.socket_path, handlers):
             log.info(
                 "daemon_started",
@@ -112,11 +118,11 @@ class Daemon:
         problems = []
         for bus in self.buses:
             if bus.health.state is BusState.PORT_UNAVAILABLE:
-                problems.append(f"bus {bus.name}: port {bus.health.port}: {bus.health.last_error}")
+                problems.append(f"bus {bus.name}: {bus.health.endpoint}: {bus.health.last_error}")
             for device in bus.devices:
                 if device.state is DeviceState.OFFLINE:
                     problems.append(
-                        f"device {device.name} (unit {device.unit_id} on {bus.name}) offline: "
+                        f"device {device.name} ({device.address} on {bus.name}) offline: "
                         f"{device.last_error}"
                     )
                 elif device.last_error is not None:
@@ -145,6 +151,30 @@ class Daemon:
 
     def _plan(self, _request: Mapping[str, Any]) -> dict[str, object]:
         return {bus.name: bus.read_plan() for bus in self.buses}
+
+    def _bus_of(self, device: object) -> Any:
+        for bus in self.buses:
+            if device in bus.device_names():
+                return bus
+        raise RequestError(f"no device {device!r} on this pole")
+
+    async def _read(self, request: Mapping[str, Any]) -> object:
+        bus = self._bus_of(request.get("device"))
+        if not hasattr(bus, "read_point"):
+            raise RequestError(f"bus {bus.name} has no readable points")
+        return await bus.read_point(str(request["device"]), str(request.get("point")))
+
+    async def _write(self, request: Mapping[str, Any]) -> object:
+        bus = self._bus_of(request.get("device"))
+        if not hasattr(bus, "write_point"):
+            raise RequestError(f"bus {bus.name} has no writable points")
+        return await bus.write_point(
+            str(request["device"]), str(request.get("point")), request.get("value"),
+            str(request.get("actor", "local:unknown")),
+        )  # fmt: skip
+
+    def _audit_tail(self, request: Mapping[str, Any]) -> object:
+        return self.audit.tail(int(request.get("count", 20)))
 
 
 async def _raise_when_set(stop: asyncio.Event) -> None:

@@ -24,7 +24,7 @@ from smartpole.agent.errors import AgentError, ApiError
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
-SERVING = re.compile(r"^serving bus (\S+) at (\S+)")
+SERVING = re.compile(r"^serving bus (\S+) at (?:tcp://)?(\S+)")
 CLEAR = "\x1b[H\x1b[2J"
 
 
@@ -77,12 +77,13 @@ def _screen(status: dict[str, object], points: list[dict[str, object]], left: st
     ]
     for bus in status["buses"]:  # type: ignore[attr-defined]
         header.append(
-            f"bus {bus['name']}: {bus['settings']} on {bus['port']} (simulator) - {bus['state']}"
+            f"bus {bus['name']}: {bus['settings']} on {bus['endpoint']} (simulator)"
+            f" - {bus['state']}"
         )
     for device in status["devices"]:  # type: ignore[attr-defined]
         header.append(
-            f"device {device['name']}: {device['profile']} at unit {device['unit_id']}, "
-            f"{device['state']}, {device['polls']} polls, {device['timeouts']} timeouts"
+            f"device {device['name']}: {device['profile']} at {device['address']}, "
+            f"{device['state']}, {device['polls']} polls, {device['counters']['timeout']} timeouts"
         )
     explain = (
         "The daemon polls a simulated device over a pseudo-terminal as Modbus RTU; this is its\n"

@@ -80,18 +80,39 @@ def render_status(status: Mapping[str, Any]) -> str:
         "",
         "BUSES",
         table(
-            ["BUS", "PORT", "SETTINGS", "STATE", "LAST ERROR"],
+            ["BUS", "ENDPOINT", "SETTINGS", "STATE", "REQUESTS", "UTIL", "LAST ERROR"],
             [
-                [b["name"], b["port"], b["settings"], b["state"], b["last_error"] or ""]
+                [
+                    b["name"],
+                    b["endpoint"],
+                    b["settings"],
+                    b["state"],
+                    str(b["counters"]["requests"]),
+                    f"{100 * b['utilisation']:.1f}%",
+                    b["last_error"] or "",
+                ]
                 for b in status["buses"]
             ],
+            right=frozenset({4, 5}),
         ),
         "",
         "DEVICES",
         table(
-            ["DEVICE", "BUS", "UNIT", "PROFILE", "STATE", "POLLS", "TIMEOUTS", "EXC", "LATENCY"],
+            [
+                "DEVICE",
+                "BUS",
+                "ADDRESS",
+                "PROFILE",
+                "STATE",
+                "POLLS",
+                "TIMEOUT",
+                "CRC",
+                "OTHER",
+                "EXC",
+                "LATENCY",
+            ],
             [_device_row(d) for d in status["devices"]],
-            right=frozenset({2, 5, 6, 7, 8}),
+            right=frozenset({5, 6, 7, 8, 9, 10}),
         ),
     ]
     problems = status.get("problems") or []
@@ -101,16 +122,20 @@ def render_status(status: Mapping[str, Any]) -> str:
 
 
 def _device_row(d: Mapping[str, Any]) -> list[str]:
-    latency = d.get("mean_latency_ms")
+    counters = d["counters"]
+    latency = counters.get("mean_latency_ms")
+    other = counters["garbage"] + counters["wrong_unit"] + counters["wrong_function"]
     return [
         d["name"],
         d["bus"],
-        str(d["unit_id"]),
+        str(d["address"]),
         d["profile"],
         d["state"],
         str(d["polls"]),
-        str(d["timeouts"]),
-        str(d["exceptions"]),
+        str(counters["timeout"]),
+        str(counters["crc_error"]),
+        str(other + counters["error"]),
+        str(counters["exception"]),
         "-" if latency is None else f"{latency:.0f} ms",
     ]
 

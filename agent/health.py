@@ -7,12 +7,15 @@ coordinator pattern); the counters say how often it happened in between.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 import structlog
 
 log = structlog.get_logger("smartpole.health")
+
+UTILISATION_WINDOW_S = 60.0
 
 
 class DeviceState(StrEnum):
@@ -27,32 +30,69 @@ class BusState(StrEnum):
     PORT_UNAVAILABLE = "port_unavailable"
 
 
+class Outcome(StrEnum):
+    """How one request on the wire ended; each has its own counter."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"  # nothing came back
+    CRC_ERROR = "crc_error"  # something came back, corrupted
+    GARBAGE = "garbage"  # bytes that were no frame at all
+    WRONG_UNIT = "wrong_unit"  # another device answered (address conflict, echo)
+    WRONG_FUNCTION = "wrong_function"
+    EXCEPTION = "exception"  # the device refused (protocol exception / error reply)
+    ERROR = "error"  # anything else that went wrong with the reply
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    ok: int = 0
+    timeout: int = 0
+    crc_error: int = 0
+    garbage: int = 0
+    wrong_unit: int = 0
+    wrong_function: int = 0
+    exception: int = 0
+    error: int = 0
+    busy_s: float = 0.0
+    mean_latency_ms: float | None = None
+
+    def record(self, outcome: Outcome, duration_s: float) -> None:
+        self.requests += 1
+        setattr(self, outcome.value, getattr(self, outcome.value) + 1)
+        self.busy_s += duration_s
+        if outcome is Outcome.OK:
+            latency_ms = duration_s * 1000
+            previous = self.mean_latency_ms
+            self.mean_latency_ms = (
+                latency_ms if previous is None else previous * 0.8 + latency_ms * 0.2
+            )
+
+
 @dataclass
 class DeviceHealth:
     name: str
     bus: str
-    unit_id: int
+    address: str
     profile: str
     offline_after: int
     state: DeviceState = DeviceState.UNKNOWN
     consecutive_failures: int = 0
     polls: int = 0
-    requests: int = 0
-    successes: int = 0
-    timeouts: int = 0
-    exceptions: int = 0
-    errors: int = 0
+    counters: Counters = field(default_factory=Counters)
     last_error: str | None = None
     last_success_at: float | None = None
-    mean_latency_ms: float | None = None
     state_since: float = field(default_factory=time.time)
+    unsupported_points: list[str] = field(default_factory=list)
+    _last_start: float | None = field(default=None, repr=False)
+    _intervals: deque[float] = field(default_factory=lambda: deque(maxlen=20), repr=False)
 
-    def succeeded(self, latency_s: float) -> None:
-        self.requests += 1
-        self.successes += 1
-        latency_ms = latency_s * 1000
-        previous = self.mean_latency_ms
-        self.mean_latency_ms = latency_ms if previous is None else previous * 0.8 + latency_ms * 0.2
+    def poll_started(self) -> None:
+        """Track the time between polls: what a dead neighbour on the bus costs this device."""
+        now = time.monotonic()
+        if self._last_start is not None:
+            self._intervals.append(now - self._last_start)
+        self._last_start = now
 
     def poll_succeeded(self) -> None:
         self.polls += 1
@@ -62,7 +102,7 @@ class DeviceHealth:
                 "device_online",
                 device=self.name,
                 bus=self.bus,
-                unit_id=self.unit_id,
+                address=self.address,
                 after_failures=self.consecutive_failures,
             )
             self._enter(DeviceState.ONLINE)
@@ -80,7 +120,7 @@ class DeviceHealth:
                 "device_offline",
                 device=self.name,
                 bus=self.bus,
-                unit_id=self.unit_id,
+                address=self.address,
                 failures=self.consecutive_failures,
                 error=error,
             )
@@ -93,37 +133,63 @@ class DeviceHealth:
         self.state_since = time.time()
 
     def to_json(self) -> dict[str, object]:
-        data = asdict(self)
+        data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
         data["state"] = self.state.value
+        data["recent_poll_intervals_s"] = [round(i, 4) for i in self._intervals]
         return data
 
 
 @dataclass
 class BusHealth:
     name: str
-    port: str
+    endpoint: str
     settings: str
     state: BusState = BusState.STARTING
     last_error: str | None = None
     connects: int = 0
+    counters: Counters = field(default_factory=Counters)
     state_since: float = field(default_factory=time.time)
+    _recent: deque[tuple[float, float]] = field(default_factory=deque, repr=False)
+
+    def record(self, outcome: Outcome, duration_s: float) -> None:
+        self.counters.record(outcome, duration_s)
+        now = time.monotonic()
+        self._recent.append((now, duration_s))
+        while self._recent and self._recent[0][0] < now - UTILISATION_WINDOW_S:
+            self._recent.popleft()
+
+    def utilisation(self) -> float:
+        """Share of the last minute the bus carried a request or waited for its answer."""
+        if not self._recent:
+            return 0.0
+        now = time.monotonic()
+        busy = sum(duration for at, duration in self._recent if at >= now - UTILISATION_WINDOW_S)
+        return min(1.0, busy / UTILISATION_WINDOW_S)
 
     def connected(self) -> None:
         self.connects += 1
         if self.state is BusState.PORT_UNAVAILABLE:
-            log.info("bus_port_available", bus=self.name, port=self.port)
+            log.info("bus_port_available", bus=self.name, endpoint=self.endpoint)
         self.state = BusState.CONNECTED
         self.state_since = time.time()
         self.last_error = None
 
     def unavailable(self, error: str) -> None:
         if self.state is not BusState.PORT_UNAVAILABLE:
-            log.error("bus_port_unavailable", bus=self.name, port=self.port, error=error)
+            log.error("bus_port_unavailable", bus=self.name, endpoint=self.endpoint, error=error)
             self.state = BusState.PORT_UNAVAILABLE
             self.state_since = time.time()
         self.last_error = error
 
     def to_json(self) -> dict[str, object]:
-        data = asdict(self)
-        data["state"] = self.state.value
-        return data
+        return {
+            "name": self.name,
+            "endpoint": self.endpoint,
+            "settings": self.settings,
+            "state": self.state.value,
+            "last_error": self.last_error,
+            "connects": self.connects,
+            "counters": asdict(self.counters),
+            "utilisation": round(self.utilisation(), 4),
+            "state_since": self.state_since,
+        }

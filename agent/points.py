@@ -84,6 +84,12 @@ class PointTable:
             if entry.device == device:
                 entry.quality = Quality.BAD
 
+    def mark_point_bad(self, device: str, point: str) -> None:
+        """One value could not be decoded or the device does not have it."""
+        entry = self._entries.get((device, point))
+        if entry is not None:
+            entry.quality = Quality.BAD
+
     def restore(self, device: str, point: str, value: Value, timestamp: float) -> None:
         """Bring back a value saved before a restart; it can only ever be stale."""
         entry = self._entries.get((device, point))

@@ -1,28 +1,72 @@
-"""``smartpole sim``: serve a pole's devices as simulators, one pseudo-terminal per bus.
+"""``smartpole sim``: serve a pole's devices as simulators, one endpoint per bus.
 
 A product feature for hardware-in-the-loop rigs: the same pole config that drives the daemon
 describes what to simulate, so a rig runs the real daemon against devices that speak the
-real protocol. Each bus's serial path is printed on stdout, one line per bus, as soon as it
-is served, so scripts can read it and pass it to ``smartpole run --bus-port``.
+real protocols. Serial buses are served on pseudo-terminals, TCP buses on loopback ports.
+Each bus's endpoint is printed on stdout, one line per bus, as soon as it is served
+(``serving bus NAME at PATH`` or ``at tcp://HOST:PORT``), so scripts can pass it on to
+``smartpole run --bus-port``. Faults can be set at start (``--fault``) or at any time
+through the control socket (``--control`` with ``smartpole sim-control``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import structlog
 
 from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.config.pole import Dlt645Bus, ModbusRtuBus, ModbusRtuOverTcpBus, ModbusTcpBus
 from smartpole.agent.errors import UsageError
+from smartpole.drivers.dlt645.profile import Dlt645Profile
+from smartpole.drivers.dlt645.sim import Dlt645PtyServer, SimulatedMeter
+from smartpole.drivers.pelco_d.profile import PelcoDProfile
+from smartpole.drivers.pelco_d.sim import PelcoDPtyServer, SimulatedCamera
 from smartpole.drivers.sim.devices import SimulatedDevice
+from smartpole.drivers.sim.modbus_tcp import ModbusTcpServer
 from smartpole.drivers.sim.rtu_pty import RtuPtyServer
 from smartpole.drivers.sim.wire import FaultMode
 
 log = structlog.get_logger("smartpole.sim")
+
+ValueMode = Literal["walk", "vectors"]
+
+
+class _FaultTarget(Protocol):
+    def set_fault(self, unit_id: int, mode: FaultMode) -> None: ...
+
+
+@dataclass
+class _Served:
+    """A simulated device and the server (and its own id there) that serves it."""
+
+    server: Any
+    ident: Any
+    model: Any = None
+
+
+@dataclass
+class SimulatorSet:
+    devices: dict[str, _Served] = field(default_factory=dict)
+
+    def set_fault(self, device: str, mode: FaultMode) -> None:
+        served = self.devices.get(device)
+        if served is None:
+            raise UsageError(f"no simulated device {device!r}")
+        served.server.set_fault(served.ident, mode)
+
+    def step(self) -> None:
+        for served in self.devices.values():
+            if served.model is not None:
+                served.model.step()
 
 
 def parse_faults(config: LoadedConfig, specs: Sequence[str]) -> dict[str, FaultMode]:
@@ -48,49 +92,172 @@ async def run_simulators(
     turnaround_s: float = 0.005,
     step_s: float = 1.0,
     seed: int = 0,
+    values: ValueMode = "walk",
+    control: Path | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT."""
     chosen = list(buses) or list(config.pole.buses)
     for name in chosen:
         if name not in config.pole.buses:
             raise UsageError(f"--bus {name}: no such bus in {config.path}")
-    faults = faults or {}
-    devices: dict[str, SimulatedDevice] = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    sims = SimulatorSet()
     try:
         async with contextlib.AsyncExitStack() as stack:
-            for number, bus_name in enumerate(chosen):
-                bus = config.pole.buses[bus_name]
-                on_bus = {n: d for n, d in config.pole.devices.items() if d.bus == bus_name}
-                banks = {}
-                for offset, (name, device) in enumerate(on_bus.items()):
-                    sim = SimulatedDevice(config.modbus_profile_of(name), seed=seed + offset)
-                    devices[name] = sim
-                    banks[device.unit_id] = sim.bank
-                server = await stack.enter_async_context(
-                    RtuPtyServer(
-                        banks,
-                        baudrate=bus.baudrate,
-                        turnaround_s=turnaround_s,
-                        faults={on_bus[n].unit_id: m for n, m in faults.items() if n in on_bus},
-                    )
+            for offset, bus_name in enumerate(chosen):
+                where = await _serve_bus(
+                    stack, config, bus_name, sims, turnaround_s, seed + 100 * offset, values
                 )
-                units = ", ".join(f"{n}=unit {d.unit_id}" for n, d in on_bus.items())
+                on_bus = [n for n, d in config.pole.devices.items() if d.bus == bus_name]
+                bus = config.pole.buses[bus_name]
                 print(
-                    f"serving bus {bus_name} at {server.path} ({bus.describe()}; {units})",
+                    f"serving bus {bus_name} at {where} ({bus.describe()}; {', '.join(on_bus)})",
                     flush=True,
                 )
-                log.info("sim_serving", bus=bus_name, path=server.path, number=number)
+                log.info("sim_serving", bus=bus_name, at=where)
+            for device, mode in (faults or {}).items():
+                sims.set_fault(device, mode)
+            if control is not None:
+                await stack.enter_async_context(_ControlServer(control, sims))
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=step_s)
-                for simulated in devices.values():
-                    simulated.step()
+                if values == "walk":
+                    sims.step()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info("sim_stopped")
     sys.stdout.flush()
+
+
+async def _serve_bus(
+    stack: contextlib.AsyncExitStack,
+    config: LoadedConfig,
+    bus_name: str,
+    sims: SimulatorSet,
+    turnaround_s: float,
+    seed: int,
+    values: ValueMode,
+) -> str:
+    bus = config.pole.buses[bus_name]
+    on_bus = {n: d for n, d in config.pole.devices.items() if d.bus == bus_name}
+    if isinstance(bus, ModbusRtuBus | ModbusTcpBus | ModbusRtuOverTcpBus):
+        banks = {}
+        models = {}
+        for offset, (name, device) in enumerate(on_bus.items()):
+            model = SimulatedDevice(config.modbus_profile_of(name), seed=seed + offset)
+            if values == "vectors":
+                _load_first_vector(model)
+            unit = device.unit_id if device.unit_id is not None else 1
+            banks[unit] = model.bank
+            models[name] = (unit, model)
+        server: Any
+        if isinstance(bus, ModbusRtuBus):
+            server = await stack.enter_async_context(
+                RtuPtyServer(banks, baudrate=bus.baudrate, turnaround_s=turnaround_s)
+            )
+            where = server.path
+        else:
+            server = await stack.enter_async_context(
+                ModbusTcpServer(
+                    banks,
+                    framing="tcp" if isinstance(bus, ModbusTcpBus) else "rtu",
+                    turnaround_s=turnaround_s,
+                )
+            )
+            where = f"tcp://{server.host}:{server.port}"
+        for name, (unit, model) in models.items():
+            sims.devices[name] = _Served(server, unit, model if values == "walk" else None)
+        return str(where)
+    if isinstance(bus, Dlt645Bus):
+        meters = {}
+        for offset, (name, device) in enumerate(on_bus.items()):
+            profile = config.profile_of(name)
+            assert isinstance(profile, Dlt645Profile)
+            meter = SimulatedMeter(profile, seed=seed + offset)
+            if values == "vectors" and profile.test_vectors:
+                for point, value in profile.test_vectors[0].expect.items():
+                    meter.set_value(point, value)
+            address = (device.address or "").zfill(12)
+            meters[address] = meter
+            sims.devices[name] = _Served(None, address, meter if values == "walk" else None)
+        meter_server = await stack.enter_async_context(
+            Dlt645PtyServer(meters, baudrate=bus.baudrate, turnaround_s=turnaround_s, seed=seed)
+        )
+        for served in sims.devices.values():
+            if served.server is None:
+                served.server = meter_server
+        return meter_server.path
+    cameras = {}
+    for name, device in on_bus.items():
+        profile = config.profile_of(name)
+        assert isinstance(profile, PelcoDProfile)
+        cameras[int(device.address or "1")] = SimulatedCamera(profile)
+    camera_server = await stack.enter_async_context(
+        PelcoDPtyServer(cameras, baudrate=bus.baudrate, turnaround_s=turnaround_s)
+    )
+    for name, device in on_bus.items():
+        sims.devices[name] = _Served(camera_server, int(device.address or "1"))
+    return camera_server.path
+
+
+def _load_first_vector(model: SimulatedDevice) -> None:
+    """Serve the raw registers of the profile's first test vector, as the manual prints them."""
+    if not model.profile.test_vectors:
+        return
+    vector = model.profile.test_vectors[0]
+    from smartpole.drivers.profile import RegisterKind
+
+    areas = (
+        (RegisterKind.HOLDING, vector.holding),
+        (RegisterKind.INPUT, vector.input),
+        (RegisterKind.COIL, vector.coil),
+        (RegisterKind.DISCRETE, vector.discrete),
+    )
+    for kind, area in areas:
+        for start, words in area.items():
+            model.bank.set(kind, start, [int(w) for w in words])
+
+
+class _ControlServer:
+    """JSON lines on a Unix socket: ``{"device": "weather", "fault": "no_answer"}``."""
+
+    def __init__(self, path: Path, sims: SimulatorSet) -> None:
+        self.path = path
+        self._sims = sims
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _ControlServer:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._server is not None:
+            self._server.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                writer.write(json.dumps(self._answer(line)).encode() + b"\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    def _answer(self, line: bytes) -> dict[str, object]:
+        try:
+            request = json.loads(line)
+            self._sims.set_fault(str(request["device"]), FaultMode(request["fault"]))
+        except (ValueError, KeyError, TypeError, UsageError) as exc:
+            return {"ok": False, "error": str(exc)}
+        log.info("sim_fault_set", device=request["device"], fault=request["fault"])
+        return {"ok": True}

@@ -24,7 +24,7 @@ from smartpole.agent.errors import ApiError
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "configs" / "profiles"
 SMARTPOLE = [sys.executable, "-m", "smartpole.agent"]
-SERVING = re.compile(r"^serving bus (\S+) at (\S+)")
+SERVING = re.compile(r"^serving bus (\S+) at (?:tcp://)?(\S+)")
 
 
 @pytest.fixture(autouse=True)
@@ -134,13 +134,22 @@ def simulator(spawn: Callable[..., Proc]) -> Callable[..., Proc]:
     def start(config: Path, *args: str) -> Proc:
         proc = spawn("sim", "--config", str(config), *args, name="sim")
         assert proc.process.stdout is not None
-        line = proc.process.stdout.readline()
-        match = SERVING.match(line)
-        assert match, f"simulator did not print its serial path, got {line!r}"
-        proc.extra[match.group(1)] = match.group(2)
+        buses = yaml.safe_load(config.read_text())["buses"]
+        for _ in buses:
+            line = proc.process.stdout.readline()
+            match = SERVING.match(line)
+            assert match, (
+                f"simulator did not print its endpoint, got {line!r}: {proc.log_path.read_text()}"
+            )
+            proc.extra[match.group(1)] = match.group(2)
         return proc
 
     return start
+
+
+def bus_ports(sim: Proc) -> list[str]:
+    """``--bus-port`` arguments pointing the daemon at everything ``sim`` serves."""
+    return [arg for bus, where in sim.extra.items() for arg in ("--bus-port", f"{bus}={where}")]
 
 
 @pytest.fixture

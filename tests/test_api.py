@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import stat
 import subprocess
@@ -44,7 +45,9 @@ async def test_socket_is_owner_only_and_removed_on_exit(tmp_path: Path) -> None:
         assert stat.S_IMODE(mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
         reply = await _ask(path, b'{"method": "echo", "x": 1}\n')
-        assert reply == {"ok": True, "result": {"got": {"method": "echo", "x": 1}}}
+        # The daemon adds who asked, from the kernel's peer credentials, for the audit.
+        actor = f"local:uid={os.getuid()},pid={os.getpid()}"
+        assert reply == {"ok": True, "result": {"got": {"method": "echo", "x": 1, "actor": actor}}}
     assert not path.exists()
 
 

@@ -45,7 +45,7 @@ def test_diag_points_status_and_plan(tmp_path: Path, polled_pole: Callable[..., 
 
 
 def test_run_refuses_a_bad_config_before_starting(tmp_path: Path) -> None:
-    config = pole_config(tmp_path, unit_id=0, bus="rs485-7")
+    config = pole_config(tmp_path, unit_id=300, bus="rs485-7")
     result = _smartpole(
         "run", "--config", str(config), "--state-dir", str(tmp_path / "s"), "--log-format", "json"
     )

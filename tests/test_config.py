@@ -57,7 +57,7 @@ EXPECTED = {
         "unit id 5 on bus 'rs485-1' is already used by device 'weather'",
     ),
     "@unknown-bus": ("devices.far.bus", "no bus named 'rs485-9'"),
-    "@unit-range": ("devices.far.unit_id", "247"),
+    "@unit-range": ("devices.far.unit_id", "less than or equal to 255 (got 300)"),
     "@unknown-profile": ("devices.mystery.profile", "unknown profile 'no-such-profile'"),
 }
 

@@ -119,9 +119,12 @@ def test_missing_serial_port_is_reported_once_and_survived(
     assert run.stop()[0] == 0
 
 
-@pytest.mark.parametrize("fault", ["no_answer", "garbage", "bad_crc"])
+@pytest.mark.parametrize(
+    ("fault", "counter"),
+    [("no_answer", "timeout"), ("garbage", "garbage"), ("bad_crc", "crc_error")],
+)
 def test_dead_or_garbled_device_goes_offline_once(
-    polled_pole: Callable[..., Proc], fault: str
+    polled_pole: Callable[..., Proc], fault: str, counter: str
 ) -> None:
     run = polled_pole("--fault", f"weather={fault}")
     device = wait_until(
@@ -129,7 +132,9 @@ def test_dead_or_garbled_device_goes_offline_once(
         15,
         "the device to go offline and be probed again",
     )
-    assert device["timeouts"] >= 3
+    # Each failure is counted for what it was, not lumped together as a timeout.
+    assert device["counters"][counter] >= 3
+    assert device["counters"]["requests"] == device["counters"][counter] + device["counters"]["ok"]
     assert all(p["quality"] == "bad" for p in _points(run).values())
     problems = api(run, "status")["problems"]
     assert any("weather" in p and "offline" in p for p in problems), problems
@@ -141,7 +146,9 @@ def test_dead_or_garbled_device_goes_offline_once(
 
 def test_device_exception_is_counted(polled_pole: Callable[..., Proc]) -> None:
     run = polled_pole("--fault", "weather=exception")
-    device = wait_until(lambda: (d := _device(run))["exceptions"] >= 2 and d, 10, "exceptions")
+    device = wait_until(
+        lambda: (d := _device(run))["counters"]["exception"] >= 2 and d, 10, "exceptions"
+    )
     assert "exception 4" in str(device["last_error"])
     assert run.stop()[0] == 0
 

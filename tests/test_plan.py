@@ -13,7 +13,7 @@ from smartpole.agent.config.loader import load_profile
 from smartpole.drivers.modbus.plan import ReadBlock, plan_reads
 from smartpole.drivers.profile import DataType, ModbusLimits, PointSpec, RegisterKind
 
-NUMERIC = [t for t in DataType if t is not DataType.BOOL]
+NUMERIC = [t for t in DataType if t not in (DataType.BOOL, DataType.STRING)]
 
 
 @st.composite

@@ -12,11 +12,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from smartpole.agent.config.pole import PoleConfig
+from smartpole.agent.config.pole import BUS_PROTOCOL, PoleConfig
 from smartpole.agent.config.yamlsource import YamlDocument, load_yaml
 from smartpole.agent.errors import ConfigError, Problem
 from smartpole.drivers.profile import PROFILE_MODELS, DeviceProfile, ModbusProfile, parse_profile
@@ -53,7 +54,7 @@ def load_config(path: Path) -> LoadedConfig:
     profiles_dir = Path(os.path.normpath(path.parent / str(raw.get("profiles_dir", "../profiles"))))
     profiles, profile_problems = _load_profiles(doc, profiles_dir)
     problems += profile_problems
-    problems += _check_references(doc)
+    problems += _check_references(doc, profiles)
     if problems or pole is None:
         raise ConfigError(problems)
     return LoadedConfig(path, pole, profiles)
@@ -102,10 +103,14 @@ def _validate_profile(doc: YamlDocument) -> tuple[DeviceProfile | None, list[Pro
 
 
 def _problem_from_error(doc: YamlDocument, model: type[BaseModel], error: Any) -> Problem:
-    loc = tuple(part for part in error["loc"] if part != "[key]")
+    loc = _without_tags(doc.data, tuple(part for part in error["loc"] if part != "[key]"))
     kind = error["type"]
+    if kind == "union_tag_invalid":
+        message = str(error["msg"])
+        tag = error.get("ctx", {}).get("discriminator", "").strip("'")
+        return doc.problem((*loc, tag) if tag else loc, message)
     if kind == "extra_forbidden":
-        allowed = _keys_at(model, loc[:-1])
+        allowed = _keys_at(model, loc[:-1], doc.data)
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         message = "unknown key"
         message += f"; did you mean {close[0]!r}?" if close else ""
@@ -158,42 +163,106 @@ def _load_profiles(
     return profiles, problems
 
 
-def _check_references(doc: YamlDocument) -> list[Problem]:
-    """Checks across sections of the pole file, done on the raw data so they always run."""
+def _check_references(doc: YamlDocument, profiles: Mapping[str, DeviceProfile]) -> list[Problem]:
+    """Checks across sections and files, done on the raw data so they always run."""
     data = doc.data if isinstance(doc.data, dict) else {}
     buses = _mapping(data.get("buses"))
-    devices = _mapping(data.get("devices"))
     problems: list[Problem] = []
-    taken: dict[tuple[object, object], str] = {}
-    for key, settings in devices.items():
-        device = str(key)
-        if not isinstance(settings, dict):
-            continue
-        bus = settings.get("bus")
-        if isinstance(bus, str) and bus not in buses:
-            known = ", ".join(str(b) for b in buses) or "none"
-            problems.append(
-                doc.problem(("devices", key, "bus"), f"no bus named {bus!r} (buses: {known})")
-            )
-        unit = settings.get("unit_id")
-        if isinstance(unit, int) and isinstance(bus, str):
-            other = taken.setdefault((bus, unit), device)
-            if other != device:
-                problems.append(
-                    doc.problem(
-                        ("devices", key, "unit_id"),
-                        f"unit id {unit} on bus {bus!r} is already used by device {other!r}",
-                    )
-                )
+    taken: dict[tuple[object, str, str], str] = {}
+    for key, settings in _mapping(data.get("devices")).items():
+        if isinstance(settings, dict):
+            problems += _device_problems(doc, key, settings, buses, profiles, taken)
     return problems
 
 
-def _keys_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+def _device_problems(
+    doc: YamlDocument,
+    key: str | int,
+    settings: dict[str, Any],
+    buses: dict[Any, Any],
+    profiles: Mapping[str, DeviceProfile],
+    taken: dict[tuple[object, str, str], str],
+) -> list[Problem]:
+    problems: list[Problem] = []
+    bus = settings.get("bus")
+    if isinstance(bus, str) and bus not in buses:
+        known = ", ".join(str(b) for b in buses) or "none"
+        problems.append(
+            doc.problem(("devices", key, "bus"), f"no bus named {bus!r} (buses: {known})")
+        )
+    bus_type = _mapping(buses.get(bus)).get("type") if isinstance(bus, str) else None
+    protocol = BUS_PROTOCOL.get(str(bus_type))
+    if protocol is None:
+        return problems
+    profile = profiles.get(str(settings.get("profile")))
+    if profile is not None and profile.protocol != protocol:
+        problems.append(
+            doc.problem(
+                ("devices", key, "profile"),
+                f"profile {settings.get('profile')!r} speaks {profile.protocol} "
+                f"but bus {bus!r} is {bus_type}",
+            )
+        )
+    needed = "unit_id" if protocol == "modbus" else "address"
+    other_key = "address" if needed == "unit_id" else "unit_id"
+    if settings.get(other_key) is not None:
+        problems.append(
+            doc.problem(
+                ("devices", key, other_key), f"{other_key} does not apply to a {bus_type} bus"
+            )
+        )
+    ident = settings.get(needed)
+    if ident is None:
+        what = "a Modbus unit id" if needed == "unit_id" else f"a {bus_type} address"
+        return [*problems, doc.problem(("devices", key), f"{needed} is required: {what}")]
+    label = "unit id" if needed == "unit_id" else "address"
+    other = taken.setdefault((bus, needed, str(ident).lstrip("0")), str(key))
+    if other != str(key):
+        problems.append(
+            doc.problem(
+                ("devices", key, needed),
+                f"{label} {ident} on bus {bus!r} is already used by device {other!r}",
+            )
+        )
+    limits = {"modbus-rtu": (1, 247), "pelco-d": (1, 255)}.get(str(bus_type))
+    if limits is not None and str(ident).isdigit() and not limits[0] <= int(ident) <= limits[1]:
+        problems.append(
+            doc.problem(
+                ("devices", key, needed),
+                f"a {bus_type} {label} is {limits[0]} to {limits[1]} (got {ident})",
+            )
+        )
+    return problems
+
+
+def _without_tags(data: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Drop the union tags pydantic puts in error locations (``buses.b1.modbus-rtu.port``)."""
+    out: list[str | int] = []
+    for part in loc:
+        if isinstance(data, dict) and part not in data and part in _tags_of(data):
+            continue
+        out.append(part)
+        data = data.get(part) if isinstance(data, dict) else _item(data, part)
+    return tuple(out)
+
+
+def _tags_of(data: dict[Any, Any]) -> set[object]:
+    return {data.get("type"), data.get("protocol")} - {None}
+
+
+def _item(data: Any, part: str | int) -> Any:
+    if isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+        return data[part]
+    return None
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[str | int, ...], data: Any) -> list[str]:
     """The keys a model accepts at a location, to suggest the right spelling of a wrong one."""
     current: Any = model
-    for part in loc:
-        while get_origin(current) is Annotated:
-            current = get_args(current)[0]
+    for part in (*loc, None):
+        current = _resolve(current, data)
+        if part is None:
+            break
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = current.model_fields.get(str(part))
             if field is None:
@@ -203,9 +272,29 @@ def _keys_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
             current = get_args(current)[-1]
         else:
             return []
+        data = data.get(part) if isinstance(data, dict) else _item(data, part)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
     return []
+
+
+def _resolve(annotation: Any, data: Any) -> Any:
+    """Unwrap Annotated and pick the union member whose tag the raw data carries."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):
+        members = [m for m in get_args(annotation) if m is not type(None)]
+        if len(members) == 1:
+            return _resolve(members[0], data)  # an optional section
+    if get_origin(annotation) in (Union, UnionType) and isinstance(data, dict):
+        tags = _tags_of(data)
+        for member in get_args(annotation):
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                for name in ("type", "protocol"):
+                    field = member.model_fields.get(name)
+                    if field is not None and set(get_args(field.annotation)) & tags:
+                        return member
+    return annotation
 
 
 def _mapping(value: object) -> dict[Any, Any]:

@@ -24,19 +24,98 @@ class PoleInfo(_Strict):
     location: str = ""
 
 
-class ModbusRtuBus(_Strict):
+Baudrate = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200]
+
+
+class _SerialBus(_Strict):
     """One RS-485 port; exactly one task owns it and all devices on it share it."""
 
-    type: Literal["modbus-rtu"]
     port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    baudrate: Baudrate = 9600
     bytesize: Literal[7, 8] = 8
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     timeout_s: float = Field(0.5, gt=0, le=10, description="reply timeout per request")
+    frame_gap_ms: float = Field(
+        0.0, ge=0, le=1000, description="extra silence between frames for slow devices"
+    )
+    retries: int = Field(1, ge=0, le=5, description="retries of a failed request")
+
+    @property
+    def endpoint(self) -> str:
+        return self.port
+
+    def settings(self) -> str:
+        return f"{self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
+
+
+class ModbusRtuBus(_SerialBus):
+    type: Literal["modbus-rtu"]
 
     def describe(self) -> str:
-        return f"Modbus RTU {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
+        return f"Modbus RTU {self.settings()}"
+
+
+class Dlt645Bus(_SerialBus):
+    type: Literal["dlt645"]
+    baudrate: Baudrate = 2400
+    parity: Literal["N", "E", "O"] = "E"
+    timeout_s: float = Field(1.0, gt=0, le=10)
+
+    def describe(self) -> str:
+        return f"DL/T 645-2007 {self.settings()}"
+
+
+class PelcoDBus(_SerialBus):
+    type: Literal["pelco-d"]
+    baudrate: Baudrate = 2400
+
+    def describe(self) -> str:
+        return f"Pelco-D {self.settings()}"
+
+
+class _TcpBus(_Strict):
+    host: str = Field(min_length=1)
+    port: int = Field(502, ge=1, le=65535)
+    timeout_s: float = Field(1.0, gt=0, le=30, description="reply timeout per request")
+    frame_gap_ms: float = Field(0.0, ge=0, le=1000)
+    retries: int = Field(1, ge=0, le=5)
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class ModbusTcpBus(_TcpBus):
+    """A Modbus TCP endpoint; devices behind it are told apart by unit id."""
+
+    type: Literal["modbus-tcp"]
+
+    def describe(self) -> str:
+        return "Modbus TCP"
+
+
+class ModbusRtuOverTcpBus(_TcpBus):
+    """Raw RTU frames through a serial-to-Ethernet gateway in transparent mode."""
+
+    type: Literal["modbus-rtu-over-tcp"]
+
+    def describe(self) -> str:
+        return "Modbus RTU over TCP"
+
+
+Bus = Annotated[
+    ModbusRtuBus | ModbusTcpBus | ModbusRtuOverTcpBus | Dlt645Bus | PelcoDBus,
+    Field(discriminator="type"),
+]
+MODBUS_BUS_TYPES = ("modbus-rtu", "modbus-tcp", "modbus-rtu-over-tcp")
+BUS_PROTOCOL = {
+    "modbus-rtu": "modbus",
+    "modbus-tcp": "modbus",
+    "modbus-rtu-over-tcp": "modbus",
+    "dlt645": "dlt645",
+    "pelco-d": "pelco-d",
+}
 
 
 class DeviceConfig(_Strict):
@@ -44,10 +123,18 @@ class DeviceConfig(_Strict):
 
     profile: Name = Field(description="file name (without .yaml) in the profiles folder")
     bus: Name
-    unit_id: int = Field(ge=1, le=247)
+    unit_id: int | None = Field(None, ge=0, le=255, description="Modbus unit id")
+    address: str | None = Field(
+        None,
+        pattern=r"^[0-9]{1,12}$",
+        description="DL/T 645 meter address (up to 12 digits) or Pelco-D camera address",
+    )
     poll_period_s: float = Field(10.0, ge=0.1, le=86400)
     offline_after: int = Field(
         3, ge=1, le=100, description="consecutive failed polls before the device is offline"
+    )
+    offline_probe_s: float = Field(
+        60.0, ge=0.1, le=3600, description="longest interval between probes of an offline device"
     )
     description: str = ""
 
@@ -57,5 +144,5 @@ class PoleConfig(_Strict):
     profiles_dir: str = Field(
         "../profiles", description="folder of device profiles, relative to this file"
     )
-    buses: dict[Name, ModbusRtuBus] = Field(min_length=1)
+    buses: dict[Name, Bus] = Field(min_length=1)
     devices: dict[Name, DeviceConfig] = Field(min_length=1)

@@ -3,6 +3,10 @@
 Pure functions, so hypothesis can check that encode and decode are inverse for every type,
 order and scale; the simulators encode with the same code the agent decodes with, and the
 profile's test vectors from the manuals keep both honest.
+
+Writes go through :func:`encode_write`, the one place that turns a value the agent wants
+into what goes on the wire: it refuses read-only points and values outside the profile's
+write limits, and follows a point's ``write:`` block when writes go elsewhere than reads.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ import math
 import struct
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import NamedTuple
 
 from smartpole.drivers.errors import CodecError
-from smartpole.drivers.profile import DataType, PointSpec
+from smartpole.drivers.profile import DataType, PointSpec, RegisterKind, WriteEncoding
 
-Value = float | int | bool
+Value = float | int | bool | str
 
 _STRUCT = {
     DataType.U16: "H",
@@ -31,6 +36,22 @@ _INTEGER_RANGE = {
     DataType.U32: (0, 0xFFFF_FFFF),
     DataType.I32: (-0x8000_0000, 0x7FFF_FFFF),
 }
+_STRING_PADDING = b"\x00 "  # stripped from the end of a decoded string
+
+
+class WriteRequest(NamedTuple):
+    """One Modbus write: coils go with FC 05 (``words`` are 0/1), registers with FC 06/16."""
+
+    kind: RegisterKind
+    address: int
+    words: list[int]
+
+    @property
+    def function(self) -> int:
+        """The function code to send: 5 for a coil, 6 for one register, 16 for several."""
+        if self.kind is RegisterKind.COIL:
+            return 5 if len(self.words) == 1 else 15
+        return 6 if len(self.words) == 1 else 16
 
 
 def decimals_of(scale: float) -> int:
@@ -40,6 +61,14 @@ def decimals_of(scale: float) -> int:
     """
     exponent = Decimal(repr(scale)).normalize().as_tuple().exponent
     return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def is_physical(value: Value) -> bool:
+    """False for NaN and ±inf, which meters send for "no reading"; True for anything else.
+
+    Decoding keeps them (they are what the device said); the agent marks such a point bad.
+    """
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 def _to_bytes(spec: PointSpec, words: Sequence[int]) -> bytes:
@@ -57,17 +86,30 @@ def _to_words(spec: PointSpec, raw: bytes) -> list[int]:
     return words if spec.word_order == "big" else list(reversed(words))
 
 
-def decode(spec: PointSpec, words: Sequence[int]) -> Value:
-    """Decode the ``spec.register_count`` registers (or one bit) of a point."""
+def _check_words(spec: PointSpec, words: Sequence[int]) -> None:
     if len(words) != spec.register_count:
         raise CodecError(
             f"{spec.type.value} needs {spec.register_count} registers, got {len(words)}"
         )
+    if spec.type is not DataType.BOOL and any(not 0 <= word <= 0xFFFF for word in words):
+        raise CodecError(f"register values out of 16-bit range: {list(words)}")
+
+
+def _raw_integer(spec: PointSpec, words: Sequence[int]) -> int:
+    raw: int = struct.unpack(">" + _STRUCT[spec.type], _to_bytes(spec, words))[0]
+    return raw
+
+
+def decode(spec: PointSpec, words: Sequence[int]) -> Value:
+    """Decode the ``spec.register_count`` registers (or one bit) of a point."""
+    _check_words(spec, words)
     if spec.type is DataType.BOOL:
         return bool(words[0])
-    if any(not 0 <= word <= 0xFFFF for word in words):
-        raise CodecError(f"register values out of 16-bit range: {list(words)}")
+    if spec.bit is not None:
+        return bool((_raw_integer(spec, words) >> spec.bit) & 1)
     packed = _to_bytes(spec, words)
+    if spec.type is DataType.STRING:
+        return packed.rstrip(_STRING_PADDING).decode("utf-8", errors="replace")
     raw: int | float = struct.unpack(">" + _STRUCT[spec.type], packed)[0]
     if spec.type is DataType.F32:
         raw = _shortest_f32(raw, packed)
@@ -96,9 +138,20 @@ def _shortest_f32(value: float, packed: bytes) -> float:
 
 
 def encode(spec: PointSpec, value: Value) -> list[int]:
-    """Encode an engineering value into the point's registers; CodecError if it cannot fit."""
+    """Encode an engineering value into the point's registers; CodecError if it cannot fit.
+
+    Bit points share their register with others: encode them with :func:`encode_bit`.
+    """
     if spec.type is DataType.BOOL:
-        return [1 if value else 0]
+        return [1 if _as_bool(spec, value) else 0]
+    if spec.bit is not None:
+        raise CodecError(
+            "a bit point shares its register: use encode_bit(spec, current_words, value)"
+        )
+    if spec.type is DataType.STRING:
+        return _encode_string(spec, value)
+    if isinstance(value, str | bool):
+        raise CodecError(f"{spec.type.value} needs a number, got {value!r}")
     raw_value = (float(value) - spec.offset) / spec.scale
     fmt = ">" + _STRUCT[spec.type]
     if spec.type in _INTEGER_RANGE:
@@ -115,3 +168,80 @@ def encode(spec: PointSpec, value: Value) -> list[int]:
         except OverflowError as exc:
             raise CodecError(f"{value!r} does not fit {spec.type.value}") from exc
     return _to_words(spec, packed)
+
+
+def _encode_string(spec: PointSpec, value: Value) -> list[int]:
+    if not isinstance(value, str):
+        raise CodecError(f"a string point needs text, got {value!r}")
+    raw = value.encode("utf-8")
+    room = 2 * spec.register_count
+    if len(raw) > room:
+        raise CodecError(
+            f"{value!r} is {len(raw)} bytes; {spec.register_count} registers hold {room}"
+        )
+    return _to_words(spec, raw.ljust(room, b"\x00"))
+
+
+def _as_bool(spec: PointSpec, value: Value) -> bool:
+    """True/False, also from 0/1 (JSON and YAML callers); anything else is refused."""
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, str) and value in (0, 1):
+        return bool(value)
+    raise CodecError(f"a True/False point needs true/false or 0/1, got {value!r}")
+
+
+def encode_bit(spec: PointSpec, current_words: Sequence[int], value: Value) -> list[int]:
+    """The registers of a bit point with its bit set to ``value`` and every other bit kept.
+
+    ``current_words`` are the point's registers as last read (read-modify-write).
+    """
+    if spec.bit is None:
+        raise CodecError("encode_bit needs a bit point (a point with bit: N)")
+    _check_words(spec, current_words)
+    raw = _raw_integer(spec, current_words)
+    on = _as_bool(spec, value)
+    raw = raw | (1 << spec.bit) if on else raw & ~(1 << spec.bit)
+    return _to_words(spec, struct.pack(">" + _STRUCT[spec.type], raw))
+
+
+def encode_write(
+    spec: PointSpec, value: Value, *, current: Sequence[int] | None = None
+) -> WriteRequest:
+    """What to send to set a point to ``value``: ``(kind, address, words)``.
+
+    Refuses (CodecError) read-only points, values that are not finite or lie outside the
+    point's ``write_min``..``write_max``, and values of the wrong sort. A point with a
+    ``write:`` block is written where and how the block says; a bit point without one is a
+    read-modify-write of its register and needs ``current``, the register as last read.
+    """
+    if spec.access != "rw":
+        raise CodecError("the point is read-only (access r)")
+    if spec.is_numeric:
+        _check_write_limits(spec, value)
+    block = spec.write
+    if block is not None and block.encoding is WriteEncoding.CHANNEL_BYTE:
+        if block.channel is None:  # the profile's validator requires it
+            raise CodecError("a channel_byte write needs a channel")
+        state = 1 if _as_bool(spec, value) else 0
+        return WriteRequest(RegisterKind.HOLDING, block.address, [block.channel << 8 | state])
+    address = spec.address if block is None else block.address
+    if spec.bit is not None:
+        if current is None:
+            raise CodecError(
+                "a bit point is written by read-modify-write: pass current=<its register>"
+            )
+        return WriteRequest(spec.kind, address, encode_bit(spec, current, value))
+    return WriteRequest(spec.kind, address, encode(spec, value))
+
+
+def _check_write_limits(spec: PointSpec, value: Value) -> None:
+    if isinstance(value, bool | str):
+        raise CodecError(f"{spec.type.value} needs a number, got {value!r}")
+    if not math.isfinite(value):
+        raise CodecError(f"{value!r} is not a finite number")
+    low, high = spec.write_min, spec.write_max
+    if low is None or high is None:  # the profile's validator requires both
+        raise CodecError("the point has no write limits")
+    if not low <= value <= high:
+        raise CodecError(f"{value!r} is outside the write limits {low:g}..{high:g}")

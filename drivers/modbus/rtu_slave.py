@@ -170,6 +170,14 @@ def encode_request(req: Request) -> bytes:
     raise ValueError(f"function {req.function} has no known request layout")
 
 
+def encode_pdu(req: Request) -> bytes:
+    """The request's PDU (function code onwards), for framings without address and CRC.
+
+    Modbus TCP carries the same PDU as RTU; only the envelope differs.
+    """
+    return encode_request(req)[1:-2]
+
+
 def _frame_size(buf: bytes | bytearray) -> int | None:
     """Length of the frame starting at buf[0]; None if unknown yet, 0 if it cannot be one."""
     if len(buf) < 2:
@@ -204,6 +212,27 @@ def _parse(frame: bytes) -> Request:
     return Request(unit_id, function, address, word, values, byte_count)
 
 
+def parse_pdu(unit_id: int, pdu: bytes) -> Request:
+    """Parse a request PDU whose end the transport already knows (Modbus TCP's length field).
+
+    Raises SlaveExceptionError carrying what a device answers: exception 1 for a function
+    it does not implement, exception 3 when the PDU's length disagrees with its function's
+    layout (the spec's "implied length is incorrect").
+    """
+    if not pdu or pdu[0] not in _FIXED_LENGTH_FUNCTIONS | _VARIABLE_LENGTH_FUNCTIONS:
+        function = pdu[0] if pdu else 0
+        raise SlaveExceptionError(
+            f"function {function} not supported", ExceptionCode.ILLEGAL_FUNCTION
+        )
+    frame = bytes([unit_id]) + pdu + b"\0\0"  # a placeholder CRC, so the RTU layout applies
+    if _frame_size(frame) != len(frame):
+        raise SlaveExceptionError(
+            f"function {pdu[0]} PDU of {len(pdu)} bytes has the wrong length",
+            ExceptionCode.ILLEGAL_DATA_VALUE,
+        )
+    return _parse(frame)
+
+
 def decode_request(buf: bytes | bytearray, *, at_end: bool = False) -> tuple[int, Request | None]:
     """Find the request at the start of ``buf``, pymodbus-style.
 
@@ -227,7 +256,12 @@ def decode_request(buf: bytes | bytearray, *, at_end: bool = False) -> tuple[int
 
 def exception_response(unit_id: int, function: int, code: int) -> bytes:
     """Build an exception frame; the server also uses it to fake a failing device."""
-    return append_crc(bytes([unit_id, (function | 0x80) & 0xFF, code]))
+    return append_crc(bytes([unit_id]) + exception_pdu(function, code))
+
+
+def exception_pdu(function: int, code: int) -> bytes:
+    """An exception answer's PDU: the function code with its top bit set, then the code."""
+    return bytes([(function | 0x80) & 0xFF, code])
 
 
 def _check_quantity(count: int, limit: int) -> None:
@@ -284,8 +318,16 @@ def handle_request(banks: Mapping[int, RegisterBank], req: Request) -> bytes | N
     bank = banks.get(req.unit_id)
     if bank is None:
         return None
+    return append_crc(bytes([req.unit_id]) + handle_pdu(bank, req))
+
+
+def handle_pdu(bank: RegisterBank, req: Request) -> bytes:
+    """Serve ``req`` on one device and return the response PDU, an exception PDU included.
+
+    The framing-free core of :func:`handle_request`, shared with the Modbus TCP simulator;
+    ``req.unit_id`` is not looked at, the caller has already picked the bank.
+    """
     try:
-        pdu = _execute(bank, req)
+        return _execute(bank, req)
     except SlaveExceptionError as exc:
-        return exception_response(req.unit_id, req.function, exc.code)
-    return append_crc(bytes([req.unit_id]) + pdu)
+        return exception_pdu(req.function, exc.code)

@@ -3,62 +3,220 @@
 Values are encoded with the same codec the agent decodes with, so a rig exercises the real
 path from registers to points. The drift is a bounded random walk from the profile's
 ``simulation`` section, seeded so two rig runs see the same sequence.
+
+A master's writes land in the bank like on the device: a rw point reads back what was
+written, and the walk goes on from there. Writes a profile redirects with a ``write:``
+block (a relay module switches channel 3 by writing ``3 << 8 | 1`` to another register)
+are played back onto the point they switch, as :class:`WriteEffects` derives them from the
+profile; nothing here knows a device model.
 """
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 
+from smartpole.drivers.errors import CodecError
 from smartpole.drivers.modbus import codec
 from smartpole.drivers.modbus.codec import Value
-from smartpole.drivers.modbus.rtu_slave import RegisterBank
-from smartpole.drivers.profile import DataType, ModbusProfile, PointSpec
+from smartpole.drivers.modbus.rtu_slave import (
+    ExceptionCode,
+    IllegalAddressError,
+    RegisterBank,
+    SlaveExceptionError,
+)
+from smartpole.drivers.profile import (
+    DataType,
+    ModbusProfile,
+    PointSpec,
+    RegisterKind,
+    WriteEncoding,
+)
+
+Update = tuple[str, Value]  # a point and the value a write gives it
+
+
+@dataclass(frozen=True)
+class _ValueTarget:
+    point: str
+    spec: PointSpec
+    kind: RegisterKind
+    address: int
+
+    @property
+    def end(self) -> int:
+        return self.address + self.spec.register_count
+
+
+class WriteEffects:
+    """What writes to a profile's ``write:`` targets do to the points they switch.
+
+    ``channel_byte``: a word ``channel << 8 | state`` written to the target sets the point
+    with that channel to ``state`` (0/1); a channel no point has, or another state, is
+    refused with exception 3 (illegal data value), as such modules do. ``value``: a write
+    that covers the whole target sets the point to the value it encodes.
+    """
+
+    def __init__(self, profile: ModbusProfile) -> None:
+        self._channels: dict[int, dict[int, str]] = {}  # holding address -> channel -> point
+        self._values: list[_ValueTarget] = []
+        for name, spec in profile.points.items():
+            block = spec.write
+            if block is None:
+                continue
+            if block.encoding is WriteEncoding.CHANNEL_BYTE and block.channel is not None:
+                self._channels.setdefault(block.address, {})[block.channel] = name
+            elif block.encoding is WriteEncoding.VALUE:
+                self._values.append(_ValueTarget(name, spec, spec.kind, block.address))
+
+    def targets(self) -> list[tuple[RegisterKind, int, int]]:
+        """Every (kind, address, count) a master writes to: the simulator maps them."""
+        out = [(RegisterKind.HOLDING, address, 1) for address in self._channels]
+        out += [(t.kind, t.address, t.spec.register_count) for t in self._values]
+        return out
+
+    def updates(self, kind: RegisterKind, address: int, values: Sequence[int]) -> list[Update]:
+        """The point values a write gives; raises SlaveExceptionError for a refused write."""
+        updates: list[Update] = []
+        if kind is RegisterKind.HOLDING:
+            for at, word in enumerate(values, start=address):
+                channels = self._channels.get(at)
+                if channels is None:
+                    continue
+                channel, state = word >> 8, word & 0xFF
+                if channel not in channels or state not in (0, 1):
+                    raise SlaveExceptionError(
+                        f"register {at}: no channel {channel} or state {state} is not 0/1",
+                        ExceptionCode.ILLEGAL_DATA_VALUE,
+                    )
+                updates.append((channels[channel], bool(state)))
+        end = address + len(values)
+        for target in self._values:
+            if target.kind == kind and address <= target.address and target.end <= end:
+                words = values[target.address - address : target.end - address]
+                try:
+                    updates.append((target.point, codec.decode(target.spec, words)))
+                except CodecError as exc:
+                    raise SlaveExceptionError(str(exc), ExceptionCode.ILLEGAL_DATA_VALUE) from exc
+        return updates
+
+
+class SimulatedBank(RegisterBank):
+    """A register bank whose master writes also play the profile's write effects."""
+
+    def __init__(self, effects: WriteEffects, apply: Callable[[str, Value], None]) -> None:
+        super().__init__()
+        self._effects = effects
+        self._apply = apply
+
+    def write(self, kind: RegisterKind, address: int, values: Sequence[int]) -> None:
+        updates = self._effects.updates(kind, address, values)  # refuse before changing
+        super().write(kind, address, values)
+        for point, value in updates:
+            self._apply(point, value)
 
 
 class SimulatedDevice:
     def __init__(self, profile: ModbusProfile, *, seed: int = 0) -> None:
         self.profile = profile
-        self.bank = RegisterBank()
-        self.values: dict[str, Value] = {}
+        self.effects = WriteEffects(profile)
+        self.bank: RegisterBank = SimulatedBank(self.effects, self.set_value)
         self._rng = random.Random(seed)  # noqa: S311 - a simulation, not cryptography
-        for name, spec in profile.points.items():
-            sim = profile.simulation.get(name)
-            self.set_value(name, sim.start if sim is not None else _neutral(spec))
+        for spec in profile.points.values():
+            self.bank.set(spec.kind, spec.address, [0] * spec.register_count)
+        for kind, address, count in self.effects.targets():
+            if not self._mapped(kind, address, count):
+                self.bank.set(kind, address, [0] * count)
         self._fill_gaps()
+        for name, spec in profile.points.items():
+            self.set_value(name, self._initial(name, spec))
+
+    @property
+    def values(self) -> dict[str, Value]:
+        """Every point's value as the registers hold it now."""
+        return {name: self.value(name) for name in self.profile.points}
+
+    def value(self, point: str) -> Value:
+        """A point's value as a master would read it."""
+        spec = self.profile.points[point]
+        return codec.decode(spec, self.bank.get(spec.kind, spec.address, spec.register_count))
 
     def set_value(self, point: str, value: Value) -> None:
         """Put an engineering value into the registers (rigs use this to script scenarios)."""
         spec = self.profile.points[point]
-        if spec.type is not DataType.F32 and spec.type is not DataType.F64 and spec.scale == 1:
-            value = round(float(value))
-        self.bank.set(spec.kind, spec.address, codec.encode(spec, value))
-        self.values[point] = codec.decode(spec, codec.encode(spec, value))
+        if not isinstance(value, bool | str):
+            if spec.is_bool:
+                value = bool(round(float(value)))  # a walk moves True/False as 0..1
+            elif spec.type.is_integer and spec.scale == 1:
+                value = round(float(value))
+        if spec.bit is not None:
+            current = self.bank.get(spec.kind, spec.address, spec.register_count)
+            words = codec.encode_bit(spec, current, value)
+        else:
+            words = codec.encode(spec, value)
+        self.bank.set(spec.kind, spec.address, words)
 
     def step(self) -> None:
-        """Move every simulated point one random step, staying inside its bounds."""
+        """Move every simulated point one random step, staying inside its bounds.
+
+        The walk goes on from what the registers hold, so a master's write sticks.
+        """
         for name, sim in self.profile.simulation.items():
-            if sim.step == 0:
+            if sim.step == 0 or sim.start is None:
                 continue
-            current = float(self.values[name])
-            proposed = current + self._rng.uniform(-sim.step, sim.step)
-            self.set_value(name, min(sim.max, max(sim.min, proposed)))
+            current = self.value(name)
+            if isinstance(current, str):
+                continue
+            start = float(current) if math.isfinite(current) else sim.start
+            proposed = start + self._rng.uniform(-sim.step, sim.step)
+            self.set_value(name, min(sim.high, max(sim.low, proposed)))
+
+    def _initial(self, name: str, spec: PointSpec) -> Value:
+        sim = self.profile.simulation.get(name)
+        if sim is None:
+            return _neutral(spec)
+        if sim.text is not None:
+            return sim.text
+        return sim.start if sim.start is not None else _neutral(spec)
+
+    def _mapped(self, kind: RegisterKind, address: int, count: int) -> bool:
+        try:
+            self.bank.get(kind, address, count)
+        except IllegalAddressError:
+            return False
+        return True
 
     def _fill_gaps(self) -> None:
-        """Map the registers a merged read may cross (``max_gap``) as zeros, like the device."""
+        """Map the registers a merged read may cross (``max_gap``) as zeros, like the device.
+
+        Holes inside the profile's refused areas stay unmapped: the device refuses them.
+        """
         gap = self.profile.limits.max_gap
         if gap == 0:
             return
-        ordered = sorted(self.profile.points.values(), key=lambda s: (s.kind, s.address))
-        for before, after in pairwise(ordered):
-            hole = after.address - before.end
-            if before.kind == after.kind and 0 < hole <= gap:
-                self.bank.set(before.kind, before.end, [0] * hole)
+        used: dict[RegisterKind, set[int]] = {}
+        for spec in self.profile.points.values():
+            used.setdefault(spec.kind, set()).update(range(spec.address, spec.end))
+        for kind, addresses in used.items():
+            ordered = sorted(addresses)
+            for before, after in pairwise(ordered):
+                if not 1 < after - before <= gap + 1:
+                    continue
+                for address in range(before + 1, after):
+                    if not any(
+                        a.covers(kind, address, address + 1) for a in self.profile.limits.refused
+                    ):
+                        self.bank.set(kind, address, [0])
 
 
 def _neutral(spec: PointSpec) -> Value:
-    if spec.type is DataType.BOOL:
+    if spec.is_bool:
         return False
+    if spec.type is DataType.STRING:
+        return ""
     if spec.valid_range is not None:
         return spec.valid_range[0]
     return spec.offset

@@ -1,0 +1,81 @@
+"""What every bus task shares: commands that jump the polling queue, and the schedule.
+
+A bus is half duplex, so everything that uses it, polls and commands alike, goes through
+the one task that owns it. Commands wait at most for the request on the wire to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from smartpole.agent.health import BusHealth, DeviceHealth
+
+Job = Callable[[], Awaitable[Any]]
+
+
+@dataclass(order=True)
+class _Queued:
+    priority: int
+    sequence: int
+    job: Job = field(compare=False)
+    result: asyncio.Future[Any] = field(compare=False)
+
+
+class CommandQueue:
+    """Commands for a bus, run by its task between two requests, in priority order."""
+
+    COMMAND = 0  # writes and operator actions
+    DIAGNOSTIC = 1  # technician reads
+
+    def __init__(self) -> None:
+        self._queue: asyncio.PriorityQueue[_Queued] = asyncio.PriorityQueue()
+        self._sequence = 0
+
+    async def submit(self, job: Job, priority: int = COMMAND) -> Any:
+        """Queue ``job`` for the bus task and wait for its result (or its exception)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._sequence += 1
+        await self._queue.put(_Queued(priority, self._sequence, job, future))
+        return await future
+
+    def pending(self) -> bool:
+        return not self._queue.empty()
+
+    async def run_next(self, timeout_s: float) -> bool:
+        """Run one queued command, waiting up to ``timeout_s`` for one; False if none came."""
+        try:
+            item = await asyncio.wait_for(self._queue.get(), timeout=max(0.0, timeout_s))
+        except TimeoutError:
+            return False
+        if item.result.cancelled():
+            return True
+        try:
+            value = await item.job()
+        except asyncio.CancelledError:
+            item.result.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to the caller who asked, not lost
+            item.result.set_exception(exc)
+        else:
+            item.result.set_result(value)
+        return True
+
+
+class BusTask(Protocol):
+    """The face every bus task shows the daemon, the API and the diagnostics."""
+
+    name: str
+    health: BusHealth
+    commands: CommandQueue
+
+    @property
+    def devices(self) -> list[DeviceHealth]: ...
+
+    def device_names(self) -> list[str]: ...
+
+    def read_plan(self) -> dict[str, object]: ...
+
+    async def run(self) -> None: ...

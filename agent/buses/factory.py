@@ -1,0 +1,29 @@
+"""Make the right task for each bus of a pole config."""
+
+from __future__ import annotations
+
+from smartpole.agent.audit import AuditLog
+from smartpole.agent.buses.base import BusTask
+from smartpole.agent.buses.dlt645 import Dlt645BusTask
+from smartpole.agent.buses.modbus import ModbusBusTask
+from smartpole.agent.buses.pelco import PelcoDBusTask
+from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.config.pole import (
+    Dlt645Bus,
+    ModbusRtuBus,
+    ModbusRtuOverTcpBus,
+    ModbusTcpBus,
+)
+from smartpole.agent.points import PointTable
+
+
+def create_bus_tasks(config: LoadedConfig, table: PointTable, audit: AuditLog) -> list[BusTask]:
+    tasks: list[BusTask] = []
+    for name, bus in config.pole.buses.items():
+        if isinstance(bus, ModbusRtuBus | ModbusTcpBus | ModbusRtuOverTcpBus):
+            tasks.append(ModbusBusTask(name, bus, config, table, audit))
+        elif isinstance(bus, Dlt645Bus):
+            tasks.append(Dlt645BusTask(name, bus, config, table))
+        else:
+            tasks.append(PelcoDBusTask(name, bus, config, table, audit))
+    return tasks

@@ -1,0 +1,305 @@
+"""The task that owns one Modbus bus (RTU serial, TCP, RTU over TCP) and every device on it.
+
+It keeps each device's schedule, reads the fewest blocks the profile allows, learns what a
+device refuses, runs commands ahead of polls, and keeps the counters diagnostics show. A
+dead device costs the bus one probe per probe interval, never a timeout per poll period.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
+
+import structlog
+
+from smartpole.agent.audit import AuditLog, AuditRecord
+from smartpole.agent.buses.base import CommandQueue
+from smartpole.agent.buses.polled import STALE_AFTER_PERIODS, PolledBus, PolledDevice
+from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.config.pole import (
+    ModbusRtuBus,
+    ModbusRtuOverTcpBus,
+    ModbusTcpBus,
+)
+from smartpole.agent.health import BusHealth, DeviceHealth, Outcome
+from smartpole.agent.points import PointTable, Quality
+from smartpole.drivers.errors import (
+    CodecError,
+    DeviceExceptionError,
+    DriverError,
+    TransportError,
+)
+from smartpole.drivers.modbus import codec
+from smartpole.drivers.modbus.client import (
+    ILLEGAL_DATA_ADDRESS,
+    Endpoint,
+    ModbusClient,
+    ReplyFault,
+    ReplyTimeoutError,
+)
+from smartpole.drivers.modbus.plan import Barrier, ReadBlock, plan_reads, split_block
+from smartpole.drivers.profile import DataType, ModbusProfile, PointSpec
+from smartpole.drivers.sim.wire import frame_gap_s
+
+log = structlog.get_logger("smartpole.bus")
+
+ModbusBus = ModbusRtuBus | ModbusTcpBus | ModbusRtuOverTcpBus
+T = TypeVar("T")
+
+_FAULT_OUTCOME = {
+    ReplyFault.NO_ANSWER: Outcome.TIMEOUT,
+    ReplyFault.CRC_ERROR: Outcome.CRC_ERROR,
+    ReplyFault.GARBAGE: Outcome.GARBAGE,
+    ReplyFault.WRONG_UNIT: Outcome.WRONG_UNIT,
+    ReplyFault.WRONG_FUNCTION: Outcome.WRONG_FUNCTION,
+}
+
+
+class WriteRejectedError(DriverError):
+    """A write the profile does not allow (read-only point, out of its limits)."""
+
+
+@dataclass(kw_only=True)
+class _Device(PolledDevice):
+    profile: ModbusProfile
+    unit_id: int
+    barriers: set[Barrier] = field(default_factory=set)
+    unsupported: set[str] = field(default_factory=set)
+    plan: list[ReadBlock] = field(default_factory=list)
+
+    def replan(self) -> None:
+        points = {n: s for n, s in self.profile.points.items() if n not in self.unsupported}
+        self.plan = plan_reads(points, self.profile.limits, self.barriers)
+        self.health.unsupported_points = sorted(self.unsupported)
+
+
+def endpoint_of(bus: ModbusBus) -> Endpoint:
+    if isinstance(bus, ModbusRtuBus):
+        return Endpoint(
+            "rtu",
+            port=bus.port,
+            baudrate=bus.baudrate,
+            bytesize=bus.bytesize,
+            parity=bus.parity,
+            stopbits=bus.stopbits,
+        )
+    if isinstance(bus, ModbusTcpBus):
+        return Endpoint("tcp", host=bus.host, tcp_port=bus.port)
+    return Endpoint("rtu-over-tcp", host=bus.host, tcp_port=bus.port)
+
+
+class ModbusBusTask(PolledBus[_Device]):
+    """One Modbus bus: block reads by plan, refusals learnt, writes with read-back."""
+
+    def __init__(
+        self, name: str, bus: ModbusBus, config: LoadedConfig, table: PointTable, audit: AuditLog
+    ) -> None:
+        # RTU frames end with 3.5 characters of silence; a master that talks sooner makes
+        # slow devices merge two frames. TCP needs none; frame_gap_ms adds to either.
+        gap = frame_gap_s(bus.baudrate) if isinstance(bus, ModbusRtuBus) else 0.0
+        super().__init__(
+            name,
+            BusHealth(name, bus.endpoint, bus.describe()),
+            table,
+            retries=bus.retries,
+            silence_s=gap + bus.frame_gap_ms / 1000,
+        )
+        self._bus = bus
+        self._audit = audit
+        self._client: ModbusClient | None = None
+        for device_name, device in config.pole.devices.items():
+            if device.bus != name:
+                continue
+            profile = config.modbus_profile_of(device_name)
+            stale_after = device.poll_period_s * STALE_AFTER_PERIODS + bus.timeout_s
+            for point, spec in profile.points.items():
+                table.register(device_name, point, spec.unit, stale_after)
+            unit_id = device.unit_id if device.unit_id is not None else 1
+            health = DeviceHealth(
+                device_name, name, f"unit {unit_id}", device.profile, device.offline_after
+            )
+            entry = _Device(
+                name=device_name, config=device, health=health, profile=profile, unit_id=unit_id
+            )
+            entry.replan()
+            self._devices[device_name] = entry
+
+    def read_plan(self) -> dict[str, object]:
+        return {
+            device.name: [
+                {"kind": b.kind.value, "address": b.address, "count": b.count, "points": b.points}
+                for b in device.plan
+            ]
+            for device in self._devices.values()
+        }
+
+    # ----- the protocol -----
+
+    async def _connect(self) -> None:
+        if self._client is None:
+            self._client = ModbusClient(endpoint_of(self._bus), timeout_s=self._bus.timeout_s)
+        await self._client.connect()
+
+    def _disconnect(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def _outcome_of(self, exc: DriverError) -> Outcome:
+        if isinstance(exc, ReplyTimeoutError):
+            return _FAULT_OUTCOME[exc.fault]
+        return super()._outcome_of(exc)
+
+    async def _poll_device(self, device: _Device, *, probe: bool) -> None:
+        # An offline device gets one probe request, no retries: it must not eat the bus.
+        for block in device.plan[:1] if probe else list(device.plan):
+            read = partial(self._read, device, block)
+            try:
+                words = await self._request(device, read, retries=0 if probe else None)
+            except DeviceExceptionError as exc:
+                if exc.code != ILLEGAL_DATA_ADDRESS:
+                    raise
+                self._refused(device, block)
+                return  # re-planned; the next cycle reads the right blocks
+            self._store(device, block, words)
+
+    async def _read(self, device: _Device, block: ReadBlock) -> list[int]:
+        return await self._require_client().read(
+            block.kind, block.address, block.count, device.unit_id
+        )
+
+    def _refused(self, device: _Device, block: ReadBlock) -> None:
+        """The device refused a read: split it and remember, or drop a point it lacks."""
+        barrier = split_block(block, device.profile.points)
+        if barrier is not None:
+            device.barriers.add(barrier)
+            log.warning(
+                "read_split", device=device.name, kind=block.kind.value, at=barrier[1],
+                block_address=block.address, block_count=block.count,
+            )  # fmt: skip
+        else:
+            (point,) = block.points
+            device.unsupported.add(point)
+            self._table.mark_point_bad(device.name, point)
+            log.warning("point_unsupported", device=device.name, point=point)
+        device.replan()
+
+    def _require_client(self) -> ModbusClient:
+        if self._client is None or not self._client.connected:
+            raise TransportError(f"bus {self.name} is not connected")
+        return self._client
+
+    def _store(self, device: _Device, block: ReadBlock, words: list[int]) -> None:
+        for point in block.points:
+            spec = device.profile.points[point]
+            offset = spec.address - block.address
+            try:
+                value = codec.decode(spec, words[offset : offset + spec.register_count])
+            except CodecError:
+                self._table.mark_point_bad(device.name, point)
+                continue
+            self._table.update(device.name, point, value, _quality(spec, value))
+
+    # ----- commands -----
+
+    async def write_point(self, device_name: str, point: str, value: object, actor: str) -> object:
+        """Write one point with range checks, read it back, audit it; returns the read-back."""
+        return await self.commands.submit(
+            lambda: self._write_point(device_name, point, value, actor)
+        )
+
+    async def read_point(self, device_name: str, point: str) -> object:
+        return await self.commands.submit(
+            lambda: self._read_point(device_name, point), CommandQueue.DIAGNOSTIC
+        )
+
+    async def _read_point(self, device_name: str, point: str) -> object:
+        device, spec = self._lookup(device_name, point)
+        words = await self._request(
+            device,
+            lambda: self._require_client().read(
+                spec.kind, spec.address, spec.register_count, device.unit_id
+            ),
+        )
+        value = codec.decode(spec, words)
+        self._table.update(device.name, point, value, _quality(spec, value))
+        return value
+
+    async def _write_point(self, device_name: str, point: str, value: object, actor: str) -> object:
+        record = AuditRecord(actor, "write", f"{device_name}.{point}", value)
+        try:
+            device, spec = self._lookup(device_name, point)
+            checked = _checked_value(spec, value)
+            kind, address, words = codec.encode_write(spec, checked)
+            if spec.bit is not None and spec.write is None:
+                current = await self._request(
+                    device,
+                    lambda: self._require_client().read(
+                        spec.kind, spec.address, spec.register_count, device.unit_id
+                    ),
+                )
+                words = codec.encode_bit(spec, current, checked)
+            await self._request(
+                device, lambda: self._require_client().write(kind, address, words, device.unit_id)
+            )
+            record.read_back = await self._read_point(device_name, point)
+            record.ok = _matches(spec, checked, record.read_back)
+            if not record.ok:
+                record.error = f"read back {record.read_back!r}, wrote {checked!r}"
+        except (DriverError, CodecError) as exc:
+            record.error = str(exc)
+            self._audit.record(record)
+            raise
+        self._audit.record(record)
+        if not record.ok:
+            raise WriteRejectedError(f"{device_name}.{point}: {record.error}")
+        return record.read_back
+
+    def _lookup(self, device_name: str, point: str) -> tuple[_Device, PointSpec]:
+        device = self._devices.get(device_name)
+        if device is None:
+            raise WriteRejectedError(f"no device {device_name!r} on bus {self.name}")
+        spec = device.profile.points.get(point)
+        if spec is None:
+            known = ", ".join(device.profile.points)
+            raise WriteRejectedError(f"device {device_name} has no point {point!r} ({known})")
+        return device, spec
+
+
+def _quality(spec: PointSpec, value: codec.Value | str) -> Quality:
+    if isinstance(value, str | bool):
+        return Quality.GOOD
+    if not codec.is_physical(value):
+        return Quality.BAD  # NaN or infinity: a sensor fault, never good data
+    if spec.valid_range is not None and not spec.valid_range[0] <= value <= spec.valid_range[1]:
+        return Quality.UNCERTAIN
+    return Quality.GOOD
+
+
+def _checked_value(spec: PointSpec, value: object) -> codec.Value:
+    if spec.access != "rw":
+        raise WriteRejectedError("the point is read-only in its profile")
+    if spec.type is DataType.BOOL or spec.bit is not None:
+        if not isinstance(value, bool):
+            raise WriteRejectedError(f"expected true or false, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WriteRejectedError(f"expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise WriteRejectedError(f"{value!r} is not a finite number")
+    low, high = spec.write_min, spec.write_max
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise WriteRejectedError(
+            f"{value} is outside the allowed range {low} to {high} {spec.unit}"
+        )
+    return value
+
+
+def _matches(spec: PointSpec, wanted: codec.Value, got: object) -> bool:
+    if isinstance(wanted, bool) or isinstance(got, bool) or got is None:
+        return bool(wanted) == bool(got)
+    if not isinstance(got, int | float):
+        return False
+    resolution = abs(spec.scale) / 2 if spec.type not in (DataType.F32, DataType.F64) else 0
+    return abs(float(got) - float(wanted)) <= max(resolution, 1e-6 * abs(float(wanted)))

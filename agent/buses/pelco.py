@@ -1,0 +1,126 @@
+"""The task that owns one Pelco-D bus of PTZ cameras.
+
+Pelco-D has nothing to poll, so a camera's health comes from position queries where the
+camera supports them; commands (go to preset, stop) jump the queue like any other, and
+each is audited with the position read back afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smartpole.agent.audit import AuditLog, AuditRecord
+from smartpole.agent.buses.polled import PolledBus, PolledDevice
+from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.config.pole import PelcoDBus
+from smartpole.agent.errors import UsageError
+from smartpole.agent.health import BusHealth, DeviceHealth
+from smartpole.agent.points import PointTable, Quality
+from smartpole.drivers.errors import DriverError
+from smartpole.drivers.pelco_d.client import PelcoDClient
+from smartpole.drivers.pelco_d.profile import PelcoDProfile
+
+POSITION_POINTS = {"pan": "°", "tilt": "°"}
+
+
+@dataclass(kw_only=True)
+class _Camera(PolledDevice):
+    profile: PelcoDProfile
+    address: int
+
+
+class PelcoDBusTask(PolledBus[_Camera]):
+    def __init__(
+        self, name: str, bus: PelcoDBus, config: LoadedConfig, table: PointTable, audit: AuditLog
+    ) -> None:
+        super().__init__(
+            name,
+            BusHealth(name, bus.endpoint, bus.describe()),
+            table,
+            retries=bus.retries,
+            silence_s=0.0,
+        )
+        self._audit = audit
+        profiles: dict[int, PelcoDProfile] = {}
+        for device_name, device in config.pole.devices.items():
+            if device.bus != name:
+                continue
+            profile = config.profile_of(device_name)
+            if not isinstance(profile, PelcoDProfile):
+                raise TypeError(f"device {device_name} is on a Pelco-D bus")
+            address = int(device.address or "1")
+            profiles[address] = profile
+            health = DeviceHealth(
+                device_name, name, f"camera {address}", device.profile, device.offline_after
+            )
+            if profile.supports_position_query:
+                for point, unit in POSITION_POINTS.items():
+                    table.register(
+                        device_name, point, unit, device.poll_period_s * 3 + bus.timeout_s
+                    )
+            self._devices[device_name] = _Camera(
+                name=device_name, config=device, health=health, profile=profile, address=address
+            )
+        self._client = PelcoDClient(
+            bus.port,
+            baudrate=bus.baudrate,
+            parity=bus.parity,
+            timeout_s=bus.timeout_s,
+            profiles=profiles,
+        )
+
+    def read_plan(self) -> dict[str, object]:
+        return {
+            camera.name: ["query pan", "query tilt"]
+            if camera.profile.supports_position_query
+            else []
+            for camera in self._devices.values()
+        }
+
+    async def _connect(self) -> None:
+        if not self._client.is_open:
+            self._client.open()
+
+    def _disconnect(self) -> None:
+        self._client.close()
+
+    async def _poll_device(self, device: _Camera, *, probe: bool) -> None:
+        if not device.profile.supports_position_query:
+            return  # nothing to ask: the camera's health stays as commands leave it
+        position = await self._request(
+            device,
+            lambda: self._client.query_position(device.address, required=True),
+            retries=0 if probe else None,
+        )
+        if position is not None:
+            self._store(device, position)
+
+    def _store(self, device: _Camera, position: tuple[int, int]) -> None:
+        pan, tilt = position
+        self._table.update(device.name, "pan", pan / 100, Quality.GOOD)
+        self._table.update(device.name, "tilt", tilt / 100, Quality.GOOD)
+
+    async def go_to_preset(self, device_name: str, preset: int, actor: str) -> object:
+        return await self.commands.submit(lambda: self._go_to_preset(device_name, preset, actor))
+
+    async def _go_to_preset(self, device_name: str, preset: int, actor: str) -> object:
+        camera = self._devices.get(device_name)
+        if camera is None:
+            raise UsageError(f"no camera {device_name!r} on bus {self.name}")
+        record = AuditRecord(actor, "ptz_preset", device_name, preset)
+        try:
+            position = await self._client.go_to_preset(camera.address, preset, verify=True)
+        except (DriverError, ValueError) as exc:
+            record.error = str(exc)
+            self._audit.record(record)
+            if isinstance(exc, ValueError):  # a preset the camera's profile does not allow
+                raise UsageError(str(exc)) from exc
+            raise
+        record.ok = True
+        record.read_back = (
+            None if position is None else {"pan": position[0] / 100, "tilt": position[1] / 100}
+        )
+        if position is not None:
+            self._store(camera, position)
+        self._audit.record(record)
+        return record.read_back
