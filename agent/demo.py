@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from smartpole.agent import diag
 from smartpole.agent.api import SOCKET_NAME, call
@@ -70,27 +71,37 @@ def _stop(process: subprocess.Popen[str], name: str) -> int:
         return -9
 
 
-def _screen(status: dict[str, object], points: list[dict[str, object]], left: str) -> str:
+def _screen(
+    status: dict[str, Any], points: list[dict[str, Any]], left: str, rows: int | None
+) -> str:
+    """One frame of the demo; with ``rows`` (a terminal), each device's points are cut to fit."""
     header = [
         f"smartpole demo - {diag.clock()} - {left}",
         f"pole {status['pole']}: {status['summary']}",
+        "Every device below is simulated on a pseudo-terminal or a loopback port and speaks",
+        "its real protocol; the table is the daemon's point table, read through its local API.",
+        "",
+        diag.render_devices(status),
+        "",
     ]
-    for bus in status["buses"]:  # type: ignore[attr-defined]
-        header.append(
-            f"bus {bus['name']}: {bus['settings']} on {bus['endpoint']} (simulator)"
-            f" - {bus['state']}"
-        )
-    for device in status["devices"]:  # type: ignore[attr-defined]
-        header.append(
-            f"device {device['name']}: {device['profile']} at {device['address']}, "
-            f"{device['state']}, {device['polls']} polls, {device['counters']['timeout']} timeouts"
-        )
-    explain = (
-        "The daemon polls a simulated device over a pseudo-terminal as Modbus RTU; this is its\n"
-        "point table, read through its local API (`smartpole diag points` shows the same)."
-    )
-    body = [*header, "", explain, "", diag.render_points(points), "", "Ctrl-C stops the demo."]
-    return "\n".join(body)
+    footer = ["", "More: smartpole diag status | points | plan.  Ctrl-C stops the demo."]
+    if rows is not None:
+        room = rows - len("\n".join(header).splitlines()) - len(footer) - 4
+        points = _fit(points, max(len(status["devices"]), room))
+    return "\n".join([*header, diag.render_points(points), *footer])
+
+
+def _fit(points: list[dict[str, Any]], room: int) -> list[dict[str, Any]]:
+    """Keep the first points of every device so that all devices show within ``room`` rows."""
+    devices = list(dict.fromkeys(p["device"] for p in points))
+    if len(points) <= room:
+        return points
+    each = max(1, room // len(devices))
+    kept: list[dict[str, Any]] = []
+    for device in devices:
+        own = [p for p in points if p["device"] == device]
+        kept += own[:each]
+    return kept
 
 
 def run_demo(config: Path, *, duration_s: float, refresh_s: float) -> int:
@@ -151,7 +162,8 @@ def _show(socket: Path, duration_s: float, refresh_s: float, interactive: bool) 
     while True:
         elapsed = time.monotonic() - started
         left = f"{elapsed:.0f} s of {duration_s:.0f} s" if duration_s else f"{elapsed:.0f} s"
-        screen = _screen(call(socket, "status"), call(socket, "points"), left)
+        rows = shutil.get_terminal_size().lines if interactive else None
+        screen = _screen(call(socket, "status"), call(socket, "points"), left, rows)
         print(CLEAR + screen if interactive else screen + "\n", flush=True)
         if duration_s and elapsed >= duration_s:
             return

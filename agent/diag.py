@@ -6,6 +6,7 @@ point, value, unit, quality, age.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,7 +23,10 @@ def format_value(value: object) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, float):
-        return f"{value:.6g}" if abs(value) >= 1e6 else repr(round(value, 6))
+        if not math.isfinite(value) or abs(value) >= 1e9:
+            return f"{value:.6g}"
+        text = f"{value:.4f}".rstrip("0")  # four decimals at most: readings, not raw floats
+        return text + "0" if text.endswith(".") else text
     return str(value)
 
 
@@ -69,6 +73,15 @@ def render_points(points: Sequence[Mapping[str, Any]]) -> str:
     ]
     headers = ["DEVICE", "POINT", "VALUE", "UNIT", "QUALITY", "AGE"]
     return table(headers, rows, right=frozenset({2, 5})) + "\n" + QUALITY_LEGEND
+
+
+def render_devices(status: Mapping[str, Any]) -> str:
+    return table(
+        ["DEVICE", "BUS", "ADDRESS", "PROFILE", "STATE", "POLLS", "TIMEOUT", "CRC", "OTHER",
+         "EXC", "LATENCY"],
+        [_device_row(d) for d in status["devices"]],
+        right=frozenset({5, 6, 7, 8, 9, 10}),
+    )  # fmt: skip
 
 
 def render_status(status: Mapping[str, Any]) -> str:

@@ -90,11 +90,15 @@ def test_sim_rejects_an_unknown_fault(tmp_path: Path) -> None:
 
 
 def test_demo_runs_a_simulated_pole_and_exits_cleanly() -> None:
-    result = _smartpole("demo", "--duration", "3", "--refresh", "1", timeout=60)
+    result = _smartpole("demo", "--duration", "4", "--refresh", "2", timeout=60)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "serving bus rs485-1 at /dev/pts/" in out
-    assert "DEVICE   POINT" in out
-    assert "pole demo-pole-001: 1/1 devices online" in out
-    assert "weather  temperature" in out
+    for bus in ("rs485-1", "rs485-2", "rs485-3", "lan-relays", "lan-charger"):
+        assert f"serving bus {bus} at " in out
+    assert "DEVICE         POINT" in out
+    assert "weather        temperature" in out
+    last_frame = out.rsplit("smartpole demo - ", 1)[1]
+    assert "pole demo-pole-001: 7/7 devices online on 5 bus(es)" in last_frame
+    table = last_frame.split("quality: good")[0]
+    assert "  bad  " not in table, "no point of a simulated device may read bad"
     assert "demo finished: the daemon stopped cleanly (exit 0)." in out

@@ -195,7 +195,9 @@ def test_load_demo_returns_typed_models() -> None:
     assert isinstance(device, DeviceConfig)
     assert (device.profile, device.bus, device.unit_id) == ("cwt-uwd", "rs485-1", 1)
     assert device.poll_period_s == 2.0
-    assert set(config.profiles) == {"cwt-uwd"}
+    assert set(config.profiles) == {d.profile for d in config.pole.devices.values()}
+    assert config.profile_of("utility-meter").protocol == "dlt645"
+    assert config.profile_of("camera").protocol == "pelco-d"
     profile = config.profile_of("weather")
     assert isinstance(profile, ModbusProfile)
     assert profile.model == "CWT-UWD"
