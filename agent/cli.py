@@ -163,7 +163,14 @@ def cmd_diag(args: argparse.Namespace) -> int:
         if args.value is None:
             raise UsageError("diag write needs a VALUE")
         params["value"] = _parse_value(args.value)
+    if args.what == "ptz":
+        if not args.device or not args.point or not args.point.isdigit():
+            raise UsageError("diag ptz needs DEVICE and a PRESET number")
+        params = {"device": args.device, "preset": int(args.point)}
     result = call(_socket_path(args), args.what, timeout_s=30, **params)
+    if args.what == "ptz" and not args.json:
+        print(f"{args.device}: at preset {args.point}, position {result}")
+        return EXIT_OK
     if args.what in ("read", "write") and not args.json:
         verb = "read" if args.what == "read" else "wrote, read back"
         print(f"{args.device}.{args.point}: {verb} {diag.format_value(result)}")
@@ -276,9 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     simctl.set_defaults(handler=cmd_simctl)
 
     diag_parser = sub.add_parser("diag", parents=[common], help="ask the running daemon")
-    diag_parser.add_argument("what", choices=["status", "points", "plan", "read", "write", "audit"])
+    diag_parser.add_argument(
+        "what", choices=["status", "points", "plan", "read", "write", "audit", "ptz"]
+    )
     diag_parser.add_argument("device", nargs="?", help="read/write: the device")
-    diag_parser.add_argument("point", nargs="?", help="read/write: the point")
+    diag_parser.add_argument("point", nargs="?", help="read/write: the point; ptz: the preset")
     diag_parser.add_argument("value", nargs="?", help="write: number, true/false or on/off")
     diag_parser.add_argument(
         "--socket", help=f"API socket; default {DEFAULT_RUNTIME_DIR / SOCKET_NAME}"

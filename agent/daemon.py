@@ -67,6 +67,7 @@ class Daemon:
             "read": self._read,
             "write": self._write,
             "audit": self._audit_tail,
+            "ptz": self._ptz,
         }
         async with ApiServer(self.socket_path, handlers):
             log.info(
@@ -172,6 +173,16 @@ class Daemon:
             str(request["device"]), str(request.get("point")), request.get("value"),
             str(request.get("actor", "local:unknown")),
         )  # fmt: skip
+
+    async def _ptz(self, request: Mapping[str, Any]) -> object:
+        bus = self._bus_of(request.get("device"))
+        if not hasattr(bus, "go_to_preset"):
+            raise RequestError(f"device {request.get('device')} is not a PTZ camera")
+        preset = request.get("preset")
+        if not isinstance(preset, int) or isinstance(preset, bool):
+            raise RequestError("ptz needs an integer preset")
+        actor = str(request.get("actor", "local:unknown"))
+        return await bus.go_to_preset(str(request["device"]), preset, actor)
 
     def _audit_tail(self, request: Mapping[str, Any]) -> object:
         return self.audit.tail(int(request.get("count", 20)))

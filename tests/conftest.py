@@ -61,7 +61,7 @@ def pole_config(tmp_path: Path, *, port: str = "/dev/ttyUSB0", **device: Any) ->
     data = {
         "pole": {"id": "test-pole"},
         "profiles_dir": str(PROFILES),
-        "buses": {"rs485-1": {"type": "modbus-rtu", "port": port, "timeout_s": 0.2}},
+        "buses": {"rs485-1": {"type": "modbus-rtu", "port": port, "timeout_s": 0.3}},
         "devices": {"weather": settings},
     }
     path = tmp_path / "pole.yaml"
