@@ -128,6 +128,14 @@ class Daemon:
                     )
                 elif device.last_error is not None:
                     problems.append(f"device {device.name}: last poll failed: {device.last_error}")
+                if device.unsupported_points:
+                    refused = ", ".join(device.unsupported_points)
+                    problems.append(f"device {device.name} does not have points: {refused}")
+                if device.suspect_values:
+                    problems.append(
+                        f"device {device.name}: {device.suspect_values} readings were not "
+                        "physical or outside the sensor's range (marked bad/uncertain)"
+                    )
         if self.store.write_failures:
             failures = self.store.write_failures
             problems.append(f"state file {self.store.path}: {failures} failed writes")

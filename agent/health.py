@@ -84,6 +84,7 @@ class DeviceHealth:
     last_success_at: float | None = None
     state_since: float = field(default_factory=time.time)
     unsupported_points: list[str] = field(default_factory=list)
+    suspect_values: int = 0  # readings that were NaN/inf or outside the profile's range
     _last_start: float | None = field(default=None, repr=False)
     _intervals: deque[float] = field(default_factory=lambda: deque(maxlen=20), repr=False)
 

@@ -51,6 +51,7 @@ class _Served:
     server: Any
     ident: Any
     model: Any = None
+    walk: bool = False
 
 
 @dataclass
@@ -65,8 +66,18 @@ class SimulatorSet:
 
     def step(self) -> None:
         for served in self.devices.values():
-            if served.model is not None:
+            if served.walk:
                 served.model.step()
+
+    def set_value(self, device: str, point: str, value: float | bool | str) -> None:
+        """Script a scenario: the device reports ``value`` (and stops drifting it)."""
+        served = self.devices.get(device)
+        if served is None or served.model is None:
+            raise UsageError(f"no simulated device {device!r} with values")
+        if point not in served.model.profile.points:
+            raise UsageError(f"device {device!r} has no point {point!r}")
+        served.walk = False
+        served.model.set_value(point, value)
 
 
 def parse_faults(config: LoadedConfig, specs: Sequence[str]) -> dict[str, FaultMode]:
@@ -171,7 +182,7 @@ async def _serve_bus(
             )
             where = f"tcp://{server.host}:{server.port}"
         for name, (unit, model) in models.items():
-            sims.devices[name] = _Served(server, unit, model if values == "walk" else None)
+            sims.devices[name] = _Served(server, unit, model, walk=values == "walk")
         return str(where)
     if isinstance(bus, Dlt645Bus):
         meters = {}
@@ -184,7 +195,7 @@ async def _serve_bus(
                     meter.set_value(point, value)
             address = (device.address or "").zfill(12)
             meters[address] = meter
-            sims.devices[name] = _Served(None, address, meter if values == "walk" else None)
+            sims.devices[name] = _Served(None, address, meter, walk=values == "walk")
         meter_server = await stack.enter_async_context(
             Dlt645PtyServer(meters, baudrate=bus.baudrate, turnaround_s=turnaround_s, seed=seed)
         )
@@ -224,7 +235,11 @@ def _load_first_vector(model: SimulatedDevice) -> None:
 
 
 class _ControlServer:
-    """JSON lines on a Unix socket: ``{"device": "weather", "fault": "no_answer"}``."""
+    """JSON lines on a Unix socket for rigs.
+
+    ``{"device": "weather", "fault": "no_answer"}`` injects a fault;
+    ``{"device": "weather", "set": {"temperature": 85.0}}`` scripts a reading.
+    """
 
     def __init__(self, path: Path, sims: SimulatorSet) -> None:
         self.path = path
@@ -256,8 +271,12 @@ class _ControlServer:
     def _answer(self, line: bytes) -> dict[str, object]:
         try:
             request = json.loads(line)
-            self._sims.set_fault(str(request["device"]), FaultMode(request["fault"]))
+            device = str(request["device"])
+            if "fault" in request:
+                self._sims.set_fault(device, FaultMode(request["fault"]))
+            for point, value in dict(request.get("set", {})).items():
+                self._sims.set_value(device, str(point), value)
         except (ValueError, KeyError, TypeError, UsageError) as exc:
             return {"ok": False, "error": str(exc)}
-        log.info("sim_fault_set", device=request["device"], fault=request["fault"])
+        log.info("sim_control", **{k: v for k, v in request.items() if k != "event"})
         return {"ok": True}

@@ -100,4 +100,5 @@ class Dlt645BusTask(PolledBus[_Meter]):
                 and not spec.valid_range[0] <= value <= spec.valid_range[1]
             ):
                 quality = Quality.UNCERTAIN
+                device.health.suspect_values += 1
             self._table.update(device.name, point, value, quality)

@@ -199,7 +199,10 @@ class ModbusBusTask(PolledBus[_Device]):
             except CodecError:
                 self._table.mark_point_bad(device.name, point)
                 continue
-            self._table.update(device.name, point, value, _quality(spec, value))
+            quality = _quality(spec, value)
+            if quality is not Quality.GOOD:
+                device.health.suspect_values += 1
+            self._table.update(device.name, point, value, quality)
 
     # ----- commands -----
 
