@@ -52,6 +52,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from smartpole.agent import logs
 from smartpole.agent.audit import AuditLog
 from smartpole.agent.buses.modbus import ModbusBusTask
 from smartpole.agent.cli import _with_bus_ports
@@ -75,6 +76,7 @@ BUS = "rs485-1"
 READ_REQUEST_BYTES = 8  # unit, function, address (2), count (2), CRC (2)
 BRUTE_FORCE_MAX_POINTS = 16
 PARTITION_MAX_POINTS = 7
+RANDOM_MAX_POINTS = 12
 
 
 # ----- the wire's lower bound -----
@@ -120,8 +122,7 @@ def segment_ok(points: Sequence[PointSpec], limits: ModbusLimits) -> bool:
     if longest > limits.max_gap:
         return False
     return not any(
-        area.kind == kind and area.start <= high - 1 and area.end >= low
-        for area in limits.refused
+        area.kind == kind and area.start <= high - 1 and area.end >= low for area in limits.refused
     )
 
 
@@ -135,9 +136,7 @@ def fewest_reads_dp(points: Mapping[str, PointSpec], limits: ModbusLimits) -> in
     n = len(ordered)
     best = [0] * (n + 1)
     for i in range(n - 1, -1, -1):
-        best[i] = min(
-            1 + best[j] for j in range(i + 1, n + 1) if segment_ok(ordered[i:j], limits)
-        )
+        best[i] = min(1 + best[j] for j in range(i + 1, n + 1) if segment_ok(ordered[i:j], limits))
     return best[0]
 
 
@@ -201,6 +200,8 @@ def random_profile(rng: random.Random) -> tuple[dict[str, PointSpec], ModbusLimi
     points: dict[str, PointSpec] = {}
     refused: list[RefusedArea] = []
     for kind in rng.sample(list(RegisterKind), rng.randint(1, 3)):
+        if len(points) == RANDOM_MAX_POINTS:
+            break
         address = rng.randint(0, 5)
         for _ in range(rng.randint(1, 6)):
             gap = rng.choice((0, 0, 0, 1, 1, 2, 3, 5))
@@ -215,13 +216,15 @@ def random_profile(rng: random.Random) -> tuple[dict[str, PointSpec], ModbusLimi
                 shape = rng.choice(("u16", "u32", "f64", "string", "bits"))
                 if shape == "string":
                     length = rng.randint(1, 6)
-                    specs = [PointSpec(kind=kind, address=address, type="string", length=length)]
+                    specs = [
+                        PointSpec(kind=kind, address=address, type=DataType.STRING, length=length)
+                    ]
                 elif shape == "bits":
                     bits = rng.sample(range(16), rng.randint(1, 3))
                     specs = [PointSpec(kind=kind, address=address, bit=b) for b in bits]
                 else:
                     specs = [PointSpec(kind=kind, address=address, type=DataType(shape))]
-            for spec in specs:
+            for spec in specs[: RANDOM_MAX_POINTS - len(points)]:
                 points[f"p{len(points):02d}"] = spec
             address = specs[0].end
     limits = ModbusLimits(
@@ -245,8 +248,7 @@ def check_planner(
         groups = [profile.points] if len(profile.points) <= BRUTE_FORCE_MAX_POINTS else []
         if not groups:  # reads never mix kinds, so each kind is a problem of its own
             groups = [
-                {n: s for n, s in profile.points.items() if s.kind == kind}
-                for kind in RegisterKind
+                {n: s for n, s in profile.points.items() if s.kind == kind} for kind in RegisterKind
             ]
         split = sum(fewest_reads_dp(g, profile.limits) for g in groups if g)
         assert split == dp, (profile.model, split, dp)
@@ -344,6 +346,7 @@ def main() -> int:
     parser.add_argument("--random-profiles", type=int, default=300, help="planner cross-checks")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    logs.configure("warning")  # the bus task's device_online events are not results
 
     loaded = load_config(CONFIG)
     profiles = {
@@ -351,9 +354,7 @@ def main() -> int:
         for name, device in loaded.pole.devices.items()
         if device.bus == BUS
     }
-    planned_n, optimal_n, broken, worst = check_planner(
-        profiles, args.random_profiles, args.seed
-    )
+    planned_n, optimal_n, broken, worst = check_planner(profiles, args.random_profiles, args.seed)
 
     sim, port = start_simulator(args.turnaround_ms)
     try:

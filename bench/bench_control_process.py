@@ -1,4 +1,4 @@
-"""Resident memory and CPU of the control process while it polls the demo pole.
+"""Resident memory and CPU of the control process while it polls the whole demo pole.
 
 Runs the simulator and the daemon as separate processes, exactly as `make demo` does, for
 60 s (``--seconds`` to change), and samples the daemon from /proc. The baseline, run side by
@@ -16,6 +16,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from smartpole.agent.api import SOCKET_NAME, call
 from smartpole.agent.errors import ApiError
@@ -35,6 +38,10 @@ def rss_kib(pid: int) -> int:
 def cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def total_polls(status: dict[str, Any]) -> int:
+    return sum(int(device["polls"]) for device in status["devices"])
 
 
 def wait_for_api(socket: Path, timeout: float = 15.0) -> None:
@@ -60,18 +67,21 @@ def main() -> int:
             text=True,
         )
         assert sim.stdout is not None
-        match = re.match(r"serving bus (\S+) at (\S+)", sim.stdout.readline())
-        assert match, "simulator did not start"
+        overrides = []
+        for _ in yaml.safe_load(CONFIG.read_text())["buses"]:
+            match = re.match(r"serving bus (\S+) at (?:tcp://)?(\S+)", sim.stdout.readline())
+            assert match, "simulator did not start"
+            overrides += ["--bus-port", f"{match.group(1)}={match.group(2)}"]
         daemon = subprocess.Popen(
             [*cli, "run", "--config", str(CONFIG), "--state-dir", tmp, "--log-level", "warning",
-             "--bus-port", f"{match.group(1)}={match.group(2)}"]
+             *overrides]
         )  # fmt: skip
         bare = subprocess.Popen(
             [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
         )
         try:
             wait_for_api(Path(tmp) / SOCKET_NAME)
-            polls_before = call(Path(tmp) / SOCKET_NAME, "status")["devices"][0]["polls"]
+            polls_before = total_polls(call(Path(tmp) / SOCKET_NAME, "status"))
             cpu_before, started = cpu_s(daemon.pid), time.monotonic()
             peak = 0
             while time.monotonic() - started < args.seconds:
@@ -80,7 +90,7 @@ def main() -> int:
             elapsed = time.monotonic() - started
             cpu = cpu_s(daemon.pid) - cpu_before
             status = call(Path(tmp) / SOCKET_NAME, "status")
-            polls = status["devices"][0]["polls"] - polls_before
+            polls = total_polls(status) - polls_before
             bare_rss = rss_kib(bare.pid)
         finally:
             for process in (daemon, sim):

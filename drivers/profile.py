@@ -433,6 +433,19 @@ class ModbusProfile(ProfileInfo):
                     problems.append((where, message))
         problems += self._overlaps()
         for name, spec in self.points.items():
+            limit = (
+                self.limits.max_bits_per_read
+                if spec.kind.is_bit
+                else (self.limits.max_registers_per_read)
+            )
+            if spec.register_count > limit:
+                problems.append(
+                    (
+                        ("points", name),
+                        f"needs {spec.register_count} registers in one read, more than "
+                        f"limits allow ({limit})",
+                    )
+                )
             for number, area in enumerate(self.limits.refused):
                 if area.covers(spec.kind, spec.address, spec.end):
                     problems.append(

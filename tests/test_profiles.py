@@ -672,3 +672,16 @@ def test_alfen_socket_reads_and_its_lease_setpoint() -> None:
         codec.encode_write(setpoint, 32.5)
     with pytest.raises(codec.CodecError):
         codec.encode_write(alfen.points["safe_current"], 6.0)
+
+
+def test_a_point_wider_than_one_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "wide.yaml"
+    path.write_text(
+        "model: X\nmanufacturer: Y\nlimits: {max_registers_per_read: 1}\n"
+        "points:\n  energy: {address: 0, type: u32}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_profile(path)
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.key) == (5, "points.energy")
+    assert "needs 2 registers in one read" in problem.message
