@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from smartpole.agent import diag, logs
+from smartpole.agent import diag, logs, technician
 from smartpole.agent.api import SOCKET_NAME, call
 from smartpole.agent.config.loader import LoadedConfig, load_config
 from smartpole.agent.config.pole import ModbusRtuOverTcpBus, ModbusTcpBus
@@ -128,7 +128,16 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_simctl(args: argparse.Namespace) -> int:
     import socket
 
-    request = json.dumps({"device": args.device, "fault": args.mode}).encode() + b"\n"
+    message: dict[str, object] = {"device": args.device}
+    if args.mode is not None:
+        message["fault"] = args.mode
+    if args.set:
+        message["set"] = {
+            point: _reading(value) for point, _, value in (s.partition("=") for s in args.set)
+        }
+    if len(message) == 1:
+        raise UsageError("simctl needs a fault MODE or --set POINT=VALUE")
+    request = json.dumps(message).encode() + b"\n"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)
@@ -139,7 +148,7 @@ def cmd_simctl(args: argparse.Namespace) -> int:
         raise ApiError(f"no simulator control socket at {args.control}: {exc}") from exc
     if not reply.get("ok"):
         raise UsageError(str(reply.get("error")))
-    print(f"{args.device}: fault {args.mode}")
+    print(f"{args.device}: " + ", ".join(f"{k} {v}" for k, v in message.items() if k != "device"))
     return EXIT_OK
 
 
@@ -198,8 +207,16 @@ def _parse_value(text: str) -> object:
         pass
     try:
         return float(text)
-    except ValueError as exc:
-        raise UsageError(f"{text!r} is not a number, true/false or on/off") from exc
+    except ValueError:
+        raise UsageError(f"{text!r} is not a number, true/false or on/off") from None
+
+
+def _reading(text: str) -> object:
+    """A scripted simulator reading: a number, true/false, or else text (string points)."""
+    try:
+        return _parse_value(text)
+    except UsageError:
+        return text
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -279,7 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     simctl = sub.add_parser("simctl", parents=[common], help="set a fault on a running sim")
     simctl.add_argument("--control", type=Path, required=True, help="the sim's --control socket")
     simctl.add_argument("device")
-    simctl.add_argument("mode", help="none, no_answer, bad_crc, exception, garbage, slow")
+    simctl.add_argument(
+        "mode", nargs="?", help="fault: none, no_answer, bad_crc, exception, garbage, slow"
+    )
+    simctl.add_argument(
+        "--set", action="append", default=[], metavar="POINT=VALUE", help="script a reading"
+    )
     simctl.set_defaults(handler=cmd_simctl)
 
     diag_parser = sub.add_parser("diag", parents=[common], help="ask the running daemon")
@@ -297,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diag_parser.add_argument("--json", action="store_true", help="machine-readable output")
     diag_parser.set_defaults(handler=cmd_diag)
+    technician.add_commands(diag_parser)  # diag scan, diag readdress: on the bus directly
 
     demo = sub.add_parser(
         "demo", parents=[common], help="run a simulated pole and show its live points"

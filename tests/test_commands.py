@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import PROFILES, Proc, api, bus_ports, wait_until
+from conftest import PROFILES, SMARTPOLE, Proc, api, bus_ports, wait_until
 
 from smartpole.agent.api import call
 from smartpole.agent.buses.base import CommandQueue
@@ -131,3 +132,48 @@ async def test_commands_run_before_diagnostics_in_submission_order() -> None:
     assert ran == ["write-1", "write-2", "diag-1"]
     assert [await task for task in waiting] == ["diag-1", "write-1", "write-2"]
     assert not await queue.run_next(0.0)
+
+
+def test_readings_that_are_not_physical_are_never_good(
+    tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
+) -> None:
+    config = tmp_path / "pole.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "pole": {"id": "rig"},
+                "profiles_dir": str(PROFILES),
+                "buses": {"lan": {"type": "modbus-tcp", "host": "127.0.0.1"}},
+                "devices": {
+                    "charger": {
+                        "profile": "alfen-ng9xx",
+                        "bus": "lan",
+                        "unit_id": 1,
+                        "poll_period_s": 0.2,
+                    }
+                },
+            }
+        )
+    )
+    control = tmp_path / "sim.sock"
+    sim = simulator(config, "--control", str(control))
+    run = daemon(config, *bus_ports(sim))
+    wait_until(lambda: "1/1 devices online" in api(run, "status")["summary"], 10, "online")
+    subprocess.run(
+        [*SMARTPOLE, "simctl", "--control", str(control), "charger",
+         "--set", "voltage_l1=nan", "--set", "current_l1=55.5"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+
+    def flagged() -> dict[str, Any] | None:
+        points = {p["point"]: p for p in api(run, "points")}
+        done = points["current_l1"]["value"] == 55.5 and points["voltage_l1"]["quality"] == "bad"
+        return points if done else None
+
+    points = wait_until(flagged, 10, "the scripted readings to arrive")
+    assert points["current_l1"]["quality"] == "uncertain"  # above the 40 A the profile allows
+    assert points["voltage_l2"]["quality"] == "good"
+    status = api(run, "status")
+    assert status["devices"][0]["suspect_values"] >= 2
+    assert any("not physical or outside" in p for p in status["problems"])
+    assert run.stop()[0] == 0

@@ -9,6 +9,12 @@ written, and the walk goes on from there. Writes a profile redirects with a ``wr
 block (a relay module switches channel 3 by writing ``3 << 8 | 1`` to another register)
 are played back onto the point they switch, as :class:`WriteEffects` derives them from the
 profile; nothing here knows a device model.
+
+A profile with an ``addressing`` block makes the device hold its own unit id and baud code
+in the registers it names, as devices shipped on one address do. A master's write to the
+address register asks the server to move the device to the new unit id (``attach`` gives
+the bank that hook); a write to the baud register is checked against ``baud_codes`` and
+recorded, but a simulated line has no speed, so the device keeps answering as before.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from smartpole.drivers.modbus.rtu_slave import (
 )
 from smartpole.drivers.profile import (
     DataType,
+    ModbusAddressing,
     ModbusProfile,
     PointSpec,
     RegisterKind,
@@ -37,6 +44,10 @@ from smartpole.drivers.profile import (
 )
 
 Update = tuple[str, Value]  # a point and the value a write gives it
+# Asked to move a device from one unit id to another; raises SlaveExceptionError to refuse.
+Mover = Callable[[int, int], None]
+MAX_UNIT_ID = 247  # 248-255 are reserved, 0 is broadcast: no device may take them
+SHIPPED_UNIT_ID = 1  # what every such device answers on until someone re-addresses it
 
 
 @dataclass(frozen=True)
@@ -105,25 +116,117 @@ class WriteEffects:
 
 
 class SimulatedBank(RegisterBank):
-    """A register bank whose master writes also play the profile's write effects."""
+    """A register bank whose master writes also play the profile's write effects.
 
-    def __init__(self, effects: WriteEffects, apply: Callable[[str, Value], None]) -> None:
+    With ``addressing``, the bank also holds the device's unit id and baud code, and a
+    write to the address register is passed to the mover that ``attach`` installed.
+    """
+
+    def __init__(
+        self,
+        effects: WriteEffects,
+        apply: Callable[[str, Value], None],
+        addressing: ModbusAddressing | None = None,
+    ) -> None:
         super().__init__()
         self._effects = effects
         self._apply = apply
+        self._addressing = addressing
+        self._mover: Mover | None = None
+
+    @property
+    def addressing(self) -> ModbusAddressing | None:
+        return self._addressing
+
+    @property
+    def probe_unit(self) -> int | None:
+        """A unit id this device answers besides its own (``addressing.probe_unit``)."""
+        return self._addressing.probe_unit if self._addressing is not None else None
+
+    @property
+    def unit_id(self) -> int | None:
+        """The unit id its address register holds; None for a device without addressing."""
+        if self._addressing is None:
+            return None
+        return self.get(RegisterKind.HOLDING, self._addressing.address_register, 1)[0]
+
+    @property
+    def baud_code(self) -> int | None:
+        """What its baud register holds; None if it has none."""
+        register = self._addressing.baud_register if self._addressing is not None else None
+        if register is None:
+            return None
+        return self.get(RegisterKind.HOLDING, register, 1)[0]
+
+    def map_addressing(self, unit_id: int = SHIPPED_UNIT_ID, baudrate: int | None = None) -> None:
+        """Map the addressing registers: the unit id, and the code of ``baudrate`` if the
+        profile lists one (else code 0, a placeholder: the simulator has no line speed)."""
+        addressing = self._addressing
+        if addressing is None:
+            return
+        self.set(RegisterKind.HOLDING, addressing.address_register, [unit_id])
+        if addressing.baud_register is not None:
+            codes = addressing.baud_codes.items()
+            code = next((code for code, rate in codes if rate == baudrate), 0)
+            self.set(RegisterKind.HOLDING, addressing.baud_register, [code])
+
+    def attach(self, unit_id: int, *, baudrate: int | None = None, mover: Mover) -> None:
+        """Called by the server that serves this bank on ``unit_id``: hold that id (and the
+        baud code of the server's line) and ask ``mover`` when a master changes the id."""
+        if self._addressing is None:
+            return
+        self.map_addressing(unit_id, baudrate)
+        self._mover = mover
 
     def write(self, kind: RegisterKind, address: int, values: Sequence[int]) -> None:
         updates = self._effects.updates(kind, address, values)  # refuse before changing
-        super().write(kind, address, values)
+        new_unit = self._check_addressing_write(kind, address, values)
+        old_unit = self.unit_id
+        if new_unit is None or old_unit is None or new_unit == old_unit or self._mover is None:
+            super().write(kind, address, values)  # no server to move it: the id is recorded
+        else:
+            before = self.get(kind, address, len(values))
+            super().write(kind, address, values)
+            try:
+                self._mover(old_unit, new_unit)
+            except SlaveExceptionError:
+                self.set(kind, address, before)  # refused: nothing changed
+                raise
         for point, value in updates:
             self._apply(point, value)
+
+    def _check_addressing_write(
+        self, kind: RegisterKind, address: int, values: Sequence[int]
+    ) -> int | None:
+        """The new unit id a write sets, if it covers the address register; refuses a unit
+        id outside 1..247 and a baud code the profile does not list, as the device does."""
+        addressing = self._addressing
+        if addressing is None or kind is not RegisterKind.HOLDING:
+            return None
+        covered = range(address, address + len(values))
+        baud_register = addressing.baud_register
+        if baud_register is not None and baud_register in covered and addressing.baud_codes:
+            code = values[baud_register - address]
+            if code not in addressing.baud_codes:
+                raise SlaveExceptionError(
+                    f"baud code {code} is none of {sorted(addressing.baud_codes)}",
+                    ExceptionCode.ILLEGAL_DATA_VALUE,
+                )
+        if addressing.address_register not in covered:
+            return None
+        unit = values[addressing.address_register - address]
+        if not 1 <= unit <= MAX_UNIT_ID:
+            raise SlaveExceptionError(
+                f"unit id {unit} is outside 1..{MAX_UNIT_ID}", ExceptionCode.ILLEGAL_DATA_VALUE
+            )
+        return unit
 
 
 class SimulatedDevice:
     def __init__(self, profile: ModbusProfile, *, seed: int = 0) -> None:
         self.profile = profile
         self.effects = WriteEffects(profile)
-        self.bank: RegisterBank = SimulatedBank(self.effects, self.set_value)
+        self.bank: SimulatedBank = SimulatedBank(self.effects, self.set_value, profile.addressing)
         self._rng = random.Random(seed)  # noqa: S311 - a simulation, not cryptography
         for spec in profile.points.values():
             self.bank.set(spec.kind, spec.address, [0] * spec.register_count)
@@ -133,6 +236,8 @@ class SimulatedDevice:
         self._fill_gaps()
         for name, spec in profile.points.items():
             self.set_value(name, self._initial(name, spec))
+        defaults = profile.transport_defaults
+        self.bank.map_addressing(baudrate=defaults.baudrate if defaults is not None else None)
 
     @property
     def values(self) -> dict[str, Value]:

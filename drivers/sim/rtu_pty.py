@@ -3,6 +3,13 @@
 A pty gives clients a real tty path, so the production serial stack (pyserial, pymodbus'
 serial transport, termios settings) runs unmodified against simulated devices, and faults
 a real RS-485 bus produces (silence, corrupt CRC, noise, late answers) can be injected.
+
+Banks that hold their own unit id (:class:`SelfAddressedBank`, a simulated device whose
+profile has ``addressing``) are served as such devices are: they also answer their probe
+unit, and a master's write to their address register moves them to the new unit id once
+the write's answer is built (the answer still comes from the old id, like the device's).
+A baud-code write is only recorded: a pty has no line speed, so the device keeps answering
+whatever speed the client sets.
 """
 
 from __future__ import annotations
@@ -11,21 +18,25 @@ import asyncio
 import contextlib
 import os
 import tty
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Protocol, Self, runtime_checkable
 
 import structlog
 
+from smartpole.drivers.modbus.crc import append_crc, crc16_modbus
 from smartpole.drivers.modbus.rtu_slave import (
     BROADCAST_UNIT,
     ExceptionCode,
     RegisterBank,
     Request,
+    SlaveExceptionError,
     decode_request,
     encode_request,
     exception_response,
+    handle_pdu,
     handle_request,
 )
 from smartpole.drivers.sim.wire import (
@@ -42,6 +53,18 @@ log = structlog.get_logger(__name__)
 _MIN_FRAME_GAP_S: Final = 0.05
 _READ_CHUNK: Final = 4096
 _MAX_PENDING_TX: Final = 4096
+
+
+@runtime_checkable
+class SelfAddressedBank(Protocol):
+    """A bank that keeps its own unit id and may be moved by a master (devices.SimulatedBank)."""
+
+    @property
+    def probe_unit(self) -> int | None: ...
+
+    def attach(
+        self, unit_id: int, *, baudrate: int | None = None, mover: Callable[[int, int], None]
+    ) -> None: ...
 
 
 @dataclass
@@ -73,7 +96,12 @@ class RtuPtyServer:
     ) -> None:
         if baudrate <= 0 or turnaround_s < 0:
             raise ValueError(f"bad timing: baudrate={baudrate} turnaround_s={turnaround_s}")
-        self._banks = banks
+        # Our own copy: re-addressing re-keys it, never the caller's mapping.
+        self._banks: dict[int, RegisterBank] = dict(banks)
+        self._moves: list[tuple[RegisterBank, int, int]] = []  # applied after each request
+        for unit, bank in self._banks.items():
+            if isinstance(bank, SelfAddressedBank):
+                bank.attach(unit, baudrate=baudrate, mover=partial(self._request_move, bank))
         self._baudrate = baudrate
         self._turnaround_s = turnaround_s
         self._faults: dict[int, FaultMode] = dict(faults or {})
@@ -101,6 +129,11 @@ class RtuPtyServer:
     def stats(self) -> SimStats:
         """A snapshot, so callers can compare before/after without aliasing live counters."""
         return replace(self._stats, by_unit=dict(self._stats.by_unit))
+
+    @property
+    def units(self) -> list[int]:
+        """The unit ids served now (re-addressing changes them)."""
+        return sorted(self._banks)
 
     def set_fault(self, unit_id: int, mode: FaultMode) -> None:
         """Change a unit's behaviour while running; applies from the next request on."""
@@ -244,22 +277,71 @@ class RtuPtyServer:
             log.debug("sim_answer", unit=req.unit_id, function=req.function, size=len(reply))
 
     def _reply_for(self, req: Request, fault: FaultMode) -> bytes | None:
-        if req.unit_id == BROADCAST_UNIT or req.unit_id not in self._banks:
-            return handle_request(self._banks, req)  # silent either way; faults are per unit
+        try:
+            return self._route(req, fault)
+        finally:
+            self._apply_moves()  # a re-addressed device moves once its answer is built
+
+    def _route(self, req: Request, fault: FaultMode) -> bytes | None:
+        if req.unit_id == BROADCAST_UNIT:
+            return handle_request(self._banks, req)  # applied everywhere, answered nowhere
+        bank = self._banks.get(req.unit_id)
+        if bank is not None:
+            return self._answer(req.unit_id, bank, req, fault)
+        # A probe unit: every device with it answers, each with its own id and fault.
+        replies = [
+            reply
+            for unit, each in self._banks.items()
+            if isinstance(each, SelfAddressedBank) and each.probe_unit == req.unit_id
+            if (reply := self._answer(unit, each, req, self._faults.get(unit, FaultMode.NONE)))
+            is not None
+        ]
+        if len(replies) > 1:
+            return _collision(replies)
+        return replies[0] if replies else None  # silent for units nobody serves
+
+    def _answer(
+        self, unit: int, bank: RegisterBank, req: Request, fault: FaultMode
+    ) -> bytes | None:
+        """One device's answer, from its own unit id (also to a probe), spoilt by its fault."""
         if fault is FaultMode.NO_ANSWER:
             return None
         if fault is FaultMode.EXCEPTION:
-            return exception_response(
-                req.unit_id, req.function, ExceptionCode.SERVER_DEVICE_FAILURE
-            )
-        reply = handle_request(self._banks, req)
-        if reply is None:
-            return None
+            return exception_response(unit, req.function, ExceptionCode.SERVER_DEVICE_FAILURE)
+        reply = append_crc(bytes([unit]) + handle_pdu(bank, req))
         if fault is FaultMode.BAD_CRC:
             return reply[:-2] + bytes(b ^ 0xFF for b in reply[-2:])
         if fault is FaultMode.GARBAGE:
             return os.urandom(len(reply))
         return reply
+
+    # ----- re-addressing: banks move only between requests, never while one is served -----
+
+    def _request_move(self, bank: RegisterBank, old: int, new: int) -> None:
+        """A bank's address register is being written; refuse (exception 3) what the
+        mapping cannot hold: two simulated devices on one unit id."""
+        if self._banks.get(old) is not bank:
+            raise SlaveExceptionError(
+                f"unit {old} is not this device's", ExceptionCode.SERVER_DEVICE_FAILURE
+            )
+        holder = self._banks.get(new)
+        if (holder is not None and holder is not bank) or any(n == new for _, _, n in self._moves):
+            log.warning("sim_unit_taken", path=self._path, unit=old, to=new)
+            raise SlaveExceptionError(
+                f"unit {new} is already served by another simulated device",
+                ExceptionCode.ILLEGAL_DATA_VALUE,
+            )
+        self._moves.append((bank, old, new))
+
+    def _apply_moves(self) -> None:
+        moves, self._moves = self._moves, []
+        for bank, old, new in moves:
+            if self._banks.get(old) is bank:
+                del self._banks[old]
+            self._banks[new] = bank
+            if old in self._faults:
+                self._faults[new] = self._faults.pop(old)  # the fault is the device's
+            log.info("sim_unit_moved", path=self._path, unit=old, to=new)
 
     def _send(self, data: bytes) -> bool:
         """Write without blocking the loop; a full pty buffer queues, then drops like a
@@ -288,3 +370,14 @@ class RtuPtyServer:
             loop.add_writer(fd, self._flush)
         else:
             loop.remove_writer(fd)
+
+
+def _collision(replies: list[bytes]) -> bytes:
+    """Several devices answering at once on one pair of wires: the master hears a mix."""
+    mixed = bytearray(max(len(r) for r in replies))
+    for reply in replies:
+        for i, byte in enumerate(reply):
+            mixed[i] |= byte
+    if crc16_modbus(bytes(mixed)) == 0:
+        mixed[-1] ^= 0xFF  # never a valid frame by chance
+    return bytes(mixed)
