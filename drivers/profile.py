@@ -409,12 +409,26 @@ class TestVector(_Strict):
         return areas[kind]
 
 
+class LeaseSpec(_Strict):
+    """A device that holds written setpoints only for a while (fail-safe leases).
+
+    The agent commissions ``fallback`` (a road-safe level) and ``timeout``, then rewrites
+    the ``setpoints`` before the timeout runs out; if the agent dies, the device returns
+    to the fallback by itself. Booleans among the setpoints fall back to ``fallback > 0``.
+    """
+
+    setpoints: list[str] = Field(min_length=1, description="rw points the lease governs")
+    timeout: str = Field(description="rw point holding the lease time in seconds")
+    fallback: str = Field(description="rw point holding the level used when the lease lapses")
+
+
 class ModbusProfile(ProfileInfo):
     """A Modbus device model; one YAML file per model under ``configs/profiles/``."""
 
     protocol: Literal["modbus"] = "modbus"
     transport_defaults: TransportDefaults | None = None
     addressing: ModbusAddressing | None = None
+    lease: LeaseSpec | None = None
     limits: ModbusLimits = ModbusLimits()
     points: dict[PointName, PointSpec] = Field(min_length=1)
     simulation: dict[str, SimulatedValue] = Field(default_factory=dict)
@@ -422,7 +436,7 @@ class ModbusProfile(ProfileInfo):
 
     def cross_check(self) -> list[tuple[Location, str]]:
         """Problems between sections, each with the key path it belongs to."""
-        problems = self._simulation_problems()
+        problems = self._simulation_problems() + self._lease_problems()
         for number, vector in enumerate(self.test_vectors):
             for name, expected in vector.expect.items():
                 where: Location = ("test_vectors", number, "expect", name)
@@ -455,6 +469,23 @@ class ModbusProfile(ProfileInfo):
                             f"({area.kind} {area.start}..{area.end})",
                         )
                     )
+        return problems
+
+    def _lease_problems(self) -> list[tuple[Location, str]]:
+        if self.lease is None:
+            return []
+        named: list[tuple[str, int | None, str]] = [
+            ("setpoints", i, name) for i, name in enumerate(self.lease.setpoints)
+        ]
+        named += [("timeout", None, self.lease.timeout), ("fallback", None, self.lease.fallback)]
+        problems: list[tuple[Location, str]] = []
+        for key, index, name in named:
+            where: Location = ("lease", key) if index is None else ("lease", key, index)
+            spec = self.points.get(name)
+            if spec is None:
+                problems.append((where, f"no point named {name!r}"))
+            elif spec.access != "rw":
+                problems.append((where, f"point {name!r} must be rw"))
         return problems
 
     def _simulation_problems(self) -> list[tuple[Location, str]]:

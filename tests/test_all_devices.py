@@ -37,6 +37,7 @@ DEVICES = {
     "charger": {"profile": "alfen-ng9xx", "bus": "lan", "unit_id": 2},
     "billing": {"profile": "dlt645-meter", "bus": "meters", "address": "000000000001"},
     "camera": {"profile": "pelco-d-ptz", "bus": "ptz", "address": "3"},
+    "cabinet": {"profile": "cabinet-monitor", "bus": "rs485-a", "unit_id": 9},
 }
 
 

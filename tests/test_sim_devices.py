@@ -365,3 +365,27 @@ def test_alfen_refuses_reads_into_the_hole_between_its_blocks() -> None:
     for address, count in ((374, 60), (426, 1), (1199, 2)):
         pdu = _answer(sim.bank, Request(UNIT, 3, address, count))
         assert pdu == bytes([0x83, ExceptionCode.ILLEGAL_DATA_ADDRESS]), (address, count)
+
+
+def test_a_lamp_controller_falls_back_when_its_lease_lapses() -> None:
+    now = [0.0]
+    profile = load_profile(PROFILES / "lamp-controller.yaml")
+    assert isinstance(profile, ModbusProfile)
+    device = SimulatedDevice(profile, clock=lambda: now[0])
+    device.set_value("fallback_level", 70)
+    device.set_value("lease_timeout", 60)
+    dim = profile.points["dim_level"]
+    device.bank.write(dim.kind, dim.address, [20])  # the agent's write starts the lease
+    now[0] = 59.0
+    assert device.value("dim_level") == 20
+    device.bank.write(dim.kind, dim.address, [30])  # refreshed in time
+    now[0] = 118.0
+    assert device.value("dim_level") == 30
+    now[0] = 119.5
+    assert device.value("dim_level") == 70  # lapsed: the road-safe fallback
+    assert device.value("lamp_on") is True
+    assert device.lease is not None
+    assert device.lease.expirations == 1
+    now[0] = 1000.0
+    assert device.value("dim_level") == 70  # no new write, nothing more happens
+    assert device.lease.expirations == 1

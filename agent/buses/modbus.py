@@ -206,10 +206,16 @@ class ModbusBusTask(PolledBus[_Device]):
 
     # ----- commands -----
 
-    async def write_point(self, device_name: str, point: str, value: object, actor: str) -> object:
-        """Write one point with range checks, read it back, audit it; returns the read-back."""
+    async def write_point(
+        self, device_name: str, point: str, value: object, actor: str, *, audit: bool = True
+    ) -> object:
+        """Write one point with range checks, read it back, audit it; returns the read-back.
+
+        ``audit=False`` is for lease refreshes that rewrite an unchanged value every few
+        minutes; a failed write is audited all the same.
+        """
         return await self.commands.submit(
-            lambda: self._write_point(device_name, point, value, actor)
+            lambda: self._write_point(device_name, point, value, actor, audit)
         )
 
     async def read_point(self, device_name: str, point: str) -> object:
@@ -229,7 +235,9 @@ class ModbusBusTask(PolledBus[_Device]):
         self._table.update(device.name, point, value, _quality(spec, value))
         return value
 
-    async def _write_point(self, device_name: str, point: str, value: object, actor: str) -> object:
+    async def _write_point(
+        self, device_name: str, point: str, value: object, actor: str, audit: bool = True
+    ) -> object:
         record = AuditRecord(actor, "write", f"{device_name}.{point}", value)
         try:
             device, spec = self._lookup(device_name, point)
@@ -254,7 +262,8 @@ class ModbusBusTask(PolledBus[_Device]):
             record.error = str(exc)
             self._audit.record(record)
             raise
-        self._audit.record(record)
+        if audit or not record.ok:
+            self._audit.record(record)
         if not record.ok:
             raise WriteRejectedError(f"{device_name}.{point}: {record.error}")
         return record.read_back

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -36,6 +37,7 @@ from smartpole.drivers.modbus.rtu_slave import (
 )
 from smartpole.drivers.profile import (
     DataType,
+    LeaseSpec,
     ModbusAddressing,
     ModbusProfile,
     PointSpec,
@@ -127,12 +129,19 @@ class SimulatedBank(RegisterBank):
         effects: WriteEffects,
         apply: Callable[[str, Value], None],
         addressing: ModbusAddressing | None = None,
+        lease: _Lease | None = None,
     ) -> None:
         super().__init__()
         self._effects = effects
         self._apply = apply
         self._addressing = addressing
         self._mover: Mover | None = None
+        self._lease = lease
+
+    def get(self, kind: RegisterKind, address: int, count: int) -> list[int]:
+        if self._lease is not None:
+            self._lease.expire_if_due()
+        return super().get(kind, address, count)
 
     @property
     def addressing(self) -> ModbusAddressing | None:
@@ -194,6 +203,8 @@ class SimulatedBank(RegisterBank):
                 raise
         for point, value in updates:
             self._apply(point, value)
+        if self._lease is not None:
+            self._lease.written(kind, address, len(values), [point for point, _ in updates])
 
     def _check_addressing_write(
         self, kind: RegisterKind, address: int, values: Sequence[int]
@@ -222,11 +233,62 @@ class SimulatedBank(RegisterBank):
         return unit
 
 
+class _Lease:
+    """A controller's fail-safe: setpoints not rewritten within the timeout fall back.
+
+    Evaluated lazily when a master reads, so no timer runs and a rig sees the fallback at
+    the first read after the lease lapsed, as it would on the device.
+    """
+
+    def __init__(self, device: SimulatedDevice, spec: LeaseSpec, clock: Callable[[], float]):
+        self._device = device
+        self._spec = spec
+        self._clock = clock
+        self._written_at: float | None = None
+        self._checking = False  # reading the timeout below reads the bank again
+        self.expirations = 0
+
+    def written(self, kind: RegisterKind, address: int, count: int, points: list[str]) -> None:
+        profile = self._device.profile
+        for name in self._spec.setpoints:
+            spec = profile.points[name]
+            touched = spec.kind == kind and spec.address < address + count
+            if name in points or (touched and address < spec.end):
+                self._written_at = self._clock()
+                return
+
+    def expire_if_due(self) -> None:
+        if self._written_at is None or self._checking:
+            return
+        self._checking = True
+        try:
+            self._expire_if_due()
+        finally:
+            self._checking = False
+
+    def _expire_if_due(self) -> None:
+        assert self._written_at is not None
+        timeout = float(self._device.value(self._spec.timeout))
+        if timeout <= 0 or self._clock() - self._written_at < timeout:
+            return
+        self._written_at = None
+        self.expirations += 1
+        fallback = float(self._device.value(self._spec.fallback))
+        for name in self._spec.setpoints:
+            spec = self._device.profile.points[name]
+            self._device.set_value(name, fallback > 0 if spec.is_bool else fallback)
+
+
 class SimulatedDevice:
-    def __init__(self, profile: ModbusProfile, *, seed: int = 0) -> None:
+    def __init__(
+        self, profile: ModbusProfile, *, seed: int = 0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.profile = profile
         self.effects = WriteEffects(profile)
-        self.bank: SimulatedBank = SimulatedBank(self.effects, self.set_value, profile.addressing)
+        self.lease = _Lease(self, profile.lease, clock) if profile.lease is not None else None
+        self.bank: SimulatedBank = SimulatedBank(
+            self.effects, self.set_value, profile.addressing, self.lease
+        )
         self._rng = random.Random(seed)  # noqa: S311 - a simulation, not cryptography
         for spec in profile.points.values():
             self.bank.set(spec.kind, spec.address, [0] * spec.register_count)
