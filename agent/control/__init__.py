@@ -1,0 +1,1 @@
+"""Pole control: lighting programs, fail-safe leases, lamp faults, safety alarms, power."""

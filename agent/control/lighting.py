@@ -1,0 +1,292 @@
+"""The lighting controller: which level each lamp gets now, and making sure it gets it.
+
+Precedence, highest first (documented in docs/operations.md):
+1. forced off by a safety action (leakage on the lamp's circuit) until released;
+2. an override from the platform, OPC UA or the CLI, until it expires or is replaced;
+3. the lighting program (calendar + astro/fixed steps), when the clock is trusted;
+4. the photocell, when the clock is not trusted;
+5. the default light state (100 %).
+
+The level is re-derived from the wall clock on every tick, never slept towards: an NTP step
+or a DST change moves the next tick's answer, so no jump can leave a night dark or a state
+stuck. Every level is pushed as a lease the controller holds only ``lease_s``; the agent
+rewrites it every ``refresh_s``, and if the agent dies the controller goes to its
+commissioned road-safe fallback by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from smartpole.agent.errors import AgentError
+from smartpole.drivers.errors import DriverError
+
+log = structlog.get_logger("smartpole.lighting")
+
+OVERRIDES_FILE = "overrides.json"
+
+
+class LevelSource(Protocol):
+    """What the lighting program answers (agent/control/program.py's LightingPlan)."""
+
+    def level_at(self, lamp: str, at: datetime) -> object: ...
+
+
+class LampActuator(Protocol):
+    """How a level reaches a lamp controller; the Modbus one writes with read-back."""
+
+    async def commission(self, lamp: str, *, fallback_level: int, lease_s: int) -> None: ...
+
+    async def push(self, lamp: str, level: int, *, changed: bool) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@dataclass
+class Override:
+    level: int
+    expires_at: float  # epoch seconds (wall clock: an override ends at a time of day)
+    actor: str
+    set_at: float
+
+
+@dataclass
+class LampState:
+    level: int | None = None  # last level pushed successfully
+    reason: str = ""
+    source: str = ""
+    pushed_at: float | None = None  # monotonic
+    commissioned: bool = False
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    level: int
+    source: str  # forced_off | override | program | photocell | default
+    reason: str
+
+
+class LightingController:
+    def __init__(
+        self,
+        lamps: list[str],
+        program: LevelSource | None,
+        actuator: LampActuator,
+        *,
+        state_dir: Path,
+        clock: Clock | None = None,
+        default_level: int = 100,
+        fallback_level: int = 100,
+        lease_s: int = 300,
+        refresh_s: float = 60.0,
+        clock_trusted: Callable[[], bool] = lambda: True,
+        photocell_dark: Callable[[], bool | None] = lambda: None,
+    ) -> None:
+        self.lamps = list(lamps)
+        self._program = program
+        self._actuator = actuator
+        self._clock = clock or SystemClock()
+        self._default = default_level
+        self._fallback = fallback_level
+        self._lease_s = lease_s
+        self._refresh_s = refresh_s
+        self._clock_trusted = clock_trusted
+        self._photocell_dark = photocell_dark
+        self._path = state_dir / OVERRIDES_FILE
+        self._overrides: dict[str, Override] = self._load_overrides()
+        self._forced_off: dict[str, str] = {}
+        self.state: dict[str, LampState] = {lamp: LampState() for lamp in self.lamps}
+
+    # ----- decisions -----
+
+    def target(self, lamp: str) -> Target:
+        forced = self._forced_off.get(lamp)
+        if forced is not None:
+            return Target(0, "forced_off", forced)
+        now = self._clock.now()
+        override = self._overrides.get(lamp)
+        if override is not None:
+            if now.timestamp() < override.expires_at:
+                until = datetime.fromtimestamp(override.expires_at, UTC).isoformat()
+                return Target(
+                    override.level, "override", f"override by {override.actor} until {until}"
+                )
+            self._expire(lamp, override)
+        if self._program is not None and self._clock_trusted():
+            decision = self._program.level_at(lamp, now)
+            return Target(int(decision.level), "program", str(decision.reason))  # type: ignore[attr-defined]
+        dark = self._photocell_dark()
+        if dark is not None:
+            level = self._default if dark else 0
+            return Target(
+                level,
+                "photocell",
+                "clock not trusted: photocell says " + ("dark" if dark else "light"),
+            )
+        return Target(
+            self._default, "default", "no trusted clock and no photocell: default light state"
+        )
+
+    # ----- commands -----
+
+    def set_override(self, lamp: str, level: int, duration_s: float, actor: str) -> Override:
+        """The newest override replaces any earlier one for the same lamp (documented rule)."""
+        if lamp not in self.state:
+            raise KeyError(lamp)
+        if not 0 <= level <= 100:
+            raise ValueError("an override level is 0 to 100 %")
+        if not 0 < duration_s <= 7 * 86400:
+            raise ValueError("an override lasts more than 0 s and at most 7 days")
+        wall = self._clock.now().timestamp()
+        override = Override(level, wall + duration_s, actor, wall)
+        self._overrides[lamp] = override
+        self._save_overrides()
+        log.info("override_set", lamp=lamp, level=level, duration_s=duration_s, actor=actor)
+        return override
+
+    def clear_override(self, lamp: str, actor: str) -> bool:
+        removed = self._overrides.pop(lamp, None)
+        if removed is not None:
+            self._save_overrides()
+            log.info("override_cleared", lamp=lamp, actor=actor)
+        return removed is not None
+
+    def force_off(self, lamp: str, reason: str) -> None:
+        if lamp in self.state and lamp not in self._forced_off:
+            self._forced_off[lamp] = reason
+            log.warning("lamp_forced_off", lamp=lamp, reason=reason)
+
+    def release(self, lamp: str) -> None:
+        if self._forced_off.pop(lamp, None) is not None:
+            log.info("lamp_released", lamp=lamp)
+
+    # ----- the loop -----
+
+    async def run(self) -> None:
+        while True:
+            await self.tick()
+            await asyncio.sleep(self._tick_s())  # short ticks: the wall clock decides, not us
+
+    def _tick_s(self) -> float:
+        return max(1.0, min(self._refresh_s / 4, 15.0))
+
+    async def tick(self) -> None:
+        """Push every lamp whose target changed or whose lease needs refreshing."""
+        for lamp in self.lamps:
+            state = self.state[lamp]
+            target = self.target(lamp)
+            changed = target.level != state.level
+            due = state.pushed_at is None or (
+                self._clock.monotonic() - state.pushed_at >= self._refresh_s
+            )
+            if not (changed or due):
+                continue
+            await self._push(lamp, state, target, changed=changed)
+
+    async def _push(self, lamp: str, state: LampState, target: Target, *, changed: bool) -> None:
+        try:
+            if not state.commissioned:
+                await self._actuator.commission(
+                    lamp, fallback_level=self._fallback, lease_s=self._lease_s
+                )
+                state.commissioned = True
+            await self._actuator.push(lamp, target.level, changed=changed)
+        except (DriverError, AgentError) as exc:
+            if state.last_error is None:
+                log.warning("lamp_push_failed", lamp=lamp, level=target.level, error=str(exc))
+            state.last_error = str(exc)
+            state.commissioned = False  # the controller may have restarted: commission again
+            return
+        if state.last_error is not None:
+            log.info("lamp_push_recovered", lamp=lamp)
+        if changed:
+            log.info(
+                "lamp_level",
+                lamp=lamp,
+                level=target.level,
+                source=target.source,
+                reason=target.reason,
+            )
+        state.level, state.reason, state.source = target.level, target.reason, target.source
+        state.pushed_at = self._clock.monotonic()
+        state.last_error = None
+
+    # ----- persistence and status -----
+
+    def _expire(self, lamp: str, override: Override) -> None:
+        if self._overrides.get(lamp) is override:
+            del self._overrides[lamp]
+            self._save_overrides()
+            log.info("override_expired", lamp=lamp)
+
+    def _load_overrides(self) -> dict[str, Override]:
+        try:
+            raw = json.loads(self._path.read_text(encoding="utf-8"))
+            return {lamp: Override(**item) for lamp, item in raw.items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("overrides_unreadable", file=str(self._path), error=str(exc))
+            return {}
+
+    def _save_overrides(self) -> None:
+        data = {lamp: asdict(o) for lamp, o in self._overrides.items()}
+        tmp = self._path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(data), encoding="utf-8")
+            tmp.replace(self._path)
+        except OSError as exc:
+            log.error("overrides_write_failed", file=str(self._path), error=str(exc))
+
+    def status(self) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for lamp in self.lamps:
+            state, target = self.state[lamp], self.target(lamp)
+            override = self._overrides.get(lamp)
+            out.append(
+                {
+                    "lamp": lamp,
+                    "target": target.level,
+                    "source": target.source,
+                    "reason": target.reason,
+                    "pushed_level": state.level,
+                    "pushed_age_s": None
+                    if state.pushed_at is None
+                    else round(self._clock.monotonic() - state.pushed_at, 1),
+                    "override": None if override is None else asdict(override),
+                    "forced_off": self._forced_off.get(lamp),
+                    "last_error": state.last_error,
+                }
+            )
+        return out
+
+
+def clock_is_synchronised(
+    synced_flag: Path = Path("/run/systemd/timesync/synchronized"),
+    rtc: Path = Path("/dev/rtc0"),
+) -> bool:
+    """Trust the wall clock if an NTP client said it synchronised since boot, or an RTC
+    keeps time across power cuts; otherwise the lights go by the photocell."""
+    return synced_flag.exists() or rtc.exists()
