@@ -1,23 +1,19 @@
 """DL/T 645-2007 master for one RS-485 port, speaking our error family.
 
-pyserial opens the port and applies the line settings; after that the descriptor is read
-with ``loop.add_reader`` and written without blocking, so a slow 2400-baud meter never
-stalls the event loop. One request is on the bus at a time.
+The port itself (opened exclusively, read and written from the event loop, so a slow
+2400-baud meter never stalls it) is :class:`~smartpole.drivers.serial_port.AsyncSerialPort`;
+this module turns its bytes into frames and requests into answers. One request is on the
+bus at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import select
-import termios
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Final, Self
 
-import serial
 import structlog
 
 from smartpole.drivers.dlt645.frame import (
@@ -36,16 +32,15 @@ from smartpole.drivers.dlt645.frame import (
 )
 from smartpole.drivers.dlt645.profile import Dlt645PointSpec
 from smartpole.drivers.errors import DeviceTimeoutError, ProtocolError, TransportError
+from smartpole.drivers.serial_port import AsyncSerialPort
 
 log = structlog.get_logger(__name__)
 
-_READ_CHUNK: Final = 4096
 # Silence after a partial frame that settles it: 3.5 characters of 11 bits (start, 8 data,
 # parity, stop), never shorter than what USB adapters' latency timers can hold bytes back.
 _BITS_PER_CHAR: Final = 11
 _MIN_LINE_GAP_S: Final = 0.05
-_PARITIES: Final = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
-_STOPBITS: Final = {1: serial.STOPBITS_ONE, 2: serial.STOPBITS_TWO}
+_PARITIES: Final = ("N", "E", "O")  # what meters are set to; mark and space are not
 
 
 class Dlt645Client:
@@ -68,25 +63,21 @@ class Dlt645Client:
     ) -> None:
         if parity not in _PARITIES:
             raise ValueError(f"parity must be one of {sorted(_PARITIES)}, got {parity!r}")
-        if stopbits not in _STOPBITS:
-            raise ValueError(f"stopbits must be 1 or 2, got {stopbits!r}")
+        self._port = AsyncSerialPort(  # checks stopbits
+            port,
+            baudrate=baudrate,
+            parity=parity,
+            stopbits=stopbits,
+            on_data=self._on_data,
+            on_failure=self._on_port_failure,
+        )
         if baudrate <= 0 or not timeout_s > 0:
             raise ValueError(f"bad settings: baudrate={baudrate} timeout_s={timeout_s}")
         self.port = port
         self.timeout_s = timeout_s
         self._line_gap_s = max(3.5 * _BITS_PER_CHAR / baudrate, _MIN_LINE_GAP_S)
-        self._settings: dict[str, Any] = {
-            "baudrate": baudrate,
-            "bytesize": serial.EIGHTBITS,
-            "parity": _PARITIES[parity],
-            "stopbits": _STOPBITS[stopbits],
-        }
-        self._serial: Any = None
-        self._fd: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._reader = FrameReader()
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()
-        self._failure: OSError | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -106,7 +97,7 @@ class Dlt645Client:
 
     @property
     def is_open(self) -> bool:
-        return self._fd is not None
+        return self._port.is_open
 
     @property
     def crc_errors(self) -> int:
@@ -118,41 +109,23 @@ class Dlt645Client:
 
     async def open(self) -> None:
         """Open and configure the port; TransportError if it is missing or unusable."""
-        if self._fd is not None:
-            raise RuntimeError(f"{self.port} is already open")
-        loop = asyncio.get_running_loop()
-        port = serial.Serial()
-        port.port = self.port
-        port.timeout = 0
-        port.write_timeout = 0
-        port.exclusive = True  # a second process on the same bus would garble both
-        for name, value in self._settings.items():
-            setattr(port, name, value)
-        try:
-            port.open()  # O_NONBLOCK open + termios; does not wait on the line
-            fd = port.fileno()
-            os.set_blocking(fd, False)
-            loop.add_reader(fd, self._on_readable)
-        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
-            with contextlib.suppress(Exception):
-                port.close()
-            raise TransportError(f"cannot open serial port {self.port}: {exc}") from exc
-        self._serial, self._fd, self._loop = port, fd, loop
-        self._failure = None
+        self._port.open()  # exclusively: a second master on the same bus would garble both
         self._frames = asyncio.Queue()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
-        log.debug("dlt645_port_open", port=self.port, **self._settings)
+        port = self._port
+        log.debug(
+            "dlt645_port_open",
+            port=self.port,
+            baudrate=port.baudrate,
+            bytesize=8,
+            parity=port.parity,
+            stopbits=port.stopbits,
+        )
 
     def close(self) -> None:
         """Release the descriptor; safe to call twice and from a cancelled task."""
-        port, fd, loop = self._serial, self._fd, self._loop
-        self._serial = self._fd = None
-        if fd is not None and loop is not None:
-            loop.remove_reader(fd)
-            loop.remove_writer(fd)
-        if port is not None:
-            port.close()
+        self._port.close()
         self._wake.set()  # a transaction still waiting sees the port gone at once
 
     # ----- requests -----
@@ -203,13 +176,13 @@ class Dlt645Client:
 
     async def _transact(self, request: bytes, answers: Callable[[Frame], bool], who: str) -> Frame:
         async with self._lock:
-            self._check_usable()
+            self._port.check()
             self._discard_input()
             crc_before, garbage_before = self.crc_errors, self.garbage_bytes
             started = time.monotonic()
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    await self._write(request)
+                    await self._port.write(request)
                     while True:
                         frame = await self._next_frame()
                         if answers(frame):
@@ -228,17 +201,12 @@ class Dlt645Client:
                     )
                 raise DeviceTimeoutError(message) from None
 
-    # ----- the descriptor -----
-
-    def _check_usable(self) -> None:
-        if self._failure is not None:
-            raise TransportError(f"serial port {self.port} failed: {self._failure}")
-        if self._fd is None:
-            raise TransportError(f"serial port {self.port} is not open")
+    # ----- received bytes -----
 
     def _discard_input(self) -> None:
-        """Drop what arrived since the last transaction (late answers, noise)."""
-        self._read_available(signalled=False)
+        """Drop what arrived since the last transaction (late answers, noise); it still
+        passes the frame reader, whose counters see it."""
+        self._reader.feed(self._port.discard_input())
         self._reader.clear()
         while not self._frames.empty():
             self._frames.get_nowait()
@@ -250,7 +218,7 @@ class Dlt645Client:
 
     async def _next_frame(self) -> Frame:
         while self._frames.empty():
-            self._check_usable()
+            self._port.check()
             self._wake.clear()
             if not self._reader.pending:
                 await self._wake.wait()
@@ -264,77 +232,11 @@ class Dlt645Client:
                 self._settle()
         return self._frames.get_nowait()
 
-    def _on_readable(self) -> None:
-        self._read_available(signalled=True)
-
-    def _read_available(self, *, signalled: bool) -> None:
-        """Read until the kernel has nothing more. pyserial leaves VMIN=0, so "nothing"
-        is an empty read, not EAGAIN; a hung-up line (adapter unplugged) reads empty too
-        and stays readable, so an empty first read on readiness is checked for POLLHUP."""
-        fd = self._fd
-        if fd is None:
-            return
-        first = True
-        while True:
-            try:
-                chunk = os.read(fd, _READ_CHUNK)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # EIO: the adapter was unplugged
-                self._fail(exc)
-                return
-            if not chunk:
-                if first and signalled and _hung_up(fd):
-                    self._fail(OSError("the line hung up"))
-                return
-            first = False
-            for frame in self._reader.feed(chunk):
-                self._frames.put_nowait(frame)
-            self._wake.set()
-
-    def _fail(self, exc: OSError) -> None:
-        self._failure = exc
-        if self._fd is not None and self._loop is not None:
-            self._loop.remove_reader(self._fd)
+    def _on_data(self, data: bytes) -> None:
+        for frame in self._reader.feed(data):
+            self._frames.put_nowait(frame)
         self._wake.set()
-        log.warning("dlt645_port_failed", port=self.port, error=str(exc))
 
-    async def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            self._check_usable()
-            fd = self._fd
-            assert fd is not None
-            try:
-                written = os.write(fd, view)
-            except (BlockingIOError, InterruptedError):
-                written = 0
-            except OSError as exc:
-                self._fail(exc)
-                raise TransportError(f"cannot write to {self.port}: {exc}") from exc
-            view = view[written:]
-            if view:
-                await self._writable(fd)
-
-    async def _writable(self, fd: int) -> None:
-        loop = self._loop
-        assert loop is not None
-        ready: asyncio.Future[None] = loop.create_future()
-
-        def on_writable() -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        loop.add_writer(fd, on_writable)
-        try:
-            await ready
-        finally:
-            loop.remove_writer(fd)
-
-
-def _hung_up(fd: int) -> bool:
-    """Whether the tty reports hang-up or error; a zero-timeout poll, never blocks."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    bad = select.POLLHUP | select.POLLERR | select.POLLNVAL
-    return any(events & bad for _, events in poller.poll(0))
+    def _on_port_failure(self, failure: TransportError) -> None:
+        self._wake.set()  # a transaction waiting for a frame sees the failure at once
+        log.warning("dlt645_port_failed", port=self.port, error=str(failure.__cause__))

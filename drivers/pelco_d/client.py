@@ -1,9 +1,10 @@
 """Pelco-D client for one RS-485 port: fire-and-forget commands plus position read-back.
 
-The port is opened with pyserial (which sets baud rate, parity and raw mode) and then
-driven directly through its file descriptor with ``loop.add_reader``/``add_writer``, so
-nothing ever blocks the event loop. One transaction is on the bus at a time, because a
-two-wire RS-485 line is half-duplex: a command sent while a camera answers would collide.
+The port is a :class:`~smartpole.drivers.serial_port.AsyncSerialPort` (pyserial sets the
+line, the event loop reads and writes the descriptor), so nothing ever blocks the event
+loop; this module frames its bytes and matches answers to queries. One transaction is on
+the bus at a time, because a two-wire RS-485 line is half-duplex: a command sent while a
+camera answers would collide.
 
 Pelco-D has no transaction id, so a reply is matched by address and response code only.
 Bytes already waiting when a query is sent are discarded first (on a half-duplex bus
@@ -15,15 +16,11 @@ same axis cannot be told apart and is a protocol limitation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import termios
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Final, Self
 
-import serial
 import structlog
 
 from smartpole.drivers.errors import (
@@ -34,18 +31,11 @@ from smartpole.drivers.errors import (
 from smartpole.drivers.pelco_d import protocol
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
 from smartpole.drivers.pelco_d.protocol import Command
+from smartpole.drivers.serial_port import AsyncSerialPort
 
 log = structlog.get_logger(__name__)
 
-_READ_CHUNK: Final = 4096
 _MAX_RX: Final = 4096  # a buffer this full is line noise; keep only its tail
-_PARITIES: Final = {
-    "N": serial.PARITY_NONE,
-    "E": serial.PARITY_EVEN,
-    "O": serial.PARITY_ODD,
-    "M": serial.PARITY_MARK,
-    "S": serial.PARITY_SPACE,
-}
 DEFAULT_TOLERANCE: Final = 10  # hundredths of a degree that count as "not moving"
 _MAX_POLL_INTERVAL_S: Final = 0.1
 
@@ -81,8 +71,14 @@ class PelcoDClient:
         profile: PelcoDProfile | None = None,
         profiles: Mapping[int, PelcoDProfile] | None = None,
     ) -> None:
-        if parity not in _PARITIES:
-            raise ValueError(f"parity must be one of {', '.join(_PARITIES)}, got {parity!r}")
+        self._port = AsyncSerialPort(  # checks the parity letter
+            port,
+            baudrate=baudrate,
+            parity=parity,
+            exclusive=False,  # kept as it was: this client never locked its port
+            on_data=self._on_data,
+            on_failure=self._broken,
+        )
         if baudrate <= 0 or timeout_s <= 0:
             raise ValueError(f"bad settings: baudrate={baudrate} timeout_s={timeout_s}")
         self.port = port
@@ -91,14 +87,8 @@ class PelcoDClient:
         self.timeout_s = timeout_s
         self._default_profile = profile or GENERIC_PROFILE
         self._profiles = dict(profiles or {})
-        self._serial: Any = None
-        self._fd: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._rx = bytearray()
-        self._tx = bytearray()
-        self._tx_done: asyncio.Future[None] | None = None
         self._waiting: tuple[int, int, asyncio.Future[Command]] | None = None
-        self._failure: TransportError | None = None
         self._bus = asyncio.Lock()
         self._stats = ClientStats()
 
@@ -118,7 +108,7 @@ class PelcoDClient:
 
     @property
     def is_open(self) -> bool:
-        return self._fd is not None
+        return self._port.is_open
 
     @property
     def stats(self) -> ClientStats:
@@ -128,52 +118,20 @@ class PelcoDClient:
         return self._profiles.get(address, self._default_profile)
 
     def open(self) -> None:
-        """Open and configure the port (pyserial), then hand its fd to the event loop."""
-        if self._fd is not None:
-            raise RuntimeError(f"{self.port} is already open")
-        loop = asyncio.get_running_loop()
-        try:
-            ser = serial.Serial(
-                port=self.port,
-                baudrate=self.baudrate,
-                bytesize=serial.EIGHTBITS,
-                parity=_PARITIES[self.parity],
-                stopbits=serial.STOPBITS_ONE,
-                timeout=0,
-                write_timeout=0,
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise TransportError(f"cannot open serial port {self.port}: {exc}") from exc
-        try:
-            fd = ser.fileno()
-            _make_nonblocking(fd)
-            loop.add_reader(fd, self._on_readable)
-        except BaseException as exc:
-            ser.close()
-            if isinstance(exc, OSError | termios.error):
-                raise TransportError(f"cannot use serial port {self.port}: {exc}") from exc
-            raise
-        self._serial, self._fd, self._loop = ser, fd, loop
+        """Open and configure the port, then hand it to the event loop (needs a running
+        loop); TransportError if it is missing or unusable."""
+        self._port.open()
         self._rx.clear()
-        self._tx.clear()
-        self._failure = None
         log.info("pelco_d_open", port=self.port, baudrate=self.baudrate, parity=self.parity)
 
     def close(self) -> None:
         """Release the port; anything still waiting on it fails with TransportError."""
-        ser, fd, loop = self._serial, self._fd, self._loop
-        self._serial = self._fd = None
-        if fd is not None and loop is not None:
-            loop.remove_reader(fd)
-            loop.remove_writer(fd)
-        if ser is not None:
-            with contextlib.suppress(OSError, serial.SerialException):
-                ser.close()
+        was_open = self._port.is_open
+        self._port.close()  # a write in progress fails too
+        if was_open:
             log.info("pelco_d_closed", port=self.port, stats=self._stats)
         self._fail_waiters(TransportError(f"serial port {self.port} was closed"))
-        self._failure = None  # from now on the port is simply "not open"
         self._rx.clear()
-        self._tx.clear()
 
     # ----- public operations --------------------------------------------------------------
 
@@ -347,82 +305,27 @@ class PelcoDClient:
     def _discard_input(self) -> None:
         """Drop what arrived before the question: on a half-duplex bus it is stale. Whole
         frames are counted as stray, the rest (a partial frame) as garbage."""
-        self._pump()
+        self._take(self._port.discard_input())
         self._dispatch()
         if self._rx:
             self._stats.garbage_bytes += len(self._rx)
             self._rx.clear()
 
-    def _check_usable(self) -> int:
-        if self._failure is not None:
-            raise self._failure
-        if self._fd is None:
-            raise TransportError(f"serial port {self.port} is not open")
-        return self._fd
-
     async def _write(self, frame: bytes) -> None:
-        fd = self._check_usable()
-        loop = asyncio.get_running_loop()
-        self._tx += frame
-        self._flush()
-        if self._tx:
-            done: asyncio.Future[None] = loop.create_future()
-            self._tx_done = done
-            try:
-                await done
-            finally:
-                self._tx_done = None
-                if self._tx and self._fd == fd:
-                    # Cancelled mid-frame: half a frame on the wire is noise to the camera,
-                    # but leaving it queued would prefix the next command with it.
-                    loop.remove_writer(fd)
-                    self._tx.clear()
-        if self._failure is not None:
-            raise self._failure
+        await self._port.write(frame)
         self._stats.frames_sent += 1
 
-    def _flush(self) -> None:
-        fd, loop = self._fd, self._loop
-        if fd is None or loop is None:
-            return
-        try:
-            while self._tx:
-                del self._tx[: os.write(fd, self._tx)]
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            self._broken(exc)
-            return
-        if self._tx:
-            loop.add_writer(fd, self._flush)
-            return
-        loop.remove_writer(fd)
-        if self._tx_done is not None and not self._tx_done.done():
-            self._tx_done.set_result(None)
-
-    def _on_readable(self) -> None:
-        self._pump()
+    def _on_data(self, data: bytes) -> None:
+        self._take(data)
         self._dispatch()
 
-    def _pump(self) -> None:
-        """Move whatever the port holds into the receive buffer (non-blocking)."""
-        fd = self._fd
-        while fd is not None and self._failure is None:
-            try:
-                chunk = os.read(fd, _READ_CHUNK)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self._broken(exc)
-                return
-            if not chunk:
-                self._broken(OSError("end of file on the serial port"))
-                return
-            self._rx += chunk
-            if len(self._rx) > _MAX_RX:
-                drop = len(self._rx) - _MAX_RX
-                self._stats.garbage_bytes += drop
-                del self._rx[:drop]
+    def _take(self, data: bytes) -> None:
+        """Append to the receive buffer; keep only the tail of a buffer grown that large."""
+        self._rx += data
+        if len(self._rx) > _MAX_RX:
+            drop = len(self._rx) - _MAX_RX
+            self._stats.garbage_bytes += drop
+            del self._rx[:drop]
 
     def _dispatch(self) -> None:
         while self._rx:
@@ -450,33 +353,14 @@ class PelcoDClient:
         self._stats.stray_frames += 1
         log.debug("pelco_d_stray_frame", port=self.port, address=frame.address, kind=frame.kind)
 
-    def _broken(self, exc: OSError) -> None:
-        """The port failed under us: stop watching it and fail whoever waits."""
-        fd, loop = self._fd, self._loop
-        if fd is not None and loop is not None:
-            loop.remove_reader(fd)
-            loop.remove_writer(fd)
-        failure = TransportError(f"serial port {self.port} failed: {exc}")
-        failure.__cause__ = exc
-        self._failure = failure
-        log.error("pelco_d_port_failed", port=self.port, error=str(exc))
+    def _broken(self, failure: TransportError) -> None:
+        """The port failed under us (it stopped watching itself): fail whoever waits."""
+        log.error("pelco_d_port_failed", port=self.port, error=str(failure.__cause__))
         self._fail_waiters(failure)
 
     def _fail_waiters(self, failure: TransportError) -> None:
-        if self._tx_done is not None and not self._tx_done.done():
-            self._tx_done.set_exception(failure)
         if self._waiting is not None and not self._waiting[2].done():
             self._waiting[2].set_exception(failure)
-
-
-def _make_nonblocking(fd: int) -> None:
-    """O_NONBLOCK with VMIN=1: an empty port reads as EAGAIN, so a read of 0 bytes means
-    the line hung up (pyserial leaves VMIN=0, where "no data" and "gone" both read as 0)."""
-    os.set_blocking(fd, False)
-    attrs = termios.tcgetattr(fd)
-    attrs[6][termios.VMIN] = 1
-    attrs[6][termios.VTIME] = 0
-    termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
 def _within(a: tuple[int, int], b: tuple[int, int], tolerance: int) -> bool:
