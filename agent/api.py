@@ -119,6 +119,9 @@ class ApiServer:
                 result = await result
         except (AgentError, DriverError) as exc:
             return {"ok": False, "error": str(exc)}
+        except Exception as exc:  # a bug in one handler must not kill the API
+            log.exception("api_handler_failed", method=request["method"])
+            return {"ok": False, "error": f"internal error in {request['method']}: {exc}"}
         return {"ok": True, "result": result}
 
 

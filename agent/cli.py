@@ -99,8 +99,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise AgentError(f"cannot use directory {folder}: {exc.strerror or exc}") from exc
+    trusted = {"trusted": lambda: True, "untrusted": lambda: False}.get(args.clock)
     with Notifier.from_environ() as notifier:
-        daemon = Daemon(config, state_dir=state_dir, runtime_dir=runtime_dir, notifier=notifier)
+        daemon = Daemon(
+            config,
+            state_dir=state_dir,
+            runtime_dir=runtime_dir,
+            notifier=notifier,
+            clock_trusted=trusted,
+        )
         asyncio.run(serve(daemon))
     return EXIT_OK
 
@@ -161,9 +168,30 @@ def _socket_path(args: argparse.Namespace) -> Path:
     return (runtime or DEFAULT_RUNTIME_DIR) / SOCKET_NAME
 
 
-def cmd_diag(args: argparse.Namespace) -> int:
+def _diag_params(args: argparse.Namespace) -> dict[str, object]:
+    """The API request for a diag command's positional words (DEVICE POINT VALUE)."""
+    if args.what == "override":
+        # diag override LAMP LEVEL DURATION_S  |  diag override LAMP clear
+        if not args.device or not args.point:
+            raise UsageError("diag override needs LAMP and LEVEL DURATION_S, or LAMP clear")
+        if args.point == "clear":
+            return {"lamp": args.device, "clear": True}
+        if args.value is None:
+            raise UsageError("diag override needs a DURATION_S after the level")
+        return {
+            "lamp": args.device,
+            "level": _parse_value(args.point),
+            "duration_s": _parse_value(args.value),
+        }
+    if args.what == "reset":
+        if not args.device:
+            raise UsageError("diag reset needs the ALARM id (see diag alarms)")
+        return {"alarm": args.device}
+    return {}
 
-    params: dict[str, object] = {}
+
+def cmd_diag(args: argparse.Namespace) -> int:
+    params = _diag_params(args)
     if args.what in ("read", "write"):
         if not args.device or not args.point:
             raise UsageError(f"diag {args.what} needs DEVICE and POINT")
@@ -190,6 +218,10 @@ def cmd_diag(args: argparse.Namespace) -> int:
         print(diag.render_points(result))
     elif args.what == "status":
         print(diag.render_status(result))
+    elif args.what == "lights":
+        print(diag.render_lights(result))
+    elif args.what == "alarms":
+        print(diag.render_alarms(result))
     else:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     return EXIT_OK
@@ -257,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BUS=PATH",
         help="use PATH as the serial port of BUS (test rigs, simulators); repeatable",
     )
+    run.add_argument(
+        "--clock",
+        choices=["auto", "trusted", "untrusted"],
+        default="auto",
+        help="trust the wall clock for lighting programs; auto: only after time sync or with an"
+        " RTC (else photocell, else 100 %%)",
+    )
     run.set_defaults(handler=cmd_run)
 
     config = sub.add_parser("config", help="configuration tools")
@@ -306,7 +345,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     diag_parser = sub.add_parser("diag", parents=[common], help="ask the running daemon")
     diag_parser.add_argument(
-        "what", choices=["status", "points", "plan", "read", "write", "audit", "ptz"]
+        "what",
+        choices=[
+            "status",
+            "points",
+            "plan",
+            "read",
+            "write",
+            "audit",
+            "ptz",
+            "lights",
+            "override",
+            "alarms",
+            "reset",
+        ],
     )
     diag_parser.add_argument("device", nargs="?", help="read/write: the device")
     diag_parser.add_argument("point", nargs="?", help="read/write: the point; ptz: the preset")

@@ -13,16 +13,18 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from smartpole.agent.api import SOCKET_NAME, ApiServer, RequestError
+from smartpole.agent.api import SOCKET_NAME, ApiServer, Handler, RequestError
 from smartpole.agent.audit import AuditLog
 from smartpole.agent.buses.factory import create_bus_tasks
 from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.control.lighting import clock_is_synchronised
+from smartpole.agent.control.pole import PoleControl
 from smartpole.agent.health import BusState, DeviceState
 from smartpole.agent.points import PointTable
 from smartpole.agent.sdnotify import Notifier, run_watchdog
@@ -46,6 +48,7 @@ class Daemon:
         state_dir: Path,
         runtime_dir: Path,
         notifier: Notifier,
+        clock_trusted: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.state_dir = state_dir
@@ -55,6 +58,13 @@ class Daemon:
         self.store = PointStore(state_dir)
         self.audit = AuditLog(state_dir)
         self.buses = create_bus_tasks(config, self.table, self.audit)
+        self.control = PoleControl(
+            config,
+            self.table,
+            self.buses,
+            state_dir=state_dir,
+            clock_trusted=clock_trusted or clock_is_synchronised,
+        )
         self.started_at = time.time()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -69,6 +79,14 @@ class Daemon:
             "audit": self._audit_tail,
             "ptz": self._ptz,
         }
+        with self.control:
+            handlers.update(self.control.handlers())
+            await self._serve(stop, handlers, restored)
+        log.info("daemon_stopped", uptime_s=round(time.time() - self.started_at, 1))
+
+    async def _serve(
+        self, stop: asyncio.Event, handlers: dict[str, Handler], restored: int
+    ) -> None:
         async with ApiServer(self.socket_path, handlers):
             log.info(
                 "daemon_started",
@@ -88,11 +106,12 @@ class Daemon:
                     group.create_task(self._report_status(), name="status")
                     group.create_task(self._flush_periodically(), name="flush")
                     group.create_task(_raise_when_set(stop), name="stop")
+                    for name, task in self.control.tasks().items():
+                        group.create_task(task(), name=name)
             except* _StopRequestedError:
                 pass
             finally:
                 self.store.flush(self.table)
-        log.info("daemon_stopped", uptime_s=round(time.time() - self.started_at, 1))
 
     def summary(self) -> str:
         devices = [device for bus in self.buses for device in bus.devices]

@@ -155,3 +155,44 @@ def _device_row(d: Mapping[str, Any]) -> list[str]:
 
 def clock() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def render_lights(lamps: Sequence[Mapping[str, Any]]) -> str:
+    rows = [
+        [
+            str(lamp["lamp"]),
+            f"{lamp['target']} %",
+            "-" if lamp["pushed_level"] is None else f"{lamp['pushed_level']} %",
+            str(lamp["source"]),
+            str(lamp["reason"]),
+        ]
+        for lamp in lamps
+    ]
+    errors = [f"  - {lamp['lamp']}: {lamp['last_error']}" for lamp in lamps if lamp["last_error"]]
+    out = table(["LAMP", "TARGET", "PUSHED", "SOURCE", "WHY"], rows, right=frozenset({1, 2}))
+    return out + ("\nnot reaching the controller:\n" + "\n".join(errors) if errors else "")
+
+
+def render_alarms(status: Mapping[str, Any]) -> str:
+    active = status["active"]
+    rows = [
+        [
+            str(alarm["alarm_id"]),
+            str(alarm["severity"]),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(alarm["raised_at"]))),
+            format_value(alarm["value"]),
+            "yes" if alarm["acknowledged_at"] else "no",
+            "present" if alarm["condition_present"] else "gone (latched)",
+        ]
+        for alarm in active
+    ]
+    lines = [
+        table(["ALARM", "SEVERITY", "RAISED", "VALUE", "ACKED", "CONDITION"], rows)
+        if rows
+        else "no active alarms"
+    ]
+    held = status.get("held_off") or {}
+    lines += [f"held off by safety: {point} (by {', '.join(ids)})" for point, ids in held.items()]
+    if held:
+        lines.append("reset with: smartpole diag reset ALARM  (once the condition is gone)")
+    return "\n".join(lines)

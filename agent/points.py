@@ -21,6 +21,9 @@ class Quality(StrEnum):
     BAD = "bad"  # no value, or the device is not answering
 
 
+Listener = Callable[[str, str, "Value | None", "Quality", float], None]
+
+
 @dataclass
 class _Entry:
     device: str
@@ -67,6 +70,12 @@ class PointTable:
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._monotonic = monotonic
         self._wall = wall
+        self._listeners: list[Listener] = []
+
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener`` synchronously with every new reading, as the bus task stores it:
+        safety logic must see a leakage reading in the same loop iteration, not a poll later."""
+        self._listeners.append(listener)
 
     def register(self, device: str, point: str, unit: str, stale_after_s: float) -> None:
         self._entries[(device, point)] = _Entry(device, point, unit, stale_after_s)
@@ -77,12 +86,17 @@ class PointTable:
         entry.quality = quality
         entry.read_at = self._wall()
         entry.read_mono = self._monotonic()
+        for listener in self._listeners:
+            listener(device, point, value, quality, entry.read_at)
 
     def mark_bad(self, device: str) -> None:
         """The device stopped answering: keep the last value for reference, but as bad."""
+        now = self._wall()
         for entry in self._entries.values():
             if entry.device == device:
                 entry.quality = Quality.BAD
+                for listener in self._listeners:
+                    listener(device, entry.point, entry.value, Quality.BAD, now)
 
     def mark_point_bad(self, device: str, point: str) -> None:
         """One value could not be decoded or the device does not have it."""

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from smartpole.agent.config.pole import BUS_PROTOCOL, PoleConfig
 from smartpole.agent.config.yamlsource import YamlDocument, load_yaml
+from smartpole.agent.control.rules import rule_problems
 from smartpole.agent.errors import ConfigError, Problem
 from smartpole.drivers.profile import PROFILE_MODELS, DeviceProfile, ModbusProfile, parse_profile
 
@@ -55,9 +56,35 @@ def load_config(path: Path) -> LoadedConfig:
     profiles, profile_problems = _load_profiles(doc, profiles_dir)
     problems += profile_problems
     problems += _check_references(doc, profiles)
+    if pole is not None and not problems and pole.lighting is not None:
+        lamps = pole.lamps(
+            lambda d: getattr(profiles[pole.devices[d].profile], "lease", None) is not None
+        )
+        checks = pole.lighting.cross_check(lamps, site=pole.site, devices=list(pole.devices))
+        problems += [doc.problem(loc, msg) for loc, msg in checks]
+    if pole is not None and not problems:
+        problems += [
+            doc.problem(loc, msg)
+            for loc, msg in rule_problems(pole.alarms, _points_of(pole, profiles))
+        ]
     if problems or pole is None:
         raise ConfigError(problems)
     return LoadedConfig(path, pole, profiles)
+
+
+def _points_of(
+    pole: PoleConfig, profiles: Mapping[str, DeviceProfile]
+) -> dict[str, dict[str, tuple[bool, bool]]]:
+    """Every device's points as ``(is_bool, writable)``, for checks that name points."""
+    out: dict[str, dict[str, tuple[bool, bool]]] = {}
+    for name, device in pole.devices.items():
+        profile = profiles.get(device.profile)
+        points = getattr(profile, "points", {}) if profile is not None else {}
+        out[name] = {
+            point: (bool(getattr(spec, "is_bool", False)), getattr(spec, "access", "r") == "rw")
+            for point, spec in points.items()
+        }
+    return out
 
 
 def load_profile(path: Path) -> DeviceProfile:

@@ -6,9 +6,13 @@ on a pole in the street becomes a wrong light schedule nobody notices.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from smartpole.agent.control.program import LightingConfig, SiteConfig
+from smartpole.agent.control.rules import AlarmRule
 
 NamePattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NamePattern, max_length=64)]
@@ -146,3 +150,18 @@ class PoleConfig(_Strict):
     )
     buses: dict[Name, Bus] = Field(min_length=1)
     devices: dict[Name, DeviceConfig] = Field(min_length=1)
+    alarms: dict[str, AlarmRule] = Field(
+        default_factory=dict, description="alarm kind -> thresholds, sources and actions"
+    )
+    site: SiteConfig | None = None
+    lighting: LightingConfig | None = None
+
+    @model_validator(mode="after")
+    def _site_for_lighting(self) -> Self:
+        if self.lighting is not None and self.site is None:
+            raise ValueError("a lighting section needs a site (latitude, longitude, timezone)")
+        return self
+
+    def lamps(self, has_lease: Callable[[str], bool]) -> list[str]:
+        """Devices the lighting controller drives: those whose profile leases a level."""
+        return [name for name in self.devices if has_lease(name)]

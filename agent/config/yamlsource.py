@@ -82,6 +82,8 @@ def parse_yaml(text: str, path: Path) -> YamlDocument:
         raise ConfigError([Problem(path, line, "", message)]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(path, None, "", f"invalid YAML: {exc}")]) from exc
+    except (ValueError, TypeError) as exc:  # e.g. 2026-02-30: a date YAML cannot build
+        raise ConfigError([Problem(path, None, "", f"invalid value: {exc}")]) from exc
     finally:
         loader.dispose()
     return doc

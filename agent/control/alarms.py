@@ -21,270 +21,58 @@ before it clears. Times are wall-clock seconds (``time.time``), the same base as
 readings, because raise times persist across reboots; a clock stepping backwards restarts a
 debounce instead of stretching it.
 
-Active alarms are kept in a JSON file written atomically (as ``agent/state.py`` does), so a
-restart neither forgets an alarm nor raises it a second time. A write that fails is logged
-once and retried at the next transition or ``tick``; it never stops the daemon.
+Active alarms are kept in a store file (``alarm_store.py``), so a restart neither forgets an
+alarm nor raises it a second time. A write that fails is logged once and retried at the next
+transition or ``tick``; it never stops the daemon. The definition, the events and the alarm
+records live in ``alarm_types.py``; this module re-exports them, so it stays the import name.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from smartpole.agent.errors import AgentError
+from smartpole.agent.control.alarm_store import AlarmStore
+from smartpole.agent.control.alarm_types import (
+    Alarm,
+    AlarmDefinition,
+    AlarmError,
+    AlarmEvent,
+    Condition,
+    EventType,
+    Kind,
+    Reading,
+    Severity,
+    Track,
+)
 from smartpole.agent.outbox import Outbox, OutboxError, Priority
+
+__all__ = [
+    "GOOD",
+    "SENSOR_LOST_SUFFIX",
+    "STREAM",
+    "Alarm",
+    "AlarmDefinition",
+    "AlarmError",
+    "AlarmEvent",
+    "AlarmManager",
+    "Condition",
+    "EventType",
+    "Kind",
+    "Reading",
+    "Severity",
+]
 
 log = structlog.get_logger("smartpole.alarms")
 
 STREAM = "alarms"
-FORMAT_VERSION = 1
 SENSOR_LOST_SUFFIX = "_sensor_lost"
 GOOD = "good"
-
-Severity = Literal["critical", "major", "minor", "warning"]
-Kind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,79}$")]
-Reading = float | bool | None
-
-
-class AlarmError(AgentError):
-    """Alarm definitions that cannot work together, or an alarm that does not exist."""
-
-
-class Condition(StrEnum):
-    PRESENT = "present"  # on the alarm side of the raise threshold, or the input says so
-    ABSENT = "absent"  # on the safe side of the clear threshold
-    BETWEEN = "between"  # in the hysteresis band: neither raises nor clears
-
-
-class AlarmDefinition(BaseModel):
-    """One alarm function, applied to every source that reports this ``kind``.
-
-    Analog: raised when the value is above ``raise_above`` (or below ``raise_below``),
-    cleared when it is below ``clear_below`` (above ``clear_above``); a clear threshold left
-    out equals its raise threshold (no hysteresis). Both sides together make a band alarm
-    (e.g. supply voltage). Digital: raised while the input equals ``raise_when``.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-    kind: Kind
-    severity: Severity
-    raise_above: float | None = None
-    clear_below: float | None = None
-    raise_below: float | None = None
-    clear_above: float | None = None
-    raise_when: bool | None = None
-    debounce_s: float = Field(0.0, ge=0, le=86_400)
-    latching: bool = Field(
-        False, description="stays raised until acknowledged AND the condition is gone"
-    )
-    stale_after_s: float | None = Field(None, gt=0, le=7 * 86_400)
-    sensor_lost_severity: Severity = "major"
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _thresholds(self) -> Self:
-        analog = self.raise_above is not None or self.raise_below is not None
-        if self.raise_when is not None and analog:
-            raise ValueError("raise_when (digital) cannot be combined with raise_above/below")
-        if self.raise_when is None and not analog:
-            raise ValueError("give raise_above and/or raise_below (analog) or raise_when")
-        if self.clear_below is not None:
-            if self.raise_above is None:
-                raise ValueError(
-                    "clear_below goes with raise_above (for raise_below use clear_above)"
-                )
-            if self.clear_below > self.raise_above:
-                raise ValueError(
-                    f"clear_below ({self.clear_below}) must not be above raise_above "
-                    f"({self.raise_above}): the clear threshold is on the safe side"
-                )
-        if self.clear_above is not None:
-            if self.raise_below is None:
-                raise ValueError(
-                    "clear_above goes with raise_below (for raise_above use clear_below)"
-                )
-            if self.clear_above < self.raise_below:
-                raise ValueError(
-                    f"clear_above ({self.clear_above}) must not be below raise_below "
-                    f"({self.raise_below}): the clear threshold is on the safe side"
-                )
-        if self.raise_above is not None and self.raise_below is not None:
-            low, high = self.clear_level_low, self.clear_level_high
-            crossed = low is not None and high is not None and low > high
-            if self.raise_below >= self.raise_above or crossed:
-                raise ValueError("raise_below/clear_above must lie below raise_above/clear_below")
-        return self
-
-    @property
-    def digital(self) -> bool:
-        return self.raise_when is not None
-
-    @property
-    def clear_level_high(self) -> float | None:
-        """Below this the high side is safe again (None: no high side)."""
-        return self.raise_above if self.clear_below is None else self.clear_below
-
-    @property
-    def clear_level_low(self) -> float | None:
-        """Above this the low side is safe again (None: no low side)."""
-        return self.raise_below if self.clear_above is None else self.clear_above
-
-    def evaluate(self, value: Reading) -> Condition | None:
-        """Where a reading stands; None when it does not fit (wrong type, NaN, missing)."""
-        if self.raise_when is not None:
-            if isinstance(value, bool):
-                state = value
-            elif isinstance(value, int | float) and value in (0, 1):
-                state = bool(value)  # a digital input read as a register or coil
-            else:
-                return None
-            return Condition.PRESENT if state == self.raise_when else Condition.ABSENT
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        number = float(value)
-        if not math.isfinite(number):
-            return None
-        if (self.raise_above is not None and number > self.raise_above) or (
-            self.raise_below is not None and number < self.raise_below
-        ):
-            return Condition.PRESENT
-        high, low = self.clear_level_high, self.clear_level_low
-        if (high is None or number < high) and (low is None or number > low):
-            return Condition.ABSENT
-        return Condition.BETWEEN
-
-
-class EventType(StrEnum):
-    RAISED = "raised"
-    CLEARED = "cleared"
-    ACKNOWLEDGED = "acknowledged"
-
-
-@dataclass(frozen=True)
-class AlarmEvent:
-    type: EventType
-    alarm_id: str  # "<source>/<kind>"
-    source: str
-    kind: str
-    severity: str
-    at: float
-    value: Reading = None  # the reading that caused it (None for acknowledgements)
-    actor: str | None = None  # who acknowledged
-    reason: str | None = None
-    outbox_seq: int | None = None  # None when the outbox was not available
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "type": self.type.value,
-            "alarm_id": self.alarm_id,
-            "source": self.source,
-            "kind": self.kind,
-            "severity": self.severity,
-            "at": self.at,
-            "value": self.value,
-            "actor": self.actor,
-            "reason": self.reason,
-            "outbox_seq": self.outbox_seq,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, object]) -> AlarmEvent:
-        value = data.get("value")
-        actor, reason, seq = data.get("actor"), data.get("reason"), data.get("outbox_seq")
-        return cls(
-            type=EventType(str(data["type"])),
-            alarm_id=str(data["alarm_id"]),
-            source=str(data["source"]),
-            kind=str(data["kind"]),
-            severity=str(data["severity"]),
-            at=_float(data["at"]),
-            value=value if isinstance(value, bool | int | float) else None,
-            actor=None if actor is None else str(actor),
-            reason=None if reason is None else str(reason),
-            outbox_seq=seq if isinstance(seq, int) else None,
-        )
-
-
-@dataclass(frozen=True)
-class Alarm:
-    """A snapshot of one active alarm."""
-
-    alarm_id: str
-    source: str
-    kind: str
-    severity: str
-    latching: bool
-    raised_at: float
-    value: Reading
-    condition_present: bool  # False: the condition is gone, a latch holds the alarm
-    acknowledged_at: float | None
-    acknowledged_by: str | None
-
-    @property
-    def acknowledged(self) -> bool:
-        return self.acknowledged_at is not None
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "alarm_id": self.alarm_id,
-            "source": self.source,
-            "kind": self.kind,
-            "severity": self.severity,
-            "latching": self.latching,
-            "raised_at": self.raised_at,
-            "value": self.value,
-            "condition_present": self.condition_present,
-            "acknowledged_at": self.acknowledged_at,
-            "acknowledged_by": self.acknowledged_by,
-        }
-
-
-class _Track:
-    """The state of one (source, kind) pair, active or not."""
-
-    def __init__(self, source: str, kind: str, definition: AlarmDefinition | None) -> None:
-        self.source = source
-        self.kind = kind
-        self.definition = definition  # None: restored, but its definition is gone
-        self.severity: str = definition.severity if definition is not None else "major"
-        self.active = False
-        self.raised_at = 0.0
-        self.value: Reading = None
-        self.condition = False
-        self.acknowledged_at: float | None = None
-        self.acknowledged_by: str | None = None
-        self.pending_since: float | None = None  # debounce toward the other state
-
-    @property
-    def alarm_id(self) -> str:
-        return f"{self.source}/{self.kind}"
-
-    def snapshot(self) -> Alarm:
-        return Alarm(
-            alarm_id=self.alarm_id,
-            source=self.source,
-            kind=self.kind,
-            severity=self.severity,
-            latching=self.definition is not None and self.definition.latching,
-            raised_at=self.raised_at,
-            value=self.value,
-            condition_present=self.condition,
-            acknowledged_at=self.acknowledged_at,
-            acknowledged_by=self.acknowledged_by,
-        )
 
 
 class AlarmManager:
@@ -304,6 +92,7 @@ class AlarmManager:
         history_size: int = 200,
     ) -> None:
         self.store_path = store_path
+        self._store = AlarmStore(store_path)
         self._outbox = outbox
         self._clock = clock
         self._definitions: dict[str, AlarmDefinition] = {}
@@ -324,15 +113,18 @@ class AlarmManager:
                 raise_when=True,
                 description=f"no good {definition.kind} reading for {definition.stale_after_s} s",
             )
-        self._tracks: dict[tuple[str, str], _Track] = {}
+        self._tracks: dict[tuple[str, str], Track] = {}
         self._last_good: dict[tuple[str, str], float] = {}  # watched (source, kind) pairs
         self._history: deque[AlarmEvent] = deque(maxlen=history_size)
         self._complained: set[tuple[str, str]] = set()
         self._dirty = False
-        self._store_failing = False
-        self.store_write_failures = 0
         self.outbox_failures = 0
         self._load()
+
+    @property
+    def store_write_failures(self) -> int:
+        """How many writes of the store file have failed since the start."""
+        return self._store.write_failures
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -379,7 +171,7 @@ class AlarmManager:
                     events.append(self._clear(lost, at, value, "good reading again"))
             events += self._step(track, definition, condition, value, at)
         # A failing store is retried by tick() and transitions, not by every reading.
-        if events or (self._dirty and not self._store_failing):
+        if events or (self._dirty and not self._store.failing):
             self._commit(events)
         return events
 
@@ -431,15 +223,15 @@ class AlarmManager:
 
     # -- the state machine ---------------------------------------------------------------
 
-    def _track(self, source: str, kind: str, definition: AlarmDefinition) -> _Track:
+    def _track(self, source: str, kind: str, definition: AlarmDefinition) -> Track:
         track = self._tracks.get((source, kind))
         if track is None:
-            track = self._tracks[(source, kind)] = _Track(source, kind, definition)
+            track = self._tracks[(source, kind)] = Track(source, kind, definition)
         return track
 
     def _step(
         self,
-        track: _Track,
+        track: Track,
         definition: AlarmDefinition,
         condition: Condition,
         value: Reading,
@@ -472,7 +264,7 @@ class AlarmManager:
         return [self._clear(track, at, value, "condition gone")]
 
     @staticmethod
-    def _debounced(track: _Track, definition: AlarmDefinition, at: float) -> bool:
+    def _debounced(track: Track, definition: AlarmDefinition, at: float) -> bool:
         """True once the condition seen now has held for ``debounce_s``."""
         if track.pending_since is None or at < track.pending_since:
             track.pending_since = at
@@ -493,7 +285,7 @@ class AlarmManager:
         reason = f"no good reading for {now - last_good:.0f} s"
         return [self._raise(track, now, None, reason)]
 
-    def _raise(self, track: _Track, at: float, value: Reading, reason: str | None) -> AlarmEvent:
+    def _raise(self, track: Track, at: float, value: Reading, reason: str | None) -> AlarmEvent:
         if track.definition is not None:
             track.severity = track.definition.severity
         event = self._emit(track, EventType.RAISED, at, value, reason=reason)
@@ -506,7 +298,7 @@ class AlarmManager:
         track.pending_since = None
         return event
 
-    def _clear(self, track: _Track, at: float, value: Reading, reason: str) -> AlarmEvent:
+    def _clear(self, track: Track, at: float, value: Reading, reason: str) -> AlarmEvent:
         event = self._emit(track, EventType.CLEARED, at, value, reason=reason)
         track.active = False
         track.condition = False
@@ -517,7 +309,7 @@ class AlarmManager:
 
     def _emit(
         self,
-        track: _Track,
+        track: Track,
         kind: EventType,
         at: float,
         value: Reading,
@@ -572,85 +364,34 @@ class AlarmManager:
             self._complained.add((source, kind))
             log.warning(event, source=source, kind=kind, detail=detail)
 
-    # -- persistence ---------------------------------------------------------------------
+    # -- persistence (the file itself is alarm_store.py's) -------------------------------
 
     def _load(self) -> None:
-        try:
-            saved = json.loads(self.store_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.warning("alarm_store_unreadable", file=str(self.store_path), error=str(exc))
-            return
-        if not isinstance(saved, dict) or saved.get("version") != FORMAT_VERSION:
-            log.warning("alarm_store_ignored", file=str(self.store_path), reason="unknown format")
+        saved = self._store.load()
+        if saved is None:
             return
         now = self._clock()
-        for item in _list(saved.get("active")):
+        for item in saved.active:
             try:
                 self._restore(item)
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("alarm_store_entry_skipped", entry=str(item)[:200], error=str(exc))
-        for pair in _list(saved.get("watched")):
-            if isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair):
-                definition = self._definitions.get(pair[1])
-                if definition is not None and definition.stale_after_s is not None:
-                    self._last_good[(pair[0], pair[1])] = now  # a fresh grace period per start
-        for item in _list(saved.get("history")):
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                self._history.append(AlarmEvent.from_json(item))
+        for source, kind in saved.watched:
+            definition = self._definitions.get(kind)
+            if definition is not None and definition.stale_after_s is not None:
+                self._last_good[(source, kind)] = now  # a fresh grace period per start
+        self._history.extend(saved.events())
 
     def _restore(self, item: dict[str, object]) -> None:
         source, kind = str(item["source"]), str(item["kind"])
         definition = self._definitions.get(kind) or self._lost.get(kind)
-        track = self._tracks[(source, kind)] = _Track(source, kind, definition)
-        track.active = True
-        track.severity = str(item["severity"])
-        track.raised_at = _float(item["raised_at"])
-        value = item.get("value")
-        track.value = value if isinstance(value, bool | int | float) else None
-        # Without a definition nothing can clear it from readings; acknowledging does.
-        track.condition = bool(item.get("condition_present", True)) and definition is not None
-        acked_at, acked_by = item.get("acknowledged_at"), item.get("acknowledged_by")
-        track.acknowledged_at = None if acked_at is None else _float(acked_at)
-        track.acknowledged_by = None if acked_by is None else str(acked_by)
+        track = self._tracks[(source, kind)] = Track(source, kind, definition)
+        track.restore(item)
         if definition is None:
             log.warning("alarm_definition_gone", alarm=track.alarm_id)
 
     def _save(self) -> bool:
-        data = {
-            "version": FORMAT_VERSION,
-            "active": [alarm.to_json() for alarm in self.active()],
-            "watched": [list(key) for key in sorted(self._last_good)],
-            "history": [event.to_json() for event in self._history],
-        }
-        tmp = self.store_path.with_suffix(".tmp")
-        try:
-            with tmp.open("w", encoding="utf-8") as out:
-                json.dump(data, out, ensure_ascii=False)
-                out.flush()
-                os.fsync(out.fileno())
-            tmp.replace(self.store_path)
-        except OSError as exc:
-            self.store_write_failures += 1
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if not self._store_failing:
-                log.error("alarm_store_write_failed", file=str(self.store_path), error=str(exc))
-                self._store_failing = True
+        if not self._store.save(self.active(), sorted(self._last_good), self._history):
             return False
-        if self._store_failing:
-            log.info("alarm_store_write_recovered", file=str(self.store_path))
-            self._store_failing = False
         self._dirty = False
         return True
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _float(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number, got {value!r}")
-    return float(value)

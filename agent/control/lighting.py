@@ -27,6 +27,7 @@ from typing import Protocol
 
 import structlog
 
+from smartpole.agent.control.program import Decision
 from smartpole.agent.errors import AgentError
 from smartpole.drivers.errors import DriverError
 
@@ -38,7 +39,7 @@ OVERRIDES_FILE = "overrides.json"
 class LevelSource(Protocol):
     """What the lighting program answers (agent/control/program.py's LightingPlan)."""
 
-    def level_at(self, lamp: str, at: datetime) -> object: ...
+    def level_at(self, lamp: str, at: datetime) -> Decision: ...
 
 
 class LampActuator(Protocol):
@@ -135,8 +136,12 @@ class LightingController:
                 )
             self._expire(lamp, override)
         if self._program is not None and self._clock_trusted():
-            decision = self._program.level_at(lamp, now)
-            return Target(int(decision.level), "program", str(decision.reason))  # type: ignore[attr-defined]
+            try:
+                decision = self._program.level_at(lamp, now)
+            except ValueError as exc:  # a program that cannot answer must not leave it dark
+                log.error("program_failed", lamp=lamp, error=str(exc))
+            else:
+                return Target(decision.level, decision.source, decision.reason)
         dark = self._photocell_dark()
         if dark is not None:
             level = self._default if dark else 0

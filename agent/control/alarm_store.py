@@ -1,0 +1,122 @@
+"""The alarm store: active alarms, watched sensors and recent history in one JSON file.
+
+Split out of ``alarms.py`` so the file format and how it is written live apart from the
+alarm state machine. ``AlarmManager`` loads the store once at start, so a restart neither
+forgets an alarm nor raises it a second time, and saves it after every transition. The file
+is written atomically (as ``agent/state.py`` does: a temporary file, fsync, rename). A write
+that fails is logged once and reported to the caller, who retries it later (the manager
+does at the next transition or ``tick``); it never stops the daemon. A file that cannot be
+read or has an unknown format is logged and ignored: the manager starts empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from smartpole.agent.control.alarm_types import Alarm, AlarmEvent
+
+__all__ = ["FORMAT_VERSION", "AlarmStore", "SavedAlarms"]
+
+log = structlog.get_logger("smartpole.alarms")
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SavedAlarms:
+    """What a store file held, each part checked for its shape only."""
+
+    active: list[Any]  # entries as ``Alarm.to_json`` wrote them; the manager restores them
+    watched: list[tuple[str, str]]  # (source, kind) pairs whose sensor-lost timer runs
+    history: list[Any]  # entries as ``AlarmEvent.to_json`` wrote them
+
+    def events(self) -> Iterator[AlarmEvent]:
+        """The history entries that still parse, oldest first; the others are dropped."""
+        for item in self.history:
+            try:
+                event = AlarmEvent.from_json(item)
+            except (KeyError, TypeError, ValueError):
+                continue
+            yield event
+
+
+class AlarmStore:
+    """The store file of one ``AlarmManager``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._failing = False
+        self.write_failures = 0
+
+    @property
+    def failing(self) -> bool:
+        """True from a failed write until the next one that succeeds."""
+        return self._failing
+
+    def load(self) -> SavedAlarms | None:
+        """What the file holds; None when there is none, or it is unreadable or unknown."""
+        try:
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("alarm_store_unreadable", file=str(self.path), error=str(exc))
+            return None
+        if not isinstance(saved, dict) or saved.get("version") != FORMAT_VERSION:
+            log.warning("alarm_store_ignored", file=str(self.path), reason="unknown format")
+            return None
+        watched = [
+            (pair[0], pair[1])
+            for pair in _list(saved.get("watched"))
+            if isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
+        ]
+        return SavedAlarms(
+            active=_list(saved.get("active")),
+            watched=watched,
+            history=_list(saved.get("history")),
+        )
+
+    def save(
+        self,
+        active: Iterable[Alarm],
+        watched: Iterable[tuple[str, str]],
+        history: Iterable[AlarmEvent],
+    ) -> bool:
+        """Replace the file atomically; False (logged once until it works again) on failure."""
+        data = {
+            "version": FORMAT_VERSION,
+            "active": [alarm.to_json() for alarm in active],
+            "watched": [list(key) for key in watched],
+            "history": [event.to_json() for event in history],
+        }
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            with tmp.open("w", encoding="utf-8") as out:
+                json.dump(data, out, ensure_ascii=False)
+                out.flush()
+                os.fsync(out.fileno())
+            tmp.replace(self.path)
+        except OSError as exc:
+            self.write_failures += 1
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if not self._failing:
+                log.error("alarm_store_write_failed", file=str(self.path), error=str(exc))
+                self._failing = True
+            return False
+        if self._failing:
+            log.info("alarm_store_write_recovered", file=str(self.path))
+            self._failing = False
+        return True
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []

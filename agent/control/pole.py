@@ -1,0 +1,159 @@
+"""Pole control as one component of the daemon: outbox, alarms, safety actions, lighting.
+
+The daemon composes it next to the bus tasks; this module owns the wiring between the
+point table (readings in), the bus tasks (commands out) and the API (operators).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from smartpole.agent.api import RequestError
+from smartpole.agent.buses.base import BusTask
+from smartpole.agent.buses.modbus import ModbusBusTask
+from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.control.actuator import ModbusLampActuator
+from smartpole.agent.control.alarms import AlarmError, AlarmManager
+from smartpole.agent.control.lighting import LightingController, clock_is_synchronised
+from smartpole.agent.control.photocell import PhotocellReader
+from smartpole.agent.control.program import LightingPlan
+from smartpole.agent.control.safety import SafetySupervisor, alarms_status
+from smartpole.agent.outbox import Outbox
+from smartpole.agent.points import PointTable
+
+ALARMS_FILE = "alarms.json"
+
+
+class PoleControl:
+    def __init__(
+        self,
+        config: LoadedConfig,
+        table: PointTable,
+        buses: list[BusTask],
+        *,
+        state_dir: Path,
+        clock_trusted: Callable[[], bool] = clock_is_synchronised,
+    ) -> None:
+        self._config = config
+        self._table = table
+        self._buses = buses
+        self._state_dir = state_dir
+        self.lighting = self._lighting(clock_trusted)
+        self._stack = contextlib.ExitStack()
+        self.outbox: Outbox | None = None
+        self.alarms: AlarmManager | None = None
+        self.safety: SafetySupervisor | None = None
+
+    def _lighting(self, clock_trusted: Callable[[], bool]) -> LightingController | None:
+        pole = self._config.pole
+        if pole.lighting is None or pole.site is None:
+            return None
+        modbus = {
+            n: b for b in self._buses if isinstance(b, ModbusBusTask) for n in b.device_names()
+        }
+        lamps = [lamp for lamp in pole.lamps(self._has_lease) if lamp in modbus]
+        profiles = {lamp: self._config.modbus_profile_of(lamp) for lamp in lamps}
+        photocell = (
+            PhotocellReader(pole.lighting.photocell, self._table)
+            if pole.lighting.photocell is not None
+            else None
+        )
+        return LightingController(
+            lamps,
+            LightingPlan(pole.site, pole.lighting),
+            ModbusLampActuator({lamp: modbus[lamp] for lamp in lamps}, profiles),
+            state_dir=self._state_dir,
+            default_level=pole.lighting.default_level,
+            fallback_level=pole.lighting.default_level,
+            lease_s=pole.lighting.lease_s,
+            refresh_s=pole.lighting.refresh_s,
+            clock_trusted=clock_trusted,
+            photocell_dark=photocell.dark if photocell is not None else lambda: None,
+        )
+
+    def _has_lease(self, device: str) -> bool:
+        return getattr(self._config.profile_of(device), "lease", None) is not None
+
+    def __enter__(self) -> Self:
+        self.outbox = self._stack.enter_context(Outbox(self._state_dir))
+        rules = self._config.pole.alarms
+        self.alarms = AlarmManager(
+            [rule.definition(kind) for kind, rule in rules.items()],
+            self._state_dir / ALARMS_FILE,
+            self.outbox,
+        )
+        self.safety = SafetySupervisor(rules, self.alarms, self._write_point, self.lighting)
+        self._table.listen(self.safety.on_reading)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+
+    def tasks(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
+        tasks: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
+        if self.safety is not None:
+            tasks["safety"] = self.safety.run
+        if self.lighting is not None:
+            tasks["lighting"] = self.lighting.run
+        return tasks
+
+    def handlers(self) -> dict[str, Callable[[Mapping[str, Any]], object]]:
+        return {
+            "alarms": self._alarms,
+            "reset": self._reset,
+            "lights": self._lights,
+            "override": self._override,
+        }
+
+    async def _write_point(self, device: str, point: str, value: object, actor: str) -> object:
+        for bus in self._buses:
+            if device in bus.device_names() and hasattr(bus, "write_point"):
+                return await bus.write_point(device, point, value, actor)
+        raise RequestError(f"no writable device {device!r}")
+
+    def _alarms(self, _request: Mapping[str, Any]) -> object:
+        assert self.alarms is not None
+        assert self.safety is not None
+        status = alarms_status(self.alarms, self.safety)
+        status["outbox"] = (
+            {s: dict(st) for s, st in self.outbox.stats().items()} if self.outbox else {}
+        )
+        return status
+
+    def _reset(self, request: Mapping[str, Any]) -> object:
+        assert self.safety is not None
+        try:
+            events = self.safety.reset(str(request.get("alarm")), str(request.get("actor")))
+        except AlarmError as exc:
+            raise RequestError(str(exc)) from exc
+        return [event.to_json() for event in events]
+
+    def _lights(self, _request: Mapping[str, Any]) -> object:
+        if self.lighting is None:
+            raise RequestError("this pole has no lighting section in its config")
+        return self.lighting.status()
+
+    def _override(self, request: Mapping[str, Any]) -> object:
+        if self.lighting is None:
+            raise RequestError("this pole has no lighting section in its config")
+        lamp, actor = str(request.get("lamp")), str(request.get("actor"))
+        if request.get("clear"):
+            return self.lighting.clear_override(lamp, actor)
+        try:
+            override = self.lighting.set_override(
+                lamp, int(request["level"]), float(request["duration_s"]), actor
+            )
+        except KeyError as exc:
+            raise RequestError(f"no lamp {lamp!r} (or missing level/duration_s)") from exc
+        except (TypeError, ValueError) as exc:
+            raise RequestError(str(exc)) from exc
+        return vars(override)
