@@ -559,3 +559,21 @@ def test_any_reading_sequence_keeps_alarms_consistent(
             records = outbox.pending("alarms", limit=10_000)
             assert [r.payload["type"] for r in records] == [e.type.value for e in events]
             assert [r.seq for r in records] == [e.outbox_seq for e in events]
+
+
+def test_malformed_store_entries_are_skipped_not_half_restored(tmp_path: Path) -> None:
+    import json as _json
+
+    store = tmp_path / "alarms.json"
+    good = AlarmManager([LEAKAGE], store, None, clock=lambda: 103.0)
+    good.observe("cabinet.leakage", "leakage", 50.0, "good", 100.0)
+    good.observe("cabinet.leakage", "leakage", 50.0, "good", 103.0)  # past the debounce
+    saved = _json.loads(store.read_text())
+    broken = dict(saved["active"][0])
+    del broken["severity"]
+    saved["active"].append({**broken, "source": "other.leakage"})
+    saved["history"].append([1, 2])
+    store.write_text(_json.dumps(saved))
+    again = AlarmManager([LEAKAGE], store, None, clock=lambda: 200.0)
+    assert [alarm.source for alarm in again.active()] == ["cabinet.leakage"]
+    assert len(again.history(50)) == len(good.history(50))

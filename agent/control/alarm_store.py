@@ -41,6 +41,8 @@ class SavedAlarms:
     def events(self) -> Iterator[AlarmEvent]:
         """The history entries that still parse, oldest first; the others are dropped."""
         for item in self.history:
+            if not isinstance(item, dict):
+                continue
             try:
                 event = AlarmEvent.from_json(item)
             except (KeyError, TypeError, ValueError):

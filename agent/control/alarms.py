@@ -385,8 +385,9 @@ class AlarmManager:
     def _restore(self, item: dict[str, object]) -> None:
         source, kind = str(item["source"]), str(item["kind"])
         definition = self._definitions.get(kind) or self._lost.get(kind)
-        track = self._tracks[(source, kind)] = Track(source, kind, definition)
-        track.restore(item)
+        track = Track(source, kind, definition)
+        track.restore(item)  # raises on a malformed entry: then nothing is restored
+        self._tracks[(source, kind)] = track
         if definition is None:
             log.warning("alarm_definition_gone", alarm=track.alarm_id)
 
