@@ -63,6 +63,7 @@ class Daemon:
             self.table,
             self.buses,
             state_dir=state_dir,
+            audit=self.audit,
             clock_trusted=clock_trusted or clock_is_synchronised,
         )
         self.started_at = time.time()

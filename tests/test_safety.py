@@ -196,3 +196,26 @@ def test_a_killed_agent_leaves_the_lamp_to_its_fallback_when_the_lease_lapses(
     port = sim.extra["rs485-1"]
     assert asyncio.run(_read_dim(port)) == 20  # the lease still holds for a while
     wait_until(lambda: asyncio.run(_read_dim(port)) == 100, 30, "the fallback level")
+
+
+def test_an_alarm_active_across_a_restart_keeps_its_circuit_open(
+    tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
+) -> None:
+    config = _pole(tmp_path)
+    control = tmp_path / "sim.sock"
+    sim = simulator(config, "--control", str(control))
+    first = daemon(config, *bus_ports(sim), "--clock", "trusted")
+    _simctl(control, "cabinet", "--set", "leakage=45")
+    wait_until(lambda: api(first, "alarms")["held_off"], 10, "the leakage alarm")
+    wait_until(lambda: _point(first, "relays", "relay1")["value"] is False, 10, "relay1 cut")
+    assert first.stop()[0] == 0
+    # While the agent was down, somebody switched the circuit back on at the module.
+    _simctl(control, "relays", "--set", "relay1=true")
+    second = daemon(config, *bus_ports(sim), "--clock", "trusted")
+    wait_until(lambda: _point(second, "relays", "relay1")["value"] is False, 10, "cut again")
+    assert api(second, "alarms")["held_off"] == {"relays.relay1": [LEAKAGE_ID]}
+    lights = {lamp["lamp"]: lamp for lamp in api(second, "lights")}
+    assert lights["lamp1"]["source"] == "forced_off"
+    raised = [e for e in api(second, "alarms")["history"] if e["type"] == "raised"]
+    assert len(raised) == 1, "a restart must not raise the alarm a second time"
+    assert second.stop()[0] == 0

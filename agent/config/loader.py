@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from smartpole.agent.config.pole import BUS_PROTOCOL, PoleConfig
 from smartpole.agent.config.yamlsource import YamlDocument, load_yaml
+from smartpole.agent.control.power import power_rule_problems
 from smartpole.agent.control.rules import rule_problems
 from smartpole.agent.errors import ConfigError, Problem
 from smartpole.drivers.profile import PROFILE_MODELS, DeviceProfile, ModbusProfile, parse_profile
@@ -63,9 +64,13 @@ def load_config(path: Path) -> LoadedConfig:
         checks = pole.lighting.cross_check(lamps, site=pole.site, devices=list(pole.devices))
         problems += [doc.problem(loc, msg) for loc, msg in checks]
     if pole is not None and not problems:
+        points_of = _points_of(pole, profiles)
         problems += [
             doc.problem(loc, msg)
-            for loc, msg in rule_problems(pole.alarms, _points_of(pole, profiles))
+            for loc, msg in [
+                *rule_problems(pole.alarms, points_of),
+                *power_rule_problems(pole.power, points_of),
+            ]
         ]
     if problems or pole is None:
         raise ConfigError(problems)

@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from smartpole.agent.control.power import PowerRule
 from smartpole.agent.control.program import LightingConfig, SiteConfig
 from smartpole.agent.control.rules import AlarmRule
 
@@ -152,6 +153,9 @@ class PoleConfig(_Strict):
     devices: dict[Name, DeviceConfig] = Field(min_length=1)
     alarms: dict[str, AlarmRule] = Field(
         default_factory=dict, description="alarm kind -> thresholds, sources and actions"
+    )
+    power: dict[Name, PowerRule] = Field(
+        default_factory=dict, description="device -> the relay channel feeding it (power cycling)"
     )
     site: SiteConfig | None = None
     lighting: LightingConfig | None = None

@@ -7,12 +7,14 @@ point table (readings in), the bus tasks (commands out) and the API (operators).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from smartpole.agent.api import RequestError
+from smartpole.agent.audit import AuditLog
 from smartpole.agent.buses.base import BusTask
 from smartpole.agent.buses.modbus import ModbusBusTask
 from smartpole.agent.config.loader import LoadedConfig
@@ -20,12 +22,15 @@ from smartpole.agent.control.actuator import ModbusLampActuator
 from smartpole.agent.control.alarms import AlarmError, AlarmManager
 from smartpole.agent.control.lighting import LightingController, clock_is_synchronised
 from smartpole.agent.control.photocell import PhotocellReader
+from smartpole.agent.control.power import PowerManager, held_off_points
 from smartpole.agent.control.program import LightingPlan
 from smartpole.agent.control.safety import SafetySupervisor, alarms_status
+from smartpole.agent.health import DeviceState
 from smartpole.agent.outbox import Outbox
 from smartpole.agent.points import PointTable
 
 ALARMS_FILE = "alarms.json"
+POWER_FILE = "power.json"
 
 
 class PoleControl:
@@ -36,17 +41,20 @@ class PoleControl:
         buses: list[BusTask],
         *,
         state_dir: Path,
+        audit: AuditLog,
         clock_trusted: Callable[[], bool] = clock_is_synchronised,
     ) -> None:
         self._config = config
         self._table = table
         self._buses = buses
         self._state_dir = state_dir
+        self._audit = audit
         self.lighting = self._lighting(clock_trusted)
         self._stack = contextlib.ExitStack()
         self.outbox: Outbox | None = None
         self.alarms: AlarmManager | None = None
         self.safety: SafetySupervisor | None = None
+        self.power: PowerManager | None = None
 
     def _lighting(self, clock_trusted: Callable[[], bool]) -> LightingController | None:
         pole = self._config.pole
@@ -88,6 +96,15 @@ class PoleControl:
         )
         self.safety = SafetySupervisor(rules, self.alarms, self._write_point, self.lighting)
         self._table.listen(self.safety.on_reading)
+        if self._config.pole.power:
+            self.power = PowerManager(
+                self._config.pole.power,
+                self._write_point,
+                self._device_state,
+                self._held_off,
+                self._audit,
+                store_path=self._state_dir / POWER_FILE,
+            )
         return self
 
     def __exit__(
@@ -104,6 +121,8 @@ class PoleControl:
             tasks["safety"] = self.safety.run
         if self.lighting is not None:
             tasks["lighting"] = self.lighting.run
+        if self.power is not None:
+            tasks["power"] = self.power.run
         return tasks
 
     def handlers(self) -> dict[str, Callable[[Mapping[str, Any]], object]]:
@@ -112,7 +131,35 @@ class PoleControl:
             "reset": self._reset,
             "lights": self._lights,
             "override": self._override,
+            "power": self._power,
+            "power_cycle": self._power_cycle,
         }
+
+    def _device_state(self, device: str) -> tuple[str, float]:
+        for bus in self._buses:
+            for health in bus.devices:
+                if health.name == device:
+                    return health.state.value, health.state_since
+        return DeviceState.UNKNOWN.value, time.time()
+
+    def _held_off(self) -> set[str]:
+        assert self.safety is not None
+        assert self.alarms is not None
+        return held_off_points(
+            self.safety.held_off(),
+            (alarm.kind for alarm in self.alarms.active()),
+            self._config.pole.alarms,
+        )
+
+    def _power(self, _request: Mapping[str, Any]) -> object:
+        if self.power is None:
+            raise RequestError("this pole has no power section in its config")
+        return self.power.status()
+
+    async def _power_cycle(self, request: Mapping[str, Any]) -> object:
+        if self.power is None:
+            raise RequestError("this pole has no power section in its config")
+        return await self.power.power_cycle(str(request.get("device")), str(request.get("actor")))
 
     async def _write_point(self, device: str, point: str, value: object, actor: str) -> object:
         for bus in self._buses:

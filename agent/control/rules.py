@@ -70,13 +70,13 @@ def rule_problems(
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for kind, rule in rules.items():
         for index, ref in enumerate(rule.sources):
-            device, _, point = ref.partition(".")
+            device, _, point = ref.rpartition(".")
             if point not in points_of.get(device, {}):
                 problems.append(
                     (("alarms", kind, "sources", index), f"no point {ref!r} on this pole")
                 )
         for index, ref in enumerate(rule.on_raise.cut):
-            device, _, point = ref.partition(".")
+            device, _, point = ref.rpartition(".")
             is_bool, writable = points_of.get(device, {}).get(point, (False, False))
             if not (is_bool and writable):
                 problems.append(

@@ -57,6 +57,16 @@ class SafetySupervisor:
         self._cut: dict[str, set[str]] = {}  # point "device.point" -> alarm ids holding it off
         self._tasks: set[asyncio.Task[Any]] = set()
         self.actions_failed = 0
+        # Alarms still active from before a restart keep holding what they held.
+        for alarm in manager.active():
+            held = rules.get(alarm.kind)
+            if held is None:
+                continue
+            for ref in held.on_raise.cut:
+                self._cut.setdefault(ref, set()).add(alarm.alarm_id)
+            if lamps is not None:
+                for lamp in held.on_raise.force_off:
+                    lamps.force_off(lamp, f"{alarm.kind} alarm {alarm.alarm_id} (still active)")
 
     # ----- readings in -----
 
@@ -95,8 +105,8 @@ class SafetySupervisor:
     def _apply(self, event: AlarmEvent, rule: AlarmRule) -> None:
         for ref in rule.on_raise.cut:
             self._cut.setdefault(ref, set()).add(event.alarm_id)
-            device, _, point = ref.partition(".")
-            self._spawn(self._switch(device, point, False, event))
+            device, _, point = ref.rpartition(".")
+            self._spawn(self._switch(device, point, False, event.alarm_id))
         if self._lamps is not None:
             for lamp in rule.on_raise.force_off:
                 self._lamps.force_off(lamp, f"{event.kind} alarm {event.alarm_id}")
@@ -107,8 +117,8 @@ class SafetySupervisor:
             holders.discard(event.alarm_id)
             if not holders:
                 self._cut.pop(ref, None)
-                device, _, point = ref.partition(".")
-                self._spawn(self._switch(device, point, True, event))
+                device, _, point = ref.rpartition(".")
+                self._spawn(self._switch(device, point, True, event.alarm_id))
         if self._lamps is not None:
             for lamp in rule.on_raise.force_off:
                 self._lamps.release(lamp)
@@ -116,18 +126,18 @@ class SafetySupervisor:
     def held_off(self) -> dict[str, list[str]]:
         return {ref: sorted(ids) for ref, ids in self._cut.items()}
 
-    async def _switch(self, device: str, point: str, on: bool, event: AlarmEvent) -> None:
+    async def _switch(self, device: str, point: str, on: bool, alarm_id: str) -> None:
         try:
             await self._write(device, point, on, ACTOR)
         except (DriverError, AgentError) as exc:
             self.actions_failed += 1
             log.error(
-                "safety_action_failed", alarm=event.alarm_id, target=f"{device}.{point}",
+                "safety_action_failed", alarm=alarm_id, target=f"{device}.{point}",
                 on=on, error=str(exc),
             )  # fmt: skip
             return
         log.warning(
-            "safety_action", alarm=event.alarm_id, target=f"{device}.{point}",
+            "safety_action", alarm=alarm_id, target=f"{device}.{point}",
             switched="on" if on else "off",
         )  # fmt: skip
 
@@ -137,7 +147,14 @@ class SafetySupervisor:
         task.add_done_callback(self._tasks.discard)
 
     async def run(self) -> None:
-        """Notice silent sensors once a second; the readings themselves arrive as callbacks."""
+        """Notice silent sensors once a second; the readings themselves arrive as callbacks.
+
+        First, switch off again what active alarms hold: the agent may have been down while
+        someone or something switched it back on.
+        """
+        for ref, holders in list(self._cut.items()):
+            device, _, point = ref.rpartition(".")
+            await self._switch(device, point, False, sorted(holders)[0])
         while True:
             self.tick()
             await asyncio.sleep(1.0)
