@@ -183,6 +183,10 @@ def _diag_params(args: argparse.Namespace) -> dict[str, object]:
             "level": _parse_value(args.point),
             "duration_s": _parse_value(args.value),
         }
+    if args.what == "power_cycle":
+        if not args.device:
+            raise UsageError("diag power_cycle needs the DEVICE")
+        return {"device": args.device}
     if args.what == "reset":
         if not args.device:
             raise UsageError("diag reset needs the ALARM id (see diag alarms)")
@@ -204,7 +208,9 @@ def cmd_diag(args: argparse.Namespace) -> int:
         if not args.device or not args.point or not args.point.isdigit():
             raise UsageError("diag ptz needs DEVICE and a PRESET number")
         params = {"device": args.device, "preset": int(args.point)}
-    result = call(_socket_path(args), args.what, timeout_s=30, **params)
+    # A power cycle waits for the device's off time (up to 10 min) before it answers.
+    timeout_s = 660.0 if args.what == "power_cycle" else 30.0
+    result = call(_socket_path(args), args.what, timeout_s=timeout_s, **params)
     if args.what == "ptz" and not args.json:
         print(f"{args.device}: at preset {args.point}, position {result}")
         return EXIT_OK
@@ -358,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
             "override",
             "alarms",
             "reset",
+            "power",
+            "power_cycle",
         ],
     )
     diag_parser.add_argument("device", nargs="?", help="read/write: the device")

@@ -24,7 +24,7 @@ from smartpole.agent.api import call
 LEAKAGE_ID = "cabinet.leakage/leakage"
 
 
-def _pole(tmp_path: Path, lease_s: int = 10) -> Path:
+def _pole(tmp_path: Path, lease_s: int = 10, power: dict[str, Any] | None = None) -> Path:
     config = tmp_path / "pole.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -70,6 +70,7 @@ def _pole(tmp_path: Path, lease_s: int = 10) -> Path:
                     },
                     "assignments": {"street": "city"},
                 },
+                "power": power or {},
                 "alarms": {
                     "leakage": {
                         "severity": "critical",
@@ -219,3 +220,26 @@ def test_an_alarm_active_across_a_restart_keeps_its_circuit_open(
     raised = [e for e in api(second, "alarms")["history"] if e["type"] == "raised"]
     assert len(raised) == 1, "a restart must not raise the alarm a second time"
     assert second.stop()[0] == 0
+
+
+def test_power_cycle_switches_the_channel_off_and_on_and_is_audited(
+    tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
+) -> None:
+    config = _pole(tmp_path, power={"cabinet": {"relay": "relays.relay2", "off_s": 1}})
+    sim = simulator(config)
+    run = daemon(config, *bus_ports(sim), "--clock", "trusted")
+    wait_until(lambda: "3/3 devices online" in api(run, "status")["summary"], 15, "online")
+    result = subprocess.run(
+        [*SMARTPOLE, "diag", "power_cycle", "cabinet", "--socket", run.extra["socket"], "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = call(Path(run.extra["socket"]), "audit", count=50)
+    steps = [
+        (r["action"], r["requested"], r["ok"])
+        for r in records
+        if r["target"].startswith("cabinet@")
+    ]
+    assert steps == [("power_off", False, True), ("power_on", True, True)]
+    assert _point(run, "relays", "relay2")["value"] is True
+    assert run.stop()[0] == 0
