@@ -207,13 +207,13 @@ def test_an_alarm_active_across_a_restart_keeps_its_circuit_open(
     sim = simulator(config, "--control", str(control))
     first = daemon(config, *bus_ports(sim), "--clock", "trusted")
     _simctl(control, "cabinet", "--set", "leakage=45")
-    wait_until(lambda: api(first, "alarms")["held_off"], 10, "the leakage alarm")
-    wait_until(lambda: _point(first, "relays", "relay1")["value"] is False, 10, "relay1 cut")
+    wait_until(lambda: api(first, "alarms")["held_off"], 20, "the leakage alarm")
+    wait_until(lambda: _point(first, "relays", "relay1")["value"] is False, 20, "relay1 cut")
     assert first.stop()[0] == 0
     # While the agent was down, somebody switched the circuit back on at the module.
     _simctl(control, "relays", "--set", "relay1=true")
     second = daemon(config, *bus_ports(sim), "--clock", "trusted")
-    wait_until(lambda: _point(second, "relays", "relay1")["value"] is False, 10, "cut again")
+    wait_until(lambda: _point(second, "relays", "relay1")["value"] is False, 20, "cut again")
     assert api(second, "alarms")["held_off"] == {"relays.relay1": [LEAKAGE_ID]}
     lights = {lamp["lamp"]: lamp for lamp in api(second, "lights")}
     assert lights["lamp1"]["source"] == "forced_off"
@@ -243,3 +243,25 @@ def test_power_cycle_switches_the_channel_off_and_on_and_is_audited(
     assert steps == [("power_off", False, True), ("power_on", True, True)]
     assert _point(run, "relays", "relay2")["value"] is True
     assert run.stop()[0] == 0
+
+
+def test_the_lamp_monitor_runs_in_the_daemon_and_keeps_accounts(
+    tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
+) -> None:
+    config = _pole(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["lighting"]["monitor"] = {"rated_power_w": 80, "persist_s": 1}
+    config.write_text(yaml.safe_dump(data))
+    sim = simulator(config)
+    run = daemon(config, *bus_ports(sim), "--clock", "trusted")
+    socket = Path(run.extra["socket"])
+    accounts = wait_until(
+        lambda: (
+            (a := call(socket, "lamp_accounts")).get("lamp1", {}).get("burning_hours", 0) > 0 and a
+        ),
+        20,
+        "burning hours to accumulate",
+    )
+    assert accounts["lamp1"]["energy_kwh"] >= 0
+    assert run.stop()[0] == 0
+    assert (Path(run.extra["socket"]).parent / "lamp_accounts.json").is_file()

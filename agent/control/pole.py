@@ -20,6 +20,8 @@ from smartpole.agent.buses.modbus import ModbusBusTask
 from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.control.actuator import ModbusLampActuator
 from smartpole.agent.control.alarms import AlarmError, AlarmManager
+from smartpole.agent.control.lamp_monitor import STORE_FILE as LAMP_ACCOUNTS_FILE
+from smartpole.agent.control.lamp_monitor import LampMonitor, alarm_definitions
 from smartpole.agent.control.lighting import LightingController, clock_is_synchronised
 from smartpole.agent.control.photocell import PhotocellReader
 from smartpole.agent.control.power import PowerManager, held_off_points
@@ -54,6 +56,7 @@ class PoleControl:
         self.outbox: Outbox | None = None
         self.alarms: AlarmManager | None = None
         self.safety: SafetySupervisor | None = None
+        self.lamp_monitor: LampMonitor | None = None
         self.power: PowerManager | None = None
 
     def _lighting(self, clock_trusted: Callable[[], bool]) -> LightingController | None:
@@ -89,13 +92,26 @@ class PoleControl:
     def __enter__(self) -> Self:
         self.outbox = self._stack.enter_context(Outbox(self._state_dir))
         rules = self._config.pole.alarms
-        self.alarms = AlarmManager(
-            [rule.definition(kind) for kind, rule in rules.items()],
-            self._state_dir / ALARMS_FILE,
-            self.outbox,
-        )
+        lighting_cfg = self._config.pole.lighting
+        monitor_cfg = lighting_cfg.monitor if lighting_cfg is not None else None
+        definitions = [rule.definition(kind) for kind, rule in rules.items()]
+        if self.lighting is not None and monitor_cfg is not None:
+            definitions += [d for d in alarm_definitions(monitor_cfg) if d.kind not in rules]
+        self.alarms = AlarmManager(definitions, self._state_dir / ALARMS_FILE, self.outbox)
         self.safety = SafetySupervisor(rules, self.alarms, self._write_point, self.lighting)
         self._table.listen(self.safety.on_reading)
+        if self.lighting is not None and monitor_cfg is not None:
+            lighting = self.lighting
+            self.lamp_monitor = LampMonitor(
+                lighting.lamps,
+                lambda lamp: lighting.state[lamp].level,
+                monitor_cfg,
+                self._state_dir / LAMP_ACCOUNTS_FILE,
+                time.time,
+                emit=self.alarms.observe,
+            )
+            self._stack.callback(self.lamp_monitor.close)
+            self._table.listen(self.lamp_monitor.on_reading)
         if self._config.pole.power:
             self.power = PowerManager(
                 self._config.pole.power,
@@ -131,6 +147,7 @@ class PoleControl:
             "reset": self._reset,
             "lights": self._lights,
             "override": self._override,
+            "lamp_accounts": self._lamp_accounts,
             "power": self._power,
             "power_cycle": self._power_cycle,
         }
@@ -183,6 +200,9 @@ class PoleControl:
         except AlarmError as exc:
             raise RequestError(str(exc)) from exc
         return [event.to_json() for event in events]
+
+    def _lamp_accounts(self, _request: Mapping[str, Any]) -> object:
+        return self.lamp_monitor.accounts() if self.lamp_monitor is not None else {}
 
     def _lights(self, _request: Mapping[str, Any]) -> object:
         if self.lighting is None:

@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from smartpole.agent.control import program_checks
+from smartpole.agent.control.lamp_monitor import LampMonitorSettings
 from smartpole.agent.control.program_checks import CHECKED_NIGHTS, Location
 from smartpole.agent.control.program_site import ANCHORS, EVENING, RANK, Anchor
 
@@ -287,6 +288,9 @@ class LightingConfig(_Strict):
     )
     refresh_s: float = Field(60.0, ge=1, description="how often a level is pushed again")
     photocell: Photocell | None = None
+    monitor: LampMonitorSettings | None = Field(
+        None, description="derived lamp faults and energy/burning-hour accounting (opt-in)"
+    )
     groups: dict[Name, list[Name]] = Field(default_factory=dict)
     programs: dict[Name, Program] = Field(default_factory=dict)
     assignments: dict[Name, Name] = Field(
