@@ -7,13 +7,12 @@ disk) is logged once and retried at the next flush; it never stops the daemon.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 
 import structlog
 
+from smartpole.agent.jsonfile import JsonFile
 from smartpole.agent.points import PointTable
 
 log = structlog.get_logger("smartpole.state")
@@ -25,8 +24,7 @@ FORMAT_VERSION = 1
 class PointStore:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / FILE_NAME
-        self._failing = False
-        self.write_failures = 0
+        self._file = JsonFile(self.path, "state")
 
     def restore(self, table: PointTable) -> int:
         """Load saved values into ``table`` as stale; return how many were restored."""
@@ -55,23 +53,8 @@ class PointStore:
             for sample in table.snapshot()
             if sample.value is not None and sample.timestamp is not None
         ]
-        data = {"version": FORMAT_VERSION, "points": points}
-        tmp = self.path.with_suffix(".tmp")
-        try:
-            with tmp.open("w", encoding="utf-8") as out:
-                json.dump(data, out, ensure_ascii=False)
-                out.flush()
-                os.fsync(out.fileno())
-            tmp.replace(self.path)
-        except OSError as exc:
-            self.write_failures += 1
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if not self._failing:
-                log.error("state_write_failed", file=str(self.path), error=str(exc))
-                self._failing = True
-            return False
-        if self._failing:
-            log.info("state_write_recovered", file=str(self.path))
-            self._failing = False
-        return True
+        return self._file.write({"version": FORMAT_VERSION, "points": points})
+
+    @property
+    def write_failures(self) -> int:
+        return self._file.write_failures

@@ -11,9 +11,7 @@ read or has an unknown format is logged and ignored: the manager starts empty.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import structlog
 
 from smartpole.agent.control.alarm_types import Alarm, AlarmEvent
+from smartpole.agent.jsonfile import JsonFile
 
 __all__ = ["FORMAT_VERSION", "AlarmStore", "SavedAlarms"]
 
@@ -55,8 +54,12 @@ class AlarmStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._file = JsonFile(path, "alarm_store")
         self._failing = False
-        self.write_failures = 0
+
+    @property
+    def write_failures(self) -> int:
+        return self._file.write_failures
 
     @property
     def failing(self) -> bool:
@@ -99,25 +102,8 @@ class AlarmStore:
             "watched": [list(key) for key in watched],
             "history": [event.to_json() for event in history],
         }
-        tmp = self.path.with_suffix(".tmp")
-        try:
-            with tmp.open("w", encoding="utf-8") as out:
-                json.dump(data, out, ensure_ascii=False)
-                out.flush()
-                os.fsync(out.fileno())
-            tmp.replace(self.path)
-        except OSError as exc:
-            self.write_failures += 1
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if not self._failing:
-                log.error("alarm_store_write_failed", file=str(self.path), error=str(exc))
-                self._failing = True
-            return False
-        if self._failing:
-            log.info("alarm_store_write_recovered", file=str(self.path))
-            self._failing = False
-        return True
+        self._failing = not self._file.write(data)
+        return not self._failing
 
 
 def _list(value: object) -> list[Any]:

@@ -46,10 +46,8 @@ alarm manager); a clock that steps backwards restarts timers instead of stretchi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +58,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from smartpole.agent.control.alarm_types import AlarmDefinition, Severity
+from smartpole.agent.jsonfile import JsonFile
 
 __all__ = [
     "CYCLING",
@@ -312,8 +311,7 @@ class LampMonitor:
             self._accounts[lamp] = _Account(since=now)
         self._dirty = bool(fresh)  # so ``since`` is kept from the first write on
         self._saved_at = now
-        self._failing = False
-        self.write_failures = 0
+        self._file = JsonFile(store_path, "lamp_accounts")
         for problem in settings.problems(self.lamps):
             log.warning("lamp_monitor_config", problem=problem)
 
@@ -499,26 +497,14 @@ class LampMonitor:
         lamps: dict[str, object] = dict(self._retired)
         lamps.update({lamp: account.to_json() for lamp, account in self._accounts.items()})
         data = {"version": FORMAT_VERSION, "lamps": lamps}
-        tmp = self.store_path.with_name(self.store_path.name + ".tmp")
-        try:
-            with tmp.open("w", encoding="utf-8") as out:
-                json.dump(data, out)
-                out.flush()
-                os.fsync(out.fileno())
-            tmp.replace(self.store_path)
-        except OSError as exc:
-            self.write_failures += 1
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if not self._failing:
-                log.error("lamp_accounts_write_failed", file=str(self.store_path), error=str(exc))
-                self._failing = True
+        if not self._file.write(data):
             return False
-        if self._failing:
-            log.info("lamp_accounts_write_recovered", file=str(self.store_path))
-            self._failing = False
         self._dirty = False
         return True
+
+    @property
+    def write_failures(self) -> int:
+        return self._file.write_failures
 
     def close(self) -> None:
         self.flush()

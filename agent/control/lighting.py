@@ -29,6 +29,7 @@ import structlog
 
 from smartpole.agent.control.program import Decision
 from smartpole.agent.errors import AgentError
+from smartpole.agent.jsonfile import JsonFile
 from smartpole.drivers.errors import DriverError
 
 log = structlog.get_logger("smartpole.lighting")
@@ -116,6 +117,7 @@ class LightingController:
         self._clock_trusted = clock_trusted
         self._photocell_dark = photocell_dark
         self._path = state_dir / OVERRIDES_FILE
+        self._file = JsonFile(self._path, "overrides")
         self._overrides: dict[str, Override] = self._load_overrides()
         self._forced_off: dict[str, str] = {}
         self.state: dict[str, LampState] = {lamp: LampState() for lamp in self.lamps}
@@ -257,13 +259,7 @@ class LightingController:
             return {}
 
     def _save_overrides(self) -> None:
-        data = {lamp: asdict(o) for lamp, o in self._overrides.items()}
-        tmp = self._path.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps(data), encoding="utf-8")
-            tmp.replace(self._path)
-        except OSError as exc:
-            log.error("overrides_write_failed", file=str(self._path), error=str(exc))
+        self._file.write({lamp: asdict(o) for lamp, o in self._overrides.items()})
 
     def status(self) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []

@@ -27,9 +27,7 @@ are persisted across reboots.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -42,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from smartpole.agent.audit import AuditLog, AuditRecord
 from smartpole.agent.control.rules import POINT_REF, AlarmRule
 from smartpole.agent.errors import AgentError
+from smartpole.agent.jsonfile import JsonFile
 from smartpole.drivers.errors import DriverError
 
 log = structlog.get_logger("smartpole.power")
@@ -179,7 +178,7 @@ class PowerManager:
         self._running: set[str] = set()
         self._restore_at: dict[str, tuple[float, float]] = {}  # device -> (when, next delay)
         self._held_logged: set[str] = set()
-        self.write_failures = 0
+        self._file = JsonFile(store_path, "power_store")
 
     # ----- commands -----
 
@@ -509,25 +508,17 @@ class PowerManager:
             out[device] = state
         return out
 
+    @property
+    def write_failures(self) -> int:
+        return self._file.write_failures
+
     def _save(self) -> None:
         """Replace the store file atomically: a crash leaves the old file or the new one."""
         data = {
             "version": STORE_VERSION,
             "devices": {device: asdict(state) for device, state in self._state.items()},
         }
-        tmp = self._path.with_name(self._path.name + ".tmp")
-        try:
-            with tmp.open("w", encoding="utf-8") as out:
-                json.dump(data, out, indent=1, sort_keys=True)
-                out.flush()
-                os.fsync(out.fileno())
-            tmp.replace(self._path)
-        except OSError as exc:
-            self.write_failures += 1
-            if self.write_failures == 1:
-                log.error("power_store_write_failed", file=str(self._path), error=str(exc))
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        self._file.write(data, indent=1)
 
 
 def held_off_points(

@@ -1,0 +1,49 @@
+"""A JSON state file replaced atomically, its write failures logged once and counted.
+
+Several parts of the agent keep small state on disk (last point values, active alarms,
+overrides, power-cycle attempts, lamp accounts). Each must survive a power cut mid-write
+(temporary file, fsync, rename: the old file or the new one, never half of each) and a
+full or read-only disk (count it, log it once when it starts and once when it clears,
+keep running).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("smartpole.state")
+
+
+class JsonFile:
+    def __init__(self, path: Path, name: str) -> None:
+        """``name`` prefixes the log events: ``<name>_write_failed`` / ``_write_recovered``."""
+        self.path = path
+        self._name = name
+        self._failing = False
+        self.write_failures = 0
+
+    def write(self, data: object, *, indent: int | None = None) -> bool:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            with tmp.open("w", encoding="utf-8") as out:
+                json.dump(data, out, ensure_ascii=False, indent=indent)
+                out.flush()
+                os.fsync(out.fileno())
+            tmp.replace(self.path)
+        except OSError as exc:
+            self.write_failures += 1
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if not self._failing:
+                log.error(f"{self._name}_write_failed", file=str(self.path), error=str(exc))
+                self._failing = True
+            return False
+        if self._failing:
+            log.info(f"{self._name}_write_recovered", file=str(self.path))
+            self._failing = False
+        return True
