@@ -114,6 +114,11 @@ class PointTable:
         entry.read_at = timestamp
         entry.read_mono = self._monotonic() - max(0.0, self._wall() - timestamp)
 
+    def sample(self, device: str, point: str) -> PointSample | None:
+        """One point's current sample, without building the whole table's snapshot."""
+        entry = self._entries.get((device, point))
+        return None if entry is None else self._sample(entry, self._monotonic())
+
     def snapshot(self) -> list[PointSample]:
         now = self._monotonic()
         return [self._sample(entry, now) for entry in self._entries.values()]

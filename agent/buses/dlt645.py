@@ -17,7 +17,7 @@ from smartpole.agent.points import PointTable, Quality
 from smartpole.drivers.dlt645.client import Dlt645Client
 from smartpole.drivers.dlt645.profile import Dlt645Profile
 from smartpole.drivers.errors import DeviceTimeoutError, DriverError
-from smartpole.drivers.sim.wire import frame_gap_s
+from smartpole.drivers.line import frame_gap_s
 
 
 @dataclass(kw_only=True)

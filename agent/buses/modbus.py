@@ -31,6 +31,7 @@ from smartpole.drivers.errors import (
     DriverError,
     TransportError,
 )
+from smartpole.drivers.line import frame_gap_s
 from smartpole.drivers.modbus import codec
 from smartpole.drivers.modbus.client import (
     ILLEGAL_DATA_ADDRESS,
@@ -41,7 +42,6 @@ from smartpole.drivers.modbus.client import (
 )
 from smartpole.drivers.modbus.plan import Barrier, ReadBlock, plan_reads, split_block
 from smartpole.drivers.profile import DataType, ModbusProfile, PointSpec
-from smartpole.drivers.sim.wire import frame_gap_s
 
 log = structlog.get_logger("smartpole.bus")
 

@@ -113,7 +113,6 @@ Bus = Annotated[
     ModbusRtuBus | ModbusTcpBus | ModbusRtuOverTcpBus | Dlt645Bus | PelcoDBus,
     Field(discriminator="type"),
 ]
-MODBUS_BUS_TYPES = ("modbus-rtu", "modbus-tcp", "modbus-rtu-over-tcp")
 BUS_PROTOCOL = {
     "modbus-rtu": "modbus",
     "modbus-tcp": "modbus",

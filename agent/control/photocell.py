@@ -18,14 +18,7 @@ class PhotocellReader:
 
     def dark(self) -> bool | None:
         """True/False from the sensor, or None when it has no good reading to give."""
-        sample = next(
-            (
-                s
-                for s in self._table.snapshot()
-                if s.device == self._config.device and s.point == self._config.point
-            ),
-            None,
-        )
+        sample = self._table.sample(self._config.device, self._config.point)
         if sample is None or sample.quality is not Quality.GOOD:
             return None
         if not isinstance(sample.value, int | float) or isinstance(sample.value, bool):

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from smartpole.agent.control.alarms import AlarmDefinition
 
-PointRef = str  # "device.point"
 POINT_REF = r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.[a-z][a-z0-9_]*$"
 
 

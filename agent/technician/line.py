@@ -25,7 +25,7 @@ import serial
 
 from smartpole.agent.errors import AgentError
 from smartpole.agent.technician.frames import Frame, split_frames
-from smartpole.drivers.sim.wire import frame_gap_s, wire_time_s
+from smartpole.drivers.line import frame_gap_s, wire_time_s
 
 # Silence that ends an answer once it has started: 3.5 characters, but never shorter than
 # what USB adapters' latency timers hold bytes back for.

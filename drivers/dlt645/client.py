@@ -32,13 +32,13 @@ from smartpole.drivers.dlt645.frame import (
 )
 from smartpole.drivers.dlt645.profile import Dlt645PointSpec
 from smartpole.drivers.errors import DeviceTimeoutError, ProtocolError, TransportError
+from smartpole.drivers.line import frame_gap_s
 from smartpole.drivers.serial_port import AsyncSerialPort
 
 log = structlog.get_logger(__name__)
 
 # Silence after a partial frame that settles it: 3.5 characters of 11 bits (start, 8 data,
 # parity, stop), never shorter than what USB adapters' latency timers can hold bytes back.
-_BITS_PER_CHAR: Final = 11
 _MIN_LINE_GAP_S: Final = 0.05
 _PARITIES: Final = ("N", "E", "O")  # what meters are set to; mark and space are not
 
@@ -75,7 +75,7 @@ class Dlt645Client:
             raise ValueError(f"bad settings: baudrate={baudrate} timeout_s={timeout_s}")
         self.port = port
         self.timeout_s = timeout_s
-        self._line_gap_s = max(3.5 * _BITS_PER_CHAR / baudrate, _MIN_LINE_GAP_S)
+        self._line_gap_s = max(frame_gap_s(baudrate), _MIN_LINE_GAP_S)
         self._reader = FrameReader()
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()
         self._wake = asyncio.Event()

@@ -36,7 +36,7 @@ from smartpole.drivers.dlt645.frame import (
 )
 from smartpole.drivers.dlt645.profile import Dlt645PointSpec, Dlt645Profile
 from smartpole.drivers.sim.pty import PtyEndpoint
-from smartpole.drivers.sim.wire import BITS_PER_CHAR, SLOW_EXTRA_S, FaultMode, reply_delay_s
+from smartpole.drivers.sim.wire import SLOW_EXTRA_S, FaultMode, frame_gap_s, reply_delay_s
 
 log = structlog.get_logger(__name__)
 
@@ -125,7 +125,7 @@ class Dlt645PtyServer:
         self._faults = {normalize_address(a): FaultMode(f) for a, f in (faults or {}).items()}
         self._rng = random.Random(seed)  # noqa: S311 - line noise, not cryptography
         self._reply_preamble = reply_preamble
-        self._line_gap_s = max(3.5 * BITS_PER_CHAR / baudrate, _MIN_LINE_GAP_S)
+        self._line_gap_s = max(frame_gap_s(baudrate), _MIN_LINE_GAP_S)
         self._stats = SimStats()
         self._endpoint: PtyEndpoint | None = None
         self._tasks: list[asyncio.Task[None]] = []

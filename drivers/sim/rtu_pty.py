@@ -40,9 +40,9 @@ from smartpole.drivers.modbus.rtu_slave import (
     handle_request,
 )
 from smartpole.drivers.sim.wire import (
-    BITS_PER_CHAR,
     SLOW_EXTRA_S,
     FaultMode,
+    frame_gap_s,
     reply_delay_s,
 )
 
@@ -105,7 +105,7 @@ class RtuPtyServer:
         self._baudrate = baudrate
         self._turnaround_s = turnaround_s
         self._faults: dict[int, FaultMode] = dict(faults or {})
-        self._frame_gap_s = max(3.5 * BITS_PER_CHAR / baudrate, _MIN_FRAME_GAP_S)
+        self._frame_gap_s = max(frame_gap_s(baudrate), _MIN_FRAME_GAP_S)
         self._stats = SimStats()
         self._rx = bytearray()
         self._tx = bytearray()
