@@ -16,7 +16,7 @@ TYPECHECK_VIEW := $(VENV)/typecheck
 DURATION ?= 20
 PYTEST_ARGS ?=
 
-.PHONY: help setup system demo test lint typecheck unit soak bench lock clean
+.PHONY: help setup system demo test lint typecheck unit firmware soak bench lock clean
 
 help:
 	@echo "make demo   - run a simulated smart pole for $(DURATION) s (DURATION=0: until Ctrl-C)"
@@ -51,7 +51,11 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)
 
-test: lint typecheck unit
+# The MCU's C library (firmware-bridge/c): unit and vector tests, sanitizers, a bounded fuzz run.
+firmware: system
+	$(MAKE) -C firmware-bridge/c test sanitize fuzz
+
+test: lint typecheck firmware unit
 
 soak: setup
 	$(BIN)/pytest -m soak $(PYTEST_ARGS)

@@ -366,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
             "reset",
             "power",
             "power_cycle",
+            "mcu",
         ],
     )
     diag_parser.add_argument("device", nargs="?", help="read/write: the device")

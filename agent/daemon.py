@@ -22,6 +22,7 @@ import structlog
 from smartpole.agent.api import SOCKET_NAME, ApiServer, Handler, RequestError
 from smartpole.agent.audit import AuditLog
 from smartpole.agent.buses.factory import create_bus_tasks
+from smartpole.agent.buses.mcu import McuBusTask
 from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.control.lighting import clock_is_synchronised
 from smartpole.agent.control.pole import PoleControl
@@ -79,6 +80,7 @@ class Daemon:
             "write": self._write,
             "audit": self._audit_tail,
             "ptz": self._ptz,
+            "mcu": self._mcu,
         }
         with self.control:
             handlers.update(self.control.handlers())
@@ -211,6 +213,12 @@ class Daemon:
             raise RequestError("ptz needs an integer preset")
         actor = str(request.get("actor", "local:unknown"))
         return await bus.go_to_preset(str(request["device"]), preset, actor)
+
+    def _mcu(self, _request: Mapping[str, Any]) -> object:
+        mcus = [bus.diagnostics() for bus in self.buses if isinstance(bus, McuBusTask)]
+        if not mcus:
+            raise RequestError("this pole has no pole-mcu bus in its config")
+        return mcus
 
     def _audit_tail(self, request: Mapping[str, Any]) -> object:
         return self.audit.tail(int(request.get("count", 20)))

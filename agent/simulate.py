@@ -24,10 +24,20 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from smartpole.agent.config.loader import LoadedConfig
-from smartpole.agent.config.pole import Dlt645Bus, ModbusRtuBus, ModbusRtuOverTcpBus, ModbusTcpBus
+from smartpole.agent.config.pole import (
+    Dlt645Bus,
+    ModbusRtuBus,
+    ModbusRtuOverTcpBus,
+    ModbusTcpBus,
+    PoleMcuBus,
+)
 from smartpole.agent.errors import UsageError
+from smartpole.agent.simulate_mcu import McuSim
 from smartpole.drivers.dlt645.profile import Dlt645Profile
 from smartpole.drivers.dlt645.sim import Dlt645PtyServer, SimulatedMeter
+from smartpole.drivers.mcu.codes import Photocell
+from smartpole.drivers.mcu.emulator import McuEmulator
+from smartpole.drivers.mcu.twin_state import Inputs
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
 from smartpole.drivers.pelco_d.sim import PelcoDPtyServer, SimulatedCamera
 from smartpole.drivers.sim.devices import SimulatedDevice
@@ -64,6 +74,12 @@ class SimulatorSet:
             raise UsageError(f"no simulated device {device!r}")
         served.server.set_fault(served.ident, mode)
 
+    def mcu_control(self, device: str, request: Mapping[str, Any]) -> dict[str, object]:
+        served = self.devices.get(device)
+        if served is None or not isinstance(served.model, McuSim):
+            raise UsageError(f"no simulated MCU {device!r}")
+        return served.model.control(request)
+
     def step(self) -> None:
         for served in self.devices.values():
             if served.walk:
@@ -72,6 +88,9 @@ class SimulatorSet:
     def set_value(self, device: str, point: str, value: float | bool | str) -> None:
         """Script a scenario: the device reports ``value`` (and stops drifting it)."""
         served = self.devices.get(device)
+        if served is not None and isinstance(served.model, McuSim):
+            served.model.set_value(point, value)
+            return
         if served is None or served.model is None:
             raise UsageError(f"no simulated device {device!r} with values")
         if point not in served.model.profile.points:
@@ -184,6 +203,16 @@ async def _serve_bus(
         for name, (unit, model) in models.items():
             sims.devices[name] = _Served(server, unit, model, walk=values == "walk")
         return str(where)
+    if isinstance(bus, PoleMcuBus):
+        # A cabinet on a mild day: 25 °C, 24 V supply, daylight on the photocell.
+        cabinet = Inputs(photocell=Photocell.LIGHT, temp_cdeg=2500, supply_mv=24000)
+        emulator = await stack.enter_async_context(
+            McuEmulator(baudrate=bus.baudrate, seed=seed, inputs=cabinet)
+        )
+        adapter = McuSim(emulator)
+        for name in on_bus:
+            sims.devices[name] = _Served(adapter, name, adapter)
+        return emulator.path
     if isinstance(bus, Dlt645Bus):
         meters = {}
         for offset, (name, device) in enumerate(on_bus.items()):
@@ -238,7 +267,8 @@ class _ControlServer:
     """JSON lines on a Unix socket for rigs.
 
     ``{"device": "weather", "fault": "no_answer"}`` injects a fault;
-    ``{"device": "weather", "set": {"temperature": 85.0}}`` scripts a reading.
+    ``{"device": "weather", "set": {"temperature": 85.0}}`` scripts a reading;
+    ``{"device": "mcu", "mcu": {"state": true}}`` reaches the MCU emulator (``McuSim``).
     """
 
     def __init__(self, path: Path, sims: SimulatorSet) -> None:
@@ -276,7 +306,10 @@ class _ControlServer:
                 self._sims.set_fault(device, FaultMode(request["fault"]))
             for point, value in dict(request.get("set", {})).items():
                 self._sims.set_value(device, str(point), value)
+            answer: dict[str, object] = {"ok": True}
+            if "mcu" in request:
+                answer["mcu"] = self._sims.mcu_control(device, dict(request["mcu"]))
         except (ValueError, KeyError, TypeError, UsageError) as exc:
             return {"ok": False, "error": str(exc)}
         log.info("sim_control", **{k: v for k, v in request.items() if k != "event"})
-        return {"ok": True}
+        return answer

@@ -6,8 +6,8 @@ agent's config loader turns YAML files into these models and reports errors with
 
 This module joins the protocols' schemas into one union and parses raw data into it. Each
 protocol's models live with its driver (``modbus.points`` and ``modbus.profile``,
-``dlt645.profile``, ``pelco_d.profile``); the Modbus names are re-exported here, where the
-rest of the code base has always imported them from.
+``dlt645.profile``, ``pelco_d.profile``, ``mcu.profile``); the Modbus names are re-exported
+here, where the rest of the code base has always imported them from.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import Field, TypeAdapter
 
 from smartpole.drivers.dlt645.profile import Dlt645Profile
+from smartpole.drivers.mcu.profile import McuProfile
 from smartpole.drivers.modbus.points import (
     MAX_STRING_REGISTERS,
     Address,
@@ -57,6 +58,7 @@ __all__ = [
     "Dlt645Profile",
     "LeaseSpec",
     "Location",
+    "McuProfile",
     "ModbusAddressing",
     "ModbusLimits",
     "ModbusProfile",
@@ -80,11 +82,12 @@ __all__ = [
 ]
 
 # Any device profile; the ``protocol`` key picks the schema (Modbus when it is absent).
-DeviceProfile = ModbusProfile | Dlt645Profile | PelcoDProfile
+DeviceProfile = ModbusProfile | Dlt645Profile | PelcoDProfile | McuProfile
 PROFILE_MODELS: dict[str, type[DeviceProfile]] = {
     "modbus": ModbusProfile,
     "dlt645": Dlt645Profile,
     "pelco-d": PelcoDProfile,
+    "pole-mcu": McuProfile,
 }
 _PROFILE_ADAPTER: TypeAdapter[DeviceProfile] = TypeAdapter(
     Annotated[DeviceProfile, Field(discriminator="protocol")]

@@ -14,9 +14,16 @@ REQUIRED=(
     "gcc:gcc"                  # C extensions built from source
     "make:make"
     "mosquitto:mosquitto"      # MQTT broker the tests and the demo start themselves
+    "clang:clang"              # firmware-bridge/c: `make fuzz` builds its libFuzzer target
+    # An entry whose first part holds a '/' is a file (a glob), not a command.
+    "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a:libclang-rt-14-dev"  # libFuzzer
 )
 
 have() {
+    if [[ "$1" == */* ]]; then
+        compgen -G "$1" >/dev/null
+        return
+    fi
     command -v "$1" >/dev/null 2>&1 && return 0
     # Daemons such as mosquitto live in sbin, which a normal user's PATH may lack.
     local dir

@@ -98,7 +98,7 @@ def test_demo_runs_a_simulated_pole_and_exits_cleanly() -> None:
     assert "DEVICE         POINT" in out
     assert "weather        temperature" in out
     last_frame = out.rsplit("smartpole demo - ", 1)[1]
-    assert "pole demo-pole-001: 8/8 devices online on 5 bus(es)" in last_frame
+    assert "pole demo-pole-001: 9/9 devices online on 6 bus(es)" in last_frame
     table = last_frame.split("quality: good")[0]
     assert "  bad  " not in table, "no point of a simulated device may read bad"
     assert "demo finished: the daemon stopped cleanly (exit 0)." in out

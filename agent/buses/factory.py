@@ -5,6 +5,7 @@ from __future__ import annotations
 from smartpole.agent.audit import AuditLog
 from smartpole.agent.buses.base import BusTask
 from smartpole.agent.buses.dlt645 import Dlt645BusTask
+from smartpole.agent.buses.mcu import McuBusTask
 from smartpole.agent.buses.modbus import ModbusBusTask
 from smartpole.agent.buses.pelco import PelcoDBusTask
 from smartpole.agent.config.loader import LoadedConfig
@@ -13,6 +14,7 @@ from smartpole.agent.config.pole import (
     ModbusRtuBus,
     ModbusRtuOverTcpBus,
     ModbusTcpBus,
+    PoleMcuBus,
 )
 from smartpole.agent.points import PointTable
 
@@ -24,6 +26,8 @@ def create_bus_tasks(config: LoadedConfig, table: PointTable, audit: AuditLog) -
             tasks.append(ModbusBusTask(name, bus, config, table, audit))
         elif isinstance(bus, Dlt645Bus):
             tasks.append(Dlt645BusTask(name, bus, config, table))
+        elif isinstance(bus, PoleMcuBus):
+            tasks.append(McuBusTask(name, bus, config, table, audit))
         else:
             tasks.append(PelcoDBusTask(name, bus, config, table, audit))
     return tasks

@@ -17,7 +17,8 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from smartpole.agent.config.pole import BUS_PROTOCOL, PoleConfig
+from smartpole.agent.buses.mcu_points import point_kinds
+from smartpole.agent.config.pole import BUS_PROTOCOL, PoleConfig, PoleMcuBus
 from smartpole.agent.config.yamlsource import YamlDocument, load_yaml
 from smartpole.agent.control.power import power_rule_problems
 from smartpole.agent.control.rules import rule_problems
@@ -83,6 +84,10 @@ def _points_of(
     """Every device's points as ``(is_bool, writable)``, for checks that name points."""
     out: dict[str, dict[str, tuple[bool, bool]]] = {}
     for name, device in pole.devices.items():
+        bus = pole.buses.get(device.bus)
+        if isinstance(bus, PoleMcuBus):
+            out[name] = point_kinds(bus)
+            continue
         profile = profiles.get(device.profile)
         points = getattr(profile, "points", {}) if profile is not None else {}
         out[name] = {
@@ -235,6 +240,8 @@ def _device_problems(
                 f"but bus {bus!r} is {bus_type}",
             )
         )
+    if protocol == "pole-mcu":
+        return problems + _mcu_device_problems(doc, key, settings, bus, taken)
     needed = "unit_id" if protocol == "modbus" else "address"
     other_key = "address" if needed == "unit_id" else "unit_id"
     if settings.get(other_key) is not None:
@@ -263,6 +270,27 @@ def _device_problems(
                 ("devices", key, needed),
                 f"a {bus_type} {label} is {limits[0]} to {limits[1]} (got {ident})",
             )
+        )
+    return problems
+
+
+def _mcu_device_problems(
+    doc: YamlDocument,
+    key: str | int,
+    settings: dict[str, Any],
+    bus: object,
+    taken: dict[tuple[object, str, str], str],
+) -> list[Problem]:
+    """An MCU bus carries exactly one MCU, which has no address."""
+    problems = [
+        doc.problem(("devices", key, name), f"{name} does not apply to a pole-mcu bus")
+        for name in ("unit_id", "address")
+        if settings.get(name) is not None
+    ]
+    other = taken.setdefault((bus, "mcu", ""), str(key))
+    if other != str(key):
+        problems.append(
+            doc.problem(("devices", key, "bus"), f"bus {bus!r} already carries the MCU {other!r}")
         )
     return problems
 

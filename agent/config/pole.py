@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from smartpole.agent.config.mcu_bus import McuSettings
 from smartpole.agent.control.power import PowerRule
 from smartpole.agent.control.program import LightingConfig, SiteConfig
 from smartpole.agent.control.rules import AlarmRule
@@ -79,6 +80,19 @@ class PelcoDBus(_SerialBus):
         return f"Pelco-D {self.settings()}"
 
 
+class PoleMcuBus(_SerialBus, McuSettings):
+    """The UART to the cabinet MCU (firmware-bridge/PROTOCOL.md); one MCU per bus."""
+
+    type: Literal["pole-mcu"]
+    baudrate: Baudrate = 115200
+    timeout_s: float = Field(
+        1.0, gt=0, le=10, description="deadline of one request, its resends included"
+    )
+
+    def describe(self) -> str:
+        return f"pole MCU bridge {self.settings()}"
+
+
 class _TcpBus(_Strict):
     host: str = Field(min_length=1)
     port: int = Field(502, ge=1, le=65535)
@@ -110,7 +124,7 @@ class ModbusRtuOverTcpBus(_TcpBus):
 
 
 Bus = Annotated[
-    ModbusRtuBus | ModbusTcpBus | ModbusRtuOverTcpBus | Dlt645Bus | PelcoDBus,
+    ModbusRtuBus | ModbusTcpBus | ModbusRtuOverTcpBus | Dlt645Bus | PelcoDBus | PoleMcuBus,
     Field(discriminator="type"),
 ]
 BUS_PROTOCOL = {
@@ -119,6 +133,7 @@ BUS_PROTOCOL = {
     "modbus-rtu-over-tcp": "modbus",
     "dlt645": "dlt645",
     "pelco-d": "pelco-d",
+    "pole-mcu": "pole-mcu",
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any, Self
 from smartpole.agent.api import RequestError
 from smartpole.agent.audit import AuditLog
 from smartpole.agent.buses.base import BusTask
+from smartpole.agent.buses.mcu import McuBusTask
 from smartpole.agent.buses.modbus import ModbusBusTask
 from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.control.actuator import ModbusLampActuator
@@ -28,8 +29,10 @@ from smartpole.agent.control.power import PowerManager, held_off_points
 from smartpole.agent.control.program import LightingPlan
 from smartpole.agent.control.safety import SafetySupervisor, alarms_status
 from smartpole.agent.health import DeviceState
-from smartpole.agent.outbox import Outbox
+from smartpole.agent.outbox import Outbox, OutboxError, Priority
 from smartpole.agent.points import PointTable
+from smartpole.drivers.mcu.codes import EventKind
+from smartpole.drivers.mcu.results import McuEvent
 
 ALARMS_FILE = "alarms.json"
 POWER_FILE = "power.json"
@@ -100,6 +103,9 @@ class PoleControl:
         self.alarms = AlarmManager(definitions, self._state_dir / ALARMS_FILE, self.outbox)
         self.safety = SafetySupervisor(rules, self.alarms, self._write_point, self.lighting)
         self._table.listen(self.safety.on_reading)
+        for bus in self._buses:
+            if isinstance(bus, McuBusTask):
+                bus.event_listeners.append(self._record_mcu_event)
         if self.lighting is not None and monitor_cfg is not None:
             lighting = self.lighting
             self.lamp_monitor = LampMonitor(
@@ -151,6 +157,24 @@ class PoleControl:
             "power": self._power,
             "power_cycle": self._power_cycle,
         }
+
+    def _record_mcu_event(self, event: McuEvent) -> None:
+        """MCU events go up as they are, with the MCU's own timestamps: a door opened while
+        the agent was down still reaches the platform, stamped when it happened."""
+        assert self.outbox is not None
+        kind = event.kind.name.lower() if isinstance(event.kind, EventKind) else event.kind
+        payload = {
+            "source": "mcu",
+            "boot_id": event.boot_id,
+            "id": event.id,
+            "kind": kind,
+            "value": event.value,
+            "mcu_uptime_ms": event.uptime_ms,
+            "mcu_time": event.unix_time,
+        }
+        # A failed append is counted and logged once by the outbox; the event is in the log.
+        with contextlib.suppress(OutboxError):
+            self.outbox.append("events", payload, priority=Priority.HIGH)
 
     def _device_state(self, device: str) -> tuple[str, float]:
         for bus in self._buses:

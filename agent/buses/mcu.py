@@ -1,0 +1,435 @@
+"""The task that owns the UART to the cabinet MCU: heartbeat, inputs, events, outputs.
+
+The MCU keeps the pole safe on its own; this task's job is to keep it convinced the agent
+is alive (a heartbeat well inside ``fallback_after_s``), to read its inputs into points so
+the alarm rules see door, water, tilt and leakage, to hand its events (with the MCU's own
+timestamps) to whoever listens, and to carry out writes to its relays and dimming level.
+
+Every output the agent sets is a lease in the MCU, so this task remembers what it set and
+renews it well before the lease ends, and sets it again at once when the MCU comes back
+from a fallback or a reset: that is what "the agent resumes control" means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from smartpole.agent.audit import AuditLog, AuditRecord
+from smartpole.agent.buses.base import CommandQueue
+from smartpole.agent.buses.mcu_points import (
+    INPUT_POINTS,
+    LEVEL,
+    STATUS_POINTS,
+    TRIPPED,
+    mcu_config,
+)
+from smartpole.agent.buses.modbus import WriteRejectedError
+from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.config.pole import PoleMcuBus
+from smartpole.agent.control.lighting import clock_is_synchronised
+from smartpole.agent.health import BusHealth, DeviceHealth, Outcome
+from smartpole.agent.points import PointTable, Quality
+from smartpole.drivers.errors import DeviceTimeoutError, DriverError, TransportError
+from smartpole.drivers.mcu.client import McuClient
+from smartpole.drivers.mcu.codes import ErrorCode, EventKind
+from smartpole.drivers.mcu.errors import McuCommandError
+from smartpole.drivers.mcu.results import McuEvent, McuInputs, McuStatus
+from smartpole.drivers.modbus.codec import Value
+
+log = structlog.get_logger("smartpole.mcu")
+
+PORT_RETRY_MIN_S = 1.0
+PORT_RETRY_MAX_S = 30.0
+IMPACT_HOLD_S = 2.0  # an impact reading stays this long, so a poll-rate alarm sees it
+EventListener = Callable[[McuEvent], None]
+# Events that tell a point's new value before the next poll would.
+_EVENT_POINTS: dict[EventKind, tuple[str, bool]] = {
+    EventKind.DOOR_OPEN: ("door_open", True),
+    EventKind.DOOR_CLOSED: ("door_open", False),
+    EventKind.WATER_DETECTED: ("water", True),
+    EventKind.WATER_CLEARED: ("water", False),
+    EventKind.LEAKAGE_TRIP: (TRIPPED, True),
+    EventKind.TRIP_CLEARED: (TRIPPED, False),
+    EventKind.FALLBACK_ENTERED: ("fallback", True),
+    EventKind.FALLBACK_LEFT: ("fallback", False),
+}
+
+
+class McuBusTask:
+    """One MCU on one UART; survives a dead port, a silent or resetting MCU."""
+
+    def __init__(
+        self,
+        name: str,
+        bus: PoleMcuBus,
+        config: LoadedConfig,
+        table: PointTable,
+        audit: AuditLog,
+        *,
+        clock_trusted: Callable[[], bool] = clock_is_synchronised,
+    ) -> None:
+        self.name = name
+        self.bus = bus
+        self.health = BusHealth(name, bus.port, bus.describe())
+        self.commands = CommandQueue()
+        self._table = table
+        self._audit = audit
+        self._clock_trusted = clock_trusted
+        self._zone = ZoneInfo(config.pole.site.timezone) if config.pole.site else None
+        self._config = mcu_config(bus)
+        self._client: McuClient | None = None
+        self._desired: dict[str, bool | int] = {}
+        self._impact_at: float | None = None
+        self._connects_seen = 0
+        self._resume = False
+        self._fallback = False
+        self.last_status: McuStatus | None = None
+        self.event_listeners: list[EventListener] = []
+        devices = [n for n, d in config.pole.devices.items() if d.bus == name]
+        self._poll_period_s = 1.0
+        self._device: DeviceHealth | None = None
+        if devices:
+            device = config.pole.devices[devices[0]]
+            self._poll_period_s = device.poll_period_s
+            self._device = DeviceHealth(
+                devices[0], name, "mcu", device.profile, device.offline_after
+            )
+            stale_s = 3 * max(self._poll_period_s, bus.heartbeat_s) + bus.timeout_s
+            points = {**INPUT_POINTS, **STATUS_POINTS, **dict.fromkeys(bus.relays, "")}
+            for point, unit in points.items():
+                table.register(devices[0], point, unit, stale_s)
+
+    # ----- the BusTask face -----
+
+    @property
+    def devices(self) -> list[DeviceHealth]:
+        return [self._device] if self._device is not None else []
+
+    def device_names(self) -> list[str]:
+        return [self._device.name] if self._device is not None else []
+
+    def read_plan(self) -> dict[str, object]:
+        if self._device is None:
+            return {}
+        return {
+            self._device.name: [
+                f"heartbeat every {self.bus.heartbeat_s} s "
+                f"(the MCU falls back after {self.bus.fallback_after_s} s)",
+                f"inputs every {self._poll_period_s} s",
+                "events as the MCU pushes or announces them",
+            ]
+        }
+
+    def diagnostics(self) -> dict[str, object]:
+        """The link's and the MCU's state for ``smartpole diag mcu``."""
+        client = self._client
+        identity = client.identity if client is not None else None
+        return {
+            "bus": self.name,
+            "port": self.bus.port,
+            "connected": bool(client is not None and client.connected),
+            "identity": vars(identity) if identity is not None else None,
+            "status": vars(self.last_status) if self.last_status is not None else None,
+            "desired": dict(self._desired),
+            "client": _plain(client.stats) if client is not None else None,
+        }
+
+    # ----- the task -----
+
+    async def run(self) -> None:
+        if self._device is None:
+            return
+        retry_s = PORT_RETRY_MIN_S
+        while True:
+            client = McuClient(
+                self.bus.port,
+                self._config,
+                baudrate=self.bus.baudrate,
+                request_timeout_s=self.bus.timeout_s,  # the whole request, resends included
+                attempts=self.bus.retries + 1,
+                ready_timeout_s=max(5.0, self.bus.fallback_after_s),
+                on_event=self._on_event,
+            )
+            try:
+                client.open()
+            except TransportError as exc:
+                self.health.unavailable(str(exc))
+                await self._serve_commands_for(retry_s)
+                retry_s = min(retry_s * 2, PORT_RETRY_MAX_S)
+                continue
+            retry_s = PORT_RETRY_MIN_S
+            self.health.connected()
+            self._client = client
+            try:
+                await self._connect(client)
+                await self._serve(client)
+            except TransportError as exc:
+                self.health.unavailable(str(exc))
+            finally:
+                self._client = None
+                await client.aclose()
+
+    async def _serve_commands_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            await self.commands.run_next(left)
+
+    async def _connect(self, client: McuClient) -> None:
+        """Connect until it works; each failure counts against the device's health."""
+        delay = 0.1
+        while True:
+            started = time.monotonic()
+            try:
+                identity = await client.connect()
+            except TransportError:
+                raise
+            except DriverError as exc:
+                self._failed(exc, started)
+                await self._serve_commands_for(delay)
+                delay = min(delay * 2, PORT_RETRY_MAX_S)
+                continue
+            log.info(
+                "mcu_connected",
+                bus=self.name,
+                build=identity.build,
+                boot_id=identity.boot_id,
+                resumed=identity.resumed,
+                config_crc=f"{identity.config_crc:08x}",
+            )
+            return
+
+    async def _serve(self, client: McuClient) -> None:
+        next_heartbeat = next_poll = next_refresh = time.monotonic()
+        while True:
+            now = time.monotonic()
+            started = now
+            try:
+                if now >= next_heartbeat:
+                    next_heartbeat = now + self.bus.heartbeat_s
+                    await self._heartbeat(client)
+                if now >= next_poll:
+                    next_poll = now + self._poll_period_s
+                    self._store_inputs(await client.get_inputs())
+                    self._succeeded(started)
+                if self._resume_needed(client) or now >= next_refresh:
+                    next_refresh = now + self._refresh_s()
+                    await self._renew(client)
+            except TransportError:
+                raise
+            except DriverError as exc:
+                self._failed(exc, started)
+            wait = min(next_heartbeat, next_poll, next_refresh) - time.monotonic()
+            await self.commands.run_next(wait)
+
+    async def _heartbeat(self, client: McuClient) -> None:
+        trusted = self._clock_trusted()
+        now = datetime.now(self._zone) if self._zone is not None else datetime.now().astimezone()
+        offset = now.utcoffset()
+        status = await client.heartbeat(
+            int(now.timestamp()) if trusted else 0,
+            int(offset.total_seconds() // 60) if offset is not None else 0,
+        )
+        self._store_status(status)
+
+    def _resume_needed(self, client: McuClient) -> bool:
+        """After a (re)connect or a fallback the MCU dropped our setpoints: set them again."""
+        connects = client.stats.connects
+        if connects != self._connects_seen or self._resume:
+            self._connects_seen = connects
+            self._resume = False
+            return True
+        return False
+
+    def _refresh_s(self) -> float:
+        leases = [self.bus.level_lease_s] if LEVEL in self._desired else []
+        leases += [
+            relay.lease_s
+            for name, relay in self.bus.relays.items()
+            if name in self._desired and relay.lease_s > 0
+        ]
+        return max(0.1, min(leases, default=60.0) / 3)
+
+    async def _renew(self, client: McuClient) -> None:
+        for point, value in list(self._desired.items()):
+            await self._apply(client, point, value)
+
+    async def _apply(self, client: McuClient, point: str, value: bool | int) -> Value:
+        if point == LEVEL:
+            state = await client.set_level(int(value))
+            self._update(LEVEL, state.level)
+            return state.level
+        relay = self.bus.relays[point]
+        relays = await client.set_relay(relay.channel, bool(value))
+        on = relays.is_on(relay.channel)
+        self._update(point, on)
+        self._update(TRIPPED, relays.tripped)
+        return on
+
+    # ----- readings to points -----
+
+    def _update(self, point: str, value: Value, quality: Quality = Quality.GOOD) -> None:
+        if self._device is not None:
+            self._table.update(self._device.name, point, value, quality)
+
+    def _store_inputs(self, inputs: McuInputs) -> None:
+        self._update("door_open", inputs.door_open)
+        self._update("water", inputs.water)
+        dark = inputs.photocell_dark
+        self._update(
+            "photocell_dark", bool(dark), Quality.GOOD if dark is not None else Quality.BAD
+        )
+        self._update("tilt_x", inputs.tilt_x_deg)
+        self._update("tilt_y", inputs.tilt_y_deg)
+        self._update("leakage", inputs.leakage_ma)
+        self._update("temperature", inputs.temperature_c)
+        self._update("supply_voltage", inputs.supply_v)
+        if self._impact_at is None or time.monotonic() - self._impact_at > IMPACT_HOLD_S:
+            self._impact_at = None
+            self._update("impact", 0.0)
+
+    def _store_status(self, status: McuStatus) -> None:
+        if status.fallback != self._fallback:
+            self._fallback = status.fallback
+            log.warning("mcu_fallback" if status.fallback else "mcu_fallback_left", bus=self.name)
+        self.last_status = status
+        self._update(LEVEL, status.level)
+        self._update("fallback", status.fallback)
+        self._update(TRIPPED, status.tripped)
+        for name, relay in self.bus.relays.items():
+            self._update(name, relay.channel in status.relays_on)
+
+    def _on_event(self, event: McuEvent) -> None:
+        kind = event.kind.name.lower() if isinstance(event.kind, EventKind) else event.kind
+        log.info(
+            "mcu_event",
+            bus=self.name,
+            id=event.id,
+            kind=kind,
+            value=event.value,
+            mcu_uptime_ms=event.uptime_ms,
+            mcu_time=event.unix_time,
+        )
+        if isinstance(event.kind, EventKind) and event.kind in _EVENT_POINTS:
+            point, value = _EVENT_POINTS[event.kind]
+            self._update(point, value)
+        if event.kind is EventKind.FALLBACK_LEFT:
+            self._resume = True  # the fallback dropped our setpoints: set them again
+        if event.kind is EventKind.IMPACT:
+            self._impact_at = time.monotonic()
+            self._update("impact", event.value / 1000)
+        for listener in self.event_listeners:
+            listener(event)
+
+    # ----- health -----
+
+    def _succeeded(self, started: float) -> None:
+        self.health.record(Outcome.OK, time.monotonic() - started)
+        if self._device is not None:
+            self._device.poll_succeeded()
+
+    def _failed(self, exc: DriverError, started: float) -> None:
+        outcome = Outcome.TIMEOUT if isinstance(exc, DeviceTimeoutError) else Outcome.ERROR
+        if isinstance(exc, McuCommandError):
+            outcome = Outcome.EXCEPTION
+        self.health.record(outcome, time.monotonic() - started)
+        if self._device is not None:
+            self._device.poll_failed(str(exc))
+
+    # ----- commands -----
+
+    async def write_point(
+        self, device_name: str, point: str, value: object, actor: str, *, audit: bool = True
+    ) -> object:
+        """Set a relay, the level, or release a leakage trip (``tripped`` = false)."""
+        return await self.commands.submit(
+            lambda: self._write_point(device_name, point, value, actor, audit)
+        )
+
+    async def read_point(self, device_name: str, point: str) -> object:
+        return await self.commands.submit(
+            lambda: self._read_point(device_name, point), CommandQueue.DIAGNOSTIC
+        )
+
+    async def _read_point(self, device_name: str, point: str) -> object:
+        self._check_device(device_name)
+        client = self._require_client()
+        if point in INPUT_POINTS:
+            self._store_inputs(await client.get_inputs())
+        sample = self._table.sample(device_name, point)
+        if sample is None:
+            raise WriteRejectedError(f"the MCU has no point {point!r}")
+        return sample.value
+
+    async def _write_point(
+        self, device_name: str, point: str, value: object, actor: str, audit: bool
+    ) -> object:
+        record = AuditRecord(actor, "write", f"{device_name}.{point}", value)
+        try:
+            self._check_device(device_name)
+            read_back = await self._write(point, value)
+        except (DriverError, ValueError) as exc:
+            record.error = str(exc)
+            self._audit.record(record)
+            raise
+        record.ok = True
+        record.read_back = read_back
+        if audit:
+            self._audit.record(record)
+        return read_back
+
+    async def _write(self, point: str, value: object) -> Value:
+        client = self._require_client()
+        if point == TRIPPED:
+            if value not in (False, 0):
+                raise WriteRejectedError("only tripped = false (release the trip) can be written")
+            try:
+                status = await client.clear_trip()
+            except McuCommandError as exc:
+                if exc.error_code is ErrorCode.TRIPPED:
+                    raise WriteRejectedError(
+                        "the leakage current is still above the MCU's trip level"
+                    ) from exc
+                raise
+            self._store_status(status)
+            return status.tripped
+        if point == LEVEL:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+                raise WriteRejectedError(f"level must be an integer 0..100, got {value!r}")
+            checked: bool | int = value
+        elif point in self.bus.relays:
+            if value not in (True, False, 0, 1):
+                raise WriteRejectedError(f"relay {point} takes true or false, got {value!r}")
+            checked = bool(value)
+        else:
+            raise WriteRejectedError(f"the MCU's point {point!r} is not writable")
+        self._desired[point] = checked
+        read_back = await self._apply(client, point, checked)
+        if point != LEVEL and checked and read_back is False:
+            raise WriteRejectedError(
+                f"relay {point} is held off by the MCU's leakage trip "
+                "(release it with: smartpole diag write <mcu> tripped false)"
+            )
+        return read_back
+
+    def _check_device(self, device_name: str) -> None:
+        if self._device is None or device_name != self._device.name:
+            raise WriteRejectedError(f"no MCU device {device_name!r} on bus {self.name}")
+
+    def _require_client(self) -> McuClient:
+        client = self._client
+        if client is None or not client.connected:
+            raise TransportError(f"the MCU on {self.bus.port} is not connected")
+        return client
+
+
+def _plain(stats: object) -> object:
+    """Dataclass snapshots as JSON-ready dicts, nested ones included."""
+    if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+        return {k: _plain(v) for k, v in vars(stats).items()}
+    return stats
