@@ -65,7 +65,7 @@ bench: setup
 
 # Re-pin after changing the ranges in pyproject.toml; then run `make test` and commit both.
 lock: setup
-	$(BIN)/python -m pip install --quiet --upgrade -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade -e '.[dev,bench]'
 	{ sed -n '1,2p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable --all | grep -v '^pip=='; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 

@@ -264,6 +264,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.config, duration_s=args.duration, refresh_s=args.refresh)
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    # The one import of the analytics in this package: analyze is an offline tool that runs
+    # the camera pipeline in this process. The daemon never gets here, and keeps video in
+    # worker processes.
+    from smartpole.models.analyze import run
+
+    return run(
+        args.video, line=args.line, model=args.model, classes=args.classes, as_json=args.json
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", choices=logs.LEVELS, default="info")
@@ -367,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
             "power",
             "power_cycle",
             "mcu",
+            "cameras",
         ],
     )
     diag_parser.add_argument("device", nargs="?", help="read/write: the device")
@@ -389,6 +401,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=0, help="seconds; 0 = until Ctrl-C")
     demo.add_argument("--refresh", type=float, default=1.0, help="seconds between redraws")
     demo.set_defaults(handler=cmd_demo)
+
+    analyze = sub.add_parser(
+        "analyze",
+        parents=[common],
+        help="count road users crossing a line in a video file (the camera pipeline, offline)",
+    )
+    analyze.add_argument("video", help="video file")
+    analyze.add_argument(
+        "--line",
+        required=True,
+        metavar="X1,Y1,X2,Y2",
+        help="counting line in the video's native pixels; 'in' = crossing to its right-hand"
+        " side (left to right: moving down the image)",
+    )
+    analyze.add_argument("--model", type=Path, help="YOLOX ONNX model; default: $SMARTPOLE_MODEL")
+    analyze.add_argument(
+        "--classes",
+        metavar="ID=NAME,...",
+        help="model class ids to count; default: the COCO traffic classes",
+    )
+    analyze.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    analyze.set_defaults(handler=cmd_analyze)
     return parser
 
 

@@ -73,6 +73,12 @@ def load_config(path: Path) -> LoadedConfig:
                 *power_rule_problems(pole.power, points_of),
             ]
         ]
+    if pole is not None:
+        for name, camera in pole.cameras.items():
+            problems += [
+                doc.problem(("cameras", name, *loc), msg)
+                for loc, msg in camera.problems(path.parent, list(pole.devices))
+            ]
     if problems or pole is None:
         raise ConfigError(problems)
     return LoadedConfig(path, pole, profiles)

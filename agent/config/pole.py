@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from smartpole.agent.config.cameras import CameraConfig
 from smartpole.agent.config.mcu_bus import McuSettings
 from smartpole.agent.control.power import PowerRule
 from smartpole.agent.control.program import LightingConfig, SiteConfig
@@ -173,6 +174,9 @@ class PoleConfig(_Strict):
     )
     site: SiteConfig | None = None
     lighting: LightingConfig | None = None
+    cameras: dict[Name, CameraConfig] = Field(
+        default_factory=dict, description="camera -> its source, detector and counting lines"
+    )
 
     @model_validator(mode="after")
     def _site_for_lighting(self) -> Self:

@@ -18,6 +18,7 @@ from smartpole.agent.audit import AuditLog
 from smartpole.agent.buses.base import BusTask
 from smartpole.agent.buses.mcu import McuBusTask
 from smartpole.agent.buses.modbus import ModbusBusTask
+from smartpole.agent.cameras import CameraWorker
 from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.control.actuator import ModbusLampActuator
 from smartpole.agent.control.alarms import AlarmError, AlarmManager
@@ -61,6 +62,16 @@ class PoleControl:
         self.safety: SafetySupervisor | None = None
         self.lamp_monitor: LampMonitor | None = None
         self.power: PowerManager | None = None
+        self.cameras = [
+            CameraWorker(
+                name,
+                camera,
+                config.path.parent,
+                on_summary=self._record_traffic,
+                on_event=self._record_camera_event,
+            )
+            for name, camera in config.pole.cameras.items()
+        ]
 
     def _lighting(self, clock_trusted: Callable[[], bool]) -> LightingController | None:
         pole = self._config.pole
@@ -145,6 +156,8 @@ class PoleControl:
             tasks["lighting"] = self.lighting.run
         if self.power is not None:
             tasks["power"] = self.power.run
+        for camera in self.cameras:
+            tasks[f"camera:{camera.name}"] = camera.run
         return tasks
 
     def handlers(self) -> dict[str, Callable[[Mapping[str, Any]], object]]:
@@ -156,6 +169,7 @@ class PoleControl:
             "lamp_accounts": self._lamp_accounts,
             "power": self._power,
             "power_cycle": self._power_cycle,
+            "cameras": self._cameras,
         }
 
     def _record_mcu_event(self, event: McuEvent) -> None:
@@ -176,7 +190,27 @@ class PoleControl:
         with contextlib.suppress(OutboxError):
             self.outbox.append("events", payload, priority=Priority.HIGH)
 
+    def _cameras(self, _request: Mapping[str, Any]) -> object:
+        return [camera.status() for camera in self.cameras]
+
+    def _record_traffic(self, camera: str, summary: Mapping[str, Any]) -> None:
+        """A traffic summary goes up as the worker made it; frames never leave the worker."""
+        assert self.outbox is not None
+        payload = {k: v for k, v in summary.items() if k != "type"}
+        with contextlib.suppress(OutboxError):
+            self.outbox.append("traffic", payload, priority=Priority.NORMAL)
+
+    def _record_camera_event(self, camera: str, event: Mapping[str, Any]) -> None:
+        assert self.outbox is not None
+        payload = {"source": "camera", **{k: v for k, v in event.items() if k != "type"}}
+        with contextlib.suppress(OutboxError):
+            self.outbox.append("events", payload, priority=Priority.HIGH)
+
     def _device_state(self, device: str) -> tuple[str, float]:
+        for camera in self.cameras:
+            since = camera.no_frames_since
+            if camera.config.device == device and since is not None:
+                return DeviceState.OFFLINE.value, since  # no frames: power-cycle candidate
         for bus in self._buses:
             for health in bus.devices:
                 if health.name == device:

@@ -1,0 +1,187 @@
+"""One worker process per camera, supervised from the control process.
+
+The control loop must never stall on video: decoding, Numba and ONNX run in a separate
+process per camera (``python -m smartpole.models.worker``), which owns the camera and sends
+back only JSON lines: ready, health, summaries, events, errors. This module starts it,
+reads those lines, restarts it with backoff when it dies, and notices when it goes quiet:
+a worker that sends nothing for several health periods is killed and restarted, so a hung
+decoder never becomes "a dead worker that nobody notices".
+
+A camera that delivers no frames is reported with the time it started, so power
+management can power-cycle the device that feeds it (``power.<device>`` in the config).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from smartpole.agent.config.cameras import CameraConfig
+
+log = structlog.get_logger("smartpole.cameras")
+
+RESTART_MIN_S = 1.0
+RESTART_MAX_S = 60.0
+CONFIG_ERROR_RETRY_S = 300.0  # a bad model or line does not fix itself: retry rarely
+SILENT_PERIODS = 5  # health periods without any line before the worker counts as hung
+STOP_TIMEOUT_S = 3.0
+Listener = Callable[[str, Mapping[str, Any]], None]
+
+
+class CameraWorker:
+    """Runs and watches the worker of one camera until cancelled."""
+
+    def __init__(
+        self,
+        name: str,
+        config: CameraConfig,
+        config_dir: Path,
+        *,
+        on_summary: Listener,
+        on_event: Listener,
+        python: str = sys.executable,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._worker_config = json.dumps(config.worker_config(name, config_dir))
+        self._on_summary = on_summary
+        self._on_event = on_event
+        self._python = python
+        self.state = "starting"
+        self.state_since = time.time()
+        self.restarts = 0
+        self.summaries = 0
+        self.last_error: str | None = None
+        self.ready: dict[str, Any] | None = None
+        self.last_health: dict[str, Any] | None = None
+        self.pid: int | None = None
+
+    @property
+    def no_frames_since(self) -> float | None:
+        """Wall-clock time since which this camera has delivered no frames, or None."""
+        if self.state in ("no_frames", "reconnecting", "worker_failed", "hung"):
+            return self.state_since
+        return None
+
+    def status(self) -> dict[str, object]:
+        return {
+            "camera": self.name,
+            "device": self.config.device,
+            "state": self.state,
+            "state_since": self.state_since,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "summaries": self.summaries,
+            "last_error": self.last_error,
+            "ready": self.ready,
+            "health": self.last_health,
+        }
+
+    def _enter(self, state: str, **fields: object) -> None:
+        if state == self.state:
+            return
+        bad = state not in ("ok", "starting")
+        (log.warning if bad else log.info)(
+            "camera_state", camera=self.name, state=state, previous=self.state, **fields
+        )
+        self.state = state
+        self.state_since = time.time()
+
+    async def run(self) -> None:
+        delay = RESTART_MIN_S
+        while True:
+            started = time.monotonic()
+            exit_code = await self._run_once()
+            if exit_code == 2:
+                self._enter("config_error", error=self.last_error)
+                await asyncio.sleep(CONFIG_ERROR_RETRY_S)
+                continue
+            if self.state not in ("hung",):
+                self._enter("worker_failed", exit_code=exit_code, error=self.last_error)
+            if time.monotonic() - started > 10 * RESTART_MAX_S:
+                delay = RESTART_MIN_S  # it ran well for a long while: start over quickly
+            self.restarts += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_MAX_S)
+
+    async def _run_once(self) -> int:
+        process = await asyncio.create_subprocess_exec(
+            self._python,
+            "-m",
+            "smartpole.models.worker",
+            "--config",
+            self._worker_config,
+            "--exit-with-stdin",
+            stdin=asyncio.subprocess.PIPE,  # held open, never written: closes if we die
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,  # the worker's log goes to the daemon's journal
+        )
+        self.pid = process.pid
+        assert process.stdout is not None
+        silent_s = SILENT_PERIODS * self.config.health_period_s + 30.0  # first: model load
+        try:
+            while True:
+                try:
+                    line = await asyncio.wait_for(process.stdout.readline(), silent_s)
+                except TimeoutError:
+                    self.last_error = f"no word from the worker for {silent_s:.0f} s"
+                    self._enter("hung", error=self.last_error)
+                    break
+                if not line:
+                    break
+                silent_s = SILENT_PERIODS * self.config.health_period_s
+                self._handle(line)
+        finally:
+            await _stop(process)
+            self.pid = None
+        return process.returncode if process.returncode is not None else -1
+
+    def _handle(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+            kind = message["type"]
+        except (ValueError, KeyError, TypeError):
+            log.warning(
+                "camera_bad_line", camera=self.name, line=line[:200].decode(errors="replace")
+            )
+            return
+        if kind == "ready":
+            self.ready = message
+            log.info("camera_ready", camera=self.name, **_without(message, "type", "camera"))
+        elif kind == "health":
+            self.last_health = message
+            self._enter(str(message.get("state", "ok")))
+        elif kind == "summary":
+            self.summaries += 1
+            self._on_summary(self.name, message)
+        elif kind == "event":
+            self._on_event(self.name, message)
+        elif kind == "error":
+            self.last_error = f"{message.get('kind')}: {message.get('message')}"
+            log.error("camera_error", camera=self.name, error=self.last_error)
+
+
+def _without(message: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in message.items() if k not in keys}
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL; also when we are being cancelled."""
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        await asyncio.shield(asyncio.wait_for(process.wait(), STOP_TIMEOUT_S))
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await asyncio.shield(process.wait())

@@ -1,0 +1,451 @@
+"""The camera worker: one process per camera, ``python -m smartpole.models.worker --config JSON``.
+
+It owns the camera (``VideoSource``) and its analytics (``Pipeline``); frames never leave
+it. The control process reads one JSON object per line on stdout:
+
+* ``{"type": "health", "camera", "state", "decode_fps", "processed_fps", "skipped",
+  "inference_ms", "cpu_percent", "rss_mb", "last_frame_age_s", "frames"}`` every
+  ``health_period_s``, from a timer thread of its own, so a stalled camera or a stuck
+  decoder is reported as ``no_frames`` (``reconnecting`` for a live stream that is
+  reconnecting) after ``no_frames_after_s`` instead of going silent. ``state`` is
+  ``starting`` until the first frame (model load, first connection), then the data quality
+  of the latest frame: ``ok``, ``dark``, ``blocked`` or ``shaken``. Rates are over the
+  last period; ``skipped`` (frames dropped because the analytics fell behind) and
+  ``frames`` (processed) count since start; ``inference_ms`` is the mean detector run;
+  ``cpu_percent`` is this process (all threads) in percent of one core;
+  ``last_frame_age_s`` is null before the first frame. Health lines start before
+  ``ready``: a camera that never delivers a frame is still reported.
+* ``{"type": "ready", "camera", "width", "height", "fps", "compile_s", "model_load_s"}``
+  once, when the first frame fixed the size and lines and zones were checked against it.
+* ``{"type": "summary", ...}`` per completed interval (``SummaryAggregator``'s dict); on
+  the end of a finite file or on SIGTERM a last one covers the unfinished interval and
+  carries ``"partial": true``, so no count is lost on a restart.
+* ``{"type": "event", "camera", "event", "zone", "track_id", "class", "t_s",
+  "duration_s"}`` for stopped vehicles, wrong-way driving, pedestrians on the carriageway.
+* ``{"type": "error", "camera", "kind", "message"}`` before a fatal exit. Exit codes: 0 at
+  the end of a file or on SIGTERM; 2 for ``kind`` ``config`` or ``model`` (restarting
+  does not help: the supervisor retries rarely); 1 for ``source`` (unopenable or broken
+  file) and ``internal`` (a bug), which a restart with backoff may cure.
+
+Why a reader thread: decoding is paced by the camera while the analytics take what they
+take; a bounded queue between them drops the oldest frame when a live or realtime source
+gets ahead (counted as ``skipped``), and a file read as fast as possible simply waits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import resource
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+import structlog
+
+from smartpole.models.errors import AnalyticsConfigError, ModelError, SourceError
+from smartpole.models.frames import VideoFrame
+from smartpole.models.kernels import warm_up
+from smartpole.models.pipeline import FrameResult, Pipeline, load_detector
+from smartpole.models.pipeline_config import PipelineConfig
+from smartpole.models.source import VideoSource
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+#: Keys of the worker's own; everything else is the pipeline's. ``device`` belongs to the
+#: control process (which power switch feeds the camera) and is ignored here.
+WORKER_KEYS: Final = frozenset(
+    {"source", "loop", "realtime", "health_period_s", "no_frames_after_s", "device"}
+)
+#: Frames waiting between the reader and the analytics; a live source beyond this drops.
+QUEUE_FRAMES: Final = 2
+_END: Final = "end"
+#: How long the exit waits for the reader thread before leaving it blocked in FFmpeg.
+READER_JOIN_S: Final = 2.0
+
+log = structlog.get_logger("smartpole.worker")
+
+
+class FatalError(Exception):
+    """Stop the worker: emit an error line of ``kind`` and exit with ``code``."""
+
+    def __init__(self, kind: str, message: str, code: int) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """The worker's own settings (the rest of the config dict is the pipeline's)."""
+
+    source: str
+    loop: bool = False
+    realtime: bool = False
+    health_period_s: float = 2.0
+    no_frames_after_s: float = 10.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkerConfig:
+        source = data.get("source")
+        if not isinstance(source, str) or not source:
+            raise AnalyticsConfigError(f"source: expected a path or URL, got {source!r}")
+        values: dict[str, Any] = {"source": source}
+        for key in ("loop", "realtime"):
+            if key in data:
+                if not isinstance(data[key], bool):
+                    raise AnalyticsConfigError(f"{key}: expected true or false, got {data[key]!r}")
+                values[key] = data[key]
+        for key in ("health_period_s", "no_frames_after_s"):
+            if key in data:
+                value = data[key]
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+                if not ok or not 0 < value <= 3600:
+                    raise AnalyticsConfigError(
+                        f"{key}: expected seconds in (0, 3600], got {value!r}"
+                    )
+                values[key] = float(value)
+        return cls(**values)
+
+
+class Output:
+    """JSON lines on stdout, whole lines only, from any thread."""
+
+    def __init__(self, camera: str) -> None:
+        self.camera = camera
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def send(self, message_type: str, /, **fields: Any) -> None:
+        message = {"type": message_type, "camera": self.camera, **fields}
+        try:
+            line = json.dumps(message, allow_nan=False)
+        except ValueError:  # NaN or infinity: not JSON; the supervisor could not read it
+            log.error("unserialisable_line", message=repr(message)[:500])
+            return
+        with self._lock:
+            if self.closed:
+                return
+            try:
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+            except (BrokenPipeError, ValueError):
+                self.closed = True  # the supervisor is gone; SIGTERM or SIGPIPE follows
+
+
+class Reader:
+    """Decodes in a thread and hands frames over a small queue (see the module docstring)."""
+
+    def __init__(self, source: VideoSource, drop_when_behind: bool) -> None:
+        self.source = source
+        self.frames: queue.Queue[VideoFrame | str | Exception] = queue.Queue(QUEUE_FRAMES)
+        self.skipped = 0
+        self._drop = drop_when_behind
+        # Daemon: a read blocked in FFmpeg (a FIFO nobody writes) must not keep the process.
+        self._thread = threading.Thread(target=self._run, name="reader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        item: VideoFrame | str | Exception = _END
+        try:
+            for frame in self.source.frames():
+                self._put(frame)
+        except Exception as exc:  # noqa: BLE001 - handed to the main thread, which reports it
+            item = exc
+        self._put(item, final=True)
+
+    def _put(self, item: VideoFrame | str | Exception, *, final: bool = False) -> None:
+        """Hand one item over, until the source is closed (then nobody is listening).
+
+        A frame of a paced source takes the place of the oldest waiting one when the queue
+        is full; anything else (a file read flat out, the final item) waits for room.
+        """
+        while not self.source.closed:
+            if self._drop and not final:
+                try:
+                    self.frames.put_nowait(item)
+                    return
+                except queue.Full:
+                    with contextlib.suppress(queue.Empty):
+                        self.frames.get_nowait()
+                        self.skipped += 1
+                    continue
+            try:
+                self.frames.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to end; False if it is still blocked (inside FFmpeg)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+class Health:
+    """The health line's numbers, computed by the timer thread from what the others set."""
+
+    def __init__(self, out: Output, config: WorkerConfig, source: VideoSource) -> None:
+        self.out = out
+        self.config = config
+        self.source = source
+        self.pipeline: Pipeline | None = None
+        self.reader: Reader | None = None
+        self.last_frame_wall: float | None = None
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._last = (time.monotonic(), time.process_time(), 0, 0)
+        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """No health line after this returns (an error line must be the last word)."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.config.health_period_s):
+            self.out.send("health", **self.snapshot())
+
+    def state(self, now: float) -> str:
+        waited = now - (self.last_frame_wall or self.started)
+        if waited > self.config.no_frames_after_s:
+            stats = self.source.stats
+            if self.source.live and (stats.reconnects > 0 or stats.last_error):
+                return "reconnecting"
+            return "no_frames"
+        if self.pipeline is None:
+            return "starting"
+        return self.pipeline.stats.quality
+
+    def snapshot(self) -> dict[str, Any]:
+        now, cpu = time.monotonic(), time.process_time()
+        decoded = self.source.stats.decoded
+        stats = self.pipeline.stats if self.pipeline is not None else None
+        processed = stats.processed if stats is not None else 0
+        then, cpu_then, decoded_then, processed_then = self._last
+        self._last = (now, cpu, decoded, processed)
+        span = max(now - then, 1e-6)
+        age = None if self.last_frame_wall is None else round(now - self.last_frame_wall, 3)
+        return {
+            "state": self.state(now),
+            "decode_fps": round((decoded - decoded_then) / span, 2),
+            "processed_fps": round((processed - processed_then) / span, 2),
+            "skipped": self.reader.skipped if self.reader is not None else 0,
+            "inference_ms": round(stats.inference_ms, 2) if stats is not None else 0.0,
+            "cpu_percent": round(100.0 * (cpu - cpu_then) / span, 1),
+            "rss_mb": round(rss_mb(), 1),
+            "last_frame_age_s": age,
+            "frames": processed,
+        }
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc; the peak elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text(encoding="ascii").split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def parse(text: str) -> tuple[WorkerConfig, PipelineConfig]:
+    """The two halves of the worker's JSON config; ``AnalyticsConfigError`` if bad."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AnalyticsConfigError(f"--config is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise AnalyticsConfigError("--config must be a JSON object")
+    worker = WorkerConfig.from_dict(data)
+    pipeline = PipelineConfig.from_dict({k: v for k, v in data.items() if k not in WORKER_KEYS})
+    return worker, pipeline
+
+
+class Worker:
+    """One camera's worker; ``run`` returns the exit code (see the module docstring)."""
+
+    def __init__(self, out: Output, config: WorkerConfig, pipeline_config: PipelineConfig):
+        self.out = out
+        self.config = config
+        self.pipeline_config = pipeline_config
+        self.stopping = threading.Event()
+        self.reader: Reader | None = None
+        self.source = VideoSource(config.source, loop=config.loop, realtime=config.realtime)
+        self.health = Health(out, config, self.source)
+
+    def stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        """SIGTERM/SIGINT: finish the current frame, flush a partial summary, exit 0."""
+        self.stopping.set()
+        self.source.close()
+
+    def run(self) -> int:
+        self.health.start()
+        try:
+            return self._run()
+        finally:
+            self.health.stop()
+            self.source.close()
+
+    def reader_stuck(self) -> bool:
+        """Whether the reader thread is still blocked after the source was closed."""
+        return self.reader is not None and not self.reader.join(READER_JOIN_S)
+
+    def _run(self) -> int:
+        compile_s = warm_up()
+        started = time.perf_counter()
+        detector = load_detector(self.pipeline_config)
+        model_load_s = time.perf_counter() - started
+        log.info("model_loaded", compile_s=round(compile_s, 3), model_load_s=round(model_load_s, 3))
+        live_paced = self.source.live or self.config.realtime
+        reader = self.reader = Reader(self.source, drop_when_behind=live_paced)
+        self.health.reader = reader
+        reader.start()
+        pipeline: Pipeline | None = None
+        reported_skips = 0
+        while not self.stopping.is_set():
+            try:
+                item = reader.frames.get(timeout=0.25)
+            except queue.Empty:
+                continue
+            if isinstance(item, SourceError):
+                self._finish(pipeline)
+                raise FatalError("source", str(item), EXIT_FAILURE)
+            if isinstance(item, Exception):
+                self._finish(pipeline)
+                raise item
+            if isinstance(item, str):
+                log.info("source_ended", frames=pipeline.stats.processed if pipeline else 0)
+                break
+            self.health.last_frame_wall = time.monotonic()
+            if pipeline is None:
+                config, width, height = self.pipeline_config, item.width, item.height
+                pipeline = Pipeline(config, width, height, detector=detector)
+                self.health.pipeline = pipeline
+                fps = self.source.stats.nominal_fps
+                self.out.send(
+                    "ready",
+                    width=item.width,
+                    height=item.height,
+                    fps=round(fps, 3),
+                    compile_s=round(compile_s, 3),
+                    model_load_s=round(model_load_s, 3),
+                )
+            if reader.skipped > reported_skips:
+                pipeline.note_skipped(reader.skipped - reported_skips)
+                reported_skips = reader.skipped
+            self._publish(pipeline.process(item))
+        self._finish(pipeline)
+        return EXIT_OK
+
+    def _publish(self, result: FrameResult) -> None:
+        for event in result.events:
+            fields = event.to_dict()
+            fields["event"] = fields.pop("type")
+            self.out.send("event", **fields)
+        for summary in result.summaries:
+            self.out.send("summary", **{k: v for k, v in summary.items() if k != "camera"})
+
+    def _finish(self, pipeline: Pipeline | None) -> None:
+        """The summaries still open, the last one flagged partial."""
+        if pipeline is None:
+            return
+        for summary in pipeline.finish():
+            self.out.send("summary", **{k: v for k, v in summary.items() if k != "camera"})
+
+
+def _configure_logging() -> None:
+    """JSON log lines on stderr; stdout is the protocol and carries nothing else."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def serve(text: str, out: Output) -> tuple[int, Worker | None]:
+    """Parse, run, and turn every failure into its error line; return the exit code."""
+    worker: Worker | None = None
+    try:
+        try:
+            worker_config, pipeline_config = parse(text)
+            worker = Worker(out, worker_config, pipeline_config)
+            signal.signal(signal.SIGTERM, worker.stop)
+            signal.signal(signal.SIGINT, worker.stop)
+            return worker.run(), worker
+        except ModelError as exc:  # first: a missing model file is a config error too
+            raise FatalError("model", str(exc), EXIT_BAD_INPUT) from exc
+        except (AnalyticsConfigError, SourceError) as exc:  # SourceError: a bad URL scheme
+            raise FatalError("config", str(exc), EXIT_BAD_INPUT) from exc
+    except FatalError as exc:
+        log.error("worker_failed", kind=exc.kind, error=str(exc))
+        out.send("error", kind=exc.kind, message=str(exc))
+        return exc.code, worker
+    except Exception as exc:  # last resort: a line for the supervisor
+        log.exception("worker_crashed")
+        out.send("error", kind="internal", message=f"{type(exc).__name__}: {exc}")
+        return EXIT_FAILURE, worker
+
+
+def _exit_with_stdin() -> None:
+    """The supervisor holds our stdin open and never writes: EOF means it is gone, and an
+    orphaned worker would keep the camera (one process owns a camera) and a core busy."""
+
+    def watch() -> None:
+        # os.read, not sys.stdin: a daemon thread blocked inside the buffered reader makes
+        # the interpreter abort at exit (it cannot take the buffer's lock).
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):
+                pass
+        log.warning("supervisor_gone")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m smartpole.models.worker")
+    parser.add_argument("--config", required=True, help="the camera's settings as JSON")
+    parser.add_argument(
+        "--exit-with-stdin",
+        action="store_true",
+        help="stop when stdin closes: the supervisor died (even by SIGKILL)",
+    )
+    args = parser.parse_args(argv)
+    _configure_logging()
+    if args.exit_with_stdin:
+        _exit_with_stdin()
+    camera = "camera"
+    with contextlib.suppress(ValueError, AttributeError):
+        camera = str(json.loads(args.config).get("camera", camera))
+    structlog.contextvars.bind_contextvars(camera=camera)
+    code, worker = serve(args.config, Output(camera))
+    if worker is not None and worker.reader_stuck():
+        # A read blocked in FFmpeg (a FIFO nobody writes to) cannot be interrupted, and the
+        # interpreter's shutdown could wait on it: leave now, with the output flushed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
