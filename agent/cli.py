@@ -379,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
             "power_cycle",
             "mcu",
             "cameras",
+            "uplink",
         ],
     )
     diag_parser.add_argument("device", nargs="?", help="read/write: the device")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -30,6 +31,11 @@ from smartpole.agent.health import BusState, DeviceState
 from smartpole.agent.points import PointTable
 from smartpole.agent.sdnotify import Notifier, run_watchdog
 from smartpole.agent.state import PointStore
+from smartpole.agent.uplink.commands import CommandProcessor, DaemonExecutor
+from smartpole.agent.uplink.config import UplinkConfig
+from smartpole.agent.uplink.mqtt import MqttUplink
+from smartpole.agent.uplink.opcua import OpcUaServer
+from smartpole.agent.uplink.telemetry import TelemetryReporter
 
 log = structlog.get_logger("smartpole.daemon")
 
@@ -68,6 +74,9 @@ class Daemon:
             clock_trusted=clock_trusted or clock_is_synchronised,
         )
         self.started_at = time.time()
+        self.uplink: MqttUplink | None = None
+        self.commands: CommandProcessor | None = None
+        self.telemetry: TelemetryReporter | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; raises only on a bug (so systemd restarts us)."""
@@ -84,13 +93,15 @@ class Daemon:
         }
         with self.control:
             handlers.update(self.control.handlers())
+            handlers["uplink"] = self._uplink_status
+            self._create_uplink(handlers)
             await self._serve(stop, handlers, restored)
         log.info("daemon_stopped", uptime_s=round(time.time() - self.started_at, 1))
 
     async def _serve(
         self, stop: asyncio.Event, handlers: dict[str, Handler], restored: int
     ) -> None:
-        async with ApiServer(self.socket_path, handlers):
+        async with ApiServer(self.socket_path, handlers), self._opcua():
             log.info(
                 "daemon_started",
                 pole=self.config.pole.pole.id,
@@ -111,10 +122,91 @@ class Daemon:
                     group.create_task(_raise_when_set(stop), name="stop")
                     for name, task in self.control.tasks().items():
                         group.create_task(task(), name=name)
+                    if self.uplink is not None:
+                        group.create_task(self.uplink.run(), name="uplink")
+                    if self.telemetry is not None:
+                        group.create_task(self.telemetry.run(), name="telemetry")
             except* _StopRequestedError:
                 pass
             finally:
                 self.store.flush(self.table)
+                if self.telemetry is not None:
+                    self.telemetry.flush()  # queued changes go to the outbox, not away
+
+    def _create_uplink(self, handlers: dict[str, Handler]) -> None:
+        """The MQTT uplink and report-by-exception, when the config has an uplink section."""
+        config = self.config.pole.uplink
+        outbox = self.control.outbox
+        if config is None or outbox is None:
+            return
+        self.commands = self._command_processor(config, handlers)
+        self.uplink = MqttUplink(
+            config,
+            pole_id=self.config.pole.pole.id,
+            outbox=outbox,
+            base_dir=self.config.path.parent,
+            commands=self.commands,
+        )
+        if config.telemetry.enabled:
+            self.telemetry = TelemetryReporter(
+                config.telemetry, self.table, outbox, notify=self.uplink.notify
+            )
+            self.telemetry.start()
+
+    def _command_processor(
+        self, config: UplinkConfig, handlers: dict[str, Handler]
+    ) -> CommandProcessor | None:
+        """Platform commands go through the same handlers as the local API, so they get the
+        same checks (profile limits, safety holds), read-back and audit."""
+        commands = config.commands
+        if commands is None:
+            return None
+        if commands.hmac_key_file is not None:
+            key = self.config.path.parent / commands.hmac_key_file
+            commands = commands.model_copy(update={"hmac_key_file": key})
+
+        def report_now(_request: Mapping[str, Any]) -> object:
+            if self.telemetry is None:
+                raise RequestError("telemetry is not enabled on this pole")
+            self.telemetry.integrity()
+            return {"reported": True}
+
+        executor = DaemonExecutor({**handlers, "report_now": report_now})
+        return CommandProcessor(commands, executor, self.audit, self.state_dir)
+
+    def _opcua(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """The OPC UA server, when configured; its methods go through the command processor
+        with the session's authenticated user as the actor (no HMAC: the session is)."""
+        config = self.config.pole.opcua
+        if config is None:
+            return contextlib.nullcontext()
+        processor = self.commands
+
+        async def command(payload: bytes, source: str) -> Mapping[str, Any]:
+            if processor is None:
+                return {"status": "rejected", "error": "no uplink.commands section: no commands"}
+            data = json.loads(payload)
+            return await processor.submit(
+                str(data["command"]), dict(data.get("args", {})), actor=str(data["actor"]),
+                source=source.partition(":")[0] or "opcua",
+            )  # fmt: skip
+
+        return OpcUaServer(
+            config,
+            pole_id=self.config.pole.pole.id,
+            table=self.table,
+            state_dir=self.state_dir,
+            alarms=self.control.alarms,
+            command=command,
+        )
+
+    def _uplink_status(self, _request: Mapping[str, Any]) -> dict[str, object]:
+        if self.uplink is None:
+            raise RequestError("this pole has no uplink section in its config")
+        status = self.uplink.status()
+        if self.telemetry is not None:
+            status["telemetry"] = self.telemetry.status()
+        return status
 
     def summary(self) -> str:
         devices = [device for bus in self.buses for device in bus.devices]

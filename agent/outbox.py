@@ -22,17 +22,25 @@ duplicates. So ``pending()`` first makes every committed record durable (a WAL c
 which fsyncs the WAL): one fsync per batch handed to the uplink instead of one per append,
 and eMMC/SD wear stays low. Callers for whom a record must survive a power cut the moment it
 is written (alarm transitions) call ``flush()`` after appending.
+
+Bounds (``max_bytes``, ``max_age_s``) evict instead of refusing: telemetry is thinned, then
+dropped, then traffic, alarms and command results last (``agent/outbox_eviction.py``). Each
+eviction is counted per stream and reason in the file, logged once per episode, and reported
+upstream in the stream ``outbox``; an evicted record's sequence number stays a visible gap.
+A corrupt file is moved aside and what is readable of it is copied into a fresh one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -42,6 +50,20 @@ from typing import Final, TypedDict
 import structlog
 
 from smartpole.agent.errors import AgentError
+from smartpole.agent.outbox_eviction import (
+    AGE,
+    CORRUPT,
+    LOW_WATER,
+    REFUSED,
+    ROW_OVERHEAD,
+    SIZE,
+    Counts,
+    Salvage,
+    evict_expired,
+    evict_for_space,
+    salvage,
+    used_bytes,
+)
 
 log = structlog.get_logger("smartpole.outbox")
 
@@ -53,6 +75,12 @@ STREAM_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # SQLite primary result codes (the low byte of the extended code Python reports).
 _SQLITE_CORRUPT: Final = 11
 _SQLITE_NOTADB: Final = 26
+_SQLITE_FULL: Final = 13
+
+REPORT_STREAM: Final = "outbox"  # eviction counts go upstream in this stream
+REPORT_INTERVAL_S: Final = 60.0
+AGE_CHECK_INTERVAL_S: Final = 1.0
+MAX_EVICTION_PASSES: Final = 32
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -72,6 +100,14 @@ CREATE TABLE IF NOT EXISTS records (
     payload TEXT NOT NULL,
     PRIMARY KEY (stream, seq)
 );
+CREATE INDEX IF NOT EXISTS records_by_age ON records (priority, created_at);
+CREATE TABLE IF NOT EXISTS evictions (
+    stream TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    reported INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (stream, reason)
+);
 """
 _NEXT_SEQ = (
     "INSERT INTO streams (stream, last_seq) VALUES (?, 1) "
@@ -87,6 +123,12 @@ _PENDING_ONE = (
 )
 _DELETE = "DELETE FROM records WHERE stream = ? AND seq <= ?"
 _MARK_ACKED = "UPDATE streams SET acked_seq = max(acked_seq, min(?, last_seq)) WHERE stream = ?"
+_COUNT_EVICTIONS = (
+    "INSERT INTO evictions (stream, reason, total) VALUES (?, ?, ?) "
+    "ON CONFLICT (stream, reason) DO UPDATE SET total = total + excluded.total"
+)
+_EVICTIONS = "SELECT stream, reason, total, reported FROM evictions ORDER BY stream, reason"
+_MARK_REPORTED = "UPDATE evictions SET reported = ? WHERE stream = ? AND reason = ?"
 _STATS = (
     "SELECT s.stream, s.last_seq, s.acked_seq, count(r.seq), min(r.created_at) "
     "FROM streams AS s LEFT JOIN records AS r ON r.stream = s.stream "
@@ -135,6 +177,7 @@ class StreamStats(TypedDict):
     oldest_age_s: float | None  # age of the oldest waiting record; None when none wait
     last_seq: int  # the last sequence number handed out (0: never)
     acked_seq: int  # the highest sequence number acknowledged
+    evicted: dict[str, int]  # records evicted or refused since the file was made, per reason
 
 
 class _UnusableFileError(Exception):
@@ -145,7 +188,13 @@ class Outbox:
     """One connection to ``<state_dir>/outbox.sqlite3``; owned by the event loop's thread.
 
     ``max_bytes`` bounds the file so a long outage cannot fill the disk that the state and
-    audit files share; reaching it makes ``append`` raise ``OutboxError`` like a full disk.
+    audit files share, ``max_age_s`` bounds how old a waiting record may get. Reaching a
+    bound evicts records (``agent/outbox_eviction.py`` has the order) instead of refusing
+    the append; only an append that finds no room even then (a record bigger than the
+    bound, telemetry when only alarms are left, a disk that is full for other reasons)
+    raises ``OutboxError``. Evictions are counted per stream and reason (``evictions()``,
+    ``stats()``), logged once per episode, and reported upstream as a record in the stream
+    ``outbox`` at most every ``report_interval_s`` (``None``: not reported).
     """
 
     def __init__(
@@ -153,15 +202,30 @@ class Outbox:
         state_dir: Path,
         *,
         max_bytes: int | None = None,
+        max_age_s: float | None = None,
         clock: Callable[[], float] = time.time,
+        report_interval_s: float | None = REPORT_INTERVAL_S,
     ) -> None:
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be positive")
+        if max_age_s is not None and not max_age_s > 0:
+            raise ValueError("max_age_s must be positive")
         self.path = state_dir / FILE_NAME
         self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.report_interval_s = report_interval_s
         self.append_failures = 0
         self.recoveries = 0  # corrupt files moved aside since start
+        self.salvaged = 0  # records copied from corrupt files into fresh ones since start
         self._clock = clock
         self._failing = False
         self._unsynced = False
+        self._evictions: dict[str, dict[str, int]] = {}  # totals, as in the evictions table
+        self._evicting = False  # an eviction episode is under way
+        self._episode: Counts = Counter()
+        self._unreported = False
+        self._last_report: float | None = None
+        self._next_age_check = -math.inf
         self._db: sqlite3.Connection | None = None
         self.epoch = ""
         self._db = self._open()
@@ -185,18 +249,39 @@ class Outbox:
                 self._db.close()
             self._db = None
 
-    def _open(self) -> sqlite3.Connection:
-        """Open the file, or move an unusable one aside and start a fresh one."""
+    def _open(self, unusable: str | None = None) -> sqlite3.Connection:
+        """Open the file, or move an unusable one aside, salvage it, start a fresh one."""
+        db: sqlite3.Connection | None = None
+        if unusable is None:
+            try:
+                db = self._connect()
+            except (sqlite3.DatabaseError, _UnusableFileError) as exc:
+                if isinstance(exc, sqlite3.DatabaseError) and not _is_corrupt(exc):
+                    raise OutboxError(f"cannot open {self.path}: {exc}") from exc
+                unusable = str(exc)
+        if db is None:
+            found = salvage(self._move_aside(unusable or "unusable"), STREAM_PATTERN)
+            try:
+                db = self._connect()
+            except (sqlite3.DatabaseError, _UnusableFileError) as exc:
+                raise OutboxError(f"cannot create {self.path}: {exc}") from exc
+            self._restore(db, found)
         try:
-            return self._connect()
-        except (sqlite3.DatabaseError, _UnusableFileError) as exc:
-            if isinstance(exc, sqlite3.DatabaseError) and not _is_corrupt(exc):
-                raise OutboxError(f"cannot open {self.path}: {exc}") from exc
-            self._move_aside(str(exc))
-        try:
-            return self._connect()
-        except (sqlite3.DatabaseError, _UnusableFileError) as exc:
-            raise OutboxError(f"cannot create {self.path}: {exc}") from exc
+            if self.max_bytes is not None:
+                page_size = db.execute("PRAGMA page_size").fetchone()[0]
+                pages = max(1, self.max_bytes // int(page_size))
+                db.execute(f"PRAGMA max_page_count = {pages}")
+            self._evictions = {}
+            unreported = False
+            for stream, reason, total, reported in db.execute(_EVICTIONS).fetchall():
+                self._evictions.setdefault(stream, {})[reason] = int(total)
+                unreported = unreported or total > reported
+            self._unreported = unreported
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+            raise OutboxError(f"cannot open {self.path}: {exc}") from exc
+        return db
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; each method runs its own.
@@ -224,10 +309,6 @@ class Outbox:
                 epoch = str(row[0])
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
-            if self.max_bytes is not None:
-                page_size = db.execute("PRAGMA page_size").fetchone()[0]
-                pages = max(1, self.max_bytes // int(page_size))
-                db.execute(f"PRAGMA max_page_count = {pages}")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 db.close()
@@ -235,7 +316,52 @@ class Outbox:
         self.epoch = epoch
         return db
 
-    def _move_aside(self, reason: str) -> None:
+    def _restore(self, db: sqlite3.Connection, found: Salvage) -> None:
+        """Copy what was salvaged from an unusable file into the fresh one.
+
+        The old epoch is kept when its sequence counters were read whole, so the platform
+        sees the lost records as gaps in the numbering it knows; otherwise the fresh file's
+        new epoch stands and the salvaged records keep their numbers within it.
+        """
+        kept = found.usable_epoch()
+        last = {stream: seqs[0] for stream, seqs in found.streams.items()}
+        for stream, seq, *_ in found.records:
+            last[stream] = max(last.get(stream, 0), seq)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if kept is not None:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (kept,))
+            db.executemany(
+                "INSERT INTO streams (stream, last_seq, acked_seq) VALUES (?, ?, ?)",
+                [(s, n, min(n, found.streams.get(s, (0, 0))[1])) for s, n in last.items()],
+            )
+            db.executemany(_INSERT, found.records)
+            db.executemany(
+                "INSERT INTO evictions (stream, reason, total, reported) VALUES (?, ?, ?, ?)",
+                [(s, r, t, p) for (s, r), (t, p) in found.evictions.items()],
+            )
+            db.executemany(_COUNT_EVICTIONS, [(s, CORRUPT, n) for s, n in found.lost.items()])
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(db)
+            log.error("outbox_salvage_failed", file=str(self.path), error=str(exc))
+            return
+        if kept is not None:
+            self.epoch = kept
+        self.salvaged += len(found.records)
+        self._unsynced = True
+        lost = Counter({(s, CORRUPT): n for s, n in found.lost.items()})
+        log.warning(
+            "outbox_salvaged",
+            file=str(self.path),
+            recovered=len(found.records),
+            lost=sum(found.lost.values()),
+            epoch_kept=kept is not None,
+        )
+        if lost:
+            self._note(lost, CORRUPT)
+
+    def _move_aside(self, reason: str) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         counter = 1
@@ -256,13 +382,13 @@ class Outbox:
         log.error(
             "outbox_corrupt_moved_aside", file=str(self.path), moved_to=str(target), error=reason
         )
+        return target
 
     def _recover(self, exc: sqlite3.DatabaseError) -> None:
-        """The file went bad while open (torn flash page): move it aside, start afresh."""
+        """The file went bad while open (torn flash page): move it aside, salvage, restart."""
         self.close()
-        self._move_aside(str(exc))
         self._unsynced = False
-        self._db = self._open()
+        self._db = self._open(unusable=str(exc))
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -275,59 +401,237 @@ class Outbox:
         """Store one record and return its sequence number in ``stream``.
 
         Raises ``OutboxError`` when the record could not be stored (disk full, I/O error,
-        ``max_bytes`` reached, payload not representable as JSON); the caller counts it and
-        carries on. A bad ``stream`` or ``priority`` is a programming error (``ValueError``).
+        no room within ``max_bytes`` even after evicting, payload not representable as
+        JSON); the caller counts it and carries on. A bad ``stream`` or ``priority`` is a
+        programming error (``ValueError``).
         """
-        _check_stream(stream)
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise ValueError(f"priority must be an int, not {priority!r}")
+        return self.append_many([(stream, payload, priority)])[0]
+
+    def append_many(self, records: Iterable[tuple[str, Mapping[str, object], int]]) -> list[int]:
+        """Store ``(stream, payload, priority)`` records in one transaction, one commit.
+
+        All or nothing: returns their sequence numbers in order, or raises ``OutboxError``
+        (as ``append``) having stored none of them. When room must be made, records up to
+        the highest priority in the batch may be evicted.
+        """
+        items = list(records)
+        for stream, _, priority in items:
+            _check_stream(stream)
+            _check_priority(priority)
+        if not items:
+            return []
+        self._maintain()
         try:
-            seq = self._append(stream, payload, priority)
+            rows = [(s, _encode(s, p), priority) for s, p, priority in items]
+            seqs = self._store(rows)
         except OutboxError as exc:
-            self.append_failures += 1
+            self.append_failures += len(items)
             if not self._failing:
                 log.error(
-                    "outbox_append_failed", file=str(self.path), stream=stream, error=str(exc)
+                    "outbox_append_failed",
+                    file=str(self.path),
+                    stream=items[0][0],
+                    error=str(exc),
                 )
                 self._failing = True
             raise
         if self._failing:
             log.info("outbox_append_recovered", file=str(self.path), failures=self.append_failures)
             self._failing = False
-        return seq
+        self._maybe_report()
+        return seqs
 
-    def _append(self, stream: str, payload: Mapping[str, object], priority: int) -> int:
+    def _store(self, rows: list[tuple[str, str, int]], after: _After | None = None) -> list[int]:
+        what = ", ".join(sorted({stream for stream, _, _ in rows}))
         try:
-            text = json.dumps(
-                dict(payload), ensure_ascii=False, separators=(",", ":"), allow_nan=False
-            )
-        except (TypeError, ValueError) as exc:
-            raise OutboxError(f"payload for {stream} is not JSON: {exc}") from exc
-        try:
-            return self._insert(stream, text, priority)
+            return self._store_evicting(rows, after)
         except sqlite3.DatabaseError as exc:
             if not _is_corrupt(exc):
-                raise OutboxError(f"cannot append to {stream}: {exc}") from exc
+                raise OutboxError(f"cannot append to {what}: {exc}") from exc
             self._recover(exc)
         except sqlite3.Error as exc:
-            raise OutboxError(f"cannot append to {stream}: {exc}") from exc
+            raise OutboxError(f"cannot append to {what}: {exc}") from exc
         try:
-            return self._insert(stream, text, priority)
+            return self._store_evicting(rows, after)
         except sqlite3.Error as exc:
-            raise OutboxError(f"cannot append to {stream}: {exc}") from exc
+            raise OutboxError(f"cannot append to {what}: {exc}") from exc
 
-    def _insert(self, stream: str, text: str, priority: int) -> int:
+    def _store_evicting(self, rows: list[tuple[str, str, int]], after: _After | None) -> list[int]:
+        """Insert; when the file or the disk is full, evict and try again."""
+        top = max(priority for _, _, priority in rows)
+        size = sum(len(text) + ROW_OVERHEAD for _, text, _ in rows)
+        passes = 0
+        while True:
+            try:
+                return self._insert(rows, after)
+            except sqlite3.OperationalError as exc:
+                if _code(exc) != _SQLITE_FULL:
+                    raise
+                if passes >= MAX_EVICTION_PASSES or not self._make_room(top, size, passes):
+                    self._count_refused(rows)
+                    raise
+                passes += 1
+
+    def _insert(self, rows: list[tuple[str, str, int]], after: _After | None) -> list[int]:
         db = self._conn()
+        now = self._clock()
+        seqs: list[int] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            seq = int(db.execute(_NEXT_SEQ, (stream,)).fetchone()[0])
-            db.execute(_INSERT, (stream, seq, priority, self._clock(), text))
+            for stream, text, priority in rows:
+                seq = int(db.execute(_NEXT_SEQ, (stream,)).fetchone()[0])
+                db.execute(_INSERT, (stream, seq, priority, now, text))
+                seqs.append(seq)
+            if after is not None:
+                after(db)
             db.execute("COMMIT")
         except BaseException:
             _rollback(db)
             raise
         self._unsynced = True
-        return seq
+        return seqs
+
+    def _make_room(self, max_priority: int, size: int, passes: int) -> bool:
+        """Evict enough for ``size`` bytes and down to the low-water mark; False: nothing to."""
+        db = self._conn()
+        used = used_bytes(db)
+        if self.max_bytes is not None:
+            need = max(size, used - int(self.max_bytes * LOW_WATER))
+        else:  # the disk is full: free a slice of the file for the records to come
+            need = max(size, used // 20)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            counts = evict_for_space(db, need, max_priority, thin=passes == 0)
+            _record(db, counts)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        self._note(counts, SIZE)
+        return bool(counts)
+
+    def _count_refused(self, rows: list[tuple[str, str, int]]) -> None:
+        counts: Counts = Counter((stream, REFUSED) for stream, _, _ in rows)
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            _record(db, counts)
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            _rollback(db)  # the disk is full indeed; the count lives on in memory
+        self._note(counts, REFUSED)
+
+    def _note(self, counts: Counts, reason: str) -> None:
+        """Evictions committed: count them, start an episode (logged once)."""
+        if not counts:
+            return
+        for (stream, why), n in counts.items():
+            per = self._evictions.setdefault(stream, {})
+            per[why] = per.get(why, 0) + n
+        self._episode.update(counts)
+        self._unreported = True
+        if not self._evicting:
+            self._evicting = True
+            log.warning(
+                "outbox_eviction_started",
+                file=str(self.path),
+                reason=reason,
+                evicted=_nested(counts),
+                max_bytes=self.max_bytes,
+                max_age_s=self.max_age_s,
+            )
+
+    def _end_episode_if_room(self) -> None:
+        """After a drain: the episode ends once the outbox is below its low-water mark."""
+        if not self._evicting:
+            return
+        if self.max_bytes is not None:
+            try:
+                if used_bytes(self._conn()) > self.max_bytes * LOW_WATER:
+                    return
+            except (sqlite3.Error, OutboxError):
+                return
+        log.info(
+            "outbox_eviction_stopped",
+            file=str(self.path),
+            evicted=_nested(self._episode),
+            total=sum(self._episode.values()),
+        )
+        self._evicting = False
+        self._episode = Counter()
+
+    def evict_expired(self) -> int:
+        """Evict the records older than ``max_age_s`` now, LOW first; return how many.
+
+        ``append`` and ``pending`` call it on their own (at most about once a second), so
+        the uplink need not; it is public for a daemon that wants it on a timer.
+        """
+        if self.max_age_s is None:
+            return 0
+        cutoff = self._clock() - self.max_age_s
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            counts = evict_expired(db, cutoff)
+            _record(db, counts)
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            _rollback(db)
+            if not _is_corrupt(exc):
+                raise OutboxError(f"cannot evict from {self.path}: {exc}") from exc
+            self._recover(exc)
+            return 0
+        except sqlite3.Error as exc:
+            _rollback(db)
+            raise OutboxError(f"cannot evict from {self.path}: {exc}") from exc
+        if counts:
+            self._unsynced = True
+        self._note(counts, AGE)
+        return sum(counts.values())
+
+    def _maintain(self) -> None:
+        """The age bound, checked at most every ``AGE_CHECK_INTERVAL_S``; never raises."""
+        if self.max_age_s is None or self._db is None:
+            return
+        now = self._clock()
+        if now < self._next_age_check:
+            return
+        self._next_age_check = now + min(AGE_CHECK_INTERVAL_S, self.max_age_s / 10)
+        try:
+            self.evict_expired()
+        except OutboxError as exc:
+            log.warning("outbox_expiry_failed", file=str(self.path), error=str(exc))
+
+    def _maybe_report(self) -> None:
+        """Append the eviction counts not reported yet to ``outbox``, throttled; never raises."""
+        if not self._unreported or self.report_interval_s is None or self._db is None:
+            return
+        now = self._clock()
+        if self._last_report is not None and now - self._last_report < self.report_interval_s:
+            return
+        self._last_report = now
+        try:
+            rows = self._conn().execute(_EVICTIONS).fetchall()
+            delta: dict[str, dict[str, int]] = {}
+            totals: dict[str, dict[str, int]] = {}
+            marks: list[tuple[int, str, str]] = []
+            for stream, reason, total, reported in rows:
+                totals.setdefault(stream, {})[reason] = total
+                if total > reported:
+                    delta.setdefault(stream, {})[reason] = total - reported
+                    marks.append((total, stream, reason))
+            self._unreported = False
+            if not delta:
+                return
+            payload = {"kind": "evictions", "evicted": delta, "totals": totals}
+
+            def mark(db: sqlite3.Connection) -> None:
+                db.executemany(_MARK_REPORTED, marks)
+
+            self._store([(REPORT_STREAM, _encode(REPORT_STREAM, payload), Priority.HIGH)], mark)
+        except (OutboxError, sqlite3.Error) as exc:
+            self._unreported = True
+            log.warning("outbox_report_failed", file=str(self.path), error=str(exc))
 
     def flush(self) -> None:
         """Make every record appended so far survive a power cut (one fsync, when needed)."""
@@ -343,12 +647,15 @@ class Outbox:
         """Unacknowledged records, oldest first, ordered by stream then sequence number.
 
         Everything returned is on stable storage first (``flush``), so a sequence number the
-        platform has seen can never be handed out again after a power cut.
+        platform has seen can never be handed out again after a power cut. Records past
+        ``max_age_s`` are evicted first, and a due eviction report is appended.
         """
         if limit < 1:
             raise ValueError("limit must be at least 1")
         if stream is not None:
             _check_stream(stream)
+        self._maintain()
+        self._maybe_report()
         self.flush()
         try:
             if stream is None:
@@ -397,24 +704,76 @@ class Outbox:
             _rollback(db)
             raise OutboxError(f"cannot acknowledge in {stream}: {exc}") from exc
         self._unsynced = True
+        if deleted > 0:
+            self._end_episode_if_room()
         return max(0, deleted)
 
+    def evictions(self) -> dict[str, dict[str, int]]:
+        """Records evicted (or refused) per stream and reason since the file was created.
+
+        Reasons: ``thinned``, ``size``, ``age``, ``refused``, ``corrupt`` (see
+        ``agent/outbox_eviction.py``). Kept in the file, so the counts survive restarts.
+        """
+        return {stream: dict(per) for stream, per in sorted(self._evictions.items())}
+
+    @property
+    def evicting(self) -> bool:
+        """An eviction episode is under way (a bound was reached and not yet drained)."""
+        return self._evicting
+
     def stats(self) -> dict[str, StreamStats]:
-        """Per stream: records waiting, age of the oldest, last and acknowledged seq."""
+        """Per stream: records waiting, age of the oldest, last and acknowledged seq, evictions."""
         try:
             rows = self._conn().execute(_STATS).fetchall()
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot read {self.path}: {exc}") from exc
         now = self._clock()
-        return {
+        result = {
             stream: StreamStats(
                 count=count,
                 oldest_age_s=None if oldest is None else max(0.0, now - oldest),
                 last_seq=last_seq,
                 acked_seq=acked_seq,
+                evicted=dict(self._evictions.get(stream, {})),
             )
             for stream, last_seq, acked_seq, count, oldest in rows
         }
+        for stream, per in self._evictions.items():
+            if stream not in result:  # refused before it ever stored a record
+                result[stream] = StreamStats(
+                    count=0, oldest_age_s=None, last_seq=0, acked_seq=0, evicted=dict(per)
+                )
+        return dict(sorted(result.items()))
+
+
+_After = Callable[[sqlite3.Connection], None]
+
+
+def _record(db: sqlite3.Connection, counts: Counts) -> None:
+    db.executemany(_COUNT_EVICTIONS, [(s, r, n) for (s, r), n in counts.items()])
+
+
+def _nested(counts: Counts) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (stream, reason), n in sorted(counts.items()):
+        out.setdefault(stream, {})[reason] = n
+    return out
+
+
+def _encode(stream: str, payload: Mapping[str, object]) -> str:
+    try:
+        return json.dumps(dict(payload), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise OutboxError(f"payload for {stream} is not JSON: {exc}") from exc
+
+
+def _check_priority(priority: object) -> None:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ValueError(f"priority must be an int, not {priority!r}")
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
 
 
 def _create_schema(db: sqlite3.Connection) -> None:
@@ -431,8 +790,7 @@ def _rollback(db: sqlite3.Connection) -> None:
 
 
 def _is_corrupt(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    return code in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    return _code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 
 def _check_stream(stream: str) -> None:

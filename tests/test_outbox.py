@@ -172,8 +172,14 @@ def test_stats_per_stream(outbox: Outbox, clock: FakeClock) -> None:
     clock.now += 10
     outbox.ack("audit", 1)
     assert outbox.stats() == {
-        "alarms": {"count": 2, "oldest_age_s": 40.0, "last_seq": 2, "acked_seq": 0},
-        "audit": {"count": 0, "oldest_age_s": None, "last_seq": 1, "acked_seq": 1},
+        "alarms": {
+            "count": 2,
+            "oldest_age_s": 40.0,
+            "last_seq": 2,
+            "acked_seq": 0,
+            "evicted": {},
+        },
+        "audit": {"count": 0, "oldest_age_s": None, "last_seq": 1, "acked_seq": 1, "evicted": {}},
     }
 
 
@@ -230,34 +236,50 @@ def test_a_new_file_gets_a_new_epoch(tmp_path: Path, clock: FakeClock) -> None:
         assert len(box.epoch) == 16
 
 
-def test_full_disk_raises_outbox_error_logged_once(tmp_path: Path, clock: FakeClock) -> None:
+def test_no_room_even_after_evicting_is_an_outbox_error_logged_once(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Telemetry never evicts an alarm: with only alarms left, a LOW append is refused."""
     with (
         structlog.testing.capture_logs() as logs,
-        Outbox(tmp_path, clock=clock, max_bytes=64 * 1024) as box,
+        Outbox(tmp_path, clock=clock, max_bytes=64 * 1024, report_interval_s=None) as box,
     ):
-        appended = 0
+        alarms = 0
+        while not box.evictions():  # fill with alarms until the first one is evicted
+            box.append("alarms", {"i": alarms, "pad": "x" * 500}, priority=Priority.HIGH)
+            alarms += 1
+        kept = len(box.pending(limit=100_000))
+        big = {"pad": "x" * 20_000}  # more than eviction left free, less than the bound
         error: OutboxError | None = None
-        while error is None and appended < 10_000:
-            try:
-                box.append("telemetry", {"i": appended, "pad": "x" * 500}, priority=Priority.LOW)
-            except OutboxError as exc:
-                error = exc
-            else:
-                appended += 1
+        try:
+            box.append("telemetry", big, priority=Priority.LOW)
+        except OutboxError as exc:
+            error = exc
         assert isinstance(error, AgentError)
         assert "full" in str(error)
-        assert appended > 10
         for _ in range(3):
             with pytest.raises(OutboxError):
-                box.append("telemetry", {"pad": "x" * 500}, priority=Priority.LOW)
+                box.append("telemetry", big, priority=Priority.LOW)
         assert box.append_failures == 4
-        assert len(box.pending(limit=100_000)) == appended  # nothing half-written
-        box.ack("telemetry", appended // 2)  # the uplink drains: room again
-        assert box.append("telemetry", {}, priority=Priority.LOW) == appended + 1
+        assert box.evictions()["telemetry"] == {"refused": 4}
+        assert box.stats()["telemetry"]["evicted"] == {"refused": 4}
+        assert len(box.pending(limit=100_000)) == kept  # nothing half-written, no alarm lost
+        box.ack("alarms", alarms)  # the uplink drains: room again
+        assert box.append("telemetry", big, priority=Priority.LOW) == 1  # refused: no seq used
     assert [e["event"] for e in logs if e["event"].startswith("outbox_append")] == [
         "outbox_append_failed",
         "outbox_append_recovered",
     ]
+
+
+def test_a_record_bigger_than_the_bound_is_refused_and_evicts_nothing_it_may_not(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    with Outbox(tmp_path, clock=clock, max_bytes=64 * 1024) as box:
+        box.append("alarms", {"kind": "door"}, priority=Priority.HIGH)
+        with pytest.raises(OutboxError, match="full"):
+            box.append("telemetry", {"pad": "x" * 200_000}, priority=Priority.LOW)
+        assert [r.payload for r in box.pending("alarms")] == [{"kind": "door"}]
 
 
 def test_closed_outbox_raises_outbox_error(tmp_path: Path) -> None:

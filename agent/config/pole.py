@@ -16,6 +16,8 @@ from smartpole.agent.config.mcu_bus import McuSettings
 from smartpole.agent.control.power import PowerRule
 from smartpole.agent.control.program import LightingConfig, SiteConfig
 from smartpole.agent.control.rules import AlarmRule
+from smartpole.agent.uplink.config import UplinkConfig
+from smartpole.agent.uplink.opcua import OpcUaConfig
 
 NamePattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NamePattern, max_length=64)]
@@ -176,6 +178,10 @@ class PoleConfig(_Strict):
     lighting: LightingConfig | None = None
     cameras: dict[Name, CameraConfig] = Field(
         default_factory=dict, description="camera -> its source, detector and counting lines"
+    )
+    uplink: UplinkConfig | None = None
+    opcua: OpcUaConfig | None = Field(
+        None, description="OPC UA server for SCADA clients (secure policies only)"
     )
 
     @model_validator(mode="after")

@@ -104,7 +104,15 @@ class PoleControl:
         return getattr(self._config.profile_of(device), "lease", None) is not None
 
     def __enter__(self) -> Self:
-        self.outbox = self._stack.enter_context(Outbox(self._state_dir))
+        uplink = self._config.pole.uplink
+        limits = uplink.outbox if uplink is not None else None
+        self.outbox = self._stack.enter_context(
+            Outbox(
+                self._state_dir,
+                max_bytes=limits.max_bytes if limits is not None else None,
+                max_age_s=limits.max_age_s if limits is not None else None,
+            )
+        )
         rules = self._config.pole.alarms
         lighting_cfg = self._config.pole.lighting
         monitor_cfg = lighting_cfg.monitor if lighting_cfg is not None else None

@@ -1,0 +1,1 @@
+"""Northbound: the MQTT uplink that drains the outbox to the city platform (issue 7)."""

@@ -1,0 +1,210 @@
+"""The shape of a platform command and of the ``uplink.commands`` config section.
+
+A command arrives from the network, so everything about it is checked before anything is
+done: exact types (``strict``: ``"50"`` is not a level, ``true`` is not a preset), no unknown
+keys (a misspelt argument must not be silently ignored and a default used instead), bounded
+strings (ids and actors go to logs, audit and the state file). The argument models check
+only what is true of every pole; the profile's own limits (read-only points, write_min /
+write_max) are checked by the bus task that owns the device.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CommandName = Literal[
+    "set_level",
+    "override",
+    "clear_override",
+    "relay",
+    "power_cycle",
+    "ptz_preset",
+    "ack_alarm",
+    "report_now",
+]
+COMMANDS: tuple[str, ...] = get_args(CommandName)
+
+# Printable ASCII without spaces: safe in logs, file names of nothing, JSON keys, topics.
+CommandId = Annotated[str, Field(pattern=r"^[!-~]{1,64}$")]
+Actor = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@:+/=-]{0,63}$")]
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+Level = Annotated[int, Field(ge=0, le=100)]
+MAX_OVERRIDE_S = 7 * 86400.0  # what LightingController.set_override accepts
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class CommandsConfig(BaseModel):
+    """``uplink.commands`` in the pole config: who may do what, and how commands are checked.
+
+    The default allow-list is empty: a pole accepts no command until its config says who may
+    send which (least functionality, IEC 62443-4-2).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    allow: dict[str, list[CommandName | Literal["*"]]] = Field(
+        default_factory=dict,
+        description='actor glob -> command names or "*", e.g. {"ops-*": ["set_level"]}',
+    )
+    hmac_key_file: Annotated[Path, Field(strict=False)] | None = Field(
+        None,
+        description="file holding the per-pole HMAC-SHA256 key; when set, every command "
+        "must be signed. Re-read when the file changes (key rotation without restart).",
+    )
+    max_skew_s: float = Field(
+        300.0, gt=0, le=86400, description="accepted |now - issued_at|, against replay"
+    )
+    max_payload_bytes: int = Field(4096, ge=256, le=1_048_576)
+    dedupe_keep_s: float = Field(
+        86400.0, gt=0, le=30 * 86400, description="how long executed command ids are kept"
+    )
+    max_remembered: int = Field(
+        10_000, ge=100, le=1_000_000, description="command ids kept at most (oldest go first)"
+    )
+
+    @model_validator(mode="after")
+    def _keep_ids_for_the_window(self) -> Self:
+        # A command dated max_skew_s in the future stays acceptable until 2 x max_skew_s
+        # after it arrived; forgetting its id sooner would let a replay run it again.
+        if self.dedupe_keep_s < 2 * self.max_skew_s:
+            raise ValueError("dedupe_keep_s must be at least 2 x max_skew_s")
+        return self
+
+
+class SetLevelArgs(_Strict):
+    lamp: Ident
+    level: Level
+    point: Ident = "dim_level"  # an MCU lamp channel calls it "level"
+
+
+class OverrideArgs(_Strict):
+    lamp: Ident
+    level: Level
+    duration_s: float = Field(gt=0, le=MAX_OVERRIDE_S, allow_inf_nan=False)
+
+
+class LampArgs(_Strict):
+    lamp: Ident
+
+
+class RelayArgs(_Strict):
+    device: Ident
+    point: Ident
+    on: bool
+
+
+class DeviceArgs(_Strict):
+    device: Ident
+
+
+class PtzArgs(_Strict):
+    device: Ident
+    preset: int = Field(ge=1, le=255)
+
+
+class AlarmArgs(_Strict):
+    alarm_id: Annotated[str, Field(pattern=r"^[!-~]{1,128}$")]
+
+
+class NoArgs(_Strict):
+    pass
+
+
+ARGS: dict[str, type[_Strict]] = {
+    "set_level": SetLevelArgs,
+    "override": OverrideArgs,
+    "clear_override": LampArgs,
+    "relay": RelayArgs,
+    "power_cycle": DeviceArgs,
+    "ptz_preset": PtzArgs,
+    "ack_alarm": AlarmArgs,
+    "report_now": NoArgs,
+}
+
+
+class Envelope(_Strict):
+    id: CommandId
+    issued_at: float = Field(allow_inf_nan=False)
+    actor: Actor
+    command: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    signature: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+
+
+class CommandError(Exception):
+    """Bad input; ``reason`` is the counter key and the machine-readable result code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Two ``"command"`` keys would mean one thing to us and maybe another to the signer."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r}")
+        seen[key] = value
+    return seen
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(payload: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(
+            payload.decode("utf-8"),
+            object_pairs_hook=_no_duplicate_keys,
+            parse_constant=_no_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CommandError("bad_json", f"payload is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CommandError("bad_json", "payload must be a JSON object")
+    return data
+
+
+def _describe(exc: ValidationError, prefix: str) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        parts.append(f"{where or '(top level)'}: {error['msg']}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def parse_envelope(data: dict[str, Any]) -> Envelope:
+    try:
+        envelope = Envelope.model_validate(data)
+    except ValidationError as exc:
+        raise CommandError("bad_schema", _describe(exc, "")) from exc
+    if envelope.command not in ARGS:
+        known = ", ".join(COMMANDS)
+        raise CommandError(
+            "unknown_command", f"unknown command {envelope.command!r} (known: {known})"
+        )
+    return envelope
+
+
+def parse_args(command: str, args: dict[str, Any]) -> BaseModel:
+    try:
+        return ARGS[command].model_validate(args)
+    except ValidationError as exc:
+        raise CommandError("bad_args", f"{command}: {_describe(exc, 'args')}") from exc
+
+
+def canonical_json(data: dict[str, Any]) -> bytes:
+    """What the signature covers: the payload without ``signature``, keys sorted, compact
+    separators, UTF-8 without escaping non-ASCII (as RFC 8785 writes strings)."""
+    body = {key: value for key, value in data.items() if key != "signature"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,351 @@
+"""The pole as an OPC UA server (asyncua), for SCADA clients on the city's network.
+
+Address space (namespace ``config.namespace``)::
+
+    Objects/<pole_id>/                      object, NodeId s=<pole_id>
+        <device>/                           one object per device, NodeId s=<device>
+            <point>                         one variable per point, NodeId s=<device>.<point>
+                EngineeringUnits            EUInformation (UNECE code where known)
+        Commands/                           SetLevel, Relay, PowerCycle, PtzPreset, AckAlarm
+                                            (opcua_methods.py)
+
+Values come from the point table's listener, coalesced per point and written by one task, and
+only when the value or its quality changed (report by exception: the source timestamp is the
+acquisition time of the change). A periodic pass over the table's snapshot catches qualities
+that change without a new reading (stale). ``opcua_space`` maps quality to status codes.
+
+Alarms are polled from ``alarms`` (``AlarmManager.active()``, or a callable returning alarm
+dicts) and each transition (raised, acknowledged, cleared) is fired as a ``PoleAlarmEventType``
+event (a BaseEventType with AlarmId, Kind, AlarmSource, Transition, Acknowledged) from the
+Server object.
+
+Security: only Basic256Sha256 (Sign and/or SignAndEncrypt); there is never a None endpoint,
+not even for anonymous reading, because the trust list is what keeps unknown machines out and
+it needs the client's certificate on a secure channel. Anonymous sessions, when allowed, are
+read-only (browse, read, subscribe); writes and method calls need a user from the users file.
+Variables are read-only anyway: commands go through the methods, which build the same JSON
+payload as the MQTT side and hand it to the command processor as ``opcua:<user>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self
+
+import structlog
+from asyncua import ua
+from asyncua.common.node import Node
+from asyncua.server.server import Server
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.uplink.opcua_auth import PoleRuleset, UserFileManager
+from smartpole.agent.uplink.opcua_certs import TrustList, ensure_server_certificate
+from smartpole.agent.uplink.opcua_methods import CommandCallback, CommandMethods
+from smartpole.agent.uplink.opcua_space import data_value, eu_information, nid, severity
+from smartpole.agent.uplink.opcua_space import variant_type_for as _vtype
+from smartpole.drivers.modbus.codec import Value
+
+log = structlog.get_logger("smartpole.uplink.opcua")
+
+AlarmDicts = Callable[[], Iterable[Mapping[str, Any]]]
+_Key = tuple[str, str]
+_V = ua.VariantType
+
+
+class ActiveAlarms(Protocol):
+    def active(self) -> Iterable[Any]: ...
+
+
+Mode = Literal["Sign", "SignAndEncrypt"]
+
+
+def _default_modes() -> list[Mode]:
+    return ["SignAndEncrypt", "Sign"]
+
+
+class OpcUaConfig(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    endpoint: str = "opc.tcp://0.0.0.0:4840/smartpole/"
+    namespace: str = "urn:smartpole:opcua"
+    certificate_dir: str = Field("opcua/pki", description="server certificate; under state dir")
+    trust_dir: str = Field("opcua/trusted", description="trusted client certificates (DER/PEM)")
+    users_file: str | None = Field("opcua/users", description="name:pbkdf2 hash lines")
+    allow_anonymous_read: bool = False
+    security_modes: list[Mode] = Field(default_factory=_default_modes, min_length=1)
+    refresh_s: float = Field(1.0, gt=0, le=60, description="quality (staleness) re-check period")
+    alarm_poll_s: float = Field(1.0, gt=0, le=60)
+    method_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="a method answers 'pending' if its command runs longer"
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _opc_tcp(cls, value: str) -> str:
+        if not value.startswith("opc.tcp://"):
+            raise ValueError("endpoint must be an opc.tcp:// URL")
+        return value
+
+    def path(self, state_dir: Path, value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else state_dir / path
+
+
+def application_uri(pole_id: str) -> str:
+    return f"urn:smartpole:{pole_id}:opcua"
+
+
+_MODES = {
+    "Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
+    "SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+}
+
+
+def _alarm_dicts(source: ActiveAlarms | AlarmDicts) -> dict[str, dict[str, Any]]:
+    raw = source.active() if hasattr(source, "active") else source()
+    out: dict[str, dict[str, Any]] = {}
+    for alarm in raw:
+        as_dict = dict(alarm.to_json() if hasattr(alarm, "to_json") else alarm)
+        out[str(as_dict.get("alarm_id"))] = as_dict
+    return out
+
+
+class OpcUaServer:
+    """``async with OpcUaServer(...) as server:`` serves until the block ends."""
+
+    def __init__(
+        self,
+        config: OpcUaConfig,
+        *,
+        pole_id: str,
+        table: PointTable,
+        state_dir: Path,
+        units: Mapping[_Key, str] | None = None,
+        alarms: ActiveAlarms | AlarmDicts | None = None,
+        command: CommandCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.pole_id = pole_id
+        self.table = table
+        self.state_dir = state_dir
+        self.units = dict(units or {})
+        self.alarms = alarms
+        self.command = command
+        self.application_uri = application_uri(pole_id)
+        self.trust = TrustList(config.path(state_dir, config.trust_dir))
+        users = config.path(state_dir, config.users_file) if config.users_file else None
+        self.users = UserFileManager(
+            users, allow_anonymous=config.allow_anonymous_read, trusted=self.trust.is_trusted
+        )
+        self.server = Server(user_manager=self.users)
+        self.idx = 0
+        self._nodes: dict[_Key, tuple[ua.NodeId, ua.VariantType]] = {}
+        self._last: dict[_Key, tuple[Value | None, Quality]] = {}
+        self._pending: dict[_Key, tuple[Value | None, Quality, float | None]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self._alarm_state: dict[str, dict[str, Any]] = {}
+        self._event: Any = None  # asyncua EventGenerator
+        self._write_failed: set[_Key] = set()
+        self.methods = CommandMethods(command, timeout_s=config.method_timeout_s)
+
+    async def __aenter__(self) -> Self:
+        server, config = self.server, self.config
+        await server.init()
+        server.set_endpoint(config.endpoint)
+        server.set_server_name(f"smartpole {self.pole_id}")
+        server.product_uri = "urn:smartpole"
+        await server.set_application_uri(self.application_uri)
+        pair = ensure_server_certificate(
+            config.path(self.state_dir, config.certificate_dir), self.application_uri, self.pole_id
+        )
+        await server.load_certificate(pair.certificate)
+        await server.load_private_key(pair.private_key)
+        ruleset = PoleRuleset(allow_anonymous=config.allow_anonymous_read)
+        modes = [_MODES[m] for m in config.security_modes]
+        server.set_security_policy(modes, ruleset)  # type: ignore[arg-type]
+        tokens: list[type] = [ua.UserNameIdentityToken]
+        if config.allow_anonymous_read:
+            tokens.append(ua.AnonymousIdentityToken)
+        server.set_identity_tokens(tokens)
+        server.set_certificate_validator(self.trust)
+        self.idx = await server.register_namespace(config.namespace)
+        await self._build()
+        await server.start()
+        self._running = True
+        self.table.listen(self._on_reading)
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(), name="opcua-flush"),
+            asyncio.create_task(self._refresh_loop(), name="opcua-refresh"),
+        ]
+        if self.alarms is not None:
+            self._alarm_state = _alarm_dicts(self.alarms)
+            self._tasks.append(asyncio.create_task(self._alarm_loop(), name="opcua-alarms"))
+        log.info(
+            "opcua_started",
+            endpoint=config.endpoint,
+            points=len(self._nodes),
+            anonymous_read=config.allow_anonymous_read,
+            trust_dir=str(self.trust.directory),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._running = False  # the table keeps the listener; it does nothing from now on
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self.methods.close()
+        await self.server.stop()
+        log.info("opcua_stopped")
+
+    # -- address space ----------------------------------------------------------------------
+
+    async def _build(self) -> None:
+        idx = self.idx
+        objects = self.server.nodes.objects
+        pole = await objects.add_object(nid(self.pole_id, idx), ua.QualifiedName(self.pole_id, idx))
+        devices: dict[str, Node] = {}
+        for sample in self.table.snapshot():
+            key = (sample.device, sample.point)
+            device = devices.get(sample.device)
+            if device is None:
+                device = await pole.add_object(
+                    nid(sample.device, idx), ua.QualifiedName(sample.device, idx)
+                )
+                devices[sample.device] = device
+            vtype = _vtype(sample.value)
+            node = await device.add_variable(
+                nid(f"{sample.device}.{sample.point}", idx),
+                ua.QualifiedName(sample.point, idx),
+                ua.Variant(False if vtype is _V.Boolean else ("" if vtype is _V.String else 0.0)),
+                vtype,
+            )
+            unit = self.units.get(key, sample.unit)
+            await node.add_property(
+                nid(f"{sample.device}.{sample.point}.EngineeringUnits", idx),
+                ua.QualifiedName("EngineeringUnits", 0),
+                ua.Variant(eu_information(unit), _V.ExtensionObject),
+                datatype=nid(ObjectIds.EUInformation),
+            )
+            self._nodes[key] = (node.nodeid, vtype)
+            await self._write(key, sample.value, sample.quality, sample.timestamp)
+        commands = await pole.add_object(nid("Commands", idx), ua.QualifiedName("Commands", idx))
+        await self.methods.add_to(commands, idx)
+        etype = await self.server.create_custom_event_type(
+            idx,
+            "PoleAlarmEventType",
+            ObjectIds.BaseEventType,
+            [
+                ("AlarmId", _V.String),
+                ("Kind", _V.String),
+                ("AlarmSource", _V.String),
+                ("Transition", _V.String),
+                ("Acknowledged", _V.Boolean),
+            ],
+        )
+        self._event = await self.server.get_event_generator(etype, ObjectIds.Server)
+
+    async def _write(
+        self, key: _Key, value: Value | None, quality: Quality, at: float | None
+    ) -> None:
+        self._last[key] = (value, quality)
+        nodeid, vtype = self._nodes[key]
+        dv = data_value(value, quality, at, vtype)
+        await self.server.write_attribute_value(nodeid, dv)
+        mismatch = dv.StatusCode is not None and dv.StatusCode.value == StatusCodes.BadTypeMismatch
+        if mismatch and key not in self._write_failed:
+            self._write_failed.add(key)
+            log.warning("opcua_value_type_mismatch", device=key[0], point=key[1], type=vtype.name)
+
+    # -- values -----------------------------------------------------------------------------
+
+    def _on_reading(
+        self, device: str, point: str, value: Value | None, quality: Quality, at: float
+    ) -> None:
+        key = (device, point)
+        if not self._running or key not in self._nodes:
+            return
+        if self._last.get(key) == (value, quality) and key not in self._pending:
+            return
+        self._pending[key] = (value, quality, at)
+        self._wake.set()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            pending, self._pending = self._pending, {}
+            for key, (value, quality, at) in pending.items():
+                if self._last.get(key) != (value, quality):
+                    await self._write(key, value, quality, at)
+
+    def reconcile(self) -> None:
+        """Queue every point whose quality or value differs from what clients see."""
+        for sample in self.table.snapshot():
+            key = (sample.device, sample.point)
+            if key in self._nodes and self._last.get(key) != (sample.value, sample.quality):
+                self._pending[key] = (sample.value, sample.quality, sample.timestamp)
+                self._wake.set()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.refresh_s)
+            self.reconcile()
+
+    # -- alarms -----------------------------------------------------------------------------
+
+    async def _alarm_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.alarm_poll_s)
+            try:
+                await self.poll_alarms()
+            except (AttributeError, TypeError, ValueError) as exc:
+                log.warning("opcua_alarm_poll_failed", error=str(exc))
+
+    async def poll_alarms(self) -> int:
+        """Fire an event for each alarm raised, acknowledged or cleared since the last poll."""
+        if self.alarms is None:
+            return 0
+        now = _alarm_dicts(self.alarms)
+        fired = 0
+        for alarm_id, alarm in now.items():
+            before = self._alarm_state.get(alarm_id)
+            if before is None:
+                await self._fire(alarm, "raised")
+            elif bool(alarm.get("acknowledged_at")) and not before.get("acknowledged_at"):
+                await self._fire(alarm, "acknowledged")
+            else:
+                continue
+            fired += 1
+        for alarm_id, alarm in self._alarm_state.items():
+            if alarm_id not in now:
+                await self._fire(alarm, "cleared")
+                fired += 1
+        self._alarm_state = now
+        return fired
+
+    async def _fire(self, alarm: Mapping[str, Any], transition: str) -> None:
+        event: Any = self._event.event  # an instance of the custom event type
+        kind, source = str(alarm.get("kind", "")), str(alarm.get("source", ""))
+        event.Severity = severity(alarm.get("severity"))
+        event.SourceName = source
+        event.AlarmId = str(alarm.get("alarm_id", ""))
+        event.Kind = kind
+        event.AlarmSource = source
+        event.Transition = transition
+        event.Acknowledged = bool(alarm.get("acknowledged_at"))
+        await self._event.trigger(message=f"{kind} {transition} on {source}")

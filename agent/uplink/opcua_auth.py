@@ -1,0 +1,204 @@
+"""Who may do what on the OPC UA server: users, password hashes and the permission rules.
+
+Users file: one ``name:hash`` per line (``#`` starts a comment), where ``hash`` is
+``pbkdf2_sha256$<iterations>$<salt, base64>$<digest, base64>`` as ``password_entry`` makes it;
+passwords are never stored. Make an entry with::
+
+    python -m smartpole.agent.uplink.opcua_auth NAME  >> users   # reads the password on stdin
+
+The file is re-read when its modification time changes. Roles:
+
+* a user from the file (username token, over an encrypted or signed channel) may browse,
+  read, subscribe and call the command methods;
+* anonymous, only when ``allow_anonymous_read``: browse, read and subscribe; no write, no call;
+* everything else is refused. Every session must also come over a secure channel whose client
+  certificate is in the trust list: the user manager checks it again at activation, because
+  asyncua's validator only sees the certificate the client puts in CreateSession.
+
+The user of the request being processed is kept in a context variable (asyncua processes one
+connection's requests in order, in one task), so a method knows who called it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import hashlib
+import hmac
+import secrets
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from asyncua import ua
+from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User, UserRole
+from asyncua.server.user_managers import UserManager
+from asyncua.ua.object_ids import ObjectIds
+
+from smartpole.agent.uplink.opcua_space import nid
+
+if TYPE_CHECKING:
+    from asyncua.server.internal_server import InternalServer
+
+log = structlog.get_logger("smartpole.uplink.opcua")
+
+SCHEME = "pbkdf2_sha256"
+DEFAULT_ITERATIONS = 200_000
+_MIN_ITERATIONS = 1_000
+
+current_user: contextvars.ContextVar[User | None] = contextvars.ContextVar(
+    "smartpole_opcua_user", default=None
+)
+
+
+def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS) -> str:
+    """A salted PBKDF2-SHA256 hash in the users file's format."""
+    if iterations < _MIN_ITERATIONS:
+        raise ValueError(f"at least {_MIN_ITERATIONS} iterations")
+    salt = secrets.token_bytes(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    b64 = base64.b64encode
+    return f"{SCHEME}${iterations}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def password_entry(name: str, password: str, *, iterations: int = DEFAULT_ITERATIONS) -> str:
+    """One line of the users file (without the newline)."""
+    if not name or ":" in name or name != name.strip():
+        raise ValueError("a user name is non-empty, without ':' or surrounding blanks")
+    return f"{name}:{hash_password(password, iterations=iterations)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, iterations, salt, digest = stored.split("$")
+        rounds = int(iterations)
+        salt_b, digest_b = base64.b64decode(salt), base64.b64decode(digest)
+    except ValueError:
+        return False
+    if scheme != SCHEME or rounds < _MIN_ITERATIONS:
+        return False
+    candidate = hashlib.pbkdf2_hmac("sha256", password.encode(), salt_b, rounds)
+    return hmac.compare_digest(candidate, digest_b)
+
+
+def load_users(path: Path) -> dict[str, str]:
+    users: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, stored = line.partition(":")
+        if not sep or not stored.startswith(SCHEME + "$"):
+            log.warning("opcua_users_line_invalid", path=str(path), line=number)
+            continue
+        users[name] = stored
+    return users
+
+
+_DUMMY_HASH = hash_password("dummy", iterations=_MIN_ITERATIONS)
+
+
+class UserFileManager(UserManager):
+    """asyncua user manager: username/password against the users file, anonymous when
+    allowed, and only ever on a channel whose client certificate is trusted."""
+
+    def __init__(
+        self,
+        users_file: Path | None,
+        *,
+        allow_anonymous: bool,
+        trusted: Callable[[bytes | None], bool],
+    ) -> None:
+        self.users_file = users_file
+        self.allow_anonymous = allow_anonymous
+        self._trusted = trusted
+        self._users: dict[str, str] = {}
+        self._mtime: float | None = None
+        self.denied = 0
+
+    def _reload(self) -> None:
+        if self.users_file is None:
+            return
+        try:
+            mtime = self.users_file.stat().st_mtime
+            if mtime != self._mtime:
+                self._users, self._mtime = load_users(self.users_file), mtime
+        except OSError as exc:
+            if self._mtime is not None or self._users:
+                log.warning(
+                    "opcua_users_file_unreadable", path=str(self.users_file), error=str(exc)
+                )
+            self._users, self._mtime = {}, None
+
+    def get_user(
+        self,
+        iserver: InternalServer,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:
+        if not self._trusted(certificate if isinstance(certificate, bytes) else None):
+            return self._deny("channel_certificate_untrusted", username)
+        if username is None:
+            if self.allow_anonymous:
+                return User(role=UserRole.Anonymous, name="anonymous")
+            return self._deny("anonymous_not_allowed", None)
+        self._reload()
+        stored = self._users.get(username)
+        # Unknown users cost a hash too, so timing does not tell which names exist.
+        ok = verify_password(password or "", stored or _DUMMY_HASH) and stored is not None
+        if not ok:
+            return self._deny("bad_credentials", username)
+        log.info("opcua_user_logged_in", user=username)
+        return User(role=UserRole.User, name=username)
+
+    def _deny(self, reason: str, username: str | None) -> User | None:
+        self.denied += 1
+        log.warning("opcua_login_denied", reason=reason, user=username)
+        return None
+
+
+_READ_ONLY = {
+    nid(type_id)
+    for type_id in USER_TYPES
+    if type_id
+    not in (
+        ObjectIds.WriteRequest_Encoding_DefaultBinary,
+        ObjectIds.CallRequest_Encoding_DefaultBinary,
+    )
+}
+_USER = {nid(type_id) for type_id in USER_TYPES}
+
+
+class PoleRuleset(PermissionRuleset):
+    """Users: the usual user services (read, write, call...). Anonymous: read-only, and only
+    when allowed. Admin services (adding nodes...) are nobody's over the network."""
+
+    def __init__(self, *, allow_anonymous: bool) -> None:
+        self.allow_anonymous = allow_anonymous
+
+    def check_validity(self, user: User, action_type: ua.NodeId, body: object) -> bool:
+        current_user.set(user)
+        if user.role == UserRole.User:
+            return action_type in _USER
+        if user.role == UserRole.Anonymous and self.allow_anonymous:
+            return action_type in _READ_ONLY
+        return False
+
+
+def _main() -> int:
+    if len(sys.argv) != 2:
+        print("usage: python -m smartpole.agent.uplink.opcua_auth NAME < password", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("empty password", file=sys.stderr)
+        return 2
+    print(password_entry(sys.argv[1], password))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,0 +1,184 @@
+"""The command methods of the OPC UA server (``Objects/<pole>/Commands``).
+
+Each method builds the same JSON command as the MQTT side::
+
+    {"id": <uuid4>, "issued_at": <unix seconds>, "actor": <OPC UA user>,
+     "command": <name>, "args": {...}}
+
+and awaits ``command(payload, "opcua:<user>")`` (the command processor), returning the
+result's ``status`` and ``error`` ("" when none) as the method's two outputs. Only a user
+logged in from the users file may call (the permission rules refuse anonymous calls before
+they get here; this is checked again). Integer arguments accept any integer variant type, and
+Double ones integers too, because clients differ in what they send for a Python int.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+from asyncua import ua
+from asyncua.common.node import Node
+from asyncua.crypto.permission_rules import UserRole
+from asyncua.ua.status_codes import StatusCodes
+
+from smartpole.agent.uplink.opcua_auth import current_user
+from smartpole.agent.uplink.opcua_space import nid, status
+
+log = structlog.get_logger("smartpole.uplink.opcua")
+
+CommandCallback = Callable[[bytes, str], Awaitable[Mapping[str, Any]]]
+_V = ua.VariantType
+_Spec = list[tuple[str, ua.VariantType, str]]
+
+_INT_TYPES = {_V.SByte, _V.Byte, _V.Int16, _V.UInt16, _V.Int32, _V.UInt32, _V.Int64, _V.UInt64}
+# method -> (command name, [(argument, type, description)])
+METHODS: dict[str, tuple[str, _Spec]] = {
+    "SetLevel": (  # a level for a while: the lighting override, as on MQTT
+        "override",
+        [
+            ("lamp", _V.String, "lamp name"),
+            ("level", _V.Int32, "dim level, percent"),
+            ("duration_s", _V.Double, "override duration, seconds"),
+        ],
+    ),
+    "Relay": (
+        "relay",
+        [
+            ("device", _V.String, "device"),
+            ("point", _V.String, "relay point"),
+            ("on", _V.Boolean, "true: on"),
+        ],
+    ),
+    "PowerCycle": ("power_cycle", [("device", _V.String, "device to power-cycle")]),
+    "PtzPreset": (
+        "ptz_preset",
+        [("device", _V.String, "camera"), ("preset", _V.Int32, "preset number")],
+    ),
+    "AckAlarm": ("ack_alarm", [("alarm_id", _V.String, "active alarm id")]),
+}
+
+
+def _argument(name: str, vtype: ua.VariantType, description: str) -> ua.Argument:
+    return ua.Argument(
+        Name=name,
+        DataType=nid(vtype.value),
+        ValueRank=-1,
+        ArrayDimensions=[],
+        Description=ua.LocalizedText(description),
+    )
+
+
+def _convert(variant: object, vtype: ua.VariantType) -> object:
+    """A method argument as Python, or raise ValueError; integers are accepted as any
+    integer type (clients differ), and as Double too."""
+    if not isinstance(variant, ua.Variant):
+        raise ValueError("not a variant")
+    got, value = variant.VariantType, variant.Value
+    if vtype is _V.Int32 and got in _INT_TYPES:
+        return int(value)
+    if vtype is _V.Double and (got in _INT_TYPES or got in (_V.Float, _V.Double)):
+        return float(value)
+    if got is vtype and vtype in (_V.String, _V.Boolean):
+        return value
+    raise ValueError(f"expected {vtype.name}, got {got.name}")
+
+
+async def _await(result: Awaitable[Mapping[str, Any]]) -> Mapping[str, Any]:
+    return await result
+
+
+class CommandMethods:
+    """The methods' callbacks, bound to one command callback."""
+
+    def __init__(self, command: CommandCallback | None, *, timeout_s: float = 10.0) -> None:
+        self.command = command
+        self.timeout_s = timeout_s
+        self.called = 0
+        self._running: set[asyncio.Task[Mapping[str, Any]]] = set()
+
+    async def close(self) -> None:
+        """Cancel commands still running past their call (at the server's stop)."""
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def add_to(self, parent: Node, idx: int) -> None:
+        for method, (name, args) in METHODS.items():
+            await parent.add_method(
+                nid(f"Commands.{method}", idx),
+                ua.QualifiedName(method, idx),
+                self._method(name, args),
+                [_argument(*arg) for arg in args],
+                [
+                    _argument("status", _V.String, "ok, rejected, failed..."),
+                    _argument("error", _V.String, "why, when not ok"),
+                ],
+            )
+
+    def _method(
+        self, name: str, spec: list[tuple[str, ua.VariantType, str]]
+    ) -> Callable[..., Awaitable[list[ua.Variant] | ua.StatusCode]]:
+        async def call(_parent: ua.NodeId, *variants: object) -> list[ua.Variant] | ua.StatusCode:
+            user = current_user.get()
+            if user is None or user.role is not UserRole.User or not user.name:
+                return status(StatusCodes.BadUserAccessDenied)
+            if len(variants) != len(spec):
+                return status(StatusCodes.BadArgumentsMissing)
+            try:
+                args = {
+                    arg: _convert(variant, vtype)
+                    for (arg, vtype, _), variant in zip(spec, variants, strict=True)
+                }
+            except ValueError:
+                return status(StatusCodes.BadInvalidArgument)
+            outcome, error = await self.run(name, args, user.name)
+            return [ua.Variant(outcome, _V.String), ua.Variant(error, _V.String)]
+
+        return call
+
+    async def run(self, name: str, args: dict[str, object], user: str) -> tuple[str, str]:
+        if self.command is None:
+            return "failed", "commands are not enabled on this pole"
+        payload = {
+            "id": str(uuid.uuid4()),
+            "issued_at": time.time(),
+            "actor": user,
+            "command": name,
+            "args": args,
+        }
+        self.called += 1
+        log.info("opcua_command", command=name, user=user, id=payload["id"])
+        task = asyncio.create_task(
+            _await(self.command(json.dumps(payload).encode(), f"opcua:{user}"))
+        )
+        # asyncua serves one connection's requests in order: a long command (a power cycle
+        # takes minutes) must not stall the client's session, so the call answers "pending"
+        # after timeout_s and the command runs on; its result goes up the command result
+        # stream like every other.
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.timeout_s)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+            return "pending", f"still running after {self.timeout_s:g} s"
+        try:
+            result = task.result()
+        except Exception as exc:  # a failing processor must not kill the call
+            log.exception("opcua_command_failed", command=name, id=payload["id"])
+            return "failed", f"{type(exc).__name__}: {exc}"
+        error = result.get("error")
+        return str(result.get("status", "failed")), "" if error is None else str(error)
+
+    def _finished(self, task: asyncio.Task[Mapping[str, Any]]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("opcua_command_failed", error=repr(task.exception()))

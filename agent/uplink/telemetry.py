@@ -1,0 +1,195 @@
+"""Report by exception: point changes beyond a deadband, batched, plus an integrity report.
+
+A listener on the point table remembers, per point, the last value that went up; a new
+reading is queued only when it moved more than the point's deadband (first matching
+``device.point`` glob in the config, default 0: any change) or its quality changed. Every
+``flush_interval_s`` the queued changes become one outbox record on the stream
+``telemetry`` (priority low), so a gateway with thousands of changing values writes one
+small transaction per second instead of one per value. Every ``integrity_period_s`` all
+points go up in one record, whether they changed or not, so the platform can resynchronise.
+
+Each value travels with its acquisition timestamp. A value that is not a finite number
+(NaN, ±inf) goes up as null with quality ``bad``: JSON has no NaN, and a NaN is no reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import math
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+import structlog
+
+from smartpole.agent.outbox import Outbox, OutboxError, Priority
+from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.uplink.config import TelemetryConfig
+from smartpole.drivers.modbus.codec import Value
+
+log = structlog.get_logger("smartpole.uplink.telemetry")
+
+STREAM = "telemetry"
+MAX_VALUES_PER_RECORD = 5000  # keeps one record (one MQTT message) well under 1 MB
+
+
+def _clean(value: Value | None, quality: Quality) -> tuple[Value | None, str]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, Quality.BAD.value
+    return value, quality.value
+
+
+class TelemetryReporter:
+    def __init__(
+        self,
+        config: TelemetryConfig,
+        table: PointTable,
+        outbox: Outbox,
+        *,
+        notify: Callable[[], None] = lambda: None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.table = table
+        self.outbox = outbox
+        self._notify = notify
+        self._wall = wall
+        self._sent: dict[tuple[str, str], tuple[Value | None, str]] = {}
+        self._queued: dict[tuple[str, str], list[object]] = {}
+        self._bands: dict[tuple[str, str], float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.records = 0
+        self.values = 0
+        self.suppressed = 0
+        self.append_failures = 0
+        self.integrity_reports = 0
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        self._task = asyncio.create_task(self.run(), name="telemetry")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.flush()
+
+    def start(self) -> None:
+        """Register the listener (once); ``run`` does the periodic work."""
+        self.table.listen(self.on_reading)
+
+    def deadband(self, device: str, point: str) -> float:
+        key = (device, point)
+        band = self._bands.get(key)
+        if band is None:
+            name = f"{device}.{point}"
+            band = next(
+                (
+                    b
+                    for pattern, b in self.config.deadbands.items()
+                    if fnmatch.fnmatchcase(name, pattern)
+                ),
+                0.0,
+            )
+            self._bands[key] = band
+        return band
+
+    def on_reading(
+        self, device: str, point: str, value: Value | None, quality: Quality, timestamp: float
+    ) -> None:
+        key = (device, point)
+        clean, quality_text = _clean(value, quality)
+        last = self._sent.get(key)
+        if last is not None and not self._moved(key, last, clean, quality_text):
+            self.suppressed += 1
+            return
+        self._sent[key] = (clean, quality_text)
+        self._queued[key] = [device, point, clean, quality_text, round(timestamp, 3)]
+
+    def _moved(
+        self,
+        key: tuple[str, str],
+        last: tuple[Value | None, str],
+        value: Value | None,
+        quality: str,
+    ) -> bool:
+        last_value, last_quality = last
+        if quality != last_quality:
+            return True
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and isinstance(last_value, int | float)
+            and not isinstance(last_value, bool)
+        ):
+            band = self.deadband(*key)
+            return abs(value - last_value) > band if band > 0 else value != last_value
+        return value != last_value
+
+    async def run(self) -> None:
+        period = self.config.integrity_period_s
+        next_integrity = time.monotonic() + period
+        while True:
+            await asyncio.sleep(self.config.flush_interval_s)
+            self.flush()
+            if time.monotonic() >= next_integrity:
+                next_integrity += period
+                self.integrity()
+
+    def flush(self) -> None:
+        """Append the queued changes as one record (or a few, for huge tables)."""
+        if not self._queued:
+            return
+        rows = list(self._queued.values())
+        self._queued.clear()
+        self._append("change", rows)
+
+    def integrity(self) -> None:
+        rows: list[list[object]] = []
+        for sample in self.table.snapshot():
+            if sample.timestamp is None:
+                continue
+            clean, quality = _clean(sample.value, sample.quality)
+            rows.append([sample.device, sample.point, clean, quality, round(sample.timestamp, 3)])
+            self._sent[(sample.device, sample.point)] = (clean, quality)
+        self._queued.clear()  # the integrity report carries them
+        self.integrity_reports += 1
+        self._append("integrity", rows)
+
+    def _append(self, kind: str, rows: list[list[object]]) -> None:
+        for start in range(0, max(1, len(rows)), MAX_VALUES_PER_RECORD):
+            chunk = rows[start : start + MAX_VALUES_PER_RECORD]
+            payload: dict[str, object] = {
+                "kind": kind,
+                "fields": ["device", "point", "value", "quality", "ts"],
+                "values": chunk,
+            }
+            try:
+                self.outbox.append(STREAM, payload, priority=Priority.LOW)
+            except OutboxError:
+                self.append_failures += 1  # the outbox logs the first failure itself
+                continue
+            self.records += 1
+            self.values += len(chunk)
+        self._notify()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "records": self.records,
+            "values": self.values,
+            "suppressed_by_deadband": self.suppressed,
+            "integrity_reports": self.integrity_reports,
+            "append_failures": self.append_failures,
+            "queued": len(self._queued),
+        }
