@@ -19,16 +19,15 @@ The kernel writes the CHW float32 input in one pass and is cached on disk like
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypeVar, cast
 
-import numba
 import numpy as np
 from numpy.typing import NDArray
 
 from smartpole.models.errors import ModelError
+from smartpole.models.kernels import njit_cached
 
 STRIDES = (8, 16, 32)
 PAD_VALUE = 114  # YOLOX's letterbox grey; the model was trained with it
@@ -38,7 +37,6 @@ F32 = NDArray[np.float32]
 I64 = NDArray[np.int64]
 U8 = NDArray[np.uint8]
 Bools = NDArray[np.bool_]
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -127,9 +125,7 @@ def grid_for(size: int) -> tuple[F32, F32]:
     return grid, stride_col
 
 
-def _njit(fn: _F) -> _F:
-    """``numba.njit(cache=True, nogil=True)``, typed so mypy keeps the Python signature."""
-    return cast(_F, numba.njit(cache=True, nogil=True)(fn))
+_njit = njit_cached  # one decorator, one set of cache rules for every kernel (kernels.py)
 
 
 @_njit
