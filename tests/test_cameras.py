@@ -19,6 +19,8 @@ import pytest
 import yaml
 from conftest import PROFILES, REPO, SMARTPOLE, Proc, api, wait_until
 
+from smartpole.agent.config.loader import load_config
+
 DATA = REPO.parent / "shared" / "data"
 CLIP = DATA / "video" / "street-2lane-640x352.mp4"
 MODEL = DATA / "models" / "yolox-nano-coco-416.onnx"
@@ -147,3 +149,23 @@ def test_a_killed_daemon_takes_its_camera_worker_with_it(
             return stat.read().split()[2] == "Z"
 
     wait_until(gone, 20, "the orphaned worker's exit")
+
+
+def test_queue_zones_need_a_stop_line_and_pass_it_to_the_worker(tmp_path: Path) -> None:
+    queue = {"polygon": [[200, 260], [620, 260], [640, 352], [180, 352]], "kind": "queue"}
+    config = _pole(tmp_path, zones={"approach": queue})
+    result = subprocess.run(
+        [*SMARTPOLE, "config", "check", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "a queue zone needs a stop_line" in result.stdout + result.stderr
+
+    with_line = {**queue, "stop_line": [[180, 340], [640, 340]]}
+    config = _pole(tmp_path, zones={"approach": with_line})
+    loaded = load_config(config)
+    worker = loaded.pole.cameras["street"].worker_config("street", config.parent)
+    assert worker["zones"]["approach"]["stop_line"] == [[180.0, 340.0], [640.0, 340.0]]
+    from smartpole.models.worker import parse  # the worker's own parser takes it
+
+    _, pipeline = parse(json.dumps(worker))
+    assert [zone.stop_line for zone in pipeline.zones] == [((180, 340), (640, 340))]

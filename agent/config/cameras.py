@@ -10,9 +10,9 @@ the worker as a config error in the camera's health.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Point = tuple[float, float]
 Location = tuple[str | int, ...]
@@ -38,6 +38,15 @@ class ZoneConfig(_Strict):
     direction: Point | None = Field(
         None, description="allowed direction of travel (dx, dy) for wrong-way events"
     )
+    stop_line: tuple[Point, Point] | None = Field(
+        None, description="queue zones: the stop line queues are measured from"
+    )
+
+    @model_validator(mode="after")
+    def _queue_has_stop_line(self) -> Self:
+        if self.kind == "queue" and self.stop_line is None:
+            raise ValueError("a queue zone needs a stop_line: [[x1, y1], [x2, y2]]")
+        return self
 
 
 class CalibrationConfig(_Strict):
