@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Final, TypedDict
+from typing import Final, TypedDict, TypeVar
 
 import structlog
 
@@ -66,6 +66,7 @@ from smartpole.agent.outbox_eviction import (
 )
 
 log = structlog.get_logger("smartpole.outbox")
+_T = TypeVar("_T")
 
 FILE_NAME = "outbox.sqlite3"
 SCHEMA_VERSION = 1
@@ -569,21 +570,15 @@ class Outbox:
         if self.max_age_s is None:
             return 0
         cutoff = self._clock() - self.max_age_s
-        db = self._conn()
-        try:
-            db.execute("BEGIN IMMEDIATE")
+
+        def evict(db: sqlite3.Connection) -> Counts:
             counts = evict_expired(db, cutoff)
             _record(db, counts)
-            db.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            _rollback(db)
-            if not _is_corrupt(exc):
-                raise OutboxError(f"cannot evict from {self.path}: {exc}") from exc
-            self._recover(exc)
+            return counts
+
+        counts = self._write(f"evict from {self.path}", evict)
+        if counts is None:
             return 0
-        except sqlite3.Error as exc:
-            _rollback(db)
-            raise OutboxError(f"cannot evict from {self.path}: {exc}") from exc
         if counts:
             self._unsynced = True
         self._note(counts, AGE)
@@ -688,25 +683,38 @@ class Outbox:
         even when every record has been acknowledged.
         """
         _check_stream(stream)
-        db = self._conn()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            deleted = db.execute(_DELETE, (stream, up_to_seq)).rowcount
+
+        def delete(db: sqlite3.Connection) -> int:
+            deleted: int = db.execute(_DELETE, (stream, up_to_seq)).rowcount
             db.execute(_MARK_ACKED, (up_to_seq, stream))
-            db.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            _rollback(db)
-            if not _is_corrupt(exc):
-                raise OutboxError(f"cannot acknowledge in {stream}: {exc}") from exc
-            self._recover(exc)
+            return deleted
+
+        deleted = self._write(f"acknowledge in {stream}", delete)
+        if deleted is None:
             return 0
-        except sqlite3.Error as exc:
-            _rollback(db)
-            raise OutboxError(f"cannot acknowledge in {stream}: {exc}") from exc
         self._unsynced = True
         if deleted > 0:
             self._end_episode_if_room()
         return max(0, deleted)
+
+    def _write(self, what: str, body: Callable[[sqlite3.Connection], _T]) -> _T | None:
+        """``body`` in one write transaction; None if the file was corrupt and replaced (the
+        caller's records went with it), OutboxError for any other failure."""
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            result = body(db)
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            _rollback(db)
+            if not _is_corrupt(exc):
+                raise OutboxError(f"cannot {what}: {exc}") from exc
+            self._recover(exc)
+            return None
+        except sqlite3.Error as exc:
+            _rollback(db)
+            raise OutboxError(f"cannot {what}: {exc}") from exc
+        return result
 
     def evictions(self) -> dict[str, dict[str, int]]:
         """Records evicted (or refused) per stream and reason since the file was created.

@@ -101,14 +101,22 @@ def _diag_mcu(proc: Proc) -> dict[str, Any]:
     return dict(mcu)
 
 
-def test_fallback_when_the_agent_stops_and_resumed_control_when_it_returns(
+def _configured_pole(
     tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
-) -> None:
+) -> tuple[Path, Path, Proc, Proc]:
+    """The rig: the emulator with a control socket, and an agent that has configured it."""
     config = _pole(tmp_path)
     control = tmp_path / "sim.sock"
     sim = simulator(config, "--control", str(control))
     agent = daemon(config, *bus_ports(sim))
     wait_until(lambda: _outputs(control)["configured"], 10, "the agent configures the MCU")
+    return config, control, sim, agent
+
+
+def test_fallback_when_the_agent_stops_and_resumed_control_when_it_returns(
+    tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
+) -> None:
+    config, control, sim, agent = _configured_pole(tmp_path, simulator, daemon)
     first_crc = _outputs(control)["config_crc"]
     _sim_ctl(control, {"device": "mcu", "set": {"photocell_dark": True}})  # it is night
 
@@ -162,11 +170,7 @@ def test_fallback_when_the_agent_stops_and_resumed_control_when_it_returns(
 def test_a_changed_config_is_sent_again_and_a_reset_mcu_is_reconfigured(
     tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
 ) -> None:
-    config = _pole(tmp_path)
-    control = tmp_path / "sim.sock"
-    sim = simulator(config, "--control", str(control))
-    agent = daemon(config, *bus_ports(sim))
-    wait_until(lambda: _outputs(control)["configured"], 10, "the first configuration")
+    _, control, sim, agent = _configured_pole(tmp_path, simulator, daemon)
     first_crc = _outputs(control)["config_crc"]
     agent.process.terminate()
     agent.process.wait()
@@ -199,11 +203,7 @@ def test_a_changed_config_is_sent_again_and_a_reset_mcu_is_reconfigured(
 def test_inputs_become_points_and_events_reach_the_outbox(
     tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
 ) -> None:
-    config = _pole(tmp_path)
-    control = tmp_path / "sim.sock"
-    sim = simulator(config, "--control", str(control))
-    agent = daemon(config, *bus_ports(sim))
-    wait_until(lambda: _outputs(control)["configured"], 10, "the agent configures the MCU")
+    _, control, _, agent = _configured_pole(tmp_path, simulator, daemon)
 
     _sim_ctl(control, {"device": "mcu", "set": {"door_open": True, "tilt_x": 1.5}})
 

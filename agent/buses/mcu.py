@@ -137,7 +137,7 @@ class McuBusTask:
             "identity": vars(identity) if identity is not None else None,
             "status": vars(self.last_status) if self.last_status is not None else None,
             "desired": dict(self._desired),
-            "client": _plain(client.stats) if client is not None else None,
+            "client": dataclasses.asdict(client.stats) if client is not None else None,
         }
 
     # ----- the task -----
@@ -426,10 +426,3 @@ class McuBusTask:
         if client is None or not client.connected:
             raise TransportError(f"the MCU on {self.bus.port} is not connected")
         return client
-
-
-def _plain(stats: object) -> object:
-    """Dataclass snapshots as JSON-ready dicts, nested ones included."""
-    if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
-        return {k: _plain(v) for k, v in vars(stats).items()}
-    return stats
