@@ -34,7 +34,6 @@ from smartpole.agent.state import PointStore
 from smartpole.agent.uplink.commands import CommandProcessor, DaemonExecutor
 from smartpole.agent.uplink.config import UplinkConfig
 from smartpole.agent.uplink.mqtt import MqttUplink
-from smartpole.agent.uplink.opcua import OpcUaServer
 from smartpole.agent.uplink.telemetry import TelemetryReporter
 
 log = structlog.get_logger("smartpole.daemon")
@@ -180,6 +179,9 @@ class Daemon:
         config = self.config.pole.opcua
         if config is None:
             return contextlib.nullcontext()
+        # Imported here: asyncua is heavy, and most poles have no OPC UA section.
+        from smartpole.agent.uplink.opcua import OpcUaServer
+
         processor = self.commands
 
         async def command(payload: bytes, source: str) -> Mapping[str, Any]:

@@ -17,7 +17,7 @@ from smartpole.agent.control.power import PowerRule
 from smartpole.agent.control.program import LightingConfig, SiteConfig
 from smartpole.agent.control.rules import AlarmRule
 from smartpole.agent.uplink.config import UplinkConfig
-from smartpole.agent.uplink.opcua import OpcUaConfig
+from smartpole.agent.uplink.opcua_config import OpcUaConfig
 
 NamePattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NamePattern, max_length=64)]

@@ -33,7 +33,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Protocol, Self
 
 import structlog
 from asyncua import ua
@@ -41,11 +41,11 @@ from asyncua.common.node import Node
 from asyncua.server.server import Server
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from smartpole.agent.points import PointTable, Quality
 from smartpole.agent.uplink.opcua_auth import PoleRuleset, UserFileManager
 from smartpole.agent.uplink.opcua_certs import TrustList, ensure_server_certificate
+from smartpole.agent.uplink.opcua_config import OpcUaConfig
 from smartpole.agent.uplink.opcua_methods import CommandCallback, CommandMethods
 from smartpole.agent.uplink.opcua_space import data_value, eu_information, nid, severity
 from smartpole.agent.uplink.opcua_space import variant_type_for as _vtype
@@ -60,41 +60,6 @@ _V = ua.VariantType
 
 class ActiveAlarms(Protocol):
     def active(self) -> Iterable[Any]: ...
-
-
-Mode = Literal["Sign", "SignAndEncrypt"]
-
-
-def _default_modes() -> list[Mode]:
-    return ["SignAndEncrypt", "Sign"]
-
-
-class OpcUaConfig(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-    endpoint: str = "opc.tcp://0.0.0.0:4840/smartpole/"
-    namespace: str = "urn:smartpole:opcua"
-    certificate_dir: str = Field("opcua/pki", description="server certificate; under state dir")
-    trust_dir: str = Field("opcua/trusted", description="trusted client certificates (DER/PEM)")
-    users_file: str | None = Field("opcua/users", description="name:pbkdf2 hash lines")
-    allow_anonymous_read: bool = False
-    security_modes: list[Mode] = Field(default_factory=_default_modes, min_length=1)
-    refresh_s: float = Field(1.0, gt=0, le=60, description="quality (staleness) re-check period")
-    alarm_poll_s: float = Field(1.0, gt=0, le=60)
-    method_timeout_s: float = Field(
-        10.0, gt=0, le=600, description="a method answers 'pending' if its command runs longer"
-    )
-
-    @field_validator("endpoint")
-    @classmethod
-    def _opc_tcp(cls, value: str) -> str:
-        if not value.startswith("opc.tcp://"):
-            raise ValueError("endpoint must be an opc.tcp:// URL")
-        return value
-
-    def path(self, state_dir: Path, value: str) -> Path:
-        path = Path(value)
-        return path if path.is_absolute() else state_dir / path
 
 
 def application_uri(pole_id: str) -> str:
