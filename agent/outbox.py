@@ -159,8 +159,13 @@ class OutboxRecord:
     seq: int
     priority: int
     created_at: float  # wall clock, seconds since the epoch
-    payload: dict[str, object]
+    payload_json: str  # as stored: the uplink sends it on without decoding it again
     epoch: str  # with stream and seq, the platform's de-duplication key
+
+    @property
+    def payload(self) -> dict[str, object]:
+        decoded: dict[str, object] = json.loads(self.payload_json)
+        return decoded
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -670,7 +675,7 @@ class Outbox:
                 seq=row[1],
                 priority=row[2],
                 created_at=row[3],
-                payload=json.loads(row[4]),
+                payload_json=row[4],
                 epoch=self.epoch,
             )
             for row in rows
@@ -692,7 +697,8 @@ class Outbox:
         deleted = self._write(f"acknowledge in {stream}", delete)
         if deleted is None:
             return 0
-        self._unsynced = True
+        # No sync needed: an acknowledgement a power cut rolls back only sends those
+        # records once more, and the platform drops them as duplicates.
         if deleted > 0:
             self._end_episode_if_room()
         return max(0, deleted)

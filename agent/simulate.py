@@ -152,9 +152,15 @@ async def run_simulators(
                 sims.set_fault(device, mode)
             if control is not None:
                 await stack.enter_async_context(_ControlServer(control, sims))
+            # Steps at a fixed rate (not "step_s after the last one"): a rig that polls at
+            # the step period must see a new value on every poll, hour after hour.
+            next_step = loop.time() + step_s
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=step_s)
+                    await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_step - loop.time()))
+                if stop.is_set():
+                    break
+                next_step = max(next_step + step_s, loop.time() - step_s)
                 if values == "walk":
                     sims.step()
     finally:

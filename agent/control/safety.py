@@ -49,10 +49,14 @@ class SafetySupervisor:
         self._manager = manager
         self._write = write
         self._lamps = lamps
-        self._kinds_of: dict[str, list[str]] = {}
+        # Keyed by (device, point): every reading of every point passes here, and most
+        # points feed no alarm, so the common case must cost one dict miss and no string.
+        self._kinds_of: dict[tuple[str, str], tuple[str, list[str]]] = {}
         for kind, rule in rules.items():
             for source in rule.sources:
-                self._kinds_of.setdefault(source, []).append(kind)
+                device, _, point = source.rpartition(".")  # point names have no dots
+                entry = self._kinds_of.setdefault((device, point), (source, []))
+                entry[1].append(kind)
                 manager.watch(source, kind)
         self._cut: dict[str, set[str]] = {}  # point "device.point" -> alarm ids holding it off
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -73,8 +77,11 @@ class SafetySupervisor:
     def on_reading(
         self, device: str, point: str, value: Value | None, quality: Quality, at: float
     ) -> None:
-        source = f"{device}.{point}"
-        for kind in self._kinds_of.get(source, ()):
+        watched = self._kinds_of.get((device, point))
+        if watched is None:
+            return
+        source, kinds = watched
+        for kind in kinds:
             reading = value if isinstance(value, bool | int | float) else None
             events = self._manager.observe(source, kind, reading, quality.value, at)
             self._act(events)
