@@ -4,7 +4,8 @@ Issue 7's gateway bench. Everything is a real process: a Mosquitto broker
 (``tests/mqtt_broker.py``), ``smartpole sim`` serving five Modbus TCP devices of the
 ``bench-register-bank`` profile (50 holding registers whose values walk on every simulator
 step, ``--step-s 0.1``), and the daemon (``python -m smartpole.agent run``) polling every
-device every 0.1 s, with an uplink section (telemetry deadband 0, a short flush interval)
+device every 0.1 s, with an uplink section (telemetry deadband 0; the default 1 s flush,
+so each telemetry record carries a second of values, each with its acquisition timestamp)
 to the broker. A subscriber (paho-mqtt, MQTT 5, QoS 1, persistent session, so nothing is
 dropped while it reconnects after a broker restart) decodes every telemetry record and
 counts its values.
@@ -111,7 +112,6 @@ def pole_config(folder: Path, broker_port: int, flush_s: float) -> Path:
             "replay_rate_per_s": 200,
             "replay_burst": 50,
             "window": 32,
-            "idle_poll_s": 0.05,
             "telemetry": {
                 "deadbands": {},  # 0: every changed value goes up
                 "flush_interval_s": flush_s,
@@ -493,7 +493,12 @@ def main() -> int:
     parser.add_argument("--kill-after-s", type=float, default=8.0, help="outage before SIGKILL")
     parser.add_argument("--restart-gap-s", type=float, default=4.0, help="restart to broker")
     parser.add_argument("--drain-limit-s", type=float, default=30.0)
-    parser.add_argument("--flush-s", type=float, default=0.1, help="telemetry flush interval")
+    parser.add_argument(
+        "--flush-s",
+        type=float,
+        default=1.0,
+        help="telemetry flush interval (default: the config's default, 1 s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     if args.keep:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from smartpole.agent.outbox import Outbox
 from smartpole.agent.points import PointTable, Quality
 from smartpole.agent.uplink.config import TelemetryConfig
-from smartpole.agent.uplink.telemetry import TelemetryReporter
+from smartpole.agent.uplink.telemetry import MAX_VALUES_PER_RECORD, TelemetryReporter
 
 Row = tuple[str, str, object, str]
 
@@ -73,13 +73,38 @@ def test_changes_within_the_deadband_are_held_back_and_beyond_it_go_up(rig: Rig)
     assert rig.sent() == [("meter", "voltage", 230.6, "good")]
 
 
-def test_points_without_a_deadband_report_any_change(rig: Rig) -> None:
+def test_points_without_a_deadband_report_every_change_in_order(rig: Rig) -> None:
     rig.read("count", 1)
     rig.sent()
     rig.read("count", 2)
+    rig.read("voltage", 230.0)
     rig.read("count", 3)
-    # Batched: one record per flush carries the latest change of each point.
-    assert rig.sent() == [("meter", "count", 3, "good")]
+    # Batched into one record per flush, but every change is in it, not just the latest.
+    assert rig.sent() == [
+        ("meter", "count", 2, "good"),
+        ("meter", "voltage", 230.0, "good"),
+        ("meter", "count", 3, "good"),
+    ]
+    assert rig.reporter.status()["records"] == 2
+
+
+def test_a_full_batch_goes_out_without_waiting_for_the_flush(rig: Rig) -> None:
+    for i in range(MAX_VALUES_PER_RECORD + 3):
+        rig.read("count", i)
+    first = rig.outbox.pending("telemetry")
+    assert len(first) == 1  # appended by the reading that filled it, before any flush
+    values = first[0].payload["values"]
+    assert isinstance(values, list)
+    assert [row[2] for row in values] == list(range(MAX_VALUES_PER_RECORD))
+    assert rig.reporter.status()["queued"] == 3
+
+
+def test_an_integrity_report_comes_after_the_changes_before_it(rig: Rig) -> None:
+    rig.read("count", 1)
+    rig.read("count", 2)
+    rig.reporter.integrity()
+    kinds = [r.payload["kind"] for r in rig.outbox.pending("telemetry")]
+    assert kinds == ["change", "integrity"]
 
 
 def test_a_quality_change_goes_up_even_without_a_value_change(rig: Rig) -> None:
@@ -122,11 +147,11 @@ def test_an_integrity_report_carries_every_point_and_resets_the_baseline(rig: Ri
     rig.read("count", 1)
     rig.reporter.integrity()
     records = rig.outbox.pending("telemetry")
-    assert [r.payload["kind"] for r in records] == ["integrity"]
-    rows = records[0].payload["values"]
+    assert [r.payload["kind"] for r in records] == ["change", "integrity"]
+    rows = records[1].payload["values"]
     assert isinstance(rows, list)
     assert sorted((r[1], r[2]) for r in rows) == [("count", 1), ("voltage", 230.0)]
-    rig.outbox.ack("telemetry", records[0].seq)
+    rig.outbox.ack("telemetry", records[1].seq)
     rig.read("voltage", 230.0)
     assert rig.sent() == []
 

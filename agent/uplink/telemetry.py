@@ -5,8 +5,12 @@ reading is queued only when it moved more than the point's deadband (first match
 ``device.point`` glob in the config, default 0: any change) or its quality changed. Every
 ``flush_interval_s`` the queued changes become one outbox record on the stream
 ``telemetry`` (priority low), so a gateway with thousands of changing values writes one
-small transaction per second instead of one per value. Every ``integrity_period_s`` all
-points go up in one record, whether they changed or not, so the platform can resynchronise.
+transaction per second instead of one per value. Every change is kept, in order, not only
+the latest of each point: the deadband is the knob that trades detail for volume, the flush
+interval only sets the latency, so a point polled every 100 ms still reports ten values a
+second. A batch that reaches ``MAX_VALUES_PER_RECORD`` goes out at once, which bounds both
+the memory and the size of one MQTT message. Every ``integrity_period_s`` all points go up
+in one record, whether they changed or not, so the platform can resynchronise.
 
 Each value travels with its acquisition timestamp. A value that is not a finite number
 (NaN, ±inf) goes up as null with quality ``bad``: JSON has no NaN, and a NaN is no reading.
@@ -70,7 +74,7 @@ class TelemetryReporter:
         self._notify = notify
         self._wall = wall
         self._sent: dict[tuple[str, str], tuple[Value | None, Quality]] = {}
-        self._queued: dict[tuple[str, str], list[object]] = {}
+        self._queued: list[list[object]] = []
         self._bands: dict[tuple[str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
         self.records = 0
@@ -138,7 +142,10 @@ class TelemetryReporter:
                 self.suppressed += 1
                 return
         self._sent[key] = (value, quality)
-        self._queued[key] = [device, point, value, quality.value, round(timestamp, 3)]
+        queued = self._queued
+        queued.append([device, point, value, quality.value, round(timestamp, 3)])
+        if len(queued) >= MAX_VALUES_PER_RECORD:
+            self.flush()
 
     async def run(self) -> None:
         period = self.config.integrity_period_s
@@ -151,14 +158,14 @@ class TelemetryReporter:
                 self.integrity()
 
     def flush(self) -> None:
-        """Append the queued changes as one record (or a few, for huge tables)."""
+        """Append the queued changes as one record."""
         if not self._queued:
             return
-        rows = list(self._queued.values())
-        self._queued.clear()
+        rows, self._queued = self._queued, []
         self._append("change", rows)
 
     def integrity(self) -> None:
+        self.flush()  # the changes before the snapshot go first, in order
         rows: list[list[object]] = []
         for sample in self.table.snapshot():
             if sample.timestamp is None:
@@ -168,7 +175,6 @@ class TelemetryReporter:
                 [sample.device, sample.point, clean, quality.value, round(sample.timestamp, 3)]
             )
             self._sent[(sample.device, sample.point)] = (clean, quality)
-        self._queued.clear()  # the integrity report carries them
         self.integrity_reports += 1
         self._append("integrity", rows)
 
