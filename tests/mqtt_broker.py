@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +199,7 @@ class Broker:
                 f"require_certificate {'true' if require_client_cert else 'false'}",
             ]
         self.config.write_text("\n".join(lines) + "\n")
+        self.command = [MOSQUITTO, "-c", str(self.config)]
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -220,19 +222,17 @@ class Broker:
     def start(self, timeout: float = 10.0) -> None:
         assert not self.running, "the broker already runs"
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.config)], stdout=log, stderr=log
-            )
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=log)
         self.starts += 1
         ports = [self.port] + ([self.tls_port] if self.tls_port is not None else [])
         deadline = time.monotonic() + timeout
         for port in ports:
             while not self._accepts(port):
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()}")
+                    raise RuntimeError(f"the broker exited: {self.log.read_text()}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"mosquitto did not listen on {port}: {self.log.read_text()}"
+                        f"the broker did not listen on {port}: {self.log.read_text()}"
                     )
                 time.sleep(0.01)  # polling an observable condition, not a fixed wait
 
@@ -256,3 +256,23 @@ class Broker:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+class Mqtt311Broker(Broker):
+    """amqtt, a real broker that speaks MQTT 3.1.1 only: it answers an MQTT 5 CONNECT with
+    CONNACK 1 (unacceptable protocol version), as older city brokers do."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.config = folder / "amqtt.yaml"
+        self.log = folder / "amqtt.log"
+        self.config.write_text(
+            "listeners:\n"
+            "  default:\n"
+            "    type: tcp\n"
+            f"    bind: 127.0.0.1:{self.port}\n"
+            "plugins:\n"
+            "  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+            "    allow_anonymous: true\n"
+        )
+        self.command = [str(Path(sys.executable).parent / "amqtt"), "-c", str(self.config)]

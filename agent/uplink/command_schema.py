@@ -61,6 +61,13 @@ class CommandsConfig(BaseModel):
     max_skew_s: float = Field(
         300.0, gt=0, le=86400, description="accepted |now - issued_at|, against replay"
     )
+    offline_queue_s: int = Field(
+        300,
+        ge=0,
+        le=7 * 86400,
+        description="how long the broker keeps commands for this pole while it is offline "
+        "(the MQTT session's expiry); 0: commands sent while it is offline are dropped",
+    )
     max_payload_bytes: int = Field(4096, ge=256, le=1_048_576)
     dedupe_keep_s: float = Field(
         86400.0, gt=0, le=30 * 86400, description="how long executed command ids are kept"

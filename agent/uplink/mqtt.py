@@ -33,6 +33,8 @@ from typing import Any, Protocol, Self
 
 import aiomqtt
 import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from smartpole.agent.outbox import Outbox, OutboxError, OutboxRecord, Priority
 from smartpole.agent.uplink.config import UplinkConfig
@@ -45,6 +47,7 @@ RATE_WINDOW_S = 10.0
 MAX_COMMAND_BYTES = 16384
 # CONNACK codes meaning "not this protocol version": 1 (3.1.1), 0x84 (MQTT 5).
 _WRONG_PROTOCOL = {1, 132}
+_NO_CONNACK = "Operation timed out"  # aiomqtt's MqttError when the CONNACK does not come
 
 
 class CommandHandler(Protocol):
@@ -229,7 +232,7 @@ class MqttUplink:
             qos=1,
             retain=True,
         )
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             config.host,
             config.broker_port(),
             username=username,
@@ -242,7 +245,24 @@ class MqttUplink:
             tls_context=tls_context,
             tls_insecure=tls_insecure,
             logger=self._paho_log,
+            **self._session_options(),
         )
+        # aiomqtt warns above 10 publishes awaiting their PUBACK; the window is ours to set.
+        client.pending_calls_threshold = self._window + 4
+        return client
+
+    def _session_options(self) -> dict[str, Any]:
+        """A persistent session when commands are on, so the broker keeps the commands
+        sent while the pole is offline (for ``offline_queue_s``) and delivers them on the
+        next connect; the command ids make a redelivery harmless."""
+        keep_s = 0 if self.config.commands is None else self.config.commands.offline_queue_s
+        if self._protocol is aiomqtt.ProtocolVersion.V311:
+            return {"clean_session": keep_s == 0}
+        if keep_s == 0:
+            return {"clean_start": True}
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = keep_s
+        return {"clean_start": False, "properties": properties}
 
     def _tls_context(self) -> ssl.SSLContext | None:
         tls = self.config.tls
@@ -288,15 +308,24 @@ class MqttUplink:
         try:
             await self._connected_session(client)
         except aiomqtt.MqttCodeError as exc:
-            if (
-                self._protocol is aiomqtt.ProtocolVersion.V5
-                and self.config.fallback_311
-                and _code(exc) in _WRONG_PROTOCOL
-                and self.connected_since is None
-            ):
-                self._protocol = aiomqtt.ProtocolVersion.V311
-                log.warning("uplink_protocol_fallback", broker=self._broker(), protocol="3.1.1")
+            if _code(exc) in _WRONG_PROTOCOL and self.connected_since is None:
+                self._fall_back("the broker refused MQTT 5")
             raise
+        except aiomqtt.MqttError as exc:
+            # Some 3.1.1-only brokers never answer an MQTT 5 CONNECT (they misparse its
+            # properties and wait for bytes that never come). A CONNACK that never came,
+            # before this process ever connected, is taken as that; a 5-capable broker
+            # accepts 3.1.1 too, so a wrong guess costs only MQTT 5's extras.
+            if str(exc) == _NO_CONNACK and self.connected_since is None and self.connects == 0:
+                self._fall_back("no answer to an MQTT 5 CONNECT")
+            raise
+
+    def _fall_back(self, reason: str) -> None:
+        if self._protocol is aiomqtt.ProtocolVersion.V5 and self.config.fallback_311:
+            self._protocol = aiomqtt.ProtocolVersion.V311
+            log.warning(
+                "uplink_protocol_fallback", broker=self._broker(), protocol="3.1.1", reason=reason
+            )
 
     async def _connected_session(self, client: aiomqtt.Client) -> None:
         async with client:
