@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import time
@@ -76,6 +75,7 @@ class Daemon:
         self.uplink: MqttUplink | None = None
         self.commands: CommandProcessor | None = None
         self.telemetry: TelemetryReporter | None = None
+        self.opcua_status: Callable[[], dict[str, object]] | None = None  # set with the server
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; raises only on a bug (so systemd restarts us)."""
@@ -184,30 +184,32 @@ class Daemon:
 
         processor = self.commands
 
-        async def command(payload: bytes, source: str) -> Mapping[str, Any]:
-            if processor is None:
-                return {"status": "rejected", "error": "no uplink.commands section: no commands"}
-            data = json.loads(payload)
-            return await processor.submit(
-                str(data["command"]), dict(data.get("args", {})), actor=str(data["actor"]),
-                source=source.partition(":")[0] or "opcua",
-            )  # fmt: skip
+        async def no_commands(
+            command: str, args: dict[str, object], *, actor: str, source: str
+        ) -> Mapping[str, Any]:
+            return {"status": "rejected", "reason": "not_allowed",
+                    "error": "no uplink.commands section: no commands"}  # fmt: skip
 
-        return OpcUaServer(
+        server = OpcUaServer(
             config,
             pole_id=self.config.pole.pole.id,
             table=self.table,
             state_dir=self.state_dir,
             alarms=self.control.alarms,
-            command=command,
+            command=processor.submit if processor is not None else no_commands,
         )
+        self.opcua_status = server.status
+        return server
 
     def _uplink_status(self, _request: Mapping[str, Any]) -> dict[str, object]:
-        if self.uplink is None:
+        opcua = self.opcua_status
+        if self.uplink is None and opcua is None:
             raise RequestError("this pole has no uplink section in its config")
-        status = self.uplink.status()
+        status = self.uplink.status() if self.uplink is not None else {}
         if self.telemetry is not None:
             status["telemetry"] = self.telemetry.status()
+        if opcua is not None:
+            status["opcua"] = opcua()
         return status
 
     def summary(self) -> str:

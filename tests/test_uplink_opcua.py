@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,14 @@ class Pki:
 
 
 @dataclass
+class Call:
+    command: str
+    args: dict[str, object]
+    actor: str
+    source: str
+
+
+@dataclass
 class Env:
     state: Path
     url: str
@@ -46,21 +54,27 @@ class Env:
     trusted: Pki
     untrusted: Pki
     clock: list[float]
-    commands: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    commands: list[Call] = field(default_factory=list)
     alarms: list[dict[str, Any]] = field(default_factory=list)
 
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def command(self, payload: bytes, source: str) -> Mapping[str, Any]:
-        decoded = json.loads(payload)
-        self.commands.append((decoded, source))
-        if decoded["command"] == "power_cycle":
+    async def command(
+        self, command: str, args: dict[str, object], *, actor: str, source: str
+    ) -> Mapping[str, Any]:
+        """Stands in for ``CommandProcessor.submit``."""
+        self.commands.append(Call(command, dict(args), actor, source))
+        if command == "power_cycle":
             await self.release.wait()  # a command that outlasts the method call
-        if decoded["command"] == "ptz_preset":
+        if command == "ptz_preset":
             raise RuntimeError("camera bus down")
-        if decoded["command"] == "ack_alarm":
-            return {"status": "rejected", "error": f"no active alarm {decoded['args']['alarm_id']}"}
-        return {"status": "ok", "error": None}
+        if command == "ack_alarm":
+            alarm = next((a for a in self.alarms if a["alarm_id"] == args["alarm_id"]), None)
+            if alarm is None:
+                return {"status": "rejected", "reason": "refused",
+                        "error": f"no active alarm {args['alarm_id']}"}  # fmt: skip
+            alarm["acknowledged_at"], alarm["acknowledged_by"] = 1234.5, f"{source}:{actor}"
+        return {"status": "ok", "reason": "ok", "error": None}
 
 
 def _client_pki(directory: Path, name: str) -> Pki:
@@ -101,7 +115,9 @@ def env(tmp_path: Path) -> Env:
 
 
 @asynccontextmanager
-async def serving(env: Env, **config: Any) -> AsyncIterator[OpcUaServer]:
+async def serving(
+    env: Env, clock: Callable[[], float] = time.monotonic, **config: Any
+) -> AsyncIterator[OpcUaServer]:
     cfg = OpcUaConfig(endpoint=env.url, refresh_s=0.2, alarm_poll_s=60.0, **config)
     server = OpcUaServer(
         cfg,
@@ -110,6 +126,7 @@ async def serving(env: Env, **config: Any) -> AsyncIterator[OpcUaServer]:
         state_dir=env.state,
         alarms=lambda: env.alarms,
         command=env.command,
+        clock=clock,
     )
     async with server:
         yield server
@@ -218,13 +235,10 @@ async def test_browse_read_subscribe_call_and_events(env: Env) -> None:
         commands = await client.nodes.objects.get_child([f"{idx}:{POLE}", f"{idx}:Commands"])
         result = await commands.call_method(f"{idx}:SetLevel", "lamp1", 40, 60.0)
         assert result == ["ok", ""]
-        [(payload, source)] = env.commands
-        assert source == f"opcua:{USER}"
-        assert payload["actor"] == USER
-        assert payload["command"] == "override"  # SetLevel is a level for a while
-        assert payload["args"] == {"lamp": "lamp1", "level": 40, "duration_s": 60.0}
-        assert isinstance(payload["id"], str)
-        assert isinstance(payload["issued_at"], float)
+        # SetLevel is a level for a while: the override command, as the logged-in user.
+        assert env.commands == [
+            Call("override", {"lamp": "lamp1", "level": 40, "duration_s": 60.0}, USER, "opcua")
+        ]
         await sub.delete()
 
 
@@ -311,13 +325,8 @@ async def test_long_failing_and_rejected_commands(env: Env) -> None:
             await commands.call_method(f"{idx}:Relay", "mcu", "relay1", "yes")
         env.release.set()
         assert server.methods.called == 4
-    assert [p["command"] for p, _ in env.commands] == [
-        "power_cycle",
-        "ptz_preset",
-        "ack_alarm",
-        "relay",
-    ]
-    assert env.commands[3][0]["args"] == {"device": "mcu", "point": "relay1", "on": True}
+    assert [c.command for c in env.commands] == ["power_cycle", "ptz_preset", "ack_alarm", "relay"]
+    assert env.commands[3].args == {"device": "mcu", "point": "relay1", "on": True}
 
 
 def test_users_file_holds_no_plaintext(env: Env) -> None:

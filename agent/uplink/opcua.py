@@ -15,21 +15,23 @@ acquisition time of the change). A periodic pass over the table's snapshot catch
 that change without a new reading (stale). ``opcua_space`` maps quality to status codes.
 
 Alarms are polled from ``alarms`` (``AlarmManager.active()``, or a callable returning alarm
-dicts) and each transition (raised, acknowledged, cleared) is fired as a ``PoleAlarmEventType``
-event (a BaseEventType with AlarmId, Kind, AlarmSource, Transition, Acknowledged) from the
-Server object.
+dicts); each is an ``AlarmConditionType`` condition with Acknowledge and ConditionRefresh, and
+each transition (raised, acknowledged, cleared) is also fired as a ``PoleAlarmEventType``
+event, both from the Server object (``opcua_alarms``).
 
 Security: only Basic256Sha256 (Sign and/or SignAndEncrypt); there is never a None endpoint,
 not even for anonymous reading, because the trust list is what keeps unknown machines out and
 it needs the client's certificate on a secure channel. Anonymous sessions, when allowed, are
-read-only (browse, read, subscribe); writes and method calls need a user from the users file.
-Variables are read-only anyway: commands go through the methods, which build the same JSON
-payload as the MQTT side and hand it to the command processor as ``opcua:<user>``.
+read-only (browse, read, subscribe, ConditionRefresh); writes and method calls need a user
+from the users file, and failed logins are throttled (``opcua_throttle``). Variables are
+read-only anyway: commands go through the methods, which hand them to the command processor's
+``submit`` with the user as the actor and ``opcua`` as the source.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -41,14 +43,17 @@ from asyncua.common.node import Node
 from asyncua.server.server import Server
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaError
 
 from smartpole.agent.points import PointTable, Quality
-from smartpole.agent.uplink.opcua_auth import PoleRuleset, UserFileManager
+from smartpole.agent.uplink.opcua_alarms import AlarmConditions
+from smartpole.agent.uplink.opcua_auth import PeerAwareInternalServer, PoleRuleset, UserFileManager
 from smartpole.agent.uplink.opcua_certs import TrustList, ensure_server_certificate
 from smartpole.agent.uplink.opcua_config import OpcUaConfig
-from smartpole.agent.uplink.opcua_methods import CommandCallback, CommandMethods
-from smartpole.agent.uplink.opcua_space import data_value, eu_information, nid, severity
+from smartpole.agent.uplink.opcua_methods import CommandCallback, CommandMethods, Outcome
+from smartpole.agent.uplink.opcua_space import data_value, eu_information, nid
 from smartpole.agent.uplink.opcua_space import variant_type_for as _vtype
+from smartpole.agent.uplink.opcua_throttle import LoginThrottle
 from smartpole.drivers.modbus.codec import Value
 
 log = structlog.get_logger("smartpole.uplink.opcua")
@@ -94,7 +99,9 @@ class OpcUaServer:
         units: Mapping[_Key, str] | None = None,
         alarms: ActiveAlarms | AlarmDicts | None = None,
         command: CommandCallback | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` (monotonic seconds) times the login throttle's windows."""
         self.config = config
         self.pole_id = pole_id
         self.table = table
@@ -105,10 +112,22 @@ class OpcUaServer:
         self.application_uri = application_uri(pole_id)
         self.trust = TrustList(config.path(state_dir, config.trust_dir))
         users = config.path(state_dir, config.users_file) if config.users_file else None
-        self.users = UserFileManager(
-            users, allow_anonymous=config.allow_anonymous_read, trusted=self.trust.is_trusted
+        self.throttle = LoginThrottle(
+            free_failures=config.login_free_failures,
+            base_s=config.login_backoff_s,
+            max_s=config.login_backoff_max_s,
+            clock=clock,
         )
-        self.server = Server(user_manager=self.users)
+        self.users = UserFileManager(
+            users,
+            allow_anonymous=config.allow_anonymous_read,
+            trusted=self.trust.is_trusted,
+            throttle=self.throttle,
+        )
+        iserver = PeerAwareInternalServer(user_manager=self.users)
+        # asyncua's ConditionRefresh (and RefreshStart/End events, of this severity).
+        iserver.bind_condition_methods = 1
+        self.server = Server(iserver=iserver)
         self.idx = 0
         self._nodes: dict[_Key, tuple[ua.NodeId, ua.VariantType]] = {}
         self._last: dict[_Key, tuple[Value | None, Quality]] = {}
@@ -116,10 +135,9 @@ class OpcUaServer:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
-        self._alarm_state: dict[str, dict[str, Any]] = {}
-        self._event: Any = None  # asyncua EventGenerator
         self._write_failed: set[_Key] = set()
         self.methods = CommandMethods(command, timeout_s=config.method_timeout_s)
+        self.conditions: AlarmConditions | None = None
 
     async def __aenter__(self) -> Self:
         server, config = self.server, self.config
@@ -150,8 +168,8 @@ class OpcUaServer:
             asyncio.create_task(self._flush_loop(), name="opcua-flush"),
             asyncio.create_task(self._refresh_loop(), name="opcua-refresh"),
         ]
-        if self.alarms is not None:
-            self._alarm_state = _alarm_dicts(self.alarms)
+        if self.alarms is not None and self.conditions is not None:
+            await self.conditions.start(_alarm_dicts(self.alarms))
             self._tasks.append(asyncio.create_task(self._alarm_loop(), name="opcua-alarms"))
         log.info(
             "opcua_started",
@@ -210,19 +228,11 @@ class OpcUaServer:
             await self._write(key, sample.value, sample.quality, sample.timestamp)
         commands = await pole.add_object(nid("Commands", idx), ua.QualifiedName("Commands", idx))
         await self.methods.add_to(commands, idx)
-        etype = await self.server.create_custom_event_type(
-            idx,
-            "PoleAlarmEventType",
-            ObjectIds.BaseEventType,
-            [
-                ("AlarmId", _V.String),
-                ("Kind", _V.String),
-                ("AlarmSource", _V.String),
-                ("Transition", _V.String),
-                ("Acknowledged", _V.Boolean),
-            ],
-        )
-        self._event = await self.server.get_event_generator(etype, ObjectIds.Server)
+        self.conditions = AlarmConditions(self.server, idx, self._acknowledge)
+        await self.conditions.setup(pole, devices, self.poll_alarms)
+
+    async def _acknowledge(self, alarm_id: str, user: str) -> Outcome:
+        return await self.methods.run("ack_alarm", {"alarm_id": alarm_id}, user)
 
     async def _write(
         self, key: _Key, value: Value | None, quality: Quality, at: float | None
@@ -270,6 +280,7 @@ class OpcUaServer:
         while True:
             await asyncio.sleep(self.config.refresh_s)
             self.reconcile()
+            self.throttle.sweep()  # ends (and logs the end of) throttling episodes gone quiet
 
     # -- alarms -----------------------------------------------------------------------------
 
@@ -278,39 +289,29 @@ class OpcUaServer:
             await asyncio.sleep(self.config.alarm_poll_s)
             try:
                 await self.poll_alarms()
-            except (AttributeError, TypeError, ValueError) as exc:
+            except (AttributeError, TypeError, ValueError, UaError) as exc:
                 log.warning("opcua_alarm_poll_failed", error=str(exc))
 
     async def poll_alarms(self) -> int:
-        """Fire an event for each alarm raised, acknowledged or cleared since the last poll."""
-        if self.alarms is None:
+        """Fire the events and conditions of each alarm raised, acknowledged or cleared since
+        the last poll; how many transitions."""
+        if self.alarms is None or self.conditions is None:
             return 0
-        now = _alarm_dicts(self.alarms)
-        fired = 0
-        for alarm_id, alarm in now.items():
-            before = self._alarm_state.get(alarm_id)
-            if before is None:
-                await self._fire(alarm, "raised")
-            elif bool(alarm.get("acknowledged_at")) and not before.get("acknowledged_at"):
-                await self._fire(alarm, "acknowledged")
-            else:
-                continue
-            fired += 1
-        for alarm_id, alarm in self._alarm_state.items():
-            if alarm_id not in now:
-                await self._fire(alarm, "cleared")
-                fired += 1
-        self._alarm_state = now
-        return fired
+        return await self.conditions.sync(_alarm_dicts(self.alarms))
 
-    async def _fire(self, alarm: Mapping[str, Any], transition: str) -> None:
-        event: Any = self._event.event  # an instance of the custom event type
-        kind, source = str(alarm.get("kind", "")), str(alarm.get("source", ""))
-        event.Severity = severity(alarm.get("severity"))
-        event.SourceName = source
-        event.AlarmId = str(alarm.get("alarm_id", ""))
-        event.Kind = kind
-        event.AlarmSource = source
-        event.Transition = transition
-        event.Acknowledged = bool(alarm.get("acknowledged_at"))
-        await self._event.trigger(message=f"{kind} {transition} on {source}")
+    # -- diagnostics ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        """For ``smartpole diag uplink`` (under ``opcua``)."""
+        self.throttle.sweep()
+        return {
+            "endpoint": self.config.endpoint,
+            "running": self._running,
+            "points": len(self._nodes),
+            "logins_denied": self.users.denied,
+            **self.throttle.status(),
+            "certificates_rejected": self.trust.rejected,
+            "methods_called": self.methods.called,
+            "methods_running": self.methods.running,
+            **(self.conditions.status() if self.conditions is not None else {}),
+        }

@@ -17,6 +17,16 @@ The file is re-read when its modification time changes. Roles:
 
 The user of the request being processed is kept in a context variable (asyncua processes one
 connection's requests in order, in one task), so a method knows who called it.
+
+Failed logins are throttled per client address and per user name (``opcua_throttle``). asyncua
+does not tell the user manager who is connecting, so ``PeerAwareInternalServer`` makes
+sessions that put the client's address in a context variable while they are being activated.
+A throttled attempt is refused like a wrong password (``BadUserAccessDenied``: the client
+learns nothing) and its password is never checked. Passwords are compared in constant time
+(``hmac.compare_digest`` on PBKDF2 digests), and an unknown user costs a hash too.
+
+Anonymous sessions may call one method: ``ConditionRefresh`` (and ``ConditionRefresh2``),
+which only re-sends the alarm conditions a read-only client may already subscribe to.
 """
 
 from __future__ import annotations
@@ -26,21 +36,25 @@ import contextvars
 import hashlib
 import hmac
 import secrets
+import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from asyncua import ua
+from asyncua.common.utils import Buffer, NotEnoughData
 from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User, UserRole
+from asyncua.server.internal_server import InternalServer
+from asyncua.server.internal_session import InternalSession
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.ua_binary import struct_from_binary
+from asyncua.ua.uaerrors import UaError
 
 from smartpole.agent.uplink.opcua_space import nid
-
-if TYPE_CHECKING:
-    from asyncua.server.internal_server import InternalServer
+from smartpole.agent.uplink.opcua_throttle import LoginThrottle
 
 log = structlog.get_logger("smartpole.uplink.opcua")
 
@@ -51,6 +65,45 @@ _MIN_ITERATIONS = 1_000
 current_user: contextvars.ContextVar[User | None] = contextvars.ContextVar(
     "smartpole_opcua_user", default=None
 )
+# The address of the client whose session is being activated (set around ActivateSession).
+current_peer: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "smartpole_opcua_peer", default=None
+)
+
+
+def _host(peername: object) -> str | None:
+    """The address of asyncua's session name, which is the transport's peername tuple."""
+    if isinstance(peername, tuple) and peername:
+        return str(peername[0])
+    return None
+
+
+class _PeerSession(InternalSession):
+    def activate_session(
+        self, params: ua.ActivateSessionParameters, peer_certificate: bytes | None
+    ) -> ua.ActivateSessionResult:
+        token = current_peer.set(_host(self.name))
+        try:
+            return super().activate_session(params, peer_certificate)
+        finally:
+            current_peer.reset(token)
+
+
+class PeerAwareInternalServer(InternalServer):
+    """asyncua's internal server, with sessions that tell the user manager the client's
+    address (its ``get_user`` has no argument for it)."""
+
+    def create_session(
+        self, name: str, user: User | None = None, external: bool = False
+    ) -> InternalSession:
+        return _PeerSession(
+            self,
+            self.aspace,
+            self.subscription_service,
+            name,
+            user=user if user is not None else User(role=UserRole.Anonymous),
+            external=external,
+        )
 
 
 def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS) -> str:
@@ -110,6 +163,7 @@ class UserFileManager(UserManager):
         *,
         allow_anonymous: bool,
         trusted: Callable[[bytes | None], bool],
+        throttle: LoginThrottle | None = None,
     ) -> None:
         self.users_file = users_file
         self.allow_anonymous = allow_anonymous
@@ -117,6 +171,7 @@ class UserFileManager(UserManager):
         self._users: dict[str, str] = {}
         self._mtime: float | None = None
         self.denied = 0
+        self.throttle = throttle if throttle is not None else LoginThrottle()
 
     def _reload(self) -> None:
         if self.users_file is None:
@@ -145,18 +200,24 @@ class UserFileManager(UserManager):
             if self.allow_anonymous:
                 return User(role=UserRole.Anonymous, name="anonymous")
             return self._deny("anonymous_not_allowed", None)
+        peer = current_peer.get()
+        if not self.throttle.check(peer, username):
+            self.denied += 1  # counted and logged per episode by the throttle, not per try
+            return None
         self._reload()
         stored = self._users.get(username)
         # Unknown users cost a hash too, so timing does not tell which names exist.
         ok = verify_password(password or "", stored or _DUMMY_HASH) and stored is not None
         if not ok:
-            return self._deny("bad_credentials", username)
-        log.info("opcua_user_logged_in", user=username)
+            self.throttle.failed(peer, username)
+            return self._deny("bad_credentials", username, peer)
+        self.throttle.succeeded(peer, username)
+        log.info("opcua_user_logged_in", user=username, peer=peer)
         return User(role=UserRole.User, name=username)
 
-    def _deny(self, reason: str, username: str | None) -> User | None:
+    def _deny(self, reason: str, username: str | None, peer: str | None = None) -> User | None:
         self.denied += 1
-        log.warning("opcua_login_denied", reason=reason, user=username)
+        log.warning("opcua_login_denied", reason=reason, user=username, peer=peer)
         return None
 
 
@@ -170,6 +231,23 @@ _READ_ONLY = {
     )
 }
 _USER = {nid(type_id) for type_id in USER_TYPES}
+_CALL = nid(ObjectIds.CallRequest_Encoding_DefaultBinary)
+_REFRESH = {
+    nid(ObjectIds.ConditionType_ConditionRefresh),
+    nid(ObjectIds.ConditionType_ConditionRefresh2),
+}
+
+
+def _only_condition_refresh(body: object) -> bool:
+    """Whether a Call request (its undecoded body) calls nothing but ConditionRefresh."""
+    if not isinstance(body, Buffer):
+        return False
+    try:
+        params = struct_from_binary(ua.CallParameters, body.copy())
+    except (NotEnoughData, UaError, struct.error, ValueError, IndexError):  # malformed
+        return False
+    methods = params.MethodsToCall or []
+    return bool(methods) and all(m.MethodId in _REFRESH for m in methods)
 
 
 class PoleRuleset(PermissionRuleset):
@@ -184,6 +262,8 @@ class PoleRuleset(PermissionRuleset):
         if user.role == UserRole.User:
             return action_type in _USER
         if user.role == UserRole.Anonymous and self.allow_anonymous:
+            if action_type == _CALL:
+                return _only_condition_refresh(body)
             return action_type in _READ_ONLY
         return False
 

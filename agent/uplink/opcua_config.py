@@ -34,6 +34,13 @@ class OpcUaConfig(BaseModel):
     method_timeout_s: float = Field(
         10.0, gt=0, le=600, description="a method answers 'pending' if its command runs longer"
     )
+    login_free_failures: int = Field(
+        3, ge=1, le=100, description="failed logins per address or user before throttling"
+    )
+    login_backoff_s: float = Field(1.0, gt=0, le=60, description="first throttling window")
+    login_backoff_max_s: float = Field(
+        300.0, gt=0, le=3600, description="the window doubles per failure up to this"
+    )
 
     @field_validator("endpoint")
     @classmethod

@@ -1,12 +1,9 @@
 """The command methods of the OPC UA server (``Objects/<pole>/Commands``).
 
-Each method builds the same JSON command as the MQTT side::
-
-    {"id": <uuid4>, "issued_at": <unix seconds>, "actor": <OPC UA user>,
-     "command": <name>, "args": {...}}
-
-and awaits ``command(payload, "opcua:<user>")`` (the command processor), returning the
-result's ``status`` and ``error`` ("" when none) as the method's two outputs. Only a user
+Each method awaits ``command(name, args, actor=<OPC UA user>, source="opcua")``, which is the
+command processor's ``submit`` (the same schema, allow-list, dedupe and audit as MQTT, but no
+signature: the secure session authenticated the user), and returns the result's ``status`` and
+``error`` ("" when none) as the method's two outputs. Only a user
 logged in from the users file may call (the permission rules refuse anonymous calls before
 they get here; this is checked again). Integer arguments accept any integer variant type, and
 Double ones integers too, because clients differ in what they send for a Python int.
@@ -15,11 +12,9 @@ Double ones integers too, because clients differ in what they send for a Python 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import structlog
 from asyncua import ua
@@ -32,7 +27,24 @@ from smartpole.agent.uplink.opcua_space import nid, status
 
 log = structlog.get_logger("smartpole.uplink.opcua")
 
-CommandCallback = Callable[[bytes, str], Awaitable[Mapping[str, Any]]]
+SOURCE = "opcua"
+
+
+class CommandCallback(Protocol):
+    """``CommandProcessor.submit``, or anything answering like it."""
+
+    def __call__(
+        self, command: str, args: dict[str, object], *, actor: str, source: str
+    ) -> Awaitable[Mapping[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # ok, rejected, failed, duplicate, pending
+    error: str  # "" when none
+    reason: str = ""  # the processor's reason (not_allowed, bad_args...), when it gave one
+
+
 _V = ua.VariantType
 _Spec = list[tuple[str, ua.VariantType, str]]
 
@@ -102,6 +114,11 @@ class CommandMethods:
         self.called = 0
         self._running: set[asyncio.Task[Mapping[str, Any]]] = set()
 
+    @property
+    def running(self) -> int:
+        """Commands still running after their call answered "pending"."""
+        return len(self._running)
+
     async def close(self) -> None:
         """Cancel commands still running past their call (at the server's stop)."""
         for task in self._running:
@@ -137,25 +154,19 @@ class CommandMethods:
                 }
             except ValueError:
                 return status(StatusCodes.BadInvalidArgument)
-            outcome, error = await self.run(name, args, user.name)
-            return [ua.Variant(outcome, _V.String), ua.Variant(error, _V.String)]
+            outcome = await self.run(name, args, user.name)
+            return [ua.Variant(outcome.status, _V.String), ua.Variant(outcome.error, _V.String)]
 
         return call
 
-    async def run(self, name: str, args: dict[str, object], user: str) -> tuple[str, str]:
+    async def run(self, name: str, args: dict[str, object], user: str) -> Outcome:
+        """Run one command as ``user``; never raises but for cancellation."""
         if self.command is None:
-            return "failed", "commands are not enabled on this pole"
-        payload = {
-            "id": str(uuid.uuid4()),
-            "issued_at": time.time(),
-            "actor": user,
-            "command": name,
-            "args": args,
-        }
+            return Outcome("failed", "commands are not enabled on this pole")
         self.called += 1
-        log.info("opcua_command", command=name, user=user, id=payload["id"])
+        log.info("opcua_command", command=name, user=user)
         task = asyncio.create_task(
-            _await(self.command(json.dumps(payload).encode(), f"opcua:{user}"))
+            _await(self.command(name, args, actor=user, source=SOURCE)), name=f"opcua:{name}"
         )
         # asyncua serves one connection's requests in order: a long command (a power cycle
         # takes minutes) must not stall the client's session, so the call answers "pending"
@@ -169,14 +180,18 @@ class CommandMethods:
         if not done:
             self._running.add(task)
             task.add_done_callback(self._finished)
-            return "pending", f"still running after {self.timeout_s:g} s"
+            return Outcome("pending", f"still running after {self.timeout_s:g} s")
         try:
             result = task.result()
         except Exception as exc:  # a failing processor must not kill the call
-            log.exception("opcua_command_failed", command=name, id=payload["id"])
-            return "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("opcua_command_failed", command=name, user=user)
+            return Outcome("failed", f"{type(exc).__name__}: {exc}")
         error = result.get("error")
-        return str(result.get("status", "failed")), "" if error is None else str(error)
+        return Outcome(
+            str(result.get("status", "failed")),
+            "" if error is None else str(error),
+            str(result.get("reason") or ""),
+        )
 
     def _finished(self, task: asyncio.Task[Mapping[str, Any]]) -> None:
         self._running.discard(task)
