@@ -24,7 +24,7 @@ class Quality(StrEnum):
 Listener = Callable[[str, str, "Value | None", "Quality", float], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     device: str
     point: str
@@ -88,6 +88,26 @@ class PointTable:
         entry.read_mono = self._monotonic()
         for listener in self._listeners:
             listener(device, point, value, quality, entry.read_at)
+
+    def update_many(self, device: str, readings: Iterable[tuple[str, Value, Quality]]) -> None:
+        """Store the values of one block read: ``(point, value, quality)`` in order.
+
+        They were acquired together, so they share one timestamp, and the clocks are read
+        once per block instead of once per value. Each listener still hears of every value,
+        point by point in the given order, exactly as ``update`` would call it.
+        """
+        wall = self._wall()
+        mono = self._monotonic()
+        entries = self._entries
+        listeners = self._listeners
+        for point, value, quality in readings:
+            entry = entries[(device, point)]
+            entry.value = value
+            entry.quality = quality
+            entry.read_at = wall
+            entry.read_mono = mono
+            for listener in listeners:
+                listener(device, point, value, quality, wall)
 
     def mark_bad(self, device: str) -> None:
         """The device stopped answering: keep the last value for reference, but as bad."""

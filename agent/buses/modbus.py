@@ -41,7 +41,12 @@ from smartpole.drivers.modbus.client import (
     ReplyTimeoutError,
 )
 from smartpole.drivers.modbus.plan import Barrier, ReadBlock, plan_reads, split_block
-from smartpole.drivers.profile import DataType, ModbusProfile, PointSpec
+from smartpole.drivers.profile import DataType, ModbusProfile, PointSpec, encodable_range
+
+# One point of a block read: name, offset of its first register in the block, its decoder,
+# and its spec when its quality needs a look (a valid range, a value that can be NaN);
+# None when every value it can decode is good.
+_Slot = tuple[str, int, codec.PointDecoder, PointSpec | None]
 
 log = structlog.get_logger("smartpole.bus")
 
@@ -68,11 +73,32 @@ class _Device(PolledDevice):
     barriers: set[Barrier] = field(default_factory=set)
     unsupported: set[str] = field(default_factory=set)
     plan: list[ReadBlock] = field(default_factory=list)
+    slots: dict[ReadBlock, tuple[_Slot, ...]] = field(default_factory=dict)
 
     def replan(self) -> None:
         points = {n: s for n, s in self.profile.points.items() if n not in self.unsupported}
         self.plan = plan_reads(points, self.profile.limits, self.barriers)
+        self.slots = {block: self._compile(block) for block in self.plan}
         self.health.unsupported_points = sorted(self.unsupported)
+
+    def slots_of(self, block: ReadBlock) -> tuple[_Slot, ...]:
+        """The block's decoders; a plan set from outside ``replan`` is compiled on use."""
+        slots = self.slots.get(block)
+        if slots is None:
+            slots = self.slots[block] = self._compile(block)
+        return slots
+
+    def _compile(self, block: ReadBlock) -> tuple[_Slot, ...]:
+        specs = self.profile.points
+        return tuple(
+            (
+                name,
+                specs[name].address - block.address,
+                codec.compile_decoder(specs[name]),
+                specs[name] if _quality_varies(specs[name]) else None,
+            )
+            for name in block.points
+        )
 
 
 def endpoint_of(bus: ModbusBus) -> Endpoint:
@@ -191,18 +217,24 @@ class ModbusBusTask(PolledBus[_Device]):
         return self._client
 
     def _store(self, device: _Device, block: ReadBlock, words: list[int]) -> None:
-        for point in block.points:
-            spec = device.profile.points[point]
-            offset = spec.address - block.address
+        # Every value of every poll passes here: decoders and quality rules were settled
+        # per plan (``_Device.replan``), and the table stores the block in one go.
+        readings: list[tuple[str, codec.Value, Quality]] = []
+        good = Quality.GOOD
+        for point, offset, decode, spec in device.slots_of(block):
             try:
-                value = codec.decode(spec, words[offset : offset + spec.register_count])
+                value = decode(words, offset)
             except CodecError:
                 self._table.mark_point_bad(device.name, point)
                 continue
+            if spec is None:
+                readings.append((point, value, good))
+                continue
             quality = _quality(spec, value)
-            if quality is not Quality.GOOD:
+            if quality is not good:
                 device.health.suspect_values += 1
-            self._table.update(device.name, point, value, quality)
+            readings.append((point, value, quality))
+        self._table.update_many(device.name, readings)
 
     # ----- commands -----
 
@@ -277,6 +309,15 @@ class ModbusBusTask(PolledBus[_Device]):
             known = ", ".join(device.profile.points)
             raise WriteRejectedError(f"device {device_name} has no point {point!r} ({known})")
         return device, spec
+
+
+def _quality_varies(spec: PointSpec) -> bool:
+    """Whether ``_quality`` can be anything but good for this point's values: only with
+    a valid range, or when a value can be NaN or infinite (floats; integers scaled past
+    the float range); bits, text and other integers are always good."""
+    if spec.valid_range is not None or spec.type in (DataType.F32, DataType.F64):
+        return True
+    return spec.is_numeric and not all(math.isfinite(end) for end in encodable_range(spec))
 
 
 def _quality(spec: PointSpec, value: codec.Value | str) -> Quality:

@@ -1,1 +1,2 @@
-"""Modbus: register codecs, RTU framing for the simulators, and the pymodbus-based client."""
+"""Modbus: register codecs, RTU and MBAP framing, our own Modbus TCP client, and pymodbus for
+RTU serial and RTU over TCP (imported only when a bus uses them)."""

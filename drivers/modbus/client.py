@@ -1,66 +1,42 @@
-"""Modbus client for one bus (RTU serial, TCP, or RTU over TCP) on top of pymodbus.
+"""Modbus client for one bus (RTU serial, TCP, or RTU over TCP).
 
-pymodbus is configured not to reconnect by itself: the bus task that owns this client is the
-one place that decides when to retry, so a dead port is retried with our backoff and
-reported once instead of being retried silently inside the library.
+Plain Modbus TCP goes through our own MBAP client (``tcp_client``): on a gateway polling
+many devices ten times a second, pymodbus' per-request overhead was most of the daemon's
+CPU. The serial framings (RTU on a port, RTU frames through a TCP socket) stay with
+pymodbus (``pymodbus_client``), imported only when such a bus exists, so a TCP-only
+gateway does not pay its memory.
 
-pymodbus turns every bad reply (CRC error, garbage, another unit's answer) into the same
-timeout. The bytes that did arrive are kept through its packet trace hook, so a timeout can
-be told apart afterwards and counted for what it was; a technician fixing a bus needs to
-know whether a device is silent or its wiring is noisy.
+Both sides fail the same way: TransportError when the line is unusable (the bus task
+reconnects), ReplyTimeoutError with a :class:`ReplyFault` when no valid answer came,
+DeviceExceptionError for exception answers, ProtocolError for answers that make no sense.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from types import TracebackType
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-from pymodbus.pdu import ExceptionResponse, ModbusPDU
-
-from smartpole.drivers.errors import (
-    DeviceExceptionError,
-    DeviceTimeoutError,
-    ProtocolError,
-    TransportError,
-)
-from smartpole.drivers.modbus.crc import crc16_modbus
+from smartpole.drivers.modbus.faults import ReplyFault, ReplyTimeoutError
+from smartpole.drivers.modbus.pdu import ILLEGAL_DATA_ADDRESS, MODBUS_EXCEPTIONS
+from smartpole.drivers.modbus.tcp_client import ModbusTcpClient
 from smartpole.drivers.profile import RegisterKind
 
-MODBUS_EXCEPTIONS = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    10: "gateway path unavailable",
-    11: "gateway target failed to respond",
-}
-ILLEGAL_DATA_ADDRESS = 2
+if TYPE_CHECKING:
+    from smartpole.drivers.modbus.pymodbus_client import PymodbusClient
 
-# pymodbus logs every timeout at error level; the bus task reports failures once per
-# episode instead, so the library's own chatter is kept out of the journal.
-logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+__all__ = [
+    "ILLEGAL_DATA_ADDRESS",
+    "MODBUS_EXCEPTIONS",
+    "Endpoint",
+    "Framing",
+    "ModbusClient",
+    "ReplyFault",
+    "ReplyTimeoutError",
+]
 
 Framing = Literal["rtu", "tcp", "rtu-over-tcp"]
-
-
-class ReplyFault(StrEnum):
-    """What came back when no valid answer did."""
-
-    NO_ANSWER = "no answer"
-    CRC_ERROR = "corrupt reply (CRC error)"
-    GARBAGE = "garbage on the line"
-    WRONG_UNIT = "reply from another unit"
-    WRONG_FUNCTION = "reply with the wrong function code"
 
 
 @dataclass(frozen=True)
@@ -86,32 +62,13 @@ class ModbusClient:
     def __init__(self, endpoint: Endpoint, *, timeout_s: float) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
-        self._sent = b""
-        self._received = bytearray()
-        self._last_trace = b""
-        self._client: AsyncModbusSerialClient | AsyncModbusTcpClient
-        if endpoint.framing == "rtu":
-            self._client = AsyncModbusSerialClient(
-                endpoint.port,
-                baudrate=endpoint.baudrate,
-                bytesize=endpoint.bytesize,
-                parity=endpoint.parity,
-                stopbits=endpoint.stopbits,
-                timeout=timeout_s,
-                retries=0,
-                reconnect_delay=0,
-                trace_packet=self._trace,
-            )
+        self._impl: ModbusTcpClient | PymodbusClient
+        if endpoint.framing == "tcp":
+            self._impl = ModbusTcpClient(endpoint.host, endpoint.tcp_port, timeout_s=timeout_s)
         else:
-            self._client = AsyncModbusTcpClient(
-                endpoint.host,
-                port=endpoint.tcp_port,
-                framer=FramerType.SOCKET if endpoint.framing == "tcp" else FramerType.RTU,
-                timeout=timeout_s,
-                retries=0,
-                reconnect_delay=0,
-                trace_packet=self._trace,
-            )
+            from smartpole.drivers.modbus.pymodbus_client import PymodbusClient
+
+            self._impl = PymodbusClient(endpoint, timeout_s=timeout_s)
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -127,145 +84,25 @@ class ModbusClient:
 
     @property
     def connected(self) -> bool:
-        return bool(self._client.connected)
+        return self._impl.connected
 
     async def connect(self) -> None:
-        if not await self._client.connect():
-            self._client.close()
-            what = "serial port" if self.endpoint.framing == "rtu" else "TCP endpoint"
-            raise TransportError(f"cannot open {what} {self.endpoint}")
+        await self._impl.connect()
 
     def close(self) -> None:
-        self._client.close()
-
-    def _trace(self, sending: bool, data: bytes) -> bytes:
-        if sending:
-            self._sent = data
-            self._received.clear()
-            self._last_trace = b""
-        else:
-            # pymodbus passes its whole receive buffer each time; keep only what is new.
-            new = data[len(self._last_trace) :] if data.startswith(self._last_trace) else data
-            self._received += new
-            self._last_trace = data
-        return data
+        self._impl.close()
 
     async def read(self, kind: RegisterKind, address: int, count: int, unit_id: int) -> list[int]:
         """Read ``count`` registers or bits; bits come back as 0/1 integers."""
-        client = self._client
-        if kind is RegisterKind.HOLDING:
-            call = client.read_holding_registers(address, count=count, device_id=unit_id)
-        elif kind is RegisterKind.INPUT:
-            call = client.read_input_registers(address, count=count, device_id=unit_id)
-        elif kind is RegisterKind.COIL:
-            call = client.read_coils(address, count=count, device_id=unit_id)
-        else:
-            call = client.read_discrete_inputs(address, count=count, device_id=unit_id)
-        reply = await self._execute(call, unit_id)
-        return _values_of(reply, kind, count, unit_id)
+        return await self._impl.read(kind, address, count, unit_id)
 
     async def write(
         self, kind: RegisterKind, address: int, values: Sequence[int], unit_id: int
     ) -> None:
         """Write registers (FC 06/16) or coils (FC 05/15)."""
-        client = self._client
-        if kind is RegisterKind.COIL:
-            bits = [bool(v) for v in values]
-            call = (
-                client.write_coil(address, bits[0], device_id=unit_id)
-                if len(bits) == 1
-                else client.write_coils(address, bits, device_id=unit_id)
-            )
-        elif kind is RegisterKind.HOLDING:
-            words = list(values)
-            call = (
-                client.write_register(address, words[0], device_id=unit_id)
-                if len(words) == 1
-                else client.write_registers(address, words, device_id=unit_id)
-            )
-        else:
-            raise ProtocolError(f"{kind.value} registers cannot be written")
-        reply = await self._execute(call, unit_id)
-        _raise_for_exception(reply, unit_id)
-
-    async def _execute(self, call: object, unit_id: int) -> ModbusPDU:
-        started = time.monotonic()
-        try:
-            reply: ModbusPDU = await call  # type: ignore[misc]
-        except ModbusIOException as exc:
-            waited = time.monotonic() - started
-            fault = self.last_fault(unit_id)
-            if self.endpoint.framing == "rtu-over-tcp":
-                # RTU frames carry no transaction id: a late answer would be taken for the
-                # next request's. A fresh connection leaves it behind.
-                self._client.close()
-            raise ReplyTimeoutError(
-                f"{fault.value} from unit {unit_id} within {waited:.2f} s", fault
-            ) from exc
-        except ConnectionException as exc:
-            raise TransportError(f"{self.endpoint} is not usable: {exc}") from exc
-        except ModbusException as exc:
-            raise ProtocolError(f"bad reply from unit {unit_id}: {exc}") from exc
-        return reply
+        await self._impl.write(kind, address, values, unit_id)
 
     def last_fault(self, unit_id: int) -> ReplyFault:
-        """Classify the bytes that arrived after the last request (RTU framing only)."""
-        raw = bytes(self._received)
-        if not raw:
-            return ReplyFault.NO_ANSWER
-        if self.endpoint.framing == "tcp":
-            return ReplyFault.GARBAGE
-        function = self._sent[1] if len(self._sent) > 1 else 0
-        return classify_rtu_reply(raw, unit_id, function)
-
-
-class ReplyTimeoutError(DeviceTimeoutError):
-    """No valid answer in time; ``fault`` says what, if anything, came instead."""
-
-    def __init__(self, message: str, fault: ReplyFault) -> None:
-        super().__init__(message)
-        self.fault = fault
-
-
-def classify_rtu_reply(raw: bytes, unit_id: int, function: int) -> ReplyFault:
-    """Why bytes that arrived were not a valid answer to ``function`` from ``unit_id``."""
-    for start in range(len(raw)):
-        for length in _candidate_lengths(raw, start):
-            frame = raw[start : start + length]
-            if len(frame) == length and length >= 4 and crc16_modbus(frame) == 0:
-                if frame[0] != unit_id:
-                    return ReplyFault.WRONG_UNIT
-                if frame[1] & 0x7F != function:
-                    return ReplyFault.WRONG_FUNCTION
-    if len(raw) >= 4 and raw[0] == unit_id and raw[1] in (function, function | 0x80):
-        return ReplyFault.CRC_ERROR  # the header of our answer, with a broken body or CRC
-    return ReplyFault.GARBAGE
-
-
-def _candidate_lengths(raw: bytes, start: int) -> list[int]:
-    lengths = [5, 8]  # exception replies; write echoes
-    if start + 2 < len(raw):
-        lengths.append(5 + raw[start + 2])  # read replies: unit fc count data crc
-    return lengths
-
-
-def _raise_for_exception(reply: ModbusPDU, unit_id: int) -> None:
-    if isinstance(reply, ExceptionResponse) or reply.isError():
-        code = int(getattr(reply, "exception_code", 0))
-        name = MODBUS_EXCEPTIONS.get(code, "unknown exception")
-        raise DeviceExceptionError(f"unit {unit_id} answered exception {code} ({name})", code)
-
-
-def _values_of(reply: ModbusPDU, kind: RegisterKind, count: int, unit_id: int) -> list[int]:
-    _raise_for_exception(reply, unit_id)
-    if kind.is_bit:
-        bits = list(reply.bits)
-        if len(bits) < count:
-            raise ProtocolError(f"unit {unit_id} returned {len(bits)} bits, asked for {count}")
-        return [1 if bit else 0 for bit in bits[:count]]
-    registers = list(reply.registers)
-    if len(registers) != count:
-        raise ProtocolError(
-            f"unit {unit_id} returned {len(registers)} registers, asked for {count}"
-        )
-    return registers
+        """What came instead of a valid answer to the last failed request."""
+        impl = self._impl
+        return impl.last_fault if isinstance(impl, ModbusTcpClient) else impl.last_fault(unit_id)
