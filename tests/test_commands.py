@@ -134,6 +134,42 @@ async def test_commands_run_before_diagnostics_in_submission_order() -> None:
     assert not await queue.run_next(0.0)
 
 
+@pytest.mark.asyncio
+async def test_a_command_wakes_a_waiting_bus_at_once_and_its_error_goes_to_the_caller() -> None:
+    queue = CommandQueue()
+
+    async def failing() -> None:
+        raise ValueError("refused by the device")
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waiting = asyncio.create_task(queue.run_next(30.0))  # a poll due in 30 s
+    submitted = asyncio.create_task(queue.submit(failing))
+    assert await waiting  # woken by the command, long before its 30 s
+    assert loop.time() - started < 5.0
+    with pytest.raises(ValueError, match="refused by the device"):
+        await submitted
+    assert not queue.pending()
+
+
+@pytest.mark.asyncio
+async def test_a_wait_without_commands_ends_false_and_a_cancelled_wait_leaves_no_waiter() -> None:
+    queue = CommandQueue()
+    assert not await queue.run_next(0.01)
+    waiting = asyncio.create_task(queue.run_next(30.0))
+    await asyncio.sleep(0)  # let it start waiting
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+    async def job() -> str:
+        return "ran"
+
+    submitted = asyncio.create_task(queue.submit(job))
+    assert await queue.run_next(1.0)
+    assert await submitted == "ran"
+
+
 def test_readings_that_are_not_physical_are_never_good(
     tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
 ) -> None:

@@ -7,6 +7,7 @@ the one task that owns it. Commands wait at most for the request on the wire to 
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,31 +26,49 @@ class _Queued:
 
 
 class CommandQueue:
-    """Commands for a bus, run by its task between two requests, in priority order."""
+    """Commands for a bus, run by its task between two requests, in priority order.
+
+    The bus task waits here between polls (50 times a second on a busy gateway), and a
+    wait usually ends by its timeout, so it is one future and one timer rather than
+    ``asyncio.wait_for`` on a queue, which makes and cancels a task every time.
+    """
 
     COMMAND = 0  # writes and operator actions
     DIAGNOSTIC = 1  # technician reads
 
     def __init__(self) -> None:
-        self._queue: asyncio.PriorityQueue[_Queued] = asyncio.PriorityQueue()
+        self._heap: list[_Queued] = []
         self._sequence = 0
+        self._waiter: asyncio.Future[None] | None = None
 
     async def submit(self, job: Job, priority: int = COMMAND) -> Any:
         """Queue ``job`` for the bus task and wait for its result (or its exception)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._sequence += 1
-        await self._queue.put(_Queued(priority, self._sequence, job, future))
+        heapq.heappush(self._heap, _Queued(priority, self._sequence, job, future))
+        _wake(self._waiter)
         return await future
 
     def pending(self) -> bool:
-        return not self._queue.empty()
+        return bool(self._heap)
 
     async def run_next(self, timeout_s: float) -> bool:
         """Run one queued command, waiting up to ``timeout_s`` for one; False if none came."""
-        try:
-            item = await asyncio.wait_for(self._queue.get(), timeout=max(0.0, timeout_s))
-        except TimeoutError:
-            return False
+        if not self._heap:
+            if timeout_s <= 0:
+                return False
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiter = waiter
+            timer = loop.call_later(timeout_s, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._heap:
+                return False
+        item = heapq.heappop(self._heap)
         if item.result.cancelled():
             return True
         try:
@@ -62,6 +81,11 @@ class CommandQueue:
         else:
             item.result.set_result(value)
         return True
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 class BusTask(Protocol):
