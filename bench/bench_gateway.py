@@ -147,19 +147,19 @@ class Received:
             record = json.loads(message.payload)
             key = (str(record["epoch"]), str(record["stream"]))
             seq = int(record["seq"])
-            data = record["data"]
-            ts_at = list(data["fields"]).index("ts")
-            rows = data["values"]
-        except (ValueError, KeyError, TypeError):
+            blocks = record["data"]["blocks"]
+            sizes = [(len(block["values"]), block.get("ts")) for block in blocks]
+        except (ValueError, KeyError, TypeError, AttributeError):
             with self.lock:
                 self.undecodable += 1
             return
         missing = 0
         newest = 0.0
-        for row in rows:
-            stamp = row[ts_at] if len(row) > ts_at else None
+        values = 0
+        for size, stamp in sizes:
+            values += size
             if not isinstance(stamp, int | float) or isinstance(stamp, bool) or stamp <= 0:
-                missing += 1
+                missing += size
             else:
                 newest = max(newest, float(stamp))
         with self.lock:
@@ -170,7 +170,7 @@ class Received:
                 return  # a redelivery: its values were counted the first time
             seen.add(seq)
             self.values_missing_ts += missing
-            self.arrivals.append((now_mono, len(rows)))
+            self.arrivals.append((now_mono, values))
             if newest:
                 self.latencies.append(now_wall - newest)
 

@@ -6,10 +6,13 @@ back as the uplink would read them.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
+import jsonschema
 import pytest
+from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +22,21 @@ from smartpole.agent.uplink.config import TelemetryConfig
 from smartpole.agent.uplink.telemetry import MAX_VALUES_PER_RECORD, TelemetryReporter
 
 Row = tuple[str, str, object, str]
+DATA_SCHEMA = json.loads((REPO / "schemas" / "uplink" / "telemetry.schema.json").read_text())[
+    "properties"
+]["data"]
+
+
+def rows_of(payload: dict[str, object]) -> list[tuple[str, str, object, str, float]]:
+    """The record as ``(device, point, value, quality, ts)`` rows, checked by its schema."""
+    jsonschema.validate(payload, DATA_SCHEMA)
+    blocks = payload["blocks"]
+    assert isinstance(blocks, list)
+    return [
+        (b["device"], point, value, b.get("quality", {}).get(point, "good"), b["ts"])
+        for b in blocks
+        for point, value in b["values"].items()
+    ]
 
 
 class Rig:
@@ -41,11 +59,7 @@ class Rig:
         self.reporter.flush()
         rows: list[Row] = []
         for record in self.outbox.pending("telemetry", limit=10_000):
-            payload = record.payload
-            assert payload["fields"] == ["device", "point", "value", "quality", "ts"]
-            values = payload["values"]
-            assert isinstance(values, list)
-            rows += [(d, p, v, q) for d, p, v, q, _ in values]
+            rows += [(d, p, v, q) for d, p, v, q, _ in rows_of(record.payload)]
             self.outbox.ack("telemetry", record.seq)
         return rows
 
@@ -93,9 +107,7 @@ def test_a_full_batch_goes_out_without_waiting_for_the_flush(rig: Rig) -> None:
         rig.read("count", i)
     first = rig.outbox.pending("telemetry")
     assert len(first) == 1  # appended by the reading that filled it, before any flush
-    values = first[0].payload["values"]
-    assert isinstance(values, list)
-    assert [row[2] for row in values] == list(range(MAX_VALUES_PER_RECORD))
+    assert [row[2] for row in rows_of(first[0].payload)] == list(range(MAX_VALUES_PER_RECORD))
     assert rig.reporter.status()["queued"] == 3
 
 
@@ -105,6 +117,26 @@ def test_an_integrity_report_comes_after_the_changes_before_it(rig: Rig) -> None
     rig.reporter.integrity()
     kinds = [r.payload["kind"] for r in rig.outbox.pending("telemetry")]
     assert kinds == ["change", "integrity"]
+
+
+def test_a_block_read_goes_up_in_order_with_one_acquisition_time(rig: Rig) -> None:
+    rig.read("count", 1)
+    rig.sent()
+    rig.clock += 1.0
+    rig.table.update_many(
+        "meter",
+        [
+            ("count", 1, Quality.GOOD),
+            ("voltage", 231.0, Quality.GOOD),
+            ("door", True, Quality.GOOD),
+        ],
+    )
+    rig.reporter.flush()
+    (record,) = rig.outbox.pending("telemetry")
+    rows = rows_of(record.payload)
+    assert [(row[1], row[2]) for row in rows] == [("voltage", 231.0), ("door", True)]
+    assert {row[4] for row in rows} == {round(rig.clock, 3)}
+    assert len(record.payload["blocks"]) == 1  # type: ignore[arg-type]
 
 
 def test_a_quality_change_goes_up_even_without_a_value_change(rig: Rig) -> None:
@@ -148,8 +180,7 @@ def test_an_integrity_report_carries_every_point_and_resets_the_baseline(rig: Ri
     rig.reporter.integrity()
     records = rig.outbox.pending("telemetry")
     assert [r.payload["kind"] for r in records] == ["change", "integrity"]
-    rows = records[1].payload["values"]
-    assert isinstance(rows, list)
+    rows = rows_of(records[1].payload)
     assert sorted((r[1], r[2]) for r in rows) == [("count", 1), ("voltage", 230.0)]
     rig.outbox.ack("telemetry", records[1].seq)
     rig.read("voltage", 230.0)
