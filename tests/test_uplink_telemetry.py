@@ -162,6 +162,18 @@ def test_nan_and_infinity_go_up_as_null_with_quality_bad(rig: Rig) -> None:
     assert rig.sent() == [("meter", "voltage", 231.0, "good")]
 
 
+def test_equal_numbers_are_one_reading_but_a_boolean_is_not_a_number(rig: Rig) -> None:
+    rig.read("count", 2)
+    rig.read("count", 2.0)
+    rig.read("door", 1)
+    rig.read("door", True)
+    assert rig.sent() == [
+        ("meter", "count", 2, "good"),
+        ("meter", "door", 1, "good"),
+        ("meter", "door", True, "good"),
+    ]
+
+
 def test_booleans_and_strings_report_any_change(rig: Rig) -> None:
     rig.read("door", False)
     rig.read("name", "abc")

@@ -51,6 +51,12 @@ def _clean(value: Value | None, quality: Quality) -> tuple[Value | None, Quality
     return value, quality
 
 
+def _same_kind(a: object, b: object) -> bool:
+    """Equal values of different types are the same reading (2 and 2.0), except that a
+    boolean is never the same reading as a number (True and 1)."""
+    return isinstance(a, bool) == isinstance(b, bool)
+
+
 def _within(value: Value | None, last: Value | None, band: float) -> bool:
     """``value`` moved no more than ``band`` from ``last`` (numbers only; bools never)."""
     if (
@@ -154,7 +160,9 @@ class TelemetryReporter:
             last = sent.get(key)
             if last is not None and last[1] is quality:
                 last_value = last[0]
-                if value == last_value and value.__class__ is last_value.__class__:
+                if value == last_value and (
+                    value.__class__ is last_value.__class__ or _same_kind(value, last_value)
+                ):
                     suppressed += 1
                     continue
                 band = bands.get(key)
