@@ -17,9 +17,16 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
 
 from smartpole.agent.api import SOCKET_NAME, call
 from smartpole.agent.errors import ApiError
+
+# The suite shares two cores with broker, simulator and daemon processes, so how fast
+# Hypothesis can generate inputs says nothing about the code under test: its "too slow"
+# health check only made runs flaky. Every property is still checked on every example.
+settings.register_profile("smartpole", suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("smartpole")
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "configs" / "profiles"
