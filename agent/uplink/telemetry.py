@@ -133,11 +133,6 @@ class TelemetryReporter:
             self._bands[key] = band
         return band
 
-    def on_reading(
-        self, device: str, point: str, value: Value | None, quality: Quality, timestamp: float
-    ) -> None:
-        self.on_block(device, ((point, value, quality),), timestamp)
-
     def on_block(
         self,
         device: str,
