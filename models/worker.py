@@ -305,10 +305,12 @@ class Worker:
         return self.reader is not None and not self.reader.join(READER_JOIN_S)
 
     def _run(self) -> int:
-        compile_s = warm_up()
+        # The model first: a bad one is a config error the supervisor should hear of at
+        # once, not after the kernels' compile (seconds with a cold cache on a busy box).
         started = time.perf_counter()
         detector = load_detector(self.pipeline_config)
         model_load_s = time.perf_counter() - started
+        compile_s = warm_up()
         log.info("model_loaded", compile_s=round(compile_s, 3), model_load_s=round(model_load_s, 3))
         live_paced = self.source.live or self.config.realtime
         reader = self.reader = Reader(self.source, drop_when_behind=live_paced)
