@@ -51,6 +51,16 @@ def _clean(value: Value | None, quality: Quality) -> tuple[Value | None, Quality
     return value, quality
 
 
+def _block(
+    device: str, timestamp: float, values: dict[str, Value | None], qualities: dict[str, str]
+) -> dict[str, object]:
+    """One telemetry block (``schemas/uplink/telemetry.schema.json``)."""
+    block: dict[str, object] = {"device": device, "ts": round(timestamp, 3), "values": values}
+    if qualities:
+        block["quality"] = qualities
+    return block
+
+
 def _same_kind(a: object, b: object) -> bool:
     """Equal values of different types are the same reading (2 and 2.0), except that a
     boolean is never the same reading as a number (True and 1)."""
@@ -181,10 +191,7 @@ class TelemetryReporter:
         values: dict[str, Value | None],
         qualities: dict[str, str],
     ) -> None:
-        block: dict[str, object] = {"device": device, "ts": round(timestamp, 3), "values": values}
-        if qualities:
-            block["quality"] = qualities
-        self._queued.append(block)
+        self._queued.append(_block(device, timestamp, values, qualities))
         self._queued_values += len(values)
         if self._queued_values >= MAX_VALUES_PER_RECORD:
             self.flush()
@@ -222,11 +229,7 @@ class TelemetryReporter:
         blocks: list[dict[str, object]] = []
         count = 0
         for (device, timestamp), (values, qualities) in groups.items():
-            block: dict[str, object] = {"device": device, "ts": round(timestamp, 3)}
-            block["values"] = values
-            if qualities:
-                block["quality"] = qualities
-            blocks.append(block)
+            blocks.append(_block(device, timestamp, values, qualities))
             count += len(values)
             if count >= MAX_VALUES_PER_RECORD:
                 self._append("integrity", blocks, count)
