@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -53,6 +54,16 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(0.02)
+
+
+async def eventually(predicate: Callable[[], Any], limit_s: float = 10.0, what: str = "") -> Any:
+    """``wait_until`` for asyncio tests: polls without blocking the loop under test."""
+    deadline = time.monotonic() + limit_s
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit_s} s waiting for {what or predicate}")
+        await asyncio.sleep(0.02)
+    return result
 
 
 def pole_config(tmp_path: Path, *, port: str = "/dev/ttyUSB0", **device: Any) -> Path:

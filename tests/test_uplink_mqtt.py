@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import pytest_asyncio
 import yaml
-from conftest import REPO, Proc, api, pole_config, wait_until
+from conftest import REPO, Proc, api, eventually, pole_config, wait_until
 from mqtt_broker import Broker
 
 from smartpole.agent.outbox import Outbox, Priority
@@ -99,15 +99,6 @@ async def subscribe() -> AsyncIterator[Callable[[int], Any]]:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
             await task
-
-
-async def eventually(predicate: Callable[[], Any], limit_s: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + limit_s
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s} s waiting for {what or predicate}")
-        await asyncio.sleep(0.02)
-    return result
 
 
 def uplink_config(port: int, **extra: Any) -> UplinkConfig:

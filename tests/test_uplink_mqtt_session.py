@@ -13,12 +13,12 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
+from conftest import eventually
 from mqtt_broker import Broker, Mqtt311Broker
 
 from smartpole.agent.outbox import Outbox, Priority
@@ -54,15 +54,6 @@ def config(port: int, **extra: Any) -> UplinkConfig:
     )
 
 
-async def eventually(predicate: Callable[[], Any], what: str, limit_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + limit_s
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s} s waiting for {what}")
-        await asyncio.sleep(0.02)  # polling an observable condition
-    return result
-
-
 async def send_command(port: int, command_id: str) -> None:
     """Publish at QoS 1; returns once the broker has the message (its PUBACK)."""
     async with aiomqtt.Client("127.0.0.1", port, identifier=f"platform-{command_id}") as client:
@@ -78,7 +69,7 @@ async def run_until_handled(
             uplink_config, pole_id=POLE, outbox=outbox, base_dir=state_dir, commands=handler
         )
         async with uplink:
-            await eventually(lambda: uplink.state == "connected", "the uplink to connect")
+            await eventually(lambda: uplink.state == "connected", 15.0, "the uplink to connect")
             # The subscription may lag the CONNACK: resend until one copy is handled. The
             # command ids make the copies harmless, as they are for the platform.
             deadline = time.monotonic() + 15
@@ -86,7 +77,7 @@ async def run_until_handled(
                 assert time.monotonic() < deadline, f"{command_id} was never handled"
                 await send_command(uplink_config.broker_port(), command_id)
                 with contextlib.suppress(AssertionError):
-                    await eventually(lambda: command_id in handler.ids, command_id, limit_s=1.0)
+                    await eventually(lambda: command_id in handler.ids, 1.0, command_id)
 
 
 @pytest.mark.asyncio
@@ -137,7 +128,7 @@ async def test_a_broker_that_refuses_mqtt5_gets_mqtt311_and_every_record(tmp_pat
                     received.append(json.loads(message.payload))
 
         listening = asyncio.create_task(subscriber())
-        await eventually(ready.is_set, "the subscriber to connect")
+        await eventually(ready.is_set, 15.0, "the subscriber to connect")
         for i in range(5):
             outbox.append("alarms", {"kind": "door", "n": i}, priority=Priority.HIGH)
         uplink = MqttUplink(
@@ -147,7 +138,7 @@ async def test_a_broker_that_refuses_mqtt5_gets_mqtt311_and_every_record(tmp_pat
             base_dir=tmp_path,
         )
         async with uplink:
-            await eventually(lambda: len(received) >= 5, "five alarms at the subscriber")
+            await eventually(lambda: len(received) >= 5, 15.0, "five alarms at the subscriber")
             status = uplink.status()
         listening.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -168,7 +159,7 @@ async def test_without_the_fallback_a_refusing_broker_is_a_counted_failure(
         uplink_config = config(broker.port, fallback_311=False, connect_timeout_s=1)
         uplink = MqttUplink(uplink_config, pole_id=POLE, outbox=outbox, base_dir=tmp_path)
         async with uplink:
-            await eventually(lambda: uplink.failures >= 3, "three failed attempts")
+            await eventually(lambda: uplink.failures >= 3, 15.0, "three failed attempts")
             status = uplink.status()
         assert status["protocol"] == "5"
         assert status["connects"] == 0
