@@ -22,7 +22,7 @@ from typing import Any, Self
 
 import structlog
 
-from smartpole.agent.errors import AgentError, ApiError
+from smartpole.agent.core.errors import AgentError, ApiError
 from smartpole.drivers.errors import DriverError
 
 log = structlog.get_logger("smartpole.api")
@@ -30,10 +30,6 @@ log = structlog.get_logger("smartpole.api")
 SOCKET_NAME = "api.sock"
 MAX_REQUEST_BYTES = 64 * 1024
 Handler = Callable[[Mapping[str, Any]], object]  # may return an awaitable
-
-
-class RequestError(AgentError):
-    """A request the daemon understood but cannot do; the caller gets the message."""
 
 
 class ApiServer:

@@ -20,7 +20,7 @@ from smartpole.agent import diag, logs, technician
 from smartpole.agent.api import SOCKET_NAME, call
 from smartpole.agent.config.loader import LoadedConfig, load_config
 from smartpole.agent.config.pole import ModbusRtuOverTcpBus, ModbusTcpBus
-from smartpole.agent.errors import AgentError, ApiError, ConfigError, UsageError
+from smartpole.agent.core.errors import AgentError, ApiError, ConfigError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_STATE_DIR = Path("/var/lib/smartpole")

@@ -20,15 +20,16 @@ from typing import Any
 
 import structlog
 
-from smartpole.agent.api import SOCKET_NAME, ApiServer, Handler, RequestError
-from smartpole.agent.audit import AuditLog
+from smartpole.agent.api import SOCKET_NAME, ApiServer, Handler
 from smartpole.agent.buses.factory import create_bus_tasks
 from smartpole.agent.buses.mcu import McuBusTask
 from smartpole.agent.config.loader import LoadedConfig
-from smartpole.agent.control.lighting import clock_is_synchronised
 from smartpole.agent.control.pole import PoleControl
-from smartpole.agent.health import BusState, DeviceState
-from smartpole.agent.points import PointTable
+from smartpole.agent.core.audit import AuditLog
+from smartpole.agent.core.clock import clock_is_synchronised
+from smartpole.agent.core.errors import RequestError
+from smartpole.agent.core.health import BusState, DeviceState
+from smartpole.agent.core.points import PointTable
 from smartpole.agent.sdnotify import Notifier, run_watchdog
 from smartpole.agent.state import PointStore
 from smartpole.agent.uplink.commands import CommandProcessor, DaemonExecutor

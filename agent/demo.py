@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from smartpole.agent import diag
 from smartpole.agent.api import SOCKET_NAME, call
-from smartpole.agent.errors import AgentError, ApiError
+from smartpole.agent.core.errors import AgentError, ApiError
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0

@@ -31,7 +31,7 @@ from smartpole.agent.config.pole import (
     ModbusTcpBus,
     PoleMcuBus,
 )
-from smartpole.agent.errors import UsageError
+from smartpole.agent.core.errors import UsageError
 from smartpole.agent.simulate_mcu import McuSim
 from smartpole.drivers.dlt645.profile import Dlt645Profile
 from smartpole.drivers.dlt645.sim import Dlt645PtyServer, SimulatedMeter
@@ -256,7 +256,7 @@ def _load_first_vector(model: SimulatedDevice) -> None:
     if not model.profile.test_vectors:
         return
     vector = model.profile.test_vectors[0]
-    from smartpole.drivers.profile import RegisterKind
+    from smartpole.drivers.modbus.points import RegisterKind
 
     areas = (
         (RegisterKind.HOLDING, vector.holding),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from smartpole.agent.errors import UsageError
+from smartpole.agent.core.errors import UsageError
 from smartpole.drivers.mcu.emulator import McuEmulator
 from smartpole.drivers.sim.wire import SLOW_EXTRA_S, FaultMode
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import structlog
 
-from smartpole.agent.jsonfile import JsonFile
-from smartpole.agent.points import PointTable
+from smartpole.agent.core.jsonfile import JsonFile
+from smartpole.agent.core.points import PointTable
 
 log = structlog.get_logger("smartpole.state")
 

@@ -124,7 +124,7 @@ def sample(process: Sampled, warmup_s: float, seconds: float) -> tuple[float, in
 
 def wait_for_api(socket: Path, timeout: float = 20.0) -> None:
     from smartpole.agent.api import call
-    from smartpole.agent.errors import ApiError
+    from smartpole.agent.core.errors import ApiError
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -53,21 +53,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from smartpole.agent import logs
-from smartpole.agent.audit import AuditLog
 from smartpole.agent.buses.modbus import ModbusBusTask
 from smartpole.agent.cli import _with_bus_ports
 from smartpole.agent.config.loader import LoadedConfig, load_config
 from smartpole.agent.config.pole import ModbusRtuBus
-from smartpole.agent.points import PointTable
+from smartpole.agent.core.audit import AuditLog
+from smartpole.agent.core.points import PointTable
 from smartpole.drivers.modbus.plan import ReadBlock, plan_reads
-from smartpole.drivers.profile import (
-    DataType,
-    ModbusLimits,
-    ModbusProfile,
-    PointSpec,
-    RefusedArea,
-    RegisterKind,
-)
+from smartpole.drivers.modbus.points import DataType, PointSpec, RegisterKind
+from smartpole.drivers.modbus.profile import ModbusLimits, ModbusProfile, RefusedArea
 from smartpole.drivers.sim.wire import BITS_PER_CHAR
 
 REPO = Path(__file__).resolve().parent.parent

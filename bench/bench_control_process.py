@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from smartpole.agent.api import SOCKET_NAME, call
-from smartpole.agent.errors import ApiError
+from smartpole.agent.core.errors import ApiError
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "configs" / "poles" / "demo.yaml"

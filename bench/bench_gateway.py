@@ -61,7 +61,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from mqtt_broker import Broker  # noqa: E402
 
 from smartpole.agent.api import SOCKET_NAME, call  # noqa: E402
-from smartpole.agent.errors import ApiError  # noqa: E402
+from smartpole.agent.core.errors import ApiError  # noqa: E402
 
 PROFILE = "bench-register-bank"
 DEVICES = 5

@@ -1,6 +1,6 @@
 """Outbox append and drain rates, with the durability policy the product runs with.
 
-Durability policy (agent/outbox.py): SQLite in WAL mode with ``synchronous=NORMAL``. Every
+Durability policy (agent/core/outbox.py): SQLite in WAL mode with ``synchronous=NORMAL``. Every
 append is its own committed transaction without an fsync; a crash of the process loses
 nothing committed, a power cut can lose only commits not yet checkpointed. ``pending()``
 checkpoints the WAL (one fsync) before it hands a batch to the uplink, so nothing the
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from smartpole.agent import logs
-from smartpole.agent.outbox import Outbox, Priority
+from smartpole.agent.core.outbox import Outbox, Priority
 
 TARGET = 5000  # records/s, issue 7
 

@@ -41,18 +41,18 @@ from typing import Any
 import yaml
 
 from smartpole.agent import logs
-from smartpole.agent.audit import AuditLog
 from smartpole.agent.buses import modbus as modbus_bus
 from smartpole.agent.cli import _with_bus_ports
 from smartpole.agent.config.loader import load_config
 from smartpole.agent.config.pole import ModbusTcpBus
-from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.core.audit import AuditLog
+from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.errors import CodecError
 from smartpole.drivers.modbus import codec
 from smartpole.drivers.modbus.client import Endpoint, ModbusClient
 from smartpole.drivers.modbus.plan import ReadBlock
+from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.pymodbus_client import PymodbusClient
-from smartpole.drivers.profile import RegisterKind
 
 REPO = Path(__file__).resolve().parent.parent
 BUS = "lan"

@@ -34,3 +34,8 @@ class ProtocolError(DriverError):
 
 class CodecError(DriverError):
     """Raw data could not be turned into a value or a value into raw data."""
+
+
+class WriteRejectedError(DriverError):
+    """A write the device's profile or the bus does not allow (read-only point, out of its
+    limits, a relay held off by a trip); nothing was switched."""

@@ -10,6 +10,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The value of a point as any protocol decodes it; quality and time travel beside it.
+Value = float | int | bool | str
+
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 PointName = Annotated[str, Field(pattern=NAME_PATTERN)]
 Location = tuple[str | int, ...]

@@ -21,7 +21,7 @@ import yaml
 from hypothesis import HealthCheck, settings
 
 from smartpole.agent.api import SOCKET_NAME, call
-from smartpole.agent.errors import ApiError
+from smartpole.agent.core.errors import ApiError
 
 # The suite shares two cores with broker, simulator and daemon processes, so how fast
 # Hypothesis can generate inputs says nothing about the code under test: its "too slow"

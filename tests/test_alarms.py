@@ -25,7 +25,7 @@ from smartpole.agent.control.alarms import (
     Condition,
     EventType,
 )
-from smartpole.agent.outbox import Outbox, Priority
+from smartpole.agent.core.outbox import Outbox, Priority
 
 T0 = 1_700_000_000.0
 

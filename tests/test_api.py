@@ -16,7 +16,7 @@ import pytest
 from conftest import SMARTPOLE
 
 from smartpole.agent.api import ApiServer, call
-from smartpole.agent.errors import AgentError, ApiError
+from smartpole.agent.core.errors import AgentError, ApiError
 
 
 def _handlers() -> dict[str, Any]:

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from smartpole.drivers.errors import CodecError
 from smartpole.drivers.modbus import codec
-from smartpole.drivers.profile import DataType, PointSpec, RegisterKind
+from smartpole.drivers.modbus.points import DataType, PointSpec, RegisterKind
+from smartpole.drivers.schema import Value
 
 INTEGER_RANGE = {
     DataType.U16: (0, 0xFFFF),
@@ -486,7 +487,7 @@ def test_encode_bit_needs_a_bit_point_and_its_registers() -> None:
         ("C2", True),
     ],
 )
-def test_is_physical(value: codec.Value, physical: bool) -> None:
+def test_is_physical(value: Value, physical: bool) -> None:
     assert codec.is_physical(value) is physical
 
 

@@ -15,7 +15,7 @@ from conftest import PROFILES, SMARTPOLE, Proc, api, bus_ports, wait_until
 
 from smartpole.agent.api import call
 from smartpole.agent.buses.base import CommandQueue
-from smartpole.agent.errors import ApiError
+from smartpole.agent.core.errors import ApiError
 
 
 @pytest.fixture

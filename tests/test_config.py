@@ -10,8 +10,8 @@ from conftest import PROFILES, REPO, SMARTPOLE, pole_config
 
 from smartpole.agent.config.loader import LoadedConfig, load_config
 from smartpole.agent.config.pole import DeviceConfig, ModbusRtuBus, PoleConfig
-from smartpole.agent.errors import ConfigError, Problem
-from smartpole.drivers.profile import ModbusProfile
+from smartpole.agent.core.errors import ConfigError, Problem
+from smartpole.drivers.modbus.profile import ModbusProfile
 
 DEMO = REPO / "configs" / "poles" / "demo.yaml"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from smartpole.agent.jsonfile import JsonFile
+from smartpole.agent.core.jsonfile import JsonFile
 
 
 def test_writes_replace_atomically_and_failures_are_logged_once(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from smartpole.agent.control.lamp_monitor import (
     LampMonitorSettings,
     alarm_definitions,
 )
-from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.core.points import PointTable, Quality
 
 T0 = 1_700_000_000.0
 POLL_S = 10.0

@@ -16,6 +16,7 @@ from smartpole.drivers.modbus.mbap import (
     encode_request,
     encode_response,
 )
+from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.rtu_slave import (
     RegisterBank,
     Request,
@@ -24,7 +25,6 @@ from smartpole.drivers.modbus.rtu_slave import (
     handle_request,
     parse_pdu,
 )
-from smartpole.drivers.profile import RegisterKind
 
 U16 = st.integers(0, 0xFFFF)
 UNIT = st.integers(0, 255)

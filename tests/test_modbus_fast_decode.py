@@ -9,9 +9,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.modbus import codec
-from smartpole.drivers.profile import DataType, PointSpec, RegisterKind
+from smartpole.drivers.modbus.points import DataType, PointSpec, RegisterKind
+from smartpole.drivers.schema import Value
 
 NUMERIC = [DataType.U16, DataType.I16, DataType.U32, DataType.I32, DataType.F32, DataType.F64]
 # Factors and offsets as profiles write them, and a few that stress the rounding.
@@ -21,7 +22,7 @@ orders = st.sampled_from(["big", "little"])
 word = st.integers(0, 0xFFFF)
 
 
-def same(a: codec.Value, b: codec.Value) -> bool:
+def same(a: Value, b: Value) -> bool:
     """Equal value and type; NaNs equal by bits, so -0.0 and NaN payloads count too."""
     if type(a) is not type(b):
         return False
@@ -142,7 +143,7 @@ def test_a_block_of_points_decodes_like_point_by_point(
     )
 )
 def test_update_many_tells_listeners_what_update_would(
-    readings: list[tuple[str, codec.Value, Quality]],
+    readings: list[tuple[str, Value, Quality]],
 ) -> None:
     clock = iter(range(1000))
 

@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from smartpole.drivers.errors import ProtocolError
 from smartpole.drivers.modbus import pdu
+from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.rtu_slave import (
     RegisterBank,
     Request,
     exception_pdu,
     handle_pdu,
 )
-from smartpole.drivers.profile import RegisterKind
 
 U16 = st.integers(0, 0xFFFF)
 READS = {

@@ -19,11 +19,11 @@ import pytest
 import yaml
 from conftest import REPO
 
-from smartpole.agent.audit import AuditLog
 from smartpole.agent.buses.modbus import ModbusBusTask
 from smartpole.agent.config.loader import load_config
 from smartpole.agent.config.pole import ModbusTcpBus
-from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.core.audit import AuditLog
+from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.errors import DeviceExceptionError, ProtocolError, TransportError
 from smartpole.drivers.modbus.client import (
     Endpoint,
@@ -32,9 +32,9 @@ from smartpole.drivers.modbus.client import (
     ReplyTimeoutError,
 )
 from smartpole.drivers.modbus.mbap import encode_adu
+from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.rtu_slave import RegisterBank
 from smartpole.drivers.modbus.tcp_client import ModbusTcpClient
-from smartpole.drivers.profile import RegisterKind
 from smartpole.drivers.sim.modbus_tcp import ModbusTcpServer
 from smartpole.drivers.sim.wire import SLOW_EXTRA_S, FaultMode
 

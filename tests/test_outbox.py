@@ -13,8 +13,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from smartpole.agent.errors import AgentError
-from smartpole.agent.outbox import FILE_NAME, Outbox, OutboxError, Priority
+from smartpole.agent.core.errors import AgentError
+from smartpole.agent.core.outbox import FILE_NAME, Outbox, OutboxError, Priority
 
 
 class FakeClock:

@@ -12,7 +12,7 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smartpole.agent.outbox import FILE_NAME, REPORT_STREAM, Outbox, OutboxError, Priority
+from smartpole.agent.core.outbox import FILE_NAME, REPORT_STREAM, Outbox, OutboxError, Priority
 
 MAX = 64 * 1024
 PAD = "x" * 400

@@ -8,7 +8,7 @@ from pathlib import Path
 from smartpole.agent.control.lighting import LightingController
 from smartpole.agent.control.photocell import PhotocellReader
 from smartpole.agent.control.program import Photocell
-from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.core.points import PointTable, Quality
 
 
 class _Lamp:

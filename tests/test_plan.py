@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from smartpole.agent.config.loader import load_profile
 from smartpole.drivers.modbus.plan import ReadBlock, plan_reads
-from smartpole.drivers.profile import DataType, ModbusLimits, PointSpec, RegisterKind
+from smartpole.drivers.modbus.points import DataType, PointSpec, RegisterKind
+from smartpole.drivers.modbus.profile import ModbusLimits
 
 NUMERIC = [t for t in DataType if t not in (DataType.BOOL, DataType.STRING)]
 

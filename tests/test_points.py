@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from smartpole.agent.points import PointSample, PointTable, Quality
+from smartpole.agent.core.points import PointSample, PointTable, Quality
 
 
 class FakeClock:

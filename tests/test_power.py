@@ -16,7 +16,6 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
-from smartpole.agent.audit import AuditLog
 from smartpole.agent.control.power import (
     ACTOR,
     RESTORE_RETRY_S,
@@ -27,6 +26,7 @@ from smartpole.agent.control.power import (
     power_rule_problems,
 )
 from smartpole.agent.control.rules import AlarmRule
+from smartpole.agent.core.audit import AuditLog
 from smartpole.drivers.errors import DeviceTimeoutError
 
 T0 = 1_700_000_000.0

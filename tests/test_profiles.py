@@ -11,10 +11,12 @@ import yaml
 from conftest import PROFILES
 
 from smartpole.agent.config.loader import load_profile
-from smartpole.agent.errors import ConfigError, Problem
+from smartpole.agent.core.errors import ConfigError, Problem
 from smartpole.drivers.modbus import codec
 from smartpole.drivers.modbus.plan import plan_reads
-from smartpole.drivers.profile import DataType, ModbusProfile, RegisterKind
+from smartpole.drivers.modbus.points import DataType, RegisterKind
+from smartpole.drivers.modbus.profile import ModbusProfile
+from smartpole.drivers.schema import Value
 
 PROFILE_FILES = sorted(PROFILES.glob("*.yaml"))
 CWT_UWD = PROFILES / "cwt-uwd.yaml"
@@ -74,13 +76,13 @@ def test_profile_loads_without_problems(profile_file: Path) -> None:
 
 def _decode_vector(
     profile: ModbusProfile, areas: dict[RegisterKind, dict[int, list[int]]]
-) -> dict[str, codec.Value]:
+) -> dict[str, Value]:
     """Decode what the agent would read: each planned block, sliced into its points."""
     registers = {
         kind: {start + i: word for start, words in area.items() for i, word in enumerate(words)}
         for kind, area in areas.items()
     }
-    decoded: dict[str, codec.Value] = {}
+    decoded: dict[str, Value] = {}
     for block in plan_reads(profile.points, profile.limits):
         known = registers.get(block.kind, {})
         addresses = range(block.address, block.end)

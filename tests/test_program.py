@@ -26,7 +26,7 @@ from smartpole.agent.control.program import (
     SiteConfig,
 )
 from smartpole.agent.control.sun import SunTimes, solar_elevation, sun_times
-from smartpole.agent.errors import Problem
+from smartpole.agent.core.errors import Problem
 
 GUANGZHOU = SiteConfig(latitude=23.1291, longitude=113.2644, timezone="Asia/Shanghai")
 BERLIN = SiteConfig(latitude=52.52, longitude=13.405, timezone="Europe/Berlin")

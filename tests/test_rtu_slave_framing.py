@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from smartpole.drivers.errors import DriverError
 from smartpole.drivers.modbus.crc import append_crc, crc16_modbus
+from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.rtu_slave import (
     MAX_FRAME_BYTES,
     IllegalAddressError,
@@ -17,7 +18,6 @@ from smartpole.drivers.modbus.rtu_slave import (
     encode_request,
     handle_request,
 )
-from smartpole.drivers.profile import RegisterKind
 
 U16 = st.integers(0, 0xFFFF)
 UNIT = st.integers(0, 255)

@@ -19,6 +19,8 @@ from smartpole.agent.config.loader import load_profile
 from smartpole.drivers.modbus import codec
 from smartpole.drivers.modbus.codec import WriteRequest
 from smartpole.drivers.modbus.plan import plan_reads
+from smartpole.drivers.modbus.points import DataType, RegisterKind
+from smartpole.drivers.modbus.profile import ModbusProfile
 from smartpole.drivers.modbus.rtu_slave import (
     ExceptionCode,
     RegisterBank,
@@ -26,7 +28,8 @@ from smartpole.drivers.modbus.rtu_slave import (
     SlaveExceptionError,
     handle_request,
 )
-from smartpole.drivers.profile import DataType, ModbusProfile, RegisterKind, parse_profile
+from smartpole.drivers.profile import parse_profile
+from smartpole.drivers.schema import Value
 from smartpole.drivers.sim.devices import SimulatedDevice
 
 UNIT = 7
@@ -92,12 +95,12 @@ def write(bank: RegisterBank, request: WriteRequest) -> bytes:
     return _answer(bank, Request(UNIT, request.function, address, len(values), values))
 
 
-def read_point(sim: SimulatedDevice, name: str) -> codec.Value:
+def read_point(sim: SimulatedDevice, name: str) -> Value:
     spec = sim.profile.points[name]
     return codec.decode(spec, read(sim.bank, spec.kind, spec.address, spec.register_count))
 
 
-def _close(actual: codec.Value, expected: codec.Value) -> bool:
+def _close(actual: Value, expected: Value) -> bool:
     if isinstance(expected, bool | str) or isinstance(actual, bool | str):
         return actual == expected
     return math.isclose(actual, expected, rel_tol=1e-6, abs_tol=1e-9)
@@ -117,7 +120,7 @@ def test_every_planned_read_is_answered_with_the_simulated_values(
             offset = spec.address - block.address
             value = codec.decode(spec, words[offset : offset + spec.register_count])
             simulated = profile.simulation[name]
-            expected: codec.Value
+            expected: Value
             if simulated.text is not None:
                 expected = simulated.text
             else:
@@ -152,7 +155,7 @@ def test_walk_stays_in_bounds_for_every_profile(seed: int, steps: int) -> None:
 # --- writes stick -----------------------------------------------------------------------
 
 
-def _a_writable_value(sim: SimulatedDevice, name: str) -> codec.Value:
+def _a_writable_value(sim: SimulatedDevice, name: str) -> Value:
     """A value other than the current one, inside the point's write limits."""
     spec = sim.profile.points[name]
     current = sim.value(name)

@@ -28,11 +28,11 @@ from conftest import PROFILES, REPO, SMARTPOLE, Proc
 
 from smartpole.agent.cli import build_parser
 from smartpole.agent.config.loader import load_profile
-from smartpole.agent.errors import UsageError
+from smartpole.agent.core.errors import UsageError
 from smartpole.agent.technician import Progress, RtuLine, split_frames, unit_list
 from smartpole.drivers.modbus.crc import append_crc
+from smartpole.drivers.modbus.profile import ModbusProfile
 from smartpole.drivers.modbus.rtu_slave import Request, encode_request
-from smartpole.drivers.profile import ModbusProfile
 from smartpole.drivers.sim.devices import SimulatedDevice
 from smartpole.drivers.sim.rtu_pty import RtuPtyServer
 from smartpole.drivers.sim.wire import FaultMode, wire_time_s

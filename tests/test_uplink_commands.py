@@ -14,15 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from smartpole.agent.audit import AuditLog
-from smartpole.agent.buses.modbus import WriteRejectedError
 from smartpole.agent.config.loader import load_config
+from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.daemon import Daemon
 from smartpole.agent.sdnotify import Notifier
 from smartpole.agent.uplink.command_auth import sign
 from smartpole.agent.uplink.command_schema import CommandsConfig, canonical_json
 from smartpole.agent.uplink.commands import CommandProcessor, DaemonExecutor
-from smartpole.drivers.errors import DeviceTimeoutError
+from smartpole.drivers.errors import DeviceTimeoutError, WriteRejectedError
 
 NOW = 1_700_000_000.0
 KEY = b"0123456789abcdef0123456789abcdef"

@@ -19,7 +19,7 @@ import yaml
 from conftest import REPO, Proc, api, eventually, pole_config, wait_until
 from mqtt_broker import Broker
 
-from smartpole.agent.outbox import Outbox, Priority
+from smartpole.agent.core.outbox import Outbox, Priority
 from smartpole.agent.uplink.config import UplinkConfig
 from smartpole.agent.uplink.mqtt import MqttUplink
 

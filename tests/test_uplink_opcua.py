@@ -19,7 +19,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
 
-from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.core.points import PointTable, Quality
 from smartpole.agent.uplink.opcua import OpcUaConfig, OpcUaServer, application_uri
 from smartpole.agent.uplink.opcua_auth import password_entry, verify_password
 from smartpole.agent.uplink.opcua_certs import make_self_signed

@@ -20,7 +20,7 @@ from test_uplink_opcua import (
     connected,
 )
 
-from smartpole.agent.points import PointTable
+from smartpole.agent.core.points import PointTable
 from smartpole.agent.uplink.opcua_auth import password_entry
 
 

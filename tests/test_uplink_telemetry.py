@@ -16,8 +16,8 @@ from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smartpole.agent.outbox import Outbox
-from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.core.outbox import Outbox
+from smartpole.agent.core.points import PointTable, Quality
 from smartpole.agent.uplink.config import TelemetryConfig
 from smartpole.agent.uplink.telemetry import MAX_VALUES_PER_RECORD, TelemetryReporter
 

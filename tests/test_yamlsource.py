@@ -17,7 +17,7 @@ from smartpole.agent.config.yamlsource import (
     load_yaml,
     parse_yaml,
 )
-from smartpole.agent.errors import ConfigError
+from smartpole.agent.core.errors import ConfigError
 
 FILE = Path("/etc/smartpole/pole.yaml")
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from smartpole.agent.health import BusHealth, DeviceHealth
+from smartpole.agent.core.health import BusHealth, DeviceHealth
 
 Job = Callable[[], Awaitable[Any]]
 

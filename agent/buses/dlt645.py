@@ -12,8 +12,8 @@ from functools import partial
 from smartpole.agent.buses.polled import STALE_AFTER_PERIODS, PolledBus, PolledDevice
 from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.config.pole import Dlt645Bus
-from smartpole.agent.health import BusHealth, DeviceHealth, Outcome
-from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
+from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.dlt645.client import Dlt645Client
 from smartpole.drivers.dlt645.profile import Dlt645Profile
 from smartpole.drivers.errors import DeviceTimeoutError, DriverError

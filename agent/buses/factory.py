@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from smartpole.agent.audit import AuditLog
 from smartpole.agent.buses.base import BusTask
 from smartpole.agent.buses.dlt645 import Dlt645BusTask
 from smartpole.agent.buses.mcu import McuBusTask
@@ -16,7 +15,8 @@ from smartpole.agent.config.pole import (
     ModbusTcpBus,
     PoleMcuBus,
 )
-from smartpole.agent.points import PointTable
+from smartpole.agent.core.audit import AuditLog
+from smartpole.agent.core.points import PointTable
 
 
 def create_bus_tasks(config: LoadedConfig, table: PointTable, audit: AuditLog) -> list[BusTask]:

@@ -20,27 +20,26 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from smartpole.agent.audit import AuditLog, AuditRecord
 from smartpole.agent.buses.base import CommandQueue
-from smartpole.agent.buses.mcu_points import (
-    INPUT_POINTS,
-    LEVEL,
-    STATUS_POINTS,
-    TRIPPED,
-    mcu_config,
-)
-from smartpole.agent.buses.modbus import WriteRejectedError
+from smartpole.agent.buses.mcu_points import mcu_config
 from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.config.pole import PoleMcuBus
-from smartpole.agent.control.lighting import clock_is_synchronised
-from smartpole.agent.health import BusHealth, DeviceHealth, Outcome
-from smartpole.agent.points import PointTable, Quality
-from smartpole.drivers.errors import DeviceTimeoutError, DriverError, TransportError
+from smartpole.agent.core.audit import AuditLog, AuditRecord
+from smartpole.agent.core.clock import clock_is_synchronised
+from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
+from smartpole.agent.core.points import PointTable, Quality
+from smartpole.drivers.errors import (
+    DeviceTimeoutError,
+    DriverError,
+    TransportError,
+    WriteRejectedError,
+)
 from smartpole.drivers.mcu.client import McuClient
 from smartpole.drivers.mcu.codes import ErrorCode, EventKind
 from smartpole.drivers.mcu.errors import McuCommandError
+from smartpole.drivers.mcu.profile import INPUT_POINTS, LEVEL, STATUS_POINTS, TRIPPED
 from smartpole.drivers.mcu.results import McuEvent, McuInputs, McuStatus
-from smartpole.drivers.modbus.codec import Value
+from smartpole.drivers.schema import Value
 
 log = structlog.get_logger("smartpole.mcu")
 

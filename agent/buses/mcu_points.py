@@ -1,45 +1,13 @@
-"""The MCU's readings as points of its device, and the pole config as the MCU's configuration.
+"""The pole config's ``pole-mcu`` bus as the configuration the MCU must hold.
 
-Kept apart from the bus task so the mapping (names, units, conversions) can be read and
-tested on its own: the alarm rules in a pole config name these points (``mcu.door_open``,
-``mcu.leakage``), so they are part of the config's public vocabulary.
+Kept apart from the bus task so the mapping (units, rounding, the relay mask) can be read
+and tested on its own; its CRC is what the agent compares at every connect.
 """
 
 from __future__ import annotations
 
 from smartpole.agent.config.pole import PoleMcuBus
 from smartpole.drivers.mcu.config import McuConfig, RelayConfig, ScheduleStep
-
-# point -> unit; the relays named in the bus config are added as boolean points.
-INPUT_POINTS: dict[str, str] = {
-    "door_open": "",
-    "water": "",
-    "photocell_dark": "",
-    "tilt_x": "°",
-    "tilt_y": "°",
-    "leakage": "mA",
-    "temperature": "°C",
-    "supply_voltage": "V",
-}
-STATUS_POINTS: dict[str, str] = {
-    "level": "%",
-    "fallback": "",
-    "tripped": "",
-    "impact": "g",
-}
-LEVEL = "level"
-TRIPPED = "tripped"
-_BOOL_POINTS = {"door_open", "water", "photocell_dark", "fallback", TRIPPED}
-
-
-def point_kinds(bus: PoleMcuBus) -> dict[str, tuple[bool, bool]]:
-    """Every point of the bus's MCU as ``(is_bool, writable)``, for the config checks."""
-    kinds = {
-        point: (point in _BOOL_POINTS, point in (LEVEL, TRIPPED))
-        for point in (*INPUT_POINTS, *STATUS_POINTS)
-    }
-    kinds.update(dict.fromkeys(bus.relays, (True, True)))
-    return kinds
 
 
 def mcu_config(bus: PoleMcuBus) -> McuConfig:

@@ -14,7 +14,6 @@ from typing import TypeVar
 
 import structlog
 
-from smartpole.agent.audit import AuditLog, AuditRecord
 from smartpole.agent.buses.base import CommandQueue
 from smartpole.agent.buses.polled import STALE_AFTER_PERIODS, PolledBus, PolledDevice
 from smartpole.agent.config.loader import LoadedConfig
@@ -23,13 +22,15 @@ from smartpole.agent.config.pole import (
     ModbusRtuOverTcpBus,
     ModbusTcpBus,
 )
-from smartpole.agent.health import BusHealth, DeviceHealth, Outcome
-from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.core.audit import AuditLog, AuditRecord
+from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
+from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.errors import (
     CodecError,
     DeviceExceptionError,
     DriverError,
     TransportError,
+    WriteRejectedError,
 )
 from smartpole.drivers.line import frame_gap_s
 from smartpole.drivers.modbus import codec
@@ -41,7 +42,9 @@ from smartpole.drivers.modbus.client import (
     ReplyTimeoutError,
 )
 from smartpole.drivers.modbus.plan import Barrier, ReadBlock, plan_reads, split_block
-from smartpole.drivers.profile import DataType, ModbusProfile, PointSpec, encodable_range
+from smartpole.drivers.modbus.points import DataType, PointSpec, encodable_range
+from smartpole.drivers.modbus.profile import ModbusProfile
+from smartpole.drivers.schema import Value
 
 # One point of a block read: name, offset of its first register in the block, its decoder,
 # and its spec when its quality needs a look (a valid range, a value that can be NaN);
@@ -60,10 +63,6 @@ _FAULT_OUTCOME = {
     ReplyFault.WRONG_UNIT: Outcome.WRONG_UNIT,
     ReplyFault.WRONG_FUNCTION: Outcome.WRONG_FUNCTION,
 }
-
-
-class WriteRejectedError(DriverError):
-    """A write the profile does not allow (read-only point, out of its limits)."""
 
 
 @dataclass(kw_only=True)
@@ -219,7 +218,7 @@ class ModbusBusTask(PolledBus[_Device]):
     def _store(self, device: _Device, block: ReadBlock, words: list[int]) -> None:
         # Every value of every poll passes here: decoders and quality rules were settled
         # per plan (``_Device.replan``), and the table stores the block in one go.
-        readings: list[tuple[str, codec.Value, Quality]] = []
+        readings: list[tuple[str, Value, Quality]] = []
         good = Quality.GOOD
         for point, offset, decode, spec in device.slots_of(block):
             try:
@@ -320,7 +319,7 @@ def _quality_varies(spec: PointSpec) -> bool:
     return spec.is_numeric and not all(math.isfinite(end) for end in encodable_range(spec))
 
 
-def _quality(spec: PointSpec, value: codec.Value | str) -> Quality:
+def _quality(spec: PointSpec, value: Value | str) -> Quality:
     if isinstance(value, str | bool):
         return Quality.GOOD
     if not codec.is_physical(value):
@@ -330,7 +329,7 @@ def _quality(spec: PointSpec, value: codec.Value | str) -> Quality:
     return Quality.GOOD
 
 
-def _checked_value(spec: PointSpec, value: object) -> codec.Value:
+def _checked_value(spec: PointSpec, value: object) -> Value:
     if spec.access != "rw":
         raise WriteRejectedError("the point is read-only in its profile")
     if spec.type is DataType.BOOL or spec.bit is not None:
@@ -349,7 +348,7 @@ def _checked_value(spec: PointSpec, value: object) -> codec.Value:
     return value
 
 
-def _matches(spec: PointSpec, wanted: codec.Value, got: object) -> bool:
+def _matches(spec: PointSpec, wanted: Value, got: object) -> bool:
     if isinstance(wanted, bool) or isinstance(got, bool) or got is None:
         return bool(wanted) == bool(got)
     if not isinstance(got, int | float):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smartpole.agent.audit import AuditLog, AuditRecord
 from smartpole.agent.buses.polled import PolledBus, PolledDevice
 from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.config.pole import PelcoDBus
-from smartpole.agent.errors import UsageError
-from smartpole.agent.health import BusHealth, DeviceHealth
-from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.core.audit import AuditLog, AuditRecord
+from smartpole.agent.core.errors import UsageError
+from smartpole.agent.core.health import BusHealth, DeviceHealth
+from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.errors import DriverError
 from smartpole.drivers.pelco_d.client import PelcoDClient
 from smartpole.drivers.pelco_d.profile import PelcoDProfile

@@ -16,8 +16,8 @@ from typing import Generic, TypeVar
 
 from smartpole.agent.buses.base import CommandQueue
 from smartpole.agent.config.pole import DeviceConfig
-from smartpole.agent.health import BusHealth, DeviceHealth, DeviceState, Outcome
-from smartpole.agent.points import PointTable
+from smartpole.agent.core.health import BusHealth, DeviceHealth, DeviceState, Outcome
+from smartpole.agent.core.points import PointTable
 from smartpole.drivers.errors import (
     DeviceExceptionError,
     DeviceTimeoutError,

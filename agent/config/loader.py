@@ -17,13 +17,14 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from smartpole.agent.buses.mcu_points import point_kinds
 from smartpole.agent.config.pole import BUS_PROTOCOL, PoleConfig, PoleMcuBus
 from smartpole.agent.config.yamlsource import YamlDocument, load_yaml
 from smartpole.agent.control.power import power_rule_problems
 from smartpole.agent.control.rules import rule_problems
-from smartpole.agent.errors import ConfigError, Problem
-from smartpole.drivers.profile import PROFILE_MODELS, DeviceProfile, ModbusProfile, parse_profile
+from smartpole.agent.core.errors import ConfigError, Problem
+from smartpole.drivers.mcu.profile import point_kinds
+from smartpole.drivers.modbus.profile import ModbusProfile
+from smartpole.drivers.profile import PROFILE_MODELS, DeviceProfile, parse_profile
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -92,7 +93,7 @@ def _points_of(
     for name, device in pole.devices.items():
         bus = pole.buses.get(device.bus)
         if isinstance(bus, PoleMcuBus):
-            out[name] = point_kinds(bus)
+            out[name] = point_kinds(bus.relays)
             continue
         profile = profiles.get(device.profile)
         points = getattr(profile, "points", {}) if profile is not None else {}

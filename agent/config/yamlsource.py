@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from smartpole.agent.errors import ConfigError, Problem
+from smartpole.agent.core.errors import ConfigError, Problem
 
 KeyPath = tuple[str | int, ...]
 

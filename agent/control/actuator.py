@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from smartpole.agent.buses.modbus import ModbusBusTask, WriteRejectedError
-from smartpole.drivers.profile import ModbusProfile
+from smartpole.agent.buses.modbus import ModbusBusTask
+from smartpole.drivers.errors import WriteRejectedError
+from smartpole.drivers.modbus.profile import ModbusProfile
 
 ACTOR = "agent:lighting"
 

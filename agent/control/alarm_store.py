@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from smartpole.agent.control.alarm_types import Alarm, AlarmEvent
-from smartpole.agent.jsonfile import JsonFile
+from smartpole.agent.core.jsonfile import JsonFile
 
 __all__ = ["FORMAT_VERSION", "AlarmStore", "SavedAlarms"]
 

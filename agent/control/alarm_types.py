@@ -19,7 +19,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from smartpole.agent.errors import AgentError
+from smartpole.agent.core.errors import AgentError
 
 __all__ = [
     "Alarm",

@@ -50,7 +50,7 @@ from smartpole.agent.control.alarm_types import (
     Severity,
     Track,
 )
-from smartpole.agent.outbox import Outbox, OutboxError, Priority
+from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
 
 __all__ = [
     "GOOD",

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from smartpole.agent.jsonfile import JsonFile
+from smartpole.agent.core.jsonfile import JsonFile
 
 if TYPE_CHECKING:
     from smartpole.agent.control.lamp_monitor import LampMonitorSettings

@@ -28,8 +28,8 @@ from typing import Protocol
 import structlog
 
 from smartpole.agent.control.program import Decision
-from smartpole.agent.errors import AgentError
-from smartpole.agent.jsonfile import JsonFile
+from smartpole.agent.core.errors import AgentError
+from smartpole.agent.core.jsonfile import JsonFile
 from smartpole.drivers.errors import DriverError
 
 log = structlog.get_logger("smartpole.lighting")
@@ -282,12 +282,3 @@ class LightingController:
                 }
             )
         return out
-
-
-def clock_is_synchronised(
-    synced_flag: Path = Path("/run/systemd/timesync/synchronized"),
-    rtc: Path = Path("/dev/rtc0"),
-) -> bool:
-    """Trust the wall clock if an NTP client said it synchronised since boot, or an RTC
-    keeps time across power cuts; otherwise the lights go by the photocell."""
-    return synced_flag.exists() or rtc.exists()

@@ -13,8 +13,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from smartpole.agent.api import RequestError
-from smartpole.agent.audit import AuditLog
 from smartpole.agent.buses.base import BusTask
 from smartpole.agent.buses.mcu import McuBusTask
 from smartpole.agent.buses.modbus import ModbusBusTask
@@ -24,14 +22,17 @@ from smartpole.agent.control.actuator import ModbusLampActuator
 from smartpole.agent.control.alarms import AlarmError, AlarmManager
 from smartpole.agent.control.lamp_monitor import STORE_FILE as LAMP_ACCOUNTS_FILE
 from smartpole.agent.control.lamp_monitor import LampMonitor, alarm_definitions
-from smartpole.agent.control.lighting import LightingController, clock_is_synchronised
+from smartpole.agent.control.lighting import LightingController
 from smartpole.agent.control.photocell import PhotocellReader
 from smartpole.agent.control.power import PowerManager, held_off_points
 from smartpole.agent.control.program import LightingPlan
 from smartpole.agent.control.safety import SafetySupervisor, alarms_status
-from smartpole.agent.health import DeviceState
-from smartpole.agent.outbox import Outbox, OutboxError, Priority
-from smartpole.agent.points import PointTable
+from smartpole.agent.core.audit import AuditLog
+from smartpole.agent.core.clock import clock_is_synchronised
+from smartpole.agent.core.errors import RequestError
+from smartpole.agent.core.health import DeviceState
+from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
+from smartpole.agent.core.points import PointTable
 from smartpole.drivers.mcu.codes import EventKind
 from smartpole.drivers.mcu.results import McuEvent
 

@@ -37,10 +37,10 @@ from typing import NoReturn
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from smartpole.agent.audit import AuditLog, AuditRecord
 from smartpole.agent.control.rules import POINT_REF, AlarmRule
-from smartpole.agent.errors import AgentError
-from smartpole.agent.jsonfile import JsonFile
+from smartpole.agent.core.audit import AuditLog, AuditRecord
+from smartpole.agent.core.errors import AgentError
+from smartpole.agent.core.jsonfile import JsonFile
 from smartpole.drivers.errors import DriverError
 
 log = structlog.get_logger("smartpole.power")

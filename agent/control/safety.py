@@ -17,10 +17,10 @@ import structlog
 
 from smartpole.agent.control.alarms import AlarmEvent, AlarmManager, EventType
 from smartpole.agent.control.rules import AlarmRule
-from smartpole.agent.errors import AgentError
-from smartpole.agent.points import Quality
+from smartpole.agent.core.errors import AgentError
+from smartpole.agent.core.points import Quality
 from smartpole.drivers.errors import DriverError
-from smartpole.drivers.modbus.codec import Value
+from smartpole.drivers.schema import Value
 
 log = structlog.get_logger("smartpole.safety")
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smartpole.agent.errors import UsageError
+from smartpole.agent.core.errors import UsageError
 from smartpole.agent.technician.commands import run
 from smartpole.agent.technician.frames import split_frames
 from smartpole.agent.technician.line import PARITIES, STOPBITS, BusError, RtuLine

@@ -3,7 +3,7 @@
 Checks which options go with which command, finds ``--profile`` through ``--config``,
 opens the line and hands it to :func:`.scan.scan` or :class:`.readdress.Readdress`. A
 :class:`.line.BusError` becomes exit 1 with its message; a
-:class:`~smartpole.agent.errors.UsageError` goes up to the CLI, which exits 2.
+:class:`~smartpole.agent.core.errors.UsageError` goes up to the CLI, which exits 2.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TextIO
 
 from smartpole.agent.config.loader import load_config, load_profile
 from smartpole.agent.config.pole import NamePattern
-from smartpole.agent.errors import ConfigError, UsageError
+from smartpole.agent.core.errors import ConfigError, UsageError
 from smartpole.agent.technician.frames import (
     DEFAULT_PROBE,
     FALLBACK_PROBES,
@@ -37,7 +37,7 @@ from smartpole.agent.technician.options import (
 from smartpole.agent.technician.readdress import Readdress
 from smartpole.agent.technician.report import Progress, render_scan
 from smartpole.agent.technician.scan import scan
-from smartpole.drivers.profile import ModbusProfile
+from smartpole.drivers.modbus.profile import ModbusProfile
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -15,6 +15,8 @@ from typing import Final
 
 from smartpole.drivers.modbus.client import MODBUS_EXCEPTIONS
 from smartpole.drivers.modbus.crc import crc16_modbus
+from smartpole.drivers.modbus.points import RegisterKind
+from smartpole.drivers.modbus.profile import ModbusProfile
 from smartpole.drivers.modbus.rtu_slave import (
     READ_COILS,
     READ_DISCRETE_INPUTS,
@@ -27,7 +29,6 @@ from smartpole.drivers.modbus.rtu_slave import (
     Request,
     encode_request,
 )
-from smartpole.drivers.profile import ModbusProfile, RegisterKind
 
 _READ_FUNCTION: Final = {
     RegisterKind.COIL: READ_COILS,

@@ -23,7 +23,7 @@ from typing import Any, Final, Self
 
 import serial
 
-from smartpole.agent.errors import AgentError
+from smartpole.agent.core.errors import AgentError
 from smartpole.agent.technician.frames import Frame, split_frames
 from smartpole.drivers.line import frame_gap_s, wire_time_s
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from smartpole.agent.technician.frames import Frame, Probe
 from smartpole.agent.technician.line import RtuLine
 from smartpole.agent.technician.report import Progress, unit_ranges
+from smartpole.drivers.modbus.profile import ModbusAddressing
 from smartpole.drivers.modbus.rtu_slave import READ_HOLDING_REGISTERS, Request, encode_request
-from smartpole.drivers.profile import ModbusAddressing
 
 
 @dataclass(frozen=True)

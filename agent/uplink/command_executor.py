@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from smartpole.agent.api import RequestError
+from smartpole.agent.core.errors import RequestError
 
 
 class CommandExecutor(Protocol):

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from smartpole.agent.jsonfile import JsonFile
+from smartpole.agent.core.jsonfile import JsonFile
 
 log = structlog.get_logger("smartpole.commands")
 

@@ -29,17 +29,15 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from smartpole.agent.api import RequestError
-from smartpole.agent.audit import AuditLog, AuditRecord
-from smartpole.agent.buses.modbus import WriteRejectedError
 from smartpole.agent.control.power import PowerRefusedError
-from smartpole.agent.errors import AgentError, UsageError
+from smartpole.agent.core.audit import AuditLog, AuditRecord
+from smartpole.agent.core.errors import AgentError, RequestError, UsageError
 from smartpole.agent.uplink import command_schema as schema
 from smartpole.agent.uplink.command_auth import HmacKey, KeyUnavailableError, allowed
 from smartpole.agent.uplink.command_executor import CommandExecutor, DaemonExecutor
 from smartpole.agent.uplink.command_schema import CommandError, CommandsConfig, Envelope
 from smartpole.agent.uplink.command_store import STORE_FILE, CommandStore
-from smartpole.drivers.errors import DriverError
+from smartpole.drivers.errors import DriverError, WriteRejectedError
 
 log = structlog.get_logger("smartpole.commands")
 

@@ -36,7 +36,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from smartpole.agent.outbox import Outbox, OutboxError, OutboxRecord, Priority
+from smartpole.agent.core.outbox import Outbox, OutboxError, OutboxRecord, Priority
 from smartpole.agent.uplink.config import UplinkConfig
 from smartpole.agent.uplink.topics import COMMAND_RESULT_STREAM, STREAM_RANK, Topics, stream_rank
 

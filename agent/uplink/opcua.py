@@ -45,7 +45,7 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
 
-from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.core.points import PointTable, Quality
 from smartpole.agent.uplink.opcua_alarms import AlarmConditions
 from smartpole.agent.uplink.opcua_auth import PeerAwareInternalServer, PoleRuleset, UserFileManager
 from smartpole.agent.uplink.opcua_certs import TrustList, ensure_server_certificate
@@ -54,7 +54,7 @@ from smartpole.agent.uplink.opcua_methods import CommandCallback, CommandMethods
 from smartpole.agent.uplink.opcua_space import data_value, eu_information, nid
 from smartpole.agent.uplink.opcua_space import variant_type_for as _vtype
 from smartpole.agent.uplink.opcua_throttle import LoginThrottle
-from smartpole.drivers.modbus.codec import Value
+from smartpole.drivers.schema import Value
 
 log = structlog.get_logger("smartpole.uplink.opcua")
 

@@ -19,8 +19,8 @@ import math
 from asyncua import ua
 from asyncua.ua.status_codes import StatusCodes
 
-from smartpole.agent.points import Quality
-from smartpole.drivers.modbus.codec import Value
+from smartpole.agent.core.points import Quality
+from smartpole.drivers.schema import Value
 
 UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 

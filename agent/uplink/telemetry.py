@@ -34,10 +34,10 @@ from typing import Self
 
 import structlog
 
-from smartpole.agent.outbox import Outbox, OutboxError, Priority
-from smartpole.agent.points import PointTable, Quality
+from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
+from smartpole.agent.core.points import PointTable, Quality
 from smartpole.agent.uplink.config import TelemetryConfig
-from smartpole.drivers.modbus.codec import Value
+from smartpole.drivers.schema import Value
 
 log = structlog.get_logger("smartpole.uplink.telemetry")
 

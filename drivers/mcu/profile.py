@@ -7,11 +7,46 @@ dictionary against it at connect and refuses a mismatch with a clear error.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import Field
 
 from smartpole.drivers.schema import Location, ProfileInfo
+
+# The MCU's readings as points of its device. The alarm rules in a pole config name them
+# (``mcu.door_open``, ``mcu.leakage``), so they are part of the config's vocabulary, like a
+# Modbus profile's points; point -> unit. The relays a pole config names are added as
+# boolean points.
+INPUT_POINTS: dict[str, str] = {
+    "door_open": "",
+    "water": "",
+    "photocell_dark": "",
+    "tilt_x": "°",
+    "tilt_y": "°",
+    "leakage": "mA",
+    "temperature": "°C",
+    "supply_voltage": "V",
+}
+STATUS_POINTS: dict[str, str] = {
+    "level": "%",
+    "fallback": "",
+    "tripped": "",
+    "impact": "g",
+}
+LEVEL = "level"
+TRIPPED = "tripped"
+_BOOL_POINTS = {"door_open", "water", "photocell_dark", "fallback", TRIPPED}
+
+
+def point_kinds(relays: Iterable[str]) -> dict[str, tuple[bool, bool]]:
+    """Every point of an MCU with these named relays as ``(is_bool, writable)``."""
+    kinds = {
+        point: (point in _BOOL_POINTS, point in (LEVEL, TRIPPED))
+        for point in (*INPUT_POINTS, *STATUS_POINTS)
+    }
+    kinds.update(dict.fromkeys(relays, (True, True)))
+    return kinds
 
 
 class McuProfile(ProfileInfo):

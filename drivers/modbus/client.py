@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Literal, Self
 
 from smartpole.drivers.modbus.faults import ReplyFault, ReplyTimeoutError
 from smartpole.drivers.modbus.pdu import ILLEGAL_DATA_ADDRESS, MODBUS_EXCEPTIONS
+from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.tcp_client import ModbusTcpClient
-from smartpole.drivers.profile import RegisterKind
 
 if TYPE_CHECKING:
     from smartpole.drivers.modbus.pymodbus_client import PymodbusClient

@@ -19,9 +19,8 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from smartpole.drivers.errors import CodecError
-from smartpole.drivers.profile import DataType, PointSpec, RegisterKind, WriteEncoding
-
-Value = float | int | bool | str
+from smartpole.drivers.modbus.points import DataType, PointSpec, RegisterKind, WriteEncoding
+from smartpole.drivers.schema import Value
 
 _STRUCT = {
     DataType.U16: "H",

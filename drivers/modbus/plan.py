@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
-from smartpole.drivers.profile import ModbusLimits, PointSpec, RegisterKind
+from smartpole.drivers.modbus.points import PointSpec, RegisterKind
+from smartpole.drivers.modbus.profile import ModbusLimits
 
 Barrier = tuple[RegisterKind, int]  # no read may cover both address-1 and address
 

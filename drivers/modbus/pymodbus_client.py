@@ -32,7 +32,7 @@ from smartpole.drivers.errors import ProtocolError, TransportError
 from smartpole.drivers.modbus.crc import crc16_modbus
 from smartpole.drivers.modbus.faults import ReplyFault, ReplyTimeoutError
 from smartpole.drivers.modbus.pdu import exception_error
-from smartpole.drivers.profile import RegisterKind
+from smartpole.drivers.modbus.points import RegisterKind
 
 if TYPE_CHECKING:
     from smartpole.drivers.modbus.client import Endpoint

@@ -13,7 +13,7 @@ from typing import Final
 
 from smartpole.drivers.errors import DriverError
 from smartpole.drivers.modbus.crc import append_crc, crc16_modbus
-from smartpole.drivers.profile import RegisterKind
+from smartpole.drivers.modbus.points import RegisterKind
 
 BROADCAST_UNIT: Final = 0
 MAX_FRAME_BYTES: Final = 256  # the spec's RTU ADU limit; longer "frames" are line noise

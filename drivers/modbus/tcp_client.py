@@ -42,6 +42,7 @@ from smartpole.drivers.modbus.mbap import (
     MODBUS_PROTOCOL_ID,
     encode_adu,
 )
+from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.rtu_slave import (
     READ_COILS,
     READ_DISCRETE_INPUTS,
@@ -54,7 +55,6 @@ from smartpole.drivers.modbus.rtu_slave import (
     Request,
     encode_pdu,
 )
-from smartpole.drivers.profile import RegisterKind
 
 _HEADER: Final = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
 _TID: Final = struct.Struct(">H")

@@ -28,22 +28,15 @@ from itertools import pairwise
 
 from smartpole.drivers.errors import CodecError
 from smartpole.drivers.modbus import codec
-from smartpole.drivers.modbus.codec import Value
+from smartpole.drivers.modbus.points import DataType, PointSpec, RegisterKind, WriteEncoding
+from smartpole.drivers.modbus.profile import LeaseSpec, ModbusAddressing, ModbusProfile
 from smartpole.drivers.modbus.rtu_slave import (
     ExceptionCode,
     IllegalAddressError,
     RegisterBank,
     SlaveExceptionError,
 )
-from smartpole.drivers.profile import (
-    DataType,
-    LeaseSpec,
-    ModbusAddressing,
-    ModbusProfile,
-    PointSpec,
-    RegisterKind,
-    WriteEncoding,
-)
+from smartpole.drivers.schema import Value
 
 Update = tuple[str, Value]  # a point and the value a write gives it
 # Asked to move a device from one unit id to another; raises SlaveExceptionError to refuse.

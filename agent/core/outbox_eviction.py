@@ -1,7 +1,7 @@
 """Bounds of the outbox: which records go when it is full or too old, and salvaging a bad file.
 
 The functions here run on the outbox's connection inside a transaction the caller opened;
-they never commit. ``agent/outbox.py`` owns the connection, the counters and the logging.
+they never commit. ``agent/core/outbox.py`` owns the connection, the counters and the logging.
 
 Eviction order when room is needed (``evict_for_space``), each step only as far as needed:
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from smartpole.drivers.modbus.codec import Value
+from smartpole.drivers.schema import Value
 
 
 class Quality(StrEnum):

@@ -49,8 +49,8 @@ from typing import Final, TypedDict, TypeVar
 
 import structlog
 
-from smartpole.agent.errors import AgentError
-from smartpole.agent.outbox_eviction import (
+from smartpole.agent.core.errors import AgentError
+from smartpole.agent.core.outbox_eviction import (
     AGE,
     CORRUPT,
     LOW_WATER,

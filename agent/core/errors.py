@@ -35,6 +35,10 @@ class ConfigError(AgentError):
         super().__init__(f"{count} configuration problem{'s' if count != 1 else ''}")
 
 
+class RequestError(AgentError):
+    """A request the daemon understood but cannot do; the caller gets the message."""
+
+
 class UsageError(AgentError):
     """A command-line argument names something the configuration does not have."""
 
