@@ -24,6 +24,7 @@ from smartpole.agent.api import SOCKET_NAME, ApiServer, Handler
 from smartpole.agent.buses.factory import create_bus_tasks
 from smartpole.agent.buses.mcu import McuBusTask
 from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.config.uplink import UplinkConfig
 from smartpole.agent.control.pole import PoleControl
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.clock import clock_is_synchronised
@@ -32,8 +33,8 @@ from smartpole.agent.core.health import BusState, DeviceState
 from smartpole.agent.core.points import PointTable
 from smartpole.agent.sdnotify import Notifier, run_watchdog
 from smartpole.agent.state import PointStore
-from smartpole.agent.uplink.commands import CommandProcessor, DaemonExecutor
-from smartpole.agent.uplink.config import UplinkConfig
+from smartpole.agent.uplink.command_executor import DaemonExecutor
+from smartpole.agent.uplink.commands import CommandProcessor
 from smartpole.agent.uplink.mqtt import MqttUplink
 from smartpole.agent.uplink.telemetry import TelemetryReporter
 

@@ -17,14 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from smartpole.agent.control.alarms import (
-    AlarmDefinition,
-    AlarmError,
-    AlarmEvent,
-    AlarmManager,
-    Condition,
-    EventType,
-)
+from smartpole.agent.config.alarms import AlarmDefinition, Condition
+from smartpole.agent.control.alarms import AlarmError, AlarmEvent, AlarmManager, EventType
 from smartpole.agent.core.outbox import Outbox, Priority
 
 T0 = 1_700_000_000.0

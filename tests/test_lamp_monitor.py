@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from smartpole.agent.config.lamp_monitor import LampMonitorSettings
 from smartpole.agent.control.alarms import AlarmManager
 from smartpole.agent.control.lamp_monitor import (
     CYCLING,
@@ -27,7 +28,6 @@ from smartpole.agent.control.lamp_monitor import (
     LOW_POWER_FACTOR,
     POWER_OUT_OF_RANGE,
     LampMonitor,
-    LampMonitorSettings,
     alarm_definitions,
 )
 from smartpole.agent.core.points import PointTable, Quality

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from smartpole.agent.config.lighting import Photocell
 from smartpole.agent.control.lighting import LightingController
 from smartpole.agent.control.photocell import PhotocellReader
-from smartpole.agent.control.program import Photocell
 from smartpole.agent.core.points import PointTable, Quality
 
 

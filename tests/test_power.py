@@ -16,16 +16,15 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
+from smartpole.agent.config.alarms import AlarmRule
+from smartpole.agent.config.power import PowerRule, power_rule_problems
 from smartpole.agent.control.power import (
     ACTOR,
     RESTORE_RETRY_S,
     PowerManager,
     PowerRefusedError,
-    PowerRule,
     held_off_points,
-    power_rule_problems,
 )
-from smartpole.agent.control.rules import AlarmRule
 from smartpole.agent.core.audit import AuditLog
 from smartpole.drivers.errors import DeviceTimeoutError
 

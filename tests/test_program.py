@@ -17,15 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from smartpole.agent.astro.sun import SunTimes, solar_elevation, sun_times
+from smartpole.agent.config.lighting import LightingConfig
 from smartpole.agent.config.loader import validate
+from smartpole.agent.config.site import SiteConfig
 from smartpole.agent.config.yamlsource import parse_yaml
-from smartpole.agent.control.program import (
-    Decision,
-    LightingConfig,
-    LightingPlan,
-    SiteConfig,
-)
-from smartpole.agent.control.sun import SunTimes, solar_elevation, sun_times
+from smartpole.agent.control.program import Decision, LightingPlan
 from smartpole.agent.core.errors import Problem
 
 GUANGZHOU = SiteConfig(latitude=23.1291, longitude=113.2644, timezone="Asia/Shanghai")

@@ -32,7 +32,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from smartpole.agent.control.sun import (
+from smartpole.agent.astro.sun import (
     CIVIL_DEPRESSION_DEG,
     SUNRISE_DEPRESSION_DEG,
     SunState,

@@ -14,13 +14,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from smartpole.agent.config.commands import CommandsConfig
 from smartpole.agent.config.loader import load_config
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.daemon import Daemon
 from smartpole.agent.sdnotify import Notifier
 from smartpole.agent.uplink.command_auth import sign
-from smartpole.agent.uplink.command_schema import CommandsConfig, canonical_json
-from smartpole.agent.uplink.commands import CommandProcessor, DaemonExecutor
+from smartpole.agent.uplink.command_executor import DaemonExecutor
+from smartpole.agent.uplink.command_schema import canonical_json
+from smartpole.agent.uplink.commands import CommandProcessor
 from smartpole.drivers.errors import DeviceTimeoutError, WriteRejectedError
 
 NOW = 1_700_000_000.0

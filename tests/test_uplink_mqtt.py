@@ -19,8 +19,8 @@ import yaml
 from conftest import REPO, Proc, api, eventually, pole_config, wait_until
 from mqtt_broker import Broker
 
+from smartpole.agent.config.uplink import UplinkConfig
 from smartpole.agent.core.outbox import Outbox, Priority
-from smartpole.agent.uplink.config import UplinkConfig
 from smartpole.agent.uplink.mqtt import MqttUplink
 
 SCHEMAS = REPO / "schemas" / "uplink"

@@ -21,8 +21,8 @@ import pytest
 from conftest import eventually
 from mqtt_broker import Broker, Mqtt311Broker
 
+from smartpole.agent.config.uplink import UplinkConfig
 from smartpole.agent.core.outbox import Outbox, Priority
-from smartpole.agent.uplink.config import UplinkConfig
 from smartpole.agent.uplink.mqtt import MqttUplink
 from smartpole.agent.uplink.topics import Topics
 

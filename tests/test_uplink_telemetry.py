@@ -16,9 +16,9 @@ from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smartpole.agent.config.uplink import TelemetryConfig
 from smartpole.agent.core.outbox import Outbox
 from smartpole.agent.core.points import PointTable, Quality
-from smartpole.agent.uplink.config import TelemetryConfig
 from smartpole.agent.uplink.telemetry import MAX_VALUES_PER_RECORD, TelemetryReporter
 
 Row = tuple[str, str, object, str]

@@ -17,10 +17,10 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from smartpole.agent.config.alarms import rule_problems
 from smartpole.agent.config.pole import BUS_PROTOCOL, PoleConfig, PoleMcuBus
+from smartpole.agent.config.power import power_rule_problems
 from smartpole.agent.config.yamlsource import YamlDocument, load_yaml
-from smartpole.agent.control.power import power_rule_problems
-from smartpole.agent.control.rules import rule_problems
 from smartpole.agent.core.errors import ConfigError, Problem
 from smartpole.drivers.mcu.profile import point_kinds
 from smartpole.drivers.modbus.profile import ModbusProfile

@@ -11,13 +11,14 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from smartpole.agent.config.alarms import AlarmRule
 from smartpole.agent.config.cameras import CameraConfig
+from smartpole.agent.config.lighting import LightingConfig
 from smartpole.agent.config.mcu_bus import McuSettings
-from smartpole.agent.control.power import PowerRule
-from smartpole.agent.control.program import LightingConfig, SiteConfig
-from smartpole.agent.control.rules import AlarmRule
-from smartpole.agent.uplink.config import UplinkConfig
-from smartpole.agent.uplink.opcua_config import OpcUaConfig
+from smartpole.agent.config.opcua import OpcUaConfig
+from smartpole.agent.config.power import PowerRule
+from smartpole.agent.config.site import SiteConfig
+from smartpole.agent.config.uplink import UplinkConfig
 
 NamePattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NamePattern, max_length=64)]

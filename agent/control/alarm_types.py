@@ -1,10 +1,10 @@
-"""What an alarm is: its definition, the events of its lifecycle, and active-alarm records.
+"""What happens to an alarm: the events of its lifecycle, and active-alarm records.
 
-Split out of ``alarms.py`` so the vocabulary shared by the manager (``alarms.py``), its
-store (``alarm_store.py``), the config (``rules.py``) and the safety functions
-(``safety.py``) does not carry the manager's state machine with it. An ``AlarmDefinition``
-(one alarm function, in the spirit of TALQ's) says where a reading stands (``Condition``);
-an ``AlarmEvent`` is one transition (raised, cleared, acknowledged) as it goes to the outbox
+The vocabulary shared by the manager (``alarms.py``), its store (``alarm_store.py``) and the
+safety functions (``safety.py``), without the manager's state machine. What an alarm *is*
+(``AlarmDefinition``: one alarm function, in the spirit of TALQ's, saying where a reading
+stands) is part of the pole config, in ``config/alarms.py``. An ``AlarmEvent`` is one
+transition (raised, cleared, acknowledged) as it goes to the outbox
 and the store; an ``Alarm`` is a snapshot of one active alarm, taken from a ``Track``: the
 manager's mutable state of one (source, kind) pair, which a store entry restores. All are
 free of I/O and all but ``Track`` are immutable; each record turns into JSON and back.
@@ -12,140 +12,23 @@ free of I/O and all but ``Track`` are immutable; each record turns into JSON and
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
+from smartpole.agent.config.alarms import AlarmDefinition, Reading
 from smartpole.agent.core.errors import AgentError
 
 __all__ = [
     "Alarm",
-    "AlarmDefinition",
     "AlarmError",
     "AlarmEvent",
-    "Condition",
     "EventType",
-    "Kind",
-    "Reading",
-    "Severity",
     "Track",
 ]
-
-Severity = Literal["critical", "major", "minor", "warning"]
-Kind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,79}$")]
-Reading = float | bool | None
 
 
 class AlarmError(AgentError):
     """Alarm definitions that cannot work together, or an alarm that does not exist."""
-
-
-class Condition(StrEnum):
-    PRESENT = "present"  # on the alarm side of the raise threshold, or the input says so
-    ABSENT = "absent"  # on the safe side of the clear threshold
-    BETWEEN = "between"  # in the hysteresis band: neither raises nor clears
-
-
-class AlarmDefinition(BaseModel):
-    """One alarm function, applied to every source that reports this ``kind``.
-
-    Analog: raised when the value is above ``raise_above`` (or below ``raise_below``),
-    cleared when it is below ``clear_below`` (above ``clear_above``); a clear threshold left
-    out equals its raise threshold (no hysteresis). Both sides together make a band alarm
-    (e.g. supply voltage). Digital: raised while the input equals ``raise_when``.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-    kind: Kind
-    severity: Severity
-    raise_above: float | None = None
-    clear_below: float | None = None
-    raise_below: float | None = None
-    clear_above: float | None = None
-    raise_when: bool | None = None
-    debounce_s: float = Field(0.0, ge=0, le=86_400)
-    latching: bool = Field(
-        False, description="stays raised until acknowledged AND the condition is gone"
-    )
-    stale_after_s: float | None = Field(None, gt=0, le=7 * 86_400)
-    sensor_lost_severity: Severity = "major"
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _thresholds(self) -> Self:
-        analog = self.raise_above is not None or self.raise_below is not None
-        if self.raise_when is not None and analog:
-            raise ValueError("raise_when (digital) cannot be combined with raise_above/below")
-        if self.raise_when is None and not analog:
-            raise ValueError("give raise_above and/or raise_below (analog) or raise_when")
-        if self.clear_below is not None:
-            if self.raise_above is None:
-                raise ValueError(
-                    "clear_below goes with raise_above (for raise_below use clear_above)"
-                )
-            if self.clear_below > self.raise_above:
-                raise ValueError(
-                    f"clear_below ({self.clear_below}) must not be above raise_above "
-                    f"({self.raise_above}): the clear threshold is on the safe side"
-                )
-        if self.clear_above is not None:
-            if self.raise_below is None:
-                raise ValueError(
-                    "clear_above goes with raise_below (for raise_above use clear_below)"
-                )
-            if self.clear_above < self.raise_below:
-                raise ValueError(
-                    f"clear_above ({self.clear_above}) must not be below raise_below "
-                    f"({self.raise_below}): the clear threshold is on the safe side"
-                )
-        if self.raise_above is not None and self.raise_below is not None:
-            low, high = self.clear_level_low, self.clear_level_high
-            crossed = low is not None and high is not None and low > high
-            if self.raise_below >= self.raise_above or crossed:
-                raise ValueError("raise_below/clear_above must lie below raise_above/clear_below")
-        return self
-
-    @property
-    def digital(self) -> bool:
-        return self.raise_when is not None
-
-    @property
-    def clear_level_high(self) -> float | None:
-        """Below this the high side is safe again (None: no high side)."""
-        return self.raise_above if self.clear_below is None else self.clear_below
-
-    @property
-    def clear_level_low(self) -> float | None:
-        """Above this the low side is safe again (None: no low side)."""
-        return self.raise_below if self.clear_above is None else self.clear_above
-
-    def evaluate(self, value: Reading) -> Condition | None:
-        """Where a reading stands; None when it does not fit (wrong type, NaN, missing)."""
-        if self.raise_when is not None:
-            if isinstance(value, bool):
-                state = value
-            elif isinstance(value, int | float) and value in (0, 1):
-                state = bool(value)  # a digital input read as a register or coil
-            else:
-                return None
-            return Condition.PRESENT if state == self.raise_when else Condition.ABSENT
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        number = float(value)
-        if not math.isfinite(number):
-            return None
-        if (self.raise_above is not None and number > self.raise_above) or (
-            self.raise_below is not None and number < self.raise_below
-        ):
-            return Condition.PRESENT
-        high, low = self.clear_level_high, self.clear_level_low
-        if (high is None or number < high) and (low is None or number > low):
-            return Condition.ABSENT
-        return Condition.BETWEEN
 
 
 class EventType(StrEnum):

@@ -37,19 +37,9 @@ from pathlib import Path
 
 import structlog
 
+from smartpole.agent.config.alarms import AlarmDefinition, Condition, Kind, Reading, Severity
 from smartpole.agent.control.alarm_store import AlarmStore
-from smartpole.agent.control.alarm_types import (
-    Alarm,
-    AlarmDefinition,
-    AlarmError,
-    AlarmEvent,
-    Condition,
-    EventType,
-    Kind,
-    Reading,
-    Severity,
-    Track,
-)
+from smartpole.agent.control.alarm_types import Alarm, AlarmError, AlarmEvent, EventType, Track
 from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
 
 __all__ = [

@@ -30,7 +30,7 @@ import structlog
 from smartpole.agent.core.jsonfile import JsonFile
 
 if TYPE_CHECKING:
-    from smartpole.agent.control.lamp_monitor import LampMonitorSettings
+    from smartpole.agent.config.lamp_monitor import LampMonitorSettings
 
 log = structlog.get_logger("smartpole.lamp_monitor")
 

@@ -1,8 +1,8 @@
 """Judging a lamp from what its controller measures against what it was commanded.
 
-Split from ``lamp_monitor`` so that the fault rules live apart from the energy accounting
-and the settings model: this module knows the condition kinds and how each is judged, and
-nothing about files. ``LampMonitor`` feeds it readings and owns one ``LampState`` per lamp.
+The fault rules live apart from the energy accounting and the settings model: this module
+knows the condition kinds and how each is judged, and nothing about files. ``LampMonitor``
+feeds it readings and owns one ``LampState`` per lamp.
 
 Conditions (judged on each good ``active_power`` reading, ``low_power_factor`` on each good
 ``power_factor`` reading):
@@ -31,16 +31,11 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final
 
-from smartpole.agent.control.alarm_types import Severity
+from smartpole.agent.config.alarms import Severity
+from smartpole.agent.config.lamp_monitor import LampMonitorSettings, MonitorKind
 
-if TYPE_CHECKING:
-    from smartpole.agent.control.lamp_monitor import LampMonitorSettings
-
-MonitorKind = Literal[
-    "power_out_of_range", "low_power_factor", "day_burning", "cycling", "lamp_not_lighting"
-]
 POWER_OUT_OF_RANGE: Final = "power_out_of_range"
 LOW_POWER_FACTOR: Final = "low_power_factor"
 DAY_BURNING: Final = "day_burning"

@@ -6,7 +6,7 @@ passing cloud or a car's headlights from cycling the lamps.
 
 from __future__ import annotations
 
-from smartpole.agent.control.program import Photocell
+from smartpole.agent.config.lighting import Photocell
 from smartpole.agent.core.points import PointTable, Quality
 
 

@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from smartpole.agent.control.rules import POINT_REF, AlarmRule
+from smartpole.agent.config.alarms import AlarmRule
+from smartpole.agent.config.power import PowerRule
 from smartpole.agent.core.audit import AuditLog, AuditRecord
 from smartpole.agent.core.errors import AgentError
 from smartpole.agent.core.jsonfile import JsonFile
@@ -58,39 +59,6 @@ ONLINE = "online"
 OFFLINE = "offline"
 
 Writer = Callable[[str, str, object, str], Awaitable[object]]
-
-
-class PowerRule(BaseModel):
-    """How one device's supply is switched; the key in the config is the device's name."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    relay: str = Field(
-        pattern=POINT_REF, description="the relay channel feeding the device, e.g. relays.relay2"
-    )
-    off_s: float = Field(10.0, gt=0, le=600, description="how long the power stays off")
-    auto_after_offline_s: float | None = Field(
-        None, gt=0, description="cycle automatically after this long offline; None: manual only"
-    )
-    max_attempts: int = Field(3, ge=1, le=20, description="automatic cycles before giving up")
-    backoff_s: float = Field(
-        600.0, ge=0, le=86400, description="wait after the first automatic cycle, doubling"
-    )
-    reset_after_online_s: float = Field(
-        3600.0, ge=0, description="the attempt count resets after this long online"
-    )
-
-    @property
-    def relay_device(self) -> str:
-        return self.relay.rpartition(".")[0]
-
-    @property
-    def relay_point(self) -> str:
-        return self.relay.rpartition(".")[2]
-
-    def backoff_after(self, attempts: int) -> float:
-        """The wait after the ``attempts``-th cycle: backoff_s, 2 x backoff_s, 4 x ..."""
-        return float(self.backoff_s * 2 ** max(attempts - 1, 0))
 
 
 class PowerRefusedError(AgentError):
@@ -533,31 +501,3 @@ def held_off_points(
         if rule is not None:
             points.update(rule.on_raise.cut)
     return points
-
-
-def power_rule_problems(
-    rules: Mapping[str, PowerRule], points_of: Mapping[str, Mapping[str, tuple[bool, bool]]]
-) -> list[tuple[tuple[str | int, ...], str]]:
-    """Cross-checks against the devices: ``points_of[device][point] = (is_bool, writable)``."""
-    problems: list[tuple[tuple[str | int, ...], str]] = []
-    for device, rule in rules.items():
-        if device not in points_of:
-            problems.append((("power", device), f"no device {device!r} on this pole"))
-        is_bool, writable = points_of.get(rule.relay_device, {}).get(
-            rule.relay_point, (False, False)
-        )
-        if not (is_bool and writable):
-            problems.append(
-                (
-                    ("power", device, "relay"),
-                    f"{rule.relay!r} is not a writable true/false point (a relay channel)",
-                )
-            )
-        if rule.relay_device == device:
-            problems.append(
-                (
-                    ("power", device, "relay"),
-                    "a relay module cannot power-cycle itself: it could not switch back on",
-                )
-            )
-    return problems

@@ -1,16 +1,14 @@
 """The lighting program: which level each lamp should have at any instant, as pure functions.
 
 ``LightingPlan`` answers ``level_at(lamp, at)`` and ``timeline(lamp, start, end)``, free of
-I/O and of the wall clock (time is passed in). This module is the evaluator, and the import
-name for the whole lighting program: it re-exports the parts that live beside it so that
-``from smartpole.agent.control.program import ...`` keeps working:
+I/O and of the wall clock (time is passed in). This module is the evaluator; beside it:
 
-* ``program_config.py``: the typed config sections ``site:`` (``SiteConfig``) and
-  ``lighting:`` (``LightingConfig``, ``Program``, ``Step``, ...), one key at a time;
-* ``program_checks.py``: what ``LightingConfig.problems`` and ``LightingConfig.cross_check``
-  report, located by key path, the way the loader reports a profile's ``cross_check``
-  (only ``cross_check``'s default first night, today at the site, reads the clock);
-* ``program_site.py``: the sun at the site, turning a step into an instant in one night.
+* ``config/site.py`` and ``config/lighting.py``: the typed config sections ``site:``
+  (``SiteConfig``) and ``lighting:`` (``LightingConfig``, ``Program``, ``Step``, ...);
+* ``config/lighting_checks.py``: what ``LightingConfig.problems`` and
+  ``LightingConfig.cross_check`` report, located by key path (only ``cross_check``'s
+  default first night, today at the site, reads the clock);
+* ``astro/site.py``: the sun at the site, turning a step into an instant in one night.
 
 Rules:
 
@@ -53,32 +51,11 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import groupby
 from typing import Final, Literal
 
-from smartpole.agent.control.program_checks import Location
-from smartpole.agent.control.program_config import (
-    CalendarRule,
-    DaySpec,
-    LightingConfig,
-    Photocell,
-    Program,
-    SiteConfig,
-    Step,
-)
-from smartpole.agent.control.program_site import THRESHOLD, Site, Sky
+from smartpole.agent.astro.site import THRESHOLD, Site, Sky
+from smartpole.agent.config.lighting import LightingConfig
+from smartpole.agent.config.site import SiteConfig
 
-__all__ = [
-    "CalendarRule",
-    "Change",
-    "DaySpec",
-    "Decision",
-    "LightingConfig",
-    "LightingPlan",
-    "Location",
-    "Photocell",
-    "Program",
-    "SiteConfig",
-    "Step",
-    "lamp_programs",
-]
+__all__ = ["Change", "Decision", "LightingPlan", "lamp_programs"]
 
 CHANGE_HORIZON_NIGHTS: Final = 370  # how far next_change looks (polar night lasts months)
 _TICK: Final = timedelta(microseconds=1)

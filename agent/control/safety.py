@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from smartpole.agent.config.alarms import AlarmRule
 from smartpole.agent.control.alarms import AlarmEvent, AlarmManager, EventType
-from smartpole.agent.control.rules import AlarmRule
 from smartpole.agent.core.errors import AgentError
 from smartpole.agent.core.points import Quality
 from smartpole.drivers.errors import DriverError

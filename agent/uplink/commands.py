@@ -29,19 +29,20 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from smartpole.agent.config.commands import CommandsConfig
 from smartpole.agent.control.power import PowerRefusedError
 from smartpole.agent.core.audit import AuditLog, AuditRecord
 from smartpole.agent.core.errors import AgentError, RequestError, UsageError
 from smartpole.agent.uplink import command_schema as schema
 from smartpole.agent.uplink.command_auth import HmacKey, KeyUnavailableError, allowed
-from smartpole.agent.uplink.command_executor import CommandExecutor, DaemonExecutor
-from smartpole.agent.uplink.command_schema import CommandError, CommandsConfig, Envelope
+from smartpole.agent.uplink.command_executor import CommandExecutor
+from smartpole.agent.uplink.command_schema import CommandError, Envelope
 from smartpole.agent.uplink.command_store import STORE_FILE, CommandStore
 from smartpole.drivers.errors import DriverError, WriteRejectedError
 
 log = structlog.get_logger("smartpole.commands")
 
-__all__ = ["CommandExecutor", "CommandProcessor", "CommandsConfig", "DaemonExecutor", "answer"]
+__all__ = ["CommandProcessor", "answer"]
 
 # Every reason (the counter key, also "reason" in the answer) and the status it gives.
 STATUS_OF: dict[str, str] = {

@@ -36,8 +36,8 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from smartpole.agent.config.uplink import UplinkConfig
 from smartpole.agent.core.outbox import Outbox, OutboxError, OutboxRecord, Priority
-from smartpole.agent.uplink.config import UplinkConfig
 from smartpole.agent.uplink.topics import COMMAND_RESULT_STREAM, STREAM_RANK, Topics, stream_rank
 
 log = structlog.get_logger("smartpole.uplink")

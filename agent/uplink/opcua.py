@@ -45,11 +45,11 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError
 
+from smartpole.agent.config.opcua import OpcUaConfig
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.agent.uplink.opcua_alarms import AlarmConditions
 from smartpole.agent.uplink.opcua_auth import PeerAwareInternalServer, PoleRuleset, UserFileManager
 from smartpole.agent.uplink.opcua_certs import TrustList, ensure_server_certificate
-from smartpole.agent.uplink.opcua_config import OpcUaConfig
 from smartpole.agent.uplink.opcua_methods import CommandCallback, CommandMethods, Outcome
 from smartpole.agent.uplink.opcua_space import data_value, eu_information, nid
 from smartpole.agent.uplink.opcua_space import variant_type_for as _vtype

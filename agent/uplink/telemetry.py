@@ -34,9 +34,9 @@ from typing import Self
 
 import structlog
 
+from smartpole.agent.config.uplink import TelemetryConfig
 from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
 from smartpole.agent.core.points import PointTable, Quality
-from smartpole.agent.uplink.config import TelemetryConfig
 from smartpole.drivers.schema import Value
 
 log = structlog.get_logger("smartpole.uplink.telemetry")

@@ -1,7 +1,7 @@
 """Checks of the ``lighting:`` section: within it, against the pole's lamps, and on the sun.
 
-Split out of ``program.py`` so that what is *wrong* with a lighting config lives apart from
-the models (``program_config.py``) and from how a good one is evaluated (``program.py``).
+What is *wrong* with a lighting config lives here, apart from the models (``lighting.py``)
+and from how a good one is evaluated (``control/program.py``).
 Every problem is reported with its key path (``Location``), the way the loader reports a
 profile's ``cross_check``:
 
@@ -22,10 +22,11 @@ from datetime import date, datetime, timedelta
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Final
 
-from smartpole.agent.control.program_site import RANK, Site, Sky
+from smartpole.agent.astro.site import RANK, Site, Sky
 
 if TYPE_CHECKING:
-    from smartpole.agent.control.program_config import LightingConfig, Program, SiteConfig, Step
+    from smartpole.agent.config.lighting import LightingConfig, Program, Step
+    from smartpole.agent.config.site import SiteConfig
 
 __all__ = ["CHECKED_NIGHTS", "Location", "cross_check", "section_problems"]
 

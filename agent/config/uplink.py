@@ -12,7 +12,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from smartpole.agent.uplink.command_schema import CommandsConfig
+from smartpole.agent.config.commands import CommandsConfig
 
 
 class _Strict(BaseModel):

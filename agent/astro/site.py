@@ -1,13 +1,13 @@
 """The sun at the site: night windows, local wall times and astro events as UTC instants.
 
-Split out of ``program.py`` because both the config checks (``program_checks.py``, which lay
-each profile on a year of real nights) and the evaluator (``program.py``'s ``LightingPlan``)
-need the same answer to "when does this step happen on this night here", and neither
+Both the lighting config's checks (``config/lighting_checks.py``, which lay each profile on a
+year of real nights) and the evaluator (``control/program.py``'s ``LightingPlan``) need the
+same answer to "when does this step happen on this night here", and neither
 should own the other. It knows the astro anchors a step can hang on (their order in a
 night and the sun's elevation that defines each), turns a step into an instant in one
 night, and says why an anchor has none (``Sky``: polar night or polar day). The rules it
 follows (the 12:00-to-12:00 night, skipped and repeated wall times, polar nights) are
-described in ``program.py``. Pure apart from its caches: no I/O, no wall clock.
+described in ``control/program.py``. Pure apart from its caches: no I/O, no wall clock.
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ from __future__ import annotations
 import enum
 import math
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal, Protocol
 
-from smartpole.agent.control.sun import (
+from smartpole.agent.astro.sun import (
     CIVIL_DEPRESSION_DEG,
     SUNRISE_DEPRESSION_DEG,
     SunTimes,
     solar_elevation,
     sun_times,
 )
-
-if TYPE_CHECKING:
-    from smartpole.agent.control.program_config import SiteConfig, Step
 
 __all__ = [
     "ANCHORS",
@@ -35,6 +32,8 @@ __all__ = [
     "RANK",
     "THRESHOLD",
     "Anchor",
+    "Moment",
+    "Place",
     "Resolved",
     "Site",
     "Sky",
@@ -54,6 +53,28 @@ THRESHOLD: Final = {
 }
 
 
+class Place(Protocol):
+    """Where the pole stands (the config's ``site:``)."""
+
+    @property
+    def latitude(self) -> float: ...
+    @property
+    def longitude(self) -> float: ...
+    @property
+    def zone(self) -> tzinfo: ...
+
+
+class Moment(Protocol):
+    """When a step of a lighting profile happens (the config's ``Step``)."""
+
+    @property
+    def clock(self) -> time | None: ...
+    @property
+    def anchor(self) -> Anchor | None: ...
+    @property
+    def offset_min(self) -> int: ...
+
+
 class Sky(enum.Enum):
     """Why an astro anchor has no instant in its half of a night."""
 
@@ -69,7 +90,7 @@ class Site:
 
     _CACHE_LIMIT: Final = 4096
 
-    def __init__(self, site: SiteConfig) -> None:
+    def __init__(self, site: Place) -> None:
         self.latitude = site.latitude
         self.longitude = site.longitude
         self.zone: tzinfo = site.zone
@@ -91,7 +112,7 @@ class Site:
     def local(self, at: datetime) -> str:
         return at.astimezone(self.zone).strftime("%H:%M %Z")
 
-    def resolve(self, step: Step, day: date) -> Resolved:
+    def resolve(self, step: Moment, day: date) -> Resolved:
         """The step's instant in the night of ``day`` before any ordering, or why none."""
         clock = step.clock
         if clock is not None:

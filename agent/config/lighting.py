@@ -1,9 +1,9 @@
-"""The ``site:`` and ``lighting:`` config sections as typed, validated models.
+"""The ``lighting:`` config section as typed, validated models.
 
-Split out of ``program.py`` so the config schema (what a key may hold, checked one key at a
-time by pydantic) is apart from the checks between keys (``program_checks.py``) and from the
-evaluator (``program.py``). ``LightingConfig.problems`` and ``LightingConfig.cross_check``
-are defined here, as the section's public API, and run the checks in ``program_checks.py``.
+What a key may hold is checked one key at a time by pydantic here; the checks between keys
+live in ``lighting_checks.py`` and the evaluator in ``control/program.py``.
+``LightingConfig.problems`` and ``LightingConfig.cross_check`` are the section's public API
+and run the checks in ``lighting_checks.py``.
 
 In the terms of TALQ: a ``Program`` is a Calendar choosing one dimming profile per night
 (FixedTimeControl steps at "HH:MM", AstroClockTimeControl steps at dusk/dawn/sunset/sunrise
@@ -18,7 +18,6 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Annotated, Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -31,10 +30,11 @@ from pydantic import (
     field_validator,
 )
 
-from smartpole.agent.control import program_checks
-from smartpole.agent.control.lamp_monitor import LampMonitorSettings
-from smartpole.agent.control.program_checks import CHECKED_NIGHTS, Location
-from smartpole.agent.control.program_site import ANCHORS, EVENING, RANK, Anchor
+from smartpole.agent.astro.site import ANCHORS, EVENING, RANK, Anchor
+from smartpole.agent.config import lighting_checks
+from smartpole.agent.config.lamp_monitor import LampMonitorSettings
+from smartpole.agent.config.lighting_checks import CHECKED_NIGHTS, Location
+from smartpole.agent.config.site import SiteConfig
 
 __all__ = [
     "CalendarRule",
@@ -42,12 +42,11 @@ __all__ = [
     "LightingConfig",
     "Photocell",
     "Program",
-    "SiteConfig",
     "Step",
 ]
 
-# The same pattern as pole.py's Name; not imported from there because pole.py will import
-# this module to place the sections (a cycle).
+# The same pattern as pole.py's Name; not imported from there because pole.py imports this
+# module to place the section.
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
 MAX_OFFSET_MIN: Final = 720
@@ -71,30 +70,6 @@ _DAY_HELP: Final = (
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# ----- site -----
-
-
-class SiteConfig(_Strict):
-    """Where the pole stands: all astro times are computed from this, with no network."""
-
-    latitude: float = Field(ge=-90, le=90, description="degrees north (south is negative)")
-    longitude: float = Field(ge=-180, le=180, description="degrees east (west is negative)")
-    timezone: str = Field(description="IANA zone, e.g. Asia/Shanghai; steps are its wall time")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
 
 
 # ----- calendar days -----
@@ -316,14 +291,14 @@ class LightingConfig(_Strict):
             )
         return value
 
-    # ----- checks between keys (program_checks.py) -----
+    # ----- checks between keys (lighting_checks.py) -----
 
     def problems(self, prefix: Location = ("lighting",)) -> list[tuple[Location, str]]:
         """Problems inside the section alone: profiles, calendars, program names.
 
         ``LightingPlan`` refuses a section with any of these.
         """
-        return program_checks.section_problems(self, prefix)
+        return lighting_checks.section_problems(self, prefix)
 
     def cross_check(
         self,
@@ -344,7 +319,7 @@ class LightingConfig(_Strict):
         today there), on the nights its calendar gives it: its steps must come in order and
         stay inside their night.
         """
-        return program_checks.cross_check(
+        return lighting_checks.cross_check(
             self,
             lamps,
             site=site,

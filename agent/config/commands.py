@@ -1,0 +1,66 @@
+"""The ``uplink.commands`` section: who may send which platform command, and how commands
+are checked (signature, time window, size, how long ids are remembered)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Self, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CommandName = Literal[
+    "set_level",
+    "override",
+    "clear_override",
+    "relay",
+    "power_cycle",
+    "ptz_preset",
+    "ack_alarm",
+    "report_now",
+]
+COMMANDS: tuple[str, ...] = get_args(CommandName)
+
+
+class CommandsConfig(BaseModel):
+    """``uplink.commands`` in the pole config: who may do what, and how commands are checked.
+
+    The default allow-list is empty: a pole accepts no command until its config says who may
+    send which (least functionality, IEC 62443-4-2).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    allow: dict[str, list[CommandName | Literal["*"]]] = Field(
+        default_factory=dict,
+        description='actor glob -> command names or "*", e.g. {"ops-*": ["set_level"]}',
+    )
+    hmac_key_file: Annotated[Path, Field(strict=False)] | None = Field(
+        None,
+        description="file holding the per-pole HMAC-SHA256 key; when set, every command "
+        "must be signed. Re-read when the file changes (key rotation without restart).",
+    )
+    max_skew_s: float = Field(
+        300.0, gt=0, le=86400, description="accepted |now - issued_at|, against replay"
+    )
+    offline_queue_s: int = Field(
+        300,
+        ge=0,
+        le=7 * 86400,
+        description="how long the broker keeps commands for this pole while it is offline "
+        "(the MQTT session's expiry); 0: commands sent while it is offline are dropped",
+    )
+    max_payload_bytes: int = Field(4096, ge=256, le=1_048_576)
+    dedupe_keep_s: float = Field(
+        86400.0, gt=0, le=30 * 86400, description="how long executed command ids are kept"
+    )
+    max_remembered: int = Field(
+        10_000, ge=100, le=1_000_000, description="command ids kept at most (oldest go first)"
+    )
+
+    @model_validator(mode="after")
+    def _keep_ids_for_the_window(self) -> Self:
+        # A command dated max_skew_s in the future stays acceptable until 2 x max_skew_s
+        # after it arrived; forgetting its id sooner would let a replay run it again.
+        if self.dedupe_keep_s < 2 * self.max_skew_s:
+            raise ValueError("dedupe_keep_s must be at least 2 x max_skew_s")
+        return self
