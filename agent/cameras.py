@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from smartpole.agent.config.cameras import CameraConfig
+from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
 
 log = structlog.get_logger("smartpole.cameras")
 
@@ -167,6 +168,63 @@ class CameraWorker:
         elif kind == "error":
             self.last_error = f"{message.get('kind')}: {message.get('message')}"
             log.error("camera_error", camera=self.name, error=self.last_error)
+
+
+class Cameras:
+    """Every camera of the pole: its worker, and its summaries and events into the outbox.
+
+    Summaries go to the stream ``traffic`` as the worker made them, events to ``events``
+    with ``"source": "camera"``; frames never leave the workers.
+    """
+
+    def __init__(
+        self,
+        cameras: Mapping[str, CameraConfig],
+        config_dir: Path,
+        outbox: Outbox,
+        *,
+        python: str = sys.executable,
+    ) -> None:
+        self._outbox = outbox
+        self.workers = [
+            CameraWorker(
+                name,
+                camera,
+                config_dir,
+                on_summary=self._record_summary,
+                on_event=self._record_event,
+                python=python,
+            )
+            for name, camera in cameras.items()
+        ]
+
+    async def run(self) -> None:
+        """Run every camera's worker until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for worker in self.workers:
+                group.create_task(worker.run(), name=f"camera:{worker.name}")
+
+    def status(self) -> list[dict[str, object]]:
+        return [worker.status() for worker in self.workers]
+
+    def no_frames_since(self, device: str) -> float | None:
+        """Since when a camera fed by ``device`` has delivered no frames, or None."""
+        times = [
+            since
+            for worker in self.workers
+            if worker.config.device == device and (since := worker.no_frames_since) is not None
+        ]
+        return min(times, default=None)
+
+    def _record_summary(self, camera: str, summary: Mapping[str, Any]) -> None:
+        payload = {k: v for k, v in summary.items() if k != "type"}
+        with contextlib.suppress(OutboxError):  # counted and logged once by the outbox
+            self._outbox.append("traffic", payload, priority=Priority.NORMAL)
+
+    def _record_event(self, camera: str, event: Mapping[str, Any]) -> None:
+        payload = {"source": "camera", **{k: v for k, v in event.items() if k != "type"}}
+        with contextlib.suppress(OutboxError):
+            self._outbox.append("events", payload, priority=Priority.HIGH)
 
 
 def _without(message: Mapping[str, Any], *keys: str) -> dict[str, Any]:

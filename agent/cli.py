@@ -18,8 +18,8 @@ import structlog
 
 from smartpole.agent import diag, logs, technician
 from smartpole.agent.api import SOCKET_NAME, call
-from smartpole.agent.config.loader import LoadedConfig, load_config
-from smartpole.agent.config.pole import ModbusRtuOverTcpBus, ModbusTcpBus
+from smartpole.agent.buses.registry import load_config
+from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.core.errors import AgentError, ApiError, ConfigError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -69,14 +69,10 @@ def _with_bus_ports(config: LoadedConfig, overrides: Sequence[str]) -> LoadedCon
             raise UsageError(f"--bus-port {item!r}: expected BUS=PATH or BUS=HOST:PORT")
         if name not in buses:
             raise UsageError(f"--bus-port {item!r}: no bus {name!r} in {config.path}")
-        bus = buses[name]
-        if isinstance(bus, ModbusTcpBus | ModbusRtuOverTcpBus):
-            host, _, port = where.removeprefix("tcp://").rpartition(":")
-            if not host or not port.isdigit():
-                raise UsageError(f"--bus-port {item!r}: bus {name} is TCP, expected HOST:PORT")
-            buses[name] = bus.model_copy(update={"host": host, "port": int(port)})
-        else:
-            buses[name] = bus.model_copy(update={"port": where})
+        try:
+            buses[name] = buses[name].at(where)
+        except ValueError as exc:
+            raise UsageError(f"--bus-port {item!r}: bus {name} {exc}") from exc
     pole = config.pole.model_copy(update={"buses": buses})
     return LoadedConfig(config.path, pole, config.profiles)
 

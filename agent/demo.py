@@ -105,7 +105,7 @@ def _fit(points: list[dict[str, Any]], room: int) -> list[dict[str, Any]]:
 
 
 def run_demo(config: Path, *, duration_s: float, refresh_s: float) -> int:
-    from smartpole.agent.config.loader import load_config
+    from smartpole.agent.buses.registry import load_config
 
     pole = load_config(config).pole
     interactive = sys.stdout.isatty()

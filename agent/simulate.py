@@ -23,14 +23,11 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
+from smartpole.agent.buses.dlt645 import Dlt645Bus
+from smartpole.agent.buses.mcu.config import PoleMcuBus
+from smartpole.agent.buses.modbus.config import ModbusRtuBus, ModbusRtuOverTcpBus, ModbusTcpBus
+from smartpole.agent.buses.pelco_d import PelcoDBus
 from smartpole.agent.config.loader import LoadedConfig
-from smartpole.agent.config.pole import (
-    Dlt645Bus,
-    ModbusRtuBus,
-    ModbusRtuOverTcpBus,
-    ModbusTcpBus,
-    PoleMcuBus,
-)
 from smartpole.agent.core.errors import UsageError
 from smartpole.agent.simulate_mcu import McuSim
 from smartpole.drivers.dlt645.profile import Dlt645Profile
@@ -238,6 +235,7 @@ async def _serve_bus(
             if served.server is None:
                 served.server = meter_server
         return meter_server.path
+    assert isinstance(bus, PelcoDBus)
     cameras = {}
     for name, device in on_bus.items():
         profile = config.profile_of(name)

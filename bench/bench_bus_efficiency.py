@@ -53,10 +53,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from smartpole.agent import logs
-from smartpole.agent.buses.modbus import ModbusBusTask
+from smartpole.agent.buses.kind import BusContext
+from smartpole.agent.buses.modbus.config import ModbusRtuBus
+from smartpole.agent.buses.modbus.task import ModbusBusTask
+from smartpole.agent.buses.registry import load_config
 from smartpole.agent.cli import _with_bus_ports
-from smartpole.agent.config.loader import LoadedConfig, load_config
-from smartpole.agent.config.pole import ModbusRtuBus
+from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.points import PointTable
 from smartpole.drivers.modbus.plan import ReadBlock, plan_reads
@@ -299,7 +301,9 @@ async def measure(
 ) -> tuple[list[ReadBlock], list[float], list[ReadBlock], list[float]]:
     bus = config.pole.buses[BUS]
     assert isinstance(bus, ModbusRtuBus)
-    task = ModbusBusTask(BUS, bus, config, PointTable(), AuditLog(state_dir))
+    task = ModbusBusTask(
+        BUS, bus, BusContext(config, PointTable(), AuditLog(state_dir), lambda: True)
+    )
     await task._connect()
     try:
         planned = [block for device in task._devices.values() for block in device.plan]
@@ -313,7 +317,7 @@ async def measure(
         if failures(task):
             raise SystemExit(f"naive cycles: {failures(task)} requests failed")
     finally:
-        task._disconnect()
+        await task._disconnect()
     return planned, planned_s, naive, naive_s
 
 

@@ -41,10 +41,11 @@ from typing import Any
 import yaml
 
 from smartpole.agent import logs
-from smartpole.agent.buses import modbus as modbus_bus
+from smartpole.agent.buses.kind import BusContext
+from smartpole.agent.buses.modbus import task as modbus_bus
+from smartpole.agent.buses.modbus.config import ModbusTcpBus
+from smartpole.agent.buses.registry import load_config
 from smartpole.agent.cli import _with_bus_ports
-from smartpole.agent.config.loader import load_config
-from smartpole.agent.config.pole import ModbusTcpBus
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.errors import CodecError
@@ -163,7 +164,9 @@ async def measure(args: argparse.Namespace, config_path: Path, where: str) -> No
     def task_with(client: ModbusClient | PymodbusClient, *, old: bool) -> Any:
         table = PointTable()
         table.listen(no_op)
-        task = modbus_bus.ModbusBusTask(BUS, bus, loaded, table, AuditLog(state))
+        task = modbus_bus.ModbusBusTask(
+            BUS, bus, BusContext(loaded, table, AuditLog(state), lambda: True)
+        )
         task._client = client
         if old:
             task._store = types.MethodType(old_store, task)  # type: ignore[method-assign]

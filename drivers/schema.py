@@ -1,7 +1,7 @@
 """Building blocks shared by every protocol's profile schema.
 
 Kept apart from the protocol modules so that each can define its own profile model without
-importing the others; ``smartpole.drivers.profile`` joins them into one union.
+importing the others; the agent's bus registry joins them into one union.
 """
 
 from __future__ import annotations
@@ -25,9 +25,15 @@ class StrictModel(BaseModel):
 
 
 class ProfileInfo(StrictModel):
-    """What every profile says about the device model, whatever its protocol."""
+    """What every profile says about the device model, whatever its protocol; each
+    protocol's profile model subclasses it with its ``protocol`` literal."""
 
+    protocol: str
     model: str
     manufacturer: str
     description: str = ""
     manual: str = Field("", description="where the register map or data list comes from")
+
+    def cross_check(self) -> list[tuple[Location, str]]:
+        """Problems between sections, each with the key path it belongs to."""
+        return []

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from conftest import PROFILES, Proc, api, bus_ports, wait_until
 
-from smartpole.agent.config.loader import load_profile
+from smartpole.agent.buses.registry import load_profile
 
 BUSES = {
     "rs485-a": {"type": "modbus-rtu", "port": "/dev/null", "timeout_s": 0.3},

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from conftest import PROFILES, REPO, SMARTPOLE, Proc, api, wait_until
 
-from smartpole.agent.config.loader import load_config
+from smartpole.agent.buses.registry import load_config
 
 DATA = REPO.parent / "shared" / "data"
 CLIP = DATA / "video" / "street-2lane-640x352.mp4"

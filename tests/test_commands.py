@@ -14,7 +14,7 @@ import yaml
 from conftest import PROFILES, SMARTPOLE, Proc, api, bus_ports, wait_until
 
 from smartpole.agent.api import call
-from smartpole.agent.buses.base import CommandQueue
+from smartpole.agent.buses.queue import CommandQueue
 from smartpole.agent.core.errors import ApiError
 
 

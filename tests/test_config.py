@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import PROFILES, REPO, SMARTPOLE, pole_config
 
-from smartpole.agent.config.loader import LoadedConfig, load_config
-from smartpole.agent.config.pole import DeviceConfig, ModbusRtuBus, PoleConfig
+from smartpole.agent.buses.modbus.config import ModbusRtuBus
+from smartpole.agent.buses.registry import load_config
+from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.config.pole import DeviceConfig, PoleConfig
 from smartpole.agent.core.errors import ConfigError, Problem
 from smartpole.drivers.modbus.profile import ModbusProfile
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import PROFILES
 
-from smartpole.agent.config.loader import load_profile
+from smartpole.agent.buses.registry import load_profile
 from smartpole.agent.core.errors import ConfigError, Problem
 from smartpole.drivers.dlt645.frame import decode_bcd
 from smartpole.drivers.dlt645.profile import Dlt645Profile

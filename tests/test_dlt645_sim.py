@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import PROFILES
 
-from smartpole.agent.config.loader import load_profile
+from smartpole.agent.buses.registry import load_profile
 from smartpole.drivers.dlt645.client import Dlt645Client
 from smartpole.drivers.dlt645.frame import (
     Frame,

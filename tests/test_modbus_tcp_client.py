@@ -19,9 +19,10 @@ import pytest
 import yaml
 from conftest import REPO
 
-from smartpole.agent.buses.modbus import ModbusBusTask
-from smartpole.agent.config.loader import load_config
-from smartpole.agent.config.pole import ModbusTcpBus
+from smartpole.agent.buses.kind import BusContext
+from smartpole.agent.buses.modbus.config import ModbusTcpBus
+from smartpole.agent.buses.modbus.task import ModbusBusTask
+from smartpole.agent.buses.registry import load_config
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.errors import DeviceExceptionError, ProtocolError, TransportError
@@ -437,7 +438,9 @@ async def test_bus_task_counts_tcp_faults_and_reconnects(tmp_path: Path) -> None
         table = PointTable()
         heard: list[tuple[str, object, Quality, float]] = []
         table.listen(lambda _d, point, value, q, at: heard.append((point, value, q, at)))
-        task = ModbusBusTask("lan", bus, loaded, table, AuditLog(tmp_path))
+        task = ModbusBusTask(
+            "lan", bus, BusContext(loaded, table, AuditLog(tmp_path), lambda: True)
+        )
         (device,) = task._devices.values()
         await task._connect()
         await task._poll(device)
@@ -464,7 +467,7 @@ async def test_bus_task_counts_tcp_faults_and_reconnects(tmp_path: Path) -> None
         await task._connect()
         await task._poll(device)
         assert device.health.counters.ok == 2
-        task._disconnect()
+        await task._disconnect()
 
 
 def test_a_tcp_only_daemon_does_not_import_pymodbus() -> None:

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from conftest import REPO
 
-from smartpole.agent.config.loader import load_config
+from smartpole.agent.buses.registry import load_config
 from smartpole.agent.control.lighting import LightingController
 from smartpole.agent.control.program import LightingPlan
 

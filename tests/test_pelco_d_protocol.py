@@ -10,7 +10,7 @@ from conftest import PROFILES
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from smartpole.agent.config.loader import load_profile
+from smartpole.agent.buses.registry import load_profile
 from smartpole.drivers.pelco_d import protocol
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
 from smartpole.drivers.pelco_d.protocol import Command, decode, encode

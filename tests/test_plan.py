@@ -9,7 +9,7 @@ from conftest import PROFILES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smartpole.agent.config.loader import load_profile
+from smartpole.agent.buses.registry import load_profile
 from smartpole.drivers.modbus.plan import ReadBlock, plan_reads
 from smartpole.drivers.modbus.points import DataType, PointSpec, RegisterKind
 from smartpole.drivers.modbus.profile import ModbusLimits

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import PROFILES
 
-from smartpole.agent.config.loader import load_profile
+from smartpole.agent.buses.registry import load_profile
 from smartpole.agent.core.errors import ConfigError, Problem
 from smartpole.drivers.modbus import codec
 from smartpole.drivers.modbus.plan import plan_reads

@@ -15,7 +15,7 @@ from conftest import PROFILES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smartpole.agent.config.loader import load_profile
+from smartpole.agent.buses.registry import load_profile
 from smartpole.drivers.modbus import codec
 from smartpole.drivers.modbus.codec import WriteRequest
 from smartpole.drivers.modbus.plan import plan_reads
@@ -28,7 +28,6 @@ from smartpole.drivers.modbus.rtu_slave import (
     SlaveExceptionError,
     handle_request,
 )
-from smartpole.drivers.profile import parse_profile
 from smartpole.drivers.schema import Value
 from smartpole.drivers.sim.devices import SimulatedDevice
 
@@ -53,8 +52,8 @@ def _profile(path: Path) -> ModbusProfile:
 
 
 def _inline(points: dict[str, object], **sections: object) -> ModbusProfile:
-    profile = parse_profile({"model": "X", "manufacturer": "Y", "points": points, **sections})
-    assert isinstance(profile, ModbusProfile)
+    data = {"protocol": "modbus", "model": "X", "manufacturer": "Y", "points": points}
+    profile = ModbusProfile.model_validate({**data, **sections})
     assert profile.cross_check() == []
     return profile
 

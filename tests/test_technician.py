@@ -26,8 +26,8 @@ import serial
 import yaml
 from conftest import PROFILES, REPO, SMARTPOLE, Proc
 
+from smartpole.agent.buses.registry import load_profile
 from smartpole.agent.cli import build_parser
-from smartpole.agent.config.loader import load_profile
 from smartpole.agent.core.errors import UsageError
 from smartpole.agent.technician import Progress, RtuLine, split_frames, unit_list
 from smartpole.drivers.modbus.crc import append_crc

@@ -14,13 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from smartpole.agent.buses.registry import load_config
 from smartpole.agent.config.commands import CommandsConfig
-from smartpole.agent.config.loader import load_config
 from smartpole.agent.core.audit import AuditLog
-from smartpole.agent.daemon import Daemon
-from smartpole.agent.sdnotify import Notifier
+from smartpole.agent.pole import Pole
 from smartpole.agent.uplink.command_auth import sign
-from smartpole.agent.uplink.command_executor import DaemonExecutor
 from smartpole.agent.uplink.command_schema import canonical_json
 from smartpole.agent.uplink.commands import CommandProcessor
 from smartpole.drivers.errors import DeviceTimeoutError, WriteRejectedError
@@ -48,8 +46,19 @@ class Recorder:
             raise self.fail
         return {"done": name}
 
-    async def write_point(self, device: str, point: str, value: object, actor: str) -> object:
-        return await self._do("write_point", device, point, value, actor)
+    async def set_level(
+        self,
+        lamp: str,
+        level: int,
+        actor: str,
+        *,
+        point: str = "dim_level",
+        duration_s: float | None = None,
+    ) -> object:
+        return await self._do("set_level", lamp, level, point, duration_s, actor)
+
+    async def relay(self, device: str, point: str, on: bool, actor: str) -> object:
+        return await self._do("relay", device, point, on, actor)
 
     async def override(self, lamp: str, level: int, duration_s: float, actor: str) -> object:
         return await self._do("override", lamp, level, duration_s, actor)
@@ -63,11 +72,11 @@ class Recorder:
     async def ptz(self, device: str, preset: int, actor: str) -> object:
         return await self._do("ptz", device, preset, actor)
 
-    async def ack_alarm(self, alarm_id: str, actor: str) -> object:
-        return await self._do("ack_alarm", alarm_id, actor)
+    async def reset_alarm(self, alarm_id: str, actor: str) -> object:
+        return await self._do("reset_alarm", alarm_id, actor)
 
-    async def report_now(self) -> object:
-        return await self._do("report_now")
+    async def report_now(self, actor: str) -> object:
+        return await self._do("report_now", actor)
 
 
 class Clock:
@@ -133,9 +142,9 @@ async def test_a_command_runs_and_is_answered(make: Any, recorder: Recorder) -> 
         "status": "ok",
         "reason": "ok",
         "error": None,
-        "result": {"done": "write_point"},
+        "result": {"done": "set_level"},
     }
-    assert recorder.calls == [("write_point", ("lamp1", "dim_level", 40, "mqtt:ops-alice"))]
+    assert recorder.calls == [("set_level", ("lamp1", 40, "dim_level", None, "mqtt:ops-alice"))]
     assert processor.counters["ok"] == 1
 
 
@@ -145,10 +154,12 @@ async def test_a_command_runs_and_is_answered(make: Any, recorder: Recorder) -> 
         ("override", {"lamp": "l", "level": 0, "duration_s": 60}, ("override", ("l", 0, 60.0))),
         ("clear_override", {"lamp": "l"}, ("clear_override", ("l",))),
         ("relay", {"device": "relays", "point": "relay2", "on": False},
-         ("write_point", ("relays", "relay2", False))),
+         ("relay", ("relays", "relay2", False))),
+        ("set_level", {"lamp": "l", "level": 7, "duration_s": 30},
+         ("set_level", ("l", 7, "dim_level", 30.0))),
         ("power_cycle", {"device": "camera"}, ("power_cycle", ("camera",))),
         ("ptz_preset", {"device": "camera", "preset": 3}, ("ptz", ("camera", 3))),
-        ("ack_alarm", {"alarm_id": "door_open-1"}, ("ack_alarm", ("door_open-1",))),
+        ("ack_alarm", {"alarm_id": "door_open-1"}, ("reset_alarm", ("door_open-1",))),
         ("report_now", {}, ("report_now", ())),
     ],
 )  # fmt: skip
@@ -159,8 +170,7 @@ async def test_each_command_reaches_the_executor(
     result = await make().handle(payload(command, args), source="opcua")
     assert result["status"] == "ok", result
     name, values = recorder.calls[0]
-    actor = ("opcua:ops-alice",) if name != "report_now" else ()
-    assert (name, values) == (call[0], (*call[1], *actor))
+    assert (name, values) == (call[0], (*call[1], "opcua:ops-alice"))
 
 
 @pytest.mark.parametrize(
@@ -437,16 +447,16 @@ async def test_submit_for_authenticated_sessions(make: Any, recorder: Recorder) 
 
 
 @pytest.mark.asyncio
-async def test_through_the_real_daemon_handlers(tmp_path: Path) -> None:
-    """The daemon's own handlers refuse what this pole cannot do: answered "rejected"."""
+async def test_through_the_real_pole_operations(tmp_path: Path) -> None:
+    """The pole's own operations refuse what this pole cannot do: answered "rejected"."""
     config = load_config(pole_config(tmp_path))
-    daemon = Daemon(config, state_dir=tmp_path, runtime_dir=tmp_path, notifier=Notifier(None))
-    with daemon.control:
-        handlers = {"write": daemon._write, "ptz": daemon._ptz, **daemon.control.handlers()}
+    async with Pole(
+        config, state_dir=tmp_path, runtime_dir=tmp_path, clock_trusted=lambda: True
+    ) as pole:
         processor = CommandProcessor(
             CommandsConfig(allow=ALLOW_ALL),  # type: ignore[arg-type]
-            DaemonExecutor(handlers),
-            daemon.audit,
+            pole.operations,
+            pole.audit,
             tmp_path,
             clock=Clock(),
         )
@@ -456,7 +466,7 @@ async def test_through_the_real_daemon_handlers(tmp_path: Path) -> None:
             ("override", {"lamp": "weather", "level": 5, "duration_s": 5}, "no lighting"),
             ("power_cycle", {"device": "weather"}, "no power section"),
             ("ack_alarm", {"alarm_id": "door-1"}, "door-1"),
-            ("report_now", {}, "report_now"),
+            ("report_now", {}, "telemetry is not enabled"),
         ]
         for n, (command, args, message) in enumerate(cases):
             result = await processor.handle(payload(command, args, id=f"d-{n}"), source="mqtt")

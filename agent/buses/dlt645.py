@@ -1,4 +1,5 @@
-"""The task that owns one DL/T 645-2007 bus of energy meters.
+"""DL/T 645-2007 energy meters as a bus protocol: the bus config, the task that owns one
+such bus, and the declaration that registers both.
 
 DL/T 645 reads one data identifier per request, so a cycle is one request per point; the
 shared base gives it the same schedule, offline probing and counters as Modbus.
@@ -8,16 +9,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar, Literal
 
+from pydantic import Field
+
+from smartpole.agent.buses.kind import BusContext, BusKind
 from smartpole.agent.buses.polled import STALE_AFTER_PERIODS, PolledBus, PolledDevice
-from smartpole.agent.config.loader import LoadedConfig
-from smartpole.agent.config.pole import Dlt645Bus
+from smartpole.agent.config.buses import Addressing, Baudrate, SerialBusConfig
 from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
-from smartpole.agent.core.points import PointTable, Quality
+from smartpole.agent.core.points import Quality
 from smartpole.drivers.dlt645.client import Dlt645Client
 from smartpole.drivers.dlt645.profile import Dlt645Profile
 from smartpole.drivers.errors import DeviceTimeoutError, DriverError
 from smartpole.drivers.line import frame_gap_s
+
+
+class Dlt645Bus(SerialBusConfig):
+    """An RS-485 line of DL/T 645-2007 meters, told apart by their 12-digit addresses."""
+
+    addressing: ClassVar = Addressing("address", "a dlt645 address")
+    profile_protocol: ClassVar = "dlt645"
+
+    type: Literal["dlt645"]
+    baudrate: Baudrate = 2400
+    parity: Literal["N", "E", "O"] = "E"
+    timeout_s: float = Field(1.0, gt=0, le=10)
+
+    def describe(self) -> str:
+        return f"DL/T 645-2007 {self.settings()}"
 
 
 @dataclass(kw_only=True)
@@ -27,11 +46,11 @@ class _Meter(PolledDevice):
 
 
 class Dlt645BusTask(PolledBus[_Meter]):
-    def __init__(self, name: str, bus: Dlt645Bus, config: LoadedConfig, table: PointTable) -> None:
+    def __init__(self, name: str, bus: Dlt645Bus, context: BusContext) -> None:
         super().__init__(
             name,
             BusHealth(name, bus.endpoint, bus.describe()),
-            table,
+            context.table,
             retries=bus.retries,
             silence_s=frame_gap_s(bus.baudrate) + bus.frame_gap_ms / 1000,
         )
@@ -44,16 +63,14 @@ class Dlt645BusTask(PolledBus[_Meter]):
             timeout_s=bus.timeout_s,
         )
         self._errors_before = (0, 0)
-        for device_name, device in config.pole.devices.items():
-            if device.bus != name:
-                continue
-            profile = config.profile_of(device_name)
+        for device_name, device in context.devices_on(name).items():
+            profile = context.config.profile_of(device_name)
             if not isinstance(profile, Dlt645Profile):
                 raise TypeError(f"device {device_name} is on a DL/T 645 bus")
             address = (device.address or "").zfill(12)
             stale_after = device.poll_period_s * STALE_AFTER_PERIODS + bus.timeout_s
             for point, spec in profile.points.items():
-                table.register(device_name, point, spec.unit, stale_after)
+                context.table.register(device_name, point, spec.unit, stale_after)
             health = DeviceHealth(device_name, name, address, device.profile, device.offline_after)
             self._devices[device_name] = _Meter(
                 name=device_name, config=device, health=health, profile=profile, address=address
@@ -72,7 +89,7 @@ class Dlt645BusTask(PolledBus[_Meter]):
         if not self._client.is_open:
             await self._client.open()
 
-    def _disconnect(self) -> None:
+    async def _disconnect(self) -> None:
         self._client.close()
 
     def _outcome_of(self, exc: DriverError) -> Outcome:
@@ -102,3 +119,6 @@ class Dlt645BusTask(PolledBus[_Meter]):
                 quality = Quality.UNCERTAIN
                 device.health.suspect_values += 1
             self._table.update(device.name, point, value, quality)
+
+
+KIND = BusKind(name="dlt645", configs=(Dlt645Bus,), profile=Dlt645Profile, task=Dlt645BusTask)

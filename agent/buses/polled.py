@@ -1,9 +1,10 @@
-"""The life of a polled bus, whatever its protocol: connect, poll on schedule, survive.
+"""A bus whose devices are polled on a schedule, whatever its protocol.
 
 Subclasses say how to open the line and how to poll one device; this class owns the
-schedule, commands jumping the queue, retries, offline detection with low-rate probes, the
-counters, and the silence some lines need between frames. A dead device costs the bus one
-probe request per probe interval, never a timeout per poll period.
+schedule, commands jumping the queue, request retries, offline detection with low-rate
+probes, the counters, and the silence some lines need between frames. A dead device costs
+the bus one probe request per probe interval, never a timeout per poll period. Getting the
+line back after a failure is ``SupervisedBus``'s job.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from smartpole.agent.buses.base import CommandQueue
+from smartpole.agent.buses.supervised import SupervisedBus
 from smartpole.agent.config.pole import DeviceConfig
 from smartpole.agent.core.health import BusHealth, DeviceHealth, DeviceState, Outcome
 from smartpole.agent.core.points import PointTable
@@ -25,8 +26,6 @@ from smartpole.drivers.errors import (
     TransportError,
 )
 
-PORT_RETRY_MIN_S = 1.0
-PORT_RETRY_MAX_S = 30.0
 RETRY_BACKOFF_S = 0.02
 STALE_AFTER_PERIODS = 3
 T = TypeVar("T")
@@ -43,15 +42,13 @@ class PolledDevice:
 D = TypeVar("D", bound=PolledDevice)
 
 
-class PolledBus(Generic[D]):
+class PolledBus(SupervisedBus, Generic[D]):
     """Polls its devices until cancelled; survives every device or port failure."""
 
     def __init__(
         self, name: str, health: BusHealth, table: PointTable, *, retries: int, silence_s: float
     ) -> None:
-        self.name = name
-        self.health = health
-        self.commands = CommandQueue()
+        super().__init__(name, health)
         self._table = table
         self._retries = retries
         self._silence_s = silence_s
@@ -59,12 +56,6 @@ class PolledBus(Generic[D]):
         self._devices: dict[str, D] = {}
 
     # ----- what a protocol provides -----
-
-    async def _connect(self) -> None:
-        raise NotImplementedError
-
-    def _disconnect(self) -> None:
-        raise NotImplementedError
 
     async def _poll_device(self, device: D, *, probe: bool) -> None:
         """Read the device (``probe``: one cheap request only); raise DriverError on failure."""
@@ -86,39 +77,13 @@ class PolledBus(Generic[D]):
     def device_names(self) -> list[str]:
         return list(self._devices)
 
-    async def run(self) -> None:
-        if not self._devices:
-            return
-        retry_s = PORT_RETRY_MIN_S
-        try:
-            while True:
-                try:
-                    await self._connect()
-                except TransportError as exc:
-                    self._port_lost(str(exc))
-                    await self._serve_commands_for(retry_s)
-                    retry_s = min(retry_s * 2, PORT_RETRY_MAX_S)
-                    continue
-                retry_s = PORT_RETRY_MIN_S
-                self.health.connected()
-                try:
-                    await self._poll_forever()
-                except TransportError as exc:
-                    self._disconnect()
-                    self._port_lost(str(exc))
-        finally:
-            self._disconnect()
-
-    async def _serve_commands_for(self, seconds: float) -> None:
-        """While the port is down, commands fail fast instead of waiting for it."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            await self.commands.run_next(left)
-
-    def _port_lost(self, error: str) -> None:
-        self.health.unavailable(error)
+    def _link_lost(self, error: str) -> None:
+        super()._link_lost(error)
         for device in self._devices.values():
             self._table.mark_bad(device.name)
+
+    async def _serve(self) -> None:
+        await self._poll_forever()
 
     async def _poll_forever(self) -> None:
         start = time.monotonic()

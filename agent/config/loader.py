@@ -8,6 +8,7 @@ one round instead of one error per restart.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,18 +16,69 @@ from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from smartpole.agent.config.alarms import rule_problems
-from smartpole.agent.config.pole import BUS_PROTOCOL, PoleConfig, PoleMcuBus
+from smartpole.agent.config.buses import BusConfig, PointKinds
+from smartpole.agent.config.pole import PoleConfig, pole_model
 from smartpole.agent.config.power import power_rule_problems
 from smartpole.agent.config.yamlsource import YamlDocument, load_yaml
 from smartpole.agent.core.errors import ConfigError, Problem
-from smartpole.drivers.mcu.profile import point_kinds
 from smartpole.drivers.modbus.profile import ModbusProfile
-from smartpole.drivers.profile import PROFILE_MODELS, DeviceProfile, parse_profile
+from smartpole.drivers.schema import ProfileInfo
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class PoleSchema:
+    """What the loader needs to know of the bus protocols: the bus types a pole config may
+    have and the profile models their devices may have (``protocol`` tells them apart; a
+    profile without one is ``default_protocol``). The bus registry makes it from the
+    registered protocols, so the config tree never imports a bus task."""
+
+    buses: tuple[type[BusConfig], ...]
+    profiles: tuple[type[ProfileInfo], ...]
+    default_protocol: str = "modbus"
+
+    @property
+    def pole(self) -> type[PoleConfig]:
+        return pole_model(self.buses)
+
+    @functools.cached_property
+    def profile_models(self) -> dict[str, type[ProfileInfo]]:
+        return {tag_of(model, "protocol"): model for model in self.profiles}
+
+    @functools.cached_property
+    def bus_models(self) -> dict[str, type[BusConfig]]:
+        return {tag_of(model, "type"): model for model in self.buses}
+
+    @functools.cached_property
+    def _profile_adapter(self) -> TypeAdapter[ProfileInfo]:
+        union: Any = (
+            Annotated[Union[self.profiles], Field(discriminator="protocol")]  # noqa: UP007
+            if len(self.profiles) > 1
+            else self.profiles[0]
+        )
+        adapter: TypeAdapter[ProfileInfo] = TypeAdapter(union)
+        return adapter
+
+    def parse_profile(self, data: object) -> ProfileInfo:
+        """Validate raw profile data (a mapping from YAML); raises pydantic's
+        ValidationError."""
+        if isinstance(data, dict) and "protocol" not in data:
+            data = {**data, "protocol": self.default_protocol}
+        return self._profile_adapter.validate_python(data)
+
+
+def tag_of(model: type[BaseModel], field: str) -> str:
+    """The one value a model's ``Literal`` tag field takes (a bus's ``type``, a profile's
+    ``protocol``)."""
+    annotation = model.model_fields[field].annotation
+    values = get_args(annotation)
+    if len(values) != 1 or not isinstance(values[0], str):
+        raise TypeError(f"{model.__name__}.{field} must be one Literal string")
+    return values[0]
 
 
 @dataclass(frozen=True)
@@ -35,9 +87,9 @@ class LoadedConfig:
 
     path: Path
     pole: PoleConfig
-    profiles: Mapping[str, DeviceProfile]
+    profiles: Mapping[str, ProfileInfo]
 
-    def profile_of(self, device: str) -> DeviceProfile:
+    def profile_of(self, device: str) -> ProfileInfo:
         return self.profiles[self.pole.devices[device].profile]
 
     def modbus_profile_of(self, device: str) -> ModbusProfile:
@@ -48,17 +100,17 @@ class LoadedConfig:
         return profile
 
 
-def load_config(path: Path) -> LoadedConfig:
+def load_config(path: Path, schema: PoleSchema) -> LoadedConfig:
     """Load and check; raise ConfigError listing every problem in every file."""
     doc = load_yaml(path)
     problems = list(doc.problems)
-    pole, schema_problems = validate(doc, PoleConfig)
+    pole, schema_problems = validate(doc, schema.pole)
     problems += schema_problems
     raw = _mapping(doc.data)
     profiles_dir = Path(os.path.normpath(path.parent / str(raw.get("profiles_dir", "../profiles"))))
-    profiles, profile_problems = _load_profiles(doc, profiles_dir)
+    profiles, profile_problems = _load_profiles(doc, profiles_dir, schema)
     problems += profile_problems
-    problems += _check_references(doc, profiles)
+    problems += _check_references(doc, profiles, schema)
     if pole is not None and not problems and pole.lighting is not None:
         lamps = pole.lamps(
             lambda d: getattr(profiles[pole.devices[d].profile], "lease", None) is not None
@@ -85,15 +137,14 @@ def load_config(path: Path) -> LoadedConfig:
     return LoadedConfig(path, pole, profiles)
 
 
-def _points_of(
-    pole: PoleConfig, profiles: Mapping[str, DeviceProfile]
-) -> dict[str, dict[str, tuple[bool, bool]]]:
+def _points_of(pole: PoleConfig, profiles: Mapping[str, ProfileInfo]) -> dict[str, PointKinds]:
     """Every device's points as ``(is_bool, writable)``, for checks that name points."""
-    out: dict[str, dict[str, tuple[bool, bool]]] = {}
+    out: dict[str, PointKinds] = {}
     for name, device in pole.devices.items():
         bus = pole.buses.get(device.bus)
-        if isinstance(bus, PoleMcuBus):
-            out[name] = point_kinds(bus.relays)
+        named = bus.device_points() if bus is not None else None
+        if named is not None:
+            out[name] = named
             continue
         profile = profiles.get(device.profile)
         points = getattr(profile, "points", {}) if profile is not None else {}
@@ -104,10 +155,10 @@ def _points_of(
     return out
 
 
-def load_profile(path: Path) -> DeviceProfile:
+def load_profile(path: Path, schema: PoleSchema) -> ProfileInfo:
     """Load one profile file on its own (used by tests and the profile tools)."""
     doc = load_yaml(path)
-    profile, problems = _validate_profile(doc)
+    profile, problems = _validate_profile(doc, schema)
     problems = doc.problems + problems
     if profile is not None:
         problems += [doc.problem(loc, msg) for loc, msg in profile.cross_check()]
@@ -126,23 +177,26 @@ def validate(doc: YamlDocument, model: type[ModelT]) -> tuple[ModelT | None, lis
         return None, [_problem_from_error(doc, model, error) for error in exc.errors()]
 
 
-def _validate_profile(doc: YamlDocument) -> tuple[DeviceProfile | None, list[Problem]]:
+def _validate_profile(
+    doc: YamlDocument, schema: PoleSchema
+) -> tuple[ProfileInfo | None, list[Problem]]:
     """Profiles are a union picked by ``protocol``; errors are located without the tag."""
     if not isinstance(doc.data, dict):
         return None, [doc.problem((), "expected a mapping of keys at the top of the file")]
+    models = schema.profile_models
     try:
-        return parse_profile(doc.data), []
+        return schema.parse_profile(doc.data), []
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             if error["type"] == "union_tag_invalid":
-                known = ", ".join(PROFILE_MODELS)
+                known = ", ".join(models)
                 given = doc.data.get("protocol")
                 problems.append(doc.problem(("protocol",), f"unknown protocol {given!r} ({known})"))
                 continue
             tag, *loc = error["loc"]
             located = {**error, "loc": tuple(loc)}
-            problems.append(_problem_from_error(doc, PROFILE_MODELS[str(tag)], located))
+            problems.append(_problem_from_error(doc, models[str(tag)], located))
         return None, problems
 
 
@@ -172,9 +226,9 @@ def _problem_from_error(doc: YamlDocument, model: type[BaseModel], error: Any) -
 
 
 def _load_profiles(
-    doc: YamlDocument, profiles_dir: Path
-) -> tuple[dict[str, DeviceProfile], list[Problem]]:
-    profiles: dict[str, DeviceProfile] = {}
+    doc: YamlDocument, profiles_dir: Path, schema: PoleSchema
+) -> tuple[dict[str, ProfileInfo], list[Problem]]:
+    profiles: dict[str, ProfileInfo] = {}
     problems: list[Problem] = []
     devices = doc.data.get("devices") if isinstance(doc.data, dict) else None
     if not isinstance(devices, dict):
@@ -200,14 +254,16 @@ def _load_profiles(
             failed.add(name)
             continue
         try:
-            profiles[name] = load_profile(file)
+            profiles[name] = load_profile(file, schema)
         except ConfigError as exc:
             problems += exc.problems
             failed.add(name)
     return profiles, problems
 
 
-def _check_references(doc: YamlDocument, profiles: Mapping[str, DeviceProfile]) -> list[Problem]:
+def _check_references(
+    doc: YamlDocument, profiles: Mapping[str, ProfileInfo], schema: PoleSchema
+) -> list[Problem]:
     """Checks across sections and files, done on the raw data so they always run."""
     data = doc.data if isinstance(doc.data, dict) else {}
     buses = _mapping(data.get("buses"))
@@ -215,7 +271,7 @@ def _check_references(doc: YamlDocument, profiles: Mapping[str, DeviceProfile]) 
     taken: dict[tuple[object, str, str], str] = {}
     for key, settings in _mapping(data.get("devices")).items():
         if isinstance(settings, dict):
-            problems += _device_problems(doc, key, settings, buses, profiles, taken)
+            problems += _device_problems(doc, key, settings, buses, profiles, schema, taken)
     return problems
 
 
@@ -224,7 +280,8 @@ def _device_problems(
     key: str | int,
     settings: dict[str, Any],
     buses: dict[Any, Any],
-    profiles: Mapping[str, DeviceProfile],
+    profiles: Mapping[str, ProfileInfo],
+    schema: PoleSchema,
     taken: dict[tuple[object, str, str], str],
 ) -> list[Problem]:
     problems: list[Problem] = []
@@ -235,11 +292,11 @@ def _device_problems(
             doc.problem(("devices", key, "bus"), f"no bus named {bus!r} (buses: {known})")
         )
     bus_type = _mapping(buses.get(bus)).get("type") if isinstance(bus, str) else None
-    protocol = BUS_PROTOCOL.get(str(bus_type))
-    if protocol is None:
+    model = schema.bus_models.get(str(bus_type))
+    if model is None:
         return problems
     profile = profiles.get(str(settings.get("profile")))
-    if profile is not None and profile.protocol != protocol:
+    if profile is not None and profile.protocol != model.profile_protocol:
         problems.append(
             doc.problem(
                 ("devices", key, "profile"),
@@ -247,9 +304,11 @@ def _device_problems(
                 f"but bus {bus!r} is {bus_type}",
             )
         )
-    if protocol == "pole-mcu":
-        return problems + _mcu_device_problems(doc, key, settings, bus, taken)
-    needed = "unit_id" if protocol == "modbus" else "address"
+    addressing = model.addressing
+    needed = addressing.key
+    if needed is None:
+        what = addressing.what
+        return problems + _single_device_problems(doc, key, settings, bus, bus_type, what, taken)
     other_key = "address" if needed == "unit_id" else "unit_id"
     if settings.get(other_key) is not None:
         problems.append(
@@ -259,9 +318,11 @@ def _device_problems(
         )
     ident = settings.get(needed)
     if ident is None:
-        what = "a Modbus unit id" if needed == "unit_id" else f"a {bus_type} address"
-        return [*problems, doc.problem(("devices", key), f"{needed} is required: {what}")]
-    label = "unit id" if needed == "unit_id" else "address"
+        return [
+            *problems,
+            doc.problem(("devices", key), f"{needed} is required: {addressing.what}"),
+        ]
+    label = addressing.label
     other = taken.setdefault((bus, needed, str(ident).lstrip("0")), str(key))
     if other != str(key):
         problems.append(
@@ -270,34 +331,43 @@ def _device_problems(
                 f"{label} {ident} on bus {bus!r} is already used by device {other!r}",
             )
         )
-    limits = {"modbus-rtu": (1, 247), "pelco-d": (1, 255)}.get(str(bus_type))
-    if limits is not None and str(ident).isdigit() and not limits[0] <= int(ident) <= limits[1]:
+    low, high = addressing.low, addressing.high
+    if _outside(ident, low, high):
         problems.append(
             doc.problem(
                 ("devices", key, needed),
-                f"a {bus_type} {label} is {limits[0]} to {limits[1]} (got {ident})",
+                f"a {bus_type} {label} is {low} to {high} (got {ident})",
             )
         )
     return problems
 
 
-def _mcu_device_problems(
+def _outside(ident: object, low: int | None, high: int | None) -> bool:
+    """An address outside the bus type's range (only for types that have one)."""
+    if low is None or high is None or not str(ident).isdigit():
+        return False
+    return not low <= int(str(ident)) <= high
+
+
+def _single_device_problems(
     doc: YamlDocument,
     key: str | int,
     settings: dict[str, Any],
     bus: object,
+    bus_type: object,
+    what: str,
     taken: dict[tuple[object, str, str], str],
 ) -> list[Problem]:
-    """An MCU bus carries exactly one MCU, which has no address."""
+    """A bus that carries exactly one device, which has no address (the pole MCU)."""
     problems = [
-        doc.problem(("devices", key, name), f"{name} does not apply to a pole-mcu bus")
+        doc.problem(("devices", key, name), f"{name} does not apply to a {bus_type} bus")
         for name in ("unit_id", "address")
         if settings.get(name) is not None
     ]
-    other = taken.setdefault((bus, "mcu", ""), str(key))
+    other = taken.setdefault((bus, "single", ""), str(key))
     if other != str(key):
         problems.append(
-            doc.problem(("devices", key, "bus"), f"bus {bus!r} already carries the MCU {other!r}")
+            doc.problem(("devices", key, "bus"), f"bus {bus!r} already carries {what} {other!r}")
         )
     return problems
 

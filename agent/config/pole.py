@@ -1,20 +1,25 @@
-"""The typed shape of a pole configuration file (``configs/poles/*.yaml``).
+"""The typed shape of a pole configuration file (``configs/poles/*.yaml``): the root of the
+config tree, whose sections each have a module of their own here.
 
 Strict on purpose: unknown keys are errors, because a misspelt key that is silently ignored
 on a pole in the street becomes a wrong light schedule nobody notices.
+
+``PoleConfig`` says what every pole config has; ``pole_model`` makes the model that
+validates a file, with the ``buses`` union of the bus types the registry knows.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Self, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from smartpole.agent.config.alarms import AlarmRule
+from smartpole.agent.config.buses import BusConfig
 from smartpole.agent.config.cameras import CameraConfig
 from smartpole.agent.config.lighting import LightingConfig
-from smartpole.agent.config.mcu_bus import McuSettings
 from smartpole.agent.config.opcua import OpcUaConfig
 from smartpole.agent.config.power import PowerRule
 from smartpole.agent.config.site import SiteConfig
@@ -32,113 +37,6 @@ class PoleInfo(_Strict):
     id: Name = Field(description="unique in the city fleet; used in topics and logs")
     name: str = ""
     location: str = ""
-
-
-Baudrate = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200]
-
-
-class _SerialBus(_Strict):
-    """One RS-485 port; exactly one task owns it and all devices on it share it."""
-
-    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
-    baudrate: Baudrate = 9600
-    bytesize: Literal[7, 8] = 8
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    timeout_s: float = Field(0.5, gt=0, le=10, description="reply timeout per request")
-    frame_gap_ms: float = Field(
-        0.0, ge=0, le=1000, description="extra silence between frames for slow devices"
-    )
-    retries: int = Field(1, ge=0, le=5, description="retries of a failed request")
-
-    @property
-    def endpoint(self) -> str:
-        return self.port
-
-    def settings(self) -> str:
-        return f"{self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
-
-
-class ModbusRtuBus(_SerialBus):
-    type: Literal["modbus-rtu"]
-
-    def describe(self) -> str:
-        return f"Modbus RTU {self.settings()}"
-
-
-class Dlt645Bus(_SerialBus):
-    type: Literal["dlt645"]
-    baudrate: Baudrate = 2400
-    parity: Literal["N", "E", "O"] = "E"
-    timeout_s: float = Field(1.0, gt=0, le=10)
-
-    def describe(self) -> str:
-        return f"DL/T 645-2007 {self.settings()}"
-
-
-class PelcoDBus(_SerialBus):
-    type: Literal["pelco-d"]
-    baudrate: Baudrate = 2400
-
-    def describe(self) -> str:
-        return f"Pelco-D {self.settings()}"
-
-
-class PoleMcuBus(_SerialBus, McuSettings):
-    """The UART to the cabinet MCU (firmware-bridge/PROTOCOL.md); one MCU per bus."""
-
-    type: Literal["pole-mcu"]
-    baudrate: Baudrate = 115200
-    timeout_s: float = Field(
-        1.0, gt=0, le=10, description="deadline of one request, its resends included"
-    )
-
-    def describe(self) -> str:
-        return f"pole MCU bridge {self.settings()}"
-
-
-class _TcpBus(_Strict):
-    host: str = Field(min_length=1)
-    port: int = Field(502, ge=1, le=65535)
-    timeout_s: float = Field(1.0, gt=0, le=30, description="reply timeout per request")
-    frame_gap_ms: float = Field(0.0, ge=0, le=1000)
-    retries: int = Field(1, ge=0, le=5)
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-class ModbusTcpBus(_TcpBus):
-    """A Modbus TCP endpoint; devices behind it are told apart by unit id."""
-
-    type: Literal["modbus-tcp"]
-
-    def describe(self) -> str:
-        return "Modbus TCP"
-
-
-class ModbusRtuOverTcpBus(_TcpBus):
-    """Raw RTU frames through a serial-to-Ethernet gateway in transparent mode."""
-
-    type: Literal["modbus-rtu-over-tcp"]
-
-    def describe(self) -> str:
-        return "Modbus RTU over TCP"
-
-
-Bus = Annotated[
-    ModbusRtuBus | ModbusTcpBus | ModbusRtuOverTcpBus | Dlt645Bus | PelcoDBus | PoleMcuBus,
-    Field(discriminator="type"),
-]
-BUS_PROTOCOL = {
-    "modbus-rtu": "modbus",
-    "modbus-tcp": "modbus",
-    "modbus-rtu-over-tcp": "modbus",
-    "dlt645": "dlt645",
-    "pelco-d": "pelco-d",
-    "pole-mcu": "pole-mcu",
-}
 
 
 class DeviceConfig(_Strict):
@@ -167,7 +65,9 @@ class PoleConfig(_Strict):
     profiles_dir: str = Field(
         "../profiles", description="folder of device profiles, relative to this file"
     )
-    buses: dict[Name, Bus] = Field(min_length=1)
+    buses: dict[Name, BusConfig] = Field(
+        min_length=1, description="bus name -> one of the registered bus types (pole_model)"
+    )
     devices: dict[Name, DeviceConfig] = Field(min_length=1)
     alarms: dict[str, AlarmRule] = Field(
         default_factory=dict, description="alarm kind -> thresholds, sources and actions"
@@ -194,3 +94,17 @@ class PoleConfig(_Strict):
     def lamps(self, has_lease: Callable[[str], bool]) -> list[str]:
         """Devices the lighting controller drives: those whose profile leases a level."""
         return [name for name in self.devices if has_lease(name)]
+
+
+@functools.cache
+def pole_model(bus_models: tuple[type[BusConfig], ...]) -> type[PoleConfig]:
+    """``PoleConfig`` whose ``buses`` accept exactly these bus types, told apart by ``type``."""
+    if not bus_models:
+        raise ValueError("no bus types registered")
+    member: Any = (
+        Annotated[Union[bus_models], Field(discriminator="type")]  # noqa: UP007
+        if len(bus_models) > 1
+        else bus_models[0]
+    )
+    buses: Any = (dict[Name, member], Field(min_length=1))
+    return create_model("PoleConfig", __base__=PoleConfig, buses=buses)

@@ -121,6 +121,7 @@ class LightingController:
         self._overrides: dict[str, Override] = self._load_overrides()
         self._forced_off: dict[str, str] = {}
         self.state: dict[str, LampState] = {lamp: LampState() for lamp in self.lamps}
+        self._pushing = asyncio.Lock()  # a tick and an apply never push one lamp at once
 
     # ----- decisions -----
 
@@ -202,14 +203,26 @@ class LightingController:
     async def tick(self) -> None:
         """Push every lamp whose target changed or whose lease needs refreshing."""
         for lamp in self.lamps:
-            state = self.state[lamp]
-            target = self.target(lamp)
-            changed = target.level != state.level
-            due = state.pushed_at is None or (
-                self._clock.monotonic() - state.pushed_at >= self._refresh_s
-            )
-            if not (changed or due):
-                continue
+            async with self._pushing:
+                await self._tick_lamp(lamp)
+
+    async def apply(self, lamp: str) -> dict[str, object]:
+        """Push ``lamp``'s target now rather than at the next tick (an override was just
+        set) and return its state as ``status`` shows it."""
+        if lamp not in self.state:
+            raise KeyError(lamp)
+        async with self._pushing:
+            await self._tick_lamp(lamp)
+        return self._status_of(lamp)
+
+    async def _tick_lamp(self, lamp: str) -> None:
+        state = self.state[lamp]
+        target = self.target(lamp)
+        changed = target.level != state.level
+        due = state.pushed_at is None or (
+            self._clock.monotonic() - state.pushed_at >= self._refresh_s
+        )
+        if changed or due:
             await self._push(lamp, state, target, changed=changed)
 
     async def _push(self, lamp: str, state: LampState, target: Target, *, changed: bool) -> None:
@@ -262,23 +275,21 @@ class LightingController:
         self._file.write({lamp: asdict(o) for lamp, o in self._overrides.items()})
 
     def status(self) -> list[dict[str, object]]:
-        out: list[dict[str, object]] = []
-        for lamp in self.lamps:
-            state, target = self.state[lamp], self.target(lamp)
-            override = self._overrides.get(lamp)
-            out.append(
-                {
-                    "lamp": lamp,
-                    "target": target.level,
-                    "source": target.source,
-                    "reason": target.reason,
-                    "pushed_level": state.level,
-                    "pushed_age_s": None
-                    if state.pushed_at is None
-                    else round(self._clock.monotonic() - state.pushed_at, 1),
-                    "override": None if override is None else asdict(override),
-                    "forced_off": self._forced_off.get(lamp),
-                    "last_error": state.last_error,
-                }
-            )
-        return out
+        return [self._status_of(lamp) for lamp in self.lamps]
+
+    def _status_of(self, lamp: str) -> dict[str, object]:
+        state, target = self.state[lamp], self.target(lamp)
+        override = self._overrides.get(lamp)
+        return {
+            "lamp": lamp,
+            "target": target.level,
+            "source": target.source,
+            "reason": target.reason,
+            "pushed_level": state.level,
+            "pushed_age_s": None
+            if state.pushed_at is None
+            else round(self._clock.monotonic() - state.pushed_at, 1),
+            "override": None if override is None else asdict(override),
+            "forced_off": self._forced_off.get(lamp),
+            "last_error": state.last_error,
+        }

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from smartpole.agent.config.loader import load_config, load_profile
+from smartpole.agent.buses.registry import load_config, load_profile
 from smartpole.agent.config.pole import NamePattern
 from smartpole.agent.core.errors import ConfigError, UsageError
 from smartpole.agent.technician.frames import (

@@ -31,9 +31,14 @@ class _Strict(BaseModel):
 
 
 class SetLevelArgs(_Strict):
+    """A lamp's level. On a lamp the lighting controller manages it is an override that
+    holds ``duration_s`` (an hour when not given); elsewhere (an MCU's own level, a lamp
+    without a lease) ``point`` is written."""
+
     lamp: Ident
     level: Level
     point: Ident = "dim_level"  # an MCU lamp channel calls it "level"
+    duration_s: float | None = Field(None, gt=0, le=MAX_OVERRIDE_S, allow_inf_nan=False)
 
 
 class OverrideArgs(_Strict):

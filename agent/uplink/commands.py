@@ -318,22 +318,22 @@ class CommandProcessor:
     async def _dispatch(self, args: BaseModel, actor: str) -> object:
         run = self._executor
         match args:
-            case schema.SetLevelArgs(lamp=lamp, level=level, point=point):
-                return await run.write_point(lamp, point, level, actor)
+            case schema.SetLevelArgs(lamp=lamp, level=level, point=point, duration_s=hold):
+                return await run.set_level(lamp, level, actor, point=point, duration_s=hold)
             case schema.OverrideArgs(lamp=lamp, level=level, duration_s=duration_s):
                 return await run.override(lamp, level, duration_s, actor)
             case schema.LampArgs(lamp=lamp):
                 return await run.clear_override(lamp, actor)
             case schema.RelayArgs(device=device, point=point, on=on):
-                return await run.write_point(device, point, on, actor)
+                return await run.relay(device, point, on, actor)
             case schema.DeviceArgs(device=device):
                 return await run.power_cycle(device, actor)
             case schema.PtzArgs(device=device, preset=preset):
                 return await run.ptz(device, preset, actor)
             case schema.AlarmArgs(alarm_id=alarm_id):
-                return await run.ack_alarm(alarm_id, actor)
+                return await run.reset_alarm(alarm_id, actor)
             case schema.NoArgs():
-                return await run.report_now()
+                return await run.report_now(actor)
         raise AssertionError(f"no dispatch for {type(args).__name__}")  # pragma: no cover
 
     def _refuse(
@@ -360,7 +360,7 @@ class CommandProcessor:
                 actor,
                 command,
                 _target(command, args),
-                args.model_dump(),
+                args.model_dump(exclude_none=True),
                 ok=result["status"] == "ok",
                 read_back=result["result"],
                 error=None if error is None else f"{result['reason']}: {error}",

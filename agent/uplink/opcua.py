@@ -139,6 +139,11 @@ class OpcUaServer:
         self.methods = CommandMethods(command, timeout_s=config.method_timeout_s)
         self.conditions: AlarmConditions | None = None
 
+    def accept_commands(self, command: CommandCallback) -> None:
+        """Where the command methods go (the command processor); before the server starts."""
+        self.command = command
+        self.methods.command = command
+
     async def __aenter__(self) -> Self:
         server, config = self.server, self.config
         await server.init()

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from smartpole.drivers.schema import Location, ProfileInfo
+from smartpole.drivers.schema import ProfileInfo
 
 # The MCU's readings as points of its device. The alarm rules in a pole config name them
 # (``mcu.door_open``, ``mcu.leakage``), so they are part of the config's vocabulary, like a
@@ -55,6 +55,3 @@ class McuProfile(ProfileInfo):
         1, ge=1, description="version of the bridge protocol's command dictionary it serves"
     )
     relays: int = Field(8, ge=1, le=8, description="relay channels the MCU switches")
-
-    def cross_check(self) -> list[tuple[Location, str]]:
-        return []

@@ -1,8 +1,8 @@
 """The Modbus point: where one value lives on the wire and how its registers decode.
 
-Split from ``smartpole.drivers.profile`` so that the point model (register kinds, data
-types, orders, scale, write targets and their checks) is one module the codec, the read
-planner and the bus can depend on without the rest of the profile schema.
+The point model (register kinds, data types, orders, scale, write targets and their checks)
+is one module the codec, the read planner and the bus can depend on without the rest of the
+profile schema.
 ``smartpole.drivers.modbus.profile`` builds the device profile from these points.
 """
 

@@ -1,10 +1,10 @@
 """The typed shape of a Modbus device profile, beyond its points.
 
-Split from ``smartpole.drivers.profile`` so that each protocol's schema lives with its
-driver (like ``dlt645.profile`` and ``pelco_d.profile``): read limits and refused areas,
-readdressing registers, factory line settings, setpoint leases, simulation and the manual's
-test vectors, and the cross-checks between those sections. The points themselves are in
-``smartpole.drivers.modbus.points``; ``smartpole.drivers.profile`` joins the protocols.
+Each protocol's schema lives with its driver (like ``dlt645.profile`` and
+``pelco_d.profile``): read limits and refused areas, readdressing registers, factory line
+settings, setpoint leases, simulation and the manual's test vectors, and the cross-checks
+between those sections. The points themselves are in ``smartpole.drivers.modbus.points``;
+the agent's bus registry joins the protocols' profiles into one union.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The task that owns one Pelco-D bus of PTZ cameras.
+"""Pelco-D PTZ cameras as a bus protocol: the bus config, the task that owns one such bus,
+and the declaration that registers both.
 
 Pelco-D has nothing to poll, so a camera's health comes from position queries where the
 camera supports them; commands (go to preset, stop) jump the queue like any other, and
@@ -8,19 +9,34 @@ each is audited with the position read back afterwards.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
+from smartpole.agent.buses.capabilities import Ptz
+from smartpole.agent.buses.kind import BusContext, BusKind
 from smartpole.agent.buses.polled import PolledBus, PolledDevice
-from smartpole.agent.config.loader import LoadedConfig
-from smartpole.agent.config.pole import PelcoDBus
-from smartpole.agent.core.audit import AuditLog, AuditRecord
+from smartpole.agent.config.buses import Addressing, Baudrate, SerialBusConfig
+from smartpole.agent.core.audit import AuditRecord
 from smartpole.agent.core.errors import UsageError
 from smartpole.agent.core.health import BusHealth, DeviceHealth
-from smartpole.agent.core.points import PointTable, Quality
+from smartpole.agent.core.points import Quality
 from smartpole.drivers.errors import DriverError
 from smartpole.drivers.pelco_d.client import PelcoDClient
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
 
 POSITION_POINTS = {"pan": "°", "tilt": "°"}
+
+
+class PelcoDBus(SerialBusConfig):
+    """An RS-485 line of Pelco-D cameras, told apart by their camera address (1-255)."""
+
+    addressing: ClassVar = Addressing("address", "a pelco-d address", 1, 255)
+    profile_protocol: ClassVar = "pelco-d"
+
+    type: Literal["pelco-d"]
+    baudrate: Baudrate = 2400
+
+    def describe(self) -> str:
+        return f"Pelco-D {self.settings()}"
 
 
 @dataclass(kw_only=True)
@@ -30,22 +46,18 @@ class _Camera(PolledDevice):
 
 
 class PelcoDBusTask(PolledBus[_Camera]):
-    def __init__(
-        self, name: str, bus: PelcoDBus, config: LoadedConfig, table: PointTable, audit: AuditLog
-    ) -> None:
+    def __init__(self, name: str, bus: PelcoDBus, context: BusContext) -> None:
         super().__init__(
             name,
             BusHealth(name, bus.endpoint, bus.describe()),
-            table,
+            context.table,
             retries=bus.retries,
             silence_s=0.0,
         )
-        self._audit = audit
+        self._audit = context.audit
         profiles: dict[int, PelcoDProfile] = {}
-        for device_name, device in config.pole.devices.items():
-            if device.bus != name:
-                continue
-            profile = config.profile_of(device_name)
+        for device_name, device in context.devices_on(name).items():
+            profile = context.config.profile_of(device_name)
             if not isinstance(profile, PelcoDProfile):
                 raise TypeError(f"device {device_name} is on a Pelco-D bus")
             address = int(device.address or "1")
@@ -55,7 +67,7 @@ class PelcoDBusTask(PolledBus[_Camera]):
             )
             if profile.supports_position_query:
                 for point, unit in POSITION_POINTS.items():
-                    table.register(
+                    context.table.register(
                         device_name, point, unit, device.poll_period_s * 3 + bus.timeout_s
                     )
             self._devices[device_name] = _Camera(
@@ -81,7 +93,7 @@ class PelcoDBusTask(PolledBus[_Camera]):
         if not self._client.is_open:
             self._client.open()
 
-    def _disconnect(self) -> None:
+    async def _disconnect(self) -> None:
         self._client.close()
 
     async def _poll_device(self, device: _Camera, *, probe: bool) -> None:
@@ -124,3 +136,12 @@ class PelcoDBusTask(PolledBus[_Camera]):
             self._store(camera, position)
         self._audit.record(record)
         return record.read_back
+
+
+KIND = BusKind(
+    name="pelco-d",
+    configs=(PelcoDBus,),
+    profile=PelcoDProfile,
+    task=PelcoDBusTask,
+    capabilities=frozenset({Ptz}),
+)

@@ -1,4 +1,5 @@
-"""What a pole config says about the cabinet MCU: its watchdog, fallback and safety limits.
+"""The ``pole-mcu`` entry of ``buses:``: the cabinet MCU's watchdog, fallback and safety
+limits, and the configuration the MCU is given from them.
 
 These settings become the MCU's configuration (firmware-bridge/PROTOCOL.md section 4). The
 MCU keeps applying them when the agent is dead, so they are the pole's last line of safety:
@@ -9,9 +10,13 @@ configuration (by its CRC) every time it connects.
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from smartpole.agent.config.buses import Addressing, Baudrate, PointKinds, SerialBusConfig
+from smartpole.drivers.mcu.config import McuConfig, RelayConfig, ScheduleStep
+from smartpole.drivers.mcu.profile import point_kinds
 
 RelayName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=32)]
 
@@ -92,3 +97,47 @@ class McuSettings(_Strict):
         if len(set(minutes)) != len(minutes):
             raise ValueError("two schedule steps at the same time")
         return self
+
+
+class PoleMcuBus(SerialBusConfig, McuSettings):
+    """The UART to the cabinet MCU (firmware-bridge/PROTOCOL.md); one MCU per bus."""
+
+    addressing: ClassVar = Addressing(None, "the MCU")
+    profile_protocol: ClassVar = "pole-mcu"
+
+    type: Literal["pole-mcu"]
+    baudrate: Baudrate = 115200
+    timeout_s: float = Field(
+        1.0, gt=0, le=10, description="deadline of one request, its resends included"
+    )
+
+    def describe(self) -> str:
+        return f"pole MCU bridge {self.settings()}"
+
+    def device_points(self) -> PointKinds:
+        return point_kinds(self.relays)
+
+
+def mcu_config(bus: PoleMcuBus) -> McuConfig:
+    """The configuration the MCU must hold for this bus; its CRC is checked at connect."""
+    mask = 0
+    for name in bus.leakage_cuts:
+        mask |= 1 << (bus.relays[name].channel - 1)
+    return McuConfig(
+        relays=[
+            RelayConfig(
+                channel=relay.channel,
+                default_on=relay.default_on,
+                max_duration_ms=round(relay.lease_s * 1000),
+            )
+            for relay in sorted(bus.relays.values(), key=lambda r: r.channel)
+        ],
+        heartbeat_ms=round(bus.fallback_after_s * 1000),
+        fallback_level=bus.fallback_level,
+        lease_ms=round(bus.level_lease_s * 1000),
+        schedule=[ScheduleStep(minute=step.minute, level=step.level) for step in bus.schedule],
+        leakage_trip_ua=round(bus.leakage_trip_ma * 1000),
+        leakage_relay_mask=mask,
+        tilt_cdeg=round(bus.tilt_limit_deg * 100),
+        impact_mg=round(bus.impact_limit_g * 1000),
+    )

@@ -14,17 +14,13 @@ from typing import TypeVar
 
 import structlog
 
-from smartpole.agent.buses.base import CommandQueue
+from smartpole.agent.buses.kind import BusContext
+from smartpole.agent.buses.modbus.config import ModbusBus, ModbusRtuBus, ModbusTcpBus
 from smartpole.agent.buses.polled import STALE_AFTER_PERIODS, PolledBus, PolledDevice
-from smartpole.agent.config.loader import LoadedConfig
-from smartpole.agent.config.pole import (
-    ModbusRtuBus,
-    ModbusRtuOverTcpBus,
-    ModbusTcpBus,
-)
-from smartpole.agent.core.audit import AuditLog, AuditRecord
+from smartpole.agent.buses.queue import CommandQueue
+from smartpole.agent.core.audit import AuditRecord
 from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
-from smartpole.agent.core.points import PointTable, Quality
+from smartpole.agent.core.points import Quality
 from smartpole.drivers.errors import (
     CodecError,
     DeviceExceptionError,
@@ -53,7 +49,6 @@ _Slot = tuple[str, int, codec.PointDecoder, PointSpec | None]
 
 log = structlog.get_logger("smartpole.bus")
 
-ModbusBus = ModbusRtuBus | ModbusTcpBus | ModbusRtuOverTcpBus
 T = TypeVar("T")
 
 _FAULT_OUTCOME = {
@@ -118,29 +113,25 @@ def endpoint_of(bus: ModbusBus) -> Endpoint:
 class ModbusBusTask(PolledBus[_Device]):
     """One Modbus bus: block reads by plan, refusals learnt, writes with read-back."""
 
-    def __init__(
-        self, name: str, bus: ModbusBus, config: LoadedConfig, table: PointTable, audit: AuditLog
-    ) -> None:
+    def __init__(self, name: str, bus: ModbusBus, context: BusContext) -> None:
         # RTU frames end with 3.5 characters of silence; a master that talks sooner makes
         # slow devices merge two frames. TCP needs none; frame_gap_ms adds to either.
         gap = frame_gap_s(bus.baudrate) if isinstance(bus, ModbusRtuBus) else 0.0
         super().__init__(
             name,
             BusHealth(name, bus.endpoint, bus.describe()),
-            table,
+            context.table,
             retries=bus.retries,
             silence_s=gap + bus.frame_gap_ms / 1000,
         )
         self._bus = bus
-        self._audit = audit
+        self._audit = context.audit
         self._client: ModbusClient | None = None
-        for device_name, device in config.pole.devices.items():
-            if device.bus != name:
-                continue
-            profile = config.modbus_profile_of(device_name)
+        for device_name, device in context.devices_on(name).items():
+            profile = context.config.modbus_profile_of(device_name)
             stale_after = device.poll_period_s * STALE_AFTER_PERIODS + bus.timeout_s
             for point, spec in profile.points.items():
-                table.register(device_name, point, spec.unit, stale_after)
+                context.table.register(device_name, point, spec.unit, stale_after)
             unit_id = device.unit_id if device.unit_id is not None else 1
             health = DeviceHealth(
                 device_name, name, f"unit {unit_id}", device.profile, device.offline_after
@@ -167,7 +158,7 @@ class ModbusBusTask(PolledBus[_Device]):
             self._client = ModbusClient(endpoint_of(self._bus), timeout_s=self._bus.timeout_s)
         await self._client.connect()
 
-    def _disconnect(self) -> None:
+    async def _disconnect(self) -> None:
         if self._client is not None:
             self._client.close()
 

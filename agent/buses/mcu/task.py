@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from smartpole.agent.buses.base import CommandQueue
-from smartpole.agent.buses.mcu_points import mcu_config
-from smartpole.agent.config.loader import LoadedConfig
-from smartpole.agent.config.pole import PoleMcuBus
-from smartpole.agent.core.audit import AuditLog, AuditRecord
-from smartpole.agent.core.clock import clock_is_synchronised
+from smartpole.agent.buses.capabilities import EventListener
+from smartpole.agent.buses.kind import BusContext
+from smartpole.agent.buses.mcu.config import PoleMcuBus, mcu_config
+from smartpole.agent.buses.queue import CommandQueue
+from smartpole.agent.core.audit import AuditRecord
 from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
-from smartpole.agent.core.points import PointTable, Quality
+from smartpole.agent.core.points import Quality
 from smartpole.drivers.errors import (
     DeviceTimeoutError,
     DriverError,
@@ -46,7 +44,6 @@ log = structlog.get_logger("smartpole.mcu")
 PORT_RETRY_MIN_S = 1.0
 PORT_RETRY_MAX_S = 30.0
 IMPACT_HOLD_S = 2.0  # an impact reading stays this long, so a poll-rate alarm sees it
-EventListener = Callable[[McuEvent], None]
 # Events that tell a point's new value before the next poll would.
 _EVENT_POINTS: dict[EventKind, tuple[str, bool]] = {
     EventKind.DOOR_OPEN: ("door_open", True),
@@ -63,24 +60,16 @@ _EVENT_POINTS: dict[EventKind, tuple[str, bool]] = {
 class McuBusTask:
     """One MCU on one UART; survives a dead port, a silent or resetting MCU."""
 
-    def __init__(
-        self,
-        name: str,
-        bus: PoleMcuBus,
-        config: LoadedConfig,
-        table: PointTable,
-        audit: AuditLog,
-        *,
-        clock_trusted: Callable[[], bool] = clock_is_synchronised,
-    ) -> None:
+    def __init__(self, name: str, bus: PoleMcuBus, context: BusContext) -> None:
         self.name = name
         self.bus = bus
         self.health = BusHealth(name, bus.port, bus.describe())
         self.commands = CommandQueue()
-        self._table = table
-        self._audit = audit
-        self._clock_trusted = clock_trusted
-        self._zone = ZoneInfo(config.pole.site.timezone) if config.pole.site else None
+        self._table = table = context.table
+        self._audit = context.audit
+        self._clock_trusted = context.clock_trusted
+        site = context.config.pole.site
+        self._zone = ZoneInfo(site.timezone) if site is not None else None
         self._config = mcu_config(bus)
         self._client: McuClient | None = None
         self._desired: dict[str, bool | int] = {}
@@ -89,12 +78,12 @@ class McuBusTask:
         self._resume = False
         self._fallback = False
         self.last_status: McuStatus | None = None
-        self.event_listeners: list[EventListener] = []
-        devices = [n for n, d in config.pole.devices.items() if d.bus == name]
+        self._event_listeners: list[EventListener] = []
+        devices = list(context.devices_on(name))
         self._poll_period_s = 1.0
         self._device: DeviceHealth | None = None
         if devices:
-            device = config.pole.devices[devices[0]]
+            device = context.config.pole.devices[devices[0]]
             self._poll_period_s = device.poll_period_s
             self._device = DeviceHealth(
                 devices[0], name, "mcu", device.profile, device.offline_after
@@ -124,6 +113,10 @@ class McuBusTask:
                 "events as the MCU pushes or announces them",
             ]
         }
+
+    def add_event_listener(self, listener: EventListener) -> None:
+        """``listener`` gets every new MCU event once, on the loop; it must not block."""
+        self._event_listeners.append(listener)
 
     def diagnostics(self) -> dict[str, object]:
         """The link's and the MCU's state for ``smartpole diag mcu``."""
@@ -322,7 +315,7 @@ class McuBusTask:
         if event.kind is EventKind.IMPACT:
             self._impact_at = time.monotonic()
             self._update("impact", event.value / 1000)
-        for listener in self.event_listeners:
+        for listener in self._event_listeners:
             listener(event)
 
     # ----- health -----

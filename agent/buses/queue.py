@@ -1,4 +1,4 @@
-"""What every bus task shares: commands that jump the polling queue, and the schedule.
+"""Commands that jump a bus's polling queue.
 
 A bus is half duplex, so everything that uses it, polls and commands alike, goes through
 the one task that owns it. Commands wait at most for the request on the wire to finish.
@@ -10,9 +10,7 @@ import asyncio
 import heapq
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from smartpole.agent.core.health import BusHealth, DeviceHealth
+from typing import Any
 
 Job = Callable[[], Awaitable[Any]]
 
@@ -86,20 +84,3 @@ class CommandQueue:
 def _wake(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
-
-
-class BusTask(Protocol):
-    """The face every bus task shows the daemon, the API and the diagnostics."""
-
-    name: str
-    health: BusHealth
-    commands: CommandQueue
-
-    @property
-    def devices(self) -> list[DeviceHealth]: ...
-
-    def device_names(self) -> list[str]: ...
-
-    def read_plan(self) -> dict[str, object]: ...
-
-    async def run(self) -> None: ...

@@ -1,0 +1,22 @@
+"""The cabinet MCU behind the firmware bridge as one bus protocol of the agent.
+
+The bus config and the MCU configuration made from it (``config.py``); the task that keeps
+the MCU convinced the agent is alive and carries out writes (``task.py``); its events on
+their way to the outbox (``events.py``).
+"""
+
+from __future__ import annotations
+
+from smartpole.agent.buses.capabilities import Diagnosable, EventSource, Readable, Writable
+from smartpole.agent.buses.kind import BusKind
+from smartpole.agent.buses.mcu.config import PoleMcuBus
+from smartpole.agent.buses.mcu.task import McuBusTask
+from smartpole.drivers.mcu.profile import McuProfile
+
+KIND = BusKind(
+    name="pole-mcu",
+    configs=(PoleMcuBus,),
+    profile=McuProfile,
+    task=McuBusTask,
+    capabilities=frozenset({Readable, Writable, Diagnosable, EventSource}),
+)

@@ -1,0 +1,224 @@
+"""One pole's agent, assembled: the only place that creates and wires its components.
+
+Read ``_assemble`` top to bottom for the whole pole, in the order a reading travels:
+point table, outbox, buses (which register their points; last values are restored then),
+control, cameras, telemetry and MQTT uplink, OPC UA, then the
+typed operations every door uses, the command processor that authorises platform commands,
+and the local API. Teardown is the reverse, by one exit stack. ``tasks`` lists what runs
+while the pole is up; the daemon (``daemon.py``) runs them and owns the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import structlog
+
+from smartpole.agent.api import SOCKET_NAME, ApiServer
+from smartpole.agent.api_methods import handlers
+from smartpole.agent.buses.bus_set import BusSet
+from smartpole.agent.buses.capabilities import EventSource
+from smartpole.agent.buses.kind import BusContext
+from smartpole.agent.buses.mcu.events import recorder
+from smartpole.agent.buses.registry import BusRegistry, registry
+from smartpole.agent.cameras import Cameras
+from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.control.pole import PoleControl
+from smartpole.agent.core.audit import AuditLog
+from smartpole.agent.core.health import DeviceState
+from smartpole.agent.core.outbox import Outbox
+from smartpole.agent.core.points import PointTable
+from smartpole.agent.operations import PoleOperations, StatusSource
+from smartpole.agent.state import PointStore
+from smartpole.agent.uplink.commands import CommandProcessor
+from smartpole.agent.uplink.mqtt import MqttUplink
+from smartpole.agent.uplink.telemetry import TelemetryReporter
+
+if TYPE_CHECKING:
+    from smartpole.agent.uplink.opcua import OpcUaServer
+
+log = structlog.get_logger("smartpole.pole")
+
+Task = Callable[[], Coroutine[Any, Any, None]]
+
+
+class Pole:
+    """``async with Pole(...) as pole:`` everything is created, opened and serving its API;
+    ``pole.tasks()`` is what must run. See the module docstring for the order."""
+
+    def __init__(
+        self,
+        config: LoadedConfig,
+        *,
+        state_dir: Path,
+        runtime_dir: Path,
+        clock_trusted: Callable[[], bool],
+        kinds: BusRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.socket_path = runtime_dir / SOCKET_NAME
+        self.started_at = time.time()
+        self._clock_trusted = clock_trusted
+        self._registry = kinds or registry()
+        self._stack = contextlib.AsyncExitStack()
+        self.table = PointTable()
+        self.store = PointStore(state_dir)
+        self.audit = AuditLog(state_dir)
+        self.restored = 0
+        # Created in __aenter__, in this order.
+        self.outbox: Outbox
+        self.buses: BusSet
+        self.control: PoleControl
+        self.cameras: Cameras
+        self.telemetry: TelemetryReporter | None = None
+        self.uplink: MqttUplink | None = None
+        self.opcua_status: StatusSource | None = None
+        self.operations: PoleOperations
+        self.commands: CommandProcessor | None = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._assemble(self._stack)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._stack.aclose()
+        finally:
+            self.store.flush(self.table)
+
+    async def _assemble(self, stack: contextlib.AsyncExitStack) -> None:
+        config, pole = self.config, self.config.pole
+        self.outbox = stack.enter_context(self._open_outbox())
+        self.buses = self._registry.create_buses(
+            BusContext(config, self.table, self.audit, self._clock_trusted)
+        )
+        # The buses registered their points: last values from before a restart, as stale.
+        self.restored = self.store.restore(self.table)
+        self.control = stack.enter_context(
+            PoleControl(
+                config,
+                self.table,
+                self.outbox,
+                write=self.buses.write_point,
+                device_state=self._device_state,
+                state_dir=self.state_dir,
+                audit=self.audit,
+                clock_trusted=self._clock_trusted,
+            )
+        )
+        self.cameras = Cameras(pole.cameras, config.path.parent, self.outbox)
+        for source in self.buses.offering(EventSource):
+            source.add_event_listener(recorder(self.outbox))
+        if pole.uplink is not None:
+            self.uplink = MqttUplink(
+                pole.uplink, pole_id=pole.pole.id, outbox=self.outbox, base_dir=config.path.parent
+            )
+            if pole.uplink.telemetry.enabled:
+                self.telemetry = TelemetryReporter(
+                    pole.uplink.telemetry, self.table, self.outbox, notify=self.uplink.notify
+                )
+                self.telemetry.start()
+                stack.callback(self.telemetry.flush)  # queued changes go to the outbox
+        opcua = self._opcua()
+        self.operations = PoleOperations(
+            config,
+            table=self.table,
+            store=self.store,
+            audit=self.audit,
+            outbox=self.outbox,
+            buses=self.buses,
+            control=self.control,
+            cameras=self.cameras,
+            uplink=self.uplink,
+            telemetry=self.telemetry,
+            opcua=opcua.status if opcua is not None else None,
+            started_at=self.started_at,
+        )
+        self.commands = self._command_processor()
+        if self.uplink is not None:
+            self.uplink.commands = self.commands
+        if opcua is not None:
+            opcua.accept_commands(self.commands.submit if self.commands else _no_commands)
+            await stack.enter_async_context(opcua)
+        await stack.enter_async_context(ApiServer(self.socket_path, handlers(self.operations)))
+
+    def tasks(self) -> dict[str, Task]:
+        """What runs while the pole is up, by task name."""
+        tasks: dict[str, Task] = {f"bus:{bus.name}": bus.run for bus in self.buses}
+        tasks.update(self.control.tasks())
+        if self.cameras.workers:
+            tasks["cameras"] = self.cameras.run
+        if self.uplink is not None:
+            tasks["uplink"] = self.uplink.run
+        if self.telemetry is not None:
+            tasks["telemetry"] = self.telemetry.run
+        return tasks
+
+    # ----- wiring -----
+
+    def _open_outbox(self) -> Outbox:
+        uplink = self.config.pole.uplink
+        limits = uplink.outbox if uplink is not None else None
+        return Outbox(
+            self.state_dir,
+            max_bytes=limits.max_bytes if limits is not None else None,
+            max_age_s=limits.max_age_s if limits is not None else None,
+        )
+
+    def _device_state(self, device: str) -> tuple[str, float]:
+        """A device's state for power management: a camera fed by it that delivers no
+        frames makes it a power-cycle candidate, like a device offline on its bus."""
+        since = self.cameras.no_frames_since(device)
+        if since is not None:
+            return DeviceState.OFFLINE.value, since
+        return self.buses.device_state(device)
+
+    def _command_processor(self) -> CommandProcessor | None:
+        """Platform commands reach the same operations as the local API, after the
+        processor's checks (signature, allow-list, dedupe) and with its audit."""
+        uplink = self.config.pole.uplink
+        commands = uplink.commands if uplink is not None else None
+        if commands is None:
+            return None
+        if commands.hmac_key_file is not None:
+            key = self.config.path.parent / commands.hmac_key_file
+            commands = commands.model_copy(update={"hmac_key_file": key})
+        return CommandProcessor(commands, self.operations, self.audit, self.state_dir)
+
+    def _opcua(self) -> OpcUaServer | None:
+        """The OPC UA server, when configured (not yet started)."""
+        config = self.config.pole.opcua
+        if config is None:
+            return None
+        # Imported here: asyncua is heavy, and most poles have no OPC UA section.
+        from smartpole.agent.uplink.opcua import OpcUaServer
+
+        return OpcUaServer(
+            config,
+            pole_id=self.config.pole.pole.id,
+            table=self.table,
+            state_dir=self.state_dir,
+            alarms=self.control.alarms,
+        )
+
+
+async def _no_commands(
+    command: str, args: dict[str, object], *, actor: str, source: str
+) -> Mapping[str, Any]:
+    return {"status": "rejected", "reason": "not_allowed",
+            "error": "no uplink.commands section: no commands"}  # fmt: skip
