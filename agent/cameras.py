@@ -51,7 +51,7 @@ class CameraWorker:
     ) -> None:
         self.name = name
         self.config = config
-        self._worker_config = json.dumps(config.worker_config(name, config_dir))
+        self._worker_config = config.for_worker(config_dir).model_dump_json(by_alias=True)
         self._on_summary = on_summary
         self._on_event = on_event
         self._python = python
@@ -117,6 +117,8 @@ class CameraWorker:
             self._python,
             "-m",
             "smartpole.models.worker",
+            "--camera",
+            self.name,
             "--config",
             self._worker_config,
             "--exit-with-stdin",

@@ -1,7 +1,10 @@
-"""The camera worker: one process per camera, ``python -m smartpole.models.worker --config JSON``.
+"""The camera worker: one process per camera, ``python -m smartpole.models.worker``.
 
-It owns the camera (``VideoSource``) and its analytics (``Pipeline``); frames never leave
-it. The control process reads one JSON object per line on stdout:
+Started with ``--camera NAME --config JSON``, where JSON is the camera's section of the pole
+config, validated here by the same schema as the config check
+(``smartpole.agent.config.cameras``). It owns the camera (``VideoSource``) and its
+analytics (``Pipeline``); frames never leave it. The control process reads one JSON object
+per line on stdout:
 
 * ``{"type": "health", "camera", "state", "decode_fps", "processed_fps", "skipped",
   "inference_ms", "cpu_percent", "rss_mb", "last_frame_age_s", "frames"}`` every
@@ -44,27 +47,22 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
 import structlog
+from pydantic import ValidationError
 
+from smartpole.agent.config.cameras import CameraConfig, describe
 from smartpole.models.errors import AnalyticsConfigError, ModelError, SourceError
 from smartpole.models.frames import VideoFrame
 from smartpole.models.kernels import warm_up
 from smartpole.models.pipeline import FrameResult, Pipeline, load_detector
-from smartpole.models.pipeline_config import PipelineConfig
+from smartpole.models.scene import Scene
 from smartpole.models.source import VideoSource
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
-#: Keys of the worker's own; everything else is the pipeline's. ``device`` belongs to the
-#: control process (which power switch feeds the camera) and is ignored here.
-WORKER_KEYS: Final = frozenset(
-    {"source", "loop", "realtime", "health_period_s", "no_frames_after_s", "device"}
-)
 #: Frames waiting between the reader and the analytics; a live source beyond this drops.
 QUEUE_FRAMES: Final = 2
 _END: Final = "end"
@@ -81,39 +79,6 @@ class FatalError(Exception):
         super().__init__(message)
         self.kind = kind
         self.code = code
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """The worker's own settings (the rest of the config dict is the pipeline's)."""
-
-    source: str
-    loop: bool = False
-    realtime: bool = False
-    health_period_s: float = 2.0
-    no_frames_after_s: float = 10.0
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> WorkerConfig:
-        source = data.get("source")
-        if not isinstance(source, str) or not source:
-            raise AnalyticsConfigError(f"source: expected a path or URL, got {source!r}")
-        values: dict[str, Any] = {"source": source}
-        for key in ("loop", "realtime"):
-            if key in data:
-                if not isinstance(data[key], bool):
-                    raise AnalyticsConfigError(f"{key}: expected true or false, got {data[key]!r}")
-                values[key] = data[key]
-        for key in ("health_period_s", "no_frames_after_s"):
-            if key in data:
-                value = data[key]
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
-                if not ok or not 0 < value <= 3600:
-                    raise AnalyticsConfigError(
-                        f"{key}: expected seconds in (0, 3600], got {value!r}"
-                    )
-                values[key] = float(value)
-        return cls(**values)
 
 
 class Output:
@@ -195,7 +160,7 @@ class Reader:
 class Health:
     """The health line's numbers, computed by the timer thread from what the others set."""
 
-    def __init__(self, out: Output, config: WorkerConfig, source: VideoSource) -> None:
+    def __init__(self, out: Output, config: CameraConfig, source: VideoSource) -> None:
         self.out = out
         self.config = config
         self.source = source
@@ -262,26 +227,26 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
-def parse(text: str) -> tuple[WorkerConfig, PipelineConfig]:
-    """The two halves of the worker's JSON config; ``AnalyticsConfigError`` if bad."""
+def parse(text: str) -> CameraConfig:
+    """The camera's section, as the config check validated it; ``AnalyticsConfigError``
+    naming the keys if it is not valid (it was, unless the worker was started by hand)."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise AnalyticsConfigError(f"--config is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise AnalyticsConfigError("--config must be a JSON object")
-    worker = WorkerConfig.from_dict(data)
-    pipeline = PipelineConfig.from_dict({k: v for k, v in data.items() if k not in WORKER_KEYS})
-    return worker, pipeline
+        return CameraConfig.model_validate_json(text)
+    except ValidationError as exc:
+        raise AnalyticsConfigError(f"--config: {describe(exc)}") from exc
 
 
 class Worker:
-    """One camera's worker; ``run`` returns the exit code (see the module docstring)."""
+    """One camera's worker; ``run`` returns the exit code (see the module docstring).
 
-    def __init__(self, out: Output, config: WorkerConfig, pipeline_config: PipelineConfig):
+    Construction builds the scene, so a calibration that cannot work is reported before
+    the camera is opened.
+    """
+
+    def __init__(self, out: Output, config: CameraConfig) -> None:
         self.out = out
         self.config = config
-        self.pipeline_config = pipeline_config
+        self.scene = Scene.of(config)
         self.stopping = threading.Event()
         self.reader: Reader | None = None
         self.source = VideoSource(config.source, loop=config.loop, realtime=config.realtime)
@@ -308,7 +273,7 @@ class Worker:
         # The model first: a bad one is a config error the supervisor should hear of at
         # once, not after the kernels' compile (seconds with a cold cache on a busy box).
         started = time.perf_counter()
-        detector = load_detector(self.pipeline_config)
+        detector = load_detector(self.config)
         model_load_s = time.perf_counter() - started
         compile_s = warm_up()
         log.info("model_loaded", compile_s=round(compile_s, 3), model_load_s=round(model_load_s, 3))
@@ -334,8 +299,14 @@ class Worker:
                 break
             self.health.last_frame_wall = time.monotonic()
             if pipeline is None:
-                config, width, height = self.pipeline_config, item.width, item.height
-                pipeline = Pipeline(config, width, height, detector=detector)
+                pipeline = Pipeline(
+                    self.config,
+                    item.width,
+                    item.height,
+                    camera=self.out.camera,
+                    scene=self.scene,
+                    detector=detector,
+                )
                 self.health.pipeline = pipeline
                 fps = self.source.stats.nominal_fps
                 self.out.send(
@@ -388,12 +359,11 @@ def serve(text: str, out: Output) -> tuple[int, Worker | None]:
     worker: Worker | None = None
     try:
         try:
-            worker_config, pipeline_config = parse(text)
-            worker = Worker(out, worker_config, pipeline_config)
+            worker = Worker(out, parse(text))
             signal.signal(signal.SIGTERM, worker.stop)
             signal.signal(signal.SIGINT, worker.stop)
             return worker.run(), worker
-        except ModelError as exc:  # first: a missing model file is a config error too
+        except ModelError as exc:
             raise FatalError("model", str(exc), EXIT_BAD_INPUT) from exc
         except (AnalyticsConfigError, SourceError) as exc:  # SourceError: a bad URL scheme
             raise FatalError("config", str(exc), EXIT_BAD_INPUT) from exc
@@ -425,7 +395,8 @@ def _exit_with_stdin() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smartpole.models.worker")
-    parser.add_argument("--config", required=True, help="the camera's settings as JSON")
+    parser.add_argument("--camera", default="camera", help="the camera's name in its lines")
+    parser.add_argument("--config", required=True, help="the camera's section as JSON")
     parser.add_argument(
         "--exit-with-stdin",
         action="store_true",
@@ -435,11 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     if args.exit_with_stdin:
         _exit_with_stdin()
-    camera = "camera"
-    with contextlib.suppress(ValueError, AttributeError):
-        camera = str(json.loads(args.config).get("camera", camera))
-    structlog.contextvars.bind_contextvars(camera=camera)
-    code, worker = serve(args.config, Output(camera))
+    structlog.contextvars.bind_contextvars(camera=args.camera)
+    code, worker = serve(args.config, Output(args.camera))
     if worker is not None and worker.reader_stuck():
         # A read blocked in FFmpeg (a FIFO nobody writes to) cannot be interrupted, and the
         # interpreter's shutdown could wait on it: leave now, with the output flushed.

@@ -1,9 +1,9 @@
 """The camera worker as the control process runs it: a subprocess speaking JSON lines.
 
-Each test starts ``python -m smartpole.models.worker --config JSON`` and reads its stdout:
-the real clip end to end, and every kind of bad input the issue names (bad model, line
-outside the frame, missing, truncated or damaged video, a source that stalls). The rule
-under test: a clear error line and exit code, or a health state, never silence or a hang.
+Each test starts ``python -m smartpole.models.worker --camera NAME --config JSON`` and reads
+its stdout: the real clip end to end, and every kind of bad input (bad model, line outside
+the frame, missing, truncated or damaged video, a source that stalls). The rule under test:
+a clear error line and exit code, or a health state, never silence or a hang.
 """
 
 from __future__ import annotations
@@ -53,15 +53,15 @@ pytestmark = pytest.mark.skipif(
 
 
 class Worker:
-    """A worker subprocess; its stdout lines are parsed into ``lines`` by a thread."""
+    """A worker subprocess; its stdout lines are parsed into ``lines`` by a thread.
 
-    def __init__(self, config: dict[str, Any], log: Path) -> None:
+    Its stdin is a pipe held open, as the supervisor holds it (``--exit-with-stdin``).
+    """
+
+    def __init__(self, argv: list[str], log: Path) -> None:
         with log.open("w") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "smartpole.models.worker", "--config", json.dumps(config)],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
             )
         self.log = log
         self.lines: list[dict[str, Any]] = []
@@ -107,25 +107,30 @@ class Worker:
         if self.process.poll() is None:
             self.process.kill()
         self.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
-    def start(**config: Any) -> Worker:
+    def start(argv: list[str] | None = None, **config: Any) -> Worker:
         settings = {
-            "camera": "cam-1",
             "source": str(CLIP),
+            "realtime": False,
             "model": str(MODEL),
             "lines": {"main": LINE},
             "interval_s": 12,
             "health_period_s": 0.5,
             **config,
         }
-        proc = Worker(settings, tmp_path / f"worker-{len(started)}.log")
+        argv = argv or [
+            *(sys.executable, "-m", "smartpole.models.worker"),
+            *("--camera", "cam-1", "--config", json.dumps(settings)),
+        ]
+        proc = Worker(argv, tmp_path / f"worker-{len(started)}.log")
         started.append(proc)
         return proc
 
@@ -174,7 +179,7 @@ def test_the_clip_gives_ready_health_and_the_labelled_counts_per_interval(
 def test_sigterm_ends_a_live_run_with_a_partial_summary(
     worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
-    """Started with exactly what the control process sends (``CameraConfig.worker_config``)."""
+    """Started with exactly the section the control process sends (``for_worker``)."""
     camera = CameraConfig.model_validate(
         {
             "source": str(CLIP),
@@ -187,9 +192,7 @@ def test_sigterm_ends_a_live_run_with_a_partial_summary(
             "device": "camera-power",
         }
     )
-    settings = camera.worker_config("cam-1", tmp_path)
-    settings.pop("camera")
-    proc = worker(**settings)
+    proc = worker(**camera.for_worker(tmp_path).model_dump(by_alias=True, mode="json"))
     proc.wait_for(lambda m: m["type"] == "health" and m["state"] == "ok", 60)
     proc.process.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
