@@ -2,10 +2,11 @@
 
 The control loop must never stall on video: decoding, Numba and ONNX run in a separate
 process per camera (``python -m smartpole.models.worker``), which owns the camera and sends
-back only JSON lines: ready, health, summaries, events, errors. This module starts it,
-reads those lines, restarts it with backoff when it dies, and notices when it goes quiet:
-a worker that sends nothing for several health periods is killed and restarted, so a hung
-decoder never becomes "a dead worker that nobody notices".
+back only JSON lines (``smartpole.agent.config.camera_worker``): ready, health, summaries,
+events, errors. ``CameraWorker`` starts one, reads those lines, restarts it with backoff
+when it dies, and notices when it goes quiet: a worker that sends nothing for several
+health periods is killed and restarted, so a hung decoder never becomes "a dead worker that
+nobody notices".
 
 A camera that delivers no frames is reported with the time it started, so power
 management can power-cycle the device that feeds it (``power.<device>`` in the config).
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +24,16 @@ from typing import Any
 
 import structlog
 
+from smartpole.agent.config.camera_worker import (
+    EventMessage,
+    HealthMessage,
+    MalformedLineError,
+    ReadyMessage,
+    SummaryMessage,
+    WorkerExit,
+    command,
+    parse_line,
+)
 from smartpole.agent.config.cameras import CameraConfig
 
 log = structlog.get_logger("smartpole.cameras")
@@ -33,7 +43,8 @@ RESTART_MAX_S = 60.0
 CONFIG_ERROR_RETRY_S = 300.0  # a bad model or line does not fix itself: retry rarely
 SILENT_PERIODS = 5  # health periods without any line before the worker counts as hung
 STOP_TIMEOUT_S = 3.0
-Listener = Callable[[str, Mapping[str, Any]], None]
+SummaryListener = Callable[[str, SummaryMessage], None]
+EventListener = Callable[[str, EventMessage], None]
 
 
 class CameraWorker:
@@ -45,23 +56,23 @@ class CameraWorker:
         config: CameraConfig,
         config_dir: Path,
         *,
-        on_summary: Listener,
-        on_event: Listener,
+        on_summary: SummaryListener,
+        on_event: EventListener,
         python: str = sys.executable,
     ) -> None:
         self.name = name
         self.config = config
-        self._worker_config = config.for_worker(config_dir).model_dump_json(by_alias=True)
+        self._command = command(python, name, config.for_worker(config_dir))
         self._on_summary = on_summary
         self._on_event = on_event
-        self._python = python
         self.state = "starting"
         self.state_since = time.time()
         self.restarts = 0
         self.summaries = 0
+        self.bad_lines = 0  # stdout lines that were not messages (a worker bug; logged each)
         self.last_error: str | None = None
-        self.ready: dict[str, Any] | None = None
-        self.last_health: dict[str, Any] | None = None
+        self.ready: ReadyMessage | None = None
+        self.last_health: HealthMessage | None = None
         self.pid: int | None = None
 
     @property
@@ -100,7 +111,7 @@ class CameraWorker:
         while True:
             started = time.monotonic()
             exit_code = await self._run_once()
-            if exit_code == 2:
+            if exit_code == WorkerExit.BAD_INPUT:
                 self._enter("config_error", error=self.last_error)
                 await asyncio.sleep(CONFIG_ERROR_RETRY_S)
                 continue
@@ -114,14 +125,7 @@ class CameraWorker:
 
     async def _run_once(self) -> int:
         process = await asyncio.create_subprocess_exec(
-            self._python,
-            "-m",
-            "smartpole.models.worker",
-            "--camera",
-            self.name,
-            "--config",
-            self._worker_config,
-            "--exit-with-stdin",
+            *self._command,
             stdin=asyncio.subprocess.PIPE,  # held open, never written: closes if we die
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # the worker's log goes to the daemon's journal
@@ -148,26 +152,29 @@ class CameraWorker:
 
     def _handle(self, line: bytes) -> None:
         try:
-            message = json.loads(line)
-            kind = message["type"]
-        except (ValueError, KeyError, TypeError):
+            message = parse_line(line)
+        except MalformedLineError as exc:
+            self.bad_lines += 1
             log.warning(
-                "camera_bad_line", camera=self.name, line=line[:200].decode(errors="replace")
+                "camera_bad_line",
+                camera=self.name,
+                error=str(exc),
+                line=line[:200].decode(errors="replace"),
             )
             return
-        if kind == "ready":
+        if message["type"] == "ready":
             self.ready = message
             log.info("camera_ready", camera=self.name, **_without(message, "type", "camera"))
-        elif kind == "health":
+        elif message["type"] == "health":
             self.last_health = message
-            self._enter(str(message.get("state", "ok")))
-        elif kind == "summary":
+            self._enter(message["state"])
+        elif message["type"] == "summary":
             self.summaries += 1
             self._on_summary(self.name, message)
-        elif kind == "event":
+        elif message["type"] == "event":
             self._on_event(self.name, message)
-        elif kind == "error":
-            self.last_error = f"{message.get('kind')}: {message.get('message')}"
+        elif message["type"] == "error":
+            self.last_error = f"{message['kind']}: {message['message']}"
             log.error("camera_error", camera=self.name, error=self.last_error)
 
 

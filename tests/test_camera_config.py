@@ -9,6 +9,7 @@ settings, and that what either side refuses is named by its key.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from smartpole.agent.config.camera_worker import command
 from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig, describe
 from smartpole.agent.config.loader import load_config
 from smartpole.agent.core.errors import ConfigError
@@ -104,7 +106,8 @@ def test_what_the_daemon_sends_the_worker_reads_as_the_same_settings(
 ) -> None:
     config = CameraConfig.model_validate(section)
     sent = config.for_worker(Path("/etc/smartpole"))
-    assert parse(sent.model_dump_json(by_alias=True)) == sent
+    argv = command(sys.executable, "street", sent)
+    assert parse(argv[argv.index("--config") + 1]) == sent
 
 
 @given(sections)

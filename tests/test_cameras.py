@@ -19,6 +19,7 @@ import pytest
 import yaml
 from conftest import PROFILES, REPO, SMARTPOLE, Proc, api, wait_until
 
+from smartpole.agent.config.camera_worker import command
 from smartpole.agent.config.loader import load_config
 
 DATA = REPO.parent / "shared" / "data"
@@ -163,11 +164,8 @@ def test_queue_zones_need_a_stop_line_and_pass_it_to_the_worker(tmp_path: Path) 
     with_line = {**queue, "stop_line": [[180, 340], [640, 340]]}
     config = _pole(tmp_path, zones={"approach": with_line})
     loaded = load_config(config)
-    sent = (
-        loaded.pole.cameras["street"]
-        .for_worker(config.parent)
-        .model_dump(by_alias=True, mode="json")
-    )
+    worker = command("python", "street", loaded.pole.cameras["street"].for_worker(config.parent))
+    sent = json.loads(worker[worker.index("--config") + 1])
     assert sent["zones"]["approach"]["stop_line"] == [[180.0, 340.0], [640.0, 340.0]]
     from smartpole.models.scene import Scene  # the worker's own parser and scene take it
     from smartpole.models.worker import parse
