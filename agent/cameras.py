@@ -1,4 +1,4 @@
-"""One worker process per camera, supervised from the control process.
+"""The pole's cameras: one worker process each, supervised, their output in the outbox.
 
 The control loop must never stall on video: decoding, Numba and ONNX run in a separate
 process per camera (``python -m smartpole.models.worker``), which owns the camera and sends
@@ -6,7 +6,7 @@ back only JSON lines (``smartpole.agent.config.camera_worker``): ready, health, 
 events, errors. ``CameraWorker`` starts one, reads those lines, restarts it with backoff
 when it dies, and notices when it goes quiet: a worker that sends nothing for several
 health periods is killed and restarted, so a hung decoder never becomes "a dead worker that
-nobody notices".
+nobody notices". ``Cameras`` owns all of them and records what they report for the uplink.
 
 A camera that delivers no frames is reported with the time it started, so power
 management can power-cycle the device that feeds it (``power.<device>`` in the config).
@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from smartpole.agent.config.camera_worker import (
     parse_line,
 )
 from smartpole.agent.config.cameras import CameraConfig
+from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
 
 log = structlog.get_logger("smartpole.cameras")
 
@@ -45,6 +46,63 @@ SILENT_PERIODS = 5  # health periods without any line before the worker counts a
 STOP_TIMEOUT_S = 3.0
 SummaryListener = Callable[[str, SummaryMessage], None]
 EventListener = Callable[[str, EventMessage], None]
+Task = Callable[[], Coroutine[Any, Any, None]]
+
+
+class Cameras:
+    """Every camera of the pole: a supervised worker each, summaries and events recorded.
+
+    Run it by running each of ``tasks()`` (one per camera, named ``camera:<name>``) until
+    cancelled; cancelling a task stops its worker process. Relative ``source`` and
+    ``model`` paths are relative to ``config_dir``, the pole config's folder; ``python``
+    is the interpreter the workers run under.
+    """
+
+    def __init__(
+        self,
+        cameras: Mapping[str, CameraConfig],
+        config_dir: Path,
+        outbox: Outbox,
+        *,
+        python: str = sys.executable,
+    ) -> None:
+        self._outbox = outbox
+        self.workers = [
+            CameraWorker(
+                name,
+                camera,
+                config_dir,
+                on_summary=self._record_summary,
+                on_event=self._record_event,
+                python=python,
+            )
+            for name, camera in cameras.items()
+        ]
+
+    def tasks(self) -> dict[str, Task]:
+        return {f"camera:{worker.name}": worker.run for worker in self.workers}
+
+    def status(self) -> list[dict[str, object]]:
+        """Each camera's state, worker and latest ready and health lines (``diag cameras``)."""
+        return [worker.status() for worker in self.workers]
+
+    def no_frames_since(self, device: str) -> float | None:
+        """Since when a camera powered by ``device`` has delivered no frames (the earliest,
+        if several), or None: power management treats the device as offline from then."""
+        since = (w.no_frames_since for w in self.workers if w.config.device == device)
+        return min((t for t in since if t is not None), default=None)
+
+    def _record_summary(self, camera: str, summary: SummaryMessage) -> None:
+        """A traffic summary goes up as the worker made it; frames never leave the worker."""
+        payload = {k: v for k, v in summary.items() if k != "type"}
+        # A failed append is counted and logged once by the outbox.
+        with contextlib.suppress(OutboxError):
+            self._outbox.append("traffic", payload, priority=Priority.NORMAL)
+
+    def _record_event(self, camera: str, event: EventMessage) -> None:
+        payload = {"source": "camera", **{k: v for k, v in event.items() if k != "type"}}
+        with contextlib.suppress(OutboxError):
+            self._outbox.append("events", payload, priority=Priority.HIGH)
 
 
 class CameraWorker:
