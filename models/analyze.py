@@ -32,7 +32,7 @@ import av
 import av.error
 from pydantic import ValidationError
 
-from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig, describe
+from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig, describe, is_url
 from smartpole.models.errors import AnalyticsConfigError, ModelError, SourceError
 from smartpole.models.pipeline import Pipeline
 from smartpole.models.source import VideoSource
@@ -136,7 +136,7 @@ def count(
     """
     (x1, y1), (x2, y2) = line
     given = ",".join(str(_number(v)) for v in (x1, y1, x2, y2))
-    if not Path(video).is_file() and "://" not in video:
+    if not Path(video).is_file() and not is_url(video):
         raise AnalyzeError(f"{video}: no such video file")
     try:
         config = CameraConfig.model_validate(
