@@ -1,11 +1,12 @@
-"""One worker process per camera, supervised from the control process.
+"""The pole's cameras: one worker process each, supervised, their output in the outbox.
 
 The control loop must never stall on video: decoding, Numba and ONNX run in a separate
 process per camera (``python -m smartpole.models.worker``), which owns the camera and sends
-back only JSON lines: ready, health, summaries, events, errors. This module starts it,
-reads those lines, restarts it with backoff when it dies, and notices when it goes quiet:
-a worker that sends nothing for several health periods is killed and restarted, so a hung
-decoder never becomes "a dead worker that nobody notices".
+back only JSON lines (``smartpole.agent.config.camera_worker``): ready, health, summaries,
+events, errors. ``CameraWorker`` starts one, reads those lines, restarts it with backoff
+when it dies, and notices when it goes quiet: a worker that sends nothing for several
+health periods is killed and restarted, so a hung decoder never becomes "a dead worker that
+nobody notices". ``Cameras`` owns all of them and records what they report for the uplink.
 
 A camera that delivers no frames is reported with the time it started, so power
 management can power-cycle the device that feeds it (``power.<device>`` in the config).
@@ -15,15 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from smartpole.agent.config.camera_worker import (
+    EventMessage,
+    HealthMessage,
+    MalformedLineError,
+    ReadyMessage,
+    SummaryMessage,
+    WorkerExit,
+    command,
+    parse_line,
+)
 from smartpole.agent.config.cameras import CameraConfig
 from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
 
@@ -34,7 +44,65 @@ RESTART_MAX_S = 60.0
 CONFIG_ERROR_RETRY_S = 300.0  # a bad model or line does not fix itself: retry rarely
 SILENT_PERIODS = 5  # health periods without any line before the worker counts as hung
 STOP_TIMEOUT_S = 3.0
-Listener = Callable[[str, Mapping[str, Any]], None]
+SummaryListener = Callable[[str, SummaryMessage], None]
+EventListener = Callable[[str, EventMessage], None]
+Task = Callable[[], Coroutine[Any, Any, None]]
+
+
+class Cameras:
+    """Every camera of the pole: a supervised worker each, summaries and events recorded.
+
+    Run it by running each of ``tasks()`` (one per camera, named ``camera:<name>``) until
+    cancelled; cancelling a task stops its worker process. Relative ``source`` and
+    ``model`` paths are relative to ``config_dir``, the pole config's folder; ``python``
+    is the interpreter the workers run under.
+    """
+
+    def __init__(
+        self,
+        cameras: Mapping[str, CameraConfig],
+        config_dir: Path,
+        outbox: Outbox,
+        *,
+        python: str = sys.executable,
+    ) -> None:
+        self._outbox = outbox
+        self.workers = [
+            CameraWorker(
+                name,
+                camera,
+                config_dir,
+                on_summary=self._record_summary,
+                on_event=self._record_event,
+                python=python,
+            )
+            for name, camera in cameras.items()
+        ]
+
+    def tasks(self) -> dict[str, Task]:
+        return {f"camera:{worker.name}": worker.run for worker in self.workers}
+
+    def status(self) -> list[dict[str, object]]:
+        """Each camera's state, worker and latest ready and health lines (``diag cameras``)."""
+        return [worker.status() for worker in self.workers]
+
+    def no_frames_since(self, device: str) -> float | None:
+        """Since when a camera powered by ``device`` has delivered no frames (the earliest,
+        if several), or None: power management treats the device as offline from then."""
+        since = (w.no_frames_since for w in self.workers if w.config.device == device)
+        return min((t for t in since if t is not None), default=None)
+
+    def _record_summary(self, camera: str, summary: SummaryMessage) -> None:
+        """A traffic summary goes up as the worker made it; frames never leave the worker."""
+        payload = {k: v for k, v in summary.items() if k != "type"}
+        # A failed append is counted and logged once by the outbox.
+        with contextlib.suppress(OutboxError):
+            self._outbox.append("traffic", payload, priority=Priority.NORMAL)
+
+    def _record_event(self, camera: str, event: EventMessage) -> None:
+        payload = {"source": "camera", **{k: v for k, v in event.items() if k != "type"}}
+        with contextlib.suppress(OutboxError):
+            self._outbox.append("events", payload, priority=Priority.HIGH)
 
 
 class CameraWorker:
@@ -46,23 +114,23 @@ class CameraWorker:
         config: CameraConfig,
         config_dir: Path,
         *,
-        on_summary: Listener,
-        on_event: Listener,
+        on_summary: SummaryListener,
+        on_event: EventListener,
         python: str = sys.executable,
     ) -> None:
         self.name = name
         self.config = config
-        self._worker_config = json.dumps(config.worker_config(name, config_dir))
+        self._command = command(python, name, config.for_worker(config_dir))
         self._on_summary = on_summary
         self._on_event = on_event
-        self._python = python
         self.state = "starting"
         self.state_since = time.time()
         self.restarts = 0
         self.summaries = 0
+        self.bad_lines = 0  # stdout lines that were not messages (a worker bug; logged each)
         self.last_error: str | None = None
-        self.ready: dict[str, Any] | None = None
-        self.last_health: dict[str, Any] | None = None
+        self.ready: ReadyMessage | None = None
+        self.last_health: HealthMessage | None = None
         self.pid: int | None = None
 
     @property
@@ -101,7 +169,7 @@ class CameraWorker:
         while True:
             started = time.monotonic()
             exit_code = await self._run_once()
-            if exit_code == 2:
+            if exit_code == WorkerExit.BAD_INPUT:
                 self._enter("config_error", error=self.last_error)
                 await asyncio.sleep(CONFIG_ERROR_RETRY_S)
                 continue
@@ -115,12 +183,7 @@ class CameraWorker:
 
     async def _run_once(self) -> int:
         process = await asyncio.create_subprocess_exec(
-            self._python,
-            "-m",
-            "smartpole.models.worker",
-            "--config",
-            self._worker_config,
-            "--exit-with-stdin",
+            *self._command,
             stdin=asyncio.subprocess.PIPE,  # held open, never written: closes if we die
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # the worker's log goes to the daemon's journal
@@ -147,84 +210,30 @@ class CameraWorker:
 
     def _handle(self, line: bytes) -> None:
         try:
-            message = json.loads(line)
-            kind = message["type"]
-        except (ValueError, KeyError, TypeError):
+            message = parse_line(line)
+        except MalformedLineError as exc:
+            self.bad_lines += 1
             log.warning(
-                "camera_bad_line", camera=self.name, line=line[:200].decode(errors="replace")
+                "camera_bad_line",
+                camera=self.name,
+                error=str(exc),
+                line=line[:200].decode(errors="replace"),
             )
             return
-        if kind == "ready":
+        if message["type"] == "ready":
             self.ready = message
             log.info("camera_ready", camera=self.name, **_without(message, "type", "camera"))
-        elif kind == "health":
+        elif message["type"] == "health":
             self.last_health = message
-            self._enter(str(message.get("state", "ok")))
-        elif kind == "summary":
+            self._enter(message["state"])
+        elif message["type"] == "summary":
             self.summaries += 1
             self._on_summary(self.name, message)
-        elif kind == "event":
+        elif message["type"] == "event":
             self._on_event(self.name, message)
-        elif kind == "error":
-            self.last_error = f"{message.get('kind')}: {message.get('message')}"
+        elif message["type"] == "error":
+            self.last_error = f"{message['kind']}: {message['message']}"
             log.error("camera_error", camera=self.name, error=self.last_error)
-
-
-class Cameras:
-    """Every camera of the pole: its worker, and its summaries and events into the outbox.
-
-    Summaries go to the stream ``traffic`` as the worker made them, events to ``events``
-    with ``"source": "camera"``; frames never leave the workers.
-    """
-
-    def __init__(
-        self,
-        cameras: Mapping[str, CameraConfig],
-        config_dir: Path,
-        outbox: Outbox,
-        *,
-        python: str = sys.executable,
-    ) -> None:
-        self._outbox = outbox
-        self.workers = [
-            CameraWorker(
-                name,
-                camera,
-                config_dir,
-                on_summary=self._record_summary,
-                on_event=self._record_event,
-                python=python,
-            )
-            for name, camera in cameras.items()
-        ]
-
-    async def run(self) -> None:
-        """Run every camera's worker until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            for worker in self.workers:
-                group.create_task(worker.run(), name=f"camera:{worker.name}")
-
-    def status(self) -> list[dict[str, object]]:
-        return [worker.status() for worker in self.workers]
-
-    def no_frames_since(self, device: str) -> float | None:
-        """Since when a camera fed by ``device`` has delivered no frames, or None."""
-        times = [
-            since
-            for worker in self.workers
-            if worker.config.device == device and (since := worker.no_frames_since) is not None
-        ]
-        return min(times, default=None)
-
-    def _record_summary(self, camera: str, summary: Mapping[str, Any]) -> None:
-        payload = {k: v for k, v in summary.items() if k != "type"}
-        with contextlib.suppress(OutboxError):  # counted and logged once by the outbox
-            self._outbox.append("traffic", payload, priority=Priority.NORMAL)
-
-    def _record_event(self, camera: str, event: Mapping[str, Any]) -> None:
-        payload = {"source": "camera", **{k: v for k, v in event.items() if k != "type"}}
-        with contextlib.suppress(OutboxError):
-            self._outbox.append("events", payload, priority=Priority.HIGH)
 
 
 def _without(message: Mapping[str, Any], *keys: str) -> dict[str, Any]:

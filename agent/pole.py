@@ -161,8 +161,7 @@ class Pole:
         """What runs while the pole is up, by task name."""
         tasks: dict[str, Task] = {f"bus:{bus.name}": bus.run for bus in self.buses}
         tasks.update(self.control.tasks())
-        if self.cameras.workers:
-            tasks["cameras"] = self.cameras.run
+        tasks.update(self.cameras.tasks())
         if self.uplink is not None:
             tasks["uplink"] = self.uplink.run
         if self.telemetry is not None:

@@ -93,8 +93,8 @@ def bench_analyze(stream: Path) -> dict[str, Any]:
 
 def bench_detector(stream: Path, repeats: int = 40) -> float:
     """Median ms of one 416x416 region through ``detect_regions`` (crop already BGR)."""
+    from smartpole.agent.config.cameras import COCO_TRAFFIC
     from smartpole.models.detector import YoloxDetector
-    from smartpole.models.pipeline_config import COCO_TRAFFIC
     from smartpole.models.source import VideoSource
 
     source = VideoSource(str(stream))
@@ -122,7 +122,6 @@ def _proc(pid: int) -> tuple[float, float]:
 def bench_worker(stream: Path, seconds: float) -> tuple[float, float, list[dict[str, Any]]]:
     """Run a worker on the stream in real time; return (peak RSS MB, CPU %, its lines)."""
     config = {
-        "camera": "bench",
         "source": str(stream),
         "loop": True,
         "realtime": True,
@@ -131,7 +130,8 @@ def bench_worker(stream: Path, seconds: float) -> tuple[float, float, list[dict[
         "interval_s": 10,
         "health_period_s": 1.0,
     }
-    command = [sys.executable, "-m", "smartpole.models.worker", "--config", json.dumps(config)]
+    command = [sys.executable, "-m", "smartpole.models.worker", "--camera", "bench"]
+    command += ["--config", json.dumps(config)]
     worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert worker.stdout is not None
     lines: list[dict[str, Any]] = []

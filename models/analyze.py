@@ -30,10 +30,11 @@ from typing import Any, Final, TextIO
 
 import av
 import av.error
+from pydantic import ValidationError
 
+from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig, describe, is_url
 from smartpole.models.errors import AnalyticsConfigError, ModelError, SourceError
 from smartpole.models.pipeline import Pipeline
-from smartpole.models.pipeline_config import COCO_TRAFFIC, PipelineConfig
 from smartpole.models.source import VideoSource
 from smartpole.models.summary import DEFAULT_CLASSES
 
@@ -134,15 +135,22 @@ def count(
     Raises ``AnalyzeError`` for every input problem, with a one-line message.
     """
     (x1, y1), (x2, y2) = line
-    settings = {
-        "model": str(model),
-        "classes": {str(k): v for k, v in classes.items()},
-        "lines": {LINE_NAME: {"from": [x1, y1], "to": [x2, y2]}},
-    }
-    if not Path(video).is_file() and "://" not in video:
+    given = ",".join(str(_number(v)) for v in (x1, y1, x2, y2))
+    if not Path(video).is_file() and not is_url(video):
         raise AnalyzeError(f"{video}: no such video file")
     try:
-        config = PipelineConfig.from_dict(settings)
+        config = CameraConfig.model_validate(
+            {
+                "source": video,
+                "model": str(model),
+                "classes": dict(classes),
+                "lines": {LINE_NAME: {"from": (x1, y1), "to": (x2, y2)}},
+            }
+        )
+    except ValidationError as exc:
+        message = describe(exc).replace(f"lines.{LINE_NAME}: ", f"--line {given}: ")
+        raise AnalyzeError(message) from exc
+    try:
         source = VideoSource(video)
         pipeline: Pipeline | None = None
         names: list[str] = []
@@ -163,7 +171,6 @@ def count(
     except ModelError as exc:
         raise AnalyzeError(f"model: {exc}") from exc
     except AnalyticsConfigError as exc:
-        given = ",".join(str(_number(v)) for v in (x1, y1, x2, y2))
         message = str(exc).replace(f"line {LINE_NAME!r}: ", f"--line {given}: ")
         raise AnalyzeError(message) from exc
     except SourceError as exc:

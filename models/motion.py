@@ -26,13 +26,14 @@ The frame-level numbers for data quality (dark, blocked, shaken) come out of the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from smartpole.models import kernels
 
+FrameQuality = Literal["ok", "dark", "blocked", "shaken"]
 #: Per-pixel threshold = max(threshold, K_DEV * mean absolute deviation of that pixel).
 K_DEV: Final = 2.5
 #: A pixel darker than the background by a ratio in this range is shadow-like.
@@ -69,12 +70,12 @@ class MotionResult:
     shaken: bool = False
 
     @property
-    def quality(self) -> str:
+    def quality(self) -> FrameQuality:
         """``"dark"``, ``"blocked"``, ``"shaken"`` or ``"ok"`` (see ``quality()``)."""
         return quality(self)
 
 
-def quality(result: MotionResult) -> str:
+def quality(result: MotionResult) -> FrameQuality:
     """One word for the frame's data quality, the most fundamental problem first.
 
     A dark frame also lacks texture, and a blocked lens makes shake meaningless, hence the

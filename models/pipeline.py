@@ -31,19 +31,18 @@ from typing import Any
 
 import numpy as np
 
+from smartpole.agent.config.cameras import CameraConfig
 from smartpole.models.counting import Crossing, LineCounter
 from smartpole.models.detector import Detection, YoloxDetector
 from smartpole.models.errors import AnalyticsConfigError, ModelError
 from smartpole.models.frames import VideoFrame
 from smartpole.models.kernels import warm_up
-from smartpole.models.motion import MotionDetector
-from smartpole.models.pipeline_config import PipelineConfig
+from smartpole.models.motion import FrameQuality, MotionDetector
 from smartpole.models.regions import Box, square_regions
+from smartpole.models.scene import Scene
 from smartpole.models.summary import SummaryAggregator
 from smartpole.models.tracker import Track, Tracker
 from smartpole.models.zones import ZoneEvent, ZoneMonitor
-
-__all__ = ["FrameResult", "Pipeline", "PipelineConfig", "PipelineStats"]
 
 #: A track slower than this many box heights a second is still (a parked car's box jitters
 #: by a pixel or two; a car starting to move passes this within a few frames).
@@ -65,7 +64,7 @@ class FrameResult:
 
     index: int
     t_s: float
-    quality: str
+    quality: FrameQuality
     motion_boxes: list[Box]
     regions: list[Box]
     detected: bool
@@ -99,7 +98,7 @@ class PipelineStats:
     cpu_s: float = 0.0
     compile_s: float = 0.0
     model_load_s: float = 0.0
-    quality: str = "ok"
+    quality: FrameQuality = "ok"
     last_t_s: float | None = None
 
     @property
@@ -133,24 +132,29 @@ class PipelineStats:
 class Pipeline:
     """The analytics of one camera whose frames are ``width`` x ``height``; not thread-safe.
 
-    Construction validates the lines and zones against the frame size
-    (``AnalyticsConfigError``), loads the model (``ModelError``) and warms up the Numba
-    kernels and the detector, so the first frame costs what every frame costs; the warm-up
-    times are in ``stats.compile_s`` and ``stats.model_load_s``.
+    Construction builds the ``scene`` unless given one (``AnalyticsConfigError``),
+    validates its lines and zones against the frame size (``AnalyticsConfigError``), loads
+    the model unless given a ``detector`` (``ModelError``) and warms up the Numba kernels
+    and the detector, so the first frame costs what every frame costs; the warm-up times
+    are in ``stats.compile_s`` and ``stats.model_load_s``. ``camera`` names the summaries.
     """
 
     def __init__(
         self,
-        config: PipelineConfig,
+        config: CameraConfig,
         width: int,
         height: int,
         *,
+        camera: str = "camera",
+        scene: Scene | None = None,
         detector: YoloxDetector | None = None,
     ) -> None:
         if width < 1 or height < 1:
             raise AnalyticsConfigError(f"bad frame size {width}x{height}")
-        config.validate_frame(width, height)
+        scene = scene if scene is not None else Scene.of(config)
+        scene.validate_frame(width, height)
         self.config = config
+        self.scene = scene
         self.width = width
         self.height = height
         self.stats = PipelineStats()
@@ -168,24 +172,24 @@ class Pipeline:
             min_area=config.motion_min_area,
         )
         self._tracker = Tracker(max_missed_s=config.max_missed_s, min_hits=config.min_hits)
-        calibration = config.calibration
+        calibration = scene.calibration
         self._counters = [
             LineCounter(line, band_px=config.band_px, calibration=calibration)
-            for line in config.lines
+            for line in scene.lines
         ]
         self._zones = ZoneMonitor(
-            config.zones,
+            scene.zones,
             calibration=calibration,
             stopped_after_s=config.stopped_after_s,
             pedestrian_after_s=config.pedestrian_after_s,
         )
         self._summary = SummaryAggregator(
-            config.camera,
+            camera,
             config.interval_s,
-            [line.name for line in config.lines],
-            [zone.name for zone in config.zones],
+            [line.name for line in scene.lines],
+            [zone.name for zone in scene.zones],
             classes=self._detector.class_names,
-            queues=[zone.name for zone in config.zones if zone.kind == "queue"],
+            queues=[zone.name for zone in scene.zones if zone.kind == "queue"],
         )
         self._since_detect = config.detect_every  # the first motion frame is looked at
         self._last_refresh_t: float | None = None
@@ -251,7 +255,9 @@ class Pipeline:
             summaries=summaries,
         )
 
-    def _plan(self, motion_boxes: list[Box], blind: bool, quality: str, t_s: float) -> list[Box]:
+    def _plan(
+        self, motion_boxes: list[Box], blind: bool, quality: FrameQuality, t_s: float
+    ) -> list[Box]:
         """The regions the detector looks at on this frame; [] to skip it.
 
         ``blind``: the motion stage cannot tell (warm-up, a shaken camera), so the whole
@@ -304,10 +310,10 @@ class Pipeline:
         elsewhere is let go: keeping it would cost a region twice a second, forever.
         """
         x, y = track.bottom_centre
-        if any(zone.contains(x, y) for zone in self.config.zones):
+        if any(zone.contains(x, y) for zone in self.scene.zones):
             return True
         reach = max(1.0, track.box[3] - track.box[1])
-        for line in self.config.lines:
+        for line in self.scene.lines:
             along = line.position(x, y)
             if abs(line.signed_distance(x, y)) <= reach and -reach <= along <= line.length + reach:
                 return True
@@ -338,7 +344,11 @@ class Pipeline:
             counter.forget(ids)
 
     def _account(
-        self, t_s: float, crossings: list[Crossing], events: list[ZoneEvent], quality: str
+        self,
+        t_s: float,
+        crossings: list[Crossing],
+        events: list[ZoneEvent],
+        quality: FrameQuality,
     ) -> list[dict[str, Any]]:
         """File this frame's outputs with the summary; return the intervals it completed."""
         summary = self._summary
@@ -384,7 +394,7 @@ class Pipeline:
         return done
 
 
-def load_detector(config: PipelineConfig) -> YoloxDetector:
+def load_detector(config: CameraConfig) -> YoloxDetector:
     """The configured detector, loaded and run once (``ModelError`` if it is unusable).
 
     The first inference is slow (ONNX Runtime plans its memory, the letterbox kernel loads
@@ -393,7 +403,7 @@ def load_detector(config: PipelineConfig) -> YoloxDetector:
     down, and passes the detector to ``Pipeline``.
     """
     detector = YoloxDetector(
-        config.model_path,
+        config.model,
         config.classes,
         score_threshold=config.score_threshold,
         nms_iou=config.nms_iou,
@@ -404,7 +414,7 @@ def load_detector(config: PipelineConfig) -> YoloxDetector:
     try:
         detector.detect_regions([(blank, (0, 0))])
     except ValueError as exc:  # an output that does not decode as YOLOX
-        raise ModelError(f"{config.model_path}: first inference failed: {exc}") from exc
+        raise ModelError(f"{config.model}: first inference failed: {exc}") from exc
     return detector
 
 

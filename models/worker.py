@@ -1,31 +1,11 @@
-"""The camera worker: one process per camera, ``python -m smartpole.models.worker --config JSON``.
+"""The camera worker: one process per camera, ``python -m smartpole.models.worker``.
 
 It owns the camera (``VideoSource``) and its analytics (``Pipeline``); frames never leave
-it. The control process reads one JSON object per line on stdout:
-
-* ``{"type": "health", "camera", "state", "decode_fps", "processed_fps", "skipped",
-  "inference_ms", "cpu_percent", "rss_mb", "last_frame_age_s", "frames"}`` every
-  ``health_period_s``, from a timer thread of its own, so a stalled camera or a stuck
-  decoder is reported as ``no_frames`` (``reconnecting`` for a live stream that is
-  reconnecting) after ``no_frames_after_s`` instead of going silent. ``state`` is
-  ``starting`` until the first frame (model load, first connection), then the data quality
-  of the latest frame: ``ok``, ``dark``, ``blocked`` or ``shaken``. Rates are over the
-  last period; ``skipped`` (frames dropped because the analytics fell behind) and
-  ``frames`` (processed) count since start; ``inference_ms`` is the mean detector run;
-  ``cpu_percent`` is this process (all threads) in percent of one core;
-  ``last_frame_age_s`` is null before the first frame. Health lines start before
-  ``ready``: a camera that never delivers a frame is still reported.
-* ``{"type": "ready", "camera", "width", "height", "fps", "compile_s", "model_load_s"}``
-  once, when the first frame fixed the size and lines and zones were checked against it.
-* ``{"type": "summary", ...}`` per completed interval (``SummaryAggregator``'s dict); on
-  the end of a finite file or on SIGTERM a last one covers the unfinished interval and
-  carries ``"partial": true``, so no count is lost on a restart.
-* ``{"type": "event", "camera", "event", "zone", "track_id", "class", "t_s",
-  "duration_s"}`` for stopped vehicles, wrong-way driving, pedestrians on the carriageway.
-* ``{"type": "error", "camera", "kind", "message"}`` before a fatal exit. Exit codes: 0 at
-  the end of a file or on SIGTERM; 2 for ``kind`` ``config`` or ``model`` (restarting
-  does not help: the supervisor retries rarely); 1 for ``source`` (unopenable or broken
-  file) and ``internal`` (a bug), which a restart with backoff may cure.
+it. What it is given and what it says back (the command line, the JSON lines on stdout, the
+exit codes) is the contract in ``smartpole.agent.config.camera_worker``, which the
+supervisor in the control process reads with the same types. Its settings are the camera's
+section of the pole config, validated by the same schema as the config check
+(``smartpole.agent.config.cameras``).
 
 Why a reader thread: decoding is paced by the camera while the analytics take what they
 take; a bounded queue between them drops the oldest frame when a live or realtime source
@@ -36,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import queue
 import resource
@@ -45,26 +24,33 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
 import structlog
+from pydantic import ValidationError
 
+from smartpole.agent.config.camera_worker import (
+    ErrorKind,
+    ErrorMessage,
+    EventMessage,
+    HealthMessage,
+    ReadyMessage,
+    SummaryMessage,
+    WorkerExit,
+    WorkerMessage,
+    WorkerState,
+    encode,
+)
+from smartpole.agent.config.cameras import CameraConfig, describe
 from smartpole.models.errors import AnalyticsConfigError, ModelError, SourceError
 from smartpole.models.frames import VideoFrame
 from smartpole.models.kernels import warm_up
 from smartpole.models.pipeline import FrameResult, Pipeline, load_detector
-from smartpole.models.pipeline_config import PipelineConfig
+from smartpole.models.scene import Scene
 from smartpole.models.source import VideoSource
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
-#: Keys of the worker's own; everything else is the pipeline's. ``device`` belongs to the
-#: control process (which power switch feeds the camera) and is ignored here.
-WORKER_KEYS: Final = frozenset(
-    {"source", "loop", "realtime", "health_period_s", "no_frames_after_s", "device"}
-)
 #: Frames waiting between the reader and the analytics; a live source beyond this drops.
 QUEUE_FRAMES: Final = 2
 _END: Final = "end"
@@ -77,43 +63,10 @@ log = structlog.get_logger("smartpole.worker")
 class FatalError(Exception):
     """Stop the worker: emit an error line of ``kind`` and exit with ``code``."""
 
-    def __init__(self, kind: str, message: str, code: int) -> None:
+    def __init__(self, kind: ErrorKind, message: str, code: WorkerExit) -> None:
         super().__init__(message)
-        self.kind = kind
+        self.kind: ErrorKind = kind
         self.code = code
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """The worker's own settings (the rest of the config dict is the pipeline's)."""
-
-    source: str
-    loop: bool = False
-    realtime: bool = False
-    health_period_s: float = 2.0
-    no_frames_after_s: float = 10.0
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> WorkerConfig:
-        source = data.get("source")
-        if not isinstance(source, str) or not source:
-            raise AnalyticsConfigError(f"source: expected a path or URL, got {source!r}")
-        values: dict[str, Any] = {"source": source}
-        for key in ("loop", "realtime"):
-            if key in data:
-                if not isinstance(data[key], bool):
-                    raise AnalyticsConfigError(f"{key}: expected true or false, got {data[key]!r}")
-                values[key] = data[key]
-        for key in ("health_period_s", "no_frames_after_s"):
-            if key in data:
-                value = data[key]
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
-                if not ok or not 0 < value <= 3600:
-                    raise AnalyticsConfigError(
-                        f"{key}: expected seconds in (0, 3600], got {value!r}"
-                    )
-                values[key] = float(value)
-        return cls(**values)
 
 
 class Output:
@@ -124,10 +77,9 @@ class Output:
         self._lock = threading.Lock()
         self.closed = False
 
-    def send(self, message_type: str, /, **fields: Any) -> None:
-        message = {"type": message_type, "camera": self.camera, **fields}
+    def send(self, message: WorkerMessage) -> None:
         try:
-            line = json.dumps(message, allow_nan=False)
+            line = encode(message)
         except ValueError:  # NaN or infinity: not JSON; the supervisor could not read it
             log.error("unserialisable_line", message=repr(message)[:500])
             return
@@ -195,7 +147,7 @@ class Reader:
 class Health:
     """The health line's numbers, computed by the timer thread from what the others set."""
 
-    def __init__(self, out: Output, config: WorkerConfig, source: VideoSource) -> None:
+    def __init__(self, out: Output, config: CameraConfig, source: VideoSource) -> None:
         self.out = out
         self.config = config
         self.source = source
@@ -218,9 +170,9 @@ class Health:
 
     def _run(self) -> None:
         while not self._stop.wait(self.config.health_period_s):
-            self.out.send("health", **self.snapshot())
+            self.out.send(self.snapshot())
 
-    def state(self, now: float) -> str:
+    def state(self, now: float) -> WorkerState:
         waited = now - (self.last_frame_wall or self.started)
         if waited > self.config.no_frames_after_s:
             stats = self.source.stats
@@ -231,7 +183,7 @@ class Health:
             return "starting"
         return self.pipeline.stats.quality
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> HealthMessage:
         now, cpu = time.monotonic(), time.process_time()
         decoded = self.source.stats.decoded
         stats = self.pipeline.stats if self.pipeline is not None else None
@@ -240,17 +192,19 @@ class Health:
         self._last = (now, cpu, decoded, processed)
         span = max(now - then, 1e-6)
         age = None if self.last_frame_wall is None else round(now - self.last_frame_wall, 3)
-        return {
-            "state": self.state(now),
-            "decode_fps": round((decoded - decoded_then) / span, 2),
-            "processed_fps": round((processed - processed_then) / span, 2),
-            "skipped": self.reader.skipped if self.reader is not None else 0,
-            "inference_ms": round(stats.inference_ms, 2) if stats is not None else 0.0,
-            "cpu_percent": round(100.0 * (cpu - cpu_then) / span, 1),
-            "rss_mb": round(rss_mb(), 1),
-            "last_frame_age_s": age,
-            "frames": processed,
-        }
+        return HealthMessage(
+            type="health",
+            camera=self.out.camera,
+            state=self.state(now),
+            decode_fps=round((decoded - decoded_then) / span, 2),
+            processed_fps=round((processed - processed_then) / span, 2),
+            skipped=self.reader.skipped if self.reader is not None else 0,
+            inference_ms=round(stats.inference_ms, 2) if stats is not None else 0.0,
+            cpu_percent=round(100.0 * (cpu - cpu_then) / span, 1),
+            rss_mb=round(rss_mb(), 1),
+            last_frame_age_s=age,
+            frames=processed,
+        )
 
 
 def rss_mb() -> float:
@@ -262,26 +216,26 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
-def parse(text: str) -> tuple[WorkerConfig, PipelineConfig]:
-    """The two halves of the worker's JSON config; ``AnalyticsConfigError`` if bad."""
+def parse(text: str) -> CameraConfig:
+    """The camera's section, as the config check validated it; ``AnalyticsConfigError``
+    naming the keys if it is not valid (it was, unless the worker was started by hand)."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise AnalyticsConfigError(f"--config is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise AnalyticsConfigError("--config must be a JSON object")
-    worker = WorkerConfig.from_dict(data)
-    pipeline = PipelineConfig.from_dict({k: v for k, v in data.items() if k not in WORKER_KEYS})
-    return worker, pipeline
+        return CameraConfig.model_validate_json(text)
+    except ValidationError as exc:
+        raise AnalyticsConfigError(f"--config: {describe(exc)}") from exc
 
 
 class Worker:
-    """One camera's worker; ``run`` returns the exit code (see the module docstring)."""
+    """One camera's worker; ``run`` returns the exit code (``WorkerExit``).
 
-    def __init__(self, out: Output, config: WorkerConfig, pipeline_config: PipelineConfig):
+    Construction builds the scene, so a calibration that cannot work is reported before
+    the camera is opened.
+    """
+
+    def __init__(self, out: Output, config: CameraConfig) -> None:
         self.out = out
         self.config = config
-        self.pipeline_config = pipeline_config
+        self.scene = Scene.of(config)
         self.stopping = threading.Event()
         self.reader: Reader | None = None
         self.source = VideoSource(config.source, loop=config.loop, realtime=config.realtime)
@@ -292,7 +246,7 @@ class Worker:
         self.stopping.set()
         self.source.close()
 
-    def run(self) -> int:
+    def run(self) -> WorkerExit:
         self.health.start()
         try:
             return self._run()
@@ -304,11 +258,11 @@ class Worker:
         """Whether the reader thread is still blocked after the source was closed."""
         return self.reader is not None and not self.reader.join(READER_JOIN_S)
 
-    def _run(self) -> int:
+    def _run(self) -> WorkerExit:
         # The model first: a bad one is a config error the supervisor should hear of at
         # once, not after the kernels' compile (seconds with a cold cache on a busy box).
         started = time.perf_counter()
-        detector = load_detector(self.pipeline_config)
+        detector = load_detector(self.config)
         model_load_s = time.perf_counter() - started
         compile_s = warm_up()
         log.info("model_loaded", compile_s=round(compile_s, 3), model_load_s=round(model_load_s, 3))
@@ -325,7 +279,7 @@ class Worker:
                 continue
             if isinstance(item, SourceError):
                 self._finish(pipeline)
-                raise FatalError("source", str(item), EXIT_FAILURE)
+                raise FatalError("source", str(item), WorkerExit.FAILURE)
             if isinstance(item, Exception):
                 self._finish(pipeline)
                 raise item
@@ -334,39 +288,78 @@ class Worker:
                 break
             self.health.last_frame_wall = time.monotonic()
             if pipeline is None:
-                config, width, height = self.pipeline_config, item.width, item.height
-                pipeline = Pipeline(config, width, height, detector=detector)
+                pipeline = Pipeline(
+                    self.config,
+                    item.width,
+                    item.height,
+                    camera=self.out.camera,
+                    scene=self.scene,
+                    detector=detector,
+                )
                 self.health.pipeline = pipeline
-                fps = self.source.stats.nominal_fps
                 self.out.send(
-                    "ready",
-                    width=item.width,
-                    height=item.height,
-                    fps=round(fps, 3),
-                    compile_s=round(compile_s, 3),
-                    model_load_s=round(model_load_s, 3),
+                    ReadyMessage(
+                        type="ready",
+                        camera=self.out.camera,
+                        width=item.width,
+                        height=item.height,
+                        fps=round(self.source.stats.nominal_fps, 3),
+                        compile_s=round(compile_s, 3),
+                        model_load_s=round(model_load_s, 3),
+                    )
                 )
             if reader.skipped > reported_skips:
                 pipeline.note_skipped(reader.skipped - reported_skips)
                 reported_skips = reader.skipped
             self._publish(pipeline.process(item))
         self._finish(pipeline)
-        return EXIT_OK
+        return WorkerExit.OK
 
     def _publish(self, result: FrameResult) -> None:
         for event in result.events:
-            fields = event.to_dict()
-            fields["event"] = fields.pop("type")
-            self.out.send("event", **fields)
+            self.out.send(
+                EventMessage(
+                    {
+                        "type": "event",
+                        "camera": self.out.camera,
+                        "event": event.kind,
+                        "zone": event.zone,
+                        "track_id": event.track_id,
+                        "class": event.class_name,
+                        "t_s": event.t_s,
+                        "duration_s": event.duration_s,
+                    }
+                )
+            )
         for summary in result.summaries:
-            self.out.send("summary", **{k: v for k, v in summary.items() if k != "camera"})
+            self.out.send(summary_message(self.out.camera, summary))
 
     def _finish(self, pipeline: Pipeline | None) -> None:
         """The summaries still open, the last one flagged partial."""
         if pipeline is None:
             return
         for summary in pipeline.finish():
-            self.out.send("summary", **{k: v for k, v in summary.items() if k != "camera"})
+            self.out.send(summary_message(self.out.camera, summary))
+
+
+def summary_message(camera: str, summary: Mapping[str, Any]) -> SummaryMessage:
+    """A ``SummaryAggregator`` summary as the protocol's message, key by key: a key the
+    protocol does not know fails here, in the worker's tests, not in the supervisor."""
+    message = SummaryMessage(
+        type="summary",
+        camera=camera,
+        interval_start=summary["interval_start"],
+        interval_s=summary["interval_s"],
+        lines=summary["lines"],
+        speed_kmh=summary["speed_kmh"],
+        zones=summary["zones"],
+        queue=summary["queue"],
+        events=summary["events"],
+        quality=summary["quality"],
+    )
+    if "partial" in summary:
+        message["partial"] = summary["partial"]
+    return message
 
 
 def _configure_logging() -> None:
@@ -383,28 +376,28 @@ def _configure_logging() -> None:
     )
 
 
-def serve(text: str, out: Output) -> tuple[int, Worker | None]:
+def serve(text: str, out: Output) -> tuple[WorkerExit, Worker | None]:
     """Parse, run, and turn every failure into its error line; return the exit code."""
     worker: Worker | None = None
     try:
         try:
-            worker_config, pipeline_config = parse(text)
-            worker = Worker(out, worker_config, pipeline_config)
+            worker = Worker(out, parse(text))
             signal.signal(signal.SIGTERM, worker.stop)
             signal.signal(signal.SIGINT, worker.stop)
             return worker.run(), worker
-        except ModelError as exc:  # first: a missing model file is a config error too
-            raise FatalError("model", str(exc), EXIT_BAD_INPUT) from exc
+        except ModelError as exc:
+            raise FatalError("model", str(exc), WorkerExit.BAD_INPUT) from exc
         except (AnalyticsConfigError, SourceError) as exc:  # SourceError: a bad URL scheme
-            raise FatalError("config", str(exc), EXIT_BAD_INPUT) from exc
+            raise FatalError("config", str(exc), WorkerExit.BAD_INPUT) from exc
     except FatalError as exc:
         log.error("worker_failed", kind=exc.kind, error=str(exc))
-        out.send("error", kind=exc.kind, message=str(exc))
+        out.send(ErrorMessage(type="error", camera=out.camera, kind=exc.kind, message=str(exc)))
         return exc.code, worker
     except Exception as exc:  # last resort: a line for the supervisor
         log.exception("worker_crashed")
-        out.send("error", kind="internal", message=f"{type(exc).__name__}: {exc}")
-        return EXIT_FAILURE, worker
+        message = f"{type(exc).__name__}: {exc}"
+        out.send(ErrorMessage(type="error", camera=out.camera, kind="internal", message=message))
+        return WorkerExit.FAILURE, worker
 
 
 def _exit_with_stdin() -> None:
@@ -425,7 +418,8 @@ def _exit_with_stdin() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smartpole.models.worker")
-    parser.add_argument("--config", required=True, help="the camera's settings as JSON")
+    parser.add_argument("--camera", default="camera", help="the camera's name in its lines")
+    parser.add_argument("--config", required=True, help="the camera's section as JSON")
     parser.add_argument(
         "--exit-with-stdin",
         action="store_true",
@@ -435,11 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     if args.exit_with_stdin:
         _exit_with_stdin()
-    camera = "camera"
-    with contextlib.suppress(ValueError, AttributeError):
-        camera = str(json.loads(args.config).get("camera", camera))
-    structlog.contextvars.bind_contextvars(camera=camera)
-    code, worker = serve(args.config, Output(camera))
+    structlog.contextvars.bind_contextvars(camera=args.camera)
+    code, worker = serve(args.config, Output(args.camera))
     if worker is not None and worker.reader_stuck():
         # A read blocked in FFmpeg (a FIFO nobody writes to) cannot be interrupted, and the
         # interpreter's shutdown could wait on it: leave now, with the output flushed.

@@ -20,6 +20,7 @@ import yaml
 from conftest import PROFILES, REPO, SMARTPOLE, Proc, api, wait_until
 
 from smartpole.agent.buses.registry import load_config
+from smartpole.agent.config.camera_worker import command
 
 DATA = REPO.parent / "shared" / "data"
 CLIP = DATA / "video" / "street-2lane-640x352.mp4"
@@ -163,9 +164,11 @@ def test_queue_zones_need_a_stop_line_and_pass_it_to_the_worker(tmp_path: Path) 
     with_line = {**queue, "stop_line": [[180, 340], [640, 340]]}
     config = _pole(tmp_path, zones={"approach": with_line})
     loaded = load_config(config)
-    worker = loaded.pole.cameras["street"].worker_config("street", config.parent)
-    assert worker["zones"]["approach"]["stop_line"] == [[180.0, 340.0], [640.0, 340.0]]
-    from smartpole.models.worker import parse  # the worker's own parser takes it
+    worker = command("python", "street", loaded.pole.cameras["street"].for_worker(config.parent))
+    sent = json.loads(worker[worker.index("--config") + 1])
+    assert sent["zones"]["approach"]["stop_line"] == [[180.0, 340.0], [640.0, 340.0]]
+    from smartpole.models.scene import Scene  # the worker's own parser and scene take it
+    from smartpole.models.worker import parse
 
-    _, pipeline = parse(json.dumps(worker))
-    assert [zone.stop_line for zone in pipeline.zones] == [((180, 340), (640, 340))]
+    scene = Scene.of(parse(json.dumps(sent)))
+    assert [zone.stop_line for zone in scene.zones] == [((180, 340), (640, 340))]

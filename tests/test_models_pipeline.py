@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig
 from smartpole.models.counting import Crossing
 from smartpole.models.detector import Detection
 from smartpole.models.errors import AnalyticsConfigError, ModelError
 from smartpole.models.frames import VideoFrame
-from smartpole.models.pipeline import Pipeline, PipelineConfig, drop_parts
-from smartpole.models.pipeline_config import COCO_TRAFFIC, ModelPathError
+from smartpole.models.pipeline import Pipeline, drop_parts, load_detector
+from smartpole.models.scene import Scene
 from smartpole.models.source import VideoSource
 from smartpole.models.zones import ZoneEvent
 
@@ -41,8 +42,9 @@ needs_data = pytest.mark.skipif(
 )
 
 
-def config(**extra: Any) -> PipelineConfig:
-    return PipelineConfig.from_dict({"model": str(MODEL), "lines": {"main": LINE}, **extra})
+def config(**extra: Any) -> CameraConfig:
+    settings = {"source": str(CLIP), "model": str(MODEL), "lines": {"main": LINE}}
+    return CameraConfig.model_validate({**settings, **extra})
 
 
 @dataclass
@@ -221,58 +223,33 @@ def test_dropped_frames_reach_the_summary() -> None:
 # --- settings ----------------------------------------------------------------------------
 
 
-@needs_data
-def test_defaults_are_the_documented_ones() -> None:
-    settings = PipelineConfig.from_dict({"model": str(MODEL)})
-    assert settings.classes == COCO_TRAFFIC
-    assert settings.interval_s == 300.0
-    assert settings.detect_every == 3
-    assert settings.count_min_score == 0.5
-    assert settings.lines == ()
-    assert settings.zones == ()
-    assert settings.calibration is None
+def test_a_missing_model_file_is_a_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="model file not found"):
+        load_detector(config(model=str(tmp_path / "nope.onnx")))
 
 
-def test_a_missing_model_file_is_both_a_config_and_a_model_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelPathError, match="no such file") as caught:
-        PipelineConfig.from_dict({"model": str(tmp_path / "nope.onnx")})
-    assert isinstance(caught.value, AnalyticsConfigError)
-    assert isinstance(caught.value, ModelError)
+def test_a_calibration_that_is_no_quadrilateral_is_refused_before_any_frame() -> None:
+    """The schema counts the points; whether they span a view of a plane takes numerics."""
+    square = [[0, 0], [1, 0], [1, 1], [0, 1]]
+    settings = config(calibration={"image": [[0, 0]] * 4, "ground_m": square})
+    with pytest.raises(AnalyticsConfigError, match="same"):
+        Scene.of(settings)
 
 
-@needs_data
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        ({"interval_s": 0}, "interval_s: must be > 0"),
-        ({"interval_s": "60"}, "interval_s: expected a finite number"),
-        ({"detect_every": 1.5}, "detect_every: expected an integer"),
-        ({"intervall_s": 60}, "unknown key"),
-        ({"classes": {}}, "classes: the map is empty"),
-        ({"classes": {"car": "car"}}, "not an integer"),
-        ({"lines": {"a": {"from": [0, 0], "to": [0, 0]}}}, "same point"),
-        ({"lines": {"a": {"from": [0, 0]}}}, "missing key"),
-        ({"lines": {"a": {"from": [0, 0], "to": [1]}}}, "expected a point"),
-        ({"zones": {"z": {"polygon": [[0, 0], [10, 0], [20, 0]]}}}, "zero area"),
-        ({"zones": {"z": {"polygon": [[0, 0], [9, 0], [9, 9]], "kind": "x"}}}, "unknown kind"),
-        ({"calibration": {"image": [[0, 0]] * 4, "ground_m": [[0, 0]] * 4}}, "same"),
-        ({"camera": ""}, "camera"),
-    ],
-)
-def test_bad_settings_name_what_is_wrong(extra: dict[str, Any], message: str) -> None:
-    with pytest.raises(AnalyticsConfigError, match=message):
-        PipelineConfig.from_dict({"model": str(MODEL), **extra})
-
-
-@needs_data
 def test_geometry_outside_the_frame_is_refused_once_the_size_is_known() -> None:
-    settings = config(lines={"far": {"from": [150, 230], "to": [700, 230]}})
+    line = Scene.of(config(lines={"far": {"from": [150, 230], "to": [700, 230]}}))
     with pytest.raises(AnalyticsConfigError, match=r"outside the 640x352 frame"):
-        Pipeline(settings, 640, 352)
-    zone = config(zones={"z": {"polygon": [[0, 0], [10, 0], [10, 400]]}})
+        line.validate_frame(640, 352)
+    zone = Scene.of(config(zones={"z": {"polygon": [[0, 0], [10, 0], [10, 400]]}}))
     with pytest.raises(AnalyticsConfigError, match="outside"):
         zone.validate_frame(640, 352)
     zone.validate_frame(640, 400)
+
+
+def test_the_pipeline_checks_the_frame_size_before_it_loads_anything() -> None:
+    settings = config(lines={"far": {"from": [150, 230], "to": [700, 230]}})
+    with pytest.raises(AnalyticsConfigError, match=r"outside the 640x352 frame"):
+        Pipeline(settings, 640, 352)
 
 
 def test_parts_of_a_vehicle_are_not_counted_as_vehicles() -> None:

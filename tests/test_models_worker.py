@@ -1,9 +1,10 @@
 """The camera worker as the control process runs it: a subprocess speaking JSON lines.
 
-Each test starts ``python -m smartpole.models.worker --config JSON`` and reads its stdout:
-the real clip end to end, and every kind of bad input the issue names (bad model, line
-outside the frame, missing, truncated or damaged video, a source that stalls). The rule
-under test: a clear error line and exit code, or a health state, never silence or a hang.
+Each test starts ``python -m smartpole.models.worker --camera NAME --config JSON`` and reads
+its stdout with the supervisor's own parser, so every line is held to the protocol: the real
+clip end to end, and every kind of bad input (bad model, line outside the frame, missing,
+truncated or damaged video, a source that stalls). The rule under test: a clear error line
+and exit code, or a health state, never silence or a hang.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from smartpole.agent.config.camera_worker import WorkerExit, command, parse_line
 from smartpole.agent.config.cameras import CameraConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -53,15 +55,15 @@ pytestmark = pytest.mark.skipif(
 
 
 class Worker:
-    """A worker subprocess; its stdout lines are parsed into ``lines`` by a thread."""
+    """A worker subprocess; its stdout lines are parsed into ``lines`` by a thread.
 
-    def __init__(self, config: dict[str, Any], log: Path) -> None:
+    Its stdin is a pipe held open, as the supervisor holds it (``--exit-with-stdin``).
+    """
+
+    def __init__(self, argv: list[str], log: Path) -> None:
         with log.open("w") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "smartpole.models.worker", "--config", json.dumps(config)],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
             )
         self.log = log
         self.lines: list[dict[str, Any]] = []
@@ -72,7 +74,7 @@ class Worker:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for raw in self.process.stdout:
-            message = json.loads(raw)  # every stdout line must be one JSON object
+            message: Any = parse_line(raw)  # every stdout line must be one message
             self.lines.append(message)
             self._new.put(message)
         self._new.put(None)
@@ -107,25 +109,30 @@ class Worker:
         if self.process.poll() is None:
             self.process.kill()
         self.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
-    def start(**config: Any) -> Worker:
+    def start(argv: list[str] | None = None, **config: Any) -> Worker:
         settings = {
-            "camera": "cam-1",
             "source": str(CLIP),
+            "realtime": False,
             "model": str(MODEL),
             "lines": {"main": LINE},
             "interval_s": 12,
             "health_period_s": 0.5,
             **config,
         }
-        proc = Worker(settings, tmp_path / f"worker-{len(started)}.log")
+        argv = argv or [
+            *(sys.executable, "-m", "smartpole.models.worker"),
+            *("--camera", "cam-1", "--config", json.dumps(settings)),
+        ]
+        proc = Worker(argv, tmp_path / f"worker-{len(started)}.log")
         started.append(proc)
         return proc
 
@@ -138,7 +145,7 @@ def test_the_clip_gives_ready_health_and_the_labelled_counts_per_interval(
     worker: Callable[..., Worker],
 ) -> None:
     proc = worker()
-    assert proc.wait(100) == 0, proc.log.read_text()
+    assert proc.wait(100) == WorkerExit.OK, proc.log.read_text()
     ready = proc.of("ready")
     assert len(ready) == 1
     assert ready[0]["camera"] == "cam-1"
@@ -174,7 +181,7 @@ def test_the_clip_gives_ready_health_and_the_labelled_counts_per_interval(
 def test_sigterm_ends_a_live_run_with_a_partial_summary(
     worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
-    """Started with exactly what the control process sends (``CameraConfig.worker_config``)."""
+    """Started exactly as the control process starts it (``camera_worker.command``)."""
     camera = CameraConfig.model_validate(
         {
             "source": str(CLIP),
@@ -187,12 +194,10 @@ def test_sigterm_ends_a_live_run_with_a_partial_summary(
             "device": "camera-power",
         }
     )
-    settings = camera.worker_config("cam-1", tmp_path)
-    settings.pop("camera")
-    proc = worker(**settings)
+    proc = worker(command(sys.executable, "cam-1", camera.for_worker(tmp_path)))
     proc.wait_for(lambda m: m["type"] == "health" and m["state"] == "ok", 60)
     proc.process.send_signal(signal.SIGTERM)
-    assert proc.wait(20) == 0
+    assert proc.wait(20) == WorkerExit.OK
     summaries = proc.of("summary")
     assert len(summaries) == 1
     assert summaries[0]["partial"] is True
@@ -210,7 +215,7 @@ def test_events_are_sent_as_they_happen(worker: Callable[..., Worker]) -> None:
     assert event["class"] == "car"
     assert event["camera"] == "cam-1"
     assert {"track_id", "t_s", "duration_s"} <= set(event)
-    assert proc.wait(100) == 0
+    assert proc.wait(100) == WorkerExit.OK
     (summary,) = proc.of("summary")
     assert any(e["type"] == "stopped_vehicle" for e in summary["events"])
 
@@ -223,7 +228,7 @@ def test_an_unusable_model_is_a_model_error_with_exit_2(
     if model == "garbage":
         path.write_bytes(b"this is not an ONNX model\n" * 100)
     proc = worker(model=str(path))
-    assert proc.wait(60) == 2
+    assert proc.wait(60) == WorkerExit.BAD_INPUT
     (error,) = proc.of("error")
     assert error["kind"] == "model"
     assert str(path) in error["message"]
@@ -243,7 +248,7 @@ def test_a_bad_setting_is_a_config_error_with_exit_2(
     worker: Callable[..., Worker], config: dict[str, Any], message: str
 ) -> None:
     proc = worker(**config)
-    assert proc.wait(60) == 2
+    assert proc.wait(60) == WorkerExit.BAD_INPUT
     (error,) = proc.of("error")
     assert error["kind"] == "config"
     assert message in error["message"]
@@ -251,7 +256,7 @@ def test_a_bad_setting_is_a_config_error_with_exit_2(
 
 def test_a_missing_video_is_a_source_error(worker: Callable[..., Worker], tmp_path: Path) -> None:
     proc = worker(source=str(tmp_path / "nope.mp4"))
-    assert proc.wait(60) == 1
+    assert proc.wait(60) == WorkerExit.FAILURE
     (error,) = proc.of("error")
     assert error["kind"] == "source"
     assert "nope.mp4" in error["message"]
@@ -265,7 +270,8 @@ def test_a_truncated_video_ends_with_a_source_error(
     proc = worker(source=str(broken))
     code = proc.wait(60)
     errors = proc.of("error")
-    assert (code, [e["kind"] for e in errors]) in ((1, ["source"]), (0, []))
+    outcomes = ((WorkerExit.FAILURE, ["source"]), (WorkerExit.OK, []))
+    assert (code, [e["kind"] for e in errors]) in outcomes
 
 
 def test_a_damaged_video_is_analysed_as_far_as_it_decodes(
@@ -279,12 +285,12 @@ def test_a_damaged_video_is_analysed_as_far_as_it_decodes(
     damaged.write_bytes(bytes(data))
     proc = worker(source=str(damaged))
     code = proc.wait(100)
-    assert code in (0, 1), proc.log.read_text()
+    assert code in (WorkerExit.OK, WorkerExit.FAILURE), proc.log.read_text()
     assert proc.of("ready")
     summaries = proc.of("summary")
     assert summaries, "what decoded was summarised"
     assert summaries[-1]["partial"] is True
-    assert [e["kind"] for e in proc.of("error")] == ([] if code == 0 else ["source"])
+    assert [e["kind"] for e in proc.of("error")] == ([] if code == WorkerExit.OK else ["source"])
 
 
 def test_a_source_that_never_sends_is_reported_as_no_frames(
@@ -299,7 +305,7 @@ def test_a_source_that_never_sends_is_reported_as_no_frames(
         assert line["last_frame_age_s"] is None
         assert line["frames"] == 0
         proc.process.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        assert proc.wait(15) == WorkerExit.OK
     finally:
         os.close(keep_open)
 
@@ -315,6 +321,6 @@ def test_a_camera_that_refuses_connections_is_reported_as_reconnecting(
     )
     proc.wait_for(lambda m: m["type"] == "health" and m["state"] == "reconnecting", 30)
     proc.process.send_signal(signal.SIGTERM)
-    assert proc.wait(15) == 0
+    assert proc.wait(15) == WorkerExit.OK
     assert not proc.of("ready")
     assert not proc.of("error")
