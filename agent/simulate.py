@@ -41,9 +41,9 @@ from smartpole.drivers.mcu.twin_state import Inputs
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
 from smartpole.drivers.pelco_d.sim import PelcoDPtyServer, SimulatedCamera
 from smartpole.drivers.sim.devices import SimulatedDevice
+from smartpole.drivers.sim.faults import FaultMode
 from smartpole.drivers.sim.modbus_tcp import ModbusTcpServer
 from smartpole.drivers.sim.rtu_pty import RtuPtyServer
-from smartpole.drivers.sim.wire import FaultMode
 
 log = structlog.get_logger("smartpole.sim")
 

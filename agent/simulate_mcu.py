@@ -13,7 +13,7 @@ from typing import Any
 
 from smartpole.agent.core.errors import UsageError
 from smartpole.drivers.mcu.emulator import McuEmulator
-from smartpole.drivers.sim.wire import SLOW_EXTRA_S, FaultMode
+from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
 
 _RAW_INPUTS = {
     "door_open": ("door", 1),

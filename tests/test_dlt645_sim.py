@@ -32,8 +32,8 @@ from smartpole.drivers.errors import (
     ProtocolError,
     TransportError,
 )
+from smartpole.drivers.sim.faults import FaultMode
 from smartpole.drivers.sim.pty import PtyEndpoint
-from smartpole.drivers.sim.wire import FaultMode
 
 
 def _profile() -> Dlt645Profile:

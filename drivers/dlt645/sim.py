@@ -35,8 +35,9 @@ from smartpole.drivers.dlt645.frame import (
     read_data_reply,
 )
 from smartpole.drivers.dlt645.profile import Dlt645PointSpec, Dlt645Profile
+from smartpole.drivers.line import frame_gap_s, reply_delay_s
+from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
 from smartpole.drivers.sim.pty import PtyEndpoint
-from smartpole.drivers.sim.wire import SLOW_EXTRA_S, FaultMode, frame_gap_s, reply_delay_s
 
 log = structlog.get_logger(__name__)
 

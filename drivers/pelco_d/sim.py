@@ -16,7 +16,7 @@ Conventions of the simulated head (real models differ, see the profile):
   an undefined preset is ignored, as real domes do;
 * without ``supports_position_query`` the camera ignores 0x4B/0x4D/0x51/0x53.
 
-Faults (``drivers/sim/wire.FaultMode``), per address, changeable at run time:
+Faults (``drivers/sim/faults.FaultMode``), per address, changeable at run time:
 NO_ANSWER ignores every command (a dead camera); BAD_CRC, GARBAGE and SLOW execute the
 command and spoil only the answer (inverted checksum; random bytes of the answer's length;
 the answer ``SLOW_EXTRA_S`` late). Pelco-D has no error answer, so EXCEPTION behaves
@@ -35,11 +35,12 @@ from typing import Final, Self
 
 import structlog
 
+from smartpole.drivers.line import reply_delay_s
 from smartpole.drivers.pelco_d import protocol
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
 from smartpole.drivers.pelco_d.protocol import FULL_TURN, Command
+from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
 from smartpole.drivers.sim.pty import PtyEndpoint
-from smartpole.drivers.sim.wire import SLOW_EXTRA_S, FaultMode, reply_delay_s
 
 log = structlog.get_logger(__name__)
 
