@@ -15,8 +15,8 @@ from smartpole.drivers.pelco_d import protocol
 from smartpole.drivers.pelco_d.client import PelcoDClient
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
 from smartpole.drivers.pelco_d.protocol import angular_distance
-from smartpole.drivers.pelco_d.sim import PelcoDPtyServer, SimulatedCamera
 from smartpole.drivers.sim.faults import FaultMode
+from smartpole.drivers.sim.pelco_d import PelcoDPtyServer, SimulatedCamera
 
 BAUD = 9600
 TOLERANCE = 10  # hundredths of a degree
