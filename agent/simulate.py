@@ -35,12 +35,12 @@ from smartpole.agent.core.errors import UsageError
 from smartpole.agent.simulate_mcu import McuSim
 from smartpole.drivers.dlt645.profile import Dlt645Profile
 from smartpole.drivers.mcu.codes import Photocell
-from smartpole.drivers.mcu.emulator import McuEmulator
-from smartpole.drivers.mcu.twin_state import Inputs
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
 from smartpole.drivers.sim.devices import SimulatedDevice
 from smartpole.drivers.sim.dlt645 import Dlt645PtyServer, SimulatedMeter
 from smartpole.drivers.sim.faults import FaultMode
+from smartpole.drivers.sim.mcu.emulator import McuEmulator
+from smartpole.drivers.sim.mcu.twin_state import Inputs
 from smartpole.drivers.sim.modbus_tcp import ModbusTcpServer
 from smartpole.drivers.sim.pelco_d import PelcoDPtyServer, SimulatedCamera
 from smartpole.drivers.sim.rtu_pty import RtuPtyServer

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from smartpole.agent.core.errors import UsageError
-from smartpole.drivers.mcu.emulator import McuEmulator
 from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
+from smartpole.drivers.sim.mcu.emulator import McuEmulator
 
 _RAW_INPUTS = {
     "door_open": ("door", 1),

@@ -1,13 +1,13 @@
 """The pole MCU emulated on a pseudo-terminal, for hardware-in-the-loop rigs and tests.
 
-:class:`McuEmulator` runs a :class:`~smartpole.drivers.mcu.twin.McuTwin` (the MCU's logic,
+:class:`McuEmulator` runs a :class:`~smartpole.drivers.sim.mcu.twin.McuTwin` (the MCU's logic,
 deterministic and I/O-free) behind a pty whose ``path`` the agent opens exactly as it would
 open the cabinet's UART. The twin ticks every 10 ms of loop time. Both directions of the
 line take their wire time at the emulator's baud rate (:mod:`.wire`): a host frame reaches
 the twin only when its last byte would have, and the twin's frames reach the host likewise,
 one after the other, so round trips and throughput over the emulator are honest.
 
-Faults (:class:`~smartpole.drivers.mcu.wire.Faults`) can be changed at any time: dropped,
+Faults (:class:`~smartpole.drivers.sim.mcu.wire.Faults`) can be changed at any time: dropped,
 corrupted and garbage-prefixed frames in both directions, an extra reply delay, a silent
 MCU; :meth:`McuEmulator.reset` reboots the MCU (new ``boot_id``, fresh twin, inputs kept),
 optionally cutting the frame it is transmitting. Inputs are set in physical units and
@@ -30,9 +30,9 @@ import structlog
 from smartpole.drivers.mcu.codes import Photocell
 from smartpole.drivers.mcu.dictionary import DICTIONARY_BYTES
 from smartpole.drivers.mcu.frame import RX_IDLE_MS, check_frame, encode_frame
-from smartpole.drivers.mcu.twin import McuTwin
-from smartpole.drivers.mcu.twin_state import Inputs, Outputs, Stats
-from smartpole.drivers.mcu.wire import Faults, LineStats, WireLine
+from smartpole.drivers.sim.mcu.twin import McuTwin
+from smartpole.drivers.sim.mcu.twin_state import Inputs, Outputs, Stats
+from smartpole.drivers.sim.mcu.wire import Faults, LineStats, WireLine
 from smartpole.drivers.sim.pty import PtyEndpoint
 
 log = structlog.get_logger(__name__)
