@@ -32,7 +32,7 @@ from smartpole.agent.config.pole import (
     PoleMcuBus,
 )
 from smartpole.agent.core.errors import UsageError
-from smartpole.agent.simulate_mcu import McuSim
+from smartpole.agent.sim.mcu import McuSim
 from smartpole.drivers.dlt645.profile import Dlt645Profile
 from smartpole.drivers.mcu.codes import Photocell
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
