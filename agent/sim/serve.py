@@ -6,20 +6,18 @@ real protocols. Serial buses are served on pseudo-terminals, TCP buses on loopba
 Each bus's endpoint is printed on stdout, one line per bus, as soon as it is served
 (``serving bus NAME at PATH`` or ``at tcp://HOST:PORT``), so scripts can pass it on to
 ``smartpole run --bus-port``. Faults can be set at start (``--fault``) or at any time
-through the control socket (``--control`` with ``smartpole sim-control``).
+through the control socket (``--control`` with ``smartpole simctl``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import structlog
 
@@ -32,6 +30,7 @@ from smartpole.agent.config.pole import (
     PoleMcuBus,
 )
 from smartpole.agent.core.errors import UsageError
+from smartpole.agent.sim.control import ControlServer, Served, SimulatorSet
 from smartpole.agent.sim.mcu import McuSim
 from smartpole.drivers.dlt645.profile import Dlt645Profile
 from smartpole.drivers.mcu.codes import Photocell
@@ -48,55 +47,6 @@ from smartpole.drivers.sim.rtu_pty import RtuPtyServer
 log = structlog.get_logger("smartpole.sim")
 
 ValueMode = Literal["walk", "vectors"]
-
-
-class _FaultTarget(Protocol):
-    def set_fault(self, unit_id: int, mode: FaultMode) -> None: ...
-
-
-@dataclass
-class _Served:
-    """A simulated device and the server (and its own id there) that serves it."""
-
-    server: Any
-    ident: Any
-    model: Any = None
-    walk: bool = False
-
-
-@dataclass
-class SimulatorSet:
-    devices: dict[str, _Served] = field(default_factory=dict)
-
-    def set_fault(self, device: str, mode: FaultMode) -> None:
-        served = self.devices.get(device)
-        if served is None:
-            raise UsageError(f"no simulated device {device!r}")
-        served.server.set_fault(served.ident, mode)
-
-    def mcu_control(self, device: str, request: Mapping[str, Any]) -> dict[str, object]:
-        served = self.devices.get(device)
-        if served is None or not isinstance(served.model, McuSim):
-            raise UsageError(f"no simulated MCU {device!r}")
-        return served.model.control(request)
-
-    def step(self) -> None:
-        for served in self.devices.values():
-            if served.walk:
-                served.model.step()
-
-    def set_value(self, device: str, point: str, value: float | bool | str) -> None:
-        """Script a scenario: the device reports ``value`` (and stops drifting it)."""
-        served = self.devices.get(device)
-        if served is not None and isinstance(served.model, McuSim):
-            served.model.set_value(point, value)
-            return
-        if served is None or served.model is None:
-            raise UsageError(f"no simulated device {device!r} with values")
-        if point not in served.model.profile.points:
-            raise UsageError(f"device {device!r} has no point {point!r}")
-        served.walk = False
-        served.model.set_value(point, value)
 
 
 def parse_faults(config: LoadedConfig, specs: Sequence[str]) -> dict[str, FaultMode]:
@@ -151,7 +101,7 @@ async def run_simulators(
             for device, mode in (faults or {}).items():
                 sims.set_fault(device, mode)
             if control is not None:
-                await stack.enter_async_context(_ControlServer(control, sims))
+                await stack.enter_async_context(ControlServer(control, sims))
             # Steps at a fixed rate (not "step_s after the last one"): a rig that polls at
             # the step period must see a new value on every poll, hour after hour.
             next_step = loop.time() + step_s
@@ -207,7 +157,7 @@ async def _serve_bus(
             )
             where = f"tcp://{server.host}:{server.port}"
         for name, (unit, model) in models.items():
-            sims.devices[name] = _Served(server, unit, model, walk=values == "walk")
+            sims.devices[name] = Served(server, unit, model, walk=values == "walk")
         return str(where)
     if isinstance(bus, PoleMcuBus):
         # A cabinet on a mild day: 25 °C, 24 V supply, daylight on the photocell.
@@ -217,7 +167,7 @@ async def _serve_bus(
         )
         adapter = McuSim(emulator)
         for name in on_bus:
-            sims.devices[name] = _Served(adapter, name, adapter)
+            sims.devices[name] = Served(adapter, name, adapter)
         return emulator.path
     if isinstance(bus, Dlt645Bus):
         meters = {}
@@ -230,7 +180,7 @@ async def _serve_bus(
                     meter.set_value(point, value)
             address = (device.address or "").zfill(12)
             meters[address] = meter
-            sims.devices[name] = _Served(None, address, meter, walk=values == "walk")
+            sims.devices[name] = Served(None, address, meter, walk=values == "walk")
         meter_server = await stack.enter_async_context(
             Dlt645PtyServer(meters, baudrate=bus.baudrate, turnaround_s=turnaround_s, seed=seed)
         )
@@ -247,7 +197,7 @@ async def _serve_bus(
         PelcoDPtyServer(cameras, baudrate=bus.baudrate, turnaround_s=turnaround_s)
     )
     for name, device in on_bus.items():
-        sims.devices[name] = _Served(camera_server, int(device.address or "1"))
+        sims.devices[name] = Served(camera_server, int(device.address or "1"))
     return camera_server.path
 
 
@@ -267,55 +217,3 @@ def _load_first_vector(model: SimulatedDevice) -> None:
     for kind, area in areas:
         for start, words in area.items():
             model.bank.set(kind, start, [int(w) for w in words])
-
-
-class _ControlServer:
-    """JSON lines on a Unix socket for rigs.
-
-    ``{"device": "weather", "fault": "no_answer"}`` injects a fault;
-    ``{"device": "weather", "set": {"temperature": 85.0}}`` scripts a reading;
-    ``{"device": "mcu", "mcu": {"state": true}}`` reaches the MCU emulator (``McuSim``).
-    """
-
-    def __init__(self, path: Path, sims: SimulatorSet) -> None:
-        self.path = path
-        self._sims = sims
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> _ControlServer:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._server is not None:
-            self._server.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                writer.write(json.dumps(self._answer(line)).encode() + b"\n")
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    def _answer(self, line: bytes) -> dict[str, object]:
-        try:
-            request = json.loads(line)
-            device = str(request["device"])
-            if "fault" in request:
-                self._sims.set_fault(device, FaultMode(request["fault"]))
-            for point, value in dict(request.get("set", {})).items():
-                self._sims.set_value(device, str(point), value)
-            answer: dict[str, object] = {"ok": True}
-            if "mcu" in request:
-                answer["mcu"] = self._sims.mcu_control(device, dict(request["mcu"]))
-        except (ValueError, KeyError, TypeError, UsageError) as exc:
-            return {"ok": False, "error": str(exc)}
-        log.info("sim_control", **{k: v for k, v in request.items() if k != "event"})
-        return answer
