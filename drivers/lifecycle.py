@@ -52,30 +52,31 @@ class Lifecycle:
       ended: the place for a final log line with the counters.
 
     Reusable, not re-entrant: after a close it may be entered again; entering it while it
-    runs is a RuntimeError.
+    runs is a RuntimeError. The base's own state is name-mangled so that it never collides
+    with a subclass's attributes.
     """
 
     def __init__(self) -> None:
-        self._state = _State.IDLE
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failure: BackgroundTaskError | None = None
+        self.__state = _State.IDLE
+        self.__tasks: set[asyncio.Task[None]] = set()
+        self.__failure: BackgroundTaskError | None = None
 
     @property
     def running(self) -> bool:
         """Entered and not yet closed."""
-        return self._state is _State.RUNNING
+        return self.__state is _State.RUNNING
 
     async def __aenter__(self) -> Self:
-        if self._state is not _State.IDLE:
+        if self.__state is not _State.IDLE:
             raise RuntimeError(f"{type(self).__name__} is already running")
-        self._state = _State.STARTING
-        self._failure = None
+        self.__state = _State.STARTING
+        self.__failure = None
         try:
             await self._start()
         except BaseException:
-            await self._close(raise_failure=False)
+            await self.__close(raise_failure=False)
             raise
-        self._state = _State.RUNNING
+        self.__state = _State.RUNNING
         return self
 
     async def __aexit__(
@@ -85,18 +86,18 @@ class Lifecycle:
         tb: TracebackType | None,
     ) -> None:
         # The body's own exception wins; a task failure behind it was logged when it happened.
-        await self._close(raise_failure=exc is None)
+        await self.__close(raise_failure=exc is None)
 
     async def aclose(self) -> None:
         """Release, cancel and await the background tasks; BackgroundTaskError (once) if
         one of them had failed. Safe to call any number of times."""
-        await self._close(raise_failure=True)
+        await self.__close(raise_failure=True)
 
     def spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
         """Run ``coro`` in the background until the close; needs the running loop."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        self.__tasks.add(task)
+        task.add_done_callback(self.__task_done)
         return task
 
     # ----- hooks --------------------------------------------------------------------------
@@ -116,33 +117,33 @@ class Lifecycle:
 
     # ----- the rules ----------------------------------------------------------------------
 
-    async def _close(self, *, raise_failure: bool) -> None:
-        completed = self._state is _State.RUNNING
-        self._state = _State.IDLE
+    async def __close(self, *, raise_failure: bool) -> None:
+        completed = self.__state is _State.RUNNING
+        self.__state = _State.IDLE
         try:
             self._release()
         finally:
-            await self._cancel_tasks()
+            await self.__cancel_tasks()
         if completed:
             await self._stopped()
-        failure, self._failure = self._failure, None
+        failure, self.__failure = self.__failure, None
         if failure is not None and raise_failure:
             raise failure
 
-    async def _cancel_tasks(self) -> None:
+    async def __cancel_tasks(self) -> None:
         # A task may spawn another while we wait (a connection accepted just before its
         # listener closed): go round until none is left. A close from inside one of our own
         # tasks must not wait for itself.
         me = asyncio.current_task()
-        while pending := {task for task in self._tasks if task is not me}:
+        while pending := {task for task in self.__tasks if task is not me}:
             for task in pending:
                 task.cancel()
             # wait() does not raise the tasks' CancelledError, but does raise ours.
             await asyncio.wait(pending)
-            self._tasks -= pending
+            self.__tasks -= pending
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    def __task_done(self, task: asyncio.Task[None]) -> None:
+        self.__tasks.discard(task)
         if task.cancelled() or (exc := task.exception()) is None:
             return
         log.error(
@@ -150,6 +151,6 @@ class Lifecycle:
         )
         error = BackgroundTaskError(f"{task.get_name()} failed: {exc!r}")
         error.__cause__ = exc
-        if self._failure is None:
-            self._failure = error
+        if self.__failure is None:
+            self.__failure = error
         self._task_failed(error)
