@@ -20,6 +20,7 @@ import structlog
 
 from smartpole.agent.core.errors import UsageError
 from smartpole.agent.sim.mcu import McuSim
+from smartpole.drivers.lifecycle import Lifecycle
 from smartpole.drivers.sim.faults import FaultMode
 
 log = structlog.get_logger("smartpole.sim")
@@ -72,7 +73,7 @@ class SimulatorSet:
         served.model.set_value(point, value)
 
 
-class ControlServer:
+class ControlServer(Lifecycle):
     """JSON lines on a Unix socket for rigs.
 
     ``{"device": "weather", "fault": "no_answer"}`` injects a fault;
@@ -81,21 +82,22 @@ class ControlServer:
     """
 
     def __init__(self, path: Path, sims: SimulatorSet) -> None:
+        super().__init__()
         self.path = path
         self._sims = sims
         self._server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> ControlServer:
+    async def _start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            self.path.unlink()  # left behind by a run that was killed
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
-        return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._server is not None:
-            self._server.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+    def _release(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -168,9 +168,10 @@ async def _serve_bus(
         adapter = McuSim(emulator)
         for name in on_bus:
             sims.devices[name] = Served(adapter, name, adapter)
-        return emulator.path
+        return emulator.where
     if isinstance(bus, Dlt645Bus):
         meters = {}
+        addresses = {}
         for offset, (name, device) in enumerate(on_bus.items()):
             profile = config.profile_of(name)
             assert isinstance(profile, Dlt645Profile)
@@ -180,14 +181,15 @@ async def _serve_bus(
                     meter.set_value(point, value)
             address = (device.address or "").zfill(12)
             meters[address] = meter
-            sims.devices[name] = Served(None, address, meter, walk=values == "walk")
+            addresses[name] = address
         meter_server = await stack.enter_async_context(
             Dlt645PtyServer(meters, baudrate=bus.baudrate, turnaround_s=turnaround_s, seed=seed)
         )
-        for served in sims.devices.values():
-            if served.server is None:
-                served.server = meter_server
-        return meter_server.path
+        for name, address in addresses.items():
+            sims.devices[name] = Served(
+                meter_server, address, meters[address], walk=values == "walk"
+            )
+        return meter_server.where
     cameras = {}
     for name, device in on_bus.items():
         profile = config.profile_of(name)
@@ -198,7 +200,7 @@ async def _serve_bus(
     )
     for name, device in on_bus.items():
         sims.devices[name] = Served(camera_server, int(device.address or "1"))
-    return camera_server.path
+    return camera_server.where
 
 
 def _load_first_vector(model: SimulatedDevice) -> None:
