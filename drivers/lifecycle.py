@@ -42,14 +42,16 @@ class _State(enum.Enum):
 
 
 class Lifecycle:
-    """Base for objects with an open/run/close life. Subclasses fill in up to three hooks:
+    """Base for objects with an open/run/close life. Subclasses fill in the hooks they need:
 
     * ``_start()`` (async) opens and starts background work with :meth:`spawn`; if it
       raises, or is cancelled, what it had opened is released before the error propagates;
     * ``_release()`` (sync) frees what ``_start`` or a public ``open()`` took. It runs on
       every close, so it must be idempotent;
     * ``_stopped()`` (async) runs once per completed start, after every background task has
-      ended: the place for a final log line with the counters.
+      ended: the place for a final log line with the counters;
+    * ``_task_failed(error)`` (sync) runs as soon as a background task has died, so whoever
+      waits on that task's progress can be told at once.
 
     Reusable, not re-entrant: after a close it may be entered again; entering it while it
     runs is a RuntimeError. The base's own state is name-mangled so that it never collides
@@ -112,8 +114,7 @@ class Lifecycle:
         """After a completed run's tasks have all ended; the default does nothing."""
 
     def _task_failed(self, error: BackgroundTaskError) -> None:
-        """A background task has just failed (already logged); the default does nothing
-        more, a subclass may wake whoever waits on that task's progress."""
+        """A background task has just failed (already logged); the default does nothing."""
 
     # ----- the rules ----------------------------------------------------------------------
 

@@ -66,14 +66,16 @@ class TcpAddress:
             raise ValueError(f"port must be 0..65535, got {self.port}")
 
 
-_Waiter = tuple[Callable[[], object], "asyncio.Future[None]"]
+_Waiter = tuple[Callable[[], object], asyncio.Future[None]]
 
 
 class SimServer(Lifecycle, abc.ABC):
     """A simulator on a fresh pty (``tcp=None``) or a TCP listener; an async context manager.
 
     ``name`` names the simulator in logs and task names. ``max_pending`` bounds the bytes a
-    pty holds for a client that does not read (see :class:`PtyEndpoint`).
+    pty holds for a client that does not read (see :class:`PtyEndpoint`). ``_pty`` is the
+    pty while it runs, for a simulator that also speaks unprompted (the MCU pushes events)
+    rather than only in answer to what its conversation reads.
     """
 
     def __init__(
