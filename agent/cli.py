@@ -109,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from smartpole.agent.simulate import parse_faults, run_simulators
+    from smartpole.agent.sim.serve import parse_faults, run_simulators
 
     config = _load(args.config)
     faults = parse_faults(config, args.fault)

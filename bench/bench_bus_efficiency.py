@@ -4,7 +4,7 @@ The bus is ``rs485-1`` of configs/poles/demo.yaml (weather station, lamp control
 meter, 9600 baud). The real simulator serves it as a subprocess (``smartpole sim --bus
 rs485-1 --turnaround-ms T``, T = 10 ms by default, a realistic device turnaround); it delays
 every answer by the wire time of request and answer, the 3.5-character silence and T
-(drivers/sim/wire.py ``reply_delay_s``).
+(drivers/line.py ``reply_delay_s``).
 
 Code path: the agent's own. A ``ModbusBusTask`` is built from the loaded demo config with
 the bus moved to the simulator's pty exactly as ``smartpole run --bus-port`` does
@@ -21,7 +21,7 @@ Lower bound of a cycle: for each planned request, the wire time of the 8-byte re
 characters of silence, the turnaround T, the wire time of the answer (5 + 2 x count bytes
 for registers, 5 + ceil(bits / 8) for coils and discrete inputs) and 3.5 characters before
 the next request; a character is 11 bits, the constant the simulator charges
-(``smartpole.drivers.sim.wire.BITS_PER_CHAR``).
+(``smartpole.drivers.line.BITS_PER_CHAR``).
 
 Plan optimality: an independent exhaustive search, with its own implementation of the rules
 (same kind, span <= max registers / bits, holes <= max_gap, no refused area touched; a
@@ -61,10 +61,10 @@ from smartpole.agent.cli import _with_bus_ports
 from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.points import PointTable
+from smartpole.drivers.line import BITS_PER_CHAR
 from smartpole.drivers.modbus.plan import ReadBlock, plan_reads
 from smartpole.drivers.modbus.points import DataType, PointSpec, RegisterKind
 from smartpole.drivers.modbus.profile import ModbusLimits, ModbusProfile, RefusedArea
-from smartpole.drivers.sim.wire import BITS_PER_CHAR
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "configs" / "poles" / "demo.yaml"

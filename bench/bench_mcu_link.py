@@ -1,7 +1,7 @@
 """Round-trip latency and pipelined throughput of the pole-MCU link against the wire's limit.
 
-The MCU is ``McuEmulator`` (drivers/mcu/emulator.py) at 115200 baud, in a subprocess of its
-own (this script with ``--serve``) so its CPU time does not share the measuring loop. It
+The MCU is ``McuEmulator`` (drivers/sim/mcu/emulator.py) at 115200 baud, in a subprocess of
+its own (this script with ``--serve``) so its CPU time does not share the measuring loop. It
 holds every frame for its wire time in both directions (drivers/line.py ``wire_time_s``,
 which charges 11 bits per character, a parity slot included, so the emulated line is
 already 10 % slower than a real 8N1 line). The host side is the product's own code path:
@@ -37,8 +37,8 @@ from smartpole.agent import logs
 from smartpole.drivers.mcu.client import McuClient
 from smartpole.drivers.mcu.config import McuConfig, RelayConfig
 from smartpole.drivers.mcu.dictionary import DICTIONARY
-from smartpole.drivers.mcu.emulator import McuEmulator
 from smartpole.drivers.mcu.frame import MIN_FRAME
+from smartpole.drivers.sim.mcu.emulator import McuEmulator
 
 BAUD: Final = 115200
 BITS_8N1: Final = 10

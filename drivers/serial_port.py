@@ -17,12 +17,12 @@ import contextlib
 import os
 import termios
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import serial
 
 from smartpole.drivers.errors import TransportError
+from smartpole.drivers.lifecycle import Lifecycle
 
 _READ_CHUNK: Final = 4096
 # The line settings by the letters and numbers configs use, as pyserial spells them.
@@ -36,7 +36,7 @@ PARITIES: Final = {
 STOPBITS: Final = {1: serial.STOPBITS_ONE, 2: serial.STOPBITS_TWO}
 
 
-class AsyncSerialPort:
+class AsyncSerialPort(Lifecycle):
     """One serial port, opened by one owner, read through ``on_data``.
 
     ``on_data(bytes)`` runs on the loop with what the kernel held when the port became
@@ -69,6 +69,7 @@ class AsyncSerialPort:
         self.parity = parity
         self.stopbits = stopbits
         self.exclusive = exclusive
+        super().__init__()
         self._on_data = on_data
         self._on_failure = on_failure
         self._serial: Any = None
@@ -78,18 +79,12 @@ class AsyncSerialPort:
         self._writable: asyncio.Future[None] | None = None
         self._write_lock = asyncio.Lock()
 
-    # ----- life cycle ---------------------------------------------------------------------
+    # ----- life cycle (``async with`` through Lifecycle's hooks) ---------------------------
 
-    async def __aenter__(self) -> Self:
+    async def _start(self) -> None:
         self.open()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _release(self) -> None:
         self.close()
 
     @property

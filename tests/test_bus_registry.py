@@ -15,7 +15,13 @@ from conftest import PROFILES
 
 from smartpole.agent.buses.bus_set import BusSet
 from smartpole.agent.buses.capabilities import Readable, Writable
-from smartpole.agent.buses.kind import BusContext, BusKind, SimContext, SimulatedBus
+from smartpole.agent.buses.kind import (
+    BusContext,
+    BusKind,
+    ServedDevice,
+    SimContext,
+    SimulatedBus,
+)
 from smartpole.agent.buses.registry import BusRegistry, registry
 from smartpole.agent.buses.supervised import SupervisedBus
 from smartpole.agent.config.buses import Addressing, SerialBusConfig
@@ -66,7 +72,8 @@ class EchoTask(SupervisedBus):
 
 
 async def simulate_echo(name: str, bus: EchoBus, context: SimContext) -> SimulatedBus:
-    return SimulatedBus(f"echo://{name}", dict.fromkeys(context.devices_on(name)))
+    devices = {device: ServedDevice(None, device) for device in context.devices_on(name)}
+    return SimulatedBus(f"echo://{name}", devices)
 
 
 ECHO = BusKind(
@@ -178,12 +185,10 @@ async def test_tasks_capabilities_and_simulators_come_from_the_kinds(
     with pytest.raises(RequestError, match="no writable device 'box'"):
         await buses.write_point("box", "greeting", "bye", "test")
     assert buses.offering(Writable) == [buses.bus_of("weather")]
-    served = await with_echo.simulate(
-        ["e1"],
-        SimContext(loaded, None, 0.0, 0, "walk"),  # type: ignore[arg-type]
-    )
-    assert served["e1"].endpoint == "echo://e1"
-    assert list(served["e1"].devices) == ["box"]
+    context = SimContext(loaded, None, 0.0, 0, "walk")  # type: ignore[arg-type]
+    served = await with_echo.simulate("e1", context)
+    assert served.endpoint == "echo://e1"
+    assert list(served.devices) == ["box"]
 
 
 def test_a_kind_must_offer_what_it_declares_and_types_are_unique() -> None:

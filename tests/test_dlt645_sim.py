@@ -25,15 +25,15 @@ from smartpole.drivers.dlt645.frame import (
     read_data_request,
 )
 from smartpole.drivers.dlt645.profile import Dlt645Profile
-from smartpole.drivers.dlt645.sim import Dlt645PtyServer, SimulatedMeter
 from smartpole.drivers.errors import (
     DeviceExceptionError,
     DeviceTimeoutError,
     ProtocolError,
     TransportError,
 )
+from smartpole.drivers.sim.dlt645 import Dlt645PtyServer, SimulatedMeter
+from smartpole.drivers.sim.faults import FaultMode
 from smartpole.drivers.sim.pty import PtyEndpoint
-from smartpole.drivers.sim.wire import FaultMode
 
 
 def _profile() -> Dlt645Profile:

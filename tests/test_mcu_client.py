@@ -21,7 +21,6 @@ from smartpole.drivers.mcu.client import McuClient
 from smartpole.drivers.mcu.codes import ErrorCode, EventKind, LevelSource
 from smartpole.drivers.mcu.config import McuConfig, RelayConfig, ScheduleStep
 from smartpole.drivers.mcu.dictionary import DICTIONARY, DICTIONARY_BYTES
-from smartpole.drivers.mcu.emulator import McuEmulator
 from smartpole.drivers.mcu.errors import (
     McuCommandError,
     McuConfigError,
@@ -31,7 +30,8 @@ from smartpole.drivers.mcu.errors import (
 )
 from smartpole.drivers.mcu.events import EventTracker
 from smartpole.drivers.mcu.results import McuEvent
-from smartpole.drivers.mcu.wire import Faults
+from smartpole.drivers.sim.mcu.emulator import McuEmulator
+from smartpole.drivers.sim.mcu.wire import Faults
 
 CONFIG = McuConfig(
     relays=[

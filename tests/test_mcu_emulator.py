@@ -15,11 +15,11 @@ from smartpole.drivers.mcu.client import McuClient
 from smartpole.drivers.mcu.codes import EventKind, LevelSource
 from smartpole.drivers.mcu.config import McuConfig
 from smartpole.drivers.mcu.dictionary import DICTIONARY
-from smartpole.drivers.mcu.emulator import McuEmulator
 from smartpole.drivers.mcu.frame import encode_frame
 from smartpole.drivers.mcu.link import McuLink
 from smartpole.drivers.mcu.msgproto import IDENTIFY
-from smartpole.drivers.mcu.wire import Faults
+from smartpole.drivers.sim.mcu.emulator import McuEmulator
+from smartpole.drivers.sim.mcu.wire import Faults
 
 IDENTIFY_FRAME = encode_frame(0, IDENTIFY.encode(offset=0, count=48))
 IDENTIFY_ANSWER_FRAME = encode_frame(

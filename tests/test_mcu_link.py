@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from smartpole.drivers.errors import TransportError
 from smartpole.drivers.mcu.dictionary import DICTIONARY
-from smartpole.drivers.mcu.emulator import McuEmulator
 from smartpole.drivers.mcu.link import McuLink
 from smartpole.drivers.mcu.msgproto import Message
 from smartpole.drivers.mcu.requests import RequestChannel
 from smartpole.drivers.mcu.rto import MAX_RTO_S, MIN_RTO_S, RtoEstimator
-from smartpole.drivers.mcu.wire import Direction, Faults
+from smartpole.drivers.sim.mcu.emulator import McuEmulator
+from smartpole.drivers.sim.mcu.wire import Direction, Faults
 
 WINDOW = DICTIONARY.window
 DIRECTIONS: list[Direction] = ["both", "to_mcu", "to_host"]

@@ -13,8 +13,8 @@ from smartpole.drivers.mcu.codes import ErrorCode, EventKind, LevelSource
 from smartpole.drivers.mcu.dictionary import DICTIONARY, DICTIONARY_BYTES
 from smartpole.drivers.mcu.frame import MAX_PAYLOAD, FrameDecoder, encode_frame
 from smartpole.drivers.mcu.msgproto import ArgType, Message
-from smartpole.drivers.mcu.twin import McuTwin
-from smartpole.drivers.mcu.twin_state import Clock, McuConfig, fallback_policy, schedule_level
+from smartpole.drivers.sim.mcu.twin import McuTwin
+from smartpole.drivers.sim.mcu.twin_state import Clock, McuConfig, fallback_policy, schedule_level
 
 
 class Host:

@@ -24,7 +24,7 @@ from smartpole.drivers.mcu.msgproto import (
     Message,
     UnknownMessageError,
 )
-from smartpole.drivers.mcu.twin_session import replay
+from smartpole.drivers.sim.mcu.twin_session import replay
 
 REPO = Path(__file__).resolve().parent.parent
 BRIDGE = REPO / "firmware-bridge"

@@ -36,8 +36,8 @@ from smartpole.drivers.modbus.mbap import encode_adu
 from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.rtu_slave import RegisterBank
 from smartpole.drivers.modbus.tcp_client import ModbusTcpClient
+from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
 from smartpole.drivers.sim.modbus_tcp import ModbusTcpServer
-from smartpole.drivers.sim.wire import SLOW_EXTRA_S, FaultMode
 
 BLOCK = 0x0100
 VALUES = [0x1000 + i for i in range(20)]

@@ -21,8 +21,8 @@ from smartpole.drivers.modbus.mbap import MbapRequest, encode_adu, encode_reques
 from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.rtu_slave import RegisterBank, Request
 from smartpole.drivers.modbus.rtu_slave import encode_request as encode_rtu_request
+from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
 from smartpole.drivers.sim.modbus_tcp import Framing, ModbusTcpServer
-from smartpole.drivers.sim.wire import SLOW_EXTRA_S, FaultMode
 
 BLOCK = 0x01F4
 VALUES = [0x0100 + i for i in range(14)]

@@ -15,8 +15,8 @@ from smartpole.drivers.pelco_d import protocol
 from smartpole.drivers.pelco_d.client import PelcoDClient
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
 from smartpole.drivers.pelco_d.protocol import angular_distance
-from smartpole.drivers.pelco_d.sim import PelcoDPtyServer, SimulatedCamera
-from smartpole.drivers.sim.wire import FaultMode
+from smartpole.drivers.sim.faults import FaultMode
+from smartpole.drivers.sim.pelco_d import PelcoDPtyServer, SimulatedCamera
 
 BAUD = 9600
 TOLERANCE = 10  # hundredths of a degree
@@ -131,10 +131,10 @@ async def test_go_to_preset_reads_back_the_preset_position(rig: Rig) -> None:
     assert ended == rig.true_position()
     assert not rig.camera().moving(rig.server.now())
     stats = rig.server.stats
-    assert stats.commands["go_to_preset"] == 1
-    assert stats.commands["set_preset"] == 1
-    assert stats.commands["query_pan"] == stats.commands["query_tilt"] >= 3
-    assert client.stats.replies == stats.replies
+    assert stats.by_kind["go_to_preset"] == 1
+    assert stats.by_kind["set_preset"] == 1
+    assert stats.by_kind["query_pan"] == stats.by_kind["query_tilt"] >= 3
+    assert client.stats.replies == stats.answered
     assert client.stats.bad_checksums == client.stats.timeouts == 0
 
 
@@ -156,7 +156,7 @@ async def test_manual_move_then_stop_holds_still(rig: Rig) -> None:
     held = await client.query_position(1)  # answered after the stop was executed
     assert not rig.camera().moving(rig.server.now())
     assert await client.query_position(1) == held == rig.true_position()
-    assert rig.server.stats.commands["stop"] == 1
+    assert rig.server.stats.by_kind["stop"] == 1
 
 
 @pytest.mark.asyncio
@@ -188,14 +188,14 @@ async def test_spoiled_answers_are_not_believed(rig: Rig, fault: FaultMode) -> N
     if fault in (FaultMode.BAD_CRC, FaultMode.GARBAGE):
         assert client.stats.garbage_bytes >= 1
     # The command still runs under spoiled-answer faults; EXCEPTION is silence in Pelco-D.
-    seen = rig.server.stats.received
+    seen = rig.server.stats.requests
     await client.send(protocol.set_pan(7, 22000))
     await asyncio.wait_for(rig.server.wait_received(seen + 1), 5)  # before lifting the fault
     rig.server.set_fault(7, FaultMode.NONE)
     executed = fault is not FaultMode.EXCEPTION
     ended = await client.wait_until_still(7)
     assert close_to(ended, (22000 if executed else 20000, 35000))
-    assert rig.server.stats.commands["set_pan"] == (1 if executed else 0)
+    assert rig.server.stats.by_kind["set_pan"] == (1 if executed else 0)
     assert client.stats.replies >= 2
 
 
@@ -236,7 +236,7 @@ async def test_reserved_and_out_of_range_presets_are_refused_before_sending(rig:
 async def test_cancelled_read_back_leaves_the_client_usable(rig: Rig) -> None:
     client = rig.client
     rig.server.set_fault(1, FaultMode.SLOW)  # the read-back would wait for a long time
-    seen = rig.server.stats.received
+    seen = rig.server.stats.requests
     task = asyncio.create_task(client.go_to_preset(1, 1))
     # The preset call and the first position query have reached the camera.
     await asyncio.wait_for(rig.server.wait_received(seen + 2), 5)

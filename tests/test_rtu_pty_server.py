@@ -15,10 +15,11 @@ from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ExceptionResponse
 
+from smartpole.drivers.line import wire_time_s
 from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.rtu_slave import RegisterBank
+from smartpole.drivers.sim.faults import FaultMode
 from smartpole.drivers.sim.rtu_pty import RtuPtyServer
-from smartpole.drivers.sim.wire import FaultMode, wire_time_s
 
 BLOCK = 0x01F4
 VALUES = [0x0100 + i for i in range(14)]

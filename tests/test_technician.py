@@ -30,12 +30,13 @@ from smartpole.agent.buses.registry import load_profile
 from smartpole.agent.cli import build_parser
 from smartpole.agent.core.errors import UsageError
 from smartpole.agent.technician import Progress, RtuLine, split_frames, unit_list
+from smartpole.drivers.line import wire_time_s
 from smartpole.drivers.modbus.crc import append_crc
 from smartpole.drivers.modbus.profile import ModbusProfile
 from smartpole.drivers.modbus.rtu_slave import Request, encode_request
 from smartpole.drivers.sim.devices import SimulatedDevice
+from smartpole.drivers.sim.faults import FaultMode
 from smartpole.drivers.sim.rtu_pty import RtuPtyServer
-from smartpole.drivers.sim.wire import FaultMode, wire_time_s
 
 RENKE, CWT, LAMP = "renke-rs-fsjt-n01", "cwt-uwd", "lamp-controller"
 POLE = {"wind": (RENKE, 1), "weather": (CWT, 7), "lamp": (LAMP, 200)}

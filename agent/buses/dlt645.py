@@ -13,7 +13,13 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from smartpole.agent.buses.kind import BusContext, BusKind
+from smartpole.agent.buses.kind import (
+    BusContext,
+    BusKind,
+    ServedDevice,
+    SimContext,
+    SimulatedBus,
+)
 from smartpole.agent.buses.polled import STALE_AFTER_PERIODS, PolledBus, PolledDevice
 from smartpole.agent.config.buses import Addressing, Baudrate, SerialBusConfig
 from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
@@ -22,6 +28,7 @@ from smartpole.drivers.dlt645.client import Dlt645Client
 from smartpole.drivers.dlt645.profile import Dlt645Profile
 from smartpole.drivers.errors import DeviceTimeoutError, DriverError
 from smartpole.drivers.line import frame_gap_s
+from smartpole.drivers.sim.dlt645 import Dlt645PtyServer, SimulatedMeter
 
 
 class Dlt645Bus(SerialBusConfig):
@@ -121,4 +128,37 @@ class Dlt645BusTask(PolledBus[_Meter]):
             self._table.update(device.name, point, value, quality)
 
 
-KIND = BusKind(name="dlt645", configs=(Dlt645Bus,), profile=Dlt645Profile, task=Dlt645BusTask)
+async def simulate(name: str, bus: Dlt645Bus, context: SimContext) -> SimulatedBus:
+    """The bus's meters on one pty, their values drifting or the profile's first vector."""
+    meters: dict[str, SimulatedMeter] = {}
+    addresses: dict[str, str] = {}
+    for offset, (device_name, device) in enumerate(context.devices_on(name).items()):
+        profile = context.config.profile_of(device_name)
+        assert isinstance(profile, Dlt645Profile)  # the config check matched it to the bus
+        meter = SimulatedMeter(profile, seed=context.seed + offset)
+        if context.values == "vectors" and profile.test_vectors:
+            for point, value in profile.test_vectors[0].expect.items():
+                meter.set_value(point, value)
+        address = (device.address or "").zfill(12)
+        meters[address] = meter
+        addresses[device_name] = address
+    server = await context.stack.enter_async_context(
+        Dlt645PtyServer(
+            meters, baudrate=bus.baudrate, turnaround_s=context.turnaround_s, seed=context.seed
+        )
+    )
+    walk = context.values == "walk"
+    devices = {
+        device_name: ServedDevice(server, address, meters[address], walk=walk)
+        for device_name, address in addresses.items()
+    }
+    return SimulatedBus(server.where, devices)
+
+
+KIND = BusKind(
+    name="dlt645",
+    configs=(Dlt645Bus,),
+    profile=Dlt645Profile,
+    task=Dlt645BusTask,
+    simulator=simulate,
+)

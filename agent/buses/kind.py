@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from smartpole.agent.buses.capabilities import BusTask
 from smartpole.agent.config.buses import BusConfig
@@ -63,12 +63,33 @@ class SimContext:
 
 
 @dataclass
+class ServedDevice:
+    """One simulated device: the server that plays it on the wire (``server.set_fault(ident,
+    mode)``) and, where its values can be scripted, its model (``step()`` drifts them,
+    ``set_value(point, value)`` fixes one, ``profile.points`` names them)."""
+
+    server: Any
+    ident: Any
+    model: Any = None
+    walk: bool = False
+
+
+@runtime_checkable
+class ScriptedModel(Protocol):
+    """A simulated device that checks its own scripted values and takes requests of its
+    own kind (the cabinet MCU: resets, line faults, a snapshot of its outputs)."""
+
+    def set_value(self, point: str, value: object) -> None: ...
+
+    def control(self, request: Mapping[str, Any]) -> dict[str, object]: ...
+
+
+@dataclass
 class SimulatedBus:
-    """A served bus: where a daemon reaches it, and each device's handle for faults and
-    scripted values (``agent/sim``)."""
+    """A served bus: where a daemon reaches it, and its devices by config name."""
 
     endpoint: str
-    devices: Mapping[str, Any] = field(default_factory=dict)
+    devices: Mapping[str, ServedDevice] = field(default_factory=dict)
 
 
 class SimulatorFactory(Protocol[C_contra]):

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from smartpole.agent.buses.capabilities import Ptz
-from smartpole.agent.buses.kind import BusContext, BusKind
+from smartpole.agent.buses.kind import (
+    BusContext,
+    BusKind,
+    ServedDevice,
+    SimContext,
+    SimulatedBus,
+)
 from smartpole.agent.buses.polled import PolledBus, PolledDevice
 from smartpole.agent.config.buses import Addressing, Baudrate, SerialBusConfig
 from smartpole.agent.core.audit import AuditRecord
@@ -22,6 +28,7 @@ from smartpole.agent.core.points import Quality
 from smartpole.drivers.errors import DriverError
 from smartpole.drivers.pelco_d.client import PelcoDClient
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
+from smartpole.drivers.sim.pelco_d import PelcoDPtyServer, SimulatedCamera
 
 POSITION_POINTS = {"pan": "°", "tilt": "°"}
 
@@ -138,10 +145,28 @@ class PelcoDBusTask(PolledBus[_Camera]):
         return record.read_back
 
 
+async def simulate(name: str, bus: PelcoDBus, context: SimContext) -> SimulatedBus:
+    """The bus's cameras on one pty, each at its preset 1 until told otherwise."""
+    cameras: dict[int, SimulatedCamera] = {}
+    for device_name, device in context.devices_on(name).items():
+        profile = context.config.profile_of(device_name)
+        assert isinstance(profile, PelcoDProfile)  # the config check matched it to the bus
+        cameras[int(device.address or "1")] = SimulatedCamera(profile)
+    server = await context.stack.enter_async_context(
+        PelcoDPtyServer(cameras, baudrate=bus.baudrate, turnaround_s=context.turnaround_s)
+    )
+    devices = {
+        device_name: ServedDevice(server, int(device.address or "1"))
+        for device_name, device in context.devices_on(name).items()
+    }
+    return SimulatedBus(server.where, devices)
+
+
 KIND = BusKind(
     name="pelco-d",
     configs=(PelcoDBus,),
     profile=PelcoDProfile,
     task=PelcoDBusTask,
+    simulator=simulate,
     capabilities=frozenset({Ptz}),
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -95,23 +95,14 @@ class BusRegistry:
             tasks.append((kind.task(name, bus, context), kind))
         return BusSet(tasks)
 
-    async def simulate(self, names: Sequence[str], context: SimContext) -> dict[str, SimulatedBus]:
-        """Serve the named buses' devices, each with its protocol's simulator."""
-        served: dict[str, SimulatedBus] = {}
-        for offset, name in enumerate(names):
-            bus = context.config.pole.buses[name]
-            kind = self.kind_of(bus)
-            if kind.simulator is None:
-                raise UsageError(f"bus {name}: {kind.name} has no simulator")
-            seeded = SimContext(
-                context.config,
-                context.stack,
-                context.turnaround_s,
-                context.seed + 100 * offset,
-                context.values,
-            )
-            served[name] = await kind.simulator(name, bus, seeded)
-        return served
+    async def simulate(self, name: str, context: SimContext) -> SimulatedBus:
+        """Serve bus ``name``'s devices with its protocol's simulator, until the context's
+        exit stack closes."""
+        bus = context.config.pole.buses[name]
+        kind = self.kind_of(bus)
+        if kind.simulator is None:
+            raise UsageError(f"bus {name}: {kind.name} has no simulator")
+        return await kind.simulator(name, bus, context)
 
 
 @functools.cache

@@ -5,7 +5,7 @@ never shared: two masters on one RS-485 pair garble each other.
 
 Synchronous on purpose: one request is on the line at a time anyway, and a ``select`` with
 a deadline is the most precise "no answer within T" there is. The wire's timing (character
-time, the 3.5-character gap) is the simulators' own, from :mod:`smartpole.drivers.sim.wire`.
+time, the 3.5-character gap) is the one the simulators charge, from :mod:`smartpole.drivers.line`.
 """
 
 from __future__ import annotations

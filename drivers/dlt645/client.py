@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import structlog
 
@@ -32,6 +31,7 @@ from smartpole.drivers.dlt645.frame import (
 )
 from smartpole.drivers.dlt645.profile import Dlt645PointSpec
 from smartpole.drivers.errors import DeviceTimeoutError, ProtocolError, TransportError
+from smartpole.drivers.lifecycle import Lifecycle
 from smartpole.drivers.line import frame_gap_s
 from smartpole.drivers.serial_port import AsyncSerialPort
 
@@ -43,7 +43,7 @@ _MIN_LINE_GAP_S: Final = 0.05
 _PARITIES: Final = ("N", "E", "O")  # what meters are set to; mark and space are not
 
 
-class Dlt645Client:
+class Dlt645Client(Lifecycle):
     """One serial port. Not shared: exactly one bus task owns an instance.
 
     ``crc_errors`` and ``garbage_bytes`` count, over the client's life, candidate frames
@@ -63,6 +63,7 @@ class Dlt645Client:
     ) -> None:
         if parity not in _PARITIES:
             raise ValueError(f"parity must be one of {sorted(_PARITIES)}, got {parity!r}")
+        super().__init__()
         self._port = AsyncSerialPort(  # checks stopbits
             port,
             baudrate=baudrate,
@@ -81,18 +82,12 @@ class Dlt645Client:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
-    # ----- life cycle -----
+    # ----- life cycle (``async with`` through Lifecycle's hooks) -----
 
-    async def __aenter__(self) -> Self:
+    async def _start(self) -> None:
         await self.open()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _release(self) -> None:
         self.close()
 
     @property

@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import structlog
 
@@ -28,6 +27,7 @@ from smartpole.drivers.errors import (
     ProtocolError,
     TransportError,
 )
+from smartpole.drivers.lifecycle import Lifecycle
 from smartpole.drivers.pelco_d import protocol
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
 from smartpole.drivers.pelco_d.protocol import Command
@@ -57,7 +57,7 @@ class ClientStats:
     timeouts: int = 0
 
 
-class PelcoDClient:
+class PelcoDClient(Lifecycle):
     """One serial port with one or more cameras on it. Not shared between tasks' owners:
     concurrent calls are allowed but are serialised on the bus."""
 
@@ -71,6 +71,7 @@ class PelcoDClient:
         profile: PelcoDProfile | None = None,
         profiles: Mapping[int, PelcoDProfile] | None = None,
     ) -> None:
+        super().__init__()
         self._port = AsyncSerialPort(  # checks the parity letter
             port,
             baudrate=baudrate,
@@ -92,18 +93,12 @@ class PelcoDClient:
         self._bus = asyncio.Lock()
         self._stats = ClientStats()
 
-    # ----- lifecycle ----------------------------------------------------------------------
+    # ----- lifecycle (``async with`` through Lifecycle's hooks) ----------------------------
 
-    async def __aenter__(self) -> Self:
+    async def _start(self) -> None:
         self.open()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _release(self) -> None:
         self.close()
 
     @property

@@ -51,7 +51,7 @@ from smartpole.drivers.modbus.rtu_slave import (
     handle_request,
 )
 from smartpole.drivers.modbus.rtu_slave import decode_request as decode_rtu_request
-from smartpole.drivers.sim.wire import SLOW_EXTRA_S, FaultMode
+from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
 
 log = structlog.get_logger(__name__)
 

@@ -26,6 +26,7 @@ from typing import Final, Protocol, Self, runtime_checkable
 
 import structlog
 
+from smartpole.drivers.line import frame_gap_s, reply_delay_s
 from smartpole.drivers.modbus.crc import append_crc, crc16_modbus
 from smartpole.drivers.modbus.rtu_slave import (
     BROADCAST_UNIT,
@@ -39,12 +40,7 @@ from smartpole.drivers.modbus.rtu_slave import (
     handle_pdu,
     handle_request,
 )
-from smartpole.drivers.sim.wire import (
-    SLOW_EXTRA_S,
-    FaultMode,
-    frame_gap_s,
-    reply_delay_s,
-)
+from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
 
 log = structlog.get_logger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any
 from smartpole.drivers.mcu.dictionary import DICTIONARY, DICTIONARY_BYTES
 from smartpole.drivers.mcu.frame import FrameDecoder, crc16_ccitt, encode_frame
 from smartpole.drivers.mcu.msgproto import MalformedMessageError, Message, UnknownMessageError
-from smartpole.drivers.mcu.twin_session import INPUT_FIELDS, SessionRecorder
+from smartpole.drivers.sim.mcu.twin_session import INPUT_FIELDS, SessionRecorder
 
 REPO = Path(__file__).resolve().parents[2]
 BRIDGE = REPO / "firmware-bridge"

@@ -2,7 +2,8 @@
 
 The bus config and the MCU configuration made from it (``config.py``); the task that keeps
 the MCU convinced the agent is alive and carries out writes (``task.py``); its events on
-their way to the outbox (``events.py``).
+their way to the outbox (``events.py``); the emulator as a ``smartpole sim`` device
+(``sim.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from smartpole.agent.buses.capabilities import Diagnosable, EventSource, Readable, Writable
 from smartpole.agent.buses.kind import BusKind
 from smartpole.agent.buses.mcu.config import PoleMcuBus
+from smartpole.agent.buses.mcu.sim import simulate
 from smartpole.agent.buses.mcu.task import McuBusTask
 from smartpole.drivers.mcu.profile import McuProfile
 
@@ -18,5 +20,6 @@ KIND = BusKind(
     configs=(PoleMcuBus,),
     profile=McuProfile,
     task=McuBusTask,
+    simulator=simulate,
     capabilities=frozenset({Readable, Writable, Diagnosable, EventSource}),
 )

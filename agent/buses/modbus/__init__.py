@@ -15,6 +15,7 @@ from smartpole.agent.buses.modbus.config import (
     ModbusRtuOverTcpBus,
     ModbusTcpBus,
 )
+from smartpole.agent.buses.modbus.sim import simulate
 from smartpole.agent.buses.modbus.task import ModbusBusTask
 from smartpole.drivers.modbus.profile import ModbusProfile
 
@@ -23,5 +24,6 @@ KIND = BusKind[ModbusBus](
     configs=(ModbusRtuBus, ModbusTcpBus, ModbusRtuOverTcpBus),
     profile=ModbusProfile,
     task=ModbusBusTask,
+    simulator=simulate,
     capabilities=frozenset({Readable, Writable}),
 )

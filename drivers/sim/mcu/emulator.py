@@ -1,13 +1,13 @@
 """The pole MCU emulated on a pseudo-terminal, for hardware-in-the-loop rigs and tests.
 
-:class:`McuEmulator` runs a :class:`~smartpole.drivers.mcu.twin.McuTwin` (the MCU's logic,
+:class:`McuEmulator` runs a :class:`~smartpole.drivers.sim.mcu.twin.McuTwin` (the MCU's logic,
 deterministic and I/O-free) behind a pty whose ``path`` the agent opens exactly as it would
 open the cabinet's UART. The twin ticks every 10 ms of loop time. Both directions of the
 line take their wire time at the emulator's baud rate (:mod:`.wire`): a host frame reaches
 the twin only when its last byte would have, and the twin's frames reach the host likewise,
 one after the other, so round trips and throughput over the emulator are honest.
 
-Faults (:class:`~smartpole.drivers.mcu.wire.Faults`) can be changed at any time: dropped,
+Faults (:class:`~smartpole.drivers.sim.mcu.wire.Faults`) can be changed at any time: dropped,
 corrupted and garbage-prefixed frames in both directions, an extra reply delay, a silent
 MCU; :meth:`McuEmulator.reset` reboots the MCU (new ``boot_id``, fresh twin, inputs kept),
 optionally cutting the frame it is transmitting. Inputs are set in physical units and
@@ -18,29 +18,26 @@ comes from one generator seeded at construction, so a rig's run can be reproduce
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import random
-from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import structlog
 
 from smartpole.drivers.mcu.codes import Photocell
 from smartpole.drivers.mcu.dictionary import DICTIONARY_BYTES
 from smartpole.drivers.mcu.frame import RX_IDLE_MS, check_frame, encode_frame
-from smartpole.drivers.mcu.twin import McuTwin
-from smartpole.drivers.mcu.twin_state import Inputs, Outputs, Stats
-from smartpole.drivers.mcu.wire import Faults, LineStats, WireLine
-from smartpole.drivers.sim.pty import PtyEndpoint
+from smartpole.drivers.sim.mcu.twin import McuTwin
+from smartpole.drivers.sim.mcu.twin_state import Inputs, Outputs, Stats
+from smartpole.drivers.sim.mcu.wire import Faults, LineStats, WireLine
+from smartpole.drivers.sim.server import Line, SimServer
 
 log = structlog.get_logger(__name__)
 
 TICK_MS: Final = 10
 
 
-class McuEmulator:
+class McuEmulator(SimServer):
     """One emulated MCU on a fresh pty; an async context manager."""
 
     def __init__(
@@ -55,6 +52,7 @@ class McuEmulator:
     ) -> None:
         if baudrate <= 0:
             raise ValueError(f"baudrate must be positive, got {baudrate}")
+        super().__init__("mcu")
         self.baudrate = baudrate
         self._rng = random.Random(seed)  # noqa: S311 - line noise, not cryptography
         self._dictionary = bytes(dictionary)
@@ -65,8 +63,6 @@ class McuEmulator:
             self._twin.inputs = dataclasses.replace(inputs)
         self._boot_at = 0.0
         self.resets = 0
-        self._pty: PtyEndpoint | None = None
-        self._reader: asyncio.Task[None] | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
         self._rx_held = bytearray()
@@ -76,56 +72,32 @@ class McuEmulator:
         self._to_host = WireLine(
             "to_host", baudrate, self._rng, self._onto_pty, lambda: self._faults
         )
-        self._waiters: list[tuple[Callable[[], object], asyncio.Future[None]]] = []
 
-    # ----- life cycle ---------------------------------------------------------------------
+    # ----- life cycle: SimServer's hooks --------------------------------------------------
 
-    @property
-    def path(self) -> str:
-        if self._pty is None:
-            raise RuntimeError("McuEmulator is not running")
-        return self._pty.path
-
-    async def __aenter__(self) -> Self:
-        if self._pty is not None:
-            raise RuntimeError("McuEmulator already running")
-        loop = asyncio.get_running_loop()
-        pty = PtyEndpoint()
-        await pty.__aenter__()
-        self._pty = pty
-        self._boot_at = loop.time()
-        self._reader = loop.create_task(self._read_forever(pty), name=f"mcu-emulator {pty.path}")
+    async def _start(self) -> None:
+        await super()._start()
+        self._boot_at = asyncio.get_running_loop().time()
         self._schedule_tick(self._boot_at)
-        log.info("mcu_emulator_started", path=pty.path, boot_id=self.boot_id, baud=self.baudrate)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop: timers cancelled and the pty closed before the first await."""
-        pty, reader = self._pty, self._reader
-        self._pty = self._reader = None
+    def _release(self) -> None:
         for timer in (self._ticker, self._flush_timer):
             if timer is not None:
                 timer.cancel()
         self._ticker = self._flush_timer = None
         self._to_mcu.close()
         self._to_host.close()
-        for _, waiter in self._waiters:
-            waiter.cancel()
-        self._waiters.clear()
-        if pty is not None:
-            pty.close()
-        if reader is not None:
-            reader.cancel()
-            await asyncio.wait({reader})
-            log.info("mcu_emulator_stopped", stats=self.snapshot()["line"])
+        super()._release()
+
+    def _start_fields(self) -> dict[str, object]:
+        return {"boot_id": self.boot_id, "baud": self.baudrate}
+
+    def _stop_fields(self) -> dict[str, object]:
+        return {"stats": self.snapshot()["line"]}
+
+    async def _converse(self, line: Line) -> None:
+        while True:
+            self._from_host(await line.read())
 
     # ----- the MCU ------------------------------------------------------------------------
 
@@ -250,33 +222,7 @@ class McuEmulator:
             "faults": dataclasses.asdict(self._faults),
         }
 
-    async def wait_until(self, predicate: Callable[[], object], timeout_s: float = 5.0) -> None:
-        """Until ``predicate()`` holds, checked after every tick, frame and reset; rigs
-        wait on the MCU's progress instead of sleeping. TimeoutError after ``timeout_s``."""
-        if predicate():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (predicate, waiter)
-        self._waiters.append(entry)
-        try:
-            async with asyncio.timeout(timeout_s):
-                await waiter
-        finally:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(entry)
-
-    def _progress(self) -> None:
-        for entry in list(self._waiters):
-            predicate, waiter = entry
-            if not waiter.done() and predicate():
-                waiter.set_result(None)
-                self._waiters.remove(entry)
-
     # ----- bytes --------------------------------------------------------------------------
-
-    async def _read_forever(self, pty: PtyEndpoint) -> None:
-        while True:
-            self._from_host(await pty.read())
 
     def _from_host(self, data: bytes) -> None:
         """Split the host's bytes into frames (so faults hit whole frames) and put them
@@ -327,6 +273,8 @@ class McuEmulator:
             data = data[length:]
 
     def _onto_pty(self, data: bytes) -> None:
+        # The MCU speaks unprompted (events, acknowledgements), not only in answer to a
+        # read, so it writes to the pty itself rather than through the conversation.
         if self._pty is not None:
             self._pty.write(data)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from smartpole.drivers.mcu.codes import LEVEL_CHANNEL, RELAY_COUNT, EventKind, LevelSource
 from smartpole.drivers.mcu.msgproto import I32_MAX, I32_MIN
-from smartpole.drivers.mcu.twin_state import (
+from smartpole.drivers.sim.mcu.twin_state import (
     U32_MASK,
     Clock,
     Event,

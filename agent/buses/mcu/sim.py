@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from smartpole.agent.buses.kind import ServedDevice, SimContext, SimulatedBus
+from smartpole.agent.buses.mcu.config import PoleMcuBus
 from smartpole.agent.core.errors import UsageError
-from smartpole.drivers.mcu.emulator import McuEmulator
-from smartpole.drivers.sim.wire import SLOW_EXTRA_S, FaultMode
+from smartpole.drivers.mcu.codes import Photocell
+from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
+from smartpole.drivers.sim.mcu.emulator import McuEmulator
+from smartpole.drivers.sim.mcu.twin_state import Inputs
 
 _RAW_INPUTS = {
     "door_open": ("door", 1),
@@ -73,3 +77,17 @@ class McuSim:
         except (TypeError, ValueError) as exc:
             raise UsageError(f"bad MCU control request: {exc}") from exc
         return self.emulator.snapshot()
+
+
+async def simulate(name: str, bus: PoleMcuBus, context: SimContext) -> SimulatedBus:
+    """The MCU emulator on a pty, in a cabinet on a mild day: 25 °C, 24 V supply, daylight
+    on the photocell."""
+    cabinet = Inputs(photocell=Photocell.LIGHT, temp_cdeg=2500, supply_mv=24000)
+    emulator = await context.stack.enter_async_context(
+        McuEmulator(baudrate=bus.baudrate, seed=context.seed, inputs=cabinet)
+    )
+    adapter = McuSim(emulator)
+    devices = {
+        device: ServedDevice(adapter, device, adapter) for device in context.devices_on(name)
+    }
+    return SimulatedBus(emulator.where, devices)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import structlog
 
@@ -35,14 +33,18 @@ from smartpole.drivers.dlt645.frame import (
     read_data_reply,
 )
 from smartpole.drivers.dlt645.profile import Dlt645PointSpec, Dlt645Profile
-from smartpole.drivers.sim.pty import PtyEndpoint
-from smartpole.drivers.sim.wire import SLOW_EXTRA_S, FaultMode, frame_gap_s, reply_delay_s
+from smartpole.drivers.line import frame_gap_s
+from smartpole.drivers.sim.bus import BusServer, ReplyTiming
+from smartpole.drivers.sim.faults import FaultMode
+from smartpole.drivers.sim.server import Line
 
 log = structlog.get_logger(__name__)
 
 # A pty has no line timing and the loop can delay a read by milliseconds, so the silence
 # that settles a half-received frame is never taken shorter than this.
 _MIN_LINE_GAP_S: Final = 0.05
+# The checksum byte of a frame: the last but one, before the end byte 0x16.
+_CHECKSUM: Final = slice(-2, -1)
 
 
 class SimulatedMeter:
@@ -88,18 +90,7 @@ def _neutral(spec: Dlt645PointSpec) -> float:
     return 0.0
 
 
-@dataclass
-class SimStats:
-    """Counters for rig assertions; ``by_address`` counts requests each meter received."""
-
-    requests: int = 0
-    answered: int = 0
-    bad_frames: int = 0
-    discarded_bytes: int = 0
-    by_address: dict[str, int] = field(default_factory=dict)
-
-
-class Dlt645PtyServer:
+class Dlt645PtyServer(BusServer[str]):
     """Serve ``meters`` (keyed by their 12-digit address) on a fresh pty at ``.path``.
 
     Requests are answered strictly one after another, like meters sharing a half-duplex
@@ -117,95 +108,39 @@ class Dlt645PtyServer:
         seed: int = 0,
         reply_preamble: bool = True,
     ) -> None:
-        if baudrate <= 0 or turnaround_s < 0:
-            raise ValueError(f"bad timing: baudrate={baudrate} turnaround_s={turnaround_s}")
+        super().__init__(
+            "dlt645",
+            timing=ReplyTiming(baudrate, turnaround_s),
+            faults=faults,
+            key=normalize_address,
+            seed=seed,
+        )
         self._meters = {normalize_address(a): m for a, m in meters.items()}
-        self._baudrate = baudrate
-        self._turnaround_s = turnaround_s
-        self._faults = {normalize_address(a): FaultMode(f) for a, f in (faults or {}).items()}
-        self._rng = random.Random(seed)  # noqa: S311 - line noise, not cryptography
         self._reply_preamble = reply_preamble
         self._line_gap_s = max(frame_gap_s(baudrate), _MIN_LINE_GAP_S)
-        self._stats = SimStats()
-        self._endpoint: PtyEndpoint | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._queue: asyncio.Queue[Frame] = asyncio.Queue()
         self._pending = 0
-        self._idle = asyncio.Event()
-
-    @property
-    def path(self) -> str:
-        if self._endpoint is None:
-            raise RuntimeError("Dlt645PtyServer is not running")
-        return self._endpoint.path
-
-    @property
-    def stats(self) -> SimStats:
-        """A snapshot, so callers can compare before/after without aliasing live counters."""
-        return replace(self._stats, by_address=dict(self._stats.by_address))
-
-    def set_fault(self, address: str, mode: FaultMode) -> None:
-        """Change a meter's behaviour while running; applies from the next request on."""
-        address = normalize_address(address)
-        self._faults[address] = FaultMode(mode)
-        log.info("sim_fault_set", path=self._path_or_none(), meter=address, fault=str(mode))
 
     async def drained(self) -> None:
         """Wait until every request received so far has been answered (or left unanswered)."""
-        await self._idle.wait()
+        await self.wait_until(lambda: self._pending == 0, timeout_s=None)
 
-    async def __aenter__(self) -> Self:
-        if self._endpoint is not None:
-            raise RuntimeError("Dlt645PtyServer already running")
-        self._queue = asyncio.Queue()
-        self._idle = asyncio.Event()
-        self._idle.set()
+    def _start_fields(self) -> dict[str, object]:
+        return {"meters": sorted(self._meters)}
+
+    async def _converse(self, line: Line) -> None:
+        queue: asyncio.Queue[Frame] = asyncio.Queue()
         self._pending = 0
-        endpoint = PtyEndpoint()
-        await endpoint.__aenter__()
-        self._endpoint = endpoint
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._receive_forever(endpoint), name=f"dlt645-rx {endpoint.path}"),
-            loop.create_task(self._serve_forever(endpoint), name=f"dlt645-tx {endpoint.path}"),
-        ]
-        for task in self._tasks:
-            task.add_done_callback(_on_task_done)
-        log.info("sim_started", path=endpoint.path, meters=sorted(self._meters))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop serving; the pty is closed before the first await, so a cancel arriving
-        while we wait for the tasks cannot leak descriptors."""
-        endpoint, tasks = self._endpoint, self._tasks
-        self._endpoint, self._tasks = None, []
-        if endpoint is not None:
-            endpoint.close()
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-            log.info("sim_stopped", stats=self._stats)
-
-    def _path_or_none(self) -> str | None:
-        return self._endpoint.path if self._endpoint is not None else None
+        self.spawn(self._answer_forever(line, queue), name=f"dlt645-tx {line.peer}")
+        await self._receive_forever(line, queue)
 
     # ----- receive side -----
 
-    async def _receive_forever(self, endpoint: PtyEndpoint) -> None:
+    async def _receive_forever(self, line: Line, queue: asyncio.Queue[Frame]) -> None:
         reader = FrameReader()
         while True:
             try:
                 async with asyncio.timeout(self._line_gap_s if reader.pending else None):
-                    chunk = await endpoint.read()
+                    chunk = await line.read()
             except TimeoutError:
                 frames = reader.flush()  # the line went quiet mid-frame: settle it
             else:
@@ -216,22 +151,20 @@ class Dlt645PtyServer:
                 if frame.is_reply:
                     continue  # another slave's answer (or an echo); not for us
                 self._pending += 1
-                self._idle.clear()
-                self._queue.put_nowait(frame)
+                queue.put_nowait(frame)
 
     # ----- answer side: one request at a time -----
 
-    async def _serve_forever(self, endpoint: PtyEndpoint) -> None:
+    async def _answer_forever(self, line: Line, queue: asyncio.Queue[Frame]) -> None:
         while True:
-            request = await self._queue.get()
+            request = await queue.get()
             try:
-                await self._serve(endpoint, request)
+                await self._serve(line, request)
             finally:
                 self._pending -= 1
-                if self._pending == 0:
-                    self._idle.set()
+                self._progress()
 
-    async def _serve(self, endpoint: PtyEndpoint, request: Frame) -> None:
+    async def _serve(self, line: Line, request: Frame) -> None:
         self._stats.requests += 1
         if request.address == BROADCAST_ADDRESS:
             return  # broadcasts (time sync) are never answered
@@ -239,10 +172,8 @@ class Dlt645PtyServer:
         for address, meter in self._meters.items():
             if not address_matches(request.address, address):
                 continue
-            by_address = self._stats.by_address
-            by_address[address] = by_address.get(address, 0) + 1
-            fault = self._faults.get(address, FaultMode.NONE)
-            reply = self._reply_for(address, meter, request, fault)
+            self._stats.by_address[address] += 1
+            fault = self.fault_of(address)
             log.debug(
                 "sim_request",
                 meter=address,
@@ -250,14 +181,16 @@ class Dlt645PtyServer:
                 data=request.data.hex(),
                 fault=str(fault),
             )
+            if fault is FaultMode.NO_ANSWER:
+                self._stats.ignored += 1
+                continue
+            reply = self._reply_for(address, meter, request, fault)
             if reply is None:
                 continue
-            delay = reply_delay_s(request_len, len(reply), self._baudrate, self._turnaround_s)
-            if fault is FaultMode.SLOW:
-                delay += SLOW_EXTRA_S
+            delay = self.timing.delay_s(request_len, len(reply), fault)
             await asyncio.sleep(delay)  # emulates the meter and the wire, not test sync
-            endpoint.write(reply)
-            self._stats.answered += 1
+            if line.write(reply):
+                self._stats.answered += 1
 
     def _reply_for(
         self, address: str, meter: SimulatedMeter, request: Frame, fault: FaultMode
@@ -266,8 +199,6 @@ class Dlt645PtyServer:
         function = request.function
         if request.is_reply or function not in (READ_DATA, READ_ADDRESS):
             return None  # time sync and the functions no simulated meter implements
-        if fault is FaultMode.NO_ANSWER:
-            return None
         if fault is FaultMode.EXCEPTION:
             return error_reply(address, function, ErrorBit.OTHER, preamble=preamble)
         if function == READ_ADDRESS:
@@ -284,13 +215,4 @@ class Dlt645PtyServer:
                 )
             else:
                 reply = read_data_reply(address, di, value, preamble=preamble)
-        if fault is FaultMode.BAD_CRC:
-            return reply[:-2] + bytes([reply[-2] ^ 0xFF]) + reply[-1:]
-        if fault is FaultMode.GARBAGE:
-            return self._rng.randbytes(len(reply))
-        return reply
-
-
-def _on_task_done(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and (exc := task.exception()) is not None:
-        log.error("sim_task_crashed", task=task.get_name(), exc_info=exc)
+        return self.spoil(reply, fault, checksum=_CHECKSUM)

@@ -38,8 +38,8 @@ from smartpole.drivers.mcu.msgproto import (
     Message,
     UnknownMessageError,
 )
-from smartpole.drivers.mcu.twin_logic import PoleLogic
-from smartpole.drivers.mcu.twin_state import U32_MASK, Event, Inputs, McuConfig, Outputs, Stats
+from smartpole.drivers.sim.mcu.twin_logic import PoleLogic
+from smartpole.drivers.sim.mcu.twin_state import U32_MASK, Event, Inputs, McuConfig, Outputs, Stats
 
 _LIMITS: Final = {
     "heartbeat_ms": HEARTBEAT_MS_RANGE,

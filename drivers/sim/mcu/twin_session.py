@@ -21,8 +21,8 @@ from typing import Any, Final
 
 from smartpole.drivers.mcu.dictionary import DICTIONARY
 from smartpole.drivers.mcu.frame import SEQ_MODULO, encode_frame
-from smartpole.drivers.mcu.twin import McuTwin
-from smartpole.drivers.mcu.twin_state import Inputs
+from smartpole.drivers.sim.mcu.twin import McuTwin
+from smartpole.drivers.sim.mcu.twin_state import Inputs
 
 INPUT_FIELDS: Final = tuple(field.name for field in dataclasses.fields(Inputs))
 EXPECT_FIELDS: Final = ("level", "relays", "source", "fallback", "tripped", "configured")

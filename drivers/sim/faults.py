@@ -1,28 +1,15 @@
-"""What every simulator shares: the fault modes a rig can inject and the wire's timing.
+"""The misbehaviour a rig can switch on per simulated device.
 
-The timing itself lives in ``smartpole.drivers.line`` (the agent needs it too); it is
-re-exported here for the simulators.
-
-A pseudo-terminal or a loopback socket delivers bytes instantly; a 9600-baud RS-485 line
-does not. Simulators delay their answers by what the copper would cost, so a rig sees
-realistic poll cycles and a benchmark can compare the agent against the physical limit.
+Faults are what make a simulator worth more than a loopback: a client's retry, timeout and
+resynchronisation paths only run when a device stays silent, answers with a broken
+checksum, babbles or answers late. The line's timing, which every simulator also charges,
+is in :mod:`smartpole.drivers.line` (the agent needs it too).
 """
 
 from __future__ import annotations
 
 import enum
 from typing import Final
-
-from smartpole.drivers.line import BITS_PER_CHAR, frame_gap_s, reply_delay_s, wire_time_s
-
-__all__ = [
-    "BITS_PER_CHAR",
-    "SLOW_EXTRA_S",
-    "FaultMode",
-    "frame_gap_s",
-    "reply_delay_s",
-    "wire_time_s",
-]
 
 SLOW_EXTRA_S: Final = 2.0
 

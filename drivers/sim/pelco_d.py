@@ -16,7 +16,7 @@ Conventions of the simulated head (real models differ, see the profile):
   an undefined preset is ignored, as real domes do;
 * without ``supports_position_query`` the camera ignores 0x4B/0x4D/0x51/0x53.
 
-Faults (``drivers/sim/wire.FaultMode``), per address, changeable at run time:
+Faults (``drivers/sim/faults.FaultMode``), per address, changeable at run time:
 NO_ANSWER ignores every command (a dead camera); BAD_CRC, GARBAGE and SLOW execute the
 command and spoil only the answer (inverted checksum; random bytes of the answer's length;
 the answer ``SLOW_EXTRA_S`` late). Pelco-D has no error answer, so EXCEPTION behaves
@@ -26,24 +26,23 @@ exactly like NO_ANSWER.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Final, Self
+from dataclasses import dataclass
+from typing import Final
 
 import structlog
 
 from smartpole.drivers.pelco_d import protocol
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
 from smartpole.drivers.pelco_d.protocol import FULL_TURN, Command
-from smartpole.drivers.sim.pty import PtyEndpoint
-from smartpole.drivers.sim.wire import SLOW_EXTRA_S, FaultMode, reply_delay_s
+from smartpole.drivers.sim.bus import BusServer, ReplyTiming
+from smartpole.drivers.sim.faults import FaultMode
+from smartpole.drivers.sim.server import Line
 
 log = structlog.get_logger(__name__)
 
 _SILENT_FAULTS: Final = frozenset({FaultMode.NO_ANSWER, FaultMode.EXCEPTION})
+_CHECKSUM: Final = slice(-1, None)  # the last byte of a frame
 
 
 def _signed_delta(start: float, target: float) -> float:
@@ -156,31 +155,16 @@ def _direction(cmd2: int, positive: int, negative: int) -> int:
     return (1 if cmd2 & positive else 0) - (1 if cmd2 & negative else 0)
 
 
-def _on_worker_done(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and (exc := task.exception()) is not None:
-        log.error("pelco_sim_worker_crashed", exc_info=exc)
-
-
 def _whole(hundredths: float) -> int:
     return round(hundredths) % FULL_TURN
 
 
-@dataclass
-class PelcoDSimStats:
-    """What the simulator saw; ``commands`` counts by ``Command.kind`` for answered
-    addresses, ``ignored`` the commands a fault swallowed."""
+class PelcoDPtyServer(BusServer[int]):
+    """Serve ``cameras`` (by address) on a fresh pty whose slave path is ``.path``.
 
-    received: int = 0  # every command for a served address, faults or not
-    commands: Counter[str] = field(default_factory=Counter)
-    by_address: Counter[int] = field(default_factory=Counter)
-    replies: int = 0
-    ignored: int = 0
-    bad_checksums: int = 0
-    garbage_bytes: int = 0
-
-
-class PelcoDPtyServer:
-    """Serve ``cameras`` (by address) on a fresh pty whose slave path is ``.path``."""
+    Answers go out on timers rather than in turn, so a camera keeps taking commands while
+    one is on its way, as a real dome's processor does.
+    """
 
     def __init__(
         self,
@@ -189,146 +173,73 @@ class PelcoDPtyServer:
         baudrate: int = 2400,
         turnaround_s: float = 0.0,
         faults: Mapping[int, FaultMode] | None = None,
+        seed: int = 0,
     ) -> None:
-        if baudrate <= 0 or turnaround_s < 0:
-            raise ValueError(f"bad timing: baudrate={baudrate} turnaround_s={turnaround_s}")
-        self.cameras = cameras
-        self._baudrate = baudrate
-        self._turnaround_s = turnaround_s
-        self._faults: dict[int, FaultMode] = {a: FaultMode(m) for a, m in (faults or {}).items()}
-        self._pty: PtyEndpoint | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._timers: set[asyncio.TimerHandle] = set()
-        self._rx = bytearray()
-        self._stats = PelcoDSimStats()
-        self._progress: asyncio.Condition | None = None
-
-    @property
-    def path(self) -> str:
-        if self._pty is None:
-            raise RuntimeError("PelcoDPtyServer is not running")
-        return self._pty.path
-
-    @property
-    def stats(self) -> PelcoDSimStats:
-        """A snapshot, safe to compare before/after."""
-        s = self._stats
-        return PelcoDSimStats(
-            s.received,
-            Counter(s.commands),
-            Counter(s.by_address),
-            s.replies,
-            s.ignored,
-            s.bad_checksums,
-            s.garbage_bytes,
+        super().__init__(
+            "pelco-d", timing=ReplyTiming(baudrate, turnaround_s), faults=faults, seed=seed
         )
-
-    def set_fault(self, address: int, mode: FaultMode) -> None:
-        """Change a camera's behaviour while running; applies from the next command on."""
-        self._faults[address] = FaultMode(mode)
-        log.info("pelco_sim_fault_set", address=address, fault=str(mode))
+        self.cameras = cameras
+        self._timers: set[asyncio.TimerHandle] = set()
 
     async def wait_received(self, count: int) -> None:
-        """Until ``stats.received`` reaches ``count``: rigs wait on the simulator's progress
+        """Until ``stats.requests`` reaches ``count``: rigs wait on the simulator's progress
         instead of sleeping."""
-        progress = self._progress
-        if progress is None:
-            raise RuntimeError("PelcoDPtyServer is not running")
-        async with progress:
-            await progress.wait_for(lambda: self._stats.received >= count)
+        await self.wait_until(lambda: self._stats.requests >= count, timeout_s=None)
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    async def __aenter__(self) -> Self:
-        if self._pty is not None:
-            raise RuntimeError("PelcoDPtyServer already running")
-        pty = PtyEndpoint()
-        await pty.__aenter__()
-        self._pty = pty
-        self._rx.clear()
-        self._progress = asyncio.Condition()
-        self._worker = asyncio.get_running_loop().create_task(
-            self._serve_forever(pty), name=f"pelco-d-pty {pty.path}"
-        )
-        self._worker.add_done_callback(_on_worker_done)
-        log.info("pelco_sim_started", path=pty.path, cameras=sorted(self.cameras))
-        return self
+    def _start_fields(self) -> dict[str, object]:
+        return {"cameras": sorted(self.cameras)}
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop; descriptors are closed before the first await so a cancel cannot leak."""
-        pty, worker = self._pty, self._worker
-        self._pty = self._worker = None
+    def _release(self) -> None:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        if pty is not None:
-            pty.close()
-        if worker is not None:
-            worker.cancel()
-            await asyncio.wait({worker})
-            log.info("pelco_sim_stopped", stats=self._stats)
+        super()._release()
 
-    async def _serve_forever(self, pty: PtyEndpoint) -> None:
+    async def _converse(self, line: Line) -> None:
+        rx = bytearray()
         while True:
-            self._rx += await pty.read()
-            received = self._stats.received
-            while self._rx:
-                used, cmd = protocol.decode(self._rx)
+            rx += await line.read()
+            while rx:
+                used, cmd = protocol.decode(rx)
                 if used == 0:
                     break
-                if cmd is None and self._rx[0] == protocol.SYNC:
-                    self._stats.bad_checksums += 1
+                if cmd is None and rx[0] == protocol.SYNC:
+                    self._stats.bad_frames += 1
                 if cmd is None:
-                    self._stats.garbage_bytes += used
-                del self._rx[:used]
+                    self._stats.discarded_bytes += used
+                del rx[:used]
                 if cmd is not None:
-                    self._handle(pty, cmd)
-            if self._stats.received != received and self._progress is not None:
-                async with self._progress:
-                    self._progress.notify_all()
+                    self._handle(line, cmd)
+            self._progress()
 
-    def _handle(self, pty: PtyEndpoint, cmd: Command) -> None:
+    def _handle(self, line: Line, cmd: Command) -> None:
+        self._stats.requests += 1
         camera = self.cameras.get(cmd.address)
         if camera is None:
             return  # another device's address: a bus stays silent
-        self._stats.received += 1
-        fault = self._faults.get(cmd.address, FaultMode.NONE)
+        self._stats.by_address[cmd.address] += 1
+        fault = self.fault_of(cmd.address)
         if fault in _SILENT_FAULTS:
             self._stats.ignored += 1
             return
-        self._stats.commands[cmd.kind] += 1
-        self._stats.by_address[cmd.address] += 1
+        self._stats.by_kind[cmd.kind] += 1
         reply = camera.apply(cmd, self.now())
         log.debug("pelco_sim_command", address=cmd.address, kind=cmd.kind, fault=str(fault))
         if reply is None:
             return
-        frame = protocol.encode(reply)
-        if fault is FaultMode.BAD_CRC:
-            frame = frame[:-1] + bytes([frame[-1] ^ 0xFF])
-        elif fault is FaultMode.GARBAGE:
-            frame = os.urandom(len(frame))
-        delay = reply_delay_s(protocol.FRAME_LEN, len(frame), self._baudrate, self._turnaround_s)
-        if fault is FaultMode.SLOW:
-            delay += SLOW_EXTRA_S
-        loop = asyncio.get_running_loop()
+        frame = self.spoil(protocol.encode(reply), fault, checksum=_CHECKSUM)
+        delay = self.timing.delay_s(protocol.FRAME_LEN, len(frame), fault)
         # Answers go out on a timer, so the camera keeps taking commands meanwhile.
         timer: asyncio.TimerHandle | None = None
 
         def send() -> None:
             if timer is not None:
                 self._timers.discard(timer)
-            if self._pty is pty:
-                pty.write(frame)
-                self._stats.replies += 1
+            if line.write(frame):
+                self._stats.answered += 1
 
-        timer = loop.call_later(delay, send)
+        timer = asyncio.get_running_loop().call_later(delay, send)
         self._timers.add(timer)
