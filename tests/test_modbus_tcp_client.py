@@ -25,12 +25,8 @@ from smartpole.agent.config.pole import ModbusTcpBus
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.errors import DeviceExceptionError, ProtocolError, TransportError
-from smartpole.drivers.modbus.client import (
-    Endpoint,
-    ModbusClient,
-    ReplyFault,
-    ReplyTimeoutError,
-)
+from smartpole.drivers.modbus.client import Endpoint, ModbusClient
+from smartpole.drivers.modbus.faults import ReplyFault, ReplyTimeoutError
 from smartpole.drivers.modbus.mbap import encode_adu
 from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.rtu_slave import RegisterBank

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from smartpole.drivers.modbus.client import MODBUS_EXCEPTIONS
 from smartpole.drivers.modbus.crc import crc16_modbus
+from smartpole.drivers.modbus.pdu import MODBUS_EXCEPTIONS
 from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.profile import ModbusProfile
 from smartpole.drivers.modbus.rtu_slave import (
