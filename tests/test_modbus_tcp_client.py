@@ -29,8 +29,8 @@ from smartpole.drivers.modbus.client import Endpoint, ModbusClient
 from smartpole.drivers.modbus.faults import ReplyFault, ReplyTimeoutError
 from smartpole.drivers.modbus.mbap import encode_adu
 from smartpole.drivers.modbus.points import RegisterKind
-from smartpole.drivers.modbus.rtu_slave import RegisterBank
 from smartpole.drivers.modbus.tcp_client import ModbusTcpClient
+from smartpole.drivers.sim.modbus_bank import RegisterBank
 from smartpole.drivers.sim.modbus_tcp import ModbusTcpServer
 from smartpole.drivers.sim.wire import SLOW_EXTRA_S, FaultMode
 

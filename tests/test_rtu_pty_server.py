@@ -16,7 +16,7 @@ from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ExceptionResponse
 
 from smartpole.drivers.modbus.points import RegisterKind
-from smartpole.drivers.modbus.rtu_slave import RegisterBank
+from smartpole.drivers.sim.modbus_bank import RegisterBank
 from smartpole.drivers.sim.rtu_pty import RtuPtyServer
 from smartpole.drivers.sim.wire import FaultMode, wire_time_s
 

@@ -10,7 +10,7 @@ both commands to its ``diag`` parser. The work is split by job:
 
 - :mod:`.options`: what the command line accepts, its defaults and exit codes;
 - :mod:`.commands`: from parsed options to an exit code;
-- :mod:`.frames`: answer frames and the reads that probe for devices, as bytes;
+- :mod:`.probes`: the reads that probe for devices;
 - :mod:`.line`: the exclusively opened port, one request and its answer at a time;
 - :mod:`.scan`: which units answer, at which baud rates;
 - :mod:`.report`: the scan's progress bar and its table;
@@ -24,7 +24,6 @@ from pathlib import Path
 
 from smartpole.agent.core.errors import UsageError
 from smartpole.agent.technician.commands import run
-from smartpole.agent.technician.frames import split_frames
 from smartpole.agent.technician.line import PARITIES, STOPBITS, BusError, RtuLine
 from smartpole.agent.technician.options import (
     COMMANDS,
@@ -40,7 +39,7 @@ from smartpole.agent.technician.options import (
 )
 from smartpole.agent.technician.report import Progress
 
-__all__ = ["BusError", "Progress", "RtuLine", "add_commands", "run", "split_frames", "unit_list"]
+__all__ = ["BusError", "Progress", "RtuLine", "add_commands", "run", "unit_list"]
 
 
 def add_commands(diag: argparse.ArgumentParser) -> None:

@@ -19,12 +19,6 @@ from typing import TextIO
 from smartpole.agent.config.loader import load_config, load_profile
 from smartpole.agent.config.pole import NamePattern
 from smartpole.agent.core.errors import ConfigError, UsageError
-from smartpole.agent.technician.frames import (
-    DEFAULT_PROBE,
-    FALLBACK_PROBES,
-    dedupe,
-    first_register,
-)
 from smartpole.agent.technician.line import BusError, RtuLine
 from smartpole.agent.technician.options import (
     DEFAULT_BAUD,
@@ -33,6 +27,12 @@ from smartpole.agent.technician.options import (
     EXIT_FAILURE,
     EXIT_OK,
     MAX_UNIT,
+)
+from smartpole.agent.technician.probes import (
+    DEFAULT_PROBE,
+    FALLBACK_PROBES,
+    dedupe,
+    first_register,
 )
 from smartpole.agent.technician.readdress import Readdress
 from smartpole.agent.technician.report import Progress, render_scan

@@ -24,8 +24,8 @@ from typing import Any, Final, Self
 import serial
 
 from smartpole.agent.core.errors import AgentError
-from smartpole.agent.technician.frames import Frame, split_frames
 from smartpole.drivers.line import frame_gap_s, wire_time_s
+from smartpole.drivers.modbus.rtu import ReplyFrame, split_replies
 
 # Silence that ends an answer once it has started: 3.5 characters, but never shorter than
 # what USB adapters' latency timers hold bytes back for.
@@ -43,8 +43,8 @@ class BusError(AgentError):
 class Exchange:
     """What came back for one request: the answer, other units' frames, noise bytes."""
 
-    answer: Frame | None
-    others: list[Frame] = field(default_factory=list)
+    answer: ReplyFrame | None
+    others: list[ReplyFrame] = field(default_factory=list)
     noise: int = 0
 
     @property
@@ -137,18 +137,18 @@ class RtuLine:
         deadline = started + wire_time_s(len(request), self.baudrate) + self.timeout_s
 
         def answered(raw: bytes) -> bool:
-            return any(_answers(f, unit, function, any_unit) for f in split_frames(raw)[0])
+            return any(_answers(f, unit, function, any_unit) for f in split_replies(raw)[0])
 
         raw = self._receive(deadline, answered)
-        frames, noise = split_frames(raw)
-        before, earlier_noise = split_frames(earlier)
+        frames, noise = split_replies(raw)
+        before, earlier_noise = split_replies(earlier)
         answer = next((f for f in frames if _answers(f, unit, function, any_unit)), None)
         others = before + [f for f in frames if f is not answer]
         return Exchange(answer, others, noise + earlier_noise)
 
     def collect(self, wait_s: float) -> Exchange:
         """Whatever arrives within ``wait_s`` without asking (answers to earlier requests)."""
-        frames, noise = split_frames(self._receive(time.monotonic() + wait_s))
+        frames, noise = split_replies(self._receive(time.monotonic() + wait_s))
         return Exchange(None, frames, noise)
 
     def _send(self, data: bytes) -> None:
@@ -188,7 +188,7 @@ class RtuLine:
         return bytes(buf)
 
 
-def _answers(frame: Frame, unit: int, function: int, any_unit: bool) -> bool:
+def _answers(frame: ReplyFrame, unit: int, function: int, any_unit: bool) -> bool:
     return (any_unit or frame.unit == unit) and frame.function == function
 
 
