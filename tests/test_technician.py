@@ -29,7 +29,9 @@ from conftest import PROFILES, REPO, SMARTPOLE, Proc
 from smartpole.agent.cli import build_parser
 from smartpole.agent.config.loader import load_profile
 from smartpole.agent.core.errors import UsageError
-from smartpole.agent.technician import Progress, RtuLine, unit_list
+from smartpole.agent.technician.options import unit_list
+from smartpole.agent.technician.port import RtuPort
+from smartpole.agent.technician.report import Progress
 from smartpole.drivers.modbus.pdu import Request
 from smartpole.drivers.modbus.profile import ModbusProfile
 from smartpole.drivers.modbus.rtu import encode_request, split_replies
@@ -84,7 +86,7 @@ def _budget_s(units: int, timeout_s: float) -> float:
 
 
 def _read_register(port: str, unit: int, register: int) -> int | None:
-    with RtuLine(port, baudrate=9600, timeout_s=0.5) as line:
+    with RtuPort(port, baudrate=9600, timeout_s=0.5) as line:
         answer = line.exchange(encode_request(Request(unit, 3, register, 1))).answer
     return None if answer is None else int.from_bytes(answer.data, "big")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from smartpole.agent.technician.line import BusError, Exchange, RtuLine
 from smartpole.agent.technician.options import EXIT_OK
+from smartpole.agent.technician.port import BusError, Exchange, RtuPort
 from smartpole.agent.technician.probes import FALLBACK_PROBES, Probe, dedupe, first_register
 from smartpole.drivers.modbus.pdu import READ_HOLDING_REGISTERS, WRITE_SINGLE_REGISTER, Request
 from smartpole.drivers.modbus.points import RegisterKind
@@ -25,7 +25,7 @@ from smartpole.drivers.modbus.rtu import encode_request
 class Readdress:
     """One device moved from ``old`` to ``new`` (and optionally to ``new_baud``)."""
 
-    line: RtuLine
+    line: RtuPort
     profile_name: str
     profile: ModbusProfile
     addressing: ModbusAddressing

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from smartpole.agent.technician.line import RtuLine
+from smartpole.agent.technician.port import RtuPort
 from smartpole.agent.technician.probes import Probe
 from smartpole.agent.technician.report import Progress, unit_ranges
 from smartpole.drivers.modbus.pdu import READ_HOLDING_REGISTERS, Request
@@ -126,7 +126,7 @@ class ScanResult:
 
 
 def scan(
-    line: RtuLine,
+    line: RtuPort,
     *,
     bauds: Sequence[int],
     units: Sequence[int],
@@ -149,7 +149,7 @@ def scan(
 
 
 def _scan_units(
-    line: RtuLine,
+    line: RtuPort,
     baud: int,
     units: Sequence[int],
     probes: Sequence[Probe],
@@ -189,7 +189,7 @@ def _scan_units(
     credit_late(line.collect(line.timeout_s).others)  # the last units' late answers
 
 
-def _ask_probe_unit(line: RtuLine, baud: int, addressing: ModbusAddressing) -> ProbeAnswer:
+def _ask_probe_unit(line: RtuPort, baud: int, addressing: ModbusAddressing) -> ProbeAnswer:
     """``FF 03 07 D0 00 01``: the one device of the model on the bus says its address."""
     assert addressing.probe_unit is not None
     unit = addressing.probe_unit

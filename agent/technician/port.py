@@ -3,36 +3,32 @@
 The daemon's serial clients take the same exclusive lock, so a port in use is refused,
 never shared: two masters on one RS-485 pair garble each other.
 
-Synchronous on purpose: one request is on the line at a time anyway, and a ``select`` with
-a deadline is the most precise "no answer within T" there is. The wire's timing (character
-time, the 3.5-character gap) is the simulators' own, from :mod:`smartpole.drivers.sim.wire`.
+The bytes go through the drivers' synchronous :class:`~smartpole.drivers.serial_port.SerialPort`
+and are framed by :mod:`smartpole.drivers.modbus.rtu`; the wire's timing (character time,
+the 3.5-character gap) is :mod:`smartpole.drivers.line`'s, the simulators' own. What is
+left here is a master's side of one exchange: keep the gap, send, listen until the
+answer or the timeout, and tell the answer from other units' late ones and from noise.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
-import select
-import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Self
-
-import serial
+from typing import Final, Self
 
 from smartpole.agent.core.errors import AgentError
+from smartpole.drivers.errors import TransportError
 from smartpole.drivers.line import frame_gap_s, wire_time_s
 from smartpole.drivers.modbus.rtu import ReplyFrame, split_replies
+from smartpole.drivers.serial_port import SerialPort
 
 # Silence that ends an answer once it has started: 3.5 characters, but never shorter than
 # what USB adapters' latency timers hold bytes back for.
 _MIN_SILENCE_S: Final = 0.05
 _MAX_RECEIVE: Final = 1024  # more than any answer: a babbling line, stop listening
-PARITIES: Final = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
-STOPBITS: Final = {1: serial.STOPBITS_ONE, 2: serial.STOPBITS_TWO}
 
 
 class BusError(AgentError):
@@ -52,45 +48,22 @@ class Exchange:
         return self.answer is not None or bool(self.others) or self.noise > 0
 
 
-class RtuLine:
-    """A serial port opened exclusively for one Modbus RTU master, one request at a time.
-
-    pyserial opens the port and sets the line; reads and writes go to its descriptor with
-    ``select`` deadlines (pyserial's own timeout setter re-applies termios on every change).
-    """
+class RtuPort:
+    """A serial port opened exclusively for one Modbus RTU master, one request at a time."""
 
     def __init__(
         self, port: str, *, baudrate: int, parity: str = "N", stopbits: int = 1, timeout_s: float
     ) -> None:
         self.port = port
-        self.baudrate = baudrate
-        self.parity = parity
-        self.stopbits = stopbits
         self.timeout_s = timeout_s
         self.requests = 0
-        self._serial: Any = None
-        self._fd = -1
-        self._last_traffic = 0.0
+        self._serial = SerialPort(port, baudrate=baudrate, parity=parity, stopbits=stopbits)
 
     def __enter__(self) -> Self:
-        port = serial.Serial()
-        port.port = self.port
-        port.baudrate = self.baudrate
-        port.bytesize = serial.EIGHTBITS
-        port.parity = PARITIES[self.parity]
-        port.stopbits = STOPBITS[self.stopbits]
-        port.timeout = 0
-        port.exclusive = True  # the daemon locks its port the same way: one master per bus
         try:
-            port.open()
-            fd = port.fileno()
-            os.set_blocking(fd, False)
-        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
-            with contextlib.suppress(Exception):
-                port.close()
-            raise BusError(_open_failure(self.port, exc)) from exc
-        self._serial, self._fd = port, fd
-        self._last_traffic = time.monotonic()
+            self._serial.open()
+        except TransportError as exc:
+            raise BusError(_open_failure(self.port, exc.__cause__ or exc)) from exc
         return self
 
     def __exit__(
@@ -99,23 +72,21 @@ class RtuLine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._serial is not None:
-            self._serial.close()
-        self._serial, self._fd = None, -1
+        self._serial.close()
+
+    @property
+    def baudrate(self) -> int:
+        return self._serial.baudrate
 
     @property
     def settings(self) -> str:
-        return f"{self.baudrate} 8{self.parity}{self.stopbits}"
+        return f"{self.baudrate} 8{self._serial.parity}{self._serial.stopbits}"
 
     def set_baudrate(self, baudrate: int) -> None:
-        if baudrate == self.baudrate:
-            return
         try:
-            self._serial.baudrate = baudrate
-            termios.tcflush(self._fd, termios.TCIFLUSH)  # bytes heard at the old speed
-        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
-            raise BusError(f"{self.port}: cannot set {baudrate} baud: {exc}") from exc
-        self.baudrate = baudrate
+            self._serial.set_baudrate(baudrate)
+        except TransportError as exc:
+            raise BusError(str(exc)) from exc
 
     def exchange(self, request: bytes, *, any_unit: bool = False) -> Exchange:
         """Send ``request`` and listen until its answer, or ``timeout_s`` after it is sent.
@@ -128,11 +99,14 @@ class RtuLine:
         # RTU: a slave takes our bytes as a new frame only after 3.5 characters of silence.
         # This is line timing, like the wire's own, not a wait for anything to happen.
         gap = frame_gap_s(self.baudrate)
-        silence = time.monotonic() - self._last_traffic
+        silence = time.monotonic() - self._serial.last_traffic
         if silence < gap:
             time.sleep(gap - silence)
         started = time.monotonic()
-        self._send(request)
+        try:
+            self._serial.write(request)
+        except TransportError as exc:
+            raise BusError(str(exc)) from exc
         self.requests += 1
         deadline = started + wire_time_s(len(request), self.baudrate) + self.timeout_s
 
@@ -151,41 +125,13 @@ class RtuLine:
         frames, noise = split_replies(self._receive(time.monotonic() + wait_s))
         return Exchange(None, frames, noise)
 
-    def _send(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self._fd, view) :]
-            except BlockingIOError:
-                select.select([], [self._fd], [], 1.0)
-            except OSError as exc:
-                raise BusError(f"{self.port}: write failed: {exc}") from exc
-        self._last_traffic = time.monotonic()
-
     def _receive(self, deadline: float, done: Callable[[bytes], bool] | None = None) -> bytes:
         """Bytes until ``done`` says so, or the deadline has passed and the line is quiet."""
-        buf = bytearray()
-        quiet = max(frame_gap_s(self.baudrate), _MIN_SILENCE_S)
-        while len(buf) < _MAX_RECEIVE:
-            wait = deadline - time.monotonic()
-            if buf:
-                wait = max(wait, quiet)  # once bytes come, listen until the line is quiet
-            try:
-                ready, _, _ = select.select([self._fd], [], [], max(wait, 0.0))
-                if not ready:
-                    break
-                chunk = os.read(self._fd, 4096)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                raise BusError(f"{self.port}: read failed: {exc}") from exc
-            if not chunk:
-                raise BusError(f"{self.port}: the port was closed")
-            buf += chunk
-            self._last_traffic = time.monotonic()
-            if done is not None and done(bytes(buf)):
-                break
-        return bytes(buf)
+        quiet_s = max(frame_gap_s(self.baudrate), _MIN_SILENCE_S)
+        try:
+            return self._serial.read(deadline, quiet_s=quiet_s, limit=_MAX_RECEIVE, done=done)
+        except TransportError as exc:
+            raise BusError(str(exc)) from exc
 
 
 def _answers(frame: ReplyFrame, unit: int, function: int, any_unit: bool) -> bool:
