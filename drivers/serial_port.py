@@ -1,13 +1,14 @@
-"""A serial port driven from the event loop: the part every RS-485 client shares.
+"""A serial port: the part every RS-485 client shares, driven from the event loop or not.
 
 pyserial opens the port and applies the line settings (it knows each platform's termios
-quirks); after that the descriptor is ours. It is made non-blocking and read with
-``loop.add_reader``, and written with ``os.write`` plus ``loop.add_writer`` when the kernel's
-buffer is full, so a slow 2400-baud line never stalls the loop. Every OS-level failure
-(missing device node, lock held by another program, adapter unplugged) becomes
-:class:`~smartpole.drivers.errors.TransportError`, the only thing callers above the driver
-boundary catch. What the bytes mean is the caller's business: received bytes are handed to
-a callback as the kernel delivers them, without framing.
+quirks); after that the descriptor is ours and made non-blocking. :class:`AsyncSerialPort`
+reads it with ``loop.add_reader`` and writes it with ``os.write`` plus ``loop.add_writer``
+when the kernel's buffer is full, so a slow 2400-baud line never stalls the loop.
+:class:`SerialPort` waits on it with ``select`` deadlines instead, for a tool that has
+nothing else to do meanwhile. Every OS-level failure (missing device node, lock held by
+another program, adapter unplugged) becomes :class:`~smartpole.drivers.errors.TransportError`,
+the only thing callers above the driver boundary catch. What the bytes mean is the
+caller's business: bytes are handed over as the kernel delivers them, without framing.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import termios
+import time
 from collections.abc import Callable
-from typing import Any, Final
+from types import TracebackType
+from typing import Any, Final, Self
 
 import serial
 
@@ -36,7 +40,51 @@ PARITIES: Final = {
 STOPBITS: Final = {1: serial.STOPBITS_ONE, 2: serial.STOPBITS_TWO}
 
 
-class AsyncSerialPort(Lifecycle):
+class _PortSettings:
+    """A port's path and line settings, checked when given, and how to open it with them.
+
+    ``exclusive`` takes pyserial's advisory lock (``flock``), so a second master on the
+    same bus (another daemon, a technician tool) is refused instead of garbling both.
+    """
+
+    def __init__(
+        self, path: str, *, baudrate: int, parity: str, stopbits: int, exclusive: bool
+    ) -> None:
+        if parity not in PARITIES:
+            raise ValueError(f"parity must be one of {', '.join(PARITIES)}, got {parity!r}")
+        if stopbits not in STOPBITS:
+            raise ValueError(f"stopbits must be 1 or 2, got {stopbits!r}")
+        self.path = path
+        self.baudrate = baudrate
+        self.parity = parity
+        self.stopbits = stopbits
+        self.exclusive = exclusive
+
+    def _open(self) -> tuple[Any, int]:
+        """Open and configure the port through pyserial; its descriptor, made non-blocking,
+        is the caller's from then on. TransportError (from pyserial's or the OS's error) if
+        the port is missing, locked or unusable."""
+        port = serial.Serial()
+        port.port = self.path
+        port.baudrate = self.baudrate
+        port.bytesize = serial.EIGHTBITS
+        port.parity = PARITIES[self.parity]
+        port.stopbits = STOPBITS[self.stopbits]
+        port.timeout = 0
+        port.write_timeout = 0
+        if self.exclusive:
+            port.exclusive = True
+        try:
+            port.open()  # O_NONBLOCK open + termios; does not wait on the line
+            fd = port.fileno()
+            _make_nonblocking(fd)
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+            _close_quietly(port)
+            raise TransportError(f"cannot open serial port {self.path}: {exc}") from exc
+        return port, fd
+
+
+class AsyncSerialPort(_PortSettings, Lifecycle):
     """One serial port, opened by one owner, read through ``on_data``.
 
     ``on_data(bytes)`` runs on the loop with what the kernel held when the port became
@@ -44,9 +92,6 @@ class AsyncSerialPort(Lifecycle):
     ``on_failure(TransportError)`` runs once when the port fails under its owner (read or
     write error, the line hanging up); from then on :meth:`check` and :meth:`write` raise
     that failure until the port is closed, after which they say it is not open.
-
-    ``exclusive`` takes pyserial's advisory lock (``flock``), so a second master on the
-    same bus (another daemon, a technician tool) is refused instead of garbling both.
     """
 
     def __init__(
@@ -60,16 +105,10 @@ class AsyncSerialPort(Lifecycle):
         on_data: Callable[[bytes], None],
         on_failure: Callable[[TransportError], None] | None = None,
     ) -> None:
-        if parity not in PARITIES:
-            raise ValueError(f"parity must be one of {', '.join(PARITIES)}, got {parity!r}")
-        if stopbits not in STOPBITS:
-            raise ValueError(f"stopbits must be 1 or 2, got {stopbits!r}")
-        self.path = path
-        self.baudrate = baudrate
-        self.parity = parity
-        self.stopbits = stopbits
-        self.exclusive = exclusive
-        super().__init__()
+        _PortSettings.__init__(
+            self, path, baudrate=baudrate, parity=parity, stopbits=stopbits, exclusive=exclusive
+        )
+        Lifecycle.__init__(self)
         self._on_data = on_data
         self._on_failure = on_failure
         self._serial: Any = None
@@ -99,24 +138,11 @@ class AsyncSerialPort(Lifecycle):
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already open")
         loop = asyncio.get_running_loop()
-        port = serial.Serial()
-        port.port = self.path
-        port.baudrate = self.baudrate
-        port.bytesize = serial.EIGHTBITS
-        port.parity = PARITIES[self.parity]
-        port.stopbits = STOPBITS[self.stopbits]
-        port.timeout = 0
-        port.write_timeout = 0
-        if self.exclusive:
-            port.exclusive = True
+        port, fd = self._open()
         try:
-            port.open()  # O_NONBLOCK open + termios; does not wait on the line
-            fd = port.fileno()
-            _make_nonblocking(fd)
             loop.add_reader(fd, self._on_readable)
-        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
-            with contextlib.suppress(Exception):
-                port.close()
+        except (OSError, ValueError) as exc:
+            _close_quietly(port)
             raise TransportError(f"cannot open serial port {self.path}: {exc}") from exc
         self._serial, self._fd, self._loop = port, fd, loop
         self._failure = None
@@ -243,6 +269,121 @@ class AsyncSerialPort(Lifecycle):
             ready.set_result(None)
         else:
             ready.set_exception(failure)
+
+
+class SerialPort(_PortSettings):
+    """One serial port driven synchronously, for a tool that puts one request on the line
+    at a time and waits for its answer (the technician's ``diag scan``).
+
+    Blocking on purpose: with nothing else to do meanwhile, a ``select`` with a deadline is
+    the most precise "no answer within T" there is. Opened like :class:`AsyncSerialPort`
+    (exclusive lock included), then read and written on the descriptor with ``select``
+    deadlines: pyserial's own timeout setter re-applies termios on every change.
+    ``last_traffic`` is when a byte last went out or came in, for the silence RTU keeps
+    between frames. Every failure is a TransportError whose cause is the OS's error.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        baudrate: int,
+        parity: str = "N",
+        stopbits: int = 1,
+        exclusive: bool = True,
+    ) -> None:
+        super().__init__(
+            path, baudrate=baudrate, parity=parity, stopbits=stopbits, exclusive=exclusive
+        )
+        self.last_traffic = 0.0
+        self._serial: Any = None
+        self._fd = -1
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def open(self) -> None:
+        if self._serial is not None:
+            raise RuntimeError(f"{self.path} is already open")
+        port, fd = self._open()
+        self._serial, self._fd = port, fd
+        self.last_traffic = time.monotonic()
+
+    def close(self) -> None:
+        port, self._serial, self._fd = self._serial, None, -1
+        if port is not None:
+            port.close()
+
+    def set_baudrate(self, baudrate: int) -> None:
+        """Switch the line's speed; what was heard at the old speed is thrown away."""
+        if baudrate == self.baudrate:
+            return
+        try:
+            self._serial.baudrate = baudrate  # pyserial re-applies every termios setting
+            _make_nonblocking(self._fd)
+            termios.tcflush(self._fd, termios.TCIFLUSH)
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+            raise TransportError(f"{self.path}: cannot set {baudrate} baud: {exc}") from exc
+        self.baudrate = baudrate
+
+    def write(self, data: bytes) -> None:
+        """Hand all of ``data`` to the kernel, waiting while its buffer is full."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd, view) :]
+            except BlockingIOError:
+                select.select([], [self._fd], [], 1.0)
+            except OSError as exc:
+                raise TransportError(f"{self.path}: write failed: {exc}") from exc
+        self.last_traffic = time.monotonic()
+
+    def read(
+        self,
+        deadline: float,
+        *,
+        quiet_s: float,
+        limit: int,
+        done: Callable[[bytes], bool] | None = None,
+    ) -> bytes:
+        """Bytes until ``done`` says so, ``limit`` of them have come, or the ``deadline``
+        (``time.monotonic``) has passed with the line quiet for ``quiet_s``: once bytes come,
+        an answer is read to its end however late it started."""
+        buf = bytearray()
+        while len(buf) < limit:
+            wait = deadline - time.monotonic()
+            if buf:
+                wait = max(wait, quiet_s)
+            try:
+                ready, _, _ = select.select([self._fd], [], [], max(wait, 0.0))
+                if not ready:
+                    break
+                chunk = os.read(self._fd, _READ_CHUNK)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise TransportError(f"{self.path}: read failed: {exc}") from exc
+            if not chunk:
+                raise TransportError(f"{self.path}: the port was closed")
+            buf += chunk
+            self.last_traffic = time.monotonic()
+            if done is not None and done(bytes(buf)):
+                break
+        return bytes(buf)
+
+
+def _close_quietly(port: Any) -> None:
+    with contextlib.suppress(Exception):
+        port.close()
 
 
 def _make_nonblocking(fd: int) -> None:

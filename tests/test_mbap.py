@@ -16,15 +16,10 @@ from smartpole.drivers.modbus.mbap import (
     encode_request,
     encode_response,
 )
+from smartpole.drivers.modbus.pdu import Request, parse_request
+from smartpole.drivers.modbus.pdu import encode_request as encode_pdu
 from smartpole.drivers.modbus.points import RegisterKind
-from smartpole.drivers.modbus.rtu_slave import (
-    RegisterBank,
-    Request,
-    encode_pdu,
-    handle_pdu,
-    handle_request,
-    parse_pdu,
-)
+from smartpole.drivers.sim.modbus_bank import RegisterBank, handle_pdu, handle_request
 
 U16 = st.integers(0, 0xFFFF)
 UNIT = st.integers(0, 255)
@@ -195,7 +190,7 @@ def test_encode_refuses_what_no_peer_could_send(tid: int, unit: int, pdu: bytes)
 @given(requests())
 def test_pdu_helpers_agree_with_rtu_framing(req: MbapRequest) -> None:
     rtu = req.request
-    assert parse_pdu(rtu.unit_id, encode_pdu(rtu)) == rtu
+    assert parse_request(rtu.unit_id, encode_pdu(rtu)) == rtu
     bank = RegisterBank()
     bank.set(RegisterKind.HOLDING, 0, list(range(200)))
     bank.set(RegisterKind.COIL, 0, [0, 1] * 100)

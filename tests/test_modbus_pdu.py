@@ -1,5 +1,6 @@
-"""Properties of the master-side response parsers: the simulators' answers round-trip, and
-no byte string makes a parser raise anything but ProtocolError."""
+"""Properties of the PDU layer: requests and answers round-trip between the encoders and
+the parsers (answers as the simulated devices build them), message lengths agree with the
+layouts, and no byte string makes a parser raise anything but ProtocolError."""
 
 from __future__ import annotations
 
@@ -8,16 +9,13 @@ import contextlib
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from modbus_strategies import requests
 
 from smartpole.drivers.errors import ProtocolError
 from smartpole.drivers.modbus import pdu
+from smartpole.drivers.modbus.pdu import Request
 from smartpole.drivers.modbus.points import RegisterKind
-from smartpole.drivers.modbus.rtu_slave import (
-    RegisterBank,
-    Request,
-    exception_pdu,
-    handle_pdu,
-)
+from smartpole.drivers.sim.modbus_bank import RegisterBank, handle_pdu
 
 U16 = st.integers(0, 0xFFFF)
 READS = {
@@ -33,6 +31,55 @@ def _served(kind: RegisterKind, address: int, values: list[int]) -> RegisterBank
     bank = RegisterBank()
     bank.set(kind, address, values)
     return bank
+
+
+@given(requests())
+def test_requests_round_trip_and_tell_their_length_from_their_head(req: Request) -> None:
+    body = pdu.encode_request(req)
+    assert len(body) <= pdu.MAX_PDU_BYTES
+    assert pdu.parse_request(req.unit_id, body) == req
+    for end in range(len(body) + 1):
+        assert pdu.request_size(body[:end]) in (None, len(body))
+    assert pdu.request_size(b"\xaa" + body, 1) == len(body)
+
+
+@given(st.binary(max_size=300))
+@example(b"\x10\x00\x00\x00\x7c\xf8")  # a byte count past the PDU limit
+@example(b"\x2b\x0e\x01\x00")  # read device identification: not implemented
+def test_arbitrary_bytes_are_a_request_a_refusal_or_too_few(data: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        pdu.request_size(data)
+    with contextlib.suppress(ProtocolError):
+        pdu.response_size(data)
+    refusal = None
+    try:
+        req = pdu.parse_request(1, data)
+    except pdu.RequestRefusedError as exc:
+        refusal = exc.code
+    if refusal is not None:
+        assert refusal in (pdu.ExceptionCode.ILLEGAL_FUNCTION, pdu.ExceptionCode.ILLEGAL_DATA_VALUE)
+    else:
+        assert pdu.request_size(data) == len(data)
+        assert req.function == data[0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "count", "function"),
+    [
+        (RegisterKind.COIL, 1, 5),
+        (RegisterKind.COIL, 2, 15),
+        (RegisterKind.HOLDING, 1, 6),
+        (RegisterKind.HOLDING, 3, 16),
+    ],
+)
+def test_write_function_by_kind_and_count(kind: RegisterKind, count: int, function: int) -> None:
+    assert pdu.write_function(kind, count) == function
+
+
+@pytest.mark.parametrize("kind", [RegisterKind.INPUT, RegisterKind.DISCRETE])
+def test_read_only_kinds_have_no_write_function(kind: RegisterKind) -> None:
+    with pytest.raises(ProtocolError, match="cannot be written"):
+        pdu.write_function(kind, 1)
 
 
 @given(
@@ -88,7 +135,7 @@ def test_write_echoes_round_trip(data: st.DataObject) -> None:
 
 @given(st.sampled_from(ALL_FUNCTIONS), st.integers(1, 255))
 def test_exception_answers_round_trip(function: int, code: int) -> None:
-    answer = exception_pdu(function, code)
+    answer = pdu.encode_exception(function, code)
     assert pdu.exception_code(answer, function) == code
     error = pdu.exception_error(code, 7)
     assert error.code == code

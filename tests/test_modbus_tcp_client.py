@@ -26,17 +26,13 @@ from smartpole.agent.buses.registry import load_config
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.errors import DeviceExceptionError, ProtocolError, TransportError
-from smartpole.drivers.modbus.client import (
-    Endpoint,
-    ModbusClient,
-    ReplyFault,
-    ReplyTimeoutError,
-)
+from smartpole.drivers.modbus.client import Endpoint, ModbusClient
+from smartpole.drivers.modbus.faults import ReplyFault, ReplyTimeoutError
 from smartpole.drivers.modbus.mbap import encode_adu
 from smartpole.drivers.modbus.points import RegisterKind
-from smartpole.drivers.modbus.rtu_slave import RegisterBank
 from smartpole.drivers.modbus.tcp_client import ModbusTcpClient
 from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
+from smartpole.drivers.sim.modbus_bank import RegisterBank
 from smartpole.drivers.sim.modbus_tcp import ModbusTcpServer
 
 BLOCK = 0x0100

@@ -18,10 +18,11 @@ from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ExceptionResponse
 
 from smartpole.drivers.modbus.mbap import MbapRequest, encode_adu, encode_request
+from smartpole.drivers.modbus.pdu import Request
 from smartpole.drivers.modbus.points import RegisterKind
-from smartpole.drivers.modbus.rtu_slave import RegisterBank, Request
-from smartpole.drivers.modbus.rtu_slave import encode_request as encode_rtu_request
+from smartpole.drivers.modbus.rtu import encode_request as encode_rtu_request
 from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
+from smartpole.drivers.sim.modbus_bank import RegisterBank
 from smartpole.drivers.sim.modbus_tcp import Framing, ModbusTcpServer
 
 BLOCK = 0x01F4

@@ -17,8 +17,8 @@ from pymodbus.pdu import ExceptionResponse
 
 from smartpole.drivers.line import wire_time_s
 from smartpole.drivers.modbus.points import RegisterKind
-from smartpole.drivers.modbus.rtu_slave import RegisterBank
 from smartpole.drivers.sim.faults import FaultMode
+from smartpole.drivers.sim.modbus_bank import RegisterBank
 from smartpole.drivers.sim.rtu_pty import RtuPtyServer
 
 BLOCK = 0x01F4

@@ -1,4 +1,4 @@
-"""The shared serial port over a real pseudo-terminal: bytes, locks, failures, descriptors.
+"""The shared serial ports over a real pseudo-terminal: bytes, locks, failures, descriptors.
 
 A pty is a real tty to pyserial and the kernel (termios, ``flock``, hang-up on the far end
 closing), so what passes here is what the meters' and cameras' clients rely on. Every wait
@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import re
+import time
 import tty
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from smartpole.drivers.errors import TransportError
-from smartpole.drivers.serial_port import AsyncSerialPort
+from smartpole.drivers.serial_port import AsyncSerialPort, SerialPort
 from smartpole.drivers.sim.pty import PtyEndpoint
 
 WAIT_S = 5.0  # generous bound on a loaded machine; a healthy run takes milliseconds
@@ -247,3 +248,72 @@ def test_settings_outside_the_tables_are_refused_at_once() -> None:
         AsyncSerialPort("/dev/ttyUSB0", baudrate=9600, parity="X", on_data=Received())
     with pytest.raises(ValueError, match="stopbits must be 1 or 2"):
         AsyncSerialPort("/dev/ttyUSB0", baudrate=9600, stopbits=3, on_data=Received())
+
+
+# ----- the synchronous port -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _sync_port_on_a_pty() -> Iterator[tuple[int, SerialPort]]:
+    """A synchronous port on a pty, and the pty's far end for the test to play the device."""
+    master, slave = os.openpty()
+    try:
+        tty.setraw(slave)
+        with SerialPort(os.ttyname(slave), baudrate=9600) as port:
+            yield master, port
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_sync_port_bytes_cross_and_a_read_ends_when_asked_or_when_quiet() -> None:
+    with _sync_port_on_a_pty() as (device, port):
+        before = port.last_traffic
+        port.write(b"\x01\x03\x00\x00\x00\x01")
+        assert port.last_traffic >= before
+        heard = b""
+        while len(heard) < 6:
+            heard += os.read(device, 64)
+        assert heard == b"\x01\x03\x00\x00\x00\x01"
+
+        os.write(device, b"\x01\x03\x02\x00\x38" + b"more")
+        deadline = time.monotonic() + WAIT_S
+        got = port.read(deadline, quiet_s=WAIT_S, limit=64, done=lambda raw: len(raw) >= 9)
+        assert got == b"\x01\x03\x02\x00\x38more"
+
+        os.write(device, b"babble")  # a line that never goes quiet: the limit ends the read
+        assert port.read(time.monotonic() + WAIT_S, quiet_s=WAIT_S, limit=6) == b"babble"
+        assert port.read(time.monotonic() + 0.05, quiet_s=0.05, limit=64) == b"", "silence"
+
+
+def test_sync_port_failures_are_transport_errors_with_the_os_error_as_cause(
+    tmp_path: Path,
+) -> None:
+    missing = SerialPort(str(tmp_path / "ttyUSB9"), baudrate=9600)
+    with pytest.raises(TransportError, match="cannot open serial port") as info:
+        missing.open()
+    assert info.value.__cause__ is not None
+
+    with _sync_port_on_a_pty() as (_, port):
+        second = SerialPort(port.path, baudrate=9600)
+        with pytest.raises(TransportError, match="lock"):
+            second.open()
+        port.set_baudrate(19200)
+        assert port.baudrate == 19200
+    with pytest.raises(ValueError, match="parity must be one of"):
+        SerialPort("/dev/ttyUSB0", baudrate=9600, parity="X")
+
+
+def test_sync_port_reports_the_far_end_going_away() -> None:
+    master, slave = os.openpty()
+    try:
+        tty.setraw(slave)
+        with SerialPort(os.ttyname(slave), baudrate=9600) as port:
+            os.close(master)
+            master = -1
+            with pytest.raises(TransportError, match=r"read failed|was closed"):
+                port.read(time.monotonic() + WAIT_S, quiet_s=0.05, limit=64)
+    finally:
+        if master >= 0:
+            os.close(master)
+        os.close(slave)

@@ -1,6 +1,6 @@
 """Simulated devices: every shipped profile is served whole, and a master's writes stick.
 
-Reads and writes go through the RTU slave logic (``handle_request``) the simulators run, with
+Reads and writes go through the device logic (``handle_request``) the simulators run, with
 registers produced by the same codec the agent uses, so these tests walk the agent's path:
 plan the reads, encode the writes, decode the answers.
 """
@@ -18,26 +18,15 @@ from hypothesis import strategies as st
 from smartpole.agent.buses.registry import load_profile
 from smartpole.drivers.modbus import codec
 from smartpole.drivers.modbus.codec import WriteRequest
+from smartpole.drivers.modbus.pdu import READ_FUNCTION, ExceptionCode, Request, RequestRefusedError
 from smartpole.drivers.modbus.plan import plan_reads
 from smartpole.drivers.modbus.points import DataType, RegisterKind
 from smartpole.drivers.modbus.profile import ModbusProfile
-from smartpole.drivers.modbus.rtu_slave import (
-    ExceptionCode,
-    RegisterBank,
-    Request,
-    SlaveExceptionError,
-    handle_request,
-)
 from smartpole.drivers.schema import Value
 from smartpole.drivers.sim.devices import SimulatedDevice
+from smartpole.drivers.sim.modbus_bank import RegisterBank, handle_request
 
 UNIT = 7
-READ_FUNCTION = {
-    RegisterKind.COIL: 1,
-    RegisterKind.DISCRETE: 2,
-    RegisterKind.HOLDING: 3,
-    RegisterKind.INPUT: 4,
-}
 MODBUS_FILES = [
     path
     for path in sorted(PROFILES.glob("*.yaml"))
@@ -192,7 +181,7 @@ def test_lamp_controller_writes_through_the_bank() -> None:
     sim.bank.write(RegisterKind.COIL, 0x0000, [0])
     assert sim.value("lamp_on") is False
     assert read(sim.bank, RegisterKind.COIL, 0, 1) == [0]
-    with pytest.raises(SlaveExceptionError):
+    with pytest.raises(RequestRefusedError):
         sim.bank.write(RegisterKind.INPUT, 0x0000, [0])
 
 
@@ -256,7 +245,7 @@ def test_relay_commands_over_the_wire_keep_the_other_channels(
 )
 def test_relay_refuses_a_bad_channel_command(relays: SimulatedDevice, word: int) -> None:
     before = _mask(relays)
-    with pytest.raises(SlaveExceptionError) as caught:
+    with pytest.raises(RequestRefusedError) as caught:
         relays.bank.write(RegisterKind.HOLDING, 0x00AA, [word])
     assert caught.value.code == ExceptionCode.ILLEGAL_DATA_VALUE
     answer = _answer(relays.bank, Request(UNIT, 6, 0x00AA, 1, (word,)))

@@ -29,11 +29,13 @@ from conftest import PROFILES, REPO, SMARTPOLE, Proc
 from smartpole.agent.buses.registry import load_profile
 from smartpole.agent.cli import build_parser
 from smartpole.agent.core.errors import UsageError
-from smartpole.agent.technician import Progress, RtuLine, split_frames, unit_list
+from smartpole.agent.technician.options import unit_list
+from smartpole.agent.technician.port import RtuPort
+from smartpole.agent.technician.report import Progress
 from smartpole.drivers.line import wire_time_s
-from smartpole.drivers.modbus.crc import append_crc
+from smartpole.drivers.modbus.pdu import Request
 from smartpole.drivers.modbus.profile import ModbusProfile
-from smartpole.drivers.modbus.rtu_slave import Request, encode_request
+from smartpole.drivers.modbus.rtu import encode_request, split_replies
 from smartpole.drivers.sim.devices import SimulatedDevice
 from smartpole.drivers.sim.faults import FaultMode
 from smartpole.drivers.sim.rtu_pty import RtuPtyServer
@@ -85,7 +87,7 @@ def _budget_s(units: int, timeout_s: float) -> float:
 
 
 def _read_register(port: str, unit: int, register: int) -> int | None:
-    with RtuLine(port, baudrate=9600, timeout_s=0.5) as line:
+    with RtuPort(port, baudrate=9600, timeout_s=0.5) as line:
         answer = line.exchange(encode_request(Request(unit, 3, register, 1))).answer
     return None if answer is None else int.from_bytes(answer.data, "big")
 
@@ -281,17 +283,6 @@ def test_progress_is_drawn_on_a_terminal_only() -> None:
     assert drawn.endswith("\r\x1b[K"), "the bar is wiped before the result is printed"
 
 
-def test_frames_are_found_behind_noise_and_each_other() -> None:
-    late = append_crc(bytes([1, 3, 2, 0, 0x38]))
-    answer = append_crc(bytes([2, 0x83, 2]))
-    frames, noise = split_frames(b"\x00\xff" + late + answer + b"\x07")
-    assert [(f.unit, f.function, f.exception, f.data) for f in frames] == [
-        (1, 3, None, b"\x00\x38"),
-        (2, 3, 2, b""),
-    ]
-    assert noise == 3
-
-
 # ----- the simulator's side ----------------------------------------------------------------
 
 
@@ -322,7 +313,7 @@ class _Master:
         received = b""
         try:
             deadline = loop.time() + wait
-            while not split_frames(received)[0]:
+            while not split_replies(received)[0]:
                 received += await asyncio.wait_for(chunks.get(), deadline - loop.time())
         except TimeoutError:
             pass
@@ -343,7 +334,7 @@ async def _bus(devices: dict[int, SimulatedDevice]) -> AsyncIterator[tuple[RtuPt
 
 
 def _reply(raw: bytes) -> tuple[int, int, bytes]:
-    (frame,) = split_frames(raw)[0]
+    (frame,) = split_replies(raw)[0]
     return frame.unit, frame.function | (0x80 if frame.exception else 0), frame.data
 
 
@@ -379,9 +370,9 @@ async def test_sim_moves_a_devices_fault_with_it_and_survives_a_broadcast() -> N
         server.set_fault(1, FaultMode.BAD_CRC)  # the write happens, its answer is spoilt
         spoilt = await master.ask(1, 6, ADDRESS_REGISTER, 12, wait=0.1)
         assert spoilt
-        assert not split_frames(spoilt)[0]
+        assert not split_replies(spoilt)[0]
         assert server.units == [2, 12, 200]
-        assert not split_frames(await master.ask(12, 3, 0, 1, wait=0.1))[0], "fault moved along"
+        assert not split_replies(await master.ask(12, 3, 0, 1, wait=0.1))[0], "fault moved along"
 
         # Unit 0 reaches every device at once; the mapping is re-keyed after the request.
         assert await master.ask(0, 6, ADDRESS_REGISTER, 30, wait=0.1) == b""
@@ -395,4 +386,4 @@ async def test_two_devices_answering_one_probe_collide() -> None:
     async with _bus({3: _device(CWT), 4: _device(CWT)}) as (_, master):
         heard = await master.ask(0xFF, 3, ADDRESS_REGISTER, 1, wait=0.1)
     assert heard, "both answer"
-    assert split_frames(heard)[0] == [], "at once, so nothing valid arrives"
+    assert split_replies(heard)[0] == [], "at once, so nothing valid arrives"

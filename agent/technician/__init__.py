@@ -10,8 +10,8 @@ both commands to its ``diag`` parser. The work is split by job:
 
 - :mod:`.options`: what the command line accepts, its defaults and exit codes;
 - :mod:`.commands`: from parsed options to an exit code;
-- :mod:`.frames`: answer frames and the reads that probe for devices, as bytes;
-- :mod:`.line`: the exclusively opened port, one request and its answer at a time;
+- :mod:`.probes`: the reads that probe for devices;
+- :mod:`.port`: the exclusively opened port, one request and its answer at a time;
 - :mod:`.scan`: which units answer, at which baud rates;
 - :mod:`.report`: the scan's progress bar and its table;
 - :mod:`.readdress`: moving one device to a new unit id and baud rate.
@@ -24,23 +24,22 @@ from pathlib import Path
 
 from smartpole.agent.core.errors import UsageError
 from smartpole.agent.technician.commands import run
-from smartpole.agent.technician.frames import split_frames
-from smartpole.agent.technician.line import PARITIES, STOPBITS, BusError, RtuLine
 from smartpole.agent.technician.options import (
     COMMANDS,
     DEFAULT_BAUD,
     DEFAULT_BAUDS,
     DEFAULT_TIMEOUT_S,
     OPTIONS,
+    PARITIES,
     baud_list,
     baudrate,
     timeout,
     unit_id,
     unit_list,
 )
-from smartpole.agent.technician.report import Progress
+from smartpole.drivers.serial_port import STOPBITS
 
-__all__ = ["BusError", "Progress", "RtuLine", "add_commands", "run", "split_frames", "unit_list"]
+__all__ = ["add_commands"]
 
 
 def add_commands(diag: argparse.ArgumentParser) -> None:
@@ -69,7 +68,7 @@ def add_commands(diag: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--units", type=unit_list, metavar="RANGES", help="scan: unit ids, e.g. 1-247 or 1,7,200"
     )
-    group.add_argument("--parity", choices=sorted(PARITIES), help="default N")
+    group.add_argument("--parity", choices=PARITIES, help="default N")
     group.add_argument("--stopbits", type=int, choices=sorted(STOPBITS), help="default 1")
     group.add_argument(
         "--timeout",

@@ -2,7 +2,7 @@
 
 Checks which options go with which command, finds ``--profile`` through ``--config``,
 opens the line and hands it to :func:`.scan.scan` or :class:`.readdress.Readdress`. A
-:class:`.line.BusError` becomes exit 1 with its message; a
+:class:`.port.BusError` becomes exit 1 with its message; a
 :class:`~smartpole.agent.core.errors.UsageError` goes up to the CLI, which exits 2.
 """
 
@@ -19,13 +19,6 @@ from typing import TextIO
 from smartpole.agent.buses.registry import load_config, load_profile
 from smartpole.agent.config.pole import NamePattern
 from smartpole.agent.core.errors import ConfigError, UsageError
-from smartpole.agent.technician.frames import (
-    DEFAULT_PROBE,
-    FALLBACK_PROBES,
-    dedupe,
-    first_register,
-)
-from smartpole.agent.technician.line import BusError, RtuLine
 from smartpole.agent.technician.options import (
     DEFAULT_BAUD,
     DEFAULT_BAUDS,
@@ -33,6 +26,13 @@ from smartpole.agent.technician.options import (
     EXIT_FAILURE,
     EXIT_OK,
     MAX_UNIT,
+)
+from smartpole.agent.technician.port import BusError, RtuPort
+from smartpole.agent.technician.probes import (
+    DEFAULT_PROBE,
+    FALLBACK_PROBES,
+    dedupe,
+    first_register,
 )
 from smartpole.agent.technician.readdress import Readdress
 from smartpole.agent.technician.report import Progress, render_scan
@@ -68,7 +68,7 @@ def _run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         probes = dedupe([*probes, *FALLBACK_PROBES])
     bauds: list[int] = args.bauds or list(DEFAULT_BAUDS)
     units: list[int] = args.units or list(range(1, MAX_UNIT + 1))
-    line = RtuLine(
+    line = RtuPort(
         args.port,
         baudrate=bauds[0],
         parity=args.parity or "N",
@@ -132,7 +132,7 @@ def _run_readdress(args: argparse.Namespace, out: TextIO) -> int:
             )
     if args.to_unit == args.from_unit and (args.new_baud or current_baud) == current_baud:
         raise UsageError(f"--from and --to are both {args.to_unit}: nothing to change")
-    line = RtuLine(
+    line = RtuPort(
         args.port,
         baudrate=current_baud,
         parity=args.parity or "N",

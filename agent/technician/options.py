@@ -16,6 +16,8 @@ BAUDRATES: Final = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 DEFAULT_BAUDS: Final = (2400, 4800, 9600, 19200)
 DEFAULT_TIMEOUT_S: Final = 0.1
 DEFAULT_BAUD: Final = 9600
+# What Modbus over serial line 1.02, 2.5.1 allows; the port also knows mark and space.
+PARITIES: Final = ("E", "N", "O")
 # Every option the two commands add to ``diag``, by dest: the daemon's commands refuse them.
 OPTIONS: Final = (
     "port", "bauds", "units", "parity", "stopbits", "timeout", "thorough", "profile",

@@ -12,24 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from smartpole.agent.technician.frames import FALLBACK_PROBES, Probe, dedupe, first_register
-from smartpole.agent.technician.line import BusError, Exchange, RtuLine
 from smartpole.agent.technician.options import EXIT_OK
+from smartpole.agent.technician.port import BusError, Exchange, RtuPort
+from smartpole.agent.technician.probes import FALLBACK_PROBES, Probe, dedupe, first_register
+from smartpole.drivers.modbus.pdu import READ_HOLDING_REGISTERS, WRITE_SINGLE_REGISTER, Request
 from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.profile import ModbusAddressing, ModbusProfile
-from smartpole.drivers.modbus.rtu_slave import (
-    READ_HOLDING_REGISTERS,
-    WRITE_SINGLE_REGISTER,
-    Request,
-    encode_request,
-)
+from smartpole.drivers.modbus.rtu import encode_request
 
 
 @dataclass
 class Readdress:
     """One device moved from ``old`` to ``new`` (and optionally to ``new_baud``)."""
 
-    line: RtuLine
+    line: RtuPort
     profile_name: str
     profile: ModbusProfile
     addressing: ModbusAddressing

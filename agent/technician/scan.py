@@ -20,11 +20,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from smartpole.agent.technician.frames import Frame, Probe
-from smartpole.agent.technician.line import RtuLine
+from smartpole.agent.technician.port import RtuPort
+from smartpole.agent.technician.probes import Probe
 from smartpole.agent.technician.report import Progress, unit_ranges
+from smartpole.drivers.modbus.pdu import READ_HOLDING_REGISTERS, Request
 from smartpole.drivers.modbus.profile import ModbusAddressing
-from smartpole.drivers.modbus.rtu_slave import READ_HOLDING_REGISTERS, Request, encode_request
+from smartpole.drivers.modbus.rtu import ReplyFrame, encode_request
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Found:
     unit: int
     baud: int
     probe: Probe
-    frame: Frame
+    frame: ReplyFrame
     late: bool = False
 
     def answer(self) -> str:
@@ -63,7 +64,7 @@ class ProbeAnswer:
 
     baud: int
     probe_unit: int
-    frame: Frame | None  # None: silent or garbled
+    frame: ReplyFrame | None  # None: silent or garbled
     garbled: bool = False
 
     @property
@@ -125,7 +126,7 @@ class ScanResult:
 
 
 def scan(
-    line: RtuLine,
+    line: RtuPort,
     *,
     bauds: Sequence[int],
     units: Sequence[int],
@@ -148,7 +149,7 @@ def scan(
 
 
 def _scan_units(
-    line: RtuLine,
+    line: RtuPort,
     baud: int,
     units: Sequence[int],
     probes: Sequence[Probe],
@@ -158,12 +159,12 @@ def _scan_units(
     asked: dict[int, Probe] = {}  # unit -> what it was asked last, to credit late answers
     found: set[int] = set()
 
-    def add(unit: int, probe: Probe, frame: Frame, *, late: bool = False) -> None:
+    def add(unit: int, probe: Probe, frame: ReplyFrame, *, late: bool = False) -> None:
         if unit not in found:
             found.add(unit)
             result.found.append(Found(unit, baud, probe, frame, late=late))
 
-    def credit_late(frames: Sequence[Frame]) -> None:
+    def credit_late(frames: Sequence[ReplyFrame]) -> None:
         for frame in frames:
             probe = asked.get(frame.unit)
             if probe is not None and probe.function == frame.function:
@@ -188,7 +189,7 @@ def _scan_units(
     credit_late(line.collect(line.timeout_s).others)  # the last units' late answers
 
 
-def _ask_probe_unit(line: RtuLine, baud: int, addressing: ModbusAddressing) -> ProbeAnswer:
+def _ask_probe_unit(line: RtuPort, baud: int, addressing: ModbusAddressing) -> ProbeAnswer:
     """``FF 03 07 D0 00 01``: the one device of the model on the bus says its address."""
     assert addressing.probe_unit is not None
     unit = addressing.probe_unit

@@ -7,7 +7,8 @@ pymodbus (``pymodbus_client``), imported only when such a bus exists, so a TCP-o
 gateway does not pay its memory.
 
 Both sides fail the same way: TransportError when the line is unusable (the bus task
-reconnects), ReplyTimeoutError with a :class:`ReplyFault` when no valid answer came,
+reconnects), :class:`~smartpole.drivers.modbus.faults.ReplyTimeoutError` with a
+:class:`~smartpole.drivers.modbus.faults.ReplyFault` when no valid answer came,
 DeviceExceptionError for exception answers, ProtocolError for answers that make no sense.
 """
 
@@ -18,23 +19,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self
 
-from smartpole.drivers.modbus.faults import ReplyFault, ReplyTimeoutError
-from smartpole.drivers.modbus.pdu import ILLEGAL_DATA_ADDRESS, MODBUS_EXCEPTIONS
+from smartpole.drivers.modbus.faults import ReplyFault
 from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.tcp_client import ModbusTcpClient
 
 if TYPE_CHECKING:
     from smartpole.drivers.modbus.pymodbus_client import PymodbusClient
-
-__all__ = [
-    "ILLEGAL_DATA_ADDRESS",
-    "MODBUS_EXCEPTIONS",
-    "Endpoint",
-    "Framing",
-    "ModbusClient",
-    "ReplyFault",
-    "ReplyTimeoutError",
-]
 
 Framing = Literal["rtu", "tcp", "rtu-over-tcp"]
 

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from smartpole.drivers.errors import CodecError
+from smartpole.drivers.modbus.pdu import write_function
 from smartpole.drivers.modbus.points import DataType, PointSpec, RegisterKind, WriteEncoding
 from smartpole.drivers.schema import Value
 
@@ -52,9 +53,7 @@ class WriteRequest(NamedTuple):
     @property
     def function(self) -> int:
         """The function code to send: 5 for a coil, 6 for one register, 16 for several."""
-        if self.kind is RegisterKind.COIL:
-            return 5 if len(self.words) == 1 else 15
-        return 6 if len(self.words) == 1 else 16
+        return write_function(self.kind, len(self.words))
 
 
 def decimals_of(scale: float) -> int:

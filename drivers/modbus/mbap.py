@@ -1,14 +1,14 @@
-"""Modbus TCP (MBAP) framing for the simulators: pure, no I/O, like the RTU slave framing.
+"""Modbus TCP (MBAP) framing, for the client and the simulated devices alike: pure, no I/O.
 
 An MBAP frame is a 7-byte header and the same PDU RTU carries::
 
     transaction id (2) | protocol id (2, always 0) | length (2) | unit id (1) | PDU
 
-``length`` counts the unit id and the PDU, so it alone delimits frames. Unlike RTU there
-is no silence and no CRC to resynchronise on: once a header is wrong, every later byte of
-the stream is suspect. The decoder therefore never skips bytes; it raises
-:class:`~smartpole.drivers.errors.ProtocolError` and the server closes the connection,
-which is what the client's reconnect logic is built to recover from.
+``length`` counts the unit id and the PDU, so it alone delimits frames (:func:`frame_size`,
+which both roles' stream readers use). Unlike RTU there is no silence and no CRC to
+resynchronise on: once a header is wrong, every later byte of the stream is suspect. So a
+reader never skips bytes; :class:`~smartpole.drivers.errors.ProtocolError` tells it to drop
+the connection, which is what the client's reconnect logic is built to recover from.
 """
 
 from __future__ import annotations
@@ -17,16 +17,19 @@ from dataclasses import dataclass
 from typing import Final
 
 from smartpole.drivers.errors import ProtocolError
-from smartpole.drivers.modbus.rtu_slave import (
+from smartpole.drivers.modbus.pdu import (
+    MAX_PDU_BYTES,
+    Buffer,
     Request,
-    SlaveExceptionError,
-    encode_pdu,
-    parse_pdu,
+    RequestRefusedError,
+    parse_request,
+)
+from smartpole.drivers.modbus.pdu import (
+    encode_request as encode_request_pdu,
 )
 
 HEADER_BYTES: Final = 7  # transaction id, protocol id, length, unit id
-MAX_ADU_BYTES: Final = 260  # Modbus Application Protocol 1.1b3, 4.1: 7-byte MBAP + 253-byte PDU
-MAX_PDU_BYTES: Final = MAX_ADU_BYTES - HEADER_BYTES
+MAX_ADU_BYTES: Final = HEADER_BYTES + MAX_PDU_BYTES  # 260
 # The length field counts the unit id and the PDU, which has at least a function code.
 MIN_LENGTH: Final = 2
 MAX_LENGTH: Final = 1 + MAX_PDU_BYTES
@@ -38,7 +41,7 @@ class MbapRequest:
     """One decoded Modbus TCP request.
 
     ``function`` .. ``byte_count`` mean what they mean on
-    :class:`~smartpole.drivers.modbus.rtu_slave.Request`. ``error_code`` is set when the
+    :class:`~smartpole.drivers.modbus.pdu.Request`. ``error_code`` is set when the
     frame was delimited fine but its PDU cannot be served (1: unknown function, 3: the PDU
     length disagrees with the function's layout); it is the exception a device answers,
     and then only ``function`` is meaningful. ``protocol_id`` is always 0 in decoded
@@ -57,7 +60,7 @@ class MbapRequest:
 
     @property
     def request(self) -> Request:
-        """The framing-free request, for ``rtu_slave.handle_pdu``."""
+        """The framing-free request."""
         return Request(
             self.unit_id, self.function, self.address, self.count, self.values, self.byte_count
         )
@@ -93,36 +96,44 @@ def encode_response(transaction_id: int, unit_id: int, pdu: bytes) -> bytes:
 
 
 def encode_request(req: MbapRequest) -> bytes:
-    """Frame a request as a client would; test rigs use it to talk to the simulators."""
-    pdu = encode_pdu(req.request)
+    """Frame a request as a client would."""
+    pdu = encode_request_pdu(req.request)
     return encode_adu(req.transaction_id, req.unit_id, pdu, protocol_id=req.protocol_id)
 
 
-def decode_request(buf: bytes | bytearray) -> tuple[int, MbapRequest | None]:
-    """Find the request at the start of ``buf``.
+def frame_size(buf: Buffer) -> int | None:
+    """Length of the frame at the start of ``buf``; None until its header is in.
 
-    Returns ``(0, None)`` for "need more bytes" and ``(n, request)`` for a whole frame of
-    ``n`` bytes. Raises ProtocolError as soon as the header shows the stream is not MBAP
-    (protocol id not 0, or a length outside 2..254, i.e. an ADU over 260 bytes): with no
-    resync marker there is nothing sound to skip to, so the connection must be dropped.
-    A frame that is delimited fine but whose PDU is bad is returned with ``error_code``,
-    because a device answers that with an exception and carries on.
+    Raises ProtocolError as soon as the header shows the stream is not MBAP (protocol id
+    not 0, or a length outside 2..254, i.e. an ADU over 260 bytes).
     """
-    if len(buf) >= 4 and (protocol_id := int.from_bytes(buf[2:4], "big")) != 0:
+    if len(buf) >= 4 and (protocol_id := int.from_bytes(buf[2:4], "big")) != MODBUS_PROTOCOL_ID:
         raise ProtocolError(f"MBAP protocol id {protocol_id}, not Modbus (0)")
     if len(buf) < 6:
-        return 0, None
+        return None
     length = int.from_bytes(buf[4:6], "big")
     if not MIN_LENGTH <= length <= MAX_LENGTH:
         raise ProtocolError(f"MBAP length {length} outside {MIN_LENGTH}..{MAX_LENGTH}")
-    size = 6 + length
-    if len(buf) < size:
+    return 6 + length
+
+
+def decode_request(buf: Buffer) -> tuple[int, MbapRequest | None]:
+    """Find the request at the start of ``buf``.
+
+    Returns ``(0, None)`` for "need more bytes" and ``(n, request)`` for a whole frame of
+    ``n`` bytes; raises ProtocolError where :func:`frame_size` does, since with no resync
+    marker there is nothing sound to skip to. A frame that is delimited fine but whose PDU
+    is bad is returned with ``error_code``, because a device answers that with an exception
+    and carries on.
+    """
+    size = frame_size(buf)
+    if size is None or len(buf) < size:
         return 0, None
     transaction_id = int.from_bytes(buf[0:2], "big")
     unit_id, pdu = buf[6], bytes(buf[HEADER_BYTES:size])
     try:
-        req = parse_pdu(unit_id, pdu)
-    except SlaveExceptionError as exc:
+        req = parse_request(unit_id, pdu)
+    except RequestRefusedError as exc:
         bad = MbapRequest(
             transaction_id=transaction_id, unit_id=unit_id, function=pdu[0], error_code=exc.code
         )

@@ -9,8 +9,8 @@ reported once instead of being retried silently inside the library.
 
 pymodbus turns every bad reply (CRC error, garbage, another unit's answer) into the same
 timeout. The bytes that did arrive are kept through its packet trace hook, so a timeout can
-be told apart afterwards and counted for what it was; a technician fixing a bus needs to
-know whether a device is silent or its wiring is noisy.
+be told apart afterwards by our own RTU framer and counted for what it was; a technician
+fixing a bus needs to know whether a device is silent or its wiring is noisy.
 
 It also speaks plain Modbus TCP, which the product no longer uses it for; the benchmarks
 keep it as the baseline the TCP client is measured against.
@@ -29,10 +29,10 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
 from smartpole.drivers.errors import ProtocolError, TransportError
-from smartpole.drivers.modbus.crc import crc16_modbus
 from smartpole.drivers.modbus.faults import ReplyFault, ReplyTimeoutError
 from smartpole.drivers.modbus.pdu import exception_error
 from smartpole.drivers.modbus.points import RegisterKind
+from smartpole.drivers.modbus.rtu import classify_reply
 
 if TYPE_CHECKING:
     from smartpole.drivers.modbus.client import Endpoint
@@ -166,29 +166,7 @@ class PymodbusClient:
         if self.endpoint.framing == "tcp":
             return ReplyFault.GARBAGE
         function = self._sent[1] if len(self._sent) > 1 else 0
-        return classify_rtu_reply(raw, unit_id, function)
-
-
-def classify_rtu_reply(raw: bytes, unit_id: int, function: int) -> ReplyFault:
-    """Why bytes that arrived were not a valid answer to ``function`` from ``unit_id``."""
-    for start in range(len(raw)):
-        for length in _candidate_lengths(raw, start):
-            frame = raw[start : start + length]
-            if len(frame) == length and length >= 4 and crc16_modbus(frame) == 0:
-                if frame[0] != unit_id:
-                    return ReplyFault.WRONG_UNIT
-                if frame[1] & 0x7F != function:
-                    return ReplyFault.WRONG_FUNCTION
-    if len(raw) >= 4 and raw[0] == unit_id and raw[1] in (function, function | 0x80):
-        return ReplyFault.CRC_ERROR  # the header of our answer, with a broken body or CRC
-    return ReplyFault.GARBAGE
-
-
-def _candidate_lengths(raw: bytes, start: int) -> list[int]:
-    lengths = [5, 8]  # exception replies; write echoes
-    if start + 2 < len(raw):
-        lengths.append(5 + raw[start + 2])  # read replies: unit fc count data crc
-    return lengths
+        return classify_reply(raw, unit_id, function)
 
 
 def _raise_for_exception(reply: ModbusPDU, unit_id: int) -> None:

@@ -41,31 +41,14 @@ from smartpole.drivers.modbus.mbap import (
     MIN_LENGTH,
     MODBUS_PROTOCOL_ID,
     encode_adu,
+    frame_size,
 )
+from smartpole.drivers.modbus.pdu import READ_FUNCTION
 from smartpole.drivers.modbus.points import RegisterKind
-from smartpole.drivers.modbus.rtu_slave import (
-    READ_COILS,
-    READ_DISCRETE_INPUTS,
-    READ_HOLDING_REGISTERS,
-    READ_INPUT_REGISTERS,
-    WRITE_MULTIPLE_COILS,
-    WRITE_MULTIPLE_REGISTERS,
-    WRITE_SINGLE_COIL,
-    WRITE_SINGLE_REGISTER,
-    Request,
-    encode_pdu,
-)
 
 _HEADER: Final = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
 _TID: Final = struct.Struct(">H")
 _LENGTH_END: Final = 6  # bytes up to and including the length field
-_READ_FUNCTION: Final = {
-    RegisterKind.HOLDING: READ_HOLDING_REGISTERS,
-    RegisterKind.INPUT: READ_INPUT_REGISTERS,
-    RegisterKind.COIL: READ_COILS,
-    RegisterKind.DISCRETE: READ_DISCRETE_INPUTS,
-}
-_COIL_ON: Final = 0xFF00
 # Framed requests kept per client; a poll plan has a handful of blocks, diagnostics add a
 # few more. Past this the cache starts over instead of growing without bound.
 _MAX_CACHED_REQUESTS: Final = 256
@@ -123,19 +106,13 @@ class _Link(asyncio.Protocol):
 
     def _drain(self) -> None:
         buf = self.buffer
-        while len(buf) >= 4:
-            protocol = int.from_bytes(buf[2:4], "big")
-            if protocol != MODBUS_PROTOCOL_ID:
+        while buf:
+            try:
+                size = frame_size(buf)
+            except ProtocolError:
                 self._break()
                 return
-            if len(buf) < _LENGTH_END:
-                return
-            length = int.from_bytes(buf[4:6], "big")
-            if not MIN_LENGTH <= length <= MAX_LENGTH:
-                self._break()
-                return
-            size = _LENGTH_END + length
-            if len(buf) < size:
+            if size is None or len(buf) < size:
                 return
             frame = bytes(buf[:size])
             del buf[:size]
@@ -236,13 +213,13 @@ class ModbusTcpClient:
 
     async def read(self, kind: RegisterKind, address: int, count: int, unit_id: int) -> list[int]:
         """Read ``count`` registers or bits; bits come back as 0/1 integers."""
-        function = _READ_FUNCTION[kind]
+        function = READ_FUNCTION[kind]
         key = (unit_id, function, address, count)
         tail = self._reads.get(key)
         if tail is None:
             if len(self._reads) >= _MAX_CACHED_REQUESTS:
                 self._reads.clear()
-            tail = self._reads[key] = _frame(Request(unit_id, function, address, count))
+            tail = self._reads[key] = _frame(pdus.Request(unit_id, function, address, count))
         pdu = await self._transact(unit_id, function, tail)
         bits = kind.is_bit
         try:
@@ -268,21 +245,16 @@ class ModbusTcpClient:
         words = tuple(values)
         if not words:
             raise ProtocolError("nothing to write")
+        function = pdus.write_function(kind, len(words))
         if kind is RegisterKind.COIL:
-            bits = tuple(1 if v else 0 for v in words)
-            if len(bits) == 1:
-                function = WRITE_SINGLE_COIL
-                req = Request(unit_id, function, address, 1, (_COIL_ON if bits[0] else 0,))
-            else:
-                function = WRITE_MULTIPLE_COILS
-                req = Request(unit_id, function, address, len(bits), bits)
-        elif kind is RegisterKind.HOLDING:
-            if any(not 0 <= w <= 0xFFFF for w in words):
-                raise ProtocolError(f"register values out of 16-bit range: {list(words)}")
-            function = WRITE_SINGLE_REGISTER if len(words) == 1 else WRITE_MULTIPLE_REGISTERS
-            req = Request(unit_id, function, address, len(words), words)
+            carried = tuple(1 if v else 0 for v in words)
+            if function == pdus.WRITE_SINGLE_COIL:
+                carried = (pdus.COIL_ON if carried[0] else 0,)
+        elif any(not 0 <= w <= 0xFFFF for w in words):
+            raise ProtocolError(f"register values out of 16-bit range: {list(words)}")
         else:
-            raise ProtocolError(f"{kind.value} registers cannot be written")
+            carried = words
+        req = pdus.Request(unit_id, function, address, len(words), carried)
         pdu = await self._transact(unit_id, function, _frame(req))
         try:
             pdus.parse_write_echo(pdu, function)
@@ -339,10 +311,10 @@ class ModbusTcpClient:
         return ReplyTimeoutError(f"{fault.value} from unit {unit_id} {detail}", fault)
 
 
-def _frame(req: Request) -> bytes:
-    """The request framed by the simulators' own encoders, minus its transaction id."""
+def _frame(req: pdus.Request) -> bytes:
+    """The request's ADU minus its transaction id, which changes from request to request."""
     try:
-        adu = encode_adu(0, req.unit_id, encode_pdu(req))
+        adu = encode_adu(0, req.unit_id, pdus.encode_request(req))
     except (ValueError, OverflowError) as exc:
         raise ProtocolError(f"cannot frame {req}: {exc}") from exc
     return adu[2:]

@@ -28,18 +28,14 @@ from itertools import pairwise
 
 from smartpole.drivers.errors import CodecError
 from smartpole.drivers.modbus import codec
+from smartpole.drivers.modbus.pdu import ExceptionCode, RequestRefusedError
 from smartpole.drivers.modbus.points import DataType, PointSpec, RegisterKind, WriteEncoding
 from smartpole.drivers.modbus.profile import LeaseSpec, ModbusAddressing, ModbusProfile
-from smartpole.drivers.modbus.rtu_slave import (
-    ExceptionCode,
-    IllegalAddressError,
-    RegisterBank,
-    SlaveExceptionError,
-)
 from smartpole.drivers.schema import Value
+from smartpole.drivers.sim.modbus_bank import IllegalAddressError, RegisterBank
 
 Update = tuple[str, Value]  # a point and the value a write gives it
-# Asked to move a device from one unit id to another; raises SlaveExceptionError to refuse.
+# Asked to move a device from one unit id to another; raises RequestRefusedError to refuse.
 Mover = Callable[[int, int], None]
 MAX_UNIT_ID = 247  # 248-255 are reserved, 0 is broadcast: no device may take them
 SHIPPED_UNIT_ID = 1  # what every such device answers on until someone re-addresses it
@@ -85,7 +81,7 @@ class WriteEffects:
         return out
 
     def updates(self, kind: RegisterKind, address: int, values: Sequence[int]) -> list[Update]:
-        """The point values a write gives; raises SlaveExceptionError for a refused write."""
+        """The point values a write gives; raises RequestRefusedError for a refused write."""
         updates: list[Update] = []
         if kind is RegisterKind.HOLDING:
             for at, word in enumerate(values, start=address):
@@ -94,7 +90,7 @@ class WriteEffects:
                     continue
                 channel, state = word >> 8, word & 0xFF
                 if channel not in channels or state not in (0, 1):
-                    raise SlaveExceptionError(
+                    raise RequestRefusedError(
                         f"register {at}: no channel {channel} or state {state} is not 0/1",
                         ExceptionCode.ILLEGAL_DATA_VALUE,
                     )
@@ -106,7 +102,7 @@ class WriteEffects:
                 try:
                     updates.append((target.point, codec.decode(target.spec, words)))
                 except CodecError as exc:
-                    raise SlaveExceptionError(str(exc), ExceptionCode.ILLEGAL_DATA_VALUE) from exc
+                    raise RequestRefusedError(str(exc), ExceptionCode.ILLEGAL_DATA_VALUE) from exc
         return updates
 
 
@@ -191,7 +187,7 @@ class SimulatedBank(RegisterBank):
             super().write(kind, address, values)
             try:
                 self._mover(old_unit, new_unit)
-            except SlaveExceptionError:
+            except RequestRefusedError:
                 self.set(kind, address, before)  # refused: nothing changed
                 raise
         for point, value in updates:
@@ -212,7 +208,7 @@ class SimulatedBank(RegisterBank):
         if baud_register is not None and baud_register in covered and addressing.baud_codes:
             code = values[baud_register - address]
             if code not in addressing.baud_codes:
-                raise SlaveExceptionError(
+                raise RequestRefusedError(
                     f"baud code {code} is none of {sorted(addressing.baud_codes)}",
                     ExceptionCode.ILLEGAL_DATA_VALUE,
                 )
@@ -220,7 +216,7 @@ class SimulatedBank(RegisterBank):
             return None
         unit = values[addressing.address_register - address]
         if not 1 <= unit <= MAX_UNIT_ID:
-            raise SlaveExceptionError(
+            raise RequestRefusedError(
                 f"unit id {unit} is outside 1..{MAX_UNIT_ID}", ExceptionCode.ILLEGAL_DATA_VALUE
             )
         return unit

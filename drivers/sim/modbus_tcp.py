@@ -40,25 +40,21 @@ import structlog
 
 from smartpole.drivers.errors import ProtocolError
 from smartpole.drivers.modbus import mbap
-from smartpole.drivers.modbus.rtu_slave import (
-    BROADCAST_UNIT,
-    ExceptionCode,
+from smartpole.drivers.modbus.pdu import ExceptionCode, Request, encode_exception
+from smartpole.drivers.modbus.rtu import BROADCAST_UNIT
+from smartpole.drivers.modbus.rtu import decode_request as decode_rtu_request
+from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
+from smartpole.drivers.sim.modbus_bank import (
     RegisterBank,
-    Request,
-    exception_pdu,
     exception_response,
     handle_pdu,
     handle_request,
 )
-from smartpole.drivers.modbus.rtu_slave import decode_request as decode_rtu_request
-from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
 
 log = structlog.get_logger(__name__)
 
 Framing = Literal["tcp", "rtu"]
 
-# Modbus Application Protocol 1.1b3, 7: a gateway whose target did not answer.
-GATEWAY_TARGET_FAILED: Final = 0x0B
 # RTU over TCP: how long the stream must stay quiet before a partial frame counts as
 # finished (the serial 3.5-character gap, taken long enough for event-loop jitter).
 RTU_IDLE_GAP_S: Final = 0.05
@@ -352,11 +348,11 @@ class ModbusTcpServer:
         if fault is FaultMode.NO_ANSWER:
             return None, 0.0
         if bank is None:
-            pdu = exception_pdu(req.function, GATEWAY_TARGET_FAILED)
+            pdu = encode_exception(req.function, ExceptionCode.GATEWAY_TARGET_FAILED_TO_RESPOND)
         elif fault is FaultMode.EXCEPTION:
-            pdu = exception_pdu(req.function, ExceptionCode.SERVER_DEVICE_FAILURE)
+            pdu = encode_exception(req.function, ExceptionCode.SERVER_DEVICE_FAILURE)
         elif req.error_code is not None:
-            pdu = exception_pdu(req.function, req.error_code)
+            pdu = encode_exception(req.function, req.error_code)
         else:
             pdu = handle_pdu(bank, req.request)
         frame = mbap.encode_response(req.transaction_id, req.unit_id, pdu)

@@ -27,20 +27,21 @@ from typing import Final, Protocol, Self, runtime_checkable
 import structlog
 
 from smartpole.drivers.line import frame_gap_s, reply_delay_s
-from smartpole.drivers.modbus.crc import append_crc, crc16_modbus
-from smartpole.drivers.modbus.rtu_slave import (
+from smartpole.drivers.modbus.crc import crc16_modbus
+from smartpole.drivers.modbus.pdu import ExceptionCode, Request, RequestRefusedError
+from smartpole.drivers.modbus.rtu import (
     BROADCAST_UNIT,
-    ExceptionCode,
-    RegisterBank,
-    Request,
-    SlaveExceptionError,
     decode_request,
+    encode_frame,
     encode_request,
+)
+from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
+from smartpole.drivers.sim.modbus_bank import (
+    RegisterBank,
     exception_response,
     handle_pdu,
     handle_request,
 )
-from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
 
 log = structlog.get_logger(__name__)
 
@@ -304,7 +305,7 @@ class RtuPtyServer:
             return None
         if fault is FaultMode.EXCEPTION:
             return exception_response(unit, req.function, ExceptionCode.SERVER_DEVICE_FAILURE)
-        reply = append_crc(bytes([unit]) + handle_pdu(bank, req))
+        reply = encode_frame(unit, handle_pdu(bank, req))
         if fault is FaultMode.BAD_CRC:
             return reply[:-2] + bytes(b ^ 0xFF for b in reply[-2:])
         if fault is FaultMode.GARBAGE:
@@ -317,13 +318,13 @@ class RtuPtyServer:
         """A bank's address register is being written; refuse (exception 3) what the
         mapping cannot hold: two simulated devices on one unit id."""
         if self._banks.get(old) is not bank:
-            raise SlaveExceptionError(
+            raise RequestRefusedError(
                 f"unit {old} is not this device's", ExceptionCode.SERVER_DEVICE_FAILURE
             )
         holder = self._banks.get(new)
         if (holder is not None and holder is not bank) or any(n == new for _, _, n in self._moves):
             log.warning("sim_unit_taken", path=self._path, unit=old, to=new)
-            raise SlaveExceptionError(
+            raise RequestRefusedError(
                 f"unit {new} is already served by another simulated device",
                 ExceptionCode.ILLEGAL_DATA_VALUE,
             )

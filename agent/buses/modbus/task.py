@@ -30,13 +30,9 @@ from smartpole.drivers.errors import (
 )
 from smartpole.drivers.line import frame_gap_s
 from smartpole.drivers.modbus import codec
-from smartpole.drivers.modbus.client import (
-    ILLEGAL_DATA_ADDRESS,
-    Endpoint,
-    ModbusClient,
-    ReplyFault,
-    ReplyTimeoutError,
-)
+from smartpole.drivers.modbus.client import Endpoint, ModbusClient
+from smartpole.drivers.modbus.faults import ReplyFault, ReplyTimeoutError
+from smartpole.drivers.modbus.pdu import ILLEGAL_DATA_ADDRESS
 from smartpole.drivers.modbus.plan import Barrier, ReadBlock, plan_reads, split_block
 from smartpole.drivers.modbus.points import DataType, PointSpec, encodable_range
 from smartpole.drivers.modbus.profile import ModbusProfile

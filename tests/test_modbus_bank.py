@@ -1,72 +1,27 @@
-"""Properties of the pure RTU slave: incremental framing, resync, and the answers it builds."""
+"""Properties of a simulated device's answers: what the bank serves, refuses and stays
+silent about, and that every answer is as long as the PDU layer's length rule says."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
+from modbus_strategies import U16, bits, requests
 
 from smartpole.drivers.errors import DriverError
+from smartpole.drivers.modbus import pdu
 from smartpole.drivers.modbus.crc import append_crc, crc16_modbus
+from smartpole.drivers.modbus.pdu import Request
 from smartpole.drivers.modbus.points import RegisterKind
-from smartpole.drivers.modbus.rtu_slave import (
-    MAX_FRAME_BYTES,
-    IllegalAddressError,
-    RegisterBank,
-    Request,
-    decode_request,
-    encode_request,
-    handle_request,
-)
+from smartpole.drivers.modbus.rtu import decode_reply, decode_request, encode_request
+from smartpole.drivers.sim.modbus_bank import IllegalAddressError, RegisterBank, handle_request
 
-U16 = st.integers(0, 0xFFFF)
-UNIT = st.integers(0, 255)
 READ_KINDS = {
     1: RegisterKind.COIL,
     2: RegisterKind.DISCRETE,
     3: RegisterKind.HOLDING,
     4: RegisterKind.INPUT,
 }
-
-
-def _bits(count: int) -> st.SearchStrategy[tuple[int, ...]]:
-    # One integer rather than a list of count draws keeps 1968-coil writes cheap to generate.
-    return st.integers(0, (1 << count) - 1).map(lambda n: tuple((n >> i) & 1 for i in range(count)))
-
-
-@st.composite
-def requests(draw: st.DrawFn) -> Request:
-    """Any request the framer can carry, including ones the handler must refuse."""
-    unit, function, address = (
-        draw(UNIT),
-        draw(st.sampled_from([1, 2, 3, 4, 5, 6, 15, 16])),
-        draw(U16),
-    )
-    if function <= 4:
-        return Request(unit, function, address, draw(U16))
-    if function in (5, 6):
-        return Request(unit, function, address, 1, (draw(U16),))
-    if function == 15:
-        count = draw(st.integers(0, 8 * (MAX_FRAME_BYTES - 9)))
-        return Request(unit, function, address, count, draw(_bits(count)))
-    count = draw(st.integers(0, (MAX_FRAME_BYTES - 9) // 2))
-    return Request(
-        unit, function, address, count, tuple(draw(st.lists(U16, min_size=count, max_size=count)))
-    )
-
-
-def decode_all(buf: bytes | bytearray, *, at_end: bool) -> tuple[list[Request], bytearray]:
-    """Drive the decoder the way a transport does, returning the frames and what is left."""
-    rest, found = bytearray(buf), []
-    while rest:
-        used, req = decode_request(rest, at_end=at_end)
-        if used == 0:
-            break
-        assert 0 < used <= len(rest)
-        del rest[:used]
-        if req is not None:
-            found.append(req)
-    return found, rest
 
 
 def parse_read_response(frame: bytes, function: int, count: int) -> list[int]:
@@ -89,97 +44,6 @@ def exception_code(frame: bytes | None, req: Request) -> int:
     return frame[2]
 
 
-# ----- framing -----
-
-
-@given(requests())
-def test_encoded_request_decodes_to_itself(req: Request) -> None:
-    frame = encode_request(req)
-    assert len(frame) <= MAX_FRAME_BYTES
-    assert decode_request(frame) == (len(frame), req)
-
-
-@given(requests(), st.data())
-def test_arbitrary_chunking_decodes_the_same_request(req: Request, data: st.DataObject) -> None:
-    frame = encode_request(req)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(frame)), max_size=10)))
-    buf, found = bytearray(), []
-    for start, end in zip([0, *cuts], [*cuts, len(frame)], strict=True):
-        buf += frame[start:end]
-        got, buf = decode_all(buf, at_end=False)
-        found += got
-    assert found == [req]
-    assert not buf
-
-
-@given(requests(), st.binary(max_size=64), st.binary(max_size=64))
-def test_frame_hidden_in_garbage_is_found(req: Request, before: bytes, after: bytes) -> None:
-    frame = encode_request(req)
-    found, rest = decode_all(before + frame + after, at_end=False)
-    # Noise may claim a long frame and hold the buffer; the line going silent ends that.
-    tail, rest = decode_all(rest, at_end=True)
-    assert req in found + tail
-    assert not rest
-
-
-@given(st.binary(max_size=2 * MAX_FRAME_BYTES), st.booleans())
-def test_random_bytes_never_raise_and_always_make_progress(buf: bytes, at_end: bool) -> None:
-    used, req = decode_request(buf, at_end=at_end)
-    assert 0 <= used <= len(buf)
-    if req is not None:
-        assert used >= 8
-    if used == 0:
-        # Waiting is only allowed while the buffer is shorter than the longest frame.
-        assert len(buf) < MAX_FRAME_BYTES
-        assert not at_end or not buf
-    _, rest = decode_all(buf, at_end=True)
-    assert not rest
-
-
-def test_need_more_bytes_then_complete() -> None:
-    frame = encode_request(Request(1, 3, 0, 1))
-    assert decode_request(frame[:5]) == (0, None)
-    assert decode_request(frame[:7]) == (0, None)
-    assert decode_request(frame)[0] == 8
-
-
-def test_bad_crc_drops_one_byte() -> None:
-    frame = bytearray(encode_request(Request(1, 3, 0, 1)))
-    frame[-1] ^= 0xFF
-    assert decode_request(frame) == (1, None)
-
-
-def test_unknown_function_drops_one_byte() -> None:
-    assert decode_request(append_crc(bytes([1, 0x2B, 0x0E, 0x01, 0x00]))) == (1, None)
-
-
-def test_byte_count_beyond_frame_limit_is_garbage() -> None:
-    # 9 + 248 > 256: no master may send it, so it must not make the slave wait for it.
-    head = bytes([1, 16, 0, 0, 0, 124, 248])
-    assert decode_request(head) == (1, None)
-
-
-def test_line_silence_releases_noise_claiming_a_long_frame() -> None:
-    noise = bytes([1, 16, 0, 0, 0, 1, 200])  # promises a 209-byte frame
-    real = Request(1, 3, 0x10, 2)
-    stream = noise + encode_request(real)
-    assert decode_request(stream) == (0, None)
-    found, rest = decode_all(stream, at_end=True)
-    assert found == [real]
-    assert not rest
-
-
-def test_inconsistent_byte_count_is_kept_for_the_handler() -> None:
-    frame = append_crc(bytes([1, 16, 0, 0, 0, 2, 3, 0, 1, 2]))
-    used, req = decode_request(frame)
-    assert used == len(frame)
-    assert req is not None
-    assert req.byte_count == 3
-
-
-# ----- handling -----
-
-
 @st.composite
 def mapped_reads(draw: st.DrawFn) -> tuple[RegisterBank, Request, list[int]]:
     function = draw(st.sampled_from([1, 2, 3, 4]))
@@ -188,7 +52,7 @@ def mapped_reads(draw: st.DrawFn) -> tuple[RegisterBank, Request, list[int]]:
     address = draw(st.integers(0, 0x10000 - count))
     kind = READ_KINDS[function]
     values = (
-        list(draw(_bits(count)))
+        list(draw(bits(count)))
         if function <= 2
         else draw(st.lists(U16, min_size=count, max_size=count))
     )
@@ -333,3 +197,38 @@ def test_bank_set_rejects_impossible_contents(
 ) -> None:
     with pytest.raises(ValueError, match=r"outside|within"):
         RegisterBank().set(kind, address, values)
+
+
+# ----- the reply length rule -----
+
+
+@st.composite
+def served(draw: st.DrawFn) -> tuple[RegisterBank, Request]:
+    """A request and a bank that maps its range (or, sometimes, does not)."""
+    quantities = st.one_of(st.integers(1, 125), st.integers(1, 2000), U16)
+    req = draw(requests(counts=quantities))
+    if req.function == 5 and draw(st.booleans()):
+        req = Request(req.unit_id, 5, req.address, 1, (draw(st.sampled_from([0, 0xFF00])),))
+    span = max(req.count, 1)
+    address = min(req.address, 0x10000 - span)  # a range the address space holds
+    bank = RegisterBank()
+    kind = pdu.READ_KIND.get(req.function) or pdu.WRITE_KIND[req.function]
+    if draw(st.integers(0, 9)) != 9:  # mapped, about nine times in ten
+        bank.set(kind, address, [0] * span)
+    return bank, Request(1, req.function, address, req.count, req.values, req.byte_count)
+
+
+@given(served())
+def test_every_answer_is_as_long_as_the_rule_predicts(case: tuple[RegisterBank, Request]) -> None:
+    bank, req = case
+    frame = handle_request({1: bank}, req)
+    assert frame is not None
+    answer = frame[1:-2]
+    if answer[0] & pdu.EXCEPTION_FLAG:
+        event("refused")
+        assert len(answer) == pdu.EXCEPTION_BYTES
+    else:
+        event(f"served FC {req.function}")
+        assert len(answer) == pdu.reply_size(req)
+    assert pdu.response_size(answer) == len(answer)
+    assert decode_reply(frame)[0] == len(frame)
