@@ -48,7 +48,7 @@ CONFIG = McuConfig(
     impact_mg=2000,
 )
 VERSION_2 = DICTIONARY_BYTES.replace(b'"version":1', b'"version":2')
-FAST: dict[str, Any] = {"request_timeout_s": 2.0, "retry_initial_s": 0.05, "retry_max_s": 0.4}
+FAST: dict[str, Any] = {"request_timeout_s": 2.0}
 
 
 @dataclass
@@ -191,7 +191,9 @@ async def test_reconnect_resumes_and_a_changed_config_reconfigures() -> None:
 
 
 @pytest.mark.asyncio
-async def test_unknown_version_is_refused_counted_and_retried_with_backoff() -> None:
+async def test_unknown_version_is_refused_counted_and_connects_once_reflashed() -> None:
+    """The client refuses each connect to an MCU it cannot speak to and never retries by
+    itself; its owner's next connect succeeds once the MCU was flashed."""
     async with McuEmulator(seed=3, dictionary=VERSION_2) as emu:
         with pytest.raises(McuVersionError, match="version 2") as refused:
             async with McuClient(emu.path, CONFIG, **FAST):
@@ -200,14 +202,13 @@ async def test_unknown_version_is_refused_counted_and_retried_with_backoff() -> 
         client = McuClient(emu.path, CONFIG, **FAST)
         client.open()
         try:
-            started = time.monotonic()
-            retrying = asyncio.create_task(client.connect_retrying())
-            await emu.wait_until(lambda: client.stats.version_refusals >= 4, timeout_s=5)
-            # Backoff 0.05, 0.1, 0.2 s between the first four refusals.
-            assert time.monotonic() - started >= 0.35
-            assert client.stats.connect_failures == client.stats.version_refusals
+            for _ in range(3):
+                with pytest.raises(McuVersionError):
+                    await client.connect()
+            assert client.stats.version_refusals == client.stats.connect_failures == 3
+            assert not client.connected
             emu.reset(dictionary=DICTIONARY_BYTES)  # the MCU was flashed with version 1
-            identity = await asyncio.wait_for(retrying, 5)
+            identity = await client.connect()
             assert identity.version == 1
             assert client.connected
         finally:
@@ -377,7 +378,11 @@ async def test_mcu_reset_mid_conversation_fails_in_flight_and_reconfigures() -> 
         r.emulator.reset(mid_frame=True)
         with pytest.raises(McuResetError):
             await in_flight
-        identity = await r.client.wait_connected(5)
+        assert not r.client.connected
+        with pytest.raises(McuResetError):  # at once: nobody will connect it but its owner
+            await r.client.get_inputs(timeout_s=5)
+        assert r.client.stats.connects == 1  # it did not reconnect by itself
+        identity = await r.client.connect()
         assert identity.boot_id == r.emulator.boot_id != old_boot
         assert identity.resumed is False
         assert r.emulator.outputs.configured
@@ -391,15 +396,20 @@ async def test_mcu_reset_mid_conversation_fails_in_flight_and_reconfigures() -> 
 
 
 @pytest.mark.asyncio
-async def test_reset_into_an_unknown_version_is_retried_until_reflashed() -> None:
+async def test_reset_into_an_unknown_version_is_refused_until_reflashed() -> None:
     async with rig() as r:
         r.emulator.reset(dictionary=VERSION_2)
-        await r.emulator.wait_until(lambda: r.client.stats.version_refusals >= 2, timeout_s=5)
+        with pytest.raises(McuResetError):
+            await heartbeat(r.client)
+        for _ in range(2):
+            with pytest.raises(McuVersionError):
+                await r.client.connect()
+        assert r.client.stats.version_refusals == 2
         assert not r.client.connected
         with pytest.raises(DriverError):
             await r.client.get_inputs(timeout_s=0.05)
         r.emulator.reset(dictionary=DICTIONARY_BYTES)
-        await r.client.wait_connected(5)
+        await r.client.connect()
         assert r.client.stats.reconnects == 1
         assert r.emulator.outputs.configured
 

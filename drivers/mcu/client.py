@@ -13,9 +13,10 @@ once, whichever way it came, and the client polls ``get_event`` by itself whenev
 found (they also went to the callback).
 
 An MCU reset shows as a ``boot_id`` change in a ``status`` / ``config_state`` or as a
-sequence resync. Requests in flight then fail with :class:`McuResetError` and the client
-re-runs the connect sequence by itself (retrying with backoff, e.g. while the MCU is being
-flashed with a dictionary version it must refuse); other requests wait for it.
+sequence resync. Requests in flight, and every request after them, then fail with
+:class:`McuResetError` until the owner calls ``connect()`` again, which reconfigures the
+MCU. The client never retries a connect by itself: its owner decides when (the agent's
+bus task, with the same backoff it uses for a lost port).
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """The connection under :class:`~smartpole.drivers.mcu.client.McuClient`: its life cycle.
 
-Open, connect (:mod:`.connect`), the gate requests wait at while the MCU is not connected,
-reset detection (a ``boot_id`` change in a ``status`` / ``config_state``, a sequence resync,
-or ``not_configured`` from an MCU we configured), failing what was in flight with
-:class:`~smartpole.drivers.mcu.errors.McuResetError`, and reconnecting by itself with
-backoff. The typed requests are the client's; this module has the one ``_request`` they
-all go through.
+Open, connect (:mod:`.connect`), the gate requests wait at while a connect is in progress,
+and reset detection (a ``boot_id`` change in a ``status`` / ``config_state``, a sequence
+resync, or ``not_configured`` from an MCU we configured): what was in flight fails with
+:class:`~smartpole.drivers.mcu.errors.McuResetError`, and so does every request until the
+owner connects again. The connection never reconnects by itself: its owner (the agent's
+bus task, ``agent/buses/supervised.py``) is the one place that decides when to retry, so
+a reset, a silent MCU and a lost port all go through one backoff and one health record.
+The typed requests are the client's; this module has the one ``_request`` they all go
+through.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class _State(enum.Enum):
     DISCONNECTED = "disconnected"
     CONNECTING = "connecting"
     CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
+    RESET = "reset"  # the MCU reset under us: requests fail until the owner connects again
     CLOSED = "closed"
 
 
@@ -71,10 +74,9 @@ class McuConnection:
     ``answer_timeout_s`` after the acknowledgement (default: eight 64-byte frames of wire
     time, at least 20 ms) is asked for again with a new tag, up to ``attempts`` times.
     Requests wait up to ``ready_timeout_s`` (or their own ``timeout_s``) for a connect in
-    progress. ``connect_retrying`` and the reconnect after a reset back off from
-    ``retry_initial_s`` to ``retry_max_s``. ``boot_id`` is the MCU boot the host last
-    configured, if it remembers one (a different boot is reconfigured). ``on_event`` gets
-    every new event once, on the loop; it must not block.
+    progress. ``boot_id`` is the MCU boot the host last configured, if it remembers one (a
+    different boot is reconfigured). ``on_event`` gets every new event once, on the loop;
+    it must not block.
     """
 
     def __init__(
@@ -88,18 +90,14 @@ class McuConnection:
         answer_timeout_s: float | None = None,
         attempts: int = 5,
         ready_timeout_s: float = 5.0,
-        retry_initial_s: float = 0.1,
-        retry_max_s: float = 5.0,
         boot_id: int | None = None,
         on_event: Callable[[McuEvent], None] | None = None,
     ) -> None:
-        if ready_timeout_s <= 0 or not 0 < retry_initial_s <= retry_max_s:
+        if ready_timeout_s <= 0:
             raise ValueError("bad timing settings for McuClient")
         self.path = path
         self.config = config
         self.ready_timeout_s = ready_timeout_s
-        self.retry_initial_s = retry_initial_s
-        self.retry_max_s = retry_max_s
         self._boot_id = boot_id
         self._stats = McuClientStats()
         self._link = McuLink(
@@ -124,7 +122,6 @@ class McuConnection:
         self._failure: TransportError | None = None
         self._identity: McuIdentity | None = None
         self._connect_lock = asyncio.Lock()
-        self._supervisor: asyncio.Task[None] | None = None
 
     # ----- life cycle ---------------------------------------------------------------------
 
@@ -155,10 +152,6 @@ class McuConnection:
         """Stop the background tasks and close the port; waiting requests fail with
         TransportError. Safe to call twice."""
         self._state = _State.CLOSED
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.cancel()
-            await asyncio.wait({supervisor})
         await self._events.aclose()
         self._channel.fail_all(TransportError(f"MCU client on {self.path} was closed"))
         self._ready.set()  # wakes requests waiting for a connect; they see CLOSED
@@ -171,34 +164,8 @@ class McuConnection:
         async with self._connect_lock:
             return await self._connect_once()
 
-    async def connect_retrying(self, max_attempts: int | None = None) -> McuIdentity:
-        """``connect()`` until it succeeds, backing off from ``retry_initial_s`` to
-        ``retry_max_s`` (an MCU being flashed answers with an unknown version for a while).
-        After ``max_attempts`` failures the last error is raised."""
-        delay = self.retry_initial_s
-        attempt = 0
-        failing = False
-        while True:
-            attempt += 1
-            try:
-                identity = await self.connect()
-            except DriverError as exc:
-                if isinstance(exc, TransportError) and self._failure is not None:
-                    raise
-                if max_attempts is not None and attempt >= max_attempts:
-                    raise
-                if not failing:
-                    failing = True
-                    log.warning("mcu_connect_failing", port=self.path, error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max_s)
-                continue
-            if failing:
-                log.info("mcu_connect_recovered", port=self.path, attempts=attempt)
-            return identity
-
     async def wait_connected(self, timeout_s: float | None = None) -> McuIdentity:
-        """Until the client is connected (e.g. after it reconnected by itself)."""
+        """Until the client is connected (by a ``connect()`` another task runs)."""
         await self._wait_ready(timeout_s)
         assert self._identity is not None
         return self._identity
@@ -268,10 +235,14 @@ class McuConnection:
             raise TransportError(str(self._failure)) from self._failure
         if self._state is _State.CLOSED:
             raise TransportError(f"MCU client on {self.path} is closed")
+        if self._state is _State.RESET:
+            raise McuResetError(f"MCU on {self.path} reset; it must be connected again")
 
     # ----- connecting ---------------------------------------------------------------------
 
     async def _connect_once(self) -> McuIdentity:
+        if self._state is _State.RESET:
+            self._state = _State.DISCONNECTED  # connecting again is what a reset asks for
         self._raise_if_unusable()
         self._state = _State.CONNECTING
         self._ready.clear()
@@ -292,6 +263,8 @@ class McuConnection:
                 self._state = _State.DISCONNECTED
             raise
         self._boot_id = identity.boot_id
+        if self._identity is not None:
+            self._stats.reconnects += 1
         self._identity = identity
         self._stats.connects += 1
         if identity.resumed:
@@ -312,27 +285,16 @@ class McuConnection:
         return identity
 
     def _reset_detected(self, reason: str) -> None:
-        """The MCU reset under a connected client: fail what is in flight, reconnect."""
+        """The MCU reset under a connected client: fail what is in flight and every request
+        after it, until the owner connects again (and reconfigures the MCU)."""
         if self._state is not _State.CONNECTED:
             return  # a connect in progress notices by itself
         self._stats.resets_detected += 1
         log.warning("mcu_reset_detected", port=self.path, reason=reason)
-        self._state = _State.RECONNECTING
+        self._state = _State.RESET
         self._events.stop()
-        self._ready.clear()
+        self._ready.set()  # wakes requests waiting for a connect; they see the reset
         self._channel.fail_all(McuResetError(f"MCU on {self.path} reset ({reason})"))
-        if self._supervisor is None or self._supervisor.done():
-            self._supervisor = asyncio.get_running_loop().create_task(
-                self._reconnect(), name=f"mcu-reconnect {self.path}"
-            )
-
-    async def _reconnect(self) -> None:
-        try:
-            await self.connect_retrying()
-        except DriverError as exc:  # the port failed: nothing to reconnect over
-            log.error("mcu_reconnect_abandoned", port=self.path, error=str(exc))
-            return
-        self._stats.reconnects += 1
 
     def _on_resync(self) -> None:
         self._reset_detected("sequence resync")

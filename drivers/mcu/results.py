@@ -203,7 +203,7 @@ class McuClientStats:
     version_refusals: int = 0  # dictionaries refused for an unknown protocol version
     dictionary_refusals: int = 0  # dictionaries refused for missing / changed formats
     resets_detected: int = 0  # boot_id changes and sequence resyncs while connected
-    reconnects: int = 0  # connect sequences the client re-ran on its own after a reset
+    reconnects: int = 0  # successful connects after the first (its owner's, after a reset)
     requests: int = 0  # request methods called
     re_requests: int = 0  # requests sent again (with a new tag) after no answer in time
     command_errors: int = 0  # requests the MCU answered with ``error``

@@ -23,6 +23,7 @@ from smartpole.agent.buses.capabilities import EventListener
 from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.mcu.config import PoleMcuBus, mcu_config
 from smartpole.agent.buses.queue import CommandQueue
+from smartpole.agent.buses.supervised import SupervisedBus
 from smartpole.agent.core.audit import AuditRecord
 from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
 from smartpole.agent.core.points import Quality
@@ -34,15 +35,13 @@ from smartpole.drivers.errors import (
 )
 from smartpole.drivers.mcu.client import McuClient
 from smartpole.drivers.mcu.codes import ErrorCode, EventKind
-from smartpole.drivers.mcu.errors import McuCommandError
+from smartpole.drivers.mcu.errors import McuCommandError, McuResetError
 from smartpole.drivers.mcu.profile import INPUT_POINTS, LEVEL, STATUS_POINTS, TRIPPED
 from smartpole.drivers.mcu.results import McuEvent, McuInputs, McuStatus
 from smartpole.drivers.schema import Value
 
 log = structlog.get_logger("smartpole.mcu")
 
-PORT_RETRY_MIN_S = 1.0
-PORT_RETRY_MAX_S = 30.0
 IMPACT_HOLD_S = 2.0  # an impact reading stays this long, so a poll-rate alarm sees it
 # Events that tell a point's new value before the next poll would.
 _EVENT_POINTS: dict[EventKind, tuple[str, bool]] = {
@@ -57,14 +56,21 @@ _EVENT_POINTS: dict[EventKind, tuple[str, bool]] = {
 }
 
 
-class McuBusTask:
-    """One MCU on one UART; survives a dead port, a silent or resetting MCU."""
+class McuBusTask(SupervisedBus):
+    """One MCU on one UART; survives a dead port, a silent or resetting MCU.
+
+    ``SupervisedBus`` runs it: ``_connect`` opens the port and runs the MCU's connect
+    sequence, ``_serve`` keeps the MCU convinced the agent is alive until the port fails
+    (TransportError) or the MCU resets (it returns, and the next ``_connect`` reconfigures
+    it), and the supervisor's backoff is the only retry: the client never retries itself.
+    """
+
+    #: a connect sequence is retried soon at first (an MCU being flashed refuses a while)
+    retry_min_s = 0.1
 
     def __init__(self, name: str, bus: PoleMcuBus, context: BusContext) -> None:
-        self.name = name
+        super().__init__(name, BusHealth(name, bus.port, bus.describe()))
         self.bus = bus
-        self.health = BusHealth(name, bus.port, bus.describe())
-        self.commands = CommandQueue()
         self._table = table = context.table
         self._audit = context.audit
         self._clock_trusted = context.clock_trusted
@@ -132,13 +138,11 @@ class McuBusTask:
             "client": dataclasses.asdict(client.stats) if client is not None else None,
         }
 
-    # ----- the task -----
+    # ----- the link (SupervisedBus) -----
 
-    async def run(self) -> None:
-        if self._device is None:
-            return
-        retry_s = PORT_RETRY_MIN_S
-        while True:
+    async def _connect(self) -> None:
+        client = self._client
+        if client is None:
             client = McuClient(
                 self.bus.port,
                 self._config,
@@ -148,55 +152,36 @@ class McuBusTask:
                 ready_timeout_s=max(5.0, self.bus.fallback_after_s),
                 on_event=self._on_event,
             )
-            try:
-                client.open()
-            except TransportError as exc:
-                self.health.unavailable(str(exc))
-                await self._serve_commands_for(retry_s)
-                retry_s = min(retry_s * 2, PORT_RETRY_MAX_S)
-                continue
-            retry_s = PORT_RETRY_MIN_S
-            self.health.connected()
+            client.open()  # TransportError: the port is unusable
             self._client = client
-            try:
-                await self._connect(client)
-                await self._serve(client)
-            except TransportError as exc:
-                self.health.unavailable(str(exc))
-            finally:
-                self._client = None
-                await client.aclose()
+            self.health.connected()  # the line is up, whatever the MCU says on it
+        started = time.monotonic()
+        identity = await client.connect()
+        self._succeeded(started)
+        log.info(
+            "mcu_connected",
+            bus=self.name,
+            build=identity.build,
+            boot_id=identity.boot_id,
+            resumed=identity.resumed,
+            config_crc=f"{identity.config_crc:08x}",
+        )
 
-    async def _serve_commands_for(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            await self.commands.run_next(left)
+    def _connect_failed(self, exc: DriverError) -> None:
+        if isinstance(exc, TransportError):
+            self._link_lost(str(exc))
+        else:  # the port works; the MCU is silent, resetting or refused the session
+            self._failed(exc, time.monotonic())
 
-    async def _connect(self, client: McuClient) -> None:
-        """Connect until it works; each failure counts against the device's health."""
-        delay = 0.1
-        while True:
-            started = time.monotonic()
-            try:
-                identity = await client.connect()
-            except TransportError:
-                raise
-            except DriverError as exc:
-                self._failed(exc, started)
-                await self._serve_commands_for(delay)
-                delay = min(delay * 2, PORT_RETRY_MAX_S)
-                continue
-            log.info(
-                "mcu_connected",
-                bus=self.name,
-                build=identity.build,
-                boot_id=identity.boot_id,
-                resumed=identity.resumed,
-                config_crc=f"{identity.config_crc:08x}",
-            )
-            return
+    async def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
-    async def _serve(self, client: McuClient) -> None:
+    async def _serve(self) -> None:
+        """Heartbeats, inputs and lease renewals until the port fails or the MCU resets."""
+        client = self._client
+        assert client is not None  # _connect made it
         next_heartbeat = next_poll = next_refresh = time.monotonic()
         while True:
             now = time.monotonic()
@@ -214,6 +199,8 @@ class McuBusTask:
                     await self._renew(client)
             except TransportError:
                 raise
+            except McuResetError:
+                return  # its session is over: the supervisor connects again, at once
             except DriverError as exc:
                 self._failed(exc, started)
             wait = min(next_heartbeat, next_poll, next_refresh) - time.monotonic()
