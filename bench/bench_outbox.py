@@ -31,7 +31,7 @@ from pathlib import Path
 from smartpole.agent import logs
 from smartpole.agent.core.outbox import Outbox, Priority
 
-TARGET = 5000  # records/s, issue 7
+TARGET = 5000  # records/s: the outbox must keep up with the gateway workload
 
 
 def payload(i: int, rng: random.Random) -> dict[str, object]:

@@ -1,7 +1,7 @@
 """CPU time of the Modbus TCP poll path, per poll of a 50-register device, old against new.
 
 Device: ``bench-register-bank`` (bench/profiles, 50 holding registers, u16, read as one
-block), one per gateway bus in issue 7's workload (5 devices x 10 polls/s). It is served by
+block), one per gateway bus in the gateway workload (5 devices x 10 polls/s). It is served by
 the project's simulator, ``smartpole sim --config POLE --turnaround-ms 0 --step-s 0.1``, in
 a subprocess of its own, so its CPU time is never counted here; values walk on every step
 as in bench/bench_gateway.py. Everything measured runs in this process and is timed with
@@ -215,7 +215,7 @@ async def measure(args: argparse.Namespace, config_path: Path, where: str) -> No
     bench("poll_path_old_cpu_us", poll["old"] * us, "us/poll")
     bench("poll_path_new_cpu_us", poll["new"] * us, "us/poll")
     bench("poll_path_old_vs_new", poll["old"] / poll["new"], "x")
-    per_s = 50  # issue 7: 5 devices x 10 polls/s
+    per_s = 50  # the gateway workload: 5 devices x 10 polls/s
     bench("poll_path_new_cpu_s_per_min_issue7", poll["new"] * per_s * 60, "s/min")
     bench("poll_path_old_cpu_s_per_min_issue7", poll["old"] * per_s * 60, "s/min")
 

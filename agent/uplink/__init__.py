@@ -1,1 +1,2 @@
-"""Northbound: the MQTT uplink that drains the outbox to the city platform (issue 7)."""
+"""Northbound: the MQTT uplink that drains the outbox to the city platform, telemetry by
+exception, platform commands, and the OPC UA server for SCADA clients."""
