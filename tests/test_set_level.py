@@ -24,6 +24,7 @@ from mqtt_broker import Broker
 from test_uplink_opcua import NAMESPACE, USER, Env, _client_pki, _free_port, connected
 
 from smartpole.agent.api import call
+from smartpole.agent.core.errors import ApiError
 from smartpole.agent.core.points import PointTable
 from smartpole.agent.uplink.opcua_auth import password_entry
 
@@ -149,6 +150,10 @@ def test_mqtt_set_level_is_an_override_that_holds_then_returns_to_the_program(
         sim = simulator(config)
         proc = daemon(config, *bus_ports(sim), "--clock", "trusted")
         wait_until(lambda: _device_level(proc) == PROGRAM_LEVEL, 10, "the program's level")
+        for point, value in (("dim_level", 20), ("lamp_on", False)):
+            with pytest.raises(ApiError, match="the lighting controller keeps on lamp1"):
+                call(Path(proc.extra["socket"]), "write", device="lamp1", point=point, value=value)
+        assert _device_level(proc) == PROGRAM_LEVEL
         platform = _Platform(broker.port)
         try:
             wait_until(lambda: api(proc, "uplink")["state"] == "connected", 10, "the uplink")
