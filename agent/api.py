@@ -17,13 +17,13 @@ import stat
 import struct
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import structlog
 
 from smartpole.agent.core.errors import AgentError, ApiError
 from smartpole.drivers.errors import DriverError
+from smartpole.drivers.lifecycle import Lifecycle
 
 log = structlog.get_logger("smartpole.api")
 
@@ -32,16 +32,22 @@ MAX_REQUEST_BYTES = 64 * 1024
 Handler = Callable[[Mapping[str, Any]], object]  # may return an awaitable
 
 
-class ApiServer:
-    """Serves ``{"method": name, ...}`` requests with the given handlers."""
+class ApiServer(Lifecycle):
+    """Serves ``{"method": name, ...}`` requests with the given handlers while entered.
+
+    Only a socket this server created is removed on close: a start refused because another
+    daemon serves the path, or because something else is in the way, leaves it alone.
+    """
 
     def __init__(self, path: Path, handlers: Mapping[str, Handler]) -> None:
+        super().__init__()
         self.path = path
         self._handlers = handlers
         self._server: asyncio.Server | None = None
+        self._closing: asyncio.Server | None = None  # closed, its connections winding down
         self.requests = 0
 
-    async def __aenter__(self) -> Self:
+    async def _start(self) -> None:
         await self._prepare_path()
         old_umask = os.umask(0o177)  # the socket is born 0600; no window where others can connect
         try:
@@ -53,20 +59,21 @@ class ApiServer:
         finally:
             os.umask(old_umask)
         log.info("api_listening", socket=str(self.path))
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
+    def _release(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        self._closing = server
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+    async def _stopped(self) -> None:
+        server, self._closing = self._closing, None
+        if server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), timeout=1.0)
 
     async def _prepare_path(self) -> None:
         try:

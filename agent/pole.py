@@ -14,8 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -38,6 +37,7 @@ from smartpole.agent.state import PointStore
 from smartpole.agent.uplink.commands import CommandProcessor
 from smartpole.agent.uplink.mqtt import MqttUplink
 from smartpole.agent.uplink.telemetry import TelemetryReporter
+from smartpole.drivers.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from smartpole.agent.uplink.opcua import OpcUaServer
@@ -47,7 +47,7 @@ log = structlog.get_logger("smartpole.pole")
 Task = Callable[[], Coroutine[Any, Any, None]]
 
 
-class Pole:
+class Pole(Lifecycle):
     """``async with Pole(...) as pole:`` everything is created, opened and serving its API;
     ``pole.tasks()`` is what must run. See the module docstring for the order."""
 
@@ -60,6 +60,7 @@ class Pole:
         clock_trusted: Callable[[], bool],
         kinds: BusRegistry | None = None,
     ) -> None:
+        super().__init__()
         self.config = config
         self.state_dir = state_dir
         self.socket_path = runtime_dir / SOCKET_NAME
@@ -82,20 +83,14 @@ class Pole:
         self.operations: PoleOperations
         self.commands: CommandProcessor | None = None
 
-    async def __aenter__(self) -> Self:
+    async def _start(self) -> None:
         try:
             await self._assemble(self._stack)
         except BaseException:
-            await self._stack.aclose()
+            await self._stack.aclose()  # what was assembled, in reverse; async, so here
             raise
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _stopped(self) -> None:
         try:
             await self._stack.aclose()
         finally:

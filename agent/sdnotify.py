@@ -12,10 +12,10 @@ import asyncio
 import os
 import socket
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Self
 
 import structlog
+
+from smartpole.drivers.lifecycle import Closing
 
 __all__ = ["Notifier", "run_watchdog"]
 
@@ -35,7 +35,7 @@ def _socket_address(raw: str) -> str | None:
     return None
 
 
-class Notifier:
+class Notifier(Closing):
     """Tells systemd how the daemon is doing: started, status text, stopping, alive.
 
     Delivery is best effort on purpose. The notifications are for the service manager;
@@ -163,17 +163,6 @@ class Notifier:
         self._watchdog_usec = None
         if sock is not None:
             sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Notifier(enabled={self.enabled}, watchdog_interval_s={self.watchdog_interval_s!r})"

@@ -15,11 +15,15 @@ that make closing safe are easy to get subtly wrong when every class writes them
   ``aclose()`` as :class:`BackgroundTaskError`, so a server that quietly stopped answering
   fails the rig that used it instead of only leaving a line in a log.
 
+Objects that hold only synchronous resources (a file, a socket, a database) need none of
+that: :class:`Closing` makes ``with`` call their ``close()``, which is all they share.
+
 It lives at the bottom of ``smartpole.drivers`` so the agent can build on it too.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import enum
 from collections.abc import Coroutine
@@ -33,6 +37,29 @@ log = structlog.get_logger(__name__)
 
 class BackgroundTaskError(RuntimeError):
     """A background task ended with an exception; ``__cause__`` is that exception."""
+
+
+class Closing(abc.ABC):
+    """Base for objects with a synchronous ``close()``: ``with`` returns the object and
+    closes it on the way out, whatever happened inside. A subclass that opens on entry
+    overrides ``__enter__``; ``close()`` must be safe to call twice, since callers may
+    also close early.
+    """
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what the object holds; idempotent."""
 
 
 class _State(enum.Enum):

@@ -20,13 +20,12 @@ import select
 import termios
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Final, Self
 
 import serial
 
 from smartpole.drivers.errors import TransportError
-from smartpole.drivers.lifecycle import Lifecycle
+from smartpole.drivers.lifecycle import Closing, Lifecycle
 
 _READ_CHUNK: Final = 4096
 # The line settings by the letters and numbers configs use, as pyserial spells them.
@@ -271,7 +270,7 @@ class AsyncSerialPort(_PortSettings, Lifecycle):
             ready.set_exception(failure)
 
 
-class SerialPort(_PortSettings):
+class SerialPort(_PortSettings, Closing):
     """One serial port driven synchronously, for a tool that puts one request on the line
     at a time and waits for its answer (the technician's ``diag scan``).
 
@@ -302,14 +301,6 @@ class SerialPort(_PortSettings):
     def __enter__(self) -> Self:
         self.open()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def open(self) -> None:
         if self._serial is not None:

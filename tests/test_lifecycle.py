@@ -1,4 +1,5 @@
-"""The lifecycle base: idempotent close, cancellation re-raised, failed tasks surfaced."""
+"""The lifecycle bases: idempotent close, cancellation re-raised, failed tasks surfaced;
+and the synchronous one, whose ``with`` always closes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import pytest
 import structlog
 
-from smartpole.drivers.lifecycle import BackgroundTaskError, Lifecycle
+from smartpole.drivers.lifecycle import BackgroundTaskError, Closing, Lifecycle
 
 
 class Service(Lifecycle):
@@ -186,3 +187,30 @@ async def test_a_task_may_close_its_own_owner() -> None:
     assert task.exception() is None
     assert service.idle_cancelled
     assert (service.running, service.stopped) == (False, 1)
+
+
+class Handle(Closing):
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_with_gives_the_object_and_closes_it_whatever_happens_inside() -> None:
+    handle = Handle()
+    with handle as entered:
+        assert entered is handle
+        assert handle.closed == 0
+    assert handle.closed == 1
+    with pytest.raises(KeyError), handle:
+        raise KeyError("the body's own")  # not swallowed
+    assert handle.closed == 2
+
+
+def test_a_closing_without_close_cannot_be_made() -> None:
+    class Forgetful(Closing):
+        pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Forgetful()  # type: ignore[abstract]

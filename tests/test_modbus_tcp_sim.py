@@ -108,7 +108,7 @@ async def test_reads_every_table(framing: Framing) -> None:
         di = await client.read_discrete_inputs(0x0040, count=3, device_id=1)
         assert di.bits[:3] == [False, True, True]
         stats = server.stats
-        assert (stats.requests, stats.answered, stats.by_unit) == (4, 4, {1: 4})
+        assert (stats.requests, stats.answered, stats.by_address) == (4, 4, {1: 4})
         assert (stats.connections, stats.open_connections, stats.bad_frames) == (1, 1, 0)
 
 
@@ -164,7 +164,7 @@ async def test_tcp_unknown_unit_is_gateway_exception_0x0b() -> None:
         rr = await client.read_holding_registers(BLOCK, count=1, device_id=7)
         assert isinstance(rr, ExceptionResponse)
         assert (rr.dev_id, rr.function_code, rr.exception_code) == (7, 0x83, 0x0B)
-        assert server.stats.by_unit == {7: 1}
+        assert server.stats.by_address == {7: 1}
 
 
 @pytest.mark.asyncio
@@ -197,7 +197,7 @@ async def test_rtu_unknown_unit_is_silent_like_a_serial_bus() -> None:
     async with _rig("rtu") as (server, client):
         with pytest.raises(ModbusIOException, match=LOST_ANSWER):
             await client.read_holding_registers(BLOCK, count=1, device_id=7)
-        assert server.stats.by_unit == {7: 1}
+        assert server.stats.by_address == {7: 1}
         assert server.stats.answered == 0
 
 
@@ -340,7 +340,7 @@ async def test_two_clients_at_once_get_their_own_answers(framing: Framing) -> No
         assert rr.registers == [24, 0x4242]
         stats = server.stats
         assert (stats.connections, stats.open_connections) == (2, 2)
-        assert stats.by_unit == {1: 50, 2: 52}
+        assert stats.by_address == {1: 50, 2: 52}
 
 
 @pytest.mark.asyncio

@@ -60,7 +60,7 @@ async def test_read_holding_registers() -> None:
         assert not rr.isError()
         assert rr.registers == VALUES
         stats = server.stats
-        assert (stats.requests, stats.answered, stats.by_unit) == (1, 1, {1: 1})
+        assert (stats.requests, stats.answered, stats.by_address) == (1, 1, {1: 1})
 
 
 @pytest.mark.asyncio
@@ -114,7 +114,7 @@ async def test_unserved_unit_times_out() -> None:
         with pytest.raises(ModbusIOException) as info:
             await client.read_holding_registers(BLOCK, count=1, device_id=7)
         assert info.value.dev_id == 7
-        assert server.stats.by_unit == {7: 1}
+        assert server.stats.by_address == {7: 1}
         assert server.stats.answered == 0
 
 

@@ -12,7 +12,6 @@ import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from smartpole.agent.config.loader import LoadedConfig
@@ -28,13 +27,14 @@ from smartpole.agent.control.safety import SafetySupervisor
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.outbox import Outbox
 from smartpole.agent.core.points import PointTable
+from smartpole.drivers.lifecycle import Closing
 
 ALARMS_FILE = "alarms.json"
 POWER_FILE = "power.json"
 DeviceState = Callable[[str], tuple[str, float]]  # device -> (state, since), for power cycling
 
 
-class PoleControl:
+class PoleControl(Closing):
     """Created by the composition root; a context manager for the files it keeps open."""
 
     def __init__(
@@ -123,12 +123,8 @@ class PoleControl:
             )
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """Undo what entering set up (the lamp monitor's file); safe to call twice."""
         self._stack.close()
 
     def tasks(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:

@@ -44,7 +44,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from types import TracebackType
 from typing import Final, TypedDict, TypeVar
 
 import structlog
@@ -64,6 +63,7 @@ from smartpole.agent.core.outbox_eviction import (
     salvage,
     used_bytes,
 )
+from smartpole.drivers.lifecycle import Closing
 
 log = structlog.get_logger("smartpole.outbox")
 _T = TypeVar("_T")
@@ -190,7 +190,7 @@ class _UnusableFileError(Exception):
     """The file is not a usable outbox database (corrupt, foreign, newer format)."""
 
 
-class Outbox:
+class Outbox(Closing):
     """One connection to ``<state_dir>/outbox.sqlite3``; owned by the event loop's thread.
 
     ``max_bytes`` bounds the file so a long outage cannot fill the disk that the state and
@@ -237,17 +237,6 @@ class Outbox:
         self._db = self._open()
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._db is not None:

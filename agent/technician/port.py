@@ -16,11 +16,11 @@ import errno
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Final, Self
 
 from smartpole.agent.core.errors import AgentError
 from smartpole.drivers.errors import TransportError
+from smartpole.drivers.lifecycle import Closing
 from smartpole.drivers.line import frame_gap_s, wire_time_s
 from smartpole.drivers.modbus.rtu import ReplyFrame, split_replies
 from smartpole.drivers.serial_port import SerialPort
@@ -48,7 +48,7 @@ class Exchange:
         return self.answer is not None or bool(self.others) or self.noise > 0
 
 
-class RtuPort:
+class RtuPort(Closing):
     """A serial port opened exclusively for one Modbus RTU master, one request at a time."""
 
     def __init__(
@@ -66,12 +66,7 @@ class RtuPort:
             raise BusError(_open_failure(self.port, exc.__cause__ or exc)) from exc
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self._serial.close()
 
     @property

@@ -28,8 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 import aiomqtt
 import structlog
@@ -39,6 +38,7 @@ from paho.mqtt.properties import Properties
 from smartpole.agent.config.uplink import UplinkConfig
 from smartpole.agent.core.outbox import Outbox, OutboxError, OutboxRecord, Priority
 from smartpole.agent.uplink.topics import COMMAND_RESULT_STREAM, STREAM_RANK, Topics, stream_rank
+from smartpole.drivers.lifecycle import Lifecycle
 
 log = structlog.get_logger("smartpole.uplink")
 
@@ -99,7 +99,7 @@ class _TokenBucket:
         self._tokens -= count
 
 
-class MqttUplink:
+class MqttUplink(Lifecycle):
     """The uplink task. ``async with`` runs it in the background; the daemon awaits ``run``."""
 
     def __init__(
@@ -120,6 +120,7 @@ class MqttUplink:
         self.outbox = outbox
         self.commands = commands
         self._base_dir = base_dir
+        super().__init__()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._wall = wall
         self._monotonic = monotonic
@@ -130,7 +131,6 @@ class MqttUplink:
         self._protocol = (
             aiomqtt.ProtocolVersion.V5 if config.protocol == "5" else aiomqtt.ProtocolVersion.V311
         )
-        self._task: asyncio.Task[None] | None = None
         self._command_tasks: set[asyncio.Task[None]] = set()
         self._sent: deque[tuple[float, int]] = deque()
         self._paho_log = logging.getLogger("smartpole.uplink.paho")
@@ -152,22 +152,8 @@ class MqttUplink:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self.run(), name="uplink")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task  # a bug in the uplink surfaces here
+    async def _start(self) -> None:
+        self.spawn(self.run(), name="uplink")
 
     def notify(self) -> None:
         """Something was appended to the outbox: look now instead of at the next idle poll."""

@@ -34,8 +34,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 import structlog
 from asyncua import ua
@@ -54,6 +53,7 @@ from smartpole.agent.uplink.opcua_methods import CommandCallback, CommandMethods
 from smartpole.agent.uplink.opcua_space import data_value, eu_information, nid
 from smartpole.agent.uplink.opcua_space import variant_type_for as _vtype
 from smartpole.agent.uplink.opcua_throttle import LoginThrottle
+from smartpole.drivers.lifecycle import Lifecycle
 from smartpole.drivers.schema import Value
 
 log = structlog.get_logger("smartpole.uplink.opcua")
@@ -86,7 +86,7 @@ def _alarm_dicts(source: ActiveAlarms | AlarmDicts) -> dict[str, dict[str, Any]]
     return out
 
 
-class OpcUaServer:
+class OpcUaServer(Lifecycle):
     """``async with OpcUaServer(...) as server:`` serves until the block ends."""
 
     def __init__(
@@ -102,6 +102,7 @@ class OpcUaServer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``clock`` (monotonic seconds) times the login throttle's windows."""
+        super().__init__()
         self.config = config
         self.pole_id = pole_id
         self.table = table
@@ -133,7 +134,6 @@ class OpcUaServer:
         self._last: dict[_Key, tuple[Value | None, Quality]] = {}
         self._pending: dict[_Key, tuple[Value | None, Quality, float | None]] = {}
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._write_failed: set[_Key] = set()
         self.methods = CommandMethods(command, timeout_s=config.method_timeout_s)
@@ -144,7 +144,7 @@ class OpcUaServer:
         self.command = command
         self.methods.command = command
 
-    async def __aenter__(self) -> Self:
+    async def _start(self) -> None:
         server, config = self.server, self.config
         await server.init()
         server.set_endpoint(config.endpoint)
@@ -169,13 +169,11 @@ class OpcUaServer:
         await server.start()
         self._running = True
         self.table.listen(self._on_reading)
-        self._tasks = [
-            asyncio.create_task(self._flush_loop(), name="opcua-flush"),
-            asyncio.create_task(self._refresh_loop(), name="opcua-refresh"),
-        ]
+        self.spawn(self._flush_loop(), name="opcua-flush")
+        self.spawn(self._refresh_loop(), name="opcua-refresh")
         if self.alarms is not None and self.conditions is not None:
             await self.conditions.start(_alarm_dicts(self.alarms))
-            self._tasks.append(asyncio.create_task(self._alarm_loop(), name="opcua-alarms"))
+            self.spawn(self._alarm_loop(), name="opcua-alarms")
         log.info(
             "opcua_started",
             endpoint=config.endpoint,
@@ -183,19 +181,11 @@ class OpcUaServer:
             anonymous_read=config.allow_anonymous_read,
             trust_dir=str(self.trust.directory),
         )
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _release(self) -> None:
         self._running = False  # the table keeps the listener; it does nothing from now on
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+
+    async def _stopped(self) -> None:
         await self.methods.close()
         await self.server.stop()
         log.info("opcua_stopped")

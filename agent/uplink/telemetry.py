@@ -24,19 +24,17 @@ is no reading.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import math
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Self
 
 import structlog
 
 from smartpole.agent.config.uplink import TelemetryConfig
 from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
 from smartpole.agent.core.points import PointTable, Quality
+from smartpole.drivers.lifecycle import Lifecycle
 from smartpole.drivers.schema import Value
 
 log = structlog.get_logger("smartpole.uplink.telemetry")
@@ -79,7 +77,11 @@ def _within(value: Value | None, last: Value | None, band: float) -> bool:
     return False
 
 
-class TelemetryReporter:
+class TelemetryReporter(Lifecycle):
+    """The daemon calls ``start()`` once and runs ``run()`` as one of its tasks; ``async
+    with`` does both, and every close flushes what is still queued, before anything can
+    be cancelled, so no change is lost to a stop."""
+
     def __init__(
         self,
         config: TelemetryConfig,
@@ -89,6 +91,7 @@ class TelemetryReporter:
         notify: Callable[[], None] = lambda: None,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.config = config
         self.table = table
         self.outbox = outbox
@@ -98,29 +101,17 @@ class TelemetryReporter:
         self._queued: list[dict[str, object]] = []  # blocks, see the module docstring
         self._queued_values = 0
         self._bands: dict[tuple[str, str], float] = {}
-        self._task: asyncio.Task[None] | None = None
         self.records = 0
         self.values = 0
         self.suppressed = 0
         self.append_failures = 0
         self.integrity_reports = 0
 
-    async def __aenter__(self) -> Self:
+    async def _start(self) -> None:
         self.start()
-        self._task = asyncio.create_task(self.run(), name="telemetry")
-        return self
+        self.spawn(self.run(), name="telemetry")
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def _release(self) -> None:
         self.flush()
 
     def start(self) -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Literal
 
+from smartpole.drivers.lifecycle import Lifecycle
 from smartpole.drivers.modbus.faults import ReplyFault
 from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.tcp_client import ModbusTcpClient
@@ -46,10 +46,12 @@ class Endpoint:
         return self.port if self.framing == "rtu" else f"{self.host}:{self.tcp_port}"
 
 
-class ModbusClient:
-    """One bus. Not shared: exactly one bus task owns an instance."""
+class ModbusClient(Lifecycle):
+    """One bus. Not shared: exactly one bus task owns an instance, and reconnects it with
+    ``connect()``/``close()``; ``async with`` connects and closes it once."""
 
     def __init__(self, endpoint: Endpoint, *, timeout_s: float) -> None:
+        super().__init__()
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self._impl: ModbusTcpClient | PymodbusClient
@@ -60,16 +62,10 @@ class ModbusClient:
 
             self._impl = PymodbusClient(endpoint, timeout_s=timeout_s)
 
-    async def __aenter__(self) -> Self:
+    async def _start(self) -> None:
         await self.connect()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def _release(self) -> None:
         self.close()
 
     @property

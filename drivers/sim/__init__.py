@@ -2,8 +2,9 @@
 
 ``server`` is the skeleton a simulator runs on (an endpoint from ``pty`` or ``tcp``, a
 conversation per line, progress waits); ``bus`` adds what a bus of addressed devices
-shares (per-device ``faults``, one ``SimStats``, reply timing). ``dlt645``, ``pelco_d``
-and the ``mcu`` package (the MCU's twin and its emulator) are built on them; ``rtu_pty``
-and ``modbus_tcp`` (with ``devices``, the Modbus register banks) manage their own pty
-and listener.
+shares (per-device ``faults``, one ``SimStats``, reply timing). Every protocol's
+simulator is built on them: ``dlt645``, ``pelco_d``, the ``mcu`` package (the MCU's twin
+and its emulator), and the Modbus ones, ``rtu_pty`` and ``modbus_tcp``, which share
+``rtu_line`` (hearing and answering RTU on any line) and serve the register banks of
+``modbus_bank`` and ``devices``.
 """

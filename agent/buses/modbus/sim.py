@@ -26,25 +26,20 @@ async def simulate(name: str, bus: ModbusBus, context: SimContext) -> SimulatedB
         models[device_name] = (unit, model)
     server: RtuPtyServer | ModbusTcpServer
     if isinstance(bus, ModbusRtuBus):
-        server = await context.stack.enter_async_context(
-            RtuPtyServer(banks, baudrate=bus.baudrate, turnaround_s=context.turnaround_s)
-        )
-        where = server.path
+        server = RtuPtyServer(banks, baudrate=bus.baudrate, turnaround_s=context.turnaround_s)
     else:
-        server = await context.stack.enter_async_context(
-            ModbusTcpServer(
-                banks,
-                framing="tcp" if isinstance(bus, ModbusTcpBus) else "rtu",
-                turnaround_s=context.turnaround_s,
-            )
+        server = ModbusTcpServer(
+            banks,
+            framing="tcp" if isinstance(bus, ModbusTcpBus) else "rtu",
+            turnaround_s=context.turnaround_s,
         )
-        where = f"tcp://{server.host}:{server.port}"
+    await context.stack.enter_async_context(server)
     walk = context.values == "walk"
     devices = {
         device_name: ServedDevice(server, unit, model, walk=walk)
         for device_name, (unit, model) in models.items()
     }
-    return SimulatedBus(str(where), devices)
+    return SimulatedBus(server.where, devices)
 
 
 def _load_first_vector(model: SimulatedDevice) -> None:
