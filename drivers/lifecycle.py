@@ -62,6 +62,33 @@ class Closing(abc.ABC):
         """Release what the object holds; idempotent."""
 
 
+class AsyncClosing(abc.ABC):
+    """Base for objects opened by a synchronous ``open()`` and closed by an awaited
+    ``aclose()`` that their owner may also call directly (the MCU link and connection):
+    ``async with`` opens on entry and closes on the way out, whatever happened inside.
+    ``aclose()`` must be safe to call twice."""
+
+    async def __aenter__(self) -> Self:
+        self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Open what the object needs; raise if it cannot."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release what the object holds; idempotent."""
+
+
 class _State(enum.Enum):
     IDLE = enum.auto()
     STARTING = enum.auto()

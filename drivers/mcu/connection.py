@@ -17,12 +17,12 @@ import asyncio
 import enum
 from collections.abc import Callable
 from dataclasses import replace
-from types import TracebackType
 from typing import Final, Self
 
 import structlog
 
 from smartpole.drivers.errors import DeviceTimeoutError, DriverError, TransportError
+from smartpole.drivers.lifecycle import AsyncClosing
 from smartpole.drivers.line import wire_time_s
 from smartpole.drivers.mcu.codes import ErrorCode
 from smartpole.drivers.mcu.config import McuConfig
@@ -66,7 +66,7 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class McuConnection:
+class McuConnection(AsyncClosing):
     """One MCU on one serial port, kept connected and configured with ``config``.
 
     ``request_timeout_s`` bounds each request (and each identify chunk) as a whole; within
@@ -133,14 +133,6 @@ class McuConnection:
             await self.aclose()
             raise
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def open(self) -> None:
         """Open the port (TransportError if unusable); ``connect()`` comes next."""

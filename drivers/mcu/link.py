@@ -27,12 +27,12 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import structlog
 
 from smartpole.drivers.errors import TransportError
+from smartpole.drivers.lifecycle import AsyncClosing
 from smartpole.drivers.mcu.frame import MAX_FRAME, MIN_FRAME, SEQ_MODULO, Frame, encode_frame
 from smartpole.drivers.mcu.port import FramePort
 from smartpole.drivers.mcu.rto import RtoEstimator
@@ -60,7 +60,7 @@ class _Queued:
     framed: asyncio.Future[asyncio.Future[bool]]
 
 
-class McuLink:
+class McuLink(AsyncClosing):
     """One serial port to one MCU. ``on_payload(bytes)`` receives every non-empty payload
     from the MCU, ``on_resync()`` a sequence resync, ``on_failure(TransportError)`` the
     port failing under us; all run on the loop and must not raise."""
@@ -102,19 +102,7 @@ class McuLink:
         self._timer: asyncio.TimerHandle | None = None
         self._stalled = False
 
-    # ----- life cycle ---------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    # ----- life cycle (``async with`` through AsyncClosing) -------------------------------
 
     @property
     def is_open(self) -> bool:
