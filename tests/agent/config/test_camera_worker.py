@@ -2,7 +2,7 @@
 
 The supervisor reads untrusted bytes from a child process, so the parser must turn every
 line into either one of the five messages or ``MalformedLineError``, and nothing else. That
-the real worker writes only lines this parser takes is held by ``test_models_worker.py``,
+the real worker writes only lines this parser takes is held by ``tests/models/test_worker.py``,
 which reads every worker line with it.
 """
 

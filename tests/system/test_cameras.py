@@ -25,7 +25,7 @@ from smartpole.agent.config.camera_worker import command
 DATA = REPO.parent / "shared" / "data"
 CLIP = DATA / "video" / "street-2lane-640x352.mp4"
 MODEL = DATA / "models" / "yolox-nano-coco-416.onnx"
-LABELS = Path(__file__).parent / "data" / "street-2lane-labels.json"
+LABELS = Path(__file__).parents[1] / "data" / "street-2lane-labels.json"
 CLIP_S = 905 / 24  # the clip's length: one summary interval per loop
 
 pytestmark = pytest.mark.skipif(
@@ -96,7 +96,7 @@ def test_the_daemon_counts_the_looped_street_clip_into_the_outbox(
     vehicles = {"car", "truck", "bus", "motorcycle"}
     for direction in ("in", "out"):
         # Every labelled road user once, nothing else. The class split is held to the labels
-        # by tests/test_analyze_accuracy.py (where the pickup-as-car miss is an xfail).
+        # by tests/models/test_analyze.py (where the pickup-as-car miss is an xfail).
         assert sum(got[direction].values()) == sum(expected[direction].values()), got
         assert {cls for cls, n in got[direction].items() if n} <= vehicles, got
         for cls in ("person", "bicycle"):

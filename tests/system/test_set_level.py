@@ -21,7 +21,7 @@ import pytest
 import yaml
 from conftest import PROFILES, Proc, api, bus_ports, wait_until
 from mqtt_broker import Broker
-from test_uplink_opcua import NAMESPACE, USER, Env, _client_pki, _free_port, connected
+from test_opcua import NAMESPACE, USER, Env, _client_pki, _free_port, connected
 
 from smartpole.agent.api import call
 from smartpole.agent.core.points import PointTable

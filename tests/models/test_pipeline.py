@@ -1,7 +1,7 @@
 """The camera pipeline in-process: its settings, the street clip end to end, synthetic scenes.
 
 The clip's ground truth is ``tests/data/street-2lane-labels.json`` (labelled by eye; see its
-"method"). Classes are held to the labels by ``test_analyze_accuracy.py``; here the counts
+"method"). Classes are held to the labels by ``tests/models/test_analyze.py``; here the counts
 are checked per direction, with every crossing matched to a labelled one in time, so a
 plumbing fault (a lost or duplicated crossing, a summary in the wrong interval) shows up
 on its own.
@@ -29,10 +29,10 @@ from smartpole.models.scene import Scene
 from smartpole.models.source import VideoSource
 from smartpole.models.zones import ZoneEvent
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 CLIP = SHARED / "video" / "street-2lane-640x352.mp4"
 MODEL = SHARED / "models" / "yolox-nano-coco-416.onnx"
-LABELS = json.loads((Path(__file__).parent / "data" / "street-2lane-labels.json").read_text())
+LABELS = json.loads((Path(__file__).parents[1] / "data" / "street-2lane-labels.json").read_text())
 LINE = {"from": [150, 230], "to": [640, 230]}
 INTERVAL_S = 12.0
 #: The cars parked at the right edge (checked by eye): they stand there the whole clip.

@@ -43,7 +43,8 @@ DEVICES = {
 
 def test_the_demo_of_every_profile_is_covered() -> None:
     # The pole MCU's byte-exact vectors are firmware-bridge/vectors, run by the C tests and
-    # tests/test_mcu_vectors.py; tests/test_mcu_bridge.py drives it through the daemon.
+    # tests/drivers/mcu/test_vectors.py; tests/system/test_mcu_bridge.py drives it through the
+    # daemon.
     shipped = {path.stem for path in PROFILES.glob("*.yaml")} - {"pole-mcu"}
     assert shipped == {d["profile"] for d in DEVICES.values()}, "add new profiles here"
 

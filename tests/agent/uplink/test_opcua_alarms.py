@@ -11,8 +11,8 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.subscription import Subscription
 from asyncua.ua.object_ids import ObjectIds
-from test_uplink_opcua import NAMESPACE, TIMEOUT, USER, Env, _Handler, connected, serving
-from test_uplink_opcua import env as env  # the fixture
+from test_opcua import NAMESPACE, TIMEOUT, USER, Env, _Handler, connected, serving
+from test_opcua import env as env  # the fixture
 
 DOOR = {"alarm_id": "cabinet/door", "source": "cabinet", "kind": "door", "severity": "major",
         "raised_at": 1000.0}  # fmt: skip

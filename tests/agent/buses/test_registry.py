@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import textwrap
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -208,13 +207,9 @@ def test_a_new_protocol_is_one_new_module(tmp_path: Path) -> None:
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "helper.py").write_text("VALUE = 1\n")  # no KIND: not a protocol
-    (package / "echo.py").write_text(
-        textwrap.dedent(
-            """
-            from test_bus_registry import ECHO as KIND
-            """
-        )
-    )
+    # The toy protocol's module declares this test module's KIND; it reaches it through
+    # sys.modules because test modules are not importable by name.
+    (package / "echo.py").write_text(f"import sys\nKIND = sys.modules[{__name__!r}].ECHO\n")
     sys.path.insert(0, str(tmp_path))
     try:
         found = BusRegistry.discover("more_buses")

@@ -24,7 +24,7 @@ from smartpole.models.errors import SourceError
 from smartpole.models.frames import VideoFrame
 from smartpole.models.source import VideoSource
 
-VIDEO_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "video"
+VIDEO_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "video"
 CLIP = VIDEO_DIR / "street-2lane-640x352.mp4"
 CLIP_FRAMES = 905
 needs_clip = pytest.mark.skipif(

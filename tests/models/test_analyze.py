@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from conftest import SMARTPOLE
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 CLIP = SHARED / "video" / "street-2lane-640x352.mp4"
 MODEL = SHARED / "models" / "yolox-nano-coco-416.onnx"
-LABELS = json.loads((Path(__file__).parent / "data" / "street-2lane-labels.json").read_text())
+LABELS = json.loads((Path(__file__).parents[1] / "data" / "street-2lane-labels.json").read_text())
 CLASSES = ("car", "truck", "bus", "motorcycle", "bicycle", "person")
 TOLERANCE = 0.05
 

@@ -26,7 +26,7 @@ from smartpole.drivers.mcu.msgproto import (
 )
 from smartpole.drivers.sim.mcu.twin_session import replay
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 BRIDGE = REPO / "firmware-bridge"
 VECTORS = BRIDGE / "vectors"
 

@@ -28,7 +28,7 @@ from smartpole.models.yolox import (
     nms,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 MODEL = DATA / "models" / "yolox-nano-coco-416.onnx"
 VIDEO = DATA / "video" / "street-2lane-640x352.mp4"
 COCO = {0: "person", 1: "bicycle", 2: "car", 3: "motorcycle", 5: "bus", 7: "truck"}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from asyncua import ua
 from conftest import Proc, api, pole_config, wait_until
-from test_uplink_opcua import (
+from test_opcua import (
     NAMESPACE,
     USER,
     WRONG_PASSWORD,

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from asyncua import ua
 from structlog.testing import capture_logs
-from test_uplink_opcua import PASSWORD, USER, WRONG_PASSWORD, Env, _point, connected, serving
-from test_uplink_opcua import env as env  # the fixture
+from test_opcua import PASSWORD, USER, WRONG_PASSWORD, Env, _point, connected, serving
+from test_opcua import env as env  # the fixture
 
 from smartpole.agent.uplink import opcua_auth
 from smartpole.agent.uplink.opcua_throttle import LoginThrottle
