@@ -1,25 +1,22 @@
-"""Shared fixtures: real simulator and daemon processes talking over real pseudo-terminals."""
+"""Fixtures and hooks for the whole suite: real simulator and daemon processes over real ptys.
+
+What a test imports (process handles, waiting, paths, the broker) lives in ``helpers/``.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import re
-import signal
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, settings
 
+from helpers.processes import SERVING, SMARTPOLE, Proc, pole_config
+from helpers.waiting import wait_until
 from smartpole.agent.api import SOCKET_NAME, call
 from smartpole.agent.core.errors import ApiError
 
@@ -28,11 +25,6 @@ from smartpole.agent.core.errors import ApiError
 # health check only made runs flaky. Every property is still checked on every example.
 settings.register_profile("smartpole", suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("smartpole")
-
-REPO = Path(__file__).resolve().parent.parent
-PROFILES = REPO / "configs" / "profiles"
-SMARTPOLE = [sys.executable, "-m", "smartpole.agent"]
-SERVING = re.compile(r"^serving bus (\S+) at (?:tcp://)?(\S+)")
 
 
 @pytest.fixture(autouse=True)
@@ -44,86 +36,9 @@ def _no_leaked_threads() -> Iterator[None]:
     assert not leaked, f"test left threads running: {leaked}"
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll an observable condition until it holds; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(0.02)
-
-
-async def eventually(predicate: Callable[[], Any], limit_s: float = 10.0, what: str = "") -> Any:
-    """``wait_until`` for asyncio tests: polls without blocking the loop under test."""
-    deadline = time.monotonic() + limit_s
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s} s waiting for {what or predicate}")
-        await asyncio.sleep(0.02)
-    return result
-
-
-def pole_config(tmp_path: Path, *, port: str = "/dev/ttyUSB0", **device: Any) -> Path:
-    """A one-bus, one-weather-station pole config tuned for fast tests."""
-    settings = {
-        "profile": "cwt-uwd",
-        "bus": "rs485-1",
-        "unit_id": 1,
-        "poll_period_s": 0.2,
-        "offline_after": 2,
-        **device,
-    }
-    data = {
-        "pole": {"id": "test-pole"},
-        "profiles_dir": str(PROFILES),
-        "buses": {"rs485-1": {"type": "modbus-rtu", "port": port, "timeout_s": 0.3}},
-        "devices": {"weather": settings},
-    }
-    path = tmp_path / "pole.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-@dataclass
-class Proc:
-    """A smartpole subprocess whose stderr (JSON log lines) goes to a file."""
-
-    process: subprocess.Popen[str]
-    log_path: Path
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if name is None or event.get("event") == name:
-                out.append(event)
-        return out
-
-    def stop(self, timeout: float = 5.0) -> tuple[int, float]:
-        """SIGTERM and wait; return (exit code, seconds it took)."""
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=timeout)
-        return code, time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-
-
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Start ``smartpole ARGS`` with JSON logs to a file; every process is killed at the end."""
     started: list[Proc] = []
 
     def start(*args: str, env: dict[str, str] | None = None, name: str = "proc") -> Proc:
@@ -165,11 +80,6 @@ def simulator(spawn: Callable[..., Proc]) -> Callable[..., Proc]:
     return start
 
 
-def bus_ports(sim: Proc) -> list[str]:
-    """``--bus-port`` arguments pointing the daemon at everything ``sim`` serves."""
-    return [arg for bus, where in sim.extra.items() for arg in ("--bus-port", f"{bus}={where}")]
-
-
 @pytest.fixture
 def daemon(spawn: Callable[..., Proc], tmp_path: Path) -> Callable[..., Proc]:
     """Start ``smartpole run``; waits until its API answers."""
@@ -193,10 +103,6 @@ def daemon(spawn: Callable[..., Proc], tmp_path: Path) -> Callable[..., Proc]:
         return proc
 
     return start
-
-
-def api(proc: Proc, method: str) -> Any:
-    return call(Path(proc.extra["socket"]), method)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SMARTPOLE
 
+from helpers.processes import SMARTPOLE
 from smartpole.agent.api import ApiServer, call
 from smartpole.agent.core.errors import AgentError, ApiError
 

@@ -7,7 +7,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import REPO, SMARTPOLE, Proc, api, pole_config, wait_until
+from helpers.paths import REPO
+from helpers.processes import SMARTPOLE, Proc, api, pole_config
+from helpers.waiting import wait_until
 
 
 def _smartpole(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SMARTPOLE
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+from helpers.paths import SHARED_DATA, TEST_DATA
+from helpers.processes import SMARTPOLE
+
+SHARED = SHARED_DATA
 CLIP = SHARED / "video" / "street-2lane-640x352.mp4"
 MODEL = SHARED / "models" / "yolox-nano-coco-416.onnx"
-LABELS = json.loads((Path(__file__).parents[1] / "data" / "street-2lane-labels.json").read_text())
+LABELS = json.loads((TEST_DATA / "street-2lane-labels.json").read_text())
 CLASSES = ("car", "truck", "bus", "motorcycle", "bicycle", "person")
 TOLERANCE = 0.05
 

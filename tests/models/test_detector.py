@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
+from helpers.paths import SHARED_DATA
 from smartpole.models.detector import Detection, YoloxDetector
 from smartpole.models.errors import ModelError
 from smartpole.models.regions import square_regions
@@ -28,7 +29,7 @@ from smartpole.models.yolox import (
     nms,
 )
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = SHARED_DATA
 MODEL = DATA / "models" / "yolox-nano-coco-416.onnx"
 VIDEO = DATA / "video" / "street-2lane-640x352.mp4"
 COCO = {0: "person", 1: "bicycle", 2: "car", 3: "motorcycle", 5: "bus", 7: "truck"}

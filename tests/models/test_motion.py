@@ -7,16 +7,15 @@ trees at the top and the bush at the bottom-left sway and their shadows flicker.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from helpers.paths import SHARED_DATA
 from smartpole.models.motion import MotionDetector, MotionResult, quality
 from smartpole.models.source import VideoSource
 
-VIDEO_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "video"
+VIDEO_DIR = SHARED_DATA / "video"
 CLIP = VIDEO_DIR / "street-2lane-640x352.mp4"
 TRAFFIC = [(25, 30), (65, 85), (120, 135), (170, 190), (230, 250), (410, 425), (465, 480)]
 TRAFFIC += [(700, 715)]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers.paths import SHARED_DATA, TEST_DATA
 from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig
 from smartpole.models.counting import Crossing
 from smartpole.models.detector import Detection
@@ -29,10 +30,10 @@ from smartpole.models.scene import Scene
 from smartpole.models.source import VideoSource
 from smartpole.models.zones import ZoneEvent
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = SHARED_DATA
 CLIP = SHARED / "video" / "street-2lane-640x352.mp4"
 MODEL = SHARED / "models" / "yolox-nano-coco-416.onnx"
-LABELS = json.loads((Path(__file__).parents[1] / "data" / "street-2lane-labels.json").read_text())
+LABELS = json.loads((TEST_DATA / "street-2lane-labels.json").read_text())
 LINE = {"from": [150, 230], "to": [640, 230]}
 INTERVAL_S = 12.0
 #: The cars parked at the right edge (checked by eye): they stand there the whole clip.

@@ -18,13 +18,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import wait_until
 
+from helpers.paths import SHARED_DATA
+from helpers.waiting import wait_until
 from smartpole.models.errors import SourceError
 from smartpole.models.frames import VideoFrame
 from smartpole.models.source import VideoSource
 
-VIDEO_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "video"
+VIDEO_DIR = SHARED_DATA / "video"
 CLIP = VIDEO_DIR / "street-2lane-640x352.mp4"
 CLIP_FRAMES = 905
 needs_clip = pytest.mark.skipif(

@@ -26,13 +26,14 @@ from typing import Any
 
 import pytest
 
+from helpers.paths import SHARED_DATA, TEST_DATA
 from smartpole.agent.config.camera_worker import WorkerExit, command, parse_line
 from smartpole.agent.config.cameras import CameraConfig
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = SHARED_DATA
 CLIP = SHARED / "video" / "street-2lane-640x352.mp4"
 MODEL = SHARED / "models" / "yolox-nano-coco-416.onnx"
-LABELS = json.loads((Path(__file__).parents[1] / "data" / "street-2lane-labels.json").read_text())
+LABELS = json.loads((TEST_DATA / "street-2lane-labels.json").read_text())
 LINE = {"from": [150, 230], "to": [640, 230]}
 #: The cars parked at the right edge of the clip (they stand there the whole clip).
 PARKED = [[560, 140], [640, 140], [640, 200], [560, 200]]

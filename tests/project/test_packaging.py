@@ -8,7 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from conftest import REPO
+from helpers.paths import REPO
 
 SOURCE_FOLDERS = {
     "agent": "smartpole.agent",

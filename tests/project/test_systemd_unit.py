@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers.paths import REPO
+
 UNIT = REPO / "configs" / "systemd" / "smartpole.service"
 
 # ExecStart names /opt/smartpole/bin/smartpole and `verify` insists it is executable, so

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import PROFILES, Proc, api, bus_ports, wait_until
 
+from helpers.paths import PROFILES
+from helpers.processes import Proc, api, bus_ports
+from helpers.waiting import wait_until
 from smartpole.agent.buses.registry import load_profile
 
 BUSES = {

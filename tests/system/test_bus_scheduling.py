@@ -6,7 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
-from conftest import PROFILES, Proc, api, bus_ports, wait_until
+
+from helpers.paths import PROFILES
+from helpers.processes import Proc, api, bus_ports
+from helpers.waiting import wait_until
 
 PERIOD_S = 0.3
 TIMEOUT_S = 0.15

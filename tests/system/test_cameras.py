@@ -17,15 +17,17 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import PROFILES, REPO, SMARTPOLE, Proc, api, wait_until
 
+from helpers.paths import PROFILES, SHARED_DATA, TEST_DATA
+from helpers.processes import SMARTPOLE, Proc, api
+from helpers.waiting import wait_until
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.config.camera_worker import command
 
-DATA = REPO.parent / "shared" / "data"
+DATA = SHARED_DATA
 CLIP = DATA / "video" / "street-2lane-640x352.mp4"
 MODEL = DATA / "models" / "yolox-nano-coco-416.onnx"
-LABELS = Path(__file__).parents[1] / "data" / "street-2lane-labels.json"
+LABELS = TEST_DATA / "street-2lane-labels.json"
 CLIP_S = 905 / 24  # the clip's length: one summary interval per loop
 
 pytestmark = pytest.mark.skipif(

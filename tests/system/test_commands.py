@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import PROFILES, SMARTPOLE, Proc, api, bus_ports, wait_until
 
+from helpers.paths import PROFILES
+from helpers.processes import SMARTPOLE, Proc, api, bus_ports
+from helpers.waiting import wait_until
 from smartpole.agent.api import call
 from smartpole.agent.core.errors import ApiError
 

@@ -10,8 +10,9 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from conftest import Proc, api, pole_config, wait_until
 
+from helpers.processes import Proc, api, pole_config
+from helpers.waiting import wait_until
 from smartpole.agent.state import FILE_NAME
 
 WEATHER_POINTS = {

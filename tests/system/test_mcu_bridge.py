@@ -8,18 +8,19 @@ inputs become points, events reach the outbox, relays are what power management 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import PROFILES, Proc, api, bus_ports, wait_until
 
+from helpers.paths import PROFILES
+from helpers.processes import Proc, api, bus_ports
+from helpers.sim import mcu_outputs, mcu_state, sim_control
+from helpers.waiting import wait_until
 from smartpole.agent.api import call
 
 FALLBACK_AFTER_S = 1.0
@@ -65,31 +66,6 @@ def _pole(tmp_path: Path, *, fallback_level: int = 70) -> Path:
     return config
 
 
-def _sim_ctl(control: Path, request: dict[str, Any]) -> dict[str, Any]:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(str(control))
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            assert chunk, "the simulator closed its control socket"
-            data += chunk
-    answer: dict[str, Any] = json.loads(data)
-    assert answer["ok"], answer
-    return answer
-
-
-def _mcu(control: Path) -> dict[str, Any]:
-    state: dict[str, Any] = _sim_ctl(control, {"device": "mcu", "mcu": {}})["mcu"]
-    return state
-
-
-def _outputs(control: Path) -> dict[str, Any]:
-    outputs: dict[str, Any] = _mcu(control)["outputs"]
-    return outputs
-
-
 def _write(proc: Proc, point: str, value: object) -> Any:
     return call(
         Path(proc.extra["socket"]), "write", device="mcu", point=point, value=value, actor="test"
@@ -109,7 +85,7 @@ def _configured_pole(
     control = tmp_path / "sim.sock"
     sim = simulator(config, "--control", str(control))
     agent = daemon(config, *bus_ports(sim))
-    wait_until(lambda: _outputs(control)["configured"], 10, "the agent configures the MCU")
+    wait_until(lambda: mcu_outputs(control)["configured"], 10, "the agent configures the MCU")
     return config, control, sim, agent
 
 
@@ -117,12 +93,12 @@ def test_fallback_when_the_agent_stops_and_resumed_control_when_it_returns(
     tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
 ) -> None:
     config, control, sim, agent = _configured_pole(tmp_path, simulator, daemon)
-    first_crc = _outputs(control)["config_crc"]
-    _sim_ctl(control, {"device": "mcu", "set": {"photocell_dark": True}})  # it is night
+    first_crc = mcu_outputs(control)["config_crc"]
+    sim_control(control, {"device": "mcu", "set": {"photocell_dark": True}})  # it is night
 
     assert _write(agent, "level", 30) == 30
     assert _write(agent, "camera", False) is False
-    outputs = _outputs(control)
+    outputs = mcu_outputs(control)
     assert (outputs["level"], outputs["source"], outputs["relays"] & 0b10) == (30, "host", 0)
 
     # The agent freezes: no heartbeat any more. The MCU must fall back by itself, no sooner
@@ -130,9 +106,9 @@ def test_fallback_when_the_agent_stops_and_resumed_control_when_it_returns(
     os.kill(agent.process.pid, signal.SIGSTOP)
     stopped = time.monotonic()
     try:
-        wait_until(lambda: _outputs(control)["fallback"], 5, "the MCU's fallback")
+        wait_until(lambda: mcu_outputs(control)["fallback"], 5, "the MCU's fallback")
         elapsed = time.monotonic() - stopped
-        outputs = _outputs(control)
+        outputs = mcu_outputs(control)
     finally:
         os.kill(agent.process.pid, signal.SIGCONT)
     assert FALLBACK_AFTER_S - HEARTBEAT_S - 0.05 <= elapsed <= FALLBACK_AFTER_S + 0.25
@@ -144,17 +120,17 @@ def test_fallback_when_the_agent_stops_and_resumed_control_when_it_returns(
 
     # The agent thaws: its heartbeat ends the fallback and it sets its outputs again.
     wait_until(
-        lambda: (o := _outputs(control))["level"] == 30 and not o["relays"] & 0b10,
+        lambda: (o := mcu_outputs(control))["level"] == 30 and not o["relays"] & 0b10,
         5,
         "the agent re-applies its level and relay after the fallback",
     )
-    assert not _outputs(control)["fallback"]
+    assert not mcu_outputs(control)["fallback"]
 
     # The agent dies for good and a new one starts: it re-identifies the MCU, finds the
     # configuration CRC it would send, and resumes without reconfiguring.
     agent.process.kill()
     agent.process.wait()
-    wait_until(lambda: _outputs(control)["fallback"], 5, "the fallback after the kill")
+    wait_until(lambda: mcu_outputs(control)["fallback"], 5, "the fallback after the kill")
     agent = daemon(config, *bus_ports(sim))
     wait_until(lambda: _diag_mcu(agent)["connected"], 10, "the new agent's connect")
     diag = _diag_mcu(agent)
@@ -162,16 +138,16 @@ def test_fallback_when_the_agent_stops_and_resumed_control_when_it_returns(
     assert diag["identity"]["config_crc"] == first_crc
     assert diag["client"]["connects"] == 1
     assert diag["client"]["reconfigures"] == 0
-    wait_until(lambda: not _outputs(control)["fallback"], 5, "the heartbeat ends the fallback")
+    wait_until(lambda: not mcu_outputs(control)["fallback"], 5, "the heartbeat ends the fallback")
     assert _write(agent, "level", 55) == 55
-    assert _outputs(control)["level"] == 55
+    assert mcu_outputs(control)["level"] == 55
 
 
 def test_a_changed_config_is_sent_again_and_a_reset_mcu_is_reconfigured(
     tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
 ) -> None:
     _, control, sim, agent = _configured_pole(tmp_path, simulator, daemon)
-    first_crc = _outputs(control)["config_crc"]
+    first_crc = mcu_outputs(control)["config_crc"]
     agent.process.terminate()
     agent.process.wait()
 
@@ -181,16 +157,16 @@ def test_a_changed_config_is_sent_again_and_a_reset_mcu_is_reconfigured(
     diag = _diag_mcu(agent)
     assert diag["identity"]["resumed"] is False
     assert diag["client"]["reconfigures"] == 1
-    assert _outputs(control)["config_crc"] not in (0, first_crc)
+    assert mcu_outputs(control)["config_crc"] not in (0, first_crc)
 
     # The MCU resets in the middle of a frame: the agent notices, re-identifies and
     # configures the new boot, and its setpoints come back.
     assert _write(agent, "level", 20) == 20
-    old_boot = _mcu(control)["boot_id"]
-    _sim_ctl(control, {"device": "mcu", "mcu": {"reset": True, "mid_frame": True}})
+    old_boot = mcu_state(control)["boot_id"]
+    sim_control(control, {"device": "mcu", "mcu": {"reset": True, "mid_frame": True}})
     wait_until(
         lambda: (
-            (m := _mcu(control))["boot_id"] != old_boot
+            (m := mcu_state(control))["boot_id"] != old_boot
             and m["outputs"]["configured"]
             and m["outputs"]["level"] == 20
         ),
@@ -205,7 +181,7 @@ def test_inputs_become_points_and_events_reach_the_outbox(
 ) -> None:
     _, control, _, agent = _configured_pole(tmp_path, simulator, daemon)
 
-    _sim_ctl(control, {"device": "mcu", "set": {"door_open": True, "tilt_x": 1.5}})
+    sim_control(control, {"device": "mcu", "set": {"door_open": True, "tilt_x": 1.5}})
 
     def point(name: str) -> object:
         for sample in api(agent, "points"):
@@ -228,9 +204,9 @@ def test_inputs_become_points_and_events_reach_the_outbox(
 
     # The MCU's own leakage trip cuts the lighting relay even though the agent wants it on;
     # the agent reports the trip and refuses to pretend the relay is on.
-    _sim_ctl(control, {"device": "mcu", "set": {"leakage": 45}})
+    sim_control(control, {"device": "mcu", "set": {"leakage": 45}})
     wait_until(lambda: point("tripped") is True, 5, "the trip seen by the agent")
-    assert not _outputs(control)["relays"] & 0b01
-    _sim_ctl(control, {"device": "mcu", "set": {"leakage": 2}})
+    assert not mcu_outputs(control)["relays"] & 0b01
+    sim_control(control, {"device": "mcu", "set": {"leakage": 2}})
     assert _write(agent, "tripped", False) is False
-    wait_until(lambda: _outputs(control)["relays"] & 0b01, 5, "the lighting relay back on")
+    wait_until(lambda: mcu_outputs(control)["relays"] & 0b01, 5, "the lighting relay back on")

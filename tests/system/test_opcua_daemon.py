@@ -9,17 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 from asyncua import ua
-from conftest import Proc, api, pole_config, wait_until
-from test_opcua import (
-    NAMESPACE,
-    USER,
-    WRONG_PASSWORD,
-    Env,
-    _client_pki,
-    _free_port,
-    connected,
-)
 
+from helpers.opcua import NAMESPACE, USER, WRONG_PASSWORD, Env, client_pki, connected
+from helpers.ports import free_port
+from helpers.processes import Proc, api, pole_config
+from helpers.waiting import wait_until
 from smartpole.agent.core.points import PointTable
 from smartpole.agent.uplink.opcua_auth import password_entry
 
@@ -29,16 +23,16 @@ def _env(tmp_path: Path) -> tuple[Env, Path]:
     (state / "opcua" / "trusted").mkdir(parents=True)
     keys = tmp_path / "client"
     keys.mkdir()
-    trusted, untrusted = _client_pki(keys, "scada"), _client_pki(keys, "intruder")
+    trusted, untrusted = client_pki(keys, "scada"), client_pki(keys, "intruder")
     (state / "opcua" / "trusted" / "scada.der").write_bytes(trusted.cert.read_bytes())
     (state / "opcua" / "users").write_text(password_entry(USER, "pw", iterations=1000) + "\n")
-    url = f"opc.tcp://127.0.0.1:{_free_port()}/smartpole/"
+    url = f"opc.tcp://127.0.0.1:{free_port()}/smartpole/"
     config = pole_config(tmp_path)
     data = yaml.safe_load(config.read_text())
     data["opcua"] = {"endpoint": url, "login_free_failures": 1, "login_backoff_s": 60.0}
     data["uplink"] = {  # no broker: the uplink retries in the background, commands work
         "host": "127.0.0.1",
-        "port": _free_port(),
+        "port": free_port(),
         "commands": {"allow": {USER: ["ack_alarm"]}},
     }
     config.write_text(yaml.safe_dump(data))

@@ -19,9 +19,12 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import yaml
-from conftest import PROFILES, Proc, bus_ports, wait_until
-from mqtt_broker import Broker
-from test_mcu_bridge import _outputs
+
+from helpers.broker import Broker
+from helpers.paths import PROFILES
+from helpers.processes import Proc, bus_ports
+from helpers.sim import mcu_outputs
+from helpers.waiting import wait_until
 
 POLE = "cmd-pole"
 KEY = b"0123456789abcdef-pole-key"
@@ -107,7 +110,7 @@ def test_signed_commands_switch_a_relay_once_and_bad_ones_change_nothing(
         control = tmp_path / "sim.sock"
         sim = simulator(config, "--control", str(control))
         daemon(config, *bus_ports(sim))
-        wait_until(lambda: _outputs(control)["configured"], 10, "the MCU configured")
+        wait_until(lambda: mcu_outputs(control)["configured"], 10, "the MCU configured")
         platform = Platform(broker.port)
         try:
             off = {
@@ -120,7 +123,7 @@ def test_signed_commands_switch_a_relay_once_and_bad_ones_change_nothing(
             platform.send(off)
             wait_until(lambda: platform.result("cmd-1"), 20, "the result of cmd-1")
             assert platform.result("cmd-1")[0]["status"] == "ok"
-            assert not _outputs(control)["relays"] & 0b10
+            assert not mcu_outputs(control)["relays"] & 0b10
 
             platform.send(off)  # a redelivery of the same command
             wait_until(lambda: len(platform.result("cmd-1")) == 2, 10, "the duplicate's answer")
@@ -135,6 +138,6 @@ def test_signed_commands_switch_a_relay_once_and_bad_ones_change_nothing(
             )
             assert platform.result("cmd-2")[0]["reason"] == "bad_signature"
             assert platform.result("cmd-3")[0]["reason"] == "not_allowed"
-            assert not _outputs(control)["relays"] & 0b10, "no refused command switched it"
+            assert not mcu_outputs(control)["relays"] & 0b10, "no refused command switched it"
         finally:
             platform.close()

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import PROFILES, SMARTPOLE, Proc, api, bus_ports, wait_until
 from pymodbus.client import AsyncModbusSerialClient
 
+from helpers.paths import PROFILES
+from helpers.processes import SMARTPOLE, Proc, api, bus_ports
+from helpers.waiting import wait_until
 from smartpole.agent.api import call
 
 LEAKAGE_ID = "cabinet.leakage/leakage"

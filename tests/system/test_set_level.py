@@ -19,10 +19,13 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 import yaml
-from conftest import PROFILES, Proc, api, bus_ports, wait_until
-from mqtt_broker import Broker
-from test_opcua import NAMESPACE, USER, Env, _client_pki, _free_port, connected
 
+from helpers.broker import Broker
+from helpers.opcua import NAMESPACE, USER, Env, client_pki, connected
+from helpers.paths import PROFILES
+from helpers.ports import free_port
+from helpers.processes import Proc, api, bus_ports
+from helpers.waiting import wait_until
 from smartpole.agent.api import call
 from smartpole.agent.core.points import PointTable
 from smartpole.agent.uplink.opcua_auth import password_entry
@@ -174,10 +177,10 @@ def _opcua_env(tmp_path: Path) -> tuple[Env, str]:
     (state / "opcua" / "trusted").mkdir(parents=True)
     keys = tmp_path / "client"
     keys.mkdir()
-    trusted = _client_pki(keys, "scada")
+    trusted = client_pki(keys, "scada")
     (state / "opcua" / "trusted" / "scada.der").write_bytes(trusted.cert.read_bytes())
     (state / "opcua" / "users").write_text(password_entry(USER, "pw", iterations=1000) + "\n")
-    url = f"opc.tcp://127.0.0.1:{_free_port()}/smartpole/"
+    url = f"opc.tcp://127.0.0.1:{free_port()}/smartpole/"
     return Env(state, url, PointTable(), trusted, trusted, [0.0]), url
 
 
@@ -186,7 +189,7 @@ async def test_opcua_set_level_is_an_override_that_holds_then_returns_to_the_pro
     tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
 ) -> None:
     env, url = _opcua_env(tmp_path)
-    config = _pole(tmp_path, broker_port=_free_port(), opcua_url=url)  # no broker needed
+    config = _pole(tmp_path, broker_port=free_port(), opcua_url=url)  # no broker needed
     sim = simulator(config)
     proc = daemon(config, *bus_ports(sim), "--clock", "trusted")
     wait_until(lambda: proc.events("opcua_started"), 15, "the OPC UA server")

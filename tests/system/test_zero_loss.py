@@ -19,10 +19,12 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 import yaml
-from conftest import Proc, pole_config, wait_until
-from mqtt_broker import Broker
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from helpers.broker import Broker
+from helpers.processes import Proc, pole_config
+from helpers.waiting import wait_until
 
 Key = tuple[str, str, int]
 

@@ -10,8 +10,8 @@ from typing import ClassVar, Literal
 
 import pytest
 import yaml
-from conftest import PROFILES
 
+from helpers.paths import PROFILES
 from smartpole.agent.buses.bus_set import BusSet
 from smartpole.agent.buses.capabilities import Readable, Writable
 from smartpole.agent.buses.kind import (

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PROFILES
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from helpers.paths import PROFILES
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.config.camera_worker import command
 from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig, describe

@@ -6,8 +6,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PROFILES, REPO, SMARTPOLE, pole_config
 
+from helpers.paths import PROFILES, REPO
+from helpers.processes import SMARTPOLE, pole_config
 from smartpole.agent.buses.modbus.config import ModbusRtuBus
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.config.loader import LoadedConfig

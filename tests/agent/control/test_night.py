@@ -13,8 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from conftest import REPO
-
+from helpers.paths import REPO
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.control.lighting import LightingController
 from smartpole.agent.control.program import LightingPlan

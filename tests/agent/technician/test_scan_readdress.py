@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 import serial
 import yaml
-from conftest import PROFILES, REPO, SMARTPOLE, Proc
 
+from helpers.paths import PROFILES, REPO
+from helpers.processes import SMARTPOLE, Proc
 from smartpole.agent.buses.registry import load_profile
 from smartpole.agent.cli import build_parser
 from smartpole.agent.core.errors import UsageError

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import pole_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from helpers.processes import pole_config
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.config.commands import CommandsConfig
 from smartpole.agent.core.audit import AuditLog

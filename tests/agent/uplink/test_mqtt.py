@@ -16,9 +16,11 @@ import jsonschema
 import pytest
 import pytest_asyncio
 import yaml
-from conftest import REPO, Proc, api, eventually, pole_config, wait_until
-from mqtt_broker import Broker
 
+from helpers.broker import Broker
+from helpers.paths import REPO
+from helpers.processes import Proc, api, pole_config
+from helpers.waiting import eventually, wait_until
 from smartpole.agent.config.uplink import UplinkConfig
 from smartpole.agent.core.outbox import Outbox, Priority
 from smartpole.agent.uplink.mqtt import MqttUplink

@@ -18,9 +18,9 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from conftest import eventually
-from mqtt_broker import Broker, Mqtt311Broker
 
+from helpers.broker import Broker, Mqtt311Broker
+from helpers.waiting import eventually
 from smartpole.agent.config.uplink import UplinkConfig
 from smartpole.agent.core.outbox import Outbox, Priority
 from smartpole.agent.uplink.mqtt import MqttUplink

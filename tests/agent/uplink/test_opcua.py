@@ -3,172 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from asyncua import ua
-from asyncua.client.client import Client
-from asyncua.common.node import Node
-from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
 
-from smartpole.agent.core.points import PointTable, Quality
-from smartpole.agent.uplink.opcua import OpcUaConfig, OpcUaServer, application_uri
+from helpers.opcua import (
+    NAMESPACE,
+    PASSWORD,
+    POLE,
+    TIMEOUT,
+    USER,
+    WRONG_PASSWORD,
+    Call,
+    Env,
+    Handler,
+    connected,
+    point_node,
+    serving,
+)
+from smartpole.agent.core.points import Quality
+from smartpole.agent.uplink.opcua import OpcUaConfig, application_uri
 from smartpole.agent.uplink.opcua_auth import password_entry, verify_password
-from smartpole.agent.uplink.opcua_certs import make_self_signed
-
-NAMESPACE = "urn:smartpole:opcua"
-POLE = "pole-7"
-CLIENT_URI = "urn:smartpole:test:scada"
-USER, PASSWORD = "operator", "correct horse"
-WRONG_PASSWORD = "wrong horse"  # noqa: S105 - a test credential
-TIMEOUT = 10.0
-
-
-@dataclass
-class Pki:
-    cert: Path
-    key: Path
-
-
-@dataclass
-class Call:
-    command: str
-    args: dict[str, object]
-    actor: str
-    source: str
-
-
-@dataclass
-class Env:
-    state: Path
-    url: str
-    table: PointTable
-    trusted: Pki
-    untrusted: Pki
-    clock: list[float]
-    commands: list[Call] = field(default_factory=list)
-    alarms: list[dict[str, Any]] = field(default_factory=list)
-
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def command(
-        self, command: str, args: dict[str, object], *, actor: str, source: str
-    ) -> Mapping[str, Any]:
-        """Stands in for ``CommandProcessor.submit``."""
-        self.commands.append(Call(command, dict(args), actor, source))
-        if command == "power_cycle":
-            await self.release.wait()  # a command that outlasts the method call
-        if command == "ptz_preset":
-            raise RuntimeError("camera bus down")
-        if command == "ack_alarm":
-            alarm = next((a for a in self.alarms if a["alarm_id"] == args["alarm_id"]), None)
-            if alarm is None:
-                return {"status": "rejected", "reason": "refused",
-                        "error": f"no active alarm {args['alarm_id']}"}  # fmt: skip
-            alarm["acknowledged_at"], alarm["acknowledged_by"] = 1234.5, f"{source}:{actor}"
-        return {"status": "ok", "reason": "ok", "error": None}
-
-
-def _client_pki(directory: Path, name: str) -> Pki:
-    cert_der, key_pem = make_self_signed(CLIENT_URI, name, hostnames=[socket.gethostname()])
-    pki = Pki(directory / f"{name}.der", directory / f"{name}.pem")
-    pki.cert.write_bytes(cert_der)
-    pki.key.write_bytes(key_pem)
-    return pki
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Env:
-    state = tmp_path / "state"
-    (state / "opcua" / "trusted").mkdir(parents=True)
-    keys = tmp_path / "client"
-    keys.mkdir()
-    trusted, untrusted = _client_pki(keys, "scada"), _client_pki(keys, "intruder")
-    (state / "opcua" / "trusted" / "scada.der").write_bytes(trusted.cert.read_bytes())
-    (state / "opcua" / "users").write_text(
-        "# test users\n" + password_entry(USER, PASSWORD, iterations=1000) + "\n"
-    )
-    clock = [1000.0]
-    table = PointTable(monotonic=lambda: clock[0])
-    table.register("meter", "voltage", "V", 60.0)
-    table.register("lamp1", "level", "%", 60.0)
-    table.register("cabinet", "door_open", "", 60.0)
-    table.update("meter", "voltage", 229.5, Quality.GOOD)
-    table.update("lamp1", "level", 80, Quality.UNCERTAIN)
-    url = f"opc.tcp://127.0.0.1:{_free_port()}/smartpole/"
-    return Env(state, url, table, trusted, untrusted, clock)
-
-
-@asynccontextmanager
-async def serving(
-    env: Env, clock: Callable[[], float] = time.monotonic, **config: Any
-) -> AsyncIterator[OpcUaServer]:
-    cfg = OpcUaConfig(endpoint=env.url, refresh_s=0.2, alarm_poll_s=60.0, **config)
-    server = OpcUaServer(
-        cfg,
-        pole_id=POLE,
-        table=env.table,
-        state_dir=env.state,
-        alarms=lambda: env.alarms,
-        command=env.command,
-        clock=clock,
-    )
-    async with server:
-        yield server
-
-
-@asynccontextmanager
-async def connected(
-    env: Env,
-    pki: Pki | None = None,
-    *,
-    user: str | None = USER,
-    password: str = PASSWORD,
-    mode: ua.MessageSecurityMode = ua.MessageSecurityMode.SignAndEncrypt,
-) -> AsyncIterator[Client]:
-    client = Client(env.url, timeout=TIMEOUT)
-    client.application_uri = CLIENT_URI
-    if user is not None:
-        client.set_user(user)
-        client.set_password(password)
-    pki = pki or env.trusted
-    await client.set_security(SecurityPolicyBasic256Sha256, str(pki.cert), str(pki.key), mode=mode)
-    async with client:
-        yield client
-
-
-async def _point(client: Client, device: str, point: str) -> Node:
-    idx = await client.get_namespace_index(NAMESPACE)
-    return await client.nodes.objects.get_child(
-        [f"{idx}:{POLE}", f"{idx}:{device}", f"{idx}:{point}"]
-    )
-
-
-class _Handler:
-    def __init__(self) -> None:
-        self.values: asyncio.Queue[Any] = asyncio.Queue()
-        self.events: asyncio.Queue[Any] = asyncio.Queue()
-
-    def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
-        self.values.put_nowait(data.monitored_item.Value)
-
-    def event_notification(self, event: Any) -> None:
-        self.events.put_nowait(event)
 
 
 async def _next_value(queue: asyncio.Queue[Any], wanted: Any, status: int = 0) -> None:
@@ -183,7 +41,7 @@ async def _next_value(queue: asyncio.Queue[Any], wanted: Any, status: int = 0) -
 @pytest.mark.asyncio
 async def test_browse_read_subscribe_call_and_events(env: Env) -> None:
     async with serving(env) as server, connected(env) as client:
-        voltage = await _point(client, "meter", "voltage")
+        voltage = await point_node(client, "meter", "voltage")
         dv = await voltage.read_data_value(raise_on_bad_status=False)
         assert dv.Value is not None
         assert dv.Value.Value == 229.5
@@ -198,18 +56,18 @@ async def test_browse_read_subscribe_call_and_events(env: Env) -> None:
         assert units.DisplayName.Text == "V"
         assert units.UnitId == 5655636
 
-        level = await (await _point(client, "lamp1", "level")).read_data_value(
+        level = await (await point_node(client, "lamp1", "level")).read_data_value(
             raise_on_bad_status=False
         )
         assert level.StatusCode is not None
         assert level.StatusCode.is_uncertain()
-        door = await (await _point(client, "cabinet", "door_open")).read_data_value(
+        door = await (await point_node(client, "cabinet", "door_open")).read_data_value(
             raise_on_bad_status=False
         )
         assert door.StatusCode is not None
         assert door.StatusCode.is_bad()
 
-        handler = _Handler()
+        handler = Handler()
         sub = await client.create_subscription(20, handler)
         await sub.subscribe_data_change(voltage)
         await _next_value(handler.values, 229.5)
@@ -248,8 +106,8 @@ async def test_stale_quality_and_sign_only(env: Env) -> None:
         serving(env) as server,
         connected(env, mode=ua.MessageSecurityMode.Sign) as client,
     ):
-        voltage = await _point(client, "meter", "voltage")
-        handler = _Handler()
+        voltage = await point_node(client, "meter", "voltage")
+        handler = Handler()
         sub = await client.create_subscription(20, handler)
         await sub.subscribe_data_change(voltage)
         await _next_value(handler.values, 229.5)
@@ -294,7 +152,7 @@ async def test_rejections_and_certificate_kept_across_restarts(env: Env) -> None
 @pytest.mark.asyncio
 async def test_anonymous_read_only_when_allowed(env: Env) -> None:
     async with serving(env, allow_anonymous_read=True), connected(env, user=None) as client:
-        voltage = await _point(client, "meter", "voltage")
+        voltage = await point_node(client, "meter", "voltage")
         assert await voltage.read_value() == 229.5
         with pytest.raises(ua.uaerrors.BadUserAccessDenied):
             await voltage.write_value(ua.DataValue(ua.Variant(1.0, ua.VariantType.Double)))

@@ -11,8 +11,8 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.subscription import Subscription
 from asyncua.ua.object_ids import ObjectIds
-from test_opcua import NAMESPACE, TIMEOUT, USER, Env, _Handler, connected, serving
-from test_opcua import env as env  # the fixture
+
+from helpers.opcua import NAMESPACE, TIMEOUT, USER, Env, Handler, connected, serving
 
 DOOR = {"alarm_id": "cabinet/door", "source": "cabinet", "kind": "door", "severity": "major",
         "raised_at": 1000.0}  # fmt: skip
@@ -25,12 +25,12 @@ def _field(event: Any, name: str) -> Any:
     return getattr(event, name)
 
 
-async def _next(handler: _Handler) -> Any:
+async def _next(handler: Handler) -> Any:
     async with asyncio.timeout(TIMEOUT):
         return await handler.events.get()
 
 
-async def _subscribe(client: Client, handler: _Handler) -> Subscription:
+async def _subscribe(client: Client, handler: Handler) -> Subscription:
     sub = await client.create_subscription(20, handler)
     types = [
         client.get_node(ua.NodeId(t))
@@ -44,7 +44,7 @@ async def _subscribe(client: Client, handler: _Handler) -> Subscription:
     return sub
 
 
-async def _refresh(client: Client, handler: _Handler, sub: Subscription) -> list[Any]:
+async def _refresh(client: Client, handler: Handler, sub: Subscription) -> list[Any]:
     """ConditionRefresh: the condition events between RefreshStart and RefreshEnd."""
     await client.get_node(ua.NodeId(ObjectIds.ConditionType)).call_method(
         ua.NodeId(ObjectIds.ConditionType_ConditionRefresh),
@@ -71,7 +71,7 @@ async def test_conditions_raise_acknowledge_clear_and_refresh(env: Env) -> None:
     env.alarms.append(dict(DOOR))  # active before the server starts
     async with serving(env) as server, connected(env) as client:
         idx = await client.get_namespace_index(NAMESPACE)
-        handler = _Handler()
+        handler = Handler()
         sub = await _subscribe(client, handler)
 
         # A late subscriber learns the alarm that was already active.
@@ -136,7 +136,7 @@ async def test_anonymous_may_refresh_but_not_acknowledge(env: Env) -> None:
         serving(env, allow_anonymous_read=True),
         connected(env, user=None) as client,
     ):
-        handler = _Handler()
+        handler = Handler()
         sub = await _subscribe(client, handler)
         [door] = await _refresh(client, handler, sub)
         with pytest.raises(ua.uaerrors.BadUserAccessDenied):
@@ -156,7 +156,7 @@ async def test_acknowledge_refused_by_the_agent_is_an_error(env: Env) -> None:
     env.alarms.append(dict(DOOR))
     async with serving(env) as server, connected(env) as client:
         server.methods.command = command
-        handler = _Handler()
+        handler = Handler()
         sub = await _subscribe(client, handler)
         [door] = await _refresh(client, handler, sub)
         with pytest.raises(ua.uaerrors.BadUserAccessDenied):

@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 from asyncua import ua
 from structlog.testing import capture_logs
-from test_opcua import PASSWORD, USER, WRONG_PASSWORD, Env, _point, connected, serving
-from test_opcua import env as env  # the fixture
 
+from helpers.opcua import PASSWORD, USER, WRONG_PASSWORD, Env, connected, point_node, serving
 from smartpole.agent.uplink import opcua_auth
 from smartpole.agent.uplink.opcua_throttle import LoginThrottle
 
@@ -50,7 +49,7 @@ async def test_wrong_passwords_throttle_even_the_right_one_until_the_window_ends
                     pass
             now[0] += 0.001
             async with connected(env) as client:
-                voltage = await _point(client, "meter", "voltage")
+                voltage = await point_node(client, "meter", "voltage")
                 assert await voltage.read_value() == 229.5
             assert checked[-1] == PASSWORD
             status = server.status()

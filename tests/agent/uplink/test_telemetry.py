@@ -12,10 +12,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.paths import REPO
 from smartpole.agent.config.uplink import TelemetryConfig
 from smartpole.agent.core.outbox import Outbox
 from smartpole.agent.core.points import PointTable, Quality

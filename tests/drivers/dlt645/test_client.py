@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import PROFILES
 
+from helpers.paths import PROFILES
 from smartpole.agent.buses.registry import load_profile
 from smartpole.drivers.dlt645.client import Dlt645Client
 from smartpole.drivers.dlt645.frame import (

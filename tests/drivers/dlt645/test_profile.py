@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import PROFILES
 
+from helpers.paths import PROFILES
 from smartpole.agent.buses.registry import load_profile
 from smartpole.agent.core.errors import ConfigError, Problem
 from smartpole.drivers.dlt645.frame import decode_bcd

@@ -10,12 +10,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import zlib
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from helpers.paths import REPO
 from smartpole.drivers.mcu.dictionary import DICTIONARY, DICTIONARY_BYTES
 from smartpole.drivers.mcu.frame import FrameDecoder, crc16_ccitt, encode_frame
 from smartpole.drivers.mcu.msgproto import (
@@ -26,7 +26,6 @@ from smartpole.drivers.mcu.msgproto import (
 )
 from smartpole.drivers.sim.mcu.twin_session import replay
 
-REPO = Path(__file__).resolve().parents[3]
 BRIDGE = REPO / "firmware-bridge"
 VECTORS = BRIDGE / "vectors"
 

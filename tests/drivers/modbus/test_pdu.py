@@ -9,8 +9,8 @@ import contextlib
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from modbus_strategies import requests
 
+from helpers.modbus_strategies import requests
 from smartpole.drivers.errors import ProtocolError
 from smartpole.drivers.modbus import pdu
 from smartpole.drivers.modbus.pdu import Request

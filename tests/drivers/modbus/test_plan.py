@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from itertools import pairwise
 
-from conftest import PROFILES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.paths import PROFILES
 from smartpole.agent.buses.registry import load_profile
 from smartpole.drivers.modbus.plan import ReadBlock, plan_reads
 from smartpole.drivers.modbus.points import DataType, PointSpec, RegisterKind

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PROFILES
 
+from helpers.paths import PROFILES
 from smartpole.agent.buses.registry import load_profile
 from smartpole.agent.core.errors import ConfigError, Problem
 from smartpole.drivers.modbus import codec

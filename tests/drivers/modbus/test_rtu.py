@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from modbus_strategies import U16, UNIT, requests
 
+from helpers.modbus_strategies import U16, UNIT, requests
 from smartpole.drivers.errors import ProtocolError
 from smartpole.drivers.modbus import pdu
 from smartpole.drivers.modbus.crc import append_crc, crc16_modbus

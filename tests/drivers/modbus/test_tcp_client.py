@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
 
+from helpers.paths import REPO
 from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.modbus.config import ModbusTcpBus
 from smartpole.agent.buses.modbus.task import ModbusBusTask

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import PROFILES
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from helpers.paths import PROFILES
 from smartpole.agent.buses.registry import load_profile
 from smartpole.drivers.pelco_d import protocol
 from smartpole.drivers.pelco_d.profile import PelcoDProfile

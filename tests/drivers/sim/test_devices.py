@@ -11,10 +11,10 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import PROFILES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.paths import PROFILES
 from smartpole.agent.buses.registry import load_profile
 from smartpole.drivers.modbus import codec
 from smartpole.drivers.modbus.codec import WriteRequest

@@ -81,7 +81,7 @@ async def _raw(
 
 
 async def _eventually(predicate: Callable[[], bool]) -> None:
-    """Poll a server counter until it holds, like conftest.wait_until: for the moments no
+    """Poll a server counter until it holds, like helpers.waiting.wait_until: for the moments no
     client-side event exists (a request received but, by design, not yet answered)."""
     async with asyncio.timeout(5):
         while not predicate():  # noqa: ASYNC110 - a counter, not an event we own
