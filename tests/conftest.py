@@ -15,6 +15,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, settings
 
+from helpers.leaks import PendingTasks
 from helpers.processes import SERVING, SMARTPOLE, Proc, pole_config
 from helpers.waiting import wait_until
 from smartpole.agent.api import SOCKET_NAME, call
@@ -27,13 +28,29 @@ settings.register_profile("smartpole", suppress_health_check=[HealthCheck.too_sl
 settings.load_profile("smartpole")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _pending_tasks() -> Iterator[PendingTasks]:
+    pending = PendingTasks()
+    with pending.watching():
+        yield pending
+
+
 @pytest.fixture(autouse=True)
-def _no_leaked_threads() -> Iterator[None]:
-    """A test that leaves a thread running hides a resource that was never closed."""
+def _no_leaks(_pending_tasks: PendingTasks) -> Iterator[None]:
+    """A test that leaves a thread running or an asyncio task pending hides a resource that
+    was never closed.
+
+    Being autouse, this is set up before the test's event loop and torn down after it, so
+    the tasks are those its runner found pending when it closed (see ``helpers.leaks``).
+    """
+    stale = _pending_tasks.take()
+    assert not stale, f"an event loop closed between tests with asyncio tasks pending: {stale}"
     before = set(threading.enumerate())
     yield
     leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    pending = _pending_tasks.take()
     assert not leaked, f"test left threads running: {leaked}"
+    assert not pending, f"test left asyncio tasks pending: {pending}"
 
 
 @pytest.fixture

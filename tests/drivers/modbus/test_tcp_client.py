@@ -97,9 +97,13 @@ async def _scripted(script: Script, timeout_s: float = 1.0) -> AsyncIterator[Mod
     client = ModbusTcpClient("127.0.0.1", port, timeout_s=timeout_s)
     try:
         await client.connect()
-        yield client
+        try:
+            yield client
+        finally:
+            client.close()
+            async with asyncio.timeout(5):
+                await closed.wait()  # the peer has seen the close and its handler has ended
     finally:
-        client.close()
         server.close()
         await server.wait_closed()
 
