@@ -1,6 +1,6 @@
 """Gateway workload end to end: 5 Modbus TCP devices x 50 registers -> the daemon -> Mosquitto.
 
-Issue 7's gateway bench. Everything is a real process: a Mosquitto broker
+The gateway bench. Everything is a real process: a Mosquitto broker
 (``tests/helpers/broker.py``), ``smartpole sim`` serving five Modbus TCP devices of the
 ``bench-register-bank`` profile (50 holding registers whose values walk on every simulator
 step, ``--step-s 0.1``), and the daemon (``python -m smartpole.agent run``) polling every

@@ -1,4 +1,4 @@
-"""The issue's accuracy bar: ``smartpole analyze`` on the street clip against our labels.
+"""The accuracy bar: ``smartpole analyze`` on the street clip against our labels.
 
 The ground truth (``tests/data/street-2lane-labels.json``) was made by eye: a slit-scan of
 the counting line's row over every frame finds each crossing, and the frames around it name

@@ -1,6 +1,6 @@
 """The cabinet MCU end to end: the real daemon, the MCU emulator over a pty, the real protocol.
 
-Issue 5's promise: when the agent stops sending heartbeats, the MCU applies its fallback on
+The MCU's promise: when the agent stops sending heartbeats, the MCU applies its fallback on
 its own within the configured timeout; when the agent comes back it re-identifies the MCU,
 checks the configuration CRC, and takes control again. Plus the control process's side:
 inputs become points, events reach the outbox, relays are what power management switches.

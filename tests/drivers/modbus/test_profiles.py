@@ -29,7 +29,7 @@ def _is_modbus(path: Path) -> bool:
 
 
 MODBUS_FILES = [path for path in PROFILE_FILES if _is_modbus(path)]
-# One profile per real pole device model this issue covers; each must stay shipped.
+# One profile per real pole device model the product supports; each must stay shipped.
 POLE_DEVICE_PROFILES = {
     "alfen-ng9xx",
     "chint-dtsu666",
