@@ -16,11 +16,11 @@ TYPECHECK_VIEW := $(VENV)/typecheck
 DURATION ?= 20
 PYTEST_ARGS ?=
 
-.PHONY: help setup system demo test lint typecheck unit firmware soak bench lock clean
+.PHONY: help setup system demo test lint typecheck contracts unit firmware soak bench lock clean
 
 help:
 	@echo "make demo   - run a simulated smart pole for $(DURATION) s (DURATION=0: until Ctrl-C)"
-	@echo "make test   - lint, type-check and run the whole test suite"
+	@echo "make test   - lint, type-check, check the import contracts and run the whole test suite"
 	@echo "make bench  - run the benchmarks in bench/, one 'BENCH name value unit' line each"
 	@echo "make soak   - the long soak tests that 'make test' leaves out"
 
@@ -48,6 +48,11 @@ lint: setup
 typecheck: setup
 	MYPYPATH=$(TYPECHECK_VIEW) $(BIN)/mypy -p smartpole.agent -p smartpole.drivers -p smartpole.models
 
+# The import contracts in pyproject.toml ([tool.importlinter]): which folder may import which.
+# Read through the same link tree as mypy, so they check this checkout whatever is installed.
+contracts: setup
+	PYTHONPATH=$(TYPECHECK_VIEW) $(BIN)/lint-imports --no-cache --no-logo
+
 unit: setup
 	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)
 
@@ -55,7 +60,7 @@ unit: setup
 firmware: system
 	$(MAKE) -C firmware-bridge/c test sanitize fuzz
 
-test: lint typecheck firmware unit
+test: lint typecheck contracts firmware unit
 
 soak: setup
 	$(BIN)/pytest -m soak $(PYTEST_ARGS)

@@ -200,6 +200,12 @@ class CameraWorker:
                     self._enter("hung", error=self.last_error)
                     break
                 if not line:
+                    # The worker closed its output because it is exiting. Let asyncio's
+                    # reaper see the exit before _stop signals it: signalling polls the
+                    # child first, and a child reaped there reaches asyncio as exit 255,
+                    # not as its own code (CPython gh-87744).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(process.wait()), STOP_TIMEOUT_S)
                     break
                 silent_s = SILENT_PERIODS * self.config.health_period_s
                 self._handle(line)

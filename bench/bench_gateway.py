@@ -1,7 +1,7 @@
 """Gateway workload end to end: 5 Modbus TCP devices x 50 registers -> the daemon -> Mosquitto.
 
-Issue 7's gateway bench. Everything is a real process: a Mosquitto broker
-(``tests/mqtt_broker.py``), ``smartpole sim`` serving five Modbus TCP devices of the
+The gateway bench. Everything is a real process: a Mosquitto broker
+(``tests/helpers/broker.py``), ``smartpole sim`` serving five Modbus TCP devices of the
 ``bench-register-bank`` profile (50 holding registers whose values walk on every simulator
 step, ``--step-s 0.1``), and the daemon (``python -m smartpole.agent run``) polling every
 device every 0.1 s, with an uplink section (telemetry deadband 0; the default 1 s flush,
@@ -58,8 +58,7 @@ from paho.mqtt.properties import Properties
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from mqtt_broker import Broker  # noqa: E402
-
+from helpers.broker import Broker  # noqa: E402
 from smartpole.agent.api import SOCKET_NAME, call  # noqa: E402
 from smartpole.agent.core.errors import ApiError  # noqa: E402
 

@@ -25,8 +25,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from mqtt_broker import Broker
-
+from helpers.broker import Broker
 from smartpole.agent.config.uplink import UplinkConfig
 from smartpole.agent.core.outbox import Outbox, Priority
 from smartpole.agent.uplink.mqtt import MqttUplink

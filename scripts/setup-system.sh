@@ -9,7 +9,7 @@ set -euo pipefail
 # command:package. A command, not the package database, is checked because the
 # command is what the tests call, whoever put it there.
 REQUIRED=(
-    "systemd-analyze:systemd"  # tests/test_systemd_unit.py verifies the unit with it
+    "systemd-analyze:systemd"  # tests/project/test_systemd_unit.py verifies the unit with it
     "unshare:util-linux"       # ...inside a private mount namespace
     "gcc:gcc"                  # C extensions built from source
     "make:make"

@@ -1,25 +1,23 @@
-"""Shared fixtures: real simulator and daemon processes talking over real pseudo-terminals."""
+"""Fixtures and hooks for the whole suite: real simulator and daemon processes over real ptys.
+
+What a test imports (process handles, waiting, paths, the broker) lives in ``helpers/``.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import re
-import signal
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, settings
 
+from helpers.leaks import PendingTasks
+from helpers.processes import SERVING, SMARTPOLE, Proc, pole_config
+from helpers.waiting import wait_until
 from smartpole.agent.api import SOCKET_NAME, call
 from smartpole.agent.core.errors import ApiError
 
@@ -29,101 +27,35 @@ from smartpole.agent.core.errors import ApiError
 settings.register_profile("smartpole", suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("smartpole")
 
-REPO = Path(__file__).resolve().parent.parent
-PROFILES = REPO / "configs" / "profiles"
-SMARTPOLE = [sys.executable, "-m", "smartpole.agent"]
-SERVING = re.compile(r"^serving bus (\S+) at (?:tcp://)?(\S+)")
+
+@pytest.fixture(scope="session", autouse=True)
+def _pending_tasks() -> Iterator[PendingTasks]:
+    pending = PendingTasks()
+    with pending.watching():
+        yield pending
 
 
 @pytest.fixture(autouse=True)
-def _no_leaked_threads() -> Iterator[None]:
-    """A test that leaves a thread running hides a resource that was never closed."""
+def _no_leaks(_pending_tasks: PendingTasks) -> Iterator[None]:
+    """A test that leaves a thread running or an asyncio task pending hides a resource that
+    was never closed.
+
+    Being autouse, this is set up before the test's event loop and torn down after it, so
+    the tasks are those its runner found pending when it closed (see ``helpers.leaks``).
+    """
+    stale = _pending_tasks.take()
+    assert not stale, f"an event loop closed between tests with asyncio tasks pending: {stale}"
     before = set(threading.enumerate())
     yield
     leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    pending = _pending_tasks.take()
     assert not leaked, f"test left threads running: {leaked}"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll an observable condition until it holds; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(0.02)
-
-
-async def eventually(predicate: Callable[[], Any], limit_s: float = 10.0, what: str = "") -> Any:
-    """``wait_until`` for asyncio tests: polls without blocking the loop under test."""
-    deadline = time.monotonic() + limit_s
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s} s waiting for {what or predicate}")
-        await asyncio.sleep(0.02)
-    return result
-
-
-def pole_config(tmp_path: Path, *, port: str = "/dev/ttyUSB0", **device: Any) -> Path:
-    """A one-bus, one-weather-station pole config tuned for fast tests."""
-    settings = {
-        "profile": "cwt-uwd",
-        "bus": "rs485-1",
-        "unit_id": 1,
-        "poll_period_s": 0.2,
-        "offline_after": 2,
-        **device,
-    }
-    data = {
-        "pole": {"id": "test-pole"},
-        "profiles_dir": str(PROFILES),
-        "buses": {"rs485-1": {"type": "modbus-rtu", "port": port, "timeout_s": 0.3}},
-        "devices": {"weather": settings},
-    }
-    path = tmp_path / "pole.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-@dataclass
-class Proc:
-    """A smartpole subprocess whose stderr (JSON log lines) goes to a file."""
-
-    process: subprocess.Popen[str]
-    log_path: Path
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if name is None or event.get("event") == name:
-                out.append(event)
-        return out
-
-    def stop(self, timeout: float = 5.0) -> tuple[int, float]:
-        """SIGTERM and wait; return (exit code, seconds it took)."""
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=timeout)
-        return code, time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+    assert not pending, f"test left asyncio tasks pending: {pending}"
 
 
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Start ``smartpole ARGS`` with JSON logs to a file; every process is killed at the end."""
     started: list[Proc] = []
 
     def start(*args: str, env: dict[str, str] | None = None, name: str = "proc") -> Proc:
@@ -165,11 +97,6 @@ def simulator(spawn: Callable[..., Proc]) -> Callable[..., Proc]:
     return start
 
 
-def bus_ports(sim: Proc) -> list[str]:
-    """``--bus-port`` arguments pointing the daemon at everything ``sim`` serves."""
-    return [arg for bus, where in sim.extra.items() for arg in ("--bus-port", f"{bus}={where}")]
-
-
 @pytest.fixture
 def daemon(spawn: Callable[..., Proc], tmp_path: Path) -> Callable[..., Proc]:
     """Start ``smartpole run``; waits until its API answers."""
@@ -193,10 +120,6 @@ def daemon(spawn: Callable[..., Proc], tmp_path: Path) -> Callable[..., Proc]:
         return proc
 
     return start
-
-
-def api(proc: Proc, method: str) -> Any:
-    return call(Path(proc.extra["socket"]), method)
 
 
 @pytest.fixture

@@ -132,6 +132,7 @@ class MqttUplink(Lifecycle):
             aiomqtt.ProtocolVersion.V5 if config.protocol == "5" else aiomqtt.ProtocolVersion.V311
         )
         self._command_tasks: set[asyncio.Task[None]] = set()
+        self._entered = False  # the current connection attempt got its CONNACK
         self._sent: deque[tuple[float, int]] = deque()
         self._paho_log = logging.getLogger("smartpole.uplink.paho")
         # Counters and state for `diag uplink`.
@@ -291,6 +292,15 @@ class MqttUplink(Lifecycle):
 
     async def _session(self) -> None:
         client = self._client()
+        self._entered = False
+        try:
+            await self._checked_session(client)
+        except BaseException:
+            if not self._entered:
+                await _abandon(client)
+            raise
+
+    async def _checked_session(self, client: aiomqtt.Client) -> None:
         try:
             await self._connected_session(client)
         except aiomqtt.MqttCodeError as exc:
@@ -315,6 +325,7 @@ class MqttUplink(Lifecycle):
 
     async def _connected_session(self, client: aiomqtt.Client) -> None:
         async with client:
+            self._entered = True
             self.connects += 1
             self.connected_since = self._wall()
             self.state = "connected"
@@ -531,6 +542,24 @@ class MqttUplink(Lifecycle):
                 "rejected": self.commands_rejected,
             },
         }
+
+
+async def _abandon(client: aiomqtt.Client) -> None:
+    """Let go of a connect that failed before it was up.
+
+    aiomqtt (2.5) leaves a CONNECT that got no CONNACK with its socket open and its
+    housekeeping task running, and offers no public way to drop them: against a broker that
+    never answers, every attempt would leak a socket and a task. So this reaches into it:
+    closing paho's socket runs aiomqtt's own close callback (the socket's reader goes, its
+    task is cancelled), and the task is awaited here.
+    """
+    paho = client._client
+    with contextlib.suppress(Exception):
+        paho._sock_close()
+    task: asyncio.Task[None] | None = getattr(client, "_misc_task", None)
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait({task})
 
 
 async def _first_error(*coroutines: Any) -> None:

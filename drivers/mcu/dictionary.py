@@ -2,7 +2,7 @@
 
 Generated from firmware-bridge/dictionary.json by firmware-bridge/tools/make_vectors.py; do
 not edit. It is a module rather than a data file because the installed package cannot
-read firmware-bridge/ at run time; tests/test_mcu_vectors.py checks the two are equal.
+read firmware-bridge/ at run time; tests/drivers/mcu/test_vectors.py checks the two are equal.
 """
 
 from __future__ import annotations

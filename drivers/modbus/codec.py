@@ -133,7 +133,7 @@ def compile_decoder(spec: PointSpec) -> PointDecoder:
     formats) taken once instead of for each value, because a busy gateway decodes
     thousands of values a second. The registers must be what a read returned (16-bit
     words, enough of them), which the client has already checked, so nothing is checked
-    again here. tests/test_modbus_fast_decode.py holds it equal to ``decode``.
+    again here. tests/drivers/modbus/test_fast_decode.py holds it equal to ``decode``.
     """
     if spec.type is DataType.BOOL:
         return _bool_at

@@ -2,7 +2,7 @@
 
 Run with the project's interpreter: ``.venv/bin/python firmware-bridge/tools/make_vectors.py``
 (``--check`` only reports stale files). The output is deterministic (no clock, no
-randomness): a rerun on an unchanged tree changes nothing, and tests/test_mcu_vectors.py
+randomness): a rerun on an unchanged tree changes nothing, and tests/drivers/mcu/test_vectors.py
 fails when a committed file differs from what this script produces.
 
 The vectors come from the Python codec and twin, so on their own they would only prove
@@ -38,7 +38,7 @@ _MODULE_HEAD = '''"""The canonical dictionary of protocol version 1, the bytes t
 
 Generated from firmware-bridge/dictionary.json by firmware-bridge/tools/make_vectors.py; do
 not edit. It is a module rather than a data file because the installed package cannot
-read firmware-bridge/ at run time; tests/test_mcu_vectors.py checks the two are equal.
+read firmware-bridge/ at run time; tests/drivers/mcu/test_vectors.py checks the two are equal.
 """
 
 from __future__ import annotations

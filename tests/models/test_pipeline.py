@@ -1,0 +1,282 @@
+"""The camera pipeline in-process: its settings, the street clip end to end, synthetic scenes.
+
+The clip's ground truth is ``tests/data/street-2lane-labels.json`` (labelled by eye; see its
+"method"). Classes are held to the labels by ``tests/models/test_analyze.py``; here the counts
+are checked per direction, with every crossing matched to a labelled one in time, so a
+plumbing fault (a lost or duplicated crossing, a summary in the wrong interval) shows up
+on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from helpers.paths import SHARED_DATA, TEST_DATA
+from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig
+from smartpole.models.counting import Crossing
+from smartpole.models.detector import Detection
+from smartpole.models.errors import AnalyticsConfigError, ModelError
+from smartpole.models.frames import VideoFrame
+from smartpole.models.pipeline import Pipeline, drop_parts, load_detector
+from smartpole.models.scene import Scene
+from smartpole.models.source import VideoSource
+from smartpole.models.zones import ZoneEvent
+
+SHARED = SHARED_DATA
+CLIP = SHARED / "video" / "street-2lane-640x352.mp4"
+MODEL = SHARED / "models" / "yolox-nano-coco-416.onnx"
+LABELS = json.loads((TEST_DATA / "street-2lane-labels.json").read_text())
+LINE = {"from": [150, 230], "to": [640, 230]}
+INTERVAL_S = 12.0
+#: The cars parked at the right edge (checked by eye): they stand there the whole clip.
+PARKED = [[560, 140], [640, 140], [640, 200], [560, 200]]
+needs_data = pytest.mark.skipif(
+    not (CLIP.is_file() and MODEL.is_file()), reason=f"shared test data {SHARED} is absent"
+)
+
+
+def config(**extra: Any) -> CameraConfig:
+    settings = {"source": str(CLIP), "model": str(MODEL), "lines": {"main": LINE}}
+    return CameraConfig.model_validate({**settings, **extra})
+
+
+@dataclass
+class ClipRun:
+    frames: int = 0
+    detected: list[int] = field(default_factory=list)
+    regions: list[list[tuple[int, int, int, int]]] = field(default_factory=list)
+    qualities: Counter[str] = field(default_factory=Counter)
+    crossings: list[Crossing] = field(default_factory=list)
+    events: list[ZoneEvent] = field(default_factory=list)
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+    pipeline: Pipeline | None = None
+
+
+@pytest.fixture(scope="module")
+def clip_run() -> ClipRun:
+    """The whole clip once, with a no-stopping zone on the parked cars (2 s to an event)."""
+    if not (CLIP.is_file() and MODEL.is_file()):
+        pytest.skip(f"shared test data {SHARED} is absent")
+    settings = config(
+        interval_s=INTERVAL_S,
+        zones={"parked": {"polygon": PARKED, "kind": "no_stopping"}},
+        stopped_after_s=2.0,
+    )
+    run = ClipRun()
+    for frame in VideoSource(str(CLIP)).frames():
+        if run.pipeline is None:
+            run.pipeline = Pipeline(settings, frame.width, frame.height)
+        result = run.pipeline.process(frame)
+        run.frames += 1
+        run.qualities[result.quality] += 1
+        if result.detected:
+            run.detected.append(frame.index)
+            run.regions.append(result.regions)
+        run.crossings += result.crossings
+        run.events += result.events
+        run.summaries += result.summaries
+    assert run.pipeline is not None
+    run.summaries += run.pipeline.finish()
+    return run
+
+
+def labelled_times() -> list[tuple[float, str]]:
+    fps = float(LABELS["fps"])
+    return [(c["frame"] / fps, c["direction"]) for c in LABELS["crossings"]]
+
+
+# --- the street clip ---------------------------------------------------------------------
+
+
+@needs_data
+def test_every_labelled_crossing_is_counted_once_in_its_direction(clip_run: ClipRun) -> None:
+    truth = labelled_times()
+    got = sorted((c.t_s, c.direction) for c in clip_run.crossings)
+    assert Counter(d for _, d in got) == Counter(d for _, d in truth)
+    for (t_got, d_got), (t_true, d_true) in zip(got, sorted(truth), strict=True):
+        assert d_got == d_true
+        assert abs(t_got - t_true) < 0.5, f"crossing at {t_got:.2f} s, labelled {t_true:.2f} s"
+    assert len({c.track_id for c in clip_run.crossings}) == len(clip_run.crossings)
+
+
+@needs_data
+def test_summaries_cover_the_clip_by_interval_and_hold_every_crossing(clip_run: ClipRun) -> None:
+    starts = [s["interval_start"] for s in clip_run.summaries]
+    assert starts == [0.0, 12.0, 24.0, 36.0]
+    assert [bool(s.get("partial")) for s in clip_run.summaries] == [False, False, False, True]
+    assert sum(s["quality"]["frames"] for s in clip_run.summaries) == clip_run.frames == 905
+    for summary in clip_run.summaries:
+        start = summary["interval_start"]
+        wanted = Counter(
+            (c.direction, c.class_name)
+            for c in clip_run.crossings
+            if start <= c.t_s < start + INTERVAL_S
+        )
+        got = Counter(
+            {
+                (direction, name): n
+                for direction, per_class in summary["lines"]["main"].items()
+                for name, n in per_class.items()
+                if n
+            }
+        )
+        assert got == wanted, f"interval {start}"
+        assert set(summary["lines"]["main"]["in"]) == set(COCO_TRAFFIC.values())
+        assert summary["quality"]["state"] == "ok"
+
+
+@needs_data
+def test_the_detector_runs_on_motion_regions_not_on_every_frame(clip_run: ClipRun) -> None:
+    assert clip_run.pipeline is not None
+    settings = clip_run.pipeline.config
+    runs = len(clip_run.detected)
+    assert runs < 0.6 * clip_run.frames, f"detector ran on {runs} of {clip_run.frames} frames"
+    whole = (0, 0, 640, 352)
+    for index, regions in zip(clip_run.detected, clip_run.regions, strict=True):
+        assert 1 <= len(regions) <= settings.max_regions
+        if index < 25:  # background warm-up: motion cannot tell yet, the whole frame is used
+            assert regions == [whole]
+        for x0, y0, x1, y1 in regions:
+            assert (x1 - x0 == y1 - y0) or (x0, y0, x1, y1) == whole
+    stats = clip_run.pipeline.stats
+    assert stats.detector_runs == runs
+    assert stats.inference_ms > 0
+    assert stats.motion_ms > 0
+    assert stats.cpu_s > 0
+    assert stats.crossings == len(clip_run.crossings)
+
+
+@needs_data
+def test_a_car_parked_in_a_no_stopping_zone_raises_one_event(clip_run: ClipRun) -> None:
+    kinds = Counter((e.kind, e.zone) for e in clip_run.events)
+    assert kinds[("stopped_vehicle", "parked")] >= 1
+    assert all(e.class_name in ("car", "truck") for e in clip_run.events)
+    assert len({(e.kind, e.track_id) for e in clip_run.events}) == len(clip_run.events)
+    in_summaries = [e for s in clip_run.summaries for e in s["events"]]
+    assert len(in_summaries) == len(clip_run.events)
+    occupancy = [s["zones"]["parked"]["occupancy"] for s in clip_run.summaries]
+    assert max(occupancy) > 0.5
+
+
+# --- synthetic scenes --------------------------------------------------------------------
+
+
+def frames(luma: np.ndarray, count: int, fps: float = 25.0) -> list[VideoFrame]:
+    h, w = luma.shape
+    chroma = np.full(((h + 1) // 2, (w + 1) // 2), 128, np.uint8)
+    return [VideoFrame(i, i / fps, luma, chroma, chroma) for i in range(count)]
+
+
+@needs_data
+def test_a_still_scene_wakes_the_detector_only_while_motion_warms_up() -> None:
+    rng = np.random.default_rng(7)
+    luma = rng.integers(40, 200, (352, 640), dtype=np.uint8)
+    pipeline = Pipeline(config(), 640, 352)
+    results = [pipeline.process(f) for f in frames(luma, 75)]
+    detected = [r.index for r in results if r.detected]
+    assert detected, "the warm-up looks at the whole frame"
+    assert max(detected) < 25
+    assert all(r.quality == "ok" and not r.crossings for r in results)
+    assert pipeline.stats.detector_runs == len(detected)
+
+
+@needs_data
+def test_a_dark_camera_is_reported_and_never_searched() -> None:
+    pipeline = Pipeline(config(interval_s=1.0), 640, 352)
+    results = [pipeline.process(f) for f in frames(np.full((352, 640), 16, np.uint8), 40)]
+    assert {r.quality for r in results} == {"dark"}
+    assert not any(r.detected for r in results)
+    summaries = [s for r in results for s in r.summaries]
+    assert summaries
+    assert summaries[0]["quality"]["state"] == "dark"
+    assert pipeline.stats.quality == "dark"
+
+
+@needs_data
+def test_a_frame_of_another_size_is_refused() -> None:
+    pipeline = Pipeline(config(), 640, 352)
+    with pytest.raises(AnalyticsConfigError, match="640x352"):
+        pipeline.process(frames(np.zeros((360, 640), np.uint8), 1)[0])
+    assert pipeline.finish() == []
+
+
+@needs_data
+def test_dropped_frames_reach_the_summary() -> None:
+    pipeline = Pipeline(config(interval_s=1.0), 640, 352)
+    pipeline.note_skipped(3)
+    out = [
+        s
+        for f in frames(np.full((352, 640), 90, np.uint8), 30)
+        for s in pipeline.process(f).summaries
+    ]
+    assert out[0]["quality"]["dropped"] == 3
+    assert pipeline.stats.skipped == 3
+
+
+# --- settings ----------------------------------------------------------------------------
+
+
+def test_a_missing_model_file_is_a_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="model file not found"):
+        load_detector(config(model=str(tmp_path / "nope.onnx")))
+
+
+def test_a_calibration_that_is_no_quadrilateral_is_refused_before_any_frame() -> None:
+    """The schema counts the points; whether they span a view of a plane takes numerics."""
+    square = [[0, 0], [1, 0], [1, 1], [0, 1]]
+    settings = config(calibration={"image": [[0, 0]] * 4, "ground_m": square})
+    with pytest.raises(AnalyticsConfigError, match="same"):
+        Scene.of(settings)
+
+
+def test_geometry_outside_the_frame_is_refused_once_the_size_is_known() -> None:
+    line = Scene.of(config(lines={"far": {"from": [150, 230], "to": [700, 230]}}))
+    with pytest.raises(AnalyticsConfigError, match=r"outside the 640x352 frame"):
+        line.validate_frame(640, 352)
+    zone = Scene.of(config(zones={"z": {"polygon": [[0, 0], [10, 0], [10, 400]]}}))
+    with pytest.raises(AnalyticsConfigError, match="outside"):
+        zone.validate_frame(640, 352)
+    zone.validate_frame(640, 400)
+
+
+def test_the_pipeline_checks_the_frame_size_before_it_loads_anything() -> None:
+    settings = config(lines={"far": {"from": [150, 230], "to": [700, 230]}})
+    with pytest.raises(AnalyticsConfigError, match=r"outside the 640x352 frame"):
+        Pipeline(settings, 640, 352)
+
+
+def test_parts_of_a_vehicle_are_not_counted_as_vehicles() -> None:
+    pickup = Detection((100.0, 100.0, 300.0, 220.0), 0.8, "car")
+    cab = Detection((180.0, 110.0, 260.0, 180.0), 0.4, "car")
+    rider = Detection((150.0, 90.0, 190.0, 200.0), 0.7, "person")
+    neighbour = Detection((280.0, 100.0, 420.0, 220.0), 0.7, "car")
+    kept = drop_parts([pickup, cab, rider, neighbour])
+    assert kept == [pickup, rider, neighbour]
+    assert math.isclose(pickup.score, 0.8)
+
+
+@pytest.mark.soak
+@needs_data
+@pytest.mark.parametrize("detect_every", [1, 2, 4, 5])
+def test_the_counts_do_not_hang_on_the_detection_cadence(detect_every: int) -> None:
+    """The default cadence (3, in ``clip_run``) sits inside a range that counts exactly."""
+    settings = config(detect_every=detect_every)
+    pipeline: Pipeline | None = None
+    crossings: list[Crossing] = []
+    for frame in VideoSource(str(CLIP)).frames():
+        if pipeline is None:
+            pipeline = Pipeline(settings, frame.width, frame.height)
+        crossings += pipeline.process(frame).crossings
+    got = sorted(c.t_s for c in crossings if c.direction == "in")
+    truth = sorted(t for t, d in labelled_times() if d == "in")
+    assert len(got) == len(truth)
+    assert all(abs(a - b) < 0.5 for a, b in zip(got, truth, strict=True))
+    assert not [c for c in crossings if c.direction == "out"]

@@ -1,0 +1,143 @@
+"""Platform commands end to end: a real broker, the real daemon, the MCU emulator.
+
+A signed command published on the pole's cmd topic switches a relay of the cabinet MCU, is
+answered on cmd/result, and is executed once even when the broker delivers it again; a
+command without a valid signature, or from an actor the allow-list does not name, changes
+nothing and is answered with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import yaml
+
+from helpers.broker import Broker
+from helpers.paths import PROFILES
+from helpers.processes import Proc, bus_ports
+from helpers.sim import mcu_outputs
+from helpers.waiting import wait_until
+
+POLE = "cmd-pole"
+KEY = b"0123456789abcdef-pole-key"
+
+
+class Platform:
+    """The platform's side: publishes commands, collects results."""
+
+    def __init__(self, port: int) -> None:
+        self.lock = threading.Lock()
+        self.results: list[dict[str, Any]] = []
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda client, *_: client.subscribe(
+            f"smartpole/v1/{POLE}/cmd/result", qos=1
+        )
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: Any) -> None:
+        data = json.loads(message.payload)
+        with self.lock:
+            self.results.append(data.get("data", data))
+
+    def result(self, command_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.results if r.get("id") == command_id]
+
+    def send(self, command: dict[str, Any], *, sign: bool = True) -> None:
+        if sign:
+            canonical = json.dumps(command, sort_keys=True, separators=(",", ":"))
+            command = {
+                **command,
+                "signature": hmac.new(KEY, canonical.encode(), hashlib.sha256).hexdigest(),
+            }
+        self.client.publish(
+            f"smartpole/v1/{POLE}/cmd", json.dumps(command), qos=1
+        ).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _pole(tmp_path: Path, broker_port: int) -> Path:
+    (tmp_path / "pole.key").write_bytes(KEY)
+    (tmp_path / "pole.key").chmod(0o600)
+    config = tmp_path / "pole.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "pole": {"id": POLE},
+                "profiles_dir": str(PROFILES),
+                "buses": {
+                    "cabinet-mcu": {
+                        "type": "pole-mcu",
+                        "port": "/dev/null",
+                        "heartbeat_s": 0.2,
+                        "fallback_after_s": 2,
+                        "relays": {"camera": {"channel": 2}},
+                    }
+                },
+                "devices": {"mcu": {"profile": "pole-mcu", "bus": "cabinet-mcu"}},
+                "uplink": {
+                    "host": "127.0.0.1",
+                    "port": broker_port,
+                    "commands": {
+                        "allow": {"ops-*": ["relay"]},
+                        "hmac_key_file": "pole.key",
+                    },
+                },
+            }
+        )
+    )
+    return config
+
+
+def test_signed_commands_switch_a_relay_once_and_bad_ones_change_nothing(
+    tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
+) -> None:
+    with Broker(tmp_path / "broker") as broker:
+        config = _pole(tmp_path, broker.port)
+        control = tmp_path / "sim.sock"
+        sim = simulator(config, "--control", str(control))
+        daemon(config, *bus_ports(sim))
+        wait_until(lambda: mcu_outputs(control)["configured"], 10, "the MCU configured")
+        platform = Platform(broker.port)
+        try:
+            off = {
+                "id": "cmd-1",
+                "issued_at": time.time(),
+                "actor": "ops-alice",
+                "command": "relay",
+                "args": {"device": "mcu", "point": "camera", "on": False},
+            }
+            platform.send(off)
+            wait_until(lambda: platform.result("cmd-1"), 20, "the result of cmd-1")
+            assert platform.result("cmd-1")[0]["status"] == "ok"
+            assert not mcu_outputs(control)["relays"] & 0b10
+
+            platform.send(off)  # a redelivery of the same command
+            wait_until(lambda: len(platform.result("cmd-1")) == 2, 10, "the duplicate's answer")
+            assert platform.result("cmd-1")[1]["status"] == "duplicate"
+
+            forged = {**off, "id": "cmd-2", "args": {**off["args"], "on": True}}
+            platform.send({**forged, "signature": "00" * 32}, sign=False)
+            stranger = {**off, "id": "cmd-3", "actor": "someone", "args": forged["args"]}
+            platform.send(stranger)
+            wait_until(
+                lambda: platform.result("cmd-2") and platform.result("cmd-3"), 10, "refusals"
+            )
+            assert platform.result("cmd-2")[0]["reason"] == "bad_signature"
+            assert platform.result("cmd-3")[0]["reason"] == "not_allowed"
+            assert not mcu_outputs(control)["relays"] & 0b10, "no refused command switched it"
+        finally:
+            platform.close()
