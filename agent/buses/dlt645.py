@@ -28,7 +28,6 @@ from smartpole.drivers.dlt645.client import Dlt645Client
 from smartpole.drivers.dlt645.profile import Dlt645Profile
 from smartpole.drivers.errors import DeviceTimeoutError, DriverError
 from smartpole.drivers.line import frame_gap_s
-from smartpole.drivers.sim.dlt645 import Dlt645PtyServer, SimulatedMeter
 
 
 class Dlt645Bus(SerialBusConfig):
@@ -130,6 +129,11 @@ class Dlt645BusTask(PolledBus[_Meter]):
 
 async def simulate(name: str, bus: Dlt645Bus, context: SimContext) -> SimulatedBus:
     """The bus's meters on one pty, their values drifting or the profile's first vector."""
+    from smartpole.drivers.sim.dlt645 import (  # the daemon never simulates
+        Dlt645PtyServer,
+        SimulatedMeter,
+    )
+
     meters: dict[str, SimulatedMeter] = {}
     addresses: dict[str, str] = {}
     for offset, (device_name, device) in enumerate(context.devices_on(name).items()):

@@ -28,7 +28,6 @@ from smartpole.agent.core.points import Quality
 from smartpole.drivers.errors import DriverError
 from smartpole.drivers.pelco_d.client import PelcoDClient
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
-from smartpole.drivers.sim.pelco_d import PelcoDPtyServer, SimulatedCamera
 
 POSITION_POINTS = {"pan": "°", "tilt": "°"}
 
@@ -147,6 +146,11 @@ class PelcoDBusTask(PolledBus[_Camera]):
 
 async def simulate(name: str, bus: PelcoDBus, context: SimContext) -> SimulatedBus:
     """The bus's cameras on one pty, each at its preset 1 until told otherwise."""
+    from smartpole.drivers.sim.pelco_d import (  # the daemon never simulates
+        PelcoDPtyServer,
+        SimulatedCamera,
+    )
+
     cameras: dict[int, SimulatedCamera] = {}
     for device_name, device in context.devices_on(name).items():
         profile = context.config.profile_of(device_name)

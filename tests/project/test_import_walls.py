@@ -11,6 +11,9 @@ third-party packages pull in.
 * asyncua costs about 25 MB of resident memory, against a budget of 60 MB for the whole
   gateway, so the daemon imports it (and cryptography) only for a pole with an ``opcua:``
   section.
+* The daemon never plays a device: the simulators (``smartpole.drivers.sim``) and the
+  ``smartpole sim`` front end load only in a simulator process, although every protocol's
+  plug-in declares its simulator.
 * The camera schema and the worker protocol are imported by both sides, so they must be as
   light, and, being config, import nothing from the runtime rooms of the agent.
 """
@@ -22,10 +25,13 @@ import sys
 
 import pytest
 
+from helpers.paths import REPO
+
 ANALYTICS = ("numba", "onnxruntime", "av", "numpy", "smartpole.models")
 OPCUA = ("asyncua", "cryptography")
 RUNTIME = ("smartpole.agent.control", "smartpole.agent.buses", "smartpole.agent.uplink")
 CONTROL_PROCESS = ("smartpole.agent.daemon", "smartpole.agent.pole", "smartpole.agent.cli")
+DEMO = REPO / "configs" / "poles" / "demo.yaml"
 
 
 def _loaded(modules: tuple[str, ...], packages: tuple[str, ...]) -> list[str]:
@@ -46,6 +52,23 @@ def _loaded(modules: tuple[str, ...], packages: tuple[str, ...]) -> list[str]:
 
 def test_the_control_process_loads_no_analytics() -> None:
     assert _loaded(CONTROL_PROCESS, ANALYTICS) == []
+
+
+def test_the_control_process_loads_no_simulator() -> None:
+    """The plug-ins are discovered and a whole pole config is loaded, as ``smartpole run``
+    does before it starts."""
+    code = (
+        "import sys\n"
+        "import smartpole.agent.daemon\n"
+        "from smartpole.agent.buses.registry import load_config\n"
+        f"load_config(__import__('pathlib').Path({str(DEMO)!r}))\n"
+        "print('\\n'.join(sorted(m for m in sys.modules if m.startswith(("
+        "'smartpole.drivers.sim', 'smartpole.agent.sim')))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == []
 
 
 def test_loading_the_daemon_and_a_config_does_not_import_asyncua() -> None:

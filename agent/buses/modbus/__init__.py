@@ -8,16 +8,23 @@ bus types of the config (``config.py``); the register banks of ``smartpole sim``
 from __future__ import annotations
 
 from smartpole.agent.buses.capabilities import Readable, Writable
-from smartpole.agent.buses.kind import BusKind
+from smartpole.agent.buses.kind import BusKind, SimContext, SimulatedBus
 from smartpole.agent.buses.modbus.config import (
     ModbusBus,
     ModbusRtuBus,
     ModbusRtuOverTcpBus,
     ModbusTcpBus,
 )
-from smartpole.agent.buses.modbus.sim import simulate
 from smartpole.agent.buses.modbus.task import ModbusBusTask
 from smartpole.drivers.modbus.profile import ModbusProfile
+
+
+async def simulate(name: str, bus: ModbusBus, context: SimContext) -> SimulatedBus:
+    """The register banks of ``smartpole sim`` (imported here: the daemon never simulates)."""
+    from smartpole.agent.buses.modbus.sim import simulate
+
+    return await simulate(name, bus, context)
+
 
 KIND = BusKind[ModbusBus](
     name="modbus",
