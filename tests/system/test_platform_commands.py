@@ -8,65 +8,21 @@ nothing and is answered with the reason.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as paho
 import yaml
 
 from helpers.broker import Broker
 from helpers.paths import PROFILES
+from helpers.platform import Platform
 from helpers.processes import Proc, bus_ports
 from helpers.sim import mcu_outputs
 from helpers.waiting import wait_until
 
 POLE = "cmd-pole"
 KEY = b"0123456789abcdef-pole-key"
-
-
-class Platform:
-    """The platform's side: publishes commands, collects results."""
-
-    def __init__(self, port: int) -> None:
-        self.lock = threading.Lock()
-        self.results: list[dict[str, Any]] = []
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-        self.client.on_message = self._on_message
-        self.client.on_connect = lambda client, *_: client.subscribe(
-            f"smartpole/v1/{POLE}/cmd/result", qos=1
-        )
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def _on_message(self, _client: paho.Client, _userdata: Any, message: Any) -> None:
-        data = json.loads(message.payload)
-        with self.lock:
-            self.results.append(data.get("data", data))
-
-    def result(self, command_id: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [r for r in self.results if r.get("id") == command_id]
-
-    def send(self, command: dict[str, Any], *, sign: bool = True) -> None:
-        if sign:
-            canonical = json.dumps(command, sort_keys=True, separators=(",", ":"))
-            command = {
-                **command,
-                "signature": hmac.new(KEY, canonical.encode(), hashlib.sha256).hexdigest(),
-            }
-        self.client.publish(
-            f"smartpole/v1/{POLE}/cmd", json.dumps(command), qos=1
-        ).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def _pole(tmp_path: Path, broker_port: int) -> Path:
@@ -111,7 +67,7 @@ def test_signed_commands_switch_a_relay_once_and_bad_ones_change_nothing(
         sim = simulator(config, "--control", str(control))
         daemon(config, *bus_ports(sim))
         wait_until(lambda: mcu_outputs(control)["configured"], 10, "the MCU configured")
-        platform = Platform(broker.port)
+        platform = Platform(broker.port, POLE, key=KEY)
         try:
             off = {
                 "id": "cmd-1",

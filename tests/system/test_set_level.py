@@ -8,21 +8,19 @@ would be put back at the next renewal. So a set level from MQTT (``set_level``) 
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 import yaml
 
 from helpers.broker import Broker
 from helpers.opcua import NAMESPACE, USER, Env, client_pki, connected
 from helpers.paths import PROFILES
+from helpers.platform import Platform
 from helpers.ports import free_port
 from helpers.processes import Proc, api, bus_ports
 from helpers.waiting import wait_until
@@ -115,36 +113,6 @@ def _holds_across_renewals_then_returns(proc: Proc, level: int, actor: str) -> N
     assert _lamp(proc)["override"] is None
 
 
-class _Platform:
-    def __init__(self, port: int) -> None:
-        self.lock = threading.Lock()
-        self.results: list[dict[str, Any]] = []
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-        self.client.on_message = self._on_message
-        self.client.on_connect = lambda client, *_: client.subscribe(
-            f"smartpole/v1/{POLE}/cmd/result", qos=1
-        )
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def _on_message(self, _client: paho.Client, _userdata: Any, message: Any) -> None:
-        data = json.loads(message.payload)
-        with self.lock:
-            self.results.append(data.get("data", data))
-
-    def result(self, command_id: str) -> dict[str, Any] | None:
-        with self.lock:
-            return next((r for r in self.results if r.get("id") == command_id), None)
-
-    def send(self, command: dict[str, Any]) -> None:
-        topic = f"smartpole/v1/{POLE}/cmd"
-        self.client.publish(topic, json.dumps(command), qos=1).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 def test_mqtt_set_level_is_an_override_that_holds_then_returns_to_the_program(
     tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
 ) -> None:
@@ -157,7 +125,7 @@ def test_mqtt_set_level_is_an_override_that_holds_then_returns_to_the_program(
             with pytest.raises(ApiError, match="the lighting controller keeps on lamp1"):
                 call(Path(proc.extra["socket"]), "write", device="lamp1", point=point, value=value)
         assert _device_level(proc) == PROGRAM_LEVEL
-        platform = _Platform(broker.port)
+        platform = Platform(broker.port, POLE)
         try:
             wait_until(lambda: api(proc, "uplink")["state"] == "connected", 10, "the uplink")
             platform.send(
@@ -169,7 +137,7 @@ def test_mqtt_set_level_is_an_override_that_holds_then_returns_to_the_program(
                     "args": {"lamp": "lamp1", "level": 30, "duration_s": HOLD_S},
                 }
             )
-            result = wait_until(lambda: platform.result("level-1"), 10, "the command's result")
+            (result,) = wait_until(lambda: platform.result("level-1"), 10, "the command's result")
             assert (result["status"], result["error"]) == ("ok", None)
             assert result["result"]["pushed_level"] == 30  # applied before the answer
             _holds_across_renewals_then_returns(proc, 30, "mqtt:ops-alice")
