@@ -84,3 +84,38 @@ class CommandQueue:
 def _wake(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
+
+
+class QueuedPoints:
+    """Reads and writes of single points, run by the bus's own task ahead of its polls.
+
+    For a bus that owns ``commands`` and implements ``_read_point``/``_write_point``: the
+    public methods only queue them, so the line stays the task's alone.
+    """
+
+    commands: CommandQueue
+
+    async def write_point(
+        self, device: str, point: str, value: object, actor: str, *, audit: bool = True
+    ) -> object:
+        """Write one point, checked, read back and audited; returns the read-back.
+
+        ``audit=False`` is for lease refreshes that rewrite an unchanged value every few
+        minutes; a failed write is audited all the same.
+        """
+        return await self.commands.submit(
+            lambda: self._write_point(device, point, value, actor, audit)
+        )
+
+    async def read_point(self, device: str, point: str) -> object:
+        return await self.commands.submit(
+            lambda: self._read_point(device, point), CommandQueue.DIAGNOSTIC
+        )
+
+    async def _write_point(
+        self, device: str, point: str, value: object, actor: str, audit: bool
+    ) -> object:
+        raise NotImplementedError
+
+    async def _read_point(self, device: str, point: str) -> object:
+        raise NotImplementedError

@@ -22,7 +22,7 @@ import structlog
 from smartpole.agent.buses.capabilities import EventListener
 from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.mcu.config import PoleMcuBus, mcu_config
-from smartpole.agent.buses.queue import CommandQueue
+from smartpole.agent.buses.queue import QueuedPoints
 from smartpole.agent.buses.supervised import SupervisedBus
 from smartpole.agent.core.audit import AuditRecord
 from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
@@ -56,7 +56,7 @@ _EVENT_POINTS: dict[EventKind, tuple[str, bool]] = {
 }
 
 
-class McuBusTask(SupervisedBus):
+class McuBusTask(QueuedPoints, SupervisedBus):
     """One MCU on one UART; survives a dead port, a silent or resetting MCU.
 
     ``SupervisedBus`` runs it: ``_connect`` opens the port and runs the MCU's connect
@@ -321,19 +321,6 @@ class McuBusTask(SupervisedBus):
             self._device.poll_failed(str(exc))
 
     # ----- commands -----
-
-    async def write_point(
-        self, device_name: str, point: str, value: object, actor: str, *, audit: bool = True
-    ) -> object:
-        """Set a relay, the level, or release a leakage trip (``tripped`` = false)."""
-        return await self.commands.submit(
-            lambda: self._write_point(device_name, point, value, actor, audit)
-        )
-
-    async def read_point(self, device_name: str, point: str) -> object:
-        return await self.commands.submit(
-            lambda: self._read_point(device_name, point), CommandQueue.DIAGNOSTIC
-        )
 
     async def _read_point(self, device_name: str, point: str) -> object:
         self._check_device(device_name)

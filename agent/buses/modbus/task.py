@@ -17,7 +17,7 @@ import structlog
 from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.modbus.config import ModbusBus, ModbusRtuBus, ModbusTcpBus
 from smartpole.agent.buses.polled import STALE_AFTER_PERIODS, PolledBus, PolledDevice
-from smartpole.agent.buses.queue import CommandQueue
+from smartpole.agent.buses.queue import QueuedPoints
 from smartpole.agent.core.audit import AuditRecord
 from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
 from smartpole.agent.core.points import Quality
@@ -106,7 +106,7 @@ def endpoint_of(bus: ModbusBus) -> Endpoint:
     return Endpoint("rtu-over-tcp", host=bus.host, tcp_port=bus.port)
 
 
-class ModbusBusTask(PolledBus[_Device]):
+class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
     """One Modbus bus: block reads by plan, refusals learnt, writes with read-back."""
 
     def __init__(self, name: str, bus: ModbusBus, context: BusContext) -> None:
@@ -223,23 +223,6 @@ class ModbusBusTask(PolledBus[_Device]):
         self._table.update_many(device.name, readings)
 
     # ----- commands -----
-
-    async def write_point(
-        self, device_name: str, point: str, value: object, actor: str, *, audit: bool = True
-    ) -> object:
-        """Write one point with range checks, read it back, audit it; returns the read-back.
-
-        ``audit=False`` is for lease refreshes that rewrite an unchanged value every few
-        minutes; a failed write is audited all the same.
-        """
-        return await self.commands.submit(
-            lambda: self._write_point(device_name, point, value, actor, audit)
-        )
-
-    async def read_point(self, device_name: str, point: str) -> object:
-        return await self.commands.submit(
-            lambda: self._read_point(device_name, point), CommandQueue.DIAGNOSTIC
-        )
 
     async def _read_point(self, device_name: str, point: str) -> object:
         device, spec = self._lookup(device_name, point)
