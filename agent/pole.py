@@ -32,7 +32,7 @@ from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.health import DeviceState
 from smartpole.agent.core.outbox import Outbox
 from smartpole.agent.core.points import PointTable
-from smartpole.agent.operations import PoleOperations, StatusSource
+from smartpole.agent.operations import PoleOperations
 from smartpole.agent.state import PointStore
 from smartpole.agent.uplink.commands import CommandProcessor
 from smartpole.agent.uplink.mqtt import MqttUplink
@@ -58,7 +58,7 @@ class Pole(Lifecycle):
         state_dir: Path,
         runtime_dir: Path,
         clock_trusted: Callable[[], bool],
-        kinds: BusRegistry | None = None,
+        protocols: BusRegistry | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -66,7 +66,7 @@ class Pole(Lifecycle):
         self.socket_path = runtime_dir / SOCKET_NAME
         self.started_at = time.time()
         self._clock_trusted = clock_trusted
-        self._registry = kinds or registry()
+        self._registry = protocols or registry()
         self._stack = contextlib.AsyncExitStack()
         self.table = PointTable()
         self.store = PointStore(state_dir)
@@ -79,7 +79,6 @@ class Pole(Lifecycle):
         self.cameras: Cameras
         self.telemetry: TelemetryReporter | None = None
         self.uplink: MqttUplink | None = None
-        self.opcua_status: StatusSource | None = None
         self.operations: PoleOperations
         self.commands: CommandProcessor | None = None
 
