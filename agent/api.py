@@ -73,7 +73,8 @@ class ApiServer(Lifecycle):
         server, self._closing = self._closing, None
         if server is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), timeout=1.0)
+                async with asyncio.timeout(1.0):
+                    await server.wait_closed()
 
     async def _prepare_path(self) -> None:
         try:

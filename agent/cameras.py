@@ -194,7 +194,8 @@ class CameraWorker:
         try:
             while True:
                 try:
-                    line = await asyncio.wait_for(process.stdout.readline(), silent_s)
+                    async with asyncio.timeout(silent_s):
+                        line = await process.stdout.readline()
                 except TimeoutError:
                     self.last_error = f"no word from the worker for {silent_s:.0f} s"
                     self._enter("hung", error=self.last_error)
@@ -205,7 +206,8 @@ class CameraWorker:
                     # child first, and a child reaped there reaches asyncio as exit 255,
                     # not as its own code (CPython gh-87744).
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(process.wait()), STOP_TIMEOUT_S)
+                        async with asyncio.timeout(STOP_TIMEOUT_S):
+                            await asyncio.shield(process.wait())
                     break
                 silent_s = SILENT_PERIODS * self.config.health_period_s
                 self._handle(line)
@@ -253,8 +255,13 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError):
         process.terminate()
     try:
-        await asyncio.shield(asyncio.wait_for(process.wait(), STOP_TIMEOUT_S))
+        await asyncio.shield(_wait_within(process, STOP_TIMEOUT_S))
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await asyncio.shield(process.wait())
+
+
+async def _wait_within(process: asyncio.subprocess.Process, seconds: float) -> None:
+    async with asyncio.timeout(seconds):
+        await process.wait()

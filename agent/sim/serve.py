@@ -92,7 +92,8 @@ async def run_simulators(
             next_step = loop.time() + step_s
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_step - loop.time()))
+                    async with asyncio.timeout_at(next_step):
+                        await stop.wait()
                 if stop.is_set():
                     break
                 next_step = max(next_step + step_s, loop.time() - step_s)

@@ -416,7 +416,8 @@ class MqttUplink(Lifecycle):
             if not batch:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.config.idle_poll_s)
+                    async with asyncio.timeout(self.config.idle_poll_s):
+                        await self._wake.wait()
                 self._refresh_streams()
                 continue
             await self._bucket.take(len(batch))

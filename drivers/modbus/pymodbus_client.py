@@ -28,6 +28,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
+from smartpole.drivers.cancellation import raise_if_cancelled
 from smartpole.drivers.errors import ProtocolError, TransportError
 from smartpole.drivers.modbus.faults import ReplyFault, ReplyTimeoutError
 from smartpole.drivers.modbus.pdu import exception_error
@@ -156,6 +157,8 @@ class PymodbusClient:
             raise TransportError(f"{self.endpoint} is not usable: {exc}") from exc
         except ModbusException as exc:
             raise ProtocolError(f"bad reply from unit {unit_id}: {exc}") from exc
+        finally:
+            raise_if_cancelled()  # pymodbus awaits with wait_for, which can lose it (3.11)
         return reply
 
     def last_fault(self, unit_id: int) -> ReplyFault:
