@@ -29,6 +29,10 @@ log = structlog.get_logger("smartpole.daemon")
 
 FLUSH_PERIOD_S = 60.0
 STATUS_PERIOD_S = 5.0
+#: how long a task may take to end after it was cancelled before it is cancelled again
+#: (longer than a camera worker's SIGTERM-to-SIGKILL wait; three rounds fit in systemd's
+#: 15 s stop timeout)
+CANCEL_GRACE_S = 4.0
 
 
 class _StopRequestedError(Exception):
@@ -75,12 +79,13 @@ class Daemon:
             gc.freeze()
             try:
                 async with asyncio.TaskGroup() as group:
-                    for name, task in pole.tasks().items():
-                        group.create_task(task(), name=name)
-                    group.create_task(run_watchdog(self.notifier), name="watchdog")
-                    group.create_task(self._report_status(), name="status")
-                    group.create_task(self._flush_periodically(), name="flush")
-                    group.create_task(_raise_when_set(stop), name="stop")
+                    running = [
+                        group.create_task(task(), name=name) for name, task in pole.tasks().items()
+                    ]
+                    running.append(group.create_task(run_watchdog(self.notifier), name="watchdog"))
+                    running.append(group.create_task(self._report_status(), name="status"))
+                    running.append(group.create_task(self._flush_periodically(), name="flush"))
+                    group.create_task(_stop_when_set(stop, running), name="stop")
             except* _StopRequestedError:
                 pass
         log.info("daemon_stopped", uptime_s=round(time.time() - pole.started_at, 1))
@@ -100,8 +105,25 @@ class Daemon:
             self.pole.store.flush(self.pole.table)
 
 
-async def _raise_when_set(stop: asyncio.Event) -> None:
+async def _stop_when_set(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    """Once ``stop`` is set, cancel ``tasks`` until every one has ended, then end the group.
+
+    A task group cancels its tasks once. A library that loses that cancellation (Python
+    3.11's ``wait_for`` does, see drivers/cancellation.py) would leave its task running and
+    the daemon stopping until systemd kills it, with the last values unsaved; so a task
+    still running after CANCEL_GRACE_S is named in the log and cancelled again.
+    """
     await stop.wait()
+    pending = {task for task in tasks if not task.done()}
+    named: set[str] = set()
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_GRACE_S)
+        for task in pending:
+            if task.get_name() not in named:
+                named.add(task.get_name())
+                log.warning("task_outlived_cancel", task=task.get_name(), waited_s=CANCEL_GRACE_S)
     raise _StopRequestedError
 
 
