@@ -14,11 +14,15 @@ none has been refused for ``quiet_s`` the episode ends with one summary audit re
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
+from smartpole.agent.core.audit import AuditLog, AuditRecord
 from smartpole.agent.core.clock import Clock
 
 log = structlog.get_logger("smartpole.commands")
@@ -100,3 +104,64 @@ class RejectionLimiter:
         if self.episode is None:
             return 0.0
         return max(0.0, self.quiet_s - (self._clock.monotonic() - self.episode.last_mono))
+
+
+class RejectionAudit:
+    """The limiter, and the summary record of each episode, written when it ends: at the
+    next rejection after a quiet spell, or by a timer if none comes."""
+
+    def __init__(self, audit: AuditLog, rate_per_s: float, burst: int, clock: Clock) -> None:
+        self._audit = audit
+        self._limiter = RejectionLimiter(rate_per_s, burst, clock)
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def not_audited(self) -> int:
+        return self._limiter.not_audited
+
+    @property
+    def episodes(self) -> int:
+        return self._limiter.episodes
+
+    def admit(self, reason: str, claimed: str | None) -> bool:
+        """Whether this rejection (or duplicate) may be logged and audited on its own."""
+        self._end_episode()
+        if self._limiter.admit(reason, claimed):
+            return True
+        if self._timer is None:
+            self._arm_timer()
+        return False
+
+    def _arm_timer(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(
+            max(0.05, self._limiter.remaining_s()), self._on_timer
+        )
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._end_episode() and self._limiter.episode is not None:
+            self._arm_timer()
+
+    def _end_episode(self) -> bool:
+        episode = self._limiter.ended()
+        if episode is None:
+            return False
+        self._audit.record(
+            AuditRecord(
+                UNAUTHENTICATED,
+                "rejected_commands",
+                "uplink.commands",
+                episode.summary(),
+                error=f"{episode.count} rejected or duplicate commands were counted, not "
+                "audited one by one (rate limit)",
+            )
+        )
+        return True
+
+
+def claimed_actor(source: str, data: Mapping[str, Any] | None) -> str | None:
+    """The actor a payload names, for the audit of a rejection (only if it looks like one)."""
+    value = data.get("actor") if data is not None else None
+    if isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable():
+        return f"{source}:{value}"
+    return None

@@ -25,7 +25,6 @@ A rejected or duplicate command proves nothing about who sent it: it is audited 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -41,9 +40,14 @@ from smartpole.agent.core.audit import AuditLog, AuditRecord
 from smartpole.agent.core.clock import SYSTEM_CLOCK, Clock
 from smartpole.agent.core.errors import AgentError, RequestError, UsageError
 from smartpole.agent.uplink import command_schema as schema
+from smartpole.agent.uplink.command_answers import STATUS_OF, answer, id_of, jsonable, target
 from smartpole.agent.uplink.command_auth import HmacKey, KeyUnavailableError, allowed
 from smartpole.agent.uplink.command_executor import CommandExecutor
-from smartpole.agent.uplink.command_rejections import UNAUTHENTICATED, RejectionLimiter
+from smartpole.agent.uplink.command_rejections import (
+    UNAUTHENTICATED,
+    RejectionAudit,
+    claimed_actor,
+)
 from smartpole.agent.uplink.command_schema import CommandError, Envelope
 from smartpole.agent.uplink.command_store import STORE_FILE, CacheFullError, CommandStore
 from smartpole.drivers.errors import DriverError, WriteRejectedError
@@ -52,72 +56,8 @@ log = structlog.get_logger("smartpole.commands")
 
 __all__ = ["CommandProcessor", "answer"]
 
-# Every reason (the counter key, also "reason" in the answer) and the status it gives.
-STATUS_OF: dict[str, str] = {
-    "ok": "ok",
-    "duplicate": "duplicate",
-    **dict.fromkeys(
-        ["too_large", "bad_json", "bad_schema", "unknown_command", "bad_args",
-         "missing_signature", "bad_signature", "key_unavailable", "not_allowed",
-         "stale", "future", "replay_cache_full", "refused"],
-        "rejected",
-    ),
-    **dict.fromkeys(["device_error", "failed", "internal_error"], "failed"),
-}  # fmt: skip
-
 # Raised before anything was switched: the command was refused, with the reason.
 _REFUSALS = (WriteRejectedError, PowerRefusedError, RequestError, UsageError)
-
-
-def answer(
-    command_id: str | None,
-    reason: str,
-    error: str | None = None,
-    result: object = None,
-    *,
-    command: str | None = None,
-) -> dict[str, object]:
-    """The answer published for every command: ``status`` for people and dashboards,
-    ``reason`` for code, ``error`` saying what was wrong."""
-    return {
-        "id": command_id,
-        "command": command,
-        "status": STATUS_OF[reason],
-        "reason": reason,
-        "error": error,
-        "result": result,
-    }
-
-
-def _jsonable(value: object) -> object:
-    """Results are published and persisted: anything not plain JSON becomes its text."""
-    try:
-        return json.loads(json.dumps(value, default=str, allow_nan=False))
-    except (ValueError, RecursionError):
-        return str(value)
-
-
-def _id_of(data: Mapping[str, Any]) -> str | None:
-    """The id to echo in a rejection, when it looks like one (never echo arbitrary data)."""
-    value = data.get("id")
-    if isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable():
-        return value
-    return None
-
-
-def _claimed(source: str, data: Mapping[str, Any] | None) -> str | None:
-    """The actor a payload names, for the audit of a rejection (only if it looks like one)."""
-    value = data.get("actor") if data is not None else None
-    if isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable():
-        return f"{source}:{value}"
-    return None
-
-
-def _target(command: str, args: BaseModel) -> str:
-    values = args.model_dump()
-    if "point" in values:
-        return f"{values.get('lamp') or values.get('device')}.{values['point']}"
-    return str(values.get("lamp") or values.get("device") or values.get("alarm_id") or "pole")
 
 
 class CommandProcessor:
@@ -138,10 +78,9 @@ class CommandProcessor:
         self._store = CommandStore(
             state_dir / STORE_FILE, config.dedupe_keep_s, config.max_remembered, clock
         )
-        self._limiter = RejectionLimiter(
-            config.rejections_audited_per_s, config.rejections_audited_burst, clock
+        self._rejections = RejectionAudit(
+            audit, config.rejections_audited_per_s, config.rejections_audited_burst, clock
         )
-        self._episode_timer: asyncio.TimerHandle | None = None
         self._running: dict[str, asyncio.Future[dict[str, object]]] = {}
         self.counters: Counter[str] = Counter()
         if self._key is None and config.allow:
@@ -165,8 +104,8 @@ class CommandProcessor:
             "store_write_failures": self._store.write_failures,
             "store_quarantined": self._store.quarantined,
             "ids_refused_cache_full": self._store.refused_full,
-            "rejections_not_audited": self._limiter.not_audited,
-            "rejection_throttling_episodes": self._limiter.episodes,
+            "rejections_not_audited": self._rejections.not_audited,
+            "rejection_throttling_episodes": self._rejections.episodes,
         }
 
     async def handle(
@@ -198,10 +137,10 @@ class CommandProcessor:
             envelope = schema.parse_envelope(data)
             parsed = schema.parse_args(envelope.command, envelope.args)
         except CommandError as exc:  # the session authenticated the user: not a claim
-            return self._refuse(_id_of(data), None, exc, source=source, actor=f"{source}:{actor}")
+            return self._refuse(id_of(data), None, exc, source=source, actor=f"{source}:{actor}")
         except Exception as exc:  # e.g. args that are not JSON-like at all
             log.exception("command_internal_error", source=source)
-            return self._count(answer(_id_of(data), "internal_error", f"internal error: {exc}"))
+            return self._count(answer(id_of(data), "internal_error", f"internal error: {exc}"))
         return await self._authorised(envelope, parsed, source, check_time=False, data=None)
 
     async def _handle(self, payload: bytes, source: str) -> dict[str, object]:
@@ -214,7 +153,7 @@ class CommandProcessor:
                     f"payload of {len(payload)} bytes exceeds {self.config.max_payload_bytes}",
                 )
             data = schema.parse_json(payload)
-            command_id = _id_of(data)
+            command_id = id_of(data)
             envelope = schema.parse_envelope(data)
             parsed = schema.parse_args(envelope.command, envelope.args)
         except CommandError as exc:
@@ -321,7 +260,7 @@ class CommandProcessor:
         result = answer(envelope.id, "duplicate", error, first.get("result"),
                         command=envelope.command)  # fmt: skip
         result["first"] = {key: first.get(key) for key in ("status", "reason", "error")}
-        if self._admit(result, actor):
+        if self._rejections.admit(str(result["reason"]), actor):
             log.info("command_duplicate", id=envelope.id, claimed_actor=actor)
             self._record(actor if trusted else UNAUTHENTICATED, envelope.command, args, result,
                          claimed=None if trusted else actor)  # fmt: skip
@@ -357,7 +296,7 @@ class CommandProcessor:
         except Exception as exc:  # a bug in a handler: answered, logged, the uplink lives on
             log.exception("command_handler_failed", command=command)
             return answer(None, "internal_error", f"internal error in {command}: {exc}")
-        return answer(None, "ok", None, _jsonable(value))
+        return answer(None, "ok", None, jsonable(value))
 
     async def _dispatch(self, args: BaseModel, actor: str) -> object:
         run = self._executor
@@ -395,8 +334,8 @@ class CommandProcessor:
         ``unauthenticated`` with the actor the payload claimed (rate-limited either way)."""
         command = envelope.command if envelope is not None else None
         result = answer(command_id, exc.reason, str(exc), command=command)
-        claimed = actor or _claimed(source, data)
-        if self._admit(result, claimed):
+        claimed = actor or claimed_actor(source, data)
+        if self._rejections.admit(exc.reason, claimed):
             log.warning("command_rejected", id=command_id, source=source, reason=exc.reason,
                         error=str(exc), claimed_actor=claimed,
                         authenticated=actor is not None)  # fmt: skip
@@ -408,42 +347,6 @@ class CommandProcessor:
                 claimed=None if actor is not None else claimed,
             )
         return self._count(result)
-
-    def _admit(self, result: dict[str, object], claimed: str | None) -> bool:
-        """Whether a rejection or duplicate may be logged and audited on its own."""
-        self._end_episode()
-        if self._limiter.admit(str(result["reason"]), claimed):
-            return True
-        if self._episode_timer is None:
-            self._arm_episode_timer()
-        return False
-
-    def _arm_episode_timer(self) -> None:
-        """The summary of an episode is written when it ends, even if no command follows."""
-        self._episode_timer = asyncio.get_running_loop().call_later(
-            max(0.05, self._limiter.remaining_s()), self._on_episode_timer
-        )
-
-    def _on_episode_timer(self) -> None:
-        self._episode_timer = None
-        if not self._end_episode() and self._limiter.episode is not None:
-            self._arm_episode_timer()
-
-    def _end_episode(self) -> bool:
-        episode = self._limiter.ended()
-        if episode is None:
-            return False
-        self._audit.record(
-            AuditRecord(
-                UNAUTHENTICATED,
-                "rejected_commands",
-                "uplink.commands",
-                episode.summary(),
-                error=f"{episode.count} rejected or duplicate commands were counted, not "
-                "audited one by one (rate limit)",
-            )
-        )
-        return True
 
     def _record(
         self,
@@ -459,7 +362,7 @@ class CommandProcessor:
             AuditRecord(
                 actor,
                 command,
-                _target(command, args) if args is not None else "",
+                target(command, args) if args is not None else "",
                 args.model_dump(exclude_none=True) if args is not None else None,
                 ok=result["status"] == "ok",
                 read_back=result["result"],
