@@ -6,8 +6,6 @@ object can drive the outbox (which takes a callable) and the components that tak
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 
 class ManualClock:
     def __init__(self, now: float = 1_700_000_000.0, mono: float = 1000.0) -> None:
@@ -22,9 +20,6 @@ class ManualClock:
 
     def monotonic(self) -> float:
         return self.now - self._offset
-
-    def datetime(self) -> datetime:
-        return datetime.fromtimestamp(self.now, UTC)
 
     def advance(self, seconds: float) -> None:
         """``seconds`` pass."""
