@@ -50,6 +50,7 @@ class Seen:
     at: float  # when it arrived (wall clock, epoch seconds); persisted
     mono: float  # when it arrived (monotonic); the start for ids loaded from the file
     result: dict[str, Any] | None  # None: it was running when the agent stopped
+    issued_at: float | None = None  # the platform's signed time; None in older files
 
 
 class CommandStore:
@@ -64,6 +65,7 @@ class CommandStore:
         self._seen: dict[str, Seen] = {}  # insertion order is arrival order
         self.quarantined = False
         self.refused_full = 0
+        self.forgotten_until: float | None = None  # the newest issued_at of a forgotten id
         self._load()
 
     @property
@@ -93,7 +95,12 @@ class CommandStore:
                     result is None or isinstance(result, dict)
                 ):
                     raise ValueError(f"bad entry for {command_id!r}")
-                self._seen[command_id] = Seen(float(entry["at"]), started, result)
+                issued = entry.get("issued_at")
+                self._seen[command_id] = Seen(
+                    float(entry["at"]), started, result, None if issued is None else float(issued)
+                )
+            until = data.get("forgotten_until")
+            self.forgotten_until = None if until is None else float(until)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             self._seen.clear()
             self._quarantine(f"{type(exc).__name__}: {exc}")
@@ -121,8 +128,10 @@ class CommandStore:
             if not self._expired(seen, wall, mono):
                 break
             del self._seen[command_id]
+            if seen.issued_at is not None:
+                self.forgotten_until = max(self.forgotten_until or seen.issued_at, seen.issued_at)
 
-    def begin(self, command_id: str) -> bool:
+    def begin(self, command_id: str, issued_at: float) -> bool:
         """Remember ``command_id`` as running; False when that could not be written.
 
         Raises ``CacheFullError`` (nothing remembered, the command must not run) when the
@@ -135,7 +144,7 @@ class CommandStore:
                 f"{len(self._seen)} command ids are remembered, the most allowed, and none "
                 f"is older than {self._keep_s:g} s on both clocks"
             )
-        self._seen[command_id] = Seen(self._clock.time(), self._clock.monotonic(), None)
+        self._seen[command_id] = Seen(self._clock.time(), self._clock.monotonic(), None, issued_at)
         return self._save()
 
     def finish(self, command_id: str, result: dict[str, Any]) -> bool:
@@ -145,5 +154,9 @@ class CommandStore:
         return self._save()
 
     def _save(self) -> bool:
-        commands = {cid: {"at": s.at, "result": s.result} for cid, s in self._seen.items()}
-        return self._file.write({"version": STORE_VERSION, "commands": commands})
+        commands = {
+            cid: {"at": s.at, "issued_at": s.issued_at, "result": s.result}
+            for cid, s in self._seen.items()
+        }
+        data = {"version": STORE_VERSION, "forgotten_until": self.forgotten_until}
+        return self._file.write({**data, "commands": commands})

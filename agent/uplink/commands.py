@@ -184,7 +184,7 @@ class CommandProcessor:
                 return self._duplicate(envelope, args, actor, first, trusted=data is None)
             if check_time:
                 self._check_window(envelope.issued_at, self._clock.time())
-            self._begin(envelope.id)
+            self._begin(envelope.id, envelope.issued_at)
         except CommandError as exc:
             # Authenticated: an OPC UA session's user, or a good signature inside the window.
             trusted = data is None or (signed and self._in_window(envelope.issued_at))
@@ -192,10 +192,10 @@ class CommandProcessor:
                                 actor=actor if trusted else None, data=data)  # fmt: skip
         return await self._run(envelope, args, actor)
 
-    def _begin(self, command_id: str) -> None:
+    def _begin(self, command_id: str, issued_at: float) -> None:
         """Remember the id before the command runs (the only place ids are pruned)."""
         try:
-            if not self._store.begin(command_id):
+            if not self._store.begin(command_id, issued_at):
                 self.counters["store_write_failed"] += 1  # dedupe works until a restart
         except CacheFullError as exc:
             raise CommandError("replay_cache_full", str(exc)) from exc
@@ -221,6 +221,12 @@ class CommandProcessor:
         return abs(self._clock.time() - issued_at) <= self.config.max_skew_s
 
     def _check_window(self, issued_at: float, now: float) -> None:
+        forgotten = self._store.forgotten_until
+        if forgotten is not None and issued_at <= forgotten:
+            raise CommandError(
+                "stale", "issued no later than a command whose id this pole has forgotten "
+                "(it may be a replay; the pole clock may have been set back)",
+            )  # fmt: skip
         skew = self.config.max_skew_s
         if now - issued_at > skew:
             raise CommandError(

@@ -138,3 +138,24 @@ async def test_a_full_cache_refuses_new_commands_instead_of_forgetting_ids(
     assert await reason(proc, signed("c-new", clock.now)) == "ok"
     assert proc.stats()["ids_refused_cache_full"] == 2
     assert len(relay.switched) == 101
+
+
+@pytest.mark.asyncio
+async def test_an_id_forgotten_long_ago_cannot_run_again_when_the_clock_is_set_back(
+    tmp_path: Path, key_file: Path
+) -> None:
+    """Ids must be forgotten some time; a wall clock set back past them must not revive them."""
+    clock, relay = ManualClock(T0), Relay()
+    proc = processor(tmp_path, key_file, relay, clock, dedupe_keep_s=600, max_skew_s=300)
+    old = signed("c-1", T0)
+    assert await reason(proc, old) == "ok"
+    clock.advance(601)
+    assert await reason(proc, signed("c-2", clock.now)) == "ok"  # c-1 is forgotten now
+    assert proc.stats()["remembered_ids"] == 1
+    clock.step(-601)  # an RTC reset puts the wall clock back to when c-1 was sent
+    assert await reason(proc, old) == "stale"
+    # ... also after a restart: the mark is kept with the ids.
+    again = processor(tmp_path, key_file, relay, ManualClock(clock.now, mono=5.0))
+    assert await reason(again, old) == "stale"
+    assert len(relay.switched) == 2
+    assert await reason(again, signed("c-3", clock.now + 1)) == "ok"  # newer ones still run
