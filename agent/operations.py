@@ -187,6 +187,7 @@ class PoleOperations:
             "problems": problems,
             "buses": [bus.health.to_json() for bus in self._buses],
             "devices": [device.to_json() for bus in self._buses for device in bus.devices],
+            "clock": self._control.clock_watch.watch.to_json(),
         }
 
     def summary(self) -> str:

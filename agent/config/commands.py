@@ -54,7 +54,21 @@ class CommandsConfig(BaseModel):
         86400.0, gt=0, le=30 * 86400, description="how long executed command ids are kept"
     )
     max_remembered: int = Field(
-        10_000, ge=100, le=1_000_000, description="command ids kept at most (oldest go first)"
+        10_000,
+        ge=100,
+        le=1_000_000,
+        description="command ids kept at most; when all are younger than dedupe_keep_s "
+        "(on the wall and the monotonic clock), a new command is refused, not an id forgotten",
+    )
+    rejections_audited_per_s: float = Field(
+        0.2,
+        gt=0,
+        le=100,
+        description="rejected or duplicate commands audited and logged one by one, per "
+        "second on average; the rest are counted and summed up in one record per episode",
+    )
+    rejections_audited_burst: int = Field(
+        20, ge=1, le=10_000, description="... and at most this many in a burst"
     )
 
     @model_validator(mode="after")

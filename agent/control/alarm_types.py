@@ -131,7 +131,7 @@ class Track:
         self.condition = False
         self.acknowledged_at: float | None = None
         self.acknowledged_by: str | None = None
-        self.pending_since: float | None = None  # debounce toward the other state
+        self.pending_since: float | None = None  # debounce toward the other state (monotonic)
 
     @property
     def alarm_id(self) -> str:

@@ -17,9 +17,12 @@ Rules that keep a faulty sensor from causing a safety action on its own:
 
 Debounce is evaluated on readings (the point table delivers one per poll): a condition must
 be seen continuously for ``debounce_s`` before the alarm is raised, and seen gone for as long
-before it clears. Times are wall-clock seconds (``time.time``), the same base as the ``at`` of
-readings, because raise times persist across reboots; a clock stepping backwards restarts a
-debounce instead of stretching it.
+before it clears. Durations (debounce, sensor lost) run on the monotonic clock: NTP or an RTC
+reset can step the wall clock by days, and a step must neither raise a false
+``*_sensor_lost`` nor stretch or cut a debounce. A reading's ``at`` (wall clock) is placed
+on the monotonic clock by the clocks' current offset (readings arrive synchronously, as they
+are stored); the wall clock only stamps events, since those are read by people and the
+platform. After a restart every watched sensor gets a fresh ``stale_after_s``.
 
 Active alarms are kept in a store file (``alarm_store.py``), so a restart neither forgets an
 alarm nor raises it a second time. A write that fails is logged once and retried at the next
@@ -29,9 +32,8 @@ records live in ``alarm_types.py``; this module re-exports them, so it stays the
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +42,7 @@ import structlog
 from smartpole.agent.config.alarms import AlarmDefinition, Condition, Kind, Reading, Severity
 from smartpole.agent.control.alarm_store import AlarmStore
 from smartpole.agent.control.alarm_types import Alarm, AlarmError, AlarmEvent, EventType, Track
+from smartpole.agent.core.clock import SYSTEM_CLOCK, Clock
 from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
 
 __all__ = [
@@ -77,7 +80,7 @@ class AlarmManager:
         definitions: Iterable[AlarmDefinition],
         store_path: Path,
         outbox: Outbox | None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         *,
         history_size: int = 200,
     ) -> None:
@@ -104,7 +107,8 @@ class AlarmManager:
                 description=f"no good {definition.kind} reading for {definition.stale_after_s} s",
             )
         self._tracks: dict[tuple[str, str], Track] = {}
-        self._last_good: dict[tuple[str, str], float] = {}  # watched (source, kind) pairs
+        # Watched (source, kind) pairs -> the last good reading, on the monotonic clock.
+        self._last_good: dict[tuple[str, str], float] = {}
         self._history: deque[AlarmEvent] = deque(maxlen=history_size)
         self._complained: set[tuple[str, str]] = set()
         self._dirty = False
@@ -128,7 +132,7 @@ class AlarmManager:
         if definition is None:
             raise AlarmError(f"no alarm definition for kind {kind}")
         if definition.stale_after_s is not None and (source, kind) not in self._last_good:
-            self._last_good[(source, kind)] = self._clock()
+            self._last_good[(source, kind)] = self._clock.monotonic()
             self._dirty = True
             self._save()
 
@@ -141,8 +145,9 @@ class AlarmManager:
             self._complain(source, kind, "alarm_kind_unknown", "no alarm definition")
             return []
         key = (source, kind)
+        mono = self._monotonic_of(at)
         if definition.stale_after_s is not None and key not in self._last_good:
-            self._last_good[key] = at
+            self._last_good[key] = mono
             self._dirty = True
         track = self._track(source, kind, definition)
         condition = definition.evaluate(value) if quality == GOOD else None
@@ -151,15 +156,15 @@ class AlarmManager:
         events: list[AlarmEvent] = []
         if condition is None:
             track.pending_since = None  # the condition could not be confirmed: start over
-            events += self._check_stale(key, definition, at)
+            events += self._check_stale(key, definition, mono, at)
         else:
             self._complained.discard(key)
             if definition.stale_after_s is not None:
-                self._last_good[key] = at
+                self._last_good[key] = mono
                 lost = self._tracks.get((source, kind + SENSOR_LOST_SUFFIX))
                 if lost is not None and lost.active:
                     events.append(self._clear(lost, at, value, "good reading again"))
-            events += self._step(track, definition, condition, value, at)
+            events += self._step(track, definition, condition, value, at, mono)
         # A failing store is retried by tick() and transitions, not by every reading.
         if events or (self._dirty and not self._store.failing):
             self._commit(events)
@@ -167,12 +172,12 @@ class AlarmManager:
 
     def tick(self) -> list[AlarmEvent]:
         """Raise ``<kind>_sensor_lost`` for watched sources that went quiet; retry the store."""
-        now = self._clock()
+        mono, wall = self._clock.monotonic(), self._clock.time()
         events: list[AlarmEvent] = []
         for key in list(self._last_good):
             definition = self._definitions.get(key[1])
             if definition is not None:
-                events += self._check_stale(key, definition, now)
+                events += self._check_stale(key, definition, mono, wall)
         if events or self._dirty:
             self._commit(events)
         return events
@@ -188,7 +193,7 @@ class AlarmManager:
             raise AlarmError(f"no active alarm {alarm_id}")
         if track.acknowledged_at is not None:
             return []
-        now = self._clock()
+        now = self._clock.time()
         events = [self._emit(track, EventType.ACKNOWLEDGED, now, None, actor=actor)]
         track.acknowledged_at = now
         track.acknowledged_by = actor
@@ -213,6 +218,10 @@ class AlarmManager:
 
     # -- the state machine ---------------------------------------------------------------
 
+    def _monotonic_of(self, at: float) -> float:
+        """A reading's wall-clock ``at`` on the monotonic clock, by the clocks' offset now."""
+        return at - (self._clock.time() - self._clock.monotonic())
+
     def _track(self, source: str, kind: str, definition: AlarmDefinition) -> Track:
         track = self._tracks.get((source, kind))
         if track is None:
@@ -226,12 +235,14 @@ class AlarmManager:
         condition: Condition,
         value: Reading,
         at: float,
+        mono: float,
     ) -> list[AlarmEvent]:
+        """``at`` stamps the events; ``mono`` (the same instant, monotonic) times them."""
         if not track.active:
             if condition is not Condition.PRESENT:
                 track.pending_since = None
                 return []
-            if self._debounced(track, definition, at):
+            if self._debounced(track, definition, mono):
                 return [self._raise(track, at, value, None)]
             return []
         if condition is Condition.PRESENT:
@@ -243,7 +254,7 @@ class AlarmManager:
         if condition is Condition.BETWEEN or not track.condition:
             track.pending_since = None
             return []
-        if not self._debounced(track, definition, at):
+        if not self._debounced(track, definition, mono):
             return []
         track.pending_since = None
         if definition.latching and track.acknowledged_at is None:
@@ -254,26 +265,26 @@ class AlarmManager:
         return [self._clear(track, at, value, "condition gone")]
 
     @staticmethod
-    def _debounced(track: Track, definition: AlarmDefinition, at: float) -> bool:
-        """True once the condition seen now has held for ``debounce_s``."""
-        if track.pending_since is None or at < track.pending_since:
-            track.pending_since = at
-        return at - track.pending_since >= definition.debounce_s
+    def _debounced(track: Track, definition: AlarmDefinition, mono: float) -> bool:
+        """True once the condition seen now has held for ``debounce_s`` (monotonic)."""
+        if track.pending_since is None or mono < track.pending_since:
+            track.pending_since = mono
+        return mono - track.pending_since >= definition.debounce_s
 
     def _check_stale(
-        self, key: tuple[str, str], definition: AlarmDefinition, now: float
+        self, key: tuple[str, str], definition: AlarmDefinition, mono: float, wall: float
     ) -> list[AlarmEvent]:
         last_good = self._last_good.get(key)
         if definition.stale_after_s is None or last_good is None:
             return []
-        if now - last_good < definition.stale_after_s:
+        if mono - last_good < definition.stale_after_s:
             return []
         lost_kind = key[1] + SENSOR_LOST_SUFFIX
         track = self._track(key[0], lost_kind, self._lost[lost_kind])
         if track.active:
             return []
-        reason = f"no good reading for {now - last_good:.0f} s"
-        return [self._raise(track, now, None, reason)]
+        reason = f"no good reading for {mono - last_good:.0f} s"
+        return [self._raise(track, wall, None, reason)]
 
     def _raise(self, track: Track, at: float, value: Reading, reason: str | None) -> AlarmEvent:
         if track.definition is not None:
@@ -360,7 +371,7 @@ class AlarmManager:
         saved = self._store.load()
         if saved is None:
             return
-        now = self._clock()
+        now = self._clock.monotonic()
         for item in saved.active:
             try:
                 self._restore(item)

@@ -12,15 +12,21 @@ or a DST change moves the next tick's answer, so no jump can leave a night dark 
 stuck. Every level is pushed as a lease the controller holds only ``lease_s``; the agent
 rewrites it every ``refresh_s``, and if the agent dies the controller goes to its
 commissioned road-safe fallback by itself.
+
+Only the program's calendar reads the wall clock. An override is a duration: it ends when
+``duration_s`` has passed on the monotonic clock, so a wall clock stepped back a day cannot
+make a 60 s override last a day (nor one stepped forward end it early). Its wall-clock
+``expires_at`` is kept for people and for a restart, where the time left is read from it but
+never more than the override's own duration. ``clock_stepped`` re-bases those stamps after a
+step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +34,7 @@ from typing import Protocol
 import structlog
 
 from smartpole.agent.control.program import Decision
+from smartpole.agent.core.clock import SYSTEM_CLOCK, Clock
 from smartpole.agent.core.errors import AgentError
 from smartpole.agent.core.jsonfile import JsonFile
 from smartpole.drivers.errors import DriverError
@@ -51,26 +58,18 @@ class LampActuator(Protocol):
     async def push(self, lamp: str, level: int, *, changed: bool) -> None: ...
 
 
-class Clock(Protocol):
-    def now(self) -> datetime: ...
-
-    def monotonic(self) -> float: ...
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
 @dataclass
 class Override:
     level: int
-    expires_at: float  # epoch seconds (wall clock: an override ends at a time of day)
+    expires_at: float  # epoch seconds: what people see, and the time left after a restart
     actor: str
-    set_at: float
+    set_at: float  # epoch seconds
+    ends_mono: float = field(default=0.0, compare=False)  # when it ends (monotonic)
+
+    def to_json(self) -> dict[str, object]:
+        """What is saved and shown (the monotonic end means nothing after a restart)."""
+        return {"level": self.level, "expires_at": self.expires_at, "actor": self.actor,
+                "set_at": self.set_at}  # fmt: skip
 
 
 @dataclass
@@ -109,7 +108,7 @@ class LightingController:
         self.lamps = list(lamps)
         self._program = program
         self._actuator = actuator
-        self._clock = clock or SystemClock()
+        self._clock = clock or SYSTEM_CLOCK
         self._default = default_level
         self._fallback = fallback_level
         self._lease_s = lease_s
@@ -129,11 +128,13 @@ class LightingController:
         forced = self._forced_off.get(lamp)
         if forced is not None:
             return Target(0, "forced_off", forced)
-        now = self._clock.now()
+        wall = self._clock.time()
+        now = datetime.fromtimestamp(wall, UTC)
         override = self._overrides.get(lamp)
         if override is not None:
-            if now.timestamp() < override.expires_at:
-                until = datetime.fromtimestamp(override.expires_at, UTC).isoformat()
+            left = override.ends_mono - self._clock.monotonic()
+            if left > 0:
+                until = datetime.fromtimestamp(wall + left, UTC).isoformat(timespec="seconds")
                 return Target(
                     override.level, "override", f"override by {override.actor} until {until}"
                 )
@@ -167,8 +168,8 @@ class LightingController:
             raise ValueError("an override level is 0 to 100 %")
         if not 0 < duration_s <= 7 * 86400:
             raise ValueError("an override lasts more than 0 s and at most 7 days")
-        wall = self._clock.now().timestamp()
-        override = Override(level, wall + duration_s, actor, wall)
+        wall, mono = self._clock.time(), self._clock.monotonic()
+        override = Override(level, wall + duration_s, actor, wall, mono + duration_s)
         self._overrides[lamp] = override
         self._save_overrides()
         log.info("override_set", lamp=lamp, level=level, duration_s=duration_s, actor=actor)
@@ -189,6 +190,18 @@ class LightingController:
     def release(self, lamp: str) -> None:
         if self._forced_off.pop(lamp, None) is not None:
             log.info("lamp_released", lamp=lamp)
+
+    def clock_stepped(self, step_s: float) -> None:
+        """The wall clock jumped by ``step_s``: overrides keep their monotonic end; their
+        wall-clock stamps follow the step, so status and a restart see the right times. The
+        caller re-evaluates the program at once (``tick``)."""
+        if not self._overrides:
+            return
+        wall, mono = self._clock.time(), self._clock.monotonic()
+        for override in self._overrides.values():
+            override.set_at += step_s
+            override.expires_at = wall + (override.ends_mono - mono)
+        self._save_overrides()
 
     # ----- the loop -----
 
@@ -262,17 +275,24 @@ class LightingController:
             log.info("override_expired", lamp=lamp)
 
     def _load_overrides(self) -> dict[str, Override]:
+        """Overrides from before a restart, with the time they have left on the wall
+        clock, never more than their duration (the clock may have stepped back since)."""
         try:
             raw = json.loads(self._path.read_text(encoding="utf-8"))
-            return {lamp: Override(**item) for lamp, item in raw.items()}
+            overrides = {lamp: Override(**item) for lamp, item in raw.items()}
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, TypeError) as exc:
             log.warning("overrides_unreadable", file=str(self._path), error=str(exc))
             return {}
+        wall, mono = self._clock.time(), self._clock.monotonic()
+        for override in overrides.values():
+            duration = override.expires_at - override.set_at
+            override.ends_mono = mono + min(override.expires_at - wall, duration)
+        return overrides
 
     def _save_overrides(self) -> None:
-        self._file.write({lamp: asdict(o) for lamp, o in self._overrides.items()})
+        self._file.write({lamp: o.to_json() for lamp, o in self._overrides.items()})
 
     def status(self) -> list[dict[str, object]]:
         return [self._status_of(lamp) for lamp in self.lamps]
@@ -289,7 +309,7 @@ class LightingController:
             "pushed_age_s": None
             if state.pushed_at is None
             else round(self._clock.monotonic() - state.pushed_at, 1),
-            "override": None if override is None else asdict(override),
+            "override": None if override is None else override.to_json(),
             "forced_off": self._forced_off.get(lamp),
             "last_error": state.last_error,
         }

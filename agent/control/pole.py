@@ -17,6 +17,7 @@ from typing import Any, Self
 from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.control.actuator import ModbusLampActuator, PointWriter
 from smartpole.agent.control.alarms import AlarmManager
+from smartpole.agent.control.clock_watch import ClockStepHandler
 from smartpole.agent.control.lamp_monitor import STORE_FILE as LAMP_ACCOUNTS_FILE
 from smartpole.agent.control.lamp_monitor import LampMonitor, alarm_definitions
 from smartpole.agent.control.lighting import LightingController
@@ -25,6 +26,7 @@ from smartpole.agent.control.power import PowerManager, held_off_points
 from smartpole.agent.control.program import LightingPlan
 from smartpole.agent.control.safety import SafetySupervisor
 from smartpole.agent.core.audit import AuditLog
+from smartpole.agent.core.clock import ClockStepWatch
 from smartpole.agent.core.outbox import Outbox
 from smartpole.agent.core.points import PointTable
 from smartpole.drivers.lifecycle import Closing
@@ -66,6 +68,7 @@ class PoleControl(Closing):
             definitions += [d for d in alarm_definitions(monitor) if d.kind not in rules]
         self.alarms = AlarmManager(definitions, state_dir / ALARMS_FILE, outbox)
         self.safety = SafetySupervisor(rules, self.alarms, write, self.lighting)
+        self.clock_watch = ClockStepHandler(ClockStepWatch(), outbox, self.lighting)
         self.lamp_monitor: LampMonitor | None = None
         self.power: PowerManager | None = None
 
@@ -128,7 +131,10 @@ class PoleControl(Closing):
         self._stack.close()
 
     def tasks(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
-        tasks: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {"safety": self.safety.run}
+        tasks: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            "safety": self.safety.run,
+            "clock_watch": self.clock_watch.run,
+        }
         if self.lighting is not None:
             tasks["lighting"] = self.lighting.run
         if self.power is not None:

@@ -20,15 +20,18 @@ dark:
 * the attempt count, the backoff and the give-up survive a restart (an atomically replaced
   JSON file), so a restart neither forgets the attempts nor starts them over.
 
-Times are wall-clock epoch seconds, the base of ``DeviceHealth.state_since``, because they
-are persisted across reboots.
+Stamps (``last_cycle_at``, ``next_allowed_at``) are wall-clock epoch seconds, for people and
+for a restart. Durations run on the monotonic clock, so a wall clock stepped forward by days
+cannot make a device look offline long enough for an automatic cycle nor end a backoff
+early, and one stepped back cannot stretch them: a device's ``state_since`` (wall clock) is
+placed on the monotonic clock when it is first seen, and a backoff read back after a
+restart lasts at most the backoff that set it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -40,6 +43,7 @@ from pydantic import TypeAdapter, ValidationError
 from smartpole.agent.config.alarms import AlarmRule
 from smartpole.agent.config.power import PowerRule
 from smartpole.agent.core.audit import AuditLog, AuditRecord
+from smartpole.agent.core.clock import SYSTEM_CLOCK, Clock
 from smartpole.agent.core.errors import AgentError
 from smartpole.agent.core.jsonfile import JsonFile
 from smartpole.drivers.errors import DriverError
@@ -126,7 +130,7 @@ class PowerManager:
         device_state: Callable[[str], tuple[str, float]],
         held_off: Callable[[], set[str]],
         audit: AuditLog,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         *,
         store_path: Path,
@@ -144,7 +148,11 @@ class PowerManager:
         self._state: dict[str, PowerState] = {device: PowerState() for device in self._rules}
         self._state.update(self._load())
         self._running: set[str] = set()
-        self._restore_at: dict[str, tuple[float, float]] = {}  # device -> (when, next delay)
+        # Monotonic: device -> (when, next delay); device -> no automatic cycle before;
+        # device -> (its state_since as reported, the same instant on the monotonic clock).
+        self._restore_at: dict[str, tuple[float, float]] = {}
+        self._next_allowed: dict[str, float] = {}
+        self._since: dict[str, tuple[float, float]] = {}
         self._held_logged: set[str] = set()
         self._file = JsonFile(store_path, "power_store")
 
@@ -188,7 +196,7 @@ class PowerManager:
 
     async def _cycle(self, device: str, rule: PowerRule, actor: str) -> dict[str, object]:
         state = self._state[device]
-        cycle = _Cycle(device, rule.relay, actor, rule.off_s, self._clock())
+        cycle = _Cycle(device, rule.relay, actor, rule.off_s, self._clock.time())
         self._running.add(device)
         try:
             state.last_cycle_at, state.last_cycle_by = cycle.started_at, actor
@@ -216,10 +224,12 @@ class PowerManager:
 
     def _finish(self, device: str, rule: PowerRule, cycle: _Cycle) -> None:
         state = self._state[device]
-        cycle.finished_at = self._clock()
+        cycle.finished_at = self._clock.time()
         state.last_result = "; ".join(cycle.errors) or "ok"
-        not_before = cycle.finished_at + rule.backoff_after(state.attempts)
-        state.next_allowed_at = max(state.next_allowed_at or 0.0, not_before)
+        backoff = rule.backoff_after(state.attempts)
+        state.next_allowed_at = max(state.next_allowed_at or 0.0, cycle.finished_at + backoff)
+        not_before = self._clock.monotonic() + backoff
+        self._next_allowed[device] = max(self._next_allowed.get(device, not_before), not_before)
         self._save()
         event = "power_cycle_done" if not cycle.errors else "power_cycle_failed"
         (log.info if not cycle.errors else log.error)(
@@ -235,7 +245,7 @@ class PowerManager:
             # Safety cut the relay meanwhile: it is safety's now, and safety switches it on
             # when its alarm clears. Never switch on a point safety holds off.
             note = f"{rule.relay} held off by safety: left off for safety to give back"
-            cycle.steps.append(_Step(action, True, error=note, at=self._clock(), actor=actor))
+            cycle.steps.append(_Step(action, True, error=note, at=self._clock.time(), actor=actor))
             target = self._target(device, rule)
             self._audit.record(AuditRecord(actor, action, target, True, error=note))
             cycle.errors.append(note)
@@ -263,7 +273,7 @@ class PowerManager:
     async def _switch(
         self, device: str, rule: PowerRule, on: bool, actor: str, action: str, cycle: _Cycle
     ) -> _Step:
-        step = _Step(action, on, at=self._clock(), actor=actor)
+        step = _Step(action, on, at=self._clock.time(), actor=actor)
         cycle.steps.append(step)
         task = asyncio.current_task()
         stopping = task is not None and task.cancelling() > 0
@@ -306,7 +316,7 @@ class PowerManager:
 
     async def tick(self) -> None:
         """One check of every rule: restore pending power, log recoveries, cycle if due."""
-        now = self._clock()
+        now = self._clock.monotonic()
         restores: list[str] = []
         cycles: list[str] = []
         claimed = {self._rules[d].relay for d in self._running}
@@ -321,9 +331,10 @@ class PowerManager:
                     claimed.add(rule.relay)
                 continue
             status, since = self._device_state(device)
+            lasted = self._lasted(device, since)
             if status == ONLINE:
-                self._seen_online(device, rule, state, now, since)
-            elif status == OFFLINE and self._due(device, rule, state, now, since):
+                self._seen_online(device, rule, state, lasted)
+            elif status == OFFLINE and self._due(device, rule, state, now, lasted):
                 cycles.append(device)
                 claimed.add(rule.relay)
         if not (restores or cycles):
@@ -334,33 +345,54 @@ class PowerManager:
             for device in cycles:
                 group.create_task(self._auto_cycle(device), name=f"power-cycle:{device}")
 
-    def _seen_online(
-        self, device: str, rule: PowerRule, state: PowerState, now: float, since: float
-    ) -> None:
+    def _lasted(self, device: str, since: float) -> float:
+        """How long the device has been in its state, on the monotonic clock: its wall-clock
+        ``since`` is placed there by the clocks' offset when this ``since`` is first seen."""
+        seen = self._since.get(device)
+        if seen is None or seen[0] != since:
+            wall, mono = self._clock.time(), self._clock.monotonic()
+            seen = self._since[device] = (since, mono - max(0.0, wall - since))
+        return self._clock.monotonic() - seen[1]
+
+    def _not_before(self, device: str, rule: PowerRule, state: PowerState) -> float | None:
+        """No automatic cycle before this (monotonic); after a restart, from the saved wall
+        time, but never further off than the backoff that set it."""
+        if state.next_allowed_at is None:
+            return None
+        if device not in self._next_allowed:
+            left = state.next_allowed_at - self._clock.time()
+            left = min(max(left, 0.0), rule.backoff_after(state.attempts))
+            self._next_allowed[device] = self._clock.monotonic() + left
+        return self._next_allowed[device]
+
+    def _seen_online(self, device: str, rule: PowerRule, state: PowerState, lasted: float) -> None:
         self._held_logged.discard(device)
         if state.awaiting_recovery:
             state.awaiting_recovery = False
             self._save()
             log.info("power_cycle_recovered", device=device, attempts=state.attempts)
-        if (state.attempts or state.gave_up) and now - since >= rule.reset_after_online_s:
+        if (state.attempts or state.gave_up) and lasted >= rule.reset_after_online_s:
             log.info(
                 "power_cycle_attempts_reset",
                 device=device,
                 attempts=state.attempts,
                 gave_up=state.gave_up,
-                online_s=round(now - since),
+                online_s=round(lasted),
             )
             state.attempts, state.gave_up, state.next_allowed_at = 0, False, None
+            self._next_allowed.pop(device, None)
             self._save()
 
     def _due(
-        self, device: str, rule: PowerRule, state: PowerState, now: float, since: float
+        self, device: str, rule: PowerRule, state: PowerState, now: float, lasted: float
     ) -> bool:
+        """``now`` is monotonic; ``lasted`` how long the device has been offline."""
         if rule.auto_after_offline_s is None or state.gave_up:
             return False
-        if now - since < rule.auto_after_offline_s:
+        if lasted < rule.auto_after_offline_s:
             return False
-        if state.next_allowed_at is not None and now < state.next_allowed_at:
+        not_before = self._not_before(device, rule, state)
+        if not_before is not None and now < not_before:
             return False
         if self._is_held(rule):
             if device not in self._held_logged:  # safety cut its power: it is meant to be off
@@ -378,7 +410,7 @@ class PowerManager:
                 device=device,
                 relay=rule.relay,
                 attempts=state.attempts,
-                offline_s=round(now - since),
+                offline_s=round(lasted),
             )
             return False
         return True
@@ -402,7 +434,7 @@ class PowerManager:
         rule = self._rules[device]
         if any(self._rules[other].relay == rule.relay for other in self._running):
             return  # a command got there first; its own "on" settles it
-        cycle = _Cycle(device, rule.relay, ACTOR, 0.0, self._clock())
+        cycle = _Cycle(device, rule.relay, ACTOR, 0.0, self._clock.time())
         self._running.add(device)
         try:
             ok = await self._switch_back_on(device, rule, ACTOR, "power_restore", cycle)
@@ -418,12 +450,14 @@ class PowerManager:
 
     def _schedule_restore(self, device: str) -> None:
         _, delay = self._restore_at.get(device, (0.0, RESTORE_RETRY_S))
-        self._restore_at[device] = (self._clock() + delay, min(delay * 2, RESTORE_RETRY_MAX_S))
+        self._restore_at[device] = (
+            self._clock.monotonic() + delay,
+            min(delay * 2, RESTORE_RETRY_MAX_S),
+        )
 
     # ----- status and persistence -----
 
     def status(self) -> list[dict[str, object]]:
-        now = self._clock()
         held = self._held_off()
         out: list[dict[str, object]] = []
         for device, rule in self._rules.items():
@@ -435,7 +469,7 @@ class PowerManager:
                     "relay": rule.relay,
                     "automatic": rule.auto_after_offline_s is not None,
                     "device_state": device_state,
-                    "state_for_s": round(now - since, 1),
+                    "state_for_s": round(self._lasted(device, since), 1),
                     "attempts": state.attempts,
                     "max_attempts": rule.max_attempts,
                     "last_cycle_at": state.last_cycle_at,

@@ -30,6 +30,8 @@ class AuditRecord:
     read_back: object = None
     error: str | None = None
     at: float = field(default_factory=time.time)
+    # Set when ``actor`` is "unauthenticated": the actor a rejected command named (a claim).
+    claimed_actor: str | None = None
 
 
 class AuditLog:

@@ -1,4 +1,4 @@
-"""Command ids already seen, with their answers, kept across restarts.
+"""Command ids already seen, with their answers: the replay cache, kept across restarts.
 
 MQTT QoS 1 redelivers a command whose acknowledgement was lost, also after the agent
 restarted; a power cycle must still happen once. Every id is written (fsync, atomic
@@ -6,6 +6,17 @@ replace) *before* the command runs, marked pending, and again with its answer af
 If the agent dies in between, the redelivery is answered "duplicate" with an unknown
 outcome instead of running the command a second time: for switching street equipment,
 at most once is the safe side.
+
+The timestamp window alone does not stop a replay: it is judged on the wall clock, which a
+bad NTP answer or an RTC reset can step by days and back. So an id is forgotten only when
+``keep_s`` (at least twice the window) has passed on *both* clocks since it arrived: on the
+wall clock (the window has moved past it, whatever it was issued at) and on the monotonic
+clock (that time really passed, it was not a step). A wall clock stepped forward cannot age
+ids, and one stepped back keeps them longer. After a restart the monotonic age of a
+remembered id is unknown, so it counts from the start. Only an accepted command makes room
+(``begin``): a rejected one never prunes. The cache is bounded by count; when it is full of
+ids still inside their window, the new command is refused (``CacheFullError``) rather than
+an old id forgotten early.
 
 A file that cannot be read is moved aside (``commands.json.corrupt``) and the agent
 continues with an empty memory: the timestamp window still refuses old replays.
@@ -21,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from smartpole.agent.core.clock import SYSTEM_CLOCK, Clock
 from smartpole.agent.core.jsonfile import JsonFile
 
 log = structlog.get_logger("smartpole.commands")
@@ -29,21 +41,31 @@ STORE_FILE = "commands.json"
 STORE_VERSION = 1
 
 
+class CacheFullError(Exception):
+    """Every remembered id is still inside its window: forgetting one would allow a replay."""
+
+
 @dataclass
 class Seen:
-    at: float  # when it arrived (wall clock, epoch seconds)
+    at: float  # when it arrived (wall clock, epoch seconds); persisted
+    mono: float  # when it arrived (monotonic); the start for ids loaded from the file
     result: dict[str, Any] | None  # None: it was running when the agent stopped
+    issued_at: float | None = None  # the platform's signed time; None in older files
 
 
 class CommandStore:
-    def __init__(self, path: Path, keep_s: float, max_entries: int) -> None:
+    def __init__(
+        self, path: Path, keep_s: float, max_entries: int, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.path = path
         self._keep_s = keep_s
         self._max = max_entries
+        self._clock = clock
         self._file = JsonFile(path, "command_store")
         self._seen: dict[str, Seen] = {}  # insertion order is arrival order
         self.quarantined = False
-        self.evicted_early = 0
+        self.refused_full = 0
+        self.forgotten_until: float | None = None  # the newest issued_at of a forgotten id
         self._load()
 
     @property
@@ -61,6 +83,7 @@ class CommandStore:
         except (OSError, UnicodeDecodeError) as exc:
             self._quarantine(str(exc))
             return
+        started = self._clock.monotonic()
         try:
             data = json.loads(text)
             if data.get("version") != STORE_VERSION:
@@ -72,7 +95,12 @@ class CommandStore:
                     result is None or isinstance(result, dict)
                 ):
                     raise ValueError(f"bad entry for {command_id!r}")
-                self._seen[command_id] = Seen(float(entry["at"]), result)
+                issued = entry.get("issued_at")
+                self._seen[command_id] = Seen(
+                    float(entry["at"]), started, result, None if issued is None else float(issued)
+                )
+            until = data.get("forgotten_until")
+            self.forgotten_until = None if until is None else float(until)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             self._seen.clear()
             self._quarantine(f"{type(exc).__name__}: {exc}")
@@ -88,20 +116,35 @@ class CommandStore:
     def get(self, command_id: str) -> Seen | None:
         return self._seen.get(command_id)
 
-    def prune(self, now: float) -> None:
-        """Forget ids older than ``keep_s`` (only in memory; written with the next change)."""
+    def _expired(self, seen: Seen, wall: float, mono: float) -> bool:
+        return wall - seen.at > self._keep_s and mono - seen.mono > self._keep_s
+
+    def _prune(self) -> None:
+        """Forget the oldest ids whose time has passed on both clocks (in memory only; the
+        file follows with the next write)."""
+        wall, mono = self._clock.time(), self._clock.monotonic()
         while self._seen:
             command_id, seen = next(iter(self._seen.items()))
-            if now - seen.at <= self._keep_s:
+            if not self._expired(seen, wall, mono):
                 break
             del self._seen[command_id]
+            if seen.issued_at is not None:
+                self.forgotten_until = max(self.forgotten_until or seen.issued_at, seen.issued_at)
 
-    def begin(self, command_id: str, now: float) -> bool:
-        """Remember ``command_id`` as running; False when that could not be written."""
-        while len(self._seen) >= self._max:
-            del self._seen[next(iter(self._seen))]
-            self.evicted_early += 1
-        self._seen[command_id] = Seen(now, None)
+    def begin(self, command_id: str, issued_at: float) -> bool:
+        """Remember ``command_id`` as running; False when that could not be written.
+
+        Raises ``CacheFullError`` (nothing remembered, the command must not run) when the
+        cache is full of ids that may not be forgotten yet.
+        """
+        self._prune()
+        if len(self._seen) >= self._max:
+            self.refused_full += 1
+            raise CacheFullError(
+                f"{len(self._seen)} command ids are remembered, the most allowed, and none "
+                f"is older than {self._keep_s:g} s on both clocks"
+            )
+        self._seen[command_id] = Seen(self._clock.time(), self._clock.monotonic(), None, issued_at)
         return self._save()
 
     def finish(self, command_id: str, result: dict[str, Any]) -> bool:
@@ -111,5 +154,9 @@ class CommandStore:
         return self._save()
 
     def _save(self) -> bool:
-        commands = {cid: {"at": s.at, "result": s.result} for cid, s in self._seen.items()}
-        return self._file.write({"version": STORE_VERSION, "commands": commands})
+        commands = {
+            cid: {"at": s.at, "issued_at": s.issued_at, "result": s.result}
+            for cid, s in self._seen.items()
+        }
+        data = {"version": STORE_VERSION, "forgotten_until": self.forgotten_until}
+        return self._file.write({**data, "commands": commands})

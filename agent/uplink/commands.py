@@ -4,7 +4,7 @@ Both uplinks hand every command to one ``CommandProcessor`` and publish what it 
 a command means the same thing whichever way it came and is checked the same way. The
 processor never raises for bad input: a broker (or an attacker) can send anything, and each
 outcome must be a clear answer the platform can show, a counter ``smartpole diag uplink``
-can report, and, once the sender is known, an audit record.
+can report, and an audit record.
 
 Checks, cheapest and least trusting first: size, JSON, schema (types, known command,
 argument shape), signature, allow-list, duplicate id, timestamp window, then the command
@@ -13,16 +13,21 @@ redelivery after an hour offline gets the first answer again (it is not a new co
 runs nothing), which is more useful to the platform than "stale". An unknown id outside the
 window is refused. The profile's limits (read-only points, ranges) are checked by the bus
 tasks and come back as ``WriteRejectedError``, answered "rejected".
+
+Time: the window is the one calendar decision here (``issued_at`` is the platform's wall
+clock); how long an id is remembered runs on both clocks (``command_store.py``), so a
+stepped wall clock can neither make the window accept a replay nor age the ids out.
+
+A rejected or duplicate command proves nothing about who sent it: it is audited as
+``unauthenticated`` with the actor it claimed, and rate-limited (``command_rejections.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,76 +37,27 @@ from pydantic import BaseModel, ValidationError
 from smartpole.agent.config.commands import CommandsConfig
 from smartpole.agent.control.power import PowerRefusedError
 from smartpole.agent.core.audit import AuditLog, AuditRecord
+from smartpole.agent.core.clock import SYSTEM_CLOCK, Clock
 from smartpole.agent.core.errors import AgentError, RequestError, UsageError
 from smartpole.agent.uplink import command_schema as schema
+from smartpole.agent.uplink.command_answers import STATUS_OF, answer, id_of, jsonable, target
 from smartpole.agent.uplink.command_auth import HmacKey, KeyUnavailableError, allowed
 from smartpole.agent.uplink.command_executor import CommandExecutor
+from smartpole.agent.uplink.command_rejections import (
+    UNAUTHENTICATED,
+    RejectionAudit,
+    claimed_actor,
+)
 from smartpole.agent.uplink.command_schema import CommandError, Envelope
-from smartpole.agent.uplink.command_store import STORE_FILE, CommandStore
+from smartpole.agent.uplink.command_store import STORE_FILE, CacheFullError, CommandStore
 from smartpole.drivers.errors import DriverError, WriteRejectedError
 
 log = structlog.get_logger("smartpole.commands")
 
 __all__ = ["CommandProcessor", "answer"]
 
-# Every reason (the counter key, also "reason" in the answer) and the status it gives.
-STATUS_OF: dict[str, str] = {
-    "ok": "ok",
-    "duplicate": "duplicate",
-    **dict.fromkeys(
-        ["too_large", "bad_json", "bad_schema", "unknown_command", "bad_args",
-         "missing_signature", "bad_signature", "key_unavailable", "not_allowed",
-         "stale", "future", "refused"],
-        "rejected",
-    ),
-    **dict.fromkeys(["device_error", "failed", "internal_error"], "failed"),
-}  # fmt: skip
-
 # Raised before anything was switched: the command was refused, with the reason.
 _REFUSALS = (WriteRejectedError, PowerRefusedError, RequestError, UsageError)
-
-
-def answer(
-    command_id: str | None,
-    reason: str,
-    error: str | None = None,
-    result: object = None,
-    *,
-    command: str | None = None,
-) -> dict[str, object]:
-    """The answer published for every command: ``status`` for people and dashboards,
-    ``reason`` for code, ``error`` saying what was wrong."""
-    return {
-        "id": command_id,
-        "command": command,
-        "status": STATUS_OF[reason],
-        "reason": reason,
-        "error": error,
-        "result": result,
-    }
-
-
-def _jsonable(value: object) -> object:
-    """Results are published and persisted: anything not plain JSON becomes its text."""
-    try:
-        return json.loads(json.dumps(value, default=str, allow_nan=False))
-    except (ValueError, RecursionError):
-        return str(value)
-
-
-def _id_of(data: Mapping[str, Any]) -> str | None:
-    """The id to echo in a rejection, when it looks like one (never echo arbitrary data)."""
-    value = data.get("id")
-    if isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable():
-        return value
-    return None
-
-
-def _target(command: str, args: BaseModel) -> str:
-    values = args.model_dump()
-    if "point" in values:
-        return f"{values.get('lamp') or values.get('device')}.{values['point']}"
-    return str(values.get("lamp") or values.get("device") or values.get("alarm_id") or "pole")
 
 
 class CommandProcessor:
@@ -112,7 +68,7 @@ class CommandProcessor:
         audit: AuditLog,
         state_dir: Path,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
         self._executor = executor
@@ -120,7 +76,10 @@ class CommandProcessor:
         self._clock = clock
         self._key = HmacKey(config.hmac_key_file) if config.hmac_key_file is not None else None
         self._store = CommandStore(
-            state_dir / STORE_FILE, config.dedupe_keep_s, config.max_remembered
+            state_dir / STORE_FILE, config.dedupe_keep_s, config.max_remembered, clock
+        )
+        self._rejections = RejectionAudit(
+            audit, config.rejections_audited_per_s, config.rejections_audited_burst, clock
         )
         self._running: dict[str, asyncio.Future[dict[str, object]]] = {}
         self.counters: Counter[str] = Counter()
@@ -144,7 +103,9 @@ class CommandProcessor:
             "running": len(self._running),
             "store_write_failures": self._store.write_failures,
             "store_quarantined": self._store.quarantined,
-            "ids_evicted_early": self._store.evicted_early,
+            "ids_refused_cache_full": self._store.refused_full,
+            "rejections_not_audited": self._rejections.not_audited,
+            "rejection_throttling_episodes": self._rejections.episodes,
         }
 
     async def handle(
@@ -170,20 +131,21 @@ class CommandProcessor:
     ) -> dict[str, object]:
         """A command from a transport that authenticated its user itself (an OPC UA session):
         no signature or timestamp, but the same schema, allow-list, dedupe, audit."""
-        data = {"id": command_id or uuid.uuid4().hex, "issued_at": self._clock(),
+        data = {"id": command_id or uuid.uuid4().hex, "issued_at": self._clock.time(),
                 "actor": actor, "command": command, "args": dict(args)}  # fmt: skip
         try:
             envelope = schema.parse_envelope(data)
             parsed = schema.parse_args(envelope.command, envelope.args)
-        except CommandError as exc:
-            return self._refuse(_id_of(data), None, exc, source=source)
+        except CommandError as exc:  # the session authenticated the user: not a claim
+            return self._refuse(id_of(data), None, exc, source=source, actor=f"{source}:{actor}")
         except Exception as exc:  # e.g. args that are not JSON-like at all
             log.exception("command_internal_error", source=source)
-            return self._count(answer(_id_of(data), "internal_error", f"internal error: {exc}"))
+            return self._count(answer(id_of(data), "internal_error", f"internal error: {exc}"))
         return await self._authorised(envelope, parsed, source, check_time=False, data=None)
 
     async def _handle(self, payload: bytes, source: str) -> dict[str, object]:
         command_id: str | None = None
+        data: dict[str, Any] | None = None
         try:
             if len(payload) > self.config.max_payload_bytes:
                 raise CommandError(
@@ -191,11 +153,11 @@ class CommandProcessor:
                     f"payload of {len(payload)} bytes exceeds {self.config.max_payload_bytes}",
                 )
             data = schema.parse_json(payload)
-            command_id = _id_of(data)
+            command_id = id_of(data)
             envelope = schema.parse_envelope(data)
             parsed = schema.parse_args(envelope.command, envelope.args)
         except CommandError as exc:
-            return self._refuse(command_id, None, exc, source=source)
+            return self._refuse(command_id, None, exc, source=source, data=data)
         return await self._authorised(envelope, parsed, source, check_time=True, data=data)
 
     async def _authorised(
@@ -208,27 +170,40 @@ class CommandProcessor:
         data: dict[str, Any] | None,
     ) -> dict[str, object]:
         actor = f"{source}:{envelope.actor}"
+        signed = False
         try:
             if data is not None:
-                self._check_signature(envelope, data)
+                signed = self._check_signature(envelope, data)
             if not allowed(self.config.allow, envelope.actor, envelope.command):
                 raise CommandError(
                     "not_allowed", f"{envelope.actor} may not send {envelope.command}"
                 )
-            now = self._clock()
-            self._store.prune(now)
             first = await self._first_answer(envelope.id)
             if first is not None:
-                return self._duplicate(envelope, args, actor, first)
+                # A copy proves nothing about who sends it now (a replay is a copy too).
+                return self._duplicate(envelope, args, actor, first, trusted=data is None)
             if check_time:
-                self._check_window(envelope.issued_at, now)
+                self._check_window(envelope.issued_at, self._clock.time())
+            self._begin(envelope.id, envelope.issued_at)
         except CommandError as exc:
-            return self._refuse(envelope.id, envelope, exc, source=source, args=args)
-        return await self._run(envelope, args, actor, now)
+            # Authenticated: an OPC UA session's user, or a good signature inside the window.
+            trusted = data is None or (signed and self._in_window(envelope.issued_at))
+            return self._refuse(envelope.id, envelope, exc, source=source, args=args,
+                                actor=actor if trusted else None, data=data)  # fmt: skip
+        return await self._run(envelope, args, actor)
 
-    def _check_signature(self, envelope: Envelope, data: dict[str, Any]) -> None:
+    def _begin(self, command_id: str, issued_at: float) -> None:
+        """Remember the id before the command runs (the only place ids are pruned)."""
+        try:
+            if not self._store.begin(command_id, issued_at):
+                self.counters["store_write_failed"] += 1  # dedupe works until a restart
+        except CacheFullError as exc:
+            raise CommandError("replay_cache_full", str(exc)) from exc
+
+    def _check_signature(self, envelope: Envelope, data: dict[str, Any]) -> bool:
+        """True when a key vouched for the payload; raises CommandError if it does not."""
         if self._key is None:
-            return  # no key configured: a signature, if sent, cannot be checked
+            return False  # no key configured: a signature, if sent, cannot be checked
         if envelope.signature is None:
             raise CommandError("missing_signature", "this pole accepts signed commands only")
         try:
@@ -240,8 +215,18 @@ class CommandProcessor:
             ) from exc  # fmt: skip
         if not good:
             raise CommandError("bad_signature", "signature does not match the payload")
+        return True
+
+    def _in_window(self, issued_at: float) -> bool:
+        return abs(self._clock.time() - issued_at) <= self.config.max_skew_s
 
     def _check_window(self, issued_at: float, now: float) -> None:
+        forgotten = self._store.forgotten_until
+        if forgotten is not None and issued_at <= forgotten:
+            raise CommandError(
+                "stale", "issued no later than a command whose id this pole has forgotten "
+                "(it may be a replay; the pole clock may have been set back)",
+            )  # fmt: skip
         skew = self.config.max_skew_s
         if now - issued_at > skew:
             raise CommandError(
@@ -269,23 +254,27 @@ class CommandProcessor:
         return seen.result
 
     def _duplicate(
-        self, envelope: Envelope, args: BaseModel, actor: str, first: dict[str, object]
+        self,
+        envelope: Envelope,
+        args: BaseModel,
+        actor: str,
+        first: dict[str, object],
+        *,
+        trusted: bool,
     ) -> dict[str, object]:
         error = f"command {envelope.id} was received before; not run again"
         result = answer(envelope.id, "duplicate", error, first.get("result"),
                         command=envelope.command)  # fmt: skip
         result["first"] = {key: first.get(key) for key in ("status", "reason", "error")}
-        self._record(actor, envelope.command, args, result)
-        log.info("command_duplicate", id=envelope.id, actor=actor)
+        if self._rejections.admit(str(result["reason"]), actor):
+            log.info("command_duplicate", id=envelope.id, claimed_actor=actor)
+            self._record(actor if trusted else UNAUTHENTICATED, envelope.command, args, result,
+                         claimed=None if trusted else actor)  # fmt: skip
         return self._count(result)
 
-    async def _run(
-        self, envelope: Envelope, args: BaseModel, actor: str, now: float
-    ) -> dict[str, object]:
+    async def _run(self, envelope: Envelope, args: BaseModel, actor: str) -> dict[str, object]:
         future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
         self._running[envelope.id] = future
-        if not self._store.begin(envelope.id, now):
-            self.counters["store_write_failed"] += 1  # dedupe still works until a restart
         try:
             result = await self._execute(envelope.command, args, actor)
             result["id"], result["command"] = envelope.id, envelope.command
@@ -313,7 +302,7 @@ class CommandProcessor:
         except Exception as exc:  # a bug in a handler: answered, logged, the uplink lives on
             log.exception("command_handler_failed", command=command)
             return answer(None, "internal_error", f"internal error in {command}: {exc}")
-        return answer(None, "ok", None, _jsonable(value))
+        return answer(None, "ok", None, jsonable(value))
 
     async def _dispatch(self, args: BaseModel, actor: str) -> object:
         run = self._executor
@@ -344,26 +333,47 @@ class CommandProcessor:
         *,
         source: str,
         args: BaseModel | None = None,
+        actor: str | None = None,
+        data: Mapping[str, Any] | None = None,
     ) -> dict[str, object]:
+        """Answer a rejection; audit it under ``actor`` if authenticated, else as
+        ``unauthenticated`` with the actor the payload claimed (rate-limited either way)."""
         command = envelope.command if envelope is not None else None
         result = answer(command_id, exc.reason, str(exc), command=command)
-        log.warning("command_rejected", id=command_id, source=source, reason=exc.reason,
-                    error=str(exc))  # fmt: skip
-        if envelope is not None and args is not None:  # the sender is known: audit it
-            self._record(f"{source}:{envelope.actor}", envelope.command, args, result)
+        claimed = actor or claimed_actor(source, data)
+        if self._rejections.admit(exc.reason, claimed):
+            log.warning("command_rejected", id=command_id, source=source, reason=exc.reason,
+                        error=str(exc), claimed_actor=claimed,
+                        authenticated=actor is not None)  # fmt: skip
+            self._record(
+                actor or UNAUTHENTICATED,
+                command or "unknown",
+                args,
+                result,
+                claimed=None if actor is not None else claimed,
+            )
         return self._count(result)
 
-    def _record(self, actor: str, command: str, args: BaseModel, result: dict[str, object]) -> None:
+    def _record(
+        self,
+        actor: str,
+        command: str,
+        args: BaseModel | None,
+        result: dict[str, object],
+        *,
+        claimed: str | None = None,
+    ) -> None:
         error = result["error"]
         self._audit.record(
             AuditRecord(
                 actor,
                 command,
-                _target(command, args),
-                args.model_dump(exclude_none=True),
+                target(command, args) if args is not None else "",
+                args.model_dump(exclude_none=True) if args is not None else None,
                 ok=result["status"] == "ok",
                 read_back=result["result"],
                 error=None if error is None else f"{result['reason']}: {error}",
+                claimed_actor=claimed,
             )
         )
 

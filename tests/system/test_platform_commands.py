@@ -20,6 +20,7 @@ from helpers.platform import Platform
 from helpers.processes import Proc, bus_ports
 from helpers.sim import mcu_outputs
 from helpers.waiting import wait_until
+from smartpole.agent.api import call
 
 POLE = "cmd-pole"
 KEY = b"0123456789abcdef-pole-key"
@@ -65,7 +66,7 @@ def test_signed_commands_switch_a_relay_once_and_bad_ones_change_nothing(
         config = _pole(tmp_path, broker.port)
         control = tmp_path / "sim.sock"
         sim = simulator(config, "--control", str(control))
-        daemon(config, *bus_ports(sim))
+        proc = daemon(config, *bus_ports(sim))
         wait_until(lambda: mcu_outputs(control)["configured"], 10, "the MCU configured")
         platform = Platform(broker.port, POLE, key=KEY)
         try:
@@ -95,5 +96,19 @@ def test_signed_commands_switch_a_relay_once_and_bad_ones_change_nothing(
             assert platform.result("cmd-2")[0]["reason"] == "bad_signature"
             assert platform.result("cmd-3")[0]["reason"] == "not_allowed"
             assert not mcu_outputs(control)["relays"] & 0b10, "no refused command switched it"
+            # The forged command and the redelivery are audited as claims, not as ops-alice;
+            # the signed refusal keeps its actor.
+            audit = call(Path(proc.extra["socket"]), "audit", count=10)
+            rows = [
+                (r["actor"], r["claimed_actor"], (r["error"] or "ok").split(":")[0])
+                for r in audit
+                if r["action"] == "relay"
+            ]
+            assert rows == [
+                ("mqtt:ops-alice", None, "ok"),
+                ("unauthenticated", "mqtt:ops-alice", "duplicate"),
+                ("unauthenticated", "mqtt:ops-alice", "bad_signature"),
+                ("mqtt:someone", None, "not_allowed"),
+            ]
         finally:
             platform.close()

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from helpers.clock import ManualClock
 from smartpole.agent.config.alarms import AlarmDefinition, Condition
 from smartpole.agent.control.alarms import AlarmError, AlarmEvent, AlarmManager, EventType
 from smartpole.agent.core.outbox import Outbox, Priority
@@ -47,12 +48,9 @@ SUPPLY = AlarmDefinition(
 DEFINITIONS = [LEAKAGE, OVER_TEMPERATURE, DOOR, SUPPLY]
 
 
-class FakeClock:
+class FakeClock(ManualClock):
     def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+        super().__init__(now)
 
 
 @pytest.fixture
@@ -559,7 +557,7 @@ def test_malformed_store_entries_are_skipped_not_half_restored(tmp_path: Path) -
     import json as _json
 
     store = tmp_path / "alarms.json"
-    good = AlarmManager([LEAKAGE], store, None, clock=lambda: 103.0)
+    good = AlarmManager([LEAKAGE], store, None, clock=FakeClock(103.0))
     good.observe("cabinet.leakage", "leakage", 50.0, "good", 100.0)
     good.observe("cabinet.leakage", "leakage", 50.0, "good", 103.0)  # past the debounce
     saved = _json.loads(store.read_text())
@@ -568,6 +566,6 @@ def test_malformed_store_entries_are_skipped_not_half_restored(tmp_path: Path) -
     saved["active"].append({**broken, "source": "other.leakage"})
     saved["history"].append([1, 2])
     store.write_text(_json.dumps(saved))
-    again = AlarmManager([LEAKAGE], store, None, clock=lambda: 200.0)
+    again = AlarmManager([LEAKAGE], store, None, clock=FakeClock(200.0))
     assert [alarm.source for alarm in again.active()] == ["cabinet.leakage"]
     assert len(again.history(50)) == len(good.history(50))

@@ -30,6 +30,7 @@ from smartpole.agent.control.lamp_monitor import (
     LampMonitor,
     alarm_definitions,
 )
+from smartpole.agent.core.clock import SteadyClock
 from smartpole.agent.core.points import PointTable, Quality
 
 T0 = 1_700_000_000.0
@@ -343,7 +344,10 @@ def test_other_devices_and_points_are_ignored(rig: Rig) -> None:
 def test_alarms_raise_and_clear_through_the_alarm_manager(tmp_path: Path) -> None:
     clock = {"now": T0}
     manager = AlarmManager(
-        alarm_definitions(SETTINGS), tmp_path / "alarms.json", None, lambda: clock["now"]
+        alarm_definitions(SETTINGS),
+        tmp_path / "alarms.json",
+        None,
+        SteadyClock(lambda: clock["now"]),
     )
     events: list[tuple[str, str]] = []
     levels = {"lamp1": 100}

@@ -27,8 +27,8 @@ class FakeClock:
         self.wall = start
         self.mono = 1000.0
 
-    def now(self) -> datetime:
-        return self.wall
+    def time(self) -> float:
+        return self.wall.timestamp()
 
     def monotonic(self) -> float:
         return self.mono

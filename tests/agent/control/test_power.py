@@ -39,6 +39,7 @@ class Pole:
 
     def __init__(self) -> None:
         self.now = T0
+        self.wall_step = 0.0  # how far the wall clock alone was stepped
         self.relays: dict[str, bool] = {f"relay{n}": True for n in range(1, 9)}
         self.writes: list[tuple[str, str, object, str]] = []
         self.failures: list[Exception | None] = []  # consumed one per write, None = works
@@ -50,7 +51,10 @@ class Pole:
         self.after_write: Callable[[str, bool], None] | None = None
         self.hang = False
 
-    def clock(self) -> float:
+    def time(self) -> float:  # the wall clock; with monotonic(), a clock that never steps
+        return self.now + self.wall_step
+
+    def monotonic(self) -> float:
         return self.now
 
     async def write(self, device: str, point: str, value: object, actor: str) -> object:
@@ -104,7 +108,7 @@ def manager(tmp_path: Path, pole: Pole, rules: dict[str, PowerRule] | None = Non
         pole.device_state,
         pole.held_off,
         AuditLog(tmp_path),
-        pole.clock,
+        pole,
         pole.sleep,
         store_path=tmp_path / "power.json",
     )
@@ -365,7 +369,7 @@ async def test_a_failing_wait_still_switches_back_on(tmp_path: Path, pole: Pole)
 
     power = PowerManager(
         {"camera": CAMERA}, pole.write, pole.device_state, pole.held_off,
-        AuditLog(tmp_path), pole.clock, broken_sleep, store_path=tmp_path / "power.json",
+        AuditLog(tmp_path), pole, broken_sleep, store_path=tmp_path / "power.json",
     )  # fmt: skip
     with pytest.raises(RuntimeError, match="bug"):
         await power.power_cycle("camera", OPERATOR)
@@ -394,6 +398,30 @@ async def test_automatic_cycle_after_the_offline_threshold(tmp_path: Path, pole:
     assert state["last_cycle_by"] == ACTOR
     assert state["next_allowed_at"] == T0 + 300 + 10 + 600
     assert [r["actor"] for r in AuditLog(tmp_path).tail(10)] == [ACTOR, ACTOR]
+
+
+@pytest.mark.asyncio
+async def test_a_wall_clock_step_neither_starts_a_cycle_nor_ends_a_backoff(
+    tmp_path: Path, pole: Pole
+) -> None:
+    power = manager(tmp_path, pole)
+    pole.offline("camera", T0)  # offline for 100 s of the 300 s it takes ...
+    pole.now = T0 + 100
+    await power.tick()
+    pole.wall_step = 2 * 86400.0  # ... when the wall clock jumps two days ahead
+    await power.tick()
+    assert pole.writes == []
+    pole.now = T0 + 300  # 300 s of real time: now it is due
+    await power.tick()
+    assert len(pole.writes) == 2
+    pole.wall_step = 4 * 86400.0  # another jump must not end the 600 s backoff
+    pole.now += 60
+    await power.tick()
+    assert len(pole.writes) == 2
+    pole.wall_step = 0.0  # nor one back stretch it: due 600 s after the cycle ended
+    pole.now = T0 + 300 + 10 + 600
+    await power.tick()
+    assert len(pole.writes) == 4
 
 
 @pytest.mark.asyncio
@@ -516,7 +544,7 @@ async def test_run_checks_every_few_seconds(tmp_path: Path, pole: Pole) -> None:
     pole.offline("camera", T0 - 300)
     power = PowerManager(
         {"camera": CAMERA}, pole.write, pole.device_state, pole.held_off,
-        AuditLog(tmp_path), pole.clock, sleep, store_path=tmp_path / "power.json",
+        AuditLog(tmp_path), pole, sleep, store_path=tmp_path / "power.json",
     )  # fmt: skip
     with pytest.raises(StopError):
         await power.run()

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from helpers.clock import ManualClock
 from helpers.processes import pole_config
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.config.commands import CommandsConfig
@@ -79,12 +80,9 @@ class Recorder:
         return await self._do("report_now", actor)
 
 
-class Clock:
+class Clock(ManualClock):
     def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
+        super().__init__(NOW)
 
 
 def payload(
@@ -339,9 +337,13 @@ async def test_ids_are_forgotten_after_dedupe_keep_s(
     processor = make(dedupe_keep_s=600, max_skew_s=300)
     await processor.handle(payload(), source="mqtt")
     clock.now += 601
+    # Only an accepted command makes room; then the old id is gone...
+    fresh = await processor.handle(payload(id="c-2", issued_at=clock.now), source="mqtt")
+    assert fresh["status"] == "ok"
+    assert processor.stats()["remembered_ids"] == 1
     late = await processor.handle(payload(), source="mqtt")
-    assert late["reason"] == "stale"  # forgotten, and the window refuses it anyway
-    assert len(recorder.calls) == 1
+    assert late["reason"] == "stale"  # ... and the window refuses it anyway
+    assert len(recorder.calls) == 2
 
 
 def test_dedupe_must_outlast_the_timestamp_window() -> None:
@@ -396,19 +398,23 @@ async def test_outcomes_are_audited(make: Any, recorder: Recorder, tmp_path: Pat
     recorder.fail = DeviceTimeoutError("lamp1 did not answer")
     failed = await processor.handle(payload(id="c-3"), source="opcua")
     await processor.handle(payload(), source="mqtt")  # duplicate
-    await processor.handle(b"garbage", source="mqtt")  # no sender: counted, not audited
+    await processor.handle(b"garbage", source="mqtt")  # no sender at all
     assert failed["status"] == "failed"
     records = AuditLog(tmp_path).tail(10)
-    assert [(r["actor"], r["action"], r["target"], r["ok"]) for r in records] == [
-        ("mqtt:ops-alice", "set_level", "lamp1.dim_level", True),
-        ("mqtt:ops-alice", "power_cycle", "cam", False),
-        ("opcua:ops-alice", "set_level", "lamp1.dim_level", False),
-        ("mqtt:ops-alice", "set_level", "lamp1.dim_level", False),
+    rows = [(r["actor"], r["claimed_actor"], r["action"], r["target"], r["ok"]) for r in records]
+    assert rows == [
+        ("mqtt:ops-alice", None, "set_level", "lamp1.dim_level", True),
+        # Refused without a key to vouch for it: a claim, never blamed on ops-alice.
+        ("unauthenticated", "mqtt:ops-alice", "power_cycle", "cam", False),
+        ("opcua:ops-alice", None, "set_level", "lamp1.dim_level", False),
+        ("unauthenticated", "mqtt:ops-alice", "set_level", "lamp1.dim_level", False),
+        ("unauthenticated", None, "unknown", "", False),
     ]
     assert records[0]["requested"] == {"lamp": "lamp1", "level": 40, "point": "dim_level"}
     assert str(records[1]["error"]).startswith("not_allowed:")
     assert records[2]["error"] == "device_error: lamp1 did not answer"
     assert str(records[3]["error"]).startswith("duplicate:")
+    assert str(records[4]["error"]).startswith("bad_json:")
     stats = processor.stats()
     assert stats["by_status"] == {"ok": 1, "rejected": 2, "failed": 1, "duplicate": 1}
 
