@@ -21,7 +21,7 @@ import socket
 import stat
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import structlog
 from smartpole.agent.api_limits import (
     OVERLOAD_QUIET_S,
     ApiStats,
+    Chunks,
     Episode,
     Lingering,
     TokenBucket,
@@ -49,8 +50,6 @@ Handler = Callable[[Mapping[str, Any]], object]  # may return an awaitable
 BACKLOG = 128
 #: The first pause after a failed accept (e.g. EMFILE); it doubles up to the second one.
 ACCEPT_BACKOFF_S = (0.05, 1.0)
-#: Items of a long answer made and encoded per loop turn (~4 ms for points on a slow box).
-CHUNK_ITEMS = 250
 
 
 def _line(reply: Mapping[str, object]) -> bytes:
@@ -79,6 +78,7 @@ class ApiServer(Lifecycle):
         self.limits = limits if limits is not None else ApiConfig()
         self._sock: socket.socket | None = None
         self._conns: set[socket.socket] = set()  # admitted, not yet closed
+        self._unserved: set[socket.socket] = set()  # admitted, its task not yet started
         self._refused = Lingering()
         self._budget = WorkBudget()
         self.stats = ApiStats()
@@ -131,9 +131,9 @@ class ApiServer(Lifecycle):
         self._overload.cancel()
         self._refused.close()
         sock, self._sock = self._sock, None
-        for conn in list(self._conns):  # admitted but never served: the close cancels them
+        for conn in self._unserved:  # the others are closed by their cancelled tasks
             conn.close()
-        self._conns.clear()
+        self._unserved.clear()
         if sock is None:
             return
         sock.close()
@@ -179,6 +179,7 @@ class ApiServer(Lifecycle):
                 self._refuse(conn)
                 continue
             self._conns.add(conn)
+            self._unserved.add(conn)
             self.stats.accepted += 1
             self.stats.connections = len(self._conns)
             self.spawn(self._serve(conn), name=f"api:conn:{conn.fileno()}")
@@ -198,6 +199,7 @@ class ApiServer(Lifecycle):
         self._refused.add(conn)
 
     async def _serve(self, conn: socket.socket) -> None:
+        self._unserved.discard(conn)
         writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.open_unix_connection(
@@ -213,7 +215,7 @@ class ApiServer(Lifecycle):
                     sent = await self._send_chunks(writer, result, held)
                 else:
                     started = time.perf_counter()
-                    writer.write(_line(reply))
+                    writer.write(_encoded(reply))
                     self._charge(held + time.perf_counter() - started)
                     sent = await self._drained(writer)
                 if not sent:
@@ -236,8 +238,12 @@ class ApiServer(Lifecycle):
         separator = b""
         while True:
             started = time.perf_counter()
-            piece = list(itertools.islice(items, chunks.size))
-            data = b", ".join(json.dumps(item, ensure_ascii=False).encode() for item in piece)
+            try:
+                piece = list(itertools.islice(items, chunks.size))
+                data = b", ".join(json.dumps(item, ensure_ascii=False).encode() for item in piece)
+            except Exception:  # a bug half-way: the answer cannot be finished, end it
+                log.exception("api_handler_failed", answer="chunked")
+                return False
             self._charge(held + time.perf_counter() - started)
             held = 0.0
             if not piece:
@@ -328,17 +334,12 @@ class ApiServer(Lifecycle):
         return {"ok": True, "result": result}, held
 
 
-class Chunks:
-    """A result sent as a JSON array slice by slice (``size`` items at a time), for answers
-    whose making and encoding would hold the loop too long at once (``points`` of a big
-    pole). ``items`` is consumed lazily, while the answer is written."""
-
-    def __init__(self, items: Iterable[object], size: int = CHUNK_ITEMS) -> None:
-        self._items = items
-        self.size = size
-
-    def __iter__(self) -> Iterator[object]:
-        return iter(self._items)
+def _encoded(reply: Mapping[str, object]) -> bytes:
+    try:
+        return _line(reply)
+    except (TypeError, ValueError) as exc:  # a handler returned what JSON cannot hold
+        log.exception("api_answer_unencodable")
+        return _line({"ok": False, "error": f"internal error: unencodable answer: {exc}"})
 
 
 def _busy(max_connections: int) -> dict[str, object]:

@@ -3,8 +3,9 @@
 The API shares one event loop with the MCU heartbeat, the lighting tick and safety, so its
 work is rationed three ways: each connection by a token bucket (requests per second), all
 connections together by a work budget (a share of the loop's time), and the number of
-connections by a cap. Overload is counted here and logged once when it starts and once
-when it ends, never once per connection: a flood must not also flood the journal.
+connections by a cap; a long answer is made in slices. Overload is counted here and
+logged once when it starts and once when it ends, never once per connection: a flood must
+not also flood the journal.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import collections
 import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ log = structlog.get_logger("smartpole.api")
 API_SHARE = 0.25
 #: Work the API may do at once before it has to wait for its share (seconds of loop time).
 API_WORK_BURST_S = 0.05
+#: Items of a long answer made and encoded per loop turn (~4 ms for points on a slow box).
+CHUNK_ITEMS = 250
 #: An overload episode ends after this long without another refusal.
 OVERLOAD_QUIET_S = 5.0
 #: A refused connection stays half-closed this long, at most this many at once.
@@ -93,6 +96,19 @@ class WorkBudget:
     def charge(self, seconds: float) -> None:
         self._settle()
         self._debt += seconds
+
+
+class Chunks:
+    """A result sent as a JSON array slice by slice (``size`` items at a time), for answers
+    whose making and encoding would hold the loop too long at once (``points`` of a big
+    pole). ``items`` is consumed lazily, while the answer is written."""
+
+    def __init__(self, items: Iterable[object], size: int = CHUNK_ITEMS) -> None:
+        self._items = items
+        self.size = size
+
+    def __iter__(self) -> Iterator[object]:
+        return iter(self._items)
 
 
 @dataclass

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from smartpole.agent.api import Chunks, Handler
+from smartpole.agent.api import Handler
+from smartpole.agent.api_limits import Chunks
 from smartpole.agent.core.errors import RequestError
 from smartpole.agent.operations import PoleOperations
 

@@ -20,7 +20,8 @@ from structlog.testing import capture_logs
 
 from helpers.processes import SMARTPOLE
 from helpers.waiting import eventually
-from smartpole.agent.api import ApiServer, Chunks, call
+from smartpole.agent.api import ApiServer, call
+from smartpole.agent.api_limits import Chunks
 from smartpole.agent.config.api import ApiConfig
 from smartpole.agent.core.errors import AgentError, ApiError
 
