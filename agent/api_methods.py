@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from smartpole.agent.api import Handler
+from smartpole.agent.api_limits import Chunks
 from smartpole.agent.core.errors import RequestError
 from smartpole.agent.operations import PoleOperations
 
@@ -22,7 +23,7 @@ def handlers(ops: PoleOperations) -> dict[str, Handler]:
     return {
         # queries
         "status": lambda _r: ops.status(),
-        "points": lambda _r: ops.points(),
+        "points": lambda _r: Chunks(ops.iter_points()),
         "plan": lambda _r: ops.plan(),
         "audit": lambda r: ops.audit(_int(r, "count", default=20)),
         "lights": lambda _r: ops.lights(),
@@ -32,6 +33,7 @@ def handlers(ops: PoleOperations) -> dict[str, Handler]:
         "mcu": lambda _r: ops.mcu(),
         "cameras": lambda _r: ops.cameras(),
         "uplink": lambda _r: ops.uplink(),
+        "api": lambda _r: ops.api_status(),
         # commands
         "read": lambda r: ops.read(_text(r, "device"), _text(r, "point")),
         "write": lambda r: ops.write(

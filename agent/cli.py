@@ -376,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
             "mcu",
             "cameras",
             "uplink",
+            "api",
         ],
     )
     diag_parser.add_argument("device", nargs="?", help="read/write: the device")

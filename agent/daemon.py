@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -61,6 +62,7 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; raises only on a bug (so systemd restarts us)."""
         pole = self.pole
+        raise_open_files_limit()
         async with pole:
             log.info(
                 "daemon_started",
@@ -103,6 +105,21 @@ class Daemon:
         while True:
             await asyncio.sleep(FLUSH_PERIOD_S)
             self.pole.store.flush(self.pole.table)
+
+
+def raise_open_files_limit() -> None:
+    """Lift the soft descriptor limit to the hard one: the API caps its connections, but
+    buses, cameras, the outbox and the uplink all need descriptors, and the usual soft
+    limit of 1,024 is a needless edge to fall off."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft >= hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("open_files_limit_kept", soft=soft, hard=hard, error=str(exc))
+        return
+    log.info("open_files_limit_raised", soft=soft, to=hard)
 
 
 async def _stop_when_set(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:

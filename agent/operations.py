@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Protocol
 
 from smartpole.agent.buses.bus_set import BusSet
 from smartpole.agent.buses.capabilities import Diagnosable, Ptz, Readable
@@ -41,6 +41,14 @@ from smartpole.agent.uplink.telemetry import TelemetryReporter
 SET_LEVEL_HOLD_S = 3600.0
 
 StatusSource = Callable[[], dict[str, object]]
+
+
+class LocalApi(Protocol):
+    """What the operations ask of the local API server about itself."""
+
+    def status(self) -> dict[str, object]: ...
+
+    def problems(self) -> list[str]: ...
 
 
 class LampNotReachedError(AgentError):
@@ -78,6 +86,7 @@ class PoleOperations:
         self._telemetry = telemetry
         self._opcua = opcua
         self._started_at = started_at
+        self.api: LocalApi | None = None  # set once the local API serves these operations
 
     # ----- commands -----
 
@@ -172,6 +181,8 @@ class PoleOperations:
 
     def status(self) -> dict[str, object]:
         problems = self._buses.problems()
+        if self.api is not None:
+            problems.extend(self.api.problems())
         if self._store.write_failures:
             problems.append(
                 f"state file {self._store.path}: {self._store.write_failures} failed writes"
@@ -194,7 +205,11 @@ class PoleOperations:
         return self._buses.summary()
 
     def points(self) -> list[dict[str, object]]:
-        return [sample.to_json() for sample in self._table.snapshot()]
+        return list(self.iter_points())
+
+    def iter_points(self) -> Iterator[dict[str, object]]:
+        """``points`` one at a time: the local API sends a big table in slices."""
+        return (sample.to_json() for sample in self._table.iter_snapshot())
 
     def plan(self) -> dict[str, object]:
         return {bus.name: bus.read_plan() for bus in self._buses}
@@ -237,6 +252,12 @@ class PoleOperations:
         if self._opcua is not None:
             status["opcua"] = self._opcua()
         return status
+
+    def api_status(self) -> dict[str, object]:
+        """The local API's limits and overload counters (``diag api``)."""
+        if self.api is None:
+            raise RequestError("the local API is not running")
+        return self.api.status()
 
     def _require_lighting(self) -> LightingController:
         if self._control.lighting is None:

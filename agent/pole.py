@@ -149,7 +149,9 @@ class Pole(Lifecycle):
         if opcua is not None:
             opcua.accept_commands(self.commands.submit if self.commands else _no_commands)
             await stack.enter_async_context(opcua)
-        await stack.enter_async_context(ApiServer(self.socket_path, handlers(self.operations)))
+        api = ApiServer(self.socket_path, handlers(self.operations), config.pole.api)
+        self.operations.api = api
+        await stack.enter_async_context(api)
 
     def tasks(self) -> dict[str, Task]:
         """What runs while the pole is up, by task name."""

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Self, Union
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from smartpole.agent.config.alarms import AlarmRule
+from smartpole.agent.config.api import ApiConfig
 from smartpole.agent.config.buses import BusConfig
 from smartpole.agent.config.cameras import CameraConfig
 from smartpole.agent.config.lighting import LightingConfig
@@ -83,6 +84,9 @@ class PoleConfig(_Strict):
     uplink: UplinkConfig | None = None
     opcua: OpcUaConfig | None = Field(
         None, description="OPC UA server for SCADA clients (secure policies only)"
+    )
+    api: ApiConfig = Field(
+        default_factory=ApiConfig, description="limits of the local diagnostics socket"
     )
 
     @model_validator(mode="after")

@@ -7,7 +7,7 @@ snapshot. Quality is explicit so that a dead device's last value is never shown 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -160,6 +160,12 @@ class PointTable:
     def snapshot(self) -> list[PointSample]:
         now = self._monotonic()
         return [self._sample(entry, now) for entry in self._entries.values()]
+
+    def iter_snapshot(self) -> Iterator[PointSample]:
+        """``snapshot`` made lazily, for a caller that hands the loop back between slices
+        of a big table: the points are those registered now, each read when it is reached."""
+        for entry in list(self._entries.values()):
+            yield self._sample(entry, self._monotonic())
 
     def _sample(self, entry: _Entry, now: float) -> PointSample:
         age = None if entry.read_mono is None else max(0.0, now - entry.read_mono)

@@ -218,6 +218,7 @@ class McuEmulator(SimServer):
             "outputs": outputs,
             "inputs": dataclasses.asdict(self._twin.inputs),
             "mcu_stats": dataclasses.asdict(self._twin.stats),
+            "heartbeat": self._twin.heartbeat_watch(),
             "line": {"to_mcu": dataclasses.asdict(to_mcu), "to_host": dataclasses.asdict(to_host)},
             "faults": dataclasses.asdict(self._faults),
         }

@@ -152,6 +152,12 @@ class McuTwin:
             events_lost=self._logic.ring.lost,
         )
 
+    def heartbeat_watch(self) -> dict[str, int]:
+        """The longest gap between two heartbeats of a configured MCU, and how often it
+        fell back: what a rig checks to prove the host kept its deadline."""
+        logic = self._logic
+        return {"max_gap_ms": logic.max_heartbeat_gap_ms, "fallbacks": logic.fallbacks}
+
     @property
     def expected(self) -> int:
         """The next host sequence number the MCU accepts."""

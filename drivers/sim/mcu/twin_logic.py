@@ -44,6 +44,11 @@ class PoleLogic:
         self.clock = Clock()
         self.fallback = False
         self.last_heartbeat_ms = 0
+        # The heartbeat watch as a test sees it: the longest gap between two heartbeats
+        # of a configured MCU, and how often it fell back (a fallback may end before anyone
+        # looks at the outputs).
+        self.max_heartbeat_gap_ms = 0
+        self.fallbacks = 0
         self.relays = self.active.default_relays
         self.relay_leases: dict[int, int | None] = {}  # channel index -> deadline
         self.level, self.source = self.policy()
@@ -94,6 +99,9 @@ class PoleLogic:
     def heartbeat(self, unix_time: int, utc_offset_min: int) -> None:
         """The host is alive: set the clock, restart the watch, end a fallback."""
         self.clock.set(unix_time, utc_offset_min, self.now_ms)
+        if self.configured:
+            gap = self.now_ms - self.last_heartbeat_ms
+            self.max_heartbeat_gap_ms = max(self.max_heartbeat_gap_ms, gap)
         self.last_heartbeat_ms = self.now_ms
         if self.fallback:
             self.fallback = False
@@ -177,6 +185,7 @@ class PoleLogic:
         if self.now_ms - self.last_heartbeat_ms < heartbeat_ms:
             return
         self.fallback = True
+        self.fallbacks += 1
         self.relay_leases.clear()
         self.relays = self.active.default_relays & ~self.trip_cut
         self.level_leased, self.level_deadline = False, None
