@@ -18,7 +18,7 @@ from helpers.clock import ManualClock
 from helpers.waiting import eventually
 from smartpole.agent.config.commands import CommandsConfig
 from smartpole.agent.core.audit import AuditLog
-from smartpole.agent.core.clock import SYSTEM_CLOCK, Clock
+from smartpole.agent.core.clock import Clock
 from smartpole.agent.uplink.command_auth import sign
 from smartpole.agent.uplink.command_schema import canonical_json
 from smartpole.agent.uplink.commands import CommandProcessor
@@ -123,13 +123,17 @@ async def test_a_flood_of_junk_is_audited_as_unauthenticated_and_bounded(
 async def test_an_episode_ends_with_its_summary_even_if_nothing_follows(
     tmp_path: Path,
 ) -> None:
-    proc = make(tmp_path, SYSTEM_CLOCK, Relay(), rejections_audited_per_s=50,
+    # The bucket runs on a clock that does not move during the burst (on a busy machine
+    # real time would refill a token between two commands); the timer is the loop's own.
+    clock = ManualClock(T0)
+    proc = make(tmp_path, clock, Relay(), rejections_audited_per_s=50,
                 rejections_audited_burst=2)  # fmt: skip
     for n in range(10):
-        await proc.handle(junk(0, SYSTEM_CLOCK.time() + n), source="mqtt")
+        await proc.handle(junk(0, clock.now + n), source="mqtt")
     audit = AuditLog(tmp_path)
     assert len(audit.tail(100)) == 2
     # The episode ends 1 s after the last refusal, by a timer: no command follows.
+    clock.advance(1.0)
     await eventually(lambda: len(audit.tail(100)) == 3, 5.0, "the episode's summary")
     summary = audit.tail(1)[0]
     assert summary["action"] == "rejected_commands"
