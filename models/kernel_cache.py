@@ -30,6 +30,8 @@ log = structlog.get_logger("smartpole.kernel_cache")
 KERNELS: list[Any] = []
 #: Failures logged already in this process (each kind once).
 _logged: set[str] = set()
+#: Why kernels could not be cached at all (Numba found no folder), for ``check`` to log.
+_unavailable: list[str] = []
 
 
 def njit(fn: Callable[..., Any]) -> Any:
@@ -42,9 +44,9 @@ def njit(fn: Callable[..., Any]) -> Any:
     try:
         dispatcher = numba.njit(cache=True, nogil=True)(fn)
     except RuntimeError as exc:
-        if "locate" not in _logged:
-            _logged.add("locate")
-            log.warning("kernel_cache_unavailable", error=str(exc))
+        # Logged by ``check``, not here: this runs at import, before the worker has sent
+        # its log to stderr (stdout is its protocol to the supervisor).
+        _unavailable.append(str(exc))
         return numba.njit(nogil=True)(fn)
     _register(dispatcher)
     return dispatcher
@@ -72,7 +74,11 @@ def _register(dispatcher: Any) -> None:
 
 def check() -> int:
     """Empty the cache of every registered kernel whose cache files do not load; return
-    how many were emptied (or disabled). Called by ``kernels.warm_up`` before compiling."""
+    how many were emptied (or disabled). Called by ``kernels.warm_up`` before compiling,
+    when the worker's log goes to stderr: a kernel defined without a cache is logged here."""
+    if _unavailable and "locate" not in _logged:
+        _logged.add("locate")
+        log.warning("kernel_cache_unavailable", kernels=len(_unavailable), error=_unavailable[0])
     repaired = 0
     for dispatcher in KERNELS:
         cache = getattr(dispatcher, "_cache", None)
