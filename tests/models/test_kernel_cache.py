@@ -27,8 +27,8 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import structlog
 from smartpole.models import kernel_cache
+import tiny  # nothing may be logged here: a worker's stdout is still its protocol channel
 with structlog.testing.capture_logs() as logs:
-    import tiny
     repaired = kernel_cache.check()
     result = tiny.add(1, 2)
 print(json.dumps({"repaired": repaired, "result": result, "events": [e["event"] for e in logs]}))
@@ -47,7 +47,8 @@ def run(tmp_path: Path, **env: str) -> dict[str, Any]:
         env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), **env},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    out: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
+    (line,) = result.stdout.splitlines()  # structlog's default logger writes to stdout
+    out: dict[str, Any] = json.loads(line)
     return out
 
 
