@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -90,6 +91,12 @@ async def _start(worker: CameraWorker) -> tuple[float, float]:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        # asyncio reaps each child in a thread of its own, which ends just after the reap.
+        await eventually(
+            lambda: not [t for t in threading.enumerate() if t.name.startswith("waitpid")],
+            5,
+            "the reaper threads' end",
+        )
     assert worker.ready is not None, f"{worker.state}: {worker.last_error}"
     return time.monotonic() - started, float(worker.ready["compile_s"])
 
