@@ -10,13 +10,19 @@ nobody notices". ``Cameras`` owns all of them and records what they report for t
 
 A camera that delivers no frames is reported with the time it started, so power
 management can power-cycle the device that feeds it (``power.<device>`` in the config).
+
+Every worker gets a Numba cache folder it can write (``KernelCacheDir``): with one, a
+restarted worker loads its compiled kernels in a fraction of a second; without one it
+compiles them on every start (seconds of a core), and Numba may refuse to start at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
@@ -44,6 +50,8 @@ RESTART_MAX_S = 60.0
 CONFIG_ERROR_RETRY_S = 300.0  # a bad model or line does not fix itself: retry rarely
 SILENT_PERIODS = 5  # health periods without any line before the worker counts as hung
 STOP_TIMEOUT_S = 3.0
+NUMBA_CACHE_ENV = "NUMBA_CACHE_DIR"
+NUMBA_CACHE_IN_STATE = "numba-cache"  # under $STATE_DIRECTORY when the unit names none
 SummaryListener = Callable[[str, SummaryMessage], None]
 EventListener = Callable[[str, EventMessage], None]
 Task = Callable[[], Coroutine[Any, Any, None]]
@@ -65,8 +73,10 @@ class Cameras:
         outbox: Outbox,
         *,
         python: str = sys.executable,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self._outbox = outbox
+        self.kernel_cache = KernelCacheDir(environ)  # one for all: a fallback is made once
         self.workers = [
             CameraWorker(
                 name,
@@ -75,6 +85,7 @@ class Cameras:
                 on_summary=self._record_summary,
                 on_event=self._record_event,
                 python=python,
+                kernel_cache=self.kernel_cache,
             )
             for name, camera in cameras.items()
         ]
@@ -105,6 +116,87 @@ class Cameras:
             self._outbox.append("events", payload, priority=Priority.HIGH)
 
 
+class KernelCacheDir:
+    """The Numba cache folder every worker is started with (``NUMBA_CACHE_DIR``).
+
+    Which folder: ``NUMBA_CACHE_DIR`` from the daemon's environment (the systemd unit sets
+    one in the state directory), else ``numba-cache`` in ``$STATE_DIRECTORY``, else none
+    (Numba's own rules: a development checkout caches next to its sources). It is checked
+    before each start because Numba does not cope with an unwritable one: with the package
+    read-only (``ProtectSystem=strict``) and no writable home it cannot import the kernels
+    at all. An unwritable folder is logged once (and once when it works again), shown in
+    ``diag cameras``, and replaced by a private temporary folder: a compile per start,
+    never a worker that cannot start.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = environ  # None: the daemon's environment at each start
+        self.in_use: Path | None = None
+        self.problem: str | None = None
+        self.unwritable = 0  # starts that found the wanted folder unwritable
+        self._fallback: Path | None = None
+
+    def wanted(self) -> Path | None:
+        environ = os.environ if self._environ is None else self._environ
+        if environ.get(NUMBA_CACHE_ENV):
+            return Path(environ[NUMBA_CACHE_ENV])
+        state = environ.get("STATE_DIRECTORY", "").split(":")[0]  # systemd may list several
+        return Path(state) / NUMBA_CACHE_IN_STATE if state else None
+
+    def environment(self) -> dict[str, str] | None:
+        """The environment for the next worker start; None: the daemon's own, unchanged."""
+        wanted = self.wanted()
+        if wanted is None:
+            self.in_use = None
+            return None if self._environ is None else dict(self._environ)
+        error = _unwritable(wanted)
+        if error is None:
+            if self.problem is not None:
+                log.info("numba_cache_writable", cache=str(wanted))
+            self.problem = None
+            self.in_use = wanted
+        else:
+            self.unwritable += 1
+            fallback = self._fallback_dir()
+            if self.problem is None:
+                log.warning(
+                    "numba_cache_unwritable",
+                    cache=str(wanted),
+                    error=error,
+                    fallback=str(fallback) if fallback else None,
+                )
+            self.problem = f"{wanted}: {error}"
+            self.in_use = fallback
+        environ = dict(os.environ if self._environ is None else self._environ)
+        if self.in_use is not None:
+            environ[NUMBA_CACHE_ENV] = str(self.in_use)
+        return environ
+
+    def status(self) -> dict[str, object]:
+        return {
+            "folder": str(self.in_use) if self.in_use else None,
+            "problem": self.problem,
+            "unwritable_starts": self.unwritable,
+        }
+
+    def _fallback_dir(self) -> Path | None:
+        if self._fallback is None:
+            with contextlib.suppress(OSError):
+                self._fallback = Path(tempfile.mkdtemp(prefix="smartpole-numba-"))
+        return self._fallback
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why Numba could not write its cache in ``folder`` (its own test), or None."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return None
+
+
 class CameraWorker:
     """Runs and watches the worker of one camera until cancelled."""
 
@@ -117,10 +209,12 @@ class CameraWorker:
         on_summary: SummaryListener,
         on_event: EventListener,
         python: str = sys.executable,
+        kernel_cache: KernelCacheDir | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self._command = command(python, name, config.for_worker(config_dir))
+        self.kernel_cache = kernel_cache or KernelCacheDir()
         self._on_summary = on_summary
         self._on_event = on_event
         self.state = "starting"
@@ -152,6 +246,7 @@ class CameraWorker:
             "last_error": self.last_error,
             "ready": self.ready,
             "health": self.last_health,
+            "numba_cache": self.kernel_cache.status(),
         }
 
     def _enter(self, state: str, **fields: object) -> None:
@@ -187,6 +282,7 @@ class CameraWorker:
             stdin=asyncio.subprocess.PIPE,  # held open, never written: closes if we die
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # the worker's log goes to the daemon's journal
+            env=self.kernel_cache.environment(),
         )
         self.pid = process.pid
         assert process.stdout is not None

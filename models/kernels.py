@@ -9,7 +9,9 @@ Where the cache lives: Numba's own rules. ``NUMBA_CACHE_DIR``, when set before n
 imported, wins; otherwise the ``__pycache__`` folder next to this file when it is writable
 (an editable install: ``models/__pycache__/kernels.*.nbi|nbc``), else the user's cache folder
 (``~/.cache/numba``). A packaged install on a read-only root file system should set
-``NUMBA_CACHE_DIR`` to a persistent, writable folder (e.g. ``/var/cache/smartpole/numba``).
+``NUMBA_CACHE_DIR`` to a persistent, writable folder: the systemd unit sets
+``/var/lib/smartpole/numba-cache``, and the daemon checks it is writable before it starts a
+worker (``smartpole.agent.cameras``).
 The cache is keyed by this file's path and modification time and the CPU, so an upgrade
 recompiles once and a stale entry is never used.
 
@@ -24,9 +26,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar, cast
 
-import numba
 import numpy as np
 from numpy.typing import NDArray
+
+from smartpole.models import kernel_cache
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -42,9 +45,10 @@ FG_SHADOW: Final = 128
 def njit_cached(fn: _F) -> _F:
     """``numba.njit(cache=True, nogil=True)``, typed so mypy keeps the Python signature.
 
-    Every kernel of ``models/`` should use it, so all of them share the cache rules above.
+    Every kernel of ``models/`` should use it, so all of them share the cache rules above
+    and ``warm_up`` can check their cache files (``kernel_cache``).
     """
-    return cast(_F, numba.njit(cache=True, nogil=True)(fn))
+    return cast(_F, kernel_cache.njit(fn))
 
 
 @njit_cached
@@ -410,9 +414,11 @@ def warm_up() -> float:
     A worker calls this before its first frame and reports the figure, so a cold start
     (compile, ~5 s) is visible in health rather than looking like a stalled camera. The
     inputs have the types the motion stage and ``bgr_crop`` pass (C-contiguous, writable
-    arrays; Python ints and floats), so no frame ever waits for a compile.
+    arrays; Python ints and floats), so no frame ever waits for a compile. A damaged cache
+    file is emptied first (``kernel_cache.check``): it costs a compile, never a start.
     """
     started = time.perf_counter()
+    kernel_cache.check()
     gray = np.zeros((8, 10), np.uint8)
     small = np.zeros((4, 5), np.uint8)
     downscale_box(gray, 2, small)

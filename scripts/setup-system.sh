@@ -9,7 +9,7 @@ set -euo pipefail
 # command:package. A command, not the package database, is checked because the
 # command is what the tests call, whoever put it there.
 REQUIRED=(
-    "systemd-analyze:systemd"  # tests/project/test_systemd_unit.py verifies the unit with it
+    "systemd-analyze:systemd"  # tests/project/test_systemd_unit.py verifies and scores the unit
     "unshare:util-linux"       # ...inside a private mount namespace
     "gcc:gcc"                  # C extensions built from source
     "make:make"
@@ -17,6 +17,8 @@ REQUIRED=(
     "clang:clang"              # firmware-bridge/c: `make fuzz` builds its libFuzzer target
     # An entry whose first part holds a '/' is a file (a glob), not a command.
     "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a:libclang-rt-14-dev"  # libFuzzer
+    # ...the unit's system call filter, applied to a camera worker (tests/helpers/seccomp.py)
+    "/usr/lib/*/libseccomp.so.2:libseccomp2"
 )
 
 have() {
