@@ -5,6 +5,15 @@ schedule, commands jumping the queue, request retries, offline detection with lo
 probes, the counters, and the silence some lines need between frames. A dead device costs
 the bus one probe request per probe interval, never a timeout per poll period. Getting the
 line back after a failure is ``SupervisedBus``'s job.
+
+Each device spends only its own budget of the bus. Once a poll of it has failed, it gets
+one request per poll and no retries, and from its second failure in a row (or among its
+last polls: a device whose late answers are now and then taken for answers is ``slow``)
+its polls back off (doubling, up to ``offline_probe_s``): a slow slave that times out
+again and again costs its neighbours one reply timeout per backed-off interval, and on a
+shared RS-485 pair its late answers, which spoil whatever else is on the wire, become as
+rare as its polls. A device whose failures are garbage (corrupt frames, another unit's reply, bytes
+that broke the link) is ``faulty`` rather than ``offline``, with the same budget.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from typing import Generic, TypeVar
 
 from smartpole.agent.buses.supervised import SupervisedBus
 from smartpole.agent.config.pole import DeviceConfig
-from smartpole.agent.core.health import BusHealth, DeviceHealth, DeviceState, Outcome
+from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
 from smartpole.agent.core.points import PointTable
 from smartpole.drivers.errors import (
     DeviceExceptionError,
@@ -36,7 +45,9 @@ class PolledDevice:
     name: str
     config: DeviceConfig
     health: DeviceHealth
-    next_due: float = 0.0
+    next_due: float | None = None  # None: never scheduled; kept across reconnects
+    # the last garbled outcome of the poll under way and its error, if any
+    garbled: tuple[Outcome, str] | None = None
 
 
 D = TypeVar("D", bound=PolledDevice)
@@ -86,37 +97,65 @@ class PolledBus(SupervisedBus, Generic[D]):
         await self._poll_forever()
 
     async def _poll_forever(self) -> None:
+        # A reconnect keeps every device's schedule: a device backed off for babbling
+        # (whose garbage broke the link) is not polled again the moment the link is back.
         start = time.monotonic()
         for device in self._devices.values():
-            device.next_due = start
+            if device.next_due is None:
+                device.next_due = start
         while True:
-            device = min(self._devices.values(), key=lambda d: d.next_due)
+            device = min(self._devices.values(), key=_due)
             # Commands run first; the wait for the next poll is also the wait for commands.
-            if await self.commands.run_next(device.next_due - time.monotonic()):
+            if await self.commands.run_next(_due(device) - time.monotonic()):
                 continue
             await self._poll(device)
 
     async def _poll(self, device: D) -> None:
         health = device.health
-        offline = health.state is DeviceState.OFFLINE
+        # Down, slow, or its last poll failed: one cheap request, no retries (its budget).
+        cautious = health.down or health.slow or health.consecutive_failures > 0
         health.poll_started()
+        self._forget_garbage(device)
         period = device.config.poll_period_s
         try:
-            await self._poll_device(device, probe=offline)
+            await self._poll_device(device, probe=cautious)
         except TransportError:
+            if device.garbled is not None:
+                # Its own garbage broke the link: the device is to blame, not the line.
+                self._failed(device, f"{device.garbled[1]}; link reset", garbled=True)
+                device.next_due = _due(device) + self._backoff(device)
             raise
         except DriverError as exc:
-            if health.poll_failed(str(exc)) or health.state is DeviceState.OFFLINE:
-                self._table.mark_bad(device.name)
-            if health.state is DeviceState.OFFLINE:
-                missed = health.consecutive_failures - device.config.offline_after
-                probe_max = max(period, device.config.offline_probe_s)
-                period = min(period * 2 ** (missed + 1), probe_max)
+            garbled = self._outcome_of(exc).garbled or device.garbled is not None
+            self._failed(device, str(exc), garbled=garbled)
+            period = self._backoff(device)
         else:
             health.poll_succeeded()
-            if offline:
+            if health.slow:
+                period = self._backoff(device)  # answering now and then: still on a budget
+            elif cautious:
                 period = 0.0  # it answered the probe: read it fully right away
-        device.next_due = max(device.next_due + period, time.monotonic())
+        device.next_due = max(_due(device) + period, time.monotonic())
+
+    @staticmethod
+    def _forget_garbage(device: D) -> None:
+        device.garbled = None
+
+    def _failed(self, device: D, error: str, *, garbled: bool) -> None:
+        health = device.health
+        if health.poll_failed(error, garbled=garbled) or health.down:
+            self._table.mark_bad(device.name)
+
+    def _backoff(self, device: D) -> float:
+        """The wait after a poll of a failing device: the period, doubling from the second
+        failure in a row (or among its recent polls), never longer than the device's probe
+        interval (nor shorter than its period)."""
+        period = device.config.poll_period_s
+        streak = max(device.health.consecutive_failures, device.health.recent_failures)
+        if streak < 2:
+            return period
+        factor: float = 2.0 ** (streak - 1)
+        return min(period * factor, max(period, device.config.offline_probe_s))
 
     async def _request(
         self, device: D, call: Callable[[], Awaitable[T]], *, retries: int | None = None
@@ -134,7 +173,7 @@ class PolledBus(SupervisedBus, Generic[D]):
                 raise
             except DriverError as exc:
                 outcome = self._outcome_of(exc)
-                self._count(device, outcome, started)
+                self._count(device, outcome, started, str(exc))
                 retryable = outcome not in (Outcome.EXCEPTION, Outcome.ERROR)
                 if not retryable or attempt + 1 == attempts:
                     raise
@@ -144,8 +183,14 @@ class PolledBus(SupervisedBus, Generic[D]):
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _count(self, device: D, outcome: Outcome, started: float) -> None:
+    def _count(self, device: D, outcome: Outcome, started: float, error: str = "") -> None:
         ended = time.monotonic()
         self._line_free_at = ended + self._silence_s
         device.health.counters.record(outcome, ended - started)
         self.health.record(outcome, ended - started)
+        if outcome.garbled:
+            device.garbled = (outcome, error)
+
+
+def _due(device: PolledDevice) -> float:
+    return 0.0 if device.next_due is None else device.next_due
