@@ -26,7 +26,7 @@ from typing import Generic, TypeVar
 
 from smartpole.agent.buses.supervised import SupervisedBus
 from smartpole.agent.config.pole import DeviceConfig
-from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
+from smartpole.agent.core.health import BusHealth, DeviceHealth, DeviceState, Outcome
 from smartpole.agent.core.points import PointTable
 from smartpole.drivers.errors import (
     DeviceExceptionError,
@@ -112,8 +112,15 @@ class PolledBus(SupervisedBus, Generic[D]):
 
     async def _poll(self, device: D) -> None:
         health = device.health
-        # Down, slow, or its last poll failed: one cheap request, no retries (its budget).
-        cautious = health.down or health.slow or health.consecutive_failures > 0
+        # Never answered yet, down, slow, or its last poll failed: one cheap request and no
+        # retries (its budget). A retry pair to a slow RTU slave comes back as a pair of
+        # late answers, which spoils a neighbour's request and its retry alike.
+        cautious = (
+            health.state is DeviceState.UNKNOWN
+            or health.down
+            or health.slow
+            or health.consecutive_failures > 0
+        )
         health.poll_started()
         self._forget_garbage(device)
         period = device.config.poll_period_s
@@ -151,7 +158,10 @@ class PolledBus(SupervisedBus, Generic[D]):
         failure in a row (or among its recent polls), never longer than the device's probe
         interval (nor shorter than its period)."""
         period = device.config.poll_period_s
-        streak = max(device.health.consecutive_failures, device.health.recent_failures)
+        health = device.health
+        streak = health.consecutive_failures
+        if health.slow:
+            streak = max(streak, health.recent_failures - 1)
         if streak < 2:
             return period
         factor: float = 2.0 ** (streak - 1)

@@ -17,9 +17,10 @@ log = structlog.get_logger("smartpole.health")
 
 UTILISATION_WINDOW_S = 60.0
 # A device that failed SLOW_AFTER of its last SLOW_WINDOW polls is slow (its own budget:
-# no retries, backed-off polls) until SLOW_WINDOW polls in a row have succeeded.
+# no retries, backed-off polls) until SLOW_WINDOW polls in a row have succeeded. Half: a
+# neighbour that loses a poll now and then to a slow device's late answer is not slow.
 SLOW_WINDOW = 8
-SLOW_AFTER = 2
+SLOW_AFTER = 4
 
 
 class DeviceState(StrEnum):
@@ -146,6 +147,20 @@ class DeviceHealth:
     def poll_succeeded(self) -> None:
         self.polls += 1
         self.last_success_at = time.time()
+        if self.down and not self.slow:
+            # Back from offline or faulty: on probation (its budget) until SLOW_WINDOW clean
+            # polls. On RTU a slow device's late answer is taken for the answer to a later
+            # request now and then; without this it would flap back to full-rate polls.
+            self.slow = True
+            log.warning(
+                "device_slow",
+                device=self.name,
+                bus=self.bus,
+                address=self.address,
+                failures=self.recent_failures,
+                of_polls=len(self._results),
+                error=self.last_error,
+            )
         self._track(True)
         if self.state is not DeviceState.ONLINE:
             log.info(
