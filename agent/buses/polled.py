@@ -6,14 +6,16 @@ probes, the counters, and the silence some lines need between frames. A dead dev
 the bus one probe request per probe interval, never a timeout per poll period. Getting the
 line back after a failure is ``SupervisedBus``'s job.
 
-Each device spends only its own budget of the bus. Once a poll of it has failed, it gets
-one request per poll and no retries, and from its second failure in a row (or among its
-last polls: a device whose late answers are now and then taken for answers is ``slow``)
-its polls back off (doubling, up to ``offline_probe_s``): a slow slave that times out
+Each device spends only its own budget of the bus. A device that has not answered yet, or
+whose last poll failed, gets one request per poll and no retries; from its second failure
+in a row its polls back off (doubling, up to ``offline_probe_s``). A device that fails
+often, or has just come back from offline or faulty, is ``slow`` (on probation) and stays
+on that budget until its polls have succeeded a while. So a slow slave that times out
 again and again costs its neighbours one reply timeout per backed-off interval, and on a
-shared RS-485 pair its late answers, which spoil whatever else is on the wire, become as
-rare as its polls. A device whose failures are garbage (corrupt frames, another unit's reply, bytes
-that broke the link) is ``faulty`` rather than ``offline``, with the same budget.
+shared RS-485 pair its late answers, which spoil whatever else is on the wire (and can be
+taken for the answer to a later request: RTU has no transaction id), become as rare as
+its polls. A device whose failures are garbage (corrupt frames, another unit's reply,
+bytes that broke the link) is ``faulty`` rather than ``offline``, with the same budget.
 """
 
 from __future__ import annotations
@@ -146,6 +148,8 @@ class PolledBus(SupervisedBus, Generic[D]):
 
     @staticmethod
     def _forget_garbage(device: D) -> None:
+        # A method rather than an assignment in _poll, so the type checker does not take
+        # ``device.garbled`` for None still after the awaits that set it.
         device.garbled = None
 
     def _failed(self, device: D, error: str, *, garbled: bool) -> None:

@@ -130,19 +130,23 @@ class DeviceHealth:
         self._results.append(ok)
         failures = self.recent_failures
         if not self.slow and failures >= SLOW_AFTER:
-            self.slow = True
-            log.warning(
-                "device_slow",
-                device=self.name,
-                bus=self.bus,
-                address=self.address,
-                failures=failures,
-                of_polls=len(self._results),
-                error=self.last_error,
-            )
+            self._become_slow("fails often")
         elif self.slow and failures == 0 and len(self._results) == SLOW_WINDOW:
             self.slow = False
             log.info("device_slow_cleared", device=self.name, bus=self.bus, address=self.address)
+
+    def _become_slow(self, reason: str) -> None:
+        self.slow = True
+        log.warning(
+            "device_slow",
+            device=self.name,
+            bus=self.bus,
+            address=self.address,
+            reason=reason,
+            failures=self.recent_failures,
+            of_polls=len(self._results),
+            error=self.last_error,
+        )
 
     def poll_succeeded(self) -> None:
         self.polls += 1
@@ -151,16 +155,7 @@ class DeviceHealth:
             # Back from offline or faulty: on probation (its budget) until SLOW_WINDOW clean
             # polls. On RTU a slow device's late answer is taken for the answer to a later
             # request now and then; without this it would flap back to full-rate polls.
-            self.slow = True
-            log.warning(
-                "device_slow",
-                device=self.name,
-                bus=self.bus,
-                address=self.address,
-                failures=self.recent_failures,
-                of_polls=len(self._results),
-                error=self.last_error,
-            )
+            self._become_slow(f"back from {self.state.value}, on probation")
         self._track(True)
         if self.state is not DeviceState.ONLINE:
             log.info(
