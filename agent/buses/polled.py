@@ -9,13 +9,14 @@ line back after a failure is ``SupervisedBus``'s job.
 Each device spends only its own budget of the bus. A device that has not answered yet, or
 whose last poll failed, gets one request per poll and no retries; from its second failure
 in a row its polls back off (doubling, up to ``offline_probe_s``). A device that fails
-often, or has just come back from offline or faulty, is ``slow`` (on probation) and stays
-on that budget until its polls have succeeded a while. So a slow slave that times out
-again and again costs its neighbours one reply timeout per backed-off interval, and on a
-shared RS-485 pair its late answers, which spoil whatever else is on the wire (and can be
-taken for the answer to a later request: RTU has no transaction id), become as rare as
-its polls. A device whose failures are garbage (corrupt frames, another unit's reply,
-bytes that broke the link) is ``faulty`` rather than ``offline``, with the same budget.
+often, or has just come back from offline or faulty, is ``slow`` (on probation): no
+retries, and its failed polls back off by its recent failures, until its polls have
+succeeded a while. So a slow slave that times out again and again costs its neighbours
+one reply timeout per backed-off interval, and on a shared RS-485 pair its late answers,
+which spoil whatever else is on the wire (and can be taken for the answer to a later
+request: RTU has no transaction id), become as rare as its polls. A device whose
+failures are garbage (corrupt frames, another unit's reply, bytes that broke the link) is
+``faulty`` rather than ``offline``, with the same budget.
 """
 
 from __future__ import annotations
@@ -114,14 +115,12 @@ class PolledBus(SupervisedBus, Generic[D]):
 
     async def _poll(self, device: D) -> None:
         health = device.health
-        # Never answered yet, down, slow, or its last poll failed: one cheap request and no
-        # retries (its budget). A retry pair to a slow RTU slave comes back as a pair of
-        # late answers, which spoils a neighbour's request and its retry alike.
+        # Never answered yet, down, or its last poll failed: one cheap request and no retry
+        # (its budget; a slow device gets no retries either, see _request). A retry pair
+        # to a slow RTU slave comes back as a pair of late answers, which spoils a
+        # neighbour's request and its retry alike.
         cautious = (
-            health.state is DeviceState.UNKNOWN
-            or health.down
-            or health.slow
-            or health.consecutive_failures > 0
+            health.state is DeviceState.UNKNOWN or health.down or health.consecutive_failures > 0
         )
         health.poll_started()
         self._forget_garbage(device)
@@ -140,9 +139,7 @@ class PolledBus(SupervisedBus, Generic[D]):
             period = self._backoff(device)
         else:
             health.poll_succeeded()
-            if health.slow:
-                period = self._backoff(device)  # answering now and then: still on a budget
-            elif cautious:
+            if cautious:
                 period = 0.0  # it answered the probe: read it fully right away
         device.next_due = max(_due(device) + period, time.monotonic())
 
@@ -174,8 +171,11 @@ class PolledBus(SupervisedBus, Generic[D]):
     async def _request(
         self, device: D, call: Callable[[], Awaitable[T]], *, retries: int | None = None
     ) -> T:
-        """One request with retries; every attempt is counted on the device and the bus."""
-        attempts = 1 + (self._retries if retries is None else retries)
+        """One request with retries (none for a slow device: its budget); every attempt
+        is counted on the device and the bus."""
+        if retries is None:
+            retries = 0 if device.health.slow else self._retries
+        attempts = 1 + retries
         for attempt in range(attempts):
             wait = self._line_free_at - time.monotonic()
             if wait > 0:
