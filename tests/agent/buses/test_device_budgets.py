@@ -50,14 +50,17 @@ def _bank() -> RegisterBank:
 
 
 def _task(
-    tmp_path: Path, bus: dict[str, Any], devices: dict[str, dict[str, Any]]
+    tmp_path: Path,
+    bus: dict[str, Any],
+    devices: dict[str, dict[str, Any]],
+    profiles: Path = PROFILES,
 ) -> tuple[ModbusBusTask, PointTable]:
     config = tmp_path / "pole.yaml"
     config.write_text(
         yaml.safe_dump(
             {
                 "pole": {"id": "budget-test"},
-                "profiles_dir": str(PROFILES),
+                "profiles_dir": str(profiles),
                 "buses": {"bus": bus},
                 "devices": {
                     name: {"profile": "bench-register-bank", "bus": "bus", **device}
@@ -191,3 +194,59 @@ async def test_a_babbling_tcp_device_is_faulty_reconnected_with_backoff_and_list
     events = [e["event"] for e in logs if e.get("device") == "charger"]
     assert events.count("device_faulty") == 1, events
     assert events[-1] == "device_online", events
+
+
+TWO_BLOCKS = """
+model: two-blocks
+manufacturer: smartpole test
+description: two registers too far apart for one read
+manual: none
+protocol: modbus
+points:
+  near: {kind: holding, address: 0x0000, type: u16, unit: count}
+  far: {kind: holding, address: 0x0100, type: u16, unit: count}
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_device_back_from_offline_is_on_probation_but_read_in_full(
+    tmp_path: Path,
+) -> None:
+    bank = RegisterBank()
+    bank.set(RegisterKind.HOLDING, 0, [1])
+    bank.set(RegisterKind.HOLDING, 0x0100, [2])
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "two-blocks.yaml").write_text(TWO_BLOCKS)
+    async with RtuPtyServer({1: bank}, faults={1: FaultMode.NO_ANSWER}) as sim:
+        task, table = _task(
+            tmp_path,
+            {"type": "modbus-rtu", "port": sim.path, "timeout_s": 0.1, "retries": RETRIES},
+            {
+                "meter": {
+                    "profile": "two-blocks",
+                    "unit_id": 1,
+                    "poll_period_s": 0.1,
+                    "offline_after": 2,
+                    "offline_probe_s": 0.4,
+                }
+            },
+            profiles,
+        )
+        (meter,) = task.devices
+        async with _running(task):
+            await eventually(lambda: meter.state is DeviceState.OFFLINE, 5, "offline")
+            sim.set_fault(1, FaultMode.NONE)
+            await eventually(lambda: meter.state is DeviceState.ONLINE, 5, "back")
+            assert meter.slow  # on probation: no retries, backed-off failures
+            # ...but every block is read while on probation, not the probe's first only.
+            await eventually(
+                lambda: (
+                    meter.slow
+                    and {s.point: s.quality for s in table.snapshot()}
+                    == {"near": Quality.GOOD, "far": Quality.GOOD}
+                ),
+                5,
+                "both blocks read on probation",
+            )
+            await eventually(lambda: not meter.slow, 10, "probation over")
