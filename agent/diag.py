@@ -143,7 +143,7 @@ def _device_row(d: Mapping[str, Any]) -> list[str]:
         d["bus"],
         str(d["address"]),
         d["profile"],
-        d["state"],
+        d["state"] + (" (slow)" if d.get("slow") else ""),
         str(d["polls"]),
         str(counters["timeout"]),
         str(counters["crc_error"]),

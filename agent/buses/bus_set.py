@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# A link lost this recently is a problem a technician should see, even if it is back.
+RECENT_LINK_LOSS_S = 600.0
+
 
 class BusSet:
     """The pole's bus tasks, in config order, with the kind each was made from."""
@@ -85,11 +88,17 @@ class BusSet:
         for bus in self._tasks:
             if bus.health.state is BusState.PORT_UNAVAILABLE:
                 problems.append(f"bus {bus.name}: {bus.health.endpoint}: {bus.health.last_error}")
+            ago = bus.health.link_lost_within(RECENT_LINK_LOSS_S)
+            if ago is not None:
+                problems.append(
+                    f"bus {bus.name}: link lost {bus.health.link_losses} times, last "
+                    f"{ago:.0f} s ago ({bus.health.connects} connects)"
+                )
             for device in bus.devices:
-                if device.state is DeviceState.OFFLINE:
+                if device.state in (DeviceState.OFFLINE, DeviceState.FAULTY):
                     problems.append(
-                        f"device {device.name} ({device.address} on {bus.name}) offline: "
-                        f"{device.last_error}"
+                        f"device {device.name} ({device.address} on {bus.name}) "
+                        f"{device.state.value}: {device.last_error}"
                     )
                 elif device.last_error is not None:
                     problems.append(f"device {device.name}: last poll failed: {device.last_error}")

@@ -5,6 +5,18 @@ schedule, commands jumping the queue, request retries, offline detection with lo
 probes, the counters, and the silence some lines need between frames. A dead device costs
 the bus one probe request per probe interval, never a timeout per poll period. Getting the
 line back after a failure is ``SupervisedBus``'s job.
+
+Each device spends only its own budget of the bus. A device that has not answered yet, or
+whose last poll failed, gets one request per poll and no retries; from its second failure
+in a row its polls back off (doubling, up to ``offline_probe_s``). A device that fails
+often, or has just come back from offline or faulty, is ``slow`` (on probation): no
+retries, and its failed polls back off by its recent failures, until its polls have
+succeeded a while. So a slow slave that times out again and again costs its neighbours
+one reply timeout per backed-off interval, and on a shared RS-485 pair its late answers,
+which spoil whatever else is on the wire (and can be taken for the answer to a later
+request: RTU has no transaction id), become as rare as its polls. A device whose
+failures are garbage (corrupt frames, another unit's reply, bytes that broke the link) is
+``faulty`` rather than ``offline``, with the same budget.
 """
 
 from __future__ import annotations
@@ -36,7 +48,9 @@ class PolledDevice:
     name: str
     config: DeviceConfig
     health: DeviceHealth
-    next_due: float = 0.0
+    next_due: float | None = None  # None: never scheduled; kept across reconnects
+    # the last garbled outcome of the poll under way and its error, if any
+    garbled: tuple[Outcome, str] | None = None
 
 
 D = TypeVar("D", bound=PolledDevice)
@@ -86,43 +100,82 @@ class PolledBus(SupervisedBus, Generic[D]):
         await self._poll_forever()
 
     async def _poll_forever(self) -> None:
+        # A reconnect keeps every device's schedule: a device backed off for babbling
+        # (whose garbage broke the link) is not polled again the moment the link is back.
         start = time.monotonic()
         for device in self._devices.values():
-            device.next_due = start
+            if device.next_due is None:
+                device.next_due = start
         while True:
-            device = min(self._devices.values(), key=lambda d: d.next_due)
+            device = min(self._devices.values(), key=_due)
             # Commands run first; the wait for the next poll is also the wait for commands.
-            if await self.commands.run_next(device.next_due - time.monotonic()):
+            if await self.commands.run_next(_due(device) - time.monotonic()):
                 continue
             await self._poll(device)
 
     async def _poll(self, device: D) -> None:
         health = device.health
-        offline = health.state is DeviceState.OFFLINE
+        # Never answered yet, down, or its last poll failed: one cheap request and no retry
+        # (its budget; a slow device gets no retries either, see _request). A retry pair
+        # to a slow RTU slave comes back as a pair of late answers, which spoils a
+        # neighbour's request and its retry alike.
+        cautious = (
+            health.state is DeviceState.UNKNOWN or health.down or health.consecutive_failures > 0
+        )
         health.poll_started()
+        self._forget_garbage(device)
         period = device.config.poll_period_s
         try:
-            await self._poll_device(device, probe=offline)
+            await self._poll_device(device, probe=cautious)
         except TransportError:
+            if device.garbled is not None:
+                # Its own garbage broke the link: the device is to blame, not the line.
+                self._failed(device, f"{device.garbled[1]}; link reset", garbled=True)
+                device.next_due = _due(device) + self._backoff(device)
             raise
         except DriverError as exc:
-            if health.poll_failed(str(exc)) or health.state is DeviceState.OFFLINE:
-                self._table.mark_bad(device.name)
-            if health.state is DeviceState.OFFLINE:
-                missed = health.consecutive_failures - device.config.offline_after
-                probe_max = max(period, device.config.offline_probe_s)
-                period = min(period * 2 ** (missed + 1), probe_max)
+            garbled = self._outcome_of(exc).garbled or device.garbled is not None
+            self._failed(device, str(exc), garbled=garbled)
+            period = self._backoff(device)
         else:
             health.poll_succeeded()
-            if offline:
+            if cautious:
                 period = 0.0  # it answered the probe: read it fully right away
-        device.next_due = max(device.next_due + period, time.monotonic())
+        device.next_due = max(_due(device) + period, time.monotonic())
+
+    @staticmethod
+    def _forget_garbage(device: D) -> None:
+        # A method rather than an assignment in _poll, so the type checker does not take
+        # ``device.garbled`` for None still after the awaits that set it.
+        device.garbled = None
+
+    def _failed(self, device: D, error: str, *, garbled: bool) -> None:
+        health = device.health
+        if health.poll_failed(error, garbled=garbled) or health.down:
+            self._table.mark_bad(device.name)
+
+    def _backoff(self, device: D) -> float:
+        """The wait after a poll of a failing device: the period, doubling from the second
+        failure in a row (or among its recent polls), never longer than the device's probe
+        interval (nor shorter than its period)."""
+        period = device.config.poll_period_s
+        health = device.health
+        streak = health.consecutive_failures
+        if health.slow:
+            streak = max(streak, health.recent_failures - 1)
+        if streak < 2:
+            return period
+        factor: float = 2.0 ** (streak - 1)
+        return min(period * factor, max(period, device.config.offline_probe_s))
 
     async def _request(
         self, device: D, call: Callable[[], Awaitable[T]], *, retries: int | None = None
     ) -> T:
-        """One request with retries; every attempt is counted on the device and the bus."""
-        attempts = 1 + (self._retries if retries is None else retries)
+        """One request with retries (none for a slow device: its budget); every attempt
+        is counted on the device and the bus."""
+        if retries is None:
+            retries = 0 if device.health.slow else self._retries
+        attempts = 1 + retries
         for attempt in range(attempts):
             wait = self._line_free_at - time.monotonic()
             if wait > 0:
@@ -134,7 +187,7 @@ class PolledBus(SupervisedBus, Generic[D]):
                 raise
             except DriverError as exc:
                 outcome = self._outcome_of(exc)
-                self._count(device, outcome, started)
+                self._count(device, outcome, started, str(exc))
                 retryable = outcome not in (Outcome.EXCEPTION, Outcome.ERROR)
                 if not retryable or attempt + 1 == attempts:
                     raise
@@ -144,8 +197,14 @@ class PolledBus(SupervisedBus, Generic[D]):
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _count(self, device: D, outcome: Outcome, started: float) -> None:
+    def _count(self, device: D, outcome: Outcome, started: float, error: str = "") -> None:
         ended = time.monotonic()
         self._line_free_at = ended + self._silence_s
         device.health.counters.record(outcome, ended - started)
         self.health.record(outcome, ended - started)
+        if outcome.garbled:
+            device.garbled = (outcome, error)
+
+
+def _due(device: PolledDevice) -> float:
+    return 0.0 if device.next_due is None else device.next_due

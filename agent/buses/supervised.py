@@ -5,6 +5,11 @@ and for a device with a session such as the cabinet MCU, run its connect sequenc
 serve a connected link, and how to let go of it; this class retries with backoff, keeps
 the bus's health, and runs commands while the link is down, so they fail at once instead
 of waiting for a port that is not there. Drivers below it never reconnect by themselves.
+
+A link that fails soon after it came up (a device that babbles and breaks its TCP stream,
+a gateway that drops every connection) is reconnected with the same backoff as a failed
+connect, never in a tight loop; only a link that stayed up ``stable_after_s`` is
+reconnected at once. Every loss is counted (``BusHealth.link_losses``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from smartpole.drivers.errors import DriverError, TransportError
 
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 30.0
+STABLE_AFTER_S = 10.0
 
 
 class SupervisedBus:
@@ -24,6 +30,8 @@ class SupervisedBus:
 
     #: first wait after a failed connect, doubling up to RETRY_MAX_S
     retry_min_s = RETRY_MIN_S
+    #: a link lost sooner than this after connecting waits before the next connect
+    stable_after_s = STABLE_AFTER_S
 
     def __init__(self, name: str, health: BusHealth) -> None:
         self.name = name
@@ -79,13 +87,19 @@ class SupervisedBus:
                     await self._serve_commands_for(retry_s)
                     retry_s = min(retry_s * 2, RETRY_MAX_S)
                     continue
-                retry_s = self.retry_min_s
                 self.health.connected()
+                up_since = time.monotonic()
                 try:
                     await self._serve()
                 except TransportError as exc:
                     await self._disconnect()
                     self._link_lost(str(exc))
+                    self.health.link_lost()
+                    if time.monotonic() - up_since >= self.stable_after_s:
+                        retry_s = self.retry_min_s
+                        continue  # it had been working: try again at once
+                    await self._serve_commands_for(retry_s)
+                    retry_s = min(retry_s * 2, RETRY_MAX_S)
         finally:
             await self._disconnect()
 

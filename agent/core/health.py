@@ -16,12 +16,20 @@ import structlog
 log = structlog.get_logger("smartpole.health")
 
 UTILISATION_WINDOW_S = 60.0
+# A device that failed SLOW_AFTER of its last SLOW_WINDOW polls is slow (its own budget:
+# no retries, backed-off polls) until SLOW_WINDOW polls in a row have succeeded. Half: a
+# neighbour that loses a poll now and then to a slow device's late answer is not slow.
+SLOW_WINDOW = 8
+SLOW_AFTER = 4
 
 
 class DeviceState(StrEnum):
     UNKNOWN = "unknown"  # not polled successfully yet
     ONLINE = "online"
     OFFLINE = "offline"  # missed `offline_after` polls in a row; probed at a low rate
+    # answered garbage (corrupt or malformed frames, another unit's or function's reply,
+    # bytes nobody asked for) `offline_after` polls in a row; probed at a low rate too
+    FAULTY = "faulty"
 
 
 class BusState(StrEnum):
@@ -41,6 +49,17 @@ class Outcome(StrEnum):
     WRONG_FUNCTION = "wrong_function"
     EXCEPTION = "exception"  # the device refused (protocol exception / error reply)
     ERROR = "error"  # anything else that went wrong with the reply
+
+    @property
+    def garbled(self) -> bool:
+        """Something came back, but not a sound answer: the device (or its wiring) is
+        faulty, not merely silent."""
+        return self in _GARBLED
+
+
+_GARBLED = frozenset(
+    {Outcome.CRC_ERROR, Outcome.GARBAGE, Outcome.WRONG_UNIT, Outcome.WRONG_FUNCTION}
+)
 
 
 @dataclass
@@ -85,6 +104,8 @@ class DeviceHealth:
     state_since: float = field(default_factory=time.time)
     unsupported_points: list[str] = field(default_factory=list)
     suspect_values: int = 0  # readings that were NaN/inf or outside the profile's range
+    slow: bool = False  # failing often (late or no answers): polled on a tight budget
+    _results: deque[bool] = field(default_factory=lambda: deque(maxlen=SLOW_WINDOW), repr=False)
     _last_start: float | None = field(default=None, repr=False)
     _intervals: deque[float] = field(default_factory=lambda: deque(maxlen=20), repr=False)
 
@@ -95,39 +116,86 @@ class DeviceHealth:
             self._intervals.append(now - self._last_start)
         self._last_start = now
 
+    @property
+    def down(self) -> bool:
+        """Offline or faulty: probed at a low rate, one request at a time."""
+        return self.state in (DeviceState.OFFLINE, DeviceState.FAULTY)
+
+    @property
+    def recent_failures(self) -> int:
+        """Failed polls among the last ``SLOW_WINDOW``: what its budget is cut by."""
+        return self._results.count(False)
+
+    def _track(self, ok: bool) -> None:
+        self._results.append(ok)
+        failures = self.recent_failures
+        if not self.slow and failures >= SLOW_AFTER:
+            self._become_slow("fails often")
+        elif self.slow and failures == 0 and len(self._results) == SLOW_WINDOW:
+            self.slow = False
+            log.info("device_slow_cleared", device=self.name, bus=self.bus, address=self.address)
+
+    def _become_slow(self, reason: str) -> None:
+        self.slow = True
+        log.warning(
+            "device_slow",
+            device=self.name,
+            bus=self.bus,
+            address=self.address,
+            reason=reason,
+            failures=self.recent_failures,
+            of_polls=len(self._results),
+            error=self.last_error,
+        )
+
     def poll_succeeded(self) -> None:
         self.polls += 1
         self.last_success_at = time.time()
+        if self.down and not self.slow:
+            # Back from offline or faulty: on probation (its budget) until SLOW_WINDOW clean
+            # polls. On RTU a slow device's late answer is taken for the answer to a later
+            # request now and then; without this it would flap back to full-rate polls.
+            self._become_slow(f"back from {self.state.value}, on probation")
+        self._track(True)
         if self.state is not DeviceState.ONLINE:
             log.info(
                 "device_online",
                 device=self.name,
                 bus=self.bus,
                 address=self.address,
+                was=self.state.value,
                 after_failures=self.consecutive_failures,
             )
             self._enter(DeviceState.ONLINE)
         self.consecutive_failures = 0
         self.last_error = None
 
-    def poll_failed(self, error: str) -> bool:
-        """Count a failed poll; True when this failure took the device offline."""
+    def poll_failed(self, error: str, *, garbled: bool = False) -> bool:
+        """Count a failed poll; True when this failure took the device offline or faulty.
+
+        ``garbled``: something came back that was no sound answer. A device that keeps
+        doing that is faulty rather than offline: a technician looks at its wiring,
+        termination or firmware, not at its power.
+        """
         self.polls += 1
         self.consecutive_failures += 1
         self.last_error = error
-        reached = self.consecutive_failures >= self.offline_after
-        if reached and self.state is not DeviceState.OFFLINE:
-            log.warning(
-                "device_offline",
-                device=self.name,
-                bus=self.bus,
-                address=self.address,
-                failures=self.consecutive_failures,
-                error=error,
-            )
-            self._enter(DeviceState.OFFLINE)
-            return True
-        return False
+        self._track(False)
+        if self.consecutive_failures < self.offline_after:
+            return False
+        state = DeviceState.FAULTY if garbled else DeviceState.OFFLINE
+        if self.state is state:
+            return False
+        log.warning(
+            f"device_{state.value}",
+            device=self.name,
+            bus=self.bus,
+            address=self.address,
+            failures=self.consecutive_failures,
+            error=error,
+        )
+        self._enter(state)
+        return True
 
     def _enter(self, state: DeviceState) -> None:
         self.state = state
@@ -148,9 +216,12 @@ class BusHealth:
     state: BusState = BusState.STARTING
     last_error: str | None = None
     connects: int = 0
+    link_losses: int = 0  # the link failed while in use (each one is followed by a reconnect)
+    last_loss_at: float | None = None  # epoch seconds, for display
     counters: Counters = field(default_factory=Counters)
     state_since: float = field(default_factory=time.time)
     _recent: deque[tuple[float, float]] = field(default_factory=deque, repr=False)
+    _lost_mono: float | None = field(default=None, repr=False)
 
     def record(self, outcome: Outcome, duration_s: float) -> None:
         self.counters.record(outcome, duration_s)
@@ -175,6 +246,19 @@ class BusHealth:
         self.state_since = time.time()
         self.last_error = None
 
+    def link_lost(self) -> None:
+        self.link_losses += 1
+        self.last_loss_at = time.time()
+        self._lost_mono = time.monotonic()
+
+    def link_lost_within(self, seconds: float) -> float | None:
+        """Seconds since the last link loss, if it was within ``seconds`` (monotonic, so a
+        wall-clock step neither hides nor invents one)."""
+        if self._lost_mono is None:
+            return None
+        ago = time.monotonic() - self._lost_mono
+        return ago if ago < seconds else None
+
     def unavailable(self, error: str) -> None:
         if self.state is not BusState.PORT_UNAVAILABLE:
             log.error("bus_port_unavailable", bus=self.name, endpoint=self.endpoint, error=error)
@@ -190,6 +274,8 @@ class BusHealth:
             "state": self.state.value,
             "last_error": self.last_error,
             "connects": self.connects,
+            "link_losses": self.link_losses,
+            "last_loss_at": self.last_loss_at,
             "counters": asdict(self.counters),
             "utilisation": round(self.utilisation(), 4),
             "state_since": self.state_since,

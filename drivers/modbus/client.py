@@ -72,6 +72,13 @@ class ModbusClient(Lifecycle):
     def connected(self) -> bool:
         return self._impl.connected
 
+    @property
+    def stream_broken(self) -> bool:
+        """Bytes nobody asked for broke the link; the next request reports it as garbage
+        (Modbus TCP only: a serial line has no stream to break)."""
+        impl = self._impl
+        return isinstance(impl, ModbusTcpClient) and impl.stream_broken
+
     async def connect(self) -> None:
         await self._impl.connect()
 

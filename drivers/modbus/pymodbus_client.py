@@ -12,12 +12,21 @@ timeout. The bytes that did arrive are kept through its packet trace hook, so a 
 be told apart afterwards by our own RTU framer and counted for what it was; a technician
 fixing a bus needs to know whether a device is silent or its wiring is noisy.
 
+On a half-duplex RS-485 pair a master must not talk over a frame in progress: a slow
+slave's late answer can still be on the wire when the next request is due. So a request
+goes out only once the line has been quiet for the RTU inter-frame silence since the last
+byte received (never waiting longer than one reply timeout: a line that babbles without
+end must not stop the bus), and bytes that arrive while no request is outstanding (late
+answers, noise) are counted (``stray_bytes``) and dropped with pymodbus' receive buffer
+when the next request is sent, never taken for its answer.
+
 It also speaks plain Modbus TCP, which the product no longer uses it for; the benchmarks
 keep it as the baseline the TCP client is measured against.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Sequence
@@ -30,6 +39,7 @@ from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
 from smartpole.drivers.cancellation import raise_if_cancelled
 from smartpole.drivers.errors import ProtocolError, TransportError
+from smartpole.drivers.line import frame_gap_s
 from smartpole.drivers.modbus.faults import ReplyFault, ReplyTimeoutError
 from smartpole.drivers.modbus.pdu import exception_error
 from smartpole.drivers.modbus.points import RegisterKind
@@ -52,6 +62,11 @@ class PymodbusClient:
         self._sent = b""
         self._received = bytearray()
         self._last_trace = b""
+        self._outstanding = False  # a request is waiting for its answer
+        self._last_rx = 0.0  # monotonic time the last byte arrived
+        # The silence before talking: RTU frames on any carrier (a gateway's serial side too).
+        self._silence_s = 0.0 if endpoint.framing == "tcp" else frame_gap_s(endpoint.baudrate)
+        self.stray_bytes = 0  # arrived while no request was outstanding: late answers, noise
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient
         if endpoint.framing == "rtu":
             self._client = AsyncModbusSerialClient(
@@ -99,10 +114,24 @@ class PymodbusClient:
             new = data[len(self._last_trace) :] if data.startswith(self._last_trace) else data
             self._received += new
             self._last_trace = data
+            self._last_rx = time.monotonic()
+            if not self._outstanding:
+                self.stray_bytes += len(new)
         return data
+
+    async def _quiet_line(self) -> None:
+        """Until nothing has arrived for the inter-frame silence, at most one timeout."""
+        if not self._silence_s:
+            return
+        give_up = time.monotonic() + self.timeout_s
+        while (wait := self._last_rx + self._silence_s - time.monotonic()) > 0:
+            if time.monotonic() >= give_up:
+                return
+            await asyncio.sleep(wait)  # the line's silence, not synchronisation
 
     async def read(self, kind: RegisterKind, address: int, count: int, unit_id: int) -> list[int]:
         """Read ``count`` registers or bits; bits come back as 0/1 integers."""
+        await self._quiet_line()
         client = self._client
         if kind is RegisterKind.HOLDING:
             call = client.read_holding_registers(address, count=count, device_id=unit_id)
@@ -119,6 +148,7 @@ class PymodbusClient:
         self, kind: RegisterKind, address: int, values: Sequence[int], unit_id: int
     ) -> None:
         """Write registers (FC 06/16) or coils (FC 05/15)."""
+        await self._quiet_line()
         client = self._client
         if kind is RegisterKind.COIL:
             bits = [bool(v) for v in values]
@@ -141,6 +171,7 @@ class PymodbusClient:
 
     async def _execute(self, call: Awaitable[ModbusPDU], unit_id: int) -> ModbusPDU:
         started = time.monotonic()
+        self._outstanding = True
         try:
             reply: ModbusPDU = await call
         except ModbusIOException as exc:
@@ -158,6 +189,7 @@ class PymodbusClient:
         except ModbusException as exc:
             raise ProtocolError(f"bad reply from unit {unit_id}: {exc}") from exc
         finally:
+            self._outstanding = False
             raise_if_cancelled()  # pymodbus awaits with wait_for, which can lose it (3.11)
         return reply
 

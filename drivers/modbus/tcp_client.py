@@ -16,6 +16,9 @@ The stream rules, from the MBAP framing (``smartpole.drivers.modbus.mbap``):
   answer (which a request-per-connection client could not tell apart).
 * A half-received answer left over from a timed-out request is discarded when the next
   request is sent (the simulator's BAD_CRC fault over TCP truncates an answer).
+* Bytes nobody asked for that break the stream between requests (a babbling device) are
+  reported to the next request as garbage, once, with the link dropped: the device, not
+  the line, is what the bus task then holds to account.
 
 Bytes are handled in ``data_received`` with no copies in the usual case, where the whole
 answer arrives in one segment; requests for a block are framed once and only their
@@ -73,6 +76,7 @@ class _Link(asyncio.Protocol):
         self.expected_tid = -1
         self.late_replies = 0
         self.discarded_bytes = 0
+        self.broken = False  # the stream stopped being MBAP; the connection is going
 
     # ----- asyncio callbacks -----
 
@@ -126,6 +130,7 @@ class _Link(asyncio.Protocol):
         """The stream is not MBAP any more: nothing sound to skip to, so drop it."""
         self.discarded_bytes += len(self.buffer)
         self.buffer.clear()
+        self.broken = True
         if self.transport is not None:
             self.transport.abort()
         self._finish(_End.BROKEN)
@@ -174,6 +179,11 @@ class ModbusTcpClient:
     def connected(self) -> bool:
         link = self._link
         return link is not None and link.transport is not None and not link.transport.is_closing()
+
+    @property
+    def stream_broken(self) -> bool:
+        """Garbage broke the stream and the next request has yet to hear of it."""
+        return self._link is not None and self._link.broken
 
     @property
     def late_replies(self) -> int:
@@ -265,6 +275,11 @@ class ModbusTcpClient:
         """Send one framed request and return the answer's PDU, checked for unit and
         function; exception answers raise DeviceExceptionError."""
         link = self._link
+        if link is not None and link.broken:
+            self.close()  # once: the next request finds the link gone
+            raise self._fault(
+                ReplyFault.GARBAGE, unit_id, "(bytes nobody asked for broke the stream)"
+            )
         transport = None if link is None else link.transport
         if link is None or transport is None or transport.is_closing():
             raise TransportError(f"{self} is not connected")
@@ -280,6 +295,8 @@ class ModbusTcpClient:
             if link.waiter is waiter:  # cancelled, or write() failed
                 link.waiter = None
         if not isinstance(reply, bytes):
+            if reply is _End.BROKEN:
+                self.close()  # reported here; the next request finds the link gone
             raise self._failure(reply, link, unit_id)
         pdu = reply[HEADER_BYTES:]
         if reply[6] != unit_id and unit_id != 0:

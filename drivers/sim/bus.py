@@ -35,8 +35,11 @@ class SimStats(Generic[K]):
     and absent devices too); ``by_address`` those each simulated device received, faults
     or not; ``ignored`` those a fault left unexecuted and unanswered; ``answered`` the
     answers that went out. ``bad_frames`` counts corrupt frames or noise bursts,
-    ``discarded_bytes`` every byte that was no request. ``by_kind`` counts executed
-    requests by the protocol's name for them, where it names them (Pelco-D commands).
+    ``discarded_bytes`` every byte that was no request. ``collisions`` counts frames two
+    devices spoiled by talking at once (a slow device's late answer on an RS-485 pair).
+    ``unsolicited`` counts bursts a babbling device sent without being asked. ``by_kind``
+    counts executed requests by the protocol's name for them, where it names them
+    (Pelco-D commands).
     ``connections`` (every one accepted since start) and ``open_connections`` are for
     TCP simulators.
     """
@@ -45,6 +48,8 @@ class SimStats(Generic[K]):
     answered: int = 0
     ignored: int = 0
     bad_frames: int = 0
+    collisions: int = 0
+    unsolicited: int = 0
     discarded_bytes: int = 0
     by_address: Counter[K] = field(default_factory=Counter)
     by_kind: Counter[str] = field(default_factory=Counter)
@@ -121,12 +126,12 @@ class BusServer(SimServer, Generic[K]):
 
     def spoil(self, reply: bytes, fault: FaultMode, *, checksum: slice) -> bytes:
         """``reply`` as ``fault`` leaves it: BAD_CRC inverts the ``checksum`` bytes, GARBAGE
-        sends random bytes of its length; any other fault leaves it whole."""
+        and BABBLE send random bytes of its length; any other fault leaves it whole."""
         if fault is FaultMode.BAD_CRC:
             spoiled = bytearray(reply)
             spoiled[checksum] = bytes(b ^ 0xFF for b in reply[checksum])
             return bytes(spoiled)
-        if fault is FaultMode.GARBAGE:
+        if fault in (FaultMode.GARBAGE, FaultMode.BABBLE):
             return self._rng.randbytes(len(reply))
         return reply
 

@@ -12,14 +12,21 @@ import enum
 from typing import Final
 
 SLOW_EXTRA_S: Final = 2.0
+# A babbling device sends a burst of junk this often while its connection is open.
+BABBLE_EVERY_S: Final = 0.05
+BABBLE_BYTES: Final = 16
 
 
 class FaultMode(enum.StrEnum):
     """Misbehaviour to inject per device.
 
-    NO_ANSWER models a dead device: the request is not executed. BAD_CRC, GARBAGE and SLOW
-    execute the request and spoil only the answer, the nasty case where a client's retry
-    repeats a write that already happened.
+    NO_ANSWER models a dead device: the request is not executed. BAD_CRC, GARBAGE, SLOW and
+    BABBLE execute the request and spoil only the answer, the nasty case where a client's
+    retry repeats a write that already happened.
+
+    On a shared serial line a SLOW device does not hold the others up (each slave has its
+    own CPU); its late answer goes out whenever it is ready and spoils whatever else is on
+    the wire at that moment, as on a real RS-485 pair.
     """
 
     NONE = "none"
@@ -28,3 +35,5 @@ class FaultMode(enum.StrEnum):
     EXCEPTION = "exception"  # a protocol error answer (Modbus: exception 4, device failure)
     GARBAGE = "garbage"  # random bytes of the answer's length instead of the answer
     SLOW = "slow"  # answer SLOW_EXTRA_S late, past typical client timeouts
+    # random bytes instead of each answer, and bursts of them unasked between requests
+    BABBLE = "babble"

@@ -17,6 +17,10 @@ Fault semantics over TCP (``framing="tcp"``), per unit as in :mod:`.rtu_pty`:
   promise up to 64 KiB), so this models a device that babbles and resets the link.
 * SLOW: the answer comes ``SLOW_EXTRA_S`` late, with its own transaction id; a client
   that has given up on it must skip it by transaction id.
+* BABBLE: random bytes instead of each answer, and, while any unit babbles, a burst of
+  ``BABBLE_BYTES`` random bytes every ``BABBLE_EVERY_S`` on every connection, asked for
+  or not; the server keeps the connection open. A device with a broken firmware or a
+  serial gateway echoing line noise does this.
 
 BAD_CRC, GARBAGE and SLOW execute the request first, as on the serial simulator.
 
@@ -40,7 +44,7 @@ from smartpole.drivers.modbus import mbap
 from smartpole.drivers.modbus.pdu import ExceptionCode, Request, encode_exception
 from smartpole.drivers.modbus.rtu import BROADCAST_UNIT
 from smartpole.drivers.sim.bus import BusServer, ReplyTiming
-from smartpole.drivers.sim.faults import FaultMode
+from smartpole.drivers.sim.faults import BABBLE_BYTES, BABBLE_EVERY_S, FaultMode
 from smartpole.drivers.sim.modbus_bank import RegisterBank, handle_pdu, handle_request
 from smartpole.drivers.sim.rtu_line import RtuListener, device_answer
 from smartpole.drivers.sim.server import Line, TcpAddress
@@ -132,6 +136,23 @@ class ModbusTcpServer(BusServer[int]):
             await self._converse_rtu(line)
 
     async def _converse_tcp(self, line: Line) -> None:
+        babbler = self.spawn(self._babble(line), name=f"{self.name} babble {line.peer}")
+        try:
+            await self._converse_mbap(line)
+        finally:
+            babbler.cancel()
+
+    async def _babble(self, line: Line) -> None:
+        """Bytes nobody asked for, while any unit's fault is BABBLE."""
+        while True:
+            await asyncio.sleep(BABBLE_EVERY_S)  # the device's own rhythm, not test sync
+            if any(self.fault_of(unit) is FaultMode.BABBLE for unit in self._banks):
+                if not line.write(self._rng.randbytes(BABBLE_BYTES)):
+                    return
+                self._stats.unsolicited += 1
+                self._progress()
+
+    async def _converse_mbap(self, line: Line) -> None:
         buf = bytearray()
         while True:
             try:
@@ -201,6 +222,8 @@ class ModbusTcpServer(BusServer[int]):
             return _Reply(frame[:-1]), delay
         if fault is FaultMode.GARBAGE:
             return _Reply(self._rng.randbytes(len(frame)), close_after=True), delay
+        if fault is FaultMode.BABBLE:
+            return _Reply(self._rng.randbytes(len(frame))), delay
         return _Reply(frame), delay
 
     def _decide_rtu(self, req: Request) -> _Decision:

@@ -10,18 +10,27 @@ unit, and a master's write to their address register moves them to the new unit 
 the write's answer is built (the answer still comes from the old id, like the device's).
 A baud-code write is only recorded: a pty has no line speed, so the device keeps answering
 whatever speed the client sets.
+
+The devices share one pair of wires, each with its own CPU. A SLOW device's answer does
+not hold the others up: it goes out when ready, and if it is on the wire (by wire time at
+the line's baud rate) while the master sends a request or another device answers, both
+frames are spoiled, as two transmitters on RS-485 spoil each other. That is what a late
+answer costs its neighbours on a real bus, and what a master's budget for a slow device
+has to keep rare.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Final, Protocol, runtime_checkable
 
 import structlog
 
-from smartpole.drivers.line import frame_gap_s
+from smartpole.drivers.line import frame_gap_s, wire_time_s
 from smartpole.drivers.modbus.crc import crc16_modbus
 from smartpole.drivers.modbus.pdu import ExceptionCode, Request, RequestRefusedError
 from smartpole.drivers.modbus.rtu import BROADCAST_UNIT, encode_request
@@ -37,6 +46,10 @@ log = structlog.get_logger(__name__)
 # RTU 3.5-character silence that ends a frame is never taken shorter than this.
 _MIN_FRAME_GAP_S: Final = 0.05
 _MAX_PENDING_TX: Final = 4096
+# How long a transmission is remembered for late answers to collide with.
+_AIR_MEMORY_S: Final = 10.0
+
+_Span = tuple[float, float]  # a frame on the wire: (start, end), monotonic seconds
 
 
 @runtime_checkable
@@ -81,6 +94,8 @@ class RtuPtyServer(BusServer[int]):
                 bank.attach(unit, baudrate=baudrate, mover=partial(self._request_move, bank))
         self._baudrate = baudrate
         self._frame_gap_s = max(frame_gap_s(baudrate), _MIN_FRAME_GAP_S)
+        self._late: list[_Span] = []  # slow devices' answers, recent or still to go out
+        self._air: deque[_Span] = deque()  # recent requests heard and answers sent
 
     @property
     def units(self) -> list[int]:
@@ -95,6 +110,15 @@ class RtuPtyServer(BusServer[int]):
         self.spawn(self._serve_forever(line, queue), name=f"{self.name}-tx {line.peer}")
         listener = RtuListener(line, gap_s=self._frame_gap_s, stats=self._stats)
         while (request := await listener.next_request()) is not None:
+            now = time.monotonic()
+            span = (now, now + wire_time_s(len(encode_request(request)), self._baudrate))
+            if _overlaps(span, self._late):
+                # A slow device's late answer was on the wire: nobody understood this one.
+                self._stats.collisions += 1
+                self._stats.bad_frames += 1
+                log.debug("sim_collision", unit=request.unit_id, what="request")
+                continue
+            self._on_air(span)
             queue.put_nowait(request)
 
     # ----- answer side: one request at a time, like a half-duplex slave -----
@@ -121,7 +145,43 @@ class RtuPtyServer(BusServer[int]):
         if reply is None:
             return
         delay = self.timing.delay_s(len(encode_request(req)), len(reply), fault)
+        if fault is FaultMode.SLOW:
+            # Its own CPU is busy, not the line: the others go on answering meanwhile.
+            end = time.monotonic() + delay
+            span = (end - wire_time_s(len(reply), self._baudrate), end)
+            self._late.append(span)
+            self.spawn(self._answer_late(line, req, reply, span), name=f"{self.name}-late")
+            return
         await asyncio.sleep(delay)  # emulates the device and the wire, not test sync
+        end = time.monotonic()
+        span = (end - wire_time_s(len(reply), self._baudrate), end)
+        if _overlaps(span, self._late):
+            self._stats.collisions += 1
+            reply = _spoiled(reply)
+            log.debug("sim_collision", unit=req.unit_id, what="answer")
+        self._on_air(span)
+        self._send(line, req, reply)
+
+    async def _answer_late(self, line: Line, req: Request, reply: bytes, span: _Span) -> None:
+        """A slow device's answer, sent once it is complete on the wire; spoiled by (and
+        spoiling) whatever else was on the wire meanwhile."""
+        await asyncio.sleep(span[1] - time.monotonic())  # the device thinking
+        if _overlaps(span, self._air):
+            self._stats.collisions += 1
+            reply = _spoiled(reply)
+            log.debug("sim_collision", unit=req.unit_id, what="late answer")
+        self._on_air(span)
+        self._send(line, req, reply)
+        self._progress()
+
+    def _on_air(self, span: _Span) -> None:
+        self._air.append(span)
+        forget = span[0] - _AIR_MEMORY_S
+        while self._air and self._air[0][1] < forget:
+            self._air.popleft()
+        self._late = [late for late in self._late if late[1] >= forget]
+
+    def _send(self, line: Line, req: Request, reply: bytes) -> None:
         if line.write(reply):
             self._stats.answered += 1
             log.debug("sim_answer", unit=req.unit_id, function=req.function, size=len(reply))
@@ -186,6 +246,16 @@ class RtuPtyServer(BusServer[int]):
             if old in self._faults:
                 self._faults[new] = self._faults.pop(old)  # the fault is the device's
             log.info("sim_unit_moved", sim=self.name, unit=old, to=new)
+
+
+def _overlaps(span: _Span, others: list[_Span] | deque[_Span]) -> bool:
+    start, end = span
+    return any(s < end and start < e for s, e in others if (s, e) != span)
+
+
+def _spoiled(frame: bytes) -> bytes:
+    """A frame another transmitter talked over: its CRC no longer checks."""
+    return frame[:-1] + bytes([frame[-1] ^ 0xFF]) if frame else frame
 
 
 def _collision(replies: list[bytes]) -> bytes:

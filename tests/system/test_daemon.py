@@ -121,17 +121,22 @@ def test_missing_serial_port_is_reported_once_and_survived(
 
 
 @pytest.mark.parametrize(
-    ("fault", "counter"),
-    [("no_answer", "timeout"), ("garbage", "garbage"), ("bad_crc", "crc_error")],
+    ("fault", "counter", "state"),
+    [
+        ("no_answer", "timeout", "offline"),
+        # Something comes back, but no sound answer: faulty (wiring, firmware), not offline.
+        ("garbage", "garbage", "faulty"),
+        ("bad_crc", "crc_error", "faulty"),
+    ],
 )
-def test_dead_or_garbled_device_goes_offline_once(
-    polled_pole: Callable[..., Proc], fault: str, counter: str
+def test_dead_or_garbled_device_goes_offline_or_faulty_once(
+    polled_pole: Callable[..., Proc], fault: str, counter: str, state: str
 ) -> None:
     run = polled_pole("--fault", f"weather={fault}")
     device = wait_until(
-        lambda: (d := _device(run))["state"] == "offline" and d["polls"] >= 4 and d,
+        lambda: (d := _device(run))["state"] == state and d["polls"] >= 4 and d,
         15,
-        "the device to go offline and be probed again",
+        f"the device to go {state} and be probed again",
     )
     # Each failure is counted for what it was, not lumped together as a timeout (a reply
     # that a loaded machine delivers after the timeout is, honestly, a timeout).
@@ -143,8 +148,8 @@ def test_dead_or_garbled_device_goes_offline_once(
     )
     assert all(p["quality"] == "bad" for p in _points(run).values())
     problems = api(run, "status")["problems"]
-    assert any("weather" in p and "offline" in p for p in problems), problems
-    assert len(run.events("device_offline")) == 1, "offline must be logged once, not per poll"
+    assert any("weather" in p and state in p for p in problems), problems
+    assert len(run.events(f"device_{state}")) == 1, f"{state} must be logged once, not per poll"
     assert not [e for e in run.events() if "exception" in e], "a traceback was logged"
     assert run.process.poll() is None
     assert run.stop()[0] == 0

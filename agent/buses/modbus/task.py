@@ -198,9 +198,11 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         device.replan()
 
     def _require_client(self) -> ModbusClient:
-        if self._client is None or not self._client.connected:
+        client = self._client
+        # A stream broken by garbage is let through once, so the request reports it.
+        if client is None or not (client.connected or client.stream_broken):
             raise TransportError(f"bus {self.name} is not connected")
-        return self._client
+        return client
 
     def _store(self, device: _Device, block: ReadBlock, words: list[int]) -> None:
         # Every value of every poll passes here: decoders and quality rules were settled

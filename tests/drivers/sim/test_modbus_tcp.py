@@ -21,7 +21,7 @@ from smartpole.drivers.modbus.mbap import MbapRequest, encode_adu, encode_reques
 from smartpole.drivers.modbus.pdu import Request
 from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.modbus.rtu import encode_request as encode_rtu_request
-from smartpole.drivers.sim.faults import SLOW_EXTRA_S, FaultMode
+from smartpole.drivers.sim.faults import BABBLE_BYTES, SLOW_EXTRA_S, FaultMode
 from smartpole.drivers.sim.modbus_bank import RegisterBank
 from smartpole.drivers.sim.modbus_tcp import Framing, ModbusTcpServer
 
@@ -473,3 +473,19 @@ async def test_rtu_noise_claiming_a_long_frame_is_dropped_after_the_idle_gap() -
         assert answer[:5] == bytes([1, 3, 2]) + VALUES[0].to_bytes(2, "big")
         stats = server.stats
         assert (stats.bad_frames, stats.discarded_bytes, stats.answered) == (1, 7, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_babbling_unit_sends_bytes_nobody_asked_for_and_keeps_the_connection() -> None:
+    async with ModbusTcpServer({1: _bank()}, faults={1: FaultMode.BABBLE}) as server:
+        async with _raw(server) as (reader, _writer):
+            # Not a byte was asked for, yet bursts keep coming on the open connection.
+            async with asyncio.timeout(5):
+                data = await reader.readexactly(3 * BABBLE_BYTES)
+            assert len(data) == 3 * BABBLE_BYTES
+            await _eventually(lambda: server.stats.unsolicited >= 3)
+            assert server.stats.open_connections == 1
+        server.set_fault(1, FaultMode.NONE)
+        async with _client(server) as client:
+            rr = await client.read_holding_registers(BLOCK, count=len(VALUES), device_id=1)
+            assert rr.registers == VALUES

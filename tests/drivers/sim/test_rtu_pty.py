@@ -184,3 +184,30 @@ async def test_cancellation_closes_everything() -> None:
         await task
     assert set(os.listdir("/proc/self/fd")) == fds_before
     assert paths
+
+
+@pytest.mark.asyncio
+async def test_a_slow_unit_does_not_hold_up_its_neighbour_but_its_late_answer_collides() -> None:
+    loop = asyncio.get_running_loop()
+    banks = {}
+    for unit in (1, 2):
+        banks[unit] = RegisterBank()
+        banks[unit].set(RegisterKind.HOLDING, 0, list(range(125)))
+    async with (
+        RtuPtyServer(banks, faults={2: FaultMode.SLOW}) as server,
+        _client(server.path, response_timeout=0.5) as client,
+    ):
+        with pytest.raises(ModbusIOException):
+            await client.read_holding_registers(0, count=125, device_id=2)
+        # Each slave has its own CPU: unit 1 answers while unit 2 still thinks.
+        start = loop.time()
+        rr = await client.read_holding_registers(0, count=125, device_id=1)
+        assert rr.registers == list(range(125))
+        assert loop.time() - start < 1.0
+        # Unit 1 keeps the line busy (255-byte answers, 0.29 s each at 9600 baud) until
+        # unit 2's late answer, as long, has gone out: they cannot both have been clean.
+        async with asyncio.timeout(10):
+            while server.stats.answered < server.stats.by_address[1] + 1:
+                with contextlib.suppress(ModbusIOException):
+                    await client.read_holding_registers(0, count=125, device_id=1)
+        assert server.stats.collisions >= 1
