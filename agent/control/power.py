@@ -3,7 +3,7 @@
 A camera, small cell or screen on the pole is fed through one channel of the relay module
 (Shenzhen DB4403/T 30-2019 asks for remote power cycling of pole devices). An operator can
 cycle a device on command; a device with ``auto_after_offline_s`` is cycled by the agent
-when it has been offline that long, at most ``max_attempts`` times with a doubling wait
+when it has been offline (or faulty: answering only garbage) that long, at most ``max_attempts`` times with a doubling wait
 between attempts, then the agent gives up (logged once) until the device has stayed online
 for ``reset_after_online_s``.
 
@@ -61,6 +61,8 @@ RESTORE_RETRY_MAX_S = 600.0  # ... up to this
 
 ONLINE = "online"
 OFFLINE = "offline"
+#: answering garbage (a hung device's firmware babbling): power-cycled like an offline one
+FAULTY = "faulty"
 
 Writer = Callable[[str, str, object, str], Awaitable[object]]
 
@@ -334,7 +336,7 @@ class PowerManager:
             lasted = self._lasted(device, since)
             if status == ONLINE:
                 self._seen_online(device, rule, state, lasted)
-            elif status == OFFLINE and self._due(device, rule, state, now, lasted):
+            elif status in (OFFLINE, FAULTY) and self._due(device, rule, state, now, lasted):
                 cycles.append(device)
                 claimed.add(rule.relay)
         if not (restores or cycles):

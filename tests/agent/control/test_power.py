@@ -89,6 +89,9 @@ class Pole:
     def offline(self, device: str, since: float) -> None:
         self.states[device] = ("offline", since)
 
+    def faulty(self, device: str, since: float) -> None:
+        self.states[device] = ("faulty", since)
+
     def online(self, device: str, since: float) -> None:
         self.states[device] = ("online", since)
 
@@ -398,6 +401,20 @@ async def test_automatic_cycle_after_the_offline_threshold(tmp_path: Path, pole:
     assert state["last_cycle_by"] == ACTOR
     assert state["next_allowed_at"] == T0 + 300 + 10 + 600
     assert [r["actor"] for r in AuditLog(tmp_path).tail(10)] == [ACTOR, ACTOR]
+
+
+@pytest.mark.asyncio
+async def test_a_device_answering_only_garbage_is_cycled_like_an_offline_one(
+    tmp_path: Path, pole: Pole
+) -> None:
+    power = manager(tmp_path, pole)
+    pole.faulty("camera", T0)
+    pole.now = T0 + 299
+    await power.tick()
+    assert pole.writes == []
+    pole.now = T0 + 300
+    await power.tick()
+    assert pole.switched() == [("relay2", False, ACTOR), ("relay2", True, ACTOR)]
 
 
 @pytest.mark.asyncio
