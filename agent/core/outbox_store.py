@@ -1,0 +1,897 @@
+"""The on-disk outbox: everything that must reach the platform is written here first.
+
+Alarm transitions, audit records and (later) telemetry are appended to a SQLite database in
+the state directory *before* anything else happens with them. The uplink drains it when
+connected, in order, at-least-once, and deletes records only when the platform acknowledges
+them (``ack``). Each stream has its own sequence number, strictly increasing and never
+reused, so the platform can drop the duplicates that at-least-once delivery produces: the
+de-duplication key is ``(epoch, stream, seq)``. The epoch is a random token chosen when the
+database file is created; it changes only when the file is replaced (first start, or a
+corrupt file moved aside), which is the one case where sequence numbers start again at 1.
+
+Why synchronous ``sqlite3`` in the control process' event loop: the rates are a few appends
+per second, each one small transaction on one connection (tens to hundreds of microseconds
+without an fsync), far below what would delay the bus tasks. The SQL statements are module
+constants, so the ``sqlite3`` module's statement cache prepares each one once.
+
+Why ``synchronous=NORMAL`` with WAL: a commit then costs no fsync; the database can never be
+corrupted by a crash or a power cut, but a power cut may roll back the last few commits.
+Losing them is only harmless if nothing of them left the box, otherwise their sequence
+numbers would be reused for different records and the platform would drop those as
+duplicates. So ``pending()`` first makes every committed record durable (a WAL checkpoint,
+which fsyncs the WAL): one fsync per batch handed to the uplink instead of one per append,
+and eMMC/SD wear stays low. Callers for whom a record must survive a power cut the moment it
+is written (alarm transitions) call ``flush()`` after appending.
+
+Bounds (``max_bytes``, ``max_age_s``) evict instead of refusing: telemetry is thinned, then
+dropped, then traffic, alarms and command results last (``agent/outbox_eviction.py``). Each
+eviction is counted per stream and reason in the file, logged once per episode, and reported
+upstream in the stream ``outbox``; an evicted record's sequence number stays a visible gap.
+A corrupt file is moved aside and what is readable of it is copied into a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import secrets
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Final, TypeVar
+
+import structlog
+
+from smartpole.agent.core.outbox_eviction import (
+    AGE,
+    CORRUPT,
+    LOW_WATER,
+    REFUSED,
+    ROW_OVERHEAD,
+    SIZE,
+    Counts,
+    evict_expired,
+    evict_for_space,
+    used_bytes,
+)
+from smartpole.agent.core.outbox_salvage import (
+    MANIFEST_INTERVAL_S,
+    Loss,
+    ManifestFile,
+    Salvage,
+    count_loss,
+    salvage,
+)
+from smartpole.agent.core.outbox_types import (
+    STREAM_PATTERN,
+    OutboxError,
+    OutboxRecord,
+    OutboxRefusedError,
+    OutboxStorageError,
+    Priority,
+    StreamStats,
+    check_priority,
+    check_stream,
+    encode,
+)
+from smartpole.agent.core.quarantine import Damage, aside_name
+from smartpole.drivers.lifecycle import Closing
+
+log = structlog.get_logger("smartpole.outbox")
+_T = TypeVar("_T")
+
+FILE_NAME = "outbox.sqlite3"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 1.0  # only this process writes; a reader (diag) holds a lock briefly at most
+
+# SQLite primary result codes (the low byte of the extended code Python reports).
+_SQLITE_CORRUPT: Final = 11
+_SQLITE_NOTADB: Final = 26
+_SQLITE_FULL: Final = 13
+
+REPORT_STREAM: Final = "outbox"  # eviction counts go upstream in this stream
+REPORT_INTERVAL_S: Final = 60.0
+AGE_CHECK_INTERVAL_S: Final = 1.0
+MAX_EVICTION_PASSES: Final = 32
+# The write-ahead log's share of ``max_bytes``: the database gets the rest. SQLite checkpoints
+# the WAL when it reaches half of it and truncates it back to it after a checkpoint.
+WAL_SHARE: Final = 0.25
+MIN_WAL_BYTES: Final = 16 * 1024
+DISK_MARGIN_BYTES: Final = 64 * 1024  # less free than a record and this: the disk is full
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS streams (
+    stream TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    acked_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS records (
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (stream, seq)
+);
+CREATE INDEX IF NOT EXISTS records_by_age ON records (priority, created_at);
+CREATE TABLE IF NOT EXISTS evictions (
+    stream TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    reported INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (stream, reason)
+);
+"""
+_NEXT_SEQ = (
+    "INSERT INTO streams (stream, last_seq) VALUES (?, 1) "
+    "ON CONFLICT (stream) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq"
+)
+_INSERT = "INSERT INTO records (stream, seq, priority, created_at, payload) VALUES (?, ?, ?, ?, ?)"
+_PENDING_ALL = (
+    "SELECT stream, seq, priority, created_at, payload FROM records ORDER BY stream, seq LIMIT ?"
+)
+_PENDING_ONE = (
+    "SELECT stream, seq, priority, created_at, payload FROM records "
+    "WHERE stream = ? ORDER BY seq LIMIT ?"
+)
+_DELETE = "DELETE FROM records WHERE stream = ? AND seq <= ?"
+_MARK_ACKED = "UPDATE streams SET acked_seq = max(acked_seq, min(?, last_seq)) WHERE stream = ?"
+_COUNT_EVICTIONS = (
+    "INSERT INTO evictions (stream, reason, total) VALUES (?, ?, ?) "
+    "ON CONFLICT (stream, reason) DO UPDATE SET total = total + excluded.total"
+)
+_EVICTIONS = "SELECT stream, reason, total, reported FROM evictions ORDER BY stream, reason"
+_MARK_REPORTED = "UPDATE evictions SET reported = ? WHERE stream = ? AND reason = ?"
+_STATS = (
+    "SELECT s.stream, s.last_seq, s.acked_seq, count(r.seq), min(r.created_at) "
+    "FROM streams AS s LEFT JOIN records AS r ON r.stream = s.stream "
+    "GROUP BY s.stream ORDER BY s.stream"
+)
+
+
+class _UnusableFileError(Exception):
+    """The file is not a usable outbox database (corrupt, foreign, newer format)."""
+
+
+class OutboxStore(Closing):
+    """One connection to ``<state_dir>/outbox.sqlite3``; owned by the event loop's thread.
+
+    ``max_bytes`` bounds the file so a long outage cannot fill the disk that the state and
+    audit files share, ``max_age_s`` bounds how old a waiting record may get. Reaching a
+    bound evicts records (``agent/outbox_eviction.py`` has the order) instead of refusing
+    the append; only an append that finds no room even then (a record bigger than the
+    bound, telemetry when only alarms are left, a disk that is full for other reasons)
+    raises ``OutboxError``. Evictions are counted per stream and reason (``evictions()``,
+    ``stats()``), logged once per episode, and reported upstream as a record in the stream
+    ``outbox`` at most every ``report_interval_s`` (``None``: not reported).
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        max_bytes: int | None = None,
+        max_age_s: float | None = None,
+        clock: Callable[[], float] = time.time,
+        report_interval_s: float | None = REPORT_INTERVAL_S,
+    ) -> None:
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be positive")
+        if max_age_s is not None and not max_age_s > 0:
+            raise ValueError("max_age_s must be positive")
+        self.path = state_dir / FILE_NAME
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.report_interval_s = report_interval_s
+        self.append_failures = 0
+        self.recoveries = 0  # corrupt files moved aside since start
+        self.salvaged = 0  # records copied from corrupt files into fresh ones since start
+        self._clock = clock
+        self._failing = False
+        self._unsynced = False
+        self._evictions: dict[str, dict[str, int]] = {}  # totals, as in the evictions table
+        self._evicting = False  # an eviction episode is under way
+        self._episode: Counts = Counter()
+        self._unreported = False
+        self._last_report: float | None = None
+        self._next_age_check = -math.inf
+        self._db: sqlite3.Connection | None = None
+        self.epoch = ""
+        self.damage: list[Damage] = []  # files found damaged and replaced, for upstream
+        self._manifest = ManifestFile(state_dir)
+        self._manifest_due = -math.inf
+        self.wal_bytes = 0 if max_bytes is None else max(MIN_WAL_BYTES, int(max_bytes * WAL_SHARE))
+        self._db = self._open()
+        self._write_manifest(clean=False)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the file; the manifest then says exactly what it holds (``clean``)."""
+        if self._db is not None:
+            self._write_manifest(clean=True)
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    def _write_manifest(self, *, clean: bool) -> None:
+        """What the file holds now, kept beside it to count a loss if it is ever damaged."""
+        if self._db is None:
+            return
+        try:
+            streams = {
+                str(stream): (int(last), int(acked), int(count))
+                for stream, last, acked, count, _ in self._db.execute(_STATS).fetchall()
+            }
+        except sqlite3.Error:
+            return
+        self._manifest.write(self.epoch, streams, clean=clean)
+        self._manifest_due = time.monotonic() + MANIFEST_INTERVAL_S
+
+    def _open(self, unusable: str | None = None) -> sqlite3.Connection:
+        """Open the file, or move an unusable one aside, salvage it, start a fresh one."""
+        db: sqlite3.Connection | None = None
+        if unusable is None:
+            unusable = self._empty_file()
+        if unusable is None:
+            try:
+                db = self._connect()
+            except (sqlite3.DatabaseError, _UnusableFileError) as exc:
+                if isinstance(exc, sqlite3.DatabaseError) and not _is_corrupt(exc):
+                    raise OutboxStorageError(f"cannot open {self.path}: {exc}") from exc
+                unusable = str(exc)
+        if db is None:
+            manifest = self._manifest.read()
+            moved = self._move_aside(unusable or "unusable")
+            found = salvage(moved, STREAM_PATTERN)
+            try:
+                db = self._connect()
+            except (sqlite3.DatabaseError, _UnusableFileError) as exc:
+                raise OutboxStorageError(f"cannot create {self.path}: {exc}") from exc
+            self._restore(db, found, count_loss(found, manifest), moved, unusable or "unusable")
+        try:
+            if self.max_bytes is not None:
+                self._bound(db)
+            self._evictions = {}
+            unreported = False
+            for stream, reason, total, reported in db.execute(_EVICTIONS).fetchall():
+                self._evictions.setdefault(stream, {})[reason] = int(total)
+                unreported = unreported or total > reported
+            self._unreported = unreported
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+            raise OutboxStorageError(f"cannot open {self.path}: {exc}") from exc
+        return db
+
+    def _empty_file(self) -> str | None:
+        """Why an existing file is unusable before SQLite looks: a zero-length file (with no
+        WAL to rebuild it from) would open as a fresh, empty database and hide its loss."""
+        try:
+            if not self.path.is_file() or self.path.stat().st_size > 0:
+                return None
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.is_file() and wal.stat().st_size > 0:
+                return None
+        except OSError:
+            return None
+        return "zero-length file"
+
+    def _bound(self, db: sqlite3.Connection) -> None:
+        """Keep the database and its WAL together within ``max_bytes``.
+
+        The WAL gets ``WAL_SHARE`` of the budget: checkpointed (automatically, on commit)
+        when half full, and truncated back to its share after each checkpoint
+        (``journal_size_limit``); the database's pages are capped to the rest.
+        """
+        assert self.max_bytes is not None
+        page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+        wal_pages = max(1, self.wal_bytes // page_size)
+        pages = max(1, (self.max_bytes - self.wal_bytes) // page_size)
+        db.execute(f"PRAGMA max_page_count = {pages}")
+        db.execute(f"PRAGMA journal_size_limit = {self.wal_bytes}")
+        db.execute(f"PRAGMA wal_autocheckpoint = {max(1, wal_pages // 2)}")
+
+    @property
+    def db_budget(self) -> int | None:
+        """Bytes the database file itself may use (``max_bytes`` less the WAL's share)."""
+        return None if self.max_bytes is None else self.max_bytes - self.wal_bytes
+
+    def disk_bytes(self) -> int:
+        """Bytes the database and its WAL take on disk now (the ``-shm`` index not counted)."""
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
+
+    def relieve(self) -> None:
+        """Under pressure (full disk, over budget): fold the WAL into the file and truncate it."""
+        if self._db is None:
+            return
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("outbox_checkpoint_failed", file=str(self.path), error=str(exc))
+            return
+        self._unsynced = False
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; each method runs its own.
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("outbox_not_wal", file=str(self.path), journal_mode=mode)
+            db.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
+            checked = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if checked != "ok":
+                raise _UnusableFileError(f"integrity check failed: {checked}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise _UnusableFileError(f"unknown outbox format version {version}")
+            if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise _UnusableFileError("an SQLite database, but not an outbox")
+            db.execute("BEGIN IMMEDIATE")
+            _create_schema(db)
+            row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+            if row is None:
+                epoch = secrets.token_hex(8)
+                db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+            else:
+                epoch = str(row[0])
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+            raise
+        self.epoch = epoch
+        return db
+
+    def _restore(
+        self, db: sqlite3.Connection, found: Salvage, loss: Loss, moved: Path, reason: str
+    ) -> None:
+        """Copy what was salvaged from an unusable file into the fresh one.
+
+        The old epoch is kept when its sequence counters were read whole, so the platform
+        sees the lost records as gaps in the numbering it knows; otherwise the fresh file's
+        new epoch stands and the salvaged records keep their numbers within it.
+        """
+        kept = found.usable_epoch()
+        last = {stream: seqs[0] for stream, seqs in found.streams.items()}
+        for stream, seq, *_ in found.records:
+            last[stream] = max(last.get(stream, 0), seq)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if kept is not None:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (kept,))
+            db.executemany(
+                "INSERT INTO streams (stream, last_seq, acked_seq) VALUES (?, ?, ?)",
+                [(s, n, min(n, found.streams.get(s, (0, 0))[1])) for s, n in last.items()],
+            )
+            db.executemany(_INSERT, found.records)
+            db.executemany(
+                "INSERT INTO evictions (stream, reason, total, reported) VALUES (?, ?, ?, ?)",
+                [(s, r, t, p) for (s, r), (t, p) in found.evictions.items()],
+            )
+            db.executemany(_COUNT_EVICTIONS, [(s, CORRUPT, n) for s, n in loss.per_stream.items()])
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(db)
+            log.error("outbox_salvage_failed", file=str(self.path), error=str(exc))
+            found.records = []
+        else:
+            if kept is not None:
+                self.epoch = kept
+            self.salvaged += len(found.records)
+            self._unsynced = True
+        damage = Damage(
+            store="outbox",
+            file=str(self.path),
+            moved_to=str(moved),
+            reason=reason,
+            lost=loss.total,
+            exact=loss.exact,
+            recovered=len(found.records),
+            at=self._clock(),
+        )
+        damage.log(lost_per_stream=loss.per_stream, epoch_kept=kept is not None)
+        self.damage.append(damage)
+        lost = Counter({(s, CORRUPT): n for s, n in loss.per_stream.items()})
+        if lost:
+            self._note(lost, CORRUPT)
+
+    def _move_aside(self, reason: str) -> Path:
+        target = aside_name(self.path, self._clock())
+        try:
+            if self.path.exists():
+                self.path.replace(target)
+            # The write-ahead log belongs to the old file; keep it with it for forensics.
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists():
+                wal.replace(target.with_name(target.name + "-wal"))
+            self.path.with_name(self.path.name + "-shm").unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutboxStorageError(f"cannot move unusable {self.path} aside: {exc}") from exc
+        self.recoveries += 1
+        log.error(
+            "outbox_corrupt_moved_aside", file=str(self.path), moved_to=str(target), error=reason
+        )
+        return target
+
+    def _recover(self, exc: sqlite3.DatabaseError) -> None:
+        """The file went bad while open (torn flash page): move it aside, salvage, restart."""
+        self.close()
+        self._unsynced = False
+        self._db = self._open(unusable=str(exc))
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise OutboxError("the outbox is closed")
+        return self._db
+
+    # -- the API ---------------------------------------------------------------------------
+
+    def append(self, stream: str, payload: Mapping[str, object], *, priority: int) -> int:
+        """Store one record and return its sequence number in ``stream``.
+
+        Raises ``OutboxError`` when the record could not be stored (disk full, I/O error,
+        no room within ``max_bytes`` even after evicting, payload not representable as
+        JSON); the caller counts it and carries on. A bad ``stream`` or ``priority`` is a
+        programming error (``ValueError``).
+        """
+        return self.append_many([(stream, payload, priority)])[0]
+
+    def append_many(self, records: Iterable[tuple[str, Mapping[str, object], int]]) -> list[int]:
+        """Store ``(stream, payload, priority)`` records in one transaction, one commit.
+
+        All or nothing: returns their sequence numbers in order, or raises ``OutboxError``
+        (as ``append``) having stored none of them. When room must be made, records up to
+        the highest priority in the batch may be evicted.
+        """
+        items = list(records)
+        for stream, _, priority in items:
+            check_stream(stream)
+            check_priority(priority)
+        if not items:
+            return []
+        try:
+            rows = [(s, encode(s, p), priority) for s, p, priority in items]
+        except OutboxError:
+            self.append_failures += len(items)
+            raise
+        return self.append_encoded(rows)
+
+    def append_encoded(
+        self, rows: list[tuple[str, str, int]], created: list[float] | None = None
+    ) -> list[int]:
+        """``append_many`` for payloads already checked and encoded (``outbox_types.encode``);
+        ``created`` keeps the times they were made when they waited in memory first.
+
+        ``OutboxStorageError`` (the file or the disk failed) is counted here and left to the
+        caller to log; ``Outbox`` keeps such records in memory and logs the episode once.
+        """
+        if not rows:
+            return []
+        self._maintain()
+        try:
+            seqs = self._store(rows, created=created)
+        except OutboxStorageError:
+            self.append_failures += len(rows)
+            raise
+        except OutboxError as exc:
+            self.append_failures += len(rows)
+            if not self._failing:
+                log.error(
+                    "outbox_append_failed",
+                    file=str(self.path),
+                    stream=rows[0][0],
+                    error=str(exc),
+                )
+                self._failing = True
+            raise
+        if self._failing:
+            log.info("outbox_append_recovered", file=str(self.path), failures=self.append_failures)
+            self._failing = False
+        self._maybe_report()
+        return seqs
+
+    def _store(
+        self,
+        rows: list[tuple[str, str, int]],
+        after: _After | None = None,
+        created: list[float] | None = None,
+    ) -> list[int]:
+        what = ", ".join(sorted({stream for stream, _, _ in rows}))
+        try:
+            return self._store_evicting(rows, after, created)
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise OutboxStorageError(f"cannot append to {what}: {exc}") from exc
+            self._recover(exc)
+        try:
+            return self._store_evicting(rows, after, created)
+        except sqlite3.Error as exc:
+            raise OutboxStorageError(f"cannot append to {what}: {exc}") from exc
+
+    def _store_evicting(
+        self, rows: list[tuple[str, str, int]], after: _After | None, created: list[float] | None
+    ) -> list[int]:
+        """Insert; when the file reaches its bound, evict and try again.
+
+        A full *disk* evicts nothing: deleting rows would not shrink the file, and the
+        records already stored are worth more than the new one. That is a storage failure
+        (``OutboxStorageError``), which ``Outbox`` rides out in memory.
+        """
+        top = max(priority for _, _, priority in rows)
+        size = sum(len(text) + ROW_OVERHEAD for _, text, _ in rows)
+        passes = 0
+        while True:
+            try:
+                return self._insert(rows, after, created)
+            except sqlite3.OperationalError as exc:
+                if _code(exc) != _SQLITE_FULL:
+                    raise
+                if self.max_bytes is None or self._disk_full(size):
+                    self.relieve()
+                    raise
+                if passes >= MAX_EVICTION_PASSES or not self._make_room(top, size, passes):
+                    self._count_refused(rows)
+                    raise OutboxRefusedError(
+                        f"cannot append to {rows[0][0]}: the outbox is full "
+                        f"(max_bytes {self.max_bytes}) and nothing may be evicted for it"
+                    ) from exc
+                passes += 1
+
+    def _disk_full(self, size: int) -> bool:
+        """Whether the file system, not the outbox's bound, is out of room."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return True
+        return st.f_bavail * st.f_frsize < size + DISK_MARGIN_BYTES
+
+    def _insert(
+        self,
+        rows: list[tuple[str, str, int]],
+        after: _After | None,
+        created: list[float] | None = None,
+    ) -> list[int]:
+        db = self._conn()
+        now = self._clock()
+        seqs: list[int] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for i, (stream, text, priority) in enumerate(rows):
+                seq = int(db.execute(_NEXT_SEQ, (stream,)).fetchone()[0])
+                at = now if created is None else created[i]
+                db.execute(_INSERT, (stream, seq, priority, at, text))
+                seqs.append(seq)
+            if after is not None:
+                after(db)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        self._unsynced = True
+        return seqs
+
+    def _make_room(self, max_priority: int, size: int, passes: int) -> bool:
+        """Evict enough for ``size`` bytes and down to the low-water mark; False: nothing to."""
+        db = self._conn()
+        used = used_bytes(db)
+        budget = self.db_budget
+        if budget is not None:
+            need = max(size, used - int(budget * LOW_WATER))
+        else:  # the disk is full: free a slice of the file for the records to come
+            need = max(size, used // 20)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            counts = evict_for_space(db, need, max_priority, thin=passes == 0)
+            _record(db, counts)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        self._note(counts, SIZE)
+        return bool(counts)
+
+    def _count_refused(self, rows: list[tuple[str, str, int]]) -> None:
+        counts: Counts = Counter((stream, REFUSED) for stream, _, _ in rows)
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            _record(db, counts)
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            _rollback(db)  # the disk is full indeed; the count lives on in memory
+        self._note(counts, REFUSED)
+
+    def _note(self, counts: Counts, reason: str) -> None:
+        """Evictions committed: count them, start an episode (logged once)."""
+        if not counts:
+            return
+        for (stream, why), n in counts.items():
+            per = self._evictions.setdefault(stream, {})
+            per[why] = per.get(why, 0) + n
+        self._episode.update(counts)
+        self._unreported = True
+        if not self._evicting:
+            self._evicting = True
+            log.warning(
+                "outbox_eviction_started",
+                file=str(self.path),
+                reason=reason,
+                evicted=_nested(counts),
+                max_bytes=self.max_bytes,
+                max_age_s=self.max_age_s,
+            )
+
+    def _end_episode_if_room(self) -> None:
+        """After a drain: the episode ends once the outbox is below its low-water mark."""
+        if not self._evicting:
+            return
+        budget = self.db_budget
+        if budget is not None:
+            try:
+                if used_bytes(self._conn()) > budget * LOW_WATER:
+                    return
+            except (sqlite3.Error, OutboxError):
+                return
+        log.info(
+            "outbox_eviction_stopped",
+            file=str(self.path),
+            evicted=_nested(self._episode),
+            total=sum(self._episode.values()),
+        )
+        self._evicting = False
+        self._episode = Counter()
+
+    def count_lost(self, lost: Mapping[str, int], reason: str) -> None:
+        """Record records lost outside the file (``buffer``: dropped from memory while the
+        file was unusable) with the evictions, so they are reported and counted alike."""
+        counts: Counts = Counter({(s, reason): n for s, n in lost.items() if n > 0})
+        if not counts:
+            return
+        self._write(f"count lost records in {self.path}", lambda db: _record(db, counts))
+        self._note(counts, reason)
+
+    def evict_expired(self) -> int:
+        """Evict the records older than ``max_age_s`` now, LOW first; return how many.
+
+        ``append`` and ``pending`` call it on their own (at most about once a second), so
+        the uplink need not; it is public for a daemon that wants it on a timer.
+        """
+        if self.max_age_s is None:
+            return 0
+        cutoff = self._clock() - self.max_age_s
+
+        def evict(db: sqlite3.Connection) -> Counts:
+            counts = evict_expired(db, cutoff)
+            _record(db, counts)
+            return counts
+
+        counts = self._write(f"evict from {self.path}", evict)
+        if counts is None:
+            return 0
+        if counts:
+            self._unsynced = True
+        self._note(counts, AGE)
+        return sum(counts.values())
+
+    def _maintain(self) -> None:
+        """The age bound, checked at most every ``AGE_CHECK_INTERVAL_S``; never raises."""
+        if self.max_age_s is None or self._db is None:
+            return
+        now = self._clock()
+        if now < self._next_age_check:
+            return
+        self._next_age_check = now + min(AGE_CHECK_INTERVAL_S, self.max_age_s / 10)
+        try:
+            self.evict_expired()
+        except OutboxError as exc:
+            log.warning("outbox_expiry_failed", file=str(self.path), error=str(exc))
+
+    def _maybe_report(self) -> None:
+        """Append the eviction counts not reported yet to ``outbox``, throttled; never raises."""
+        if not self._unreported or self.report_interval_s is None or self._db is None:
+            return
+        now = self._clock()
+        if self._last_report is not None and now - self._last_report < self.report_interval_s:
+            return
+        self._last_report = now
+        try:
+            rows = self._conn().execute(_EVICTIONS).fetchall()
+            delta: dict[str, dict[str, int]] = {}
+            totals: dict[str, dict[str, int]] = {}
+            marks: list[tuple[int, str, str]] = []
+            for stream, reason, total, reported in rows:
+                totals.setdefault(stream, {})[reason] = total
+                if total > reported:
+                    delta.setdefault(stream, {})[reason] = total - reported
+                    marks.append((total, stream, reason))
+            self._unreported = False
+            if not delta:
+                return
+            payload = {"kind": "evictions", "evicted": delta, "totals": totals}
+
+            def mark(db: sqlite3.Connection) -> None:
+                db.executemany(_MARK_REPORTED, marks)
+
+            self._store([(REPORT_STREAM, encode(REPORT_STREAM, payload), Priority.HIGH)], mark)
+        except (OutboxError, sqlite3.Error) as exc:
+            self._unreported = True
+            log.warning("outbox_report_failed", file=str(self.path), error=str(exc))
+
+    def flush(self) -> None:
+        """Make every record appended so far survive a power cut (one fsync, when needed)."""
+        if not self._unsynced:
+            return
+        try:
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            raise OutboxStorageError(f"cannot sync {self.path}: {exc}") from exc
+        self._unsynced = False
+        if self.max_bytes is not None and self.disk_bytes() > self.max_bytes:
+            self.relieve()  # a big transaction grew the WAL past its share
+        if time.monotonic() >= self._manifest_due:
+            self._write_manifest(clean=False)
+
+    def pending(self, stream: str | None = None, limit: int = 100) -> list[OutboxRecord]:
+        """Unacknowledged records, oldest first, ordered by stream then sequence number.
+
+        Everything returned is on stable storage first (``flush``), so a sequence number the
+        platform has seen can never be handed out again after a power cut. Records past
+        ``max_age_s`` are evicted first, and a due eviction report is appended.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        if stream is not None:
+            check_stream(stream)
+        self._maintain()
+        self._maybe_report()
+        self.flush()
+        try:
+            if stream is None:
+                rows = self._conn().execute(_PENDING_ALL, (limit,)).fetchall()
+            else:
+                rows = self._conn().execute(_PENDING_ONE, (stream, limit)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise OutboxStorageError(f"cannot read {self.path}: {exc}") from exc
+            self._recover(exc)
+            return []
+        except sqlite3.Error as exc:
+            raise OutboxStorageError(f"cannot read {self.path}: {exc}") from exc
+        return [
+            OutboxRecord(
+                stream=row[0],
+                seq=row[1],
+                priority=row[2],
+                created_at=row[3],
+                payload_json=row[4],
+                epoch=self.epoch,
+            )
+            for row in rows
+        ]
+
+    def ack(self, stream: str, up_to_seq: int) -> int:
+        """Delete the records of ``stream`` up to and including ``up_to_seq``; return how many.
+
+        Sequence numbers are kept per stream apart from the records, so they never go back
+        even when every record has been acknowledged.
+        """
+        check_stream(stream)
+
+        def delete(db: sqlite3.Connection) -> int:
+            deleted: int = db.execute(_DELETE, (stream, up_to_seq)).rowcount
+            db.execute(_MARK_ACKED, (up_to_seq, stream))
+            return deleted
+
+        deleted = self._write(f"acknowledge in {stream}", delete)
+        if deleted is None:
+            return 0
+        # No sync needed: an acknowledgement a power cut rolls back only sends those
+        # records once more, and the platform drops them as duplicates.
+        if deleted > 0:
+            self._end_episode_if_room()
+        return max(0, deleted)
+
+    def _write(self, what: str, body: Callable[[sqlite3.Connection], _T]) -> _T | None:
+        """``body`` in one write transaction; None if the file was corrupt and replaced (the
+        caller's records went with it), OutboxError for any other failure."""
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            result = body(db)
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            _rollback(db)
+            if not _is_corrupt(exc):
+                raise OutboxStorageError(f"cannot {what}: {exc}") from exc
+            self._recover(exc)
+            return None
+        except sqlite3.Error as exc:
+            _rollback(db)
+            raise OutboxStorageError(f"cannot {what}: {exc}") from exc
+        return result
+
+    def evictions(self) -> dict[str, dict[str, int]]:
+        """Records evicted (or refused) per stream and reason since the file was created.
+
+        Reasons: ``thinned``, ``size``, ``age``, ``refused``, ``corrupt`` (see
+        ``agent/outbox_eviction.py``). Kept in the file, so the counts survive restarts.
+        """
+        return {stream: dict(per) for stream, per in sorted(self._evictions.items())}
+
+    @property
+    def evicting(self) -> bool:
+        """An eviction episode is under way (a bound was reached and not yet drained)."""
+        return self._evicting
+
+    def stats(self) -> dict[str, StreamStats]:
+        """Per stream: records waiting, age of the oldest, last and acknowledged seq, evictions."""
+        try:
+            rows = self._conn().execute(_STATS).fetchall()
+        except sqlite3.Error as exc:
+            raise OutboxStorageError(f"cannot read {self.path}: {exc}") from exc
+        now = self._clock()
+        result = {
+            stream: StreamStats(
+                count=count,
+                oldest_age_s=None if oldest is None else max(0.0, now - oldest),
+                last_seq=last_seq,
+                acked_seq=acked_seq,
+                evicted=dict(self._evictions.get(stream, {})),
+            )
+            for stream, last_seq, acked_seq, count, oldest in rows
+        }
+        for stream, per in self._evictions.items():
+            if stream not in result:  # refused before it ever stored a record
+                result[stream] = StreamStats(
+                    count=0, oldest_age_s=None, last_seq=0, acked_seq=0, evicted=dict(per)
+                )
+        return dict(sorted(result.items()))
+
+
+_After = Callable[[sqlite3.Connection], None]
+
+
+def _record(db: sqlite3.Connection, counts: Counts) -> None:
+    db.executemany(_COUNT_EVICTIONS, [(s, r, n) for (s, r), n in counts.items()])
+
+
+def _nested(counts: Counts) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (stream, reason), n in sorted(counts.items()):
+        out.setdefault(stream, {})[reason] = n
+    return out
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
+
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    # executescript() would COMMIT the open transaction first; run statement by statement.
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    return _code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
