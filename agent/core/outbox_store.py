@@ -101,6 +101,7 @@ MAX_EVICTION_PASSES: Final = 32
 WAL_SHARE: Final = 0.25
 MIN_WAL_BYTES: Final = 16 * 1024
 DISK_MARGIN_BYTES: Final = 64 * 1024  # less free than a record and this: the disk is full
+PRESSURE_FACTOR: Final = 4  # less free than this many times the WAL: truncate the WAL now
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -553,11 +554,7 @@ class OutboxStore(Closing):
 
     def _disk_full(self, size: int) -> bool:
         """Whether the file system, not the outbox's bound, is out of room."""
-        try:
-            st = os.statvfs(self.path.parent)
-        except OSError:
-            return True
-        return st.f_bavail * st.f_frsize < size + DISK_MARGIN_BYTES
+        return self._free_bytes() < size + DISK_MARGIN_BYTES
 
     def _insert(
         self,
@@ -582,7 +579,27 @@ class OutboxStore(Closing):
             _rollback(db)
             raise
         self._unsynced = True
+        self._relieve_if_pressed()
         return seqs
+
+    def _relieve_if_pressed(self) -> None:
+        """Checkpoint and truncate the WAL now when it outgrew its share of the budget, or
+        when the disk is running out: WAL frames are whole pages, so each small commit costs
+        several kilobytes there until a checkpoint folds them into the file."""
+        try:
+            wal = self.path.with_name(self.path.name + "-wal").stat().st_size
+        except OSError:
+            return
+        over_budget = self.max_bytes is not None and wal > self.wal_bytes
+        if over_budget or (wal > MIN_WAL_BYTES and self._free_bytes() < wal * PRESSURE_FACTOR):
+            self.relieve()
+
+    def _free_bytes(self) -> int:
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return 0
+        return st.f_bavail * st.f_frsize
 
     def _make_room(self, max_priority: int, size: int, passes: int) -> bool:
         """Evict enough for ``size`` bytes and down to the low-water mark; False: nothing to."""
