@@ -254,9 +254,9 @@ class Outbox(Closing):
         return None
 
     def flush(self) -> None:
-        """Make what the file holds survive a power cut; records held in memory cannot."""
-        self._check_open()
-        if self._store is None or not self.available:
+        """Make what the file holds survive a power cut; records held in memory cannot.
+        Nothing to do once closed (``close`` made everything durable)."""
+        if self._closed or self._store is None or not self.available:
             return
         try:
             self._store.flush()
