@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import structlog
 
+from smartpole.agent.core.outbox_buffer import Held, HeldRecords
 from smartpole.agent.core.outbox_eviction import BUFFER
 from smartpole.agent.core.outbox_store import (
     FILE_NAME,
@@ -82,14 +81,6 @@ TICK_S: Final = 1.0
 StorageListener = Callable[[bool, str | None], None]  # (unavailable, why)
 
 
-@dataclass(frozen=True)
-class _Held:
-    stream: str
-    text: str
-    priority: int
-    created_at: float
-
-
 class Outbox(Closing):
     """Owned by the event loop's thread; ``run`` is its task (retries, the alarm).
 
@@ -124,10 +115,7 @@ class Outbox(Closing):
         self._clock = clock
         self._monotonic = monotonic
         self._store: OutboxStore | None = None
-        self._held: deque[_Held] = deque()
-        self._held_bytes = 0
-        self.dropped: Counter[str] = Counter()  # dropped from memory since the start
-        self._dropped_unrecorded: Counter[str] = Counter()
+        self._held = HeldRecords(str(self.path), max_records=buffer_records, max_bytes=buffer_bytes)
         self.storage_failures = 0  # failed opens, writes and syncs since the start
         self.failing_since: float | None = None  # wall clock; None while the file works
         self.last_error: str | None = None
@@ -147,6 +135,11 @@ class Outbox(Closing):
         return self._store is not None and self.failing_since is None
 
     @property
+    def dropped(self) -> dict[str, int]:
+        """Records dropped from the memory buffer since the start, per stream."""
+        return dict(self._held.dropped)
+
+    @property
     def held(self) -> int:
         """Records waiting in memory for the file."""
         return len(self._held)
@@ -161,7 +154,7 @@ class Outbox(Closing):
         if self.failing_since is None:
             return None
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.failing_since))
-        dropped = sum(self.dropped.values())
+        dropped = sum(self._held.dropped.values())
         return (
             f"outbox {self.path} unusable since {since}: {self.last_error}; "
             f"{self.held} records held in memory, {dropped} dropped, "
@@ -177,8 +170,8 @@ class Outbox(Closing):
             "last_error": self.last_error,
             "storage_failures": self.storage_failures,
             "held": self.held,
-            "held_bytes": self._held_bytes,
-            "dropped": dict(self.dropped),
+            "held_bytes": self._held.bytes,
+            "dropped": dict(self._held.dropped),
             "next_retry_in_s": None
             if self.available
             else round(max(0.0, self._next_try - self._monotonic()), 1),
@@ -250,7 +243,7 @@ class Outbox(Closing):
         now = self._clock()
         self._held_appends += len(rows)
         for stream, text, priority in rows:
-            self._hold(_Held(stream, text, priority, now))
+            self._held.hold(Held(stream, text, priority, now))
         return None
 
     def flush(self) -> None:
@@ -349,15 +342,13 @@ class Outbox(Closing):
         store.relieve()
         try:
             while self._held:
-                batch = [self._held[i] for i in range(min(WRITE_BATCH, len(self._held)))]
+                batch = self._held.oldest(WRITE_BATCH)
                 store.append_encoded(
                     [(h.stream, h.text, h.priority) for h in batch], [h.created_at for h in batch]
                 )
-                for held in batch:
-                    self._held.popleft()
-                    self._held_bytes -= len(held.text)
-            store.count_lost(self._dropped_unrecorded, BUFFER)
-            self._dropped_unrecorded.clear()
+                self._held.pop_oldest(len(batch))
+            store.count_lost(self._held.unrecorded, BUFFER)
+            self._held.unrecorded.clear()
             while self._damage:
                 store.append_encoded(
                     [
@@ -375,9 +366,7 @@ class Outbox(Closing):
             return False
         except OutboxError as exc:  # refused by the bound: counted by the store, go on
             log.warning("outbox_held_record_refused", file=str(self.path), error=str(exc))
-            if self._held:
-                held = self._held.popleft()
-                self._held_bytes -= len(held.text)
+            self._held.pop_oldest(1)
             return self.retry(force=True)
         self._recovered()
         return True
@@ -416,44 +405,11 @@ class Outbox(Closing):
                 file=str(self.path),
                 down_s=round(self._clock() - self.failing_since, 1),
                 failures=self.storage_failures,
-                dropped=dict(self.dropped),
+                dropped=dict(self._held.dropped),
             )
         self.failing_since = None
         self.last_error = None
         self._attempts = 0
-
-    def _hold(self, record: _Held) -> None:
-        """Keep ``record`` in memory; when full, drop the oldest of the lowest priority."""
-        size = len(record.text)
-        while self._held and (
-            len(self._held) >= self.buffer_records or self._held_bytes + size > self.buffer_bytes
-        ):
-            lowest = min(h.priority for h in self._held)
-            if lowest > record.priority:
-                self._drop(record)
-                return
-            victim = next(h for h in self._held if h.priority == lowest)
-            self._held.remove(victim)
-            self._held_bytes -= len(victim.text)
-            self._drop(victim)
-        if size > self.buffer_bytes:
-            self._drop(record)
-            return
-        self._held.append(record)
-        self._held_bytes += size
-
-    def _drop(self, record: _Held) -> None:
-        if not self.dropped:
-            log.error(
-                "outbox_buffer_dropping",
-                file=str(self.path),
-                stream=record.stream,
-                held=self.held,
-                max_records=self.buffer_records,
-                max_bytes=self.buffer_bytes,
-            )
-        self.dropped[record.stream] += 1
-        self._dropped_unrecorded[record.stream] += 1
 
     def _check_open(self) -> None:
         if self._closed:
@@ -464,14 +420,14 @@ class Outbox(Closing):
         written is lost, and the log says how much."""
         if self._closed:
             return
-        if self._held or self._dropped_unrecorded:
+        if self._held or self._held.unrecorded:
             self.retry(force=True)
         if self._held:
             log.error(
                 "outbox_closed_with_records_in_memory",
                 file=str(self.path),
                 lost=self.held,
-                per_stream=dict(Counter(h.stream for h in self._held)),
+                per_stream=self._held.streams(),
             )
         self._closed = True
         if self._store is not None:

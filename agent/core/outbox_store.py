@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import secrets
 import sqlite3
 import time
 from collections import Counter
@@ -57,6 +56,21 @@ from smartpole.agent.core.outbox_eviction import (
     evict_for_space,
     used_bytes,
 )
+from smartpole.agent.core.outbox_file import (
+    COUNT_EVICTIONS,
+    INSERT,
+    SQLITE_FULL,
+    UnusableFileError,
+    bound,
+    code,
+    connect,
+    disk_bytes,
+    empty_file_reason,
+    is_corrupt,
+    move_aside,
+    restore,
+    rollback,
+)
 from smartpole.agent.core.outbox_salvage import (
     MANIFEST_INTERVAL_S,
     Loss,
@@ -77,20 +91,13 @@ from smartpole.agent.core.outbox_types import (
     check_stream,
     encode,
 )
-from smartpole.agent.core.quarantine import Damage, aside_name
+from smartpole.agent.core.quarantine import Damage
 from smartpole.drivers.lifecycle import Closing
 
 log = structlog.get_logger("smartpole.outbox")
 _T = TypeVar("_T")
 
 FILE_NAME = "outbox.sqlite3"
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 1.0  # only this process writes; a reader (diag) holds a lock briefly at most
-
-# SQLite primary result codes (the low byte of the extended code Python reports).
-_SQLITE_CORRUPT: Final = 11
-_SQLITE_NOTADB: Final = 26
-_SQLITE_FULL: Final = 13
 
 REPORT_STREAM: Final = "outbox"  # eviction counts go upstream in this stream
 REPORT_INTERVAL_S: Final = 60.0
@@ -103,38 +110,10 @@ MIN_WAL_BYTES: Final = 16 * 1024
 DISK_MARGIN_BYTES: Final = 64 * 1024  # less free than a record and this: the disk is full
 PRESSURE_FACTOR: Final = 4  # less free than this many times the WAL: truncate the WAL now
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS streams (
-    stream TEXT PRIMARY KEY,
-    last_seq INTEGER NOT NULL,
-    acked_seq INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS records (
-    stream TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    priority INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    payload TEXT NOT NULL,
-    PRIMARY KEY (stream, seq)
-);
-CREATE INDEX IF NOT EXISTS records_by_age ON records (priority, created_at);
-CREATE TABLE IF NOT EXISTS evictions (
-    stream TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    total INTEGER NOT NULL,
-    reported INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (stream, reason)
-);
-"""
 _NEXT_SEQ = (
     "INSERT INTO streams (stream, last_seq) VALUES (?, 1) "
     "ON CONFLICT (stream) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq"
 )
-_INSERT = "INSERT INTO records (stream, seq, priority, created_at, payload) VALUES (?, ?, ?, ?, ?)"
 _PENDING_ALL = (
     "SELECT stream, seq, priority, created_at, payload FROM records ORDER BY stream, seq LIMIT ?"
 )
@@ -144,10 +123,6 @@ _PENDING_ONE = (
 )
 _DELETE = "DELETE FROM records WHERE stream = ? AND seq <= ?"
 _MARK_ACKED = "UPDATE streams SET acked_seq = max(acked_seq, min(?, last_seq)) WHERE stream = ?"
-_COUNT_EVICTIONS = (
-    "INSERT INTO evictions (stream, reason, total) VALUES (?, ?, ?) "
-    "ON CONFLICT (stream, reason) DO UPDATE SET total = total + excluded.total"
-)
 _EVICTIONS = "SELECT stream, reason, total, reported FROM evictions ORDER BY stream, reason"
 _MARK_REPORTED = "UPDATE evictions SET reported = ? WHERE stream = ? AND reason = ?"
 _STATS = (
@@ -155,10 +130,6 @@ _STATS = (
     "FROM streams AS s LEFT JOIN records AS r ON r.stream = s.stream "
     "GROUP BY s.stream ORDER BY s.stream"
 )
-
-
-class _UnusableFileError(Exception):
-    """The file is not a usable outbox database (corrupt, foreign, newer format)."""
 
 
 class OutboxStore(Closing):
@@ -240,12 +211,12 @@ class OutboxStore(Closing):
         """Open the file, or move an unusable one aside, salvage it, start a fresh one."""
         db: sqlite3.Connection | None = None
         if unusable is None:
-            unusable = self._empty_file()
+            unusable = empty_file_reason(self.path)
         if unusable is None:
             try:
-                db = self._connect()
-            except (sqlite3.DatabaseError, _UnusableFileError) as exc:
-                if isinstance(exc, sqlite3.DatabaseError) and not _is_corrupt(exc):
+                db, self.epoch = connect(self.path)
+            except (sqlite3.DatabaseError, UnusableFileError) as exc:
+                if isinstance(exc, sqlite3.DatabaseError) and not is_corrupt(exc):
                     raise OutboxStorageError(f"cannot open {self.path}: {exc}") from exc
                 unusable = str(exc)
         if db is None:
@@ -253,13 +224,13 @@ class OutboxStore(Closing):
             moved = self._move_aside(unusable or "unusable")
             found = salvage(moved, STREAM_PATTERN)
             try:
-                db = self._connect()
-            except (sqlite3.DatabaseError, _UnusableFileError) as exc:
+                db, self.epoch = connect(self.path)
+            except (sqlite3.DatabaseError, UnusableFileError) as exc:
                 raise OutboxStorageError(f"cannot create {self.path}: {exc}") from exc
             self._restore(db, found, count_loss(found, manifest), moved, unusable or "unusable")
         try:
             if self.max_bytes is not None:
-                self._bound(db)
+                bound(db, self.max_bytes, self.wal_bytes)
             self._evictions = {}
             unreported = False
             for stream, reason, total, reported in db.execute(_EVICTIONS).fetchall():
@@ -272,34 +243,6 @@ class OutboxStore(Closing):
             raise OutboxStorageError(f"cannot open {self.path}: {exc}") from exc
         return db
 
-    def _empty_file(self) -> str | None:
-        """Why an existing file is unusable before SQLite looks: a zero-length file (with no
-        WAL to rebuild it from) would open as a fresh, empty database and hide its loss."""
-        try:
-            if not self.path.is_file() or self.path.stat().st_size > 0:
-                return None
-            wal = self.path.with_name(self.path.name + "-wal")
-            if wal.is_file() and wal.stat().st_size > 0:
-                return None
-        except OSError:
-            return None
-        return "zero-length file"
-
-    def _bound(self, db: sqlite3.Connection) -> None:
-        """Keep the database and its WAL together within ``max_bytes``.
-
-        The WAL gets ``WAL_SHARE`` of the budget: checkpointed (automatically, on commit)
-        when half full, and truncated back to its share after each checkpoint
-        (``journal_size_limit``); the database's pages are capped to the rest.
-        """
-        assert self.max_bytes is not None
-        page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
-        wal_pages = max(1, self.wal_bytes // page_size)
-        pages = max(1, (self.max_bytes - self.wal_bytes) // page_size)
-        db.execute(f"PRAGMA max_page_count = {pages}")
-        db.execute(f"PRAGMA journal_size_limit = {self.wal_bytes}")
-        db.execute(f"PRAGMA wal_autocheckpoint = {max(1, wal_pages // 2)}")
-
     @property
     def db_budget(self) -> int | None:
         """Bytes the database file itself may use (``max_bytes`` less the WAL's share)."""
@@ -307,11 +250,7 @@ class OutboxStore(Closing):
 
     def disk_bytes(self) -> int:
         """Bytes the database and its WAL take on disk now (the ``-shm`` index not counted)."""
-        total = 0
-        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
-            with contextlib.suppress(OSError):
-                total += path.stat().st_size
-        return total
+        return disk_bytes(self.path)
 
     def relieve(self) -> None:
         """Under pressure (full disk, over budget): fold the WAL into the file and truncate it."""
@@ -324,71 +263,16 @@ class OutboxStore(Closing):
             return
         self._unsynced = False
 
-    def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: no implicit transactions; each method runs its own.
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        try:
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                log.warning("outbox_not_wal", file=str(self.path), journal_mode=mode)
-            db.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
-            checked = db.execute("PRAGMA quick_check(1)").fetchone()[0]
-            if checked != "ok":
-                raise _UnusableFileError(f"integrity check failed: {checked}")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise _UnusableFileError(f"unknown outbox format version {version}")
-            if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                raise _UnusableFileError("an SQLite database, but not an outbox")
-            db.execute("BEGIN IMMEDIATE")
-            _create_schema(db)
-            row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-            if row is None:
-                epoch = secrets.token_hex(8)
-                db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
-            else:
-                epoch = str(row[0])
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.close()
-            raise
-        self.epoch = epoch
-        return db
-
     def _restore(
         self, db: sqlite3.Connection, found: Salvage, loss: Loss, moved: Path, reason: str
     ) -> None:
-        """Copy what was salvaged from an unusable file into the fresh one.
-
-        The old epoch is kept when its sequence counters were read whole, so the platform
-        sees the lost records as gaps in the numbering it knows; otherwise the fresh file's
-        new epoch stands and the salvaged records keep their numbers within it.
-        """
-        kept = found.usable_epoch()
-        last = {stream: seqs[0] for stream, seqs in found.streams.items()}
-        for stream, seq, *_ in found.records:
-            last[stream] = max(last.get(stream, 0), seq)
+        """Copy what was salvaged into the fresh file; log and keep the damage report."""
         try:
-            db.execute("BEGIN IMMEDIATE")
-            if kept is not None:
-                db.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (kept,))
-            db.executemany(
-                "INSERT INTO streams (stream, last_seq, acked_seq) VALUES (?, ?, ?)",
-                [(s, n, min(n, found.streams.get(s, (0, 0))[1])) for s, n in last.items()],
-            )
-            db.executemany(_INSERT, found.records)
-            db.executemany(
-                "INSERT INTO evictions (stream, reason, total, reported) VALUES (?, ?, ?, ?)",
-                [(s, r, t, p) for (s, r), (t, p) in found.evictions.items()],
-            )
-            db.executemany(_COUNT_EVICTIONS, [(s, CORRUPT, n) for s, n in loss.per_stream.items()])
-            db.execute("COMMIT")
+            kept = restore(db, found, loss)
         except sqlite3.Error as exc:
-            _rollback(db)
             log.error("outbox_salvage_failed", file=str(self.path), error=str(exc))
             found.records = []
+            kept = None
         else:
             if kept is not None:
                 self.epoch = kept
@@ -411,17 +295,7 @@ class OutboxStore(Closing):
             self._note(lost, CORRUPT)
 
     def _move_aside(self, reason: str) -> Path:
-        target = aside_name(self.path, self._clock())
-        try:
-            if self.path.exists():
-                self.path.replace(target)
-            # The write-ahead log belongs to the old file; keep it with it for forensics.
-            wal = self.path.with_name(self.path.name + "-wal")
-            if wal.exists():
-                wal.replace(target.with_name(target.name + "-wal"))
-            self.path.with_name(self.path.name + "-shm").unlink(missing_ok=True)
-        except OSError as exc:
-            raise OutboxStorageError(f"cannot move unusable {self.path} aside: {exc}") from exc
+        target = move_aside(self.path, self._clock())
         self.recoveries += 1
         log.error(
             "outbox_corrupt_moved_aside", file=str(self.path), moved_to=str(target), error=reason
@@ -515,7 +389,7 @@ class OutboxStore(Closing):
         try:
             return self._store_evicting(rows, after, created)
         except sqlite3.DatabaseError as exc:
-            if not _is_corrupt(exc):
+            if not is_corrupt(exc):
                 raise OutboxStorageError(f"cannot append to {what}: {exc}") from exc
             self._recover(exc)
         try:
@@ -539,7 +413,7 @@ class OutboxStore(Closing):
             try:
                 return self._insert(rows, after, created)
             except sqlite3.OperationalError as exc:
-                if _code(exc) != _SQLITE_FULL:
+                if code(exc) != SQLITE_FULL:
                     raise
                 if self.max_bytes is None or self._disk_full(size):
                     self.relieve()
@@ -570,13 +444,13 @@ class OutboxStore(Closing):
             for i, (stream, text, priority) in enumerate(rows):
                 seq = int(db.execute(_NEXT_SEQ, (stream,)).fetchone()[0])
                 at = now if created is None else created[i]
-                db.execute(_INSERT, (stream, seq, priority, at, text))
+                db.execute(INSERT, (stream, seq, priority, at, text))
                 seqs.append(seq)
             if after is not None:
                 after(db)
             db.execute("COMMIT")
         except BaseException:
-            _rollback(db)
+            rollback(db)
             raise
         self._unsynced = True
         self._relieve_if_pressed()
@@ -616,7 +490,7 @@ class OutboxStore(Closing):
             _record(db, counts)
             db.execute("COMMIT")
         except BaseException:
-            _rollback(db)
+            rollback(db)
             raise
         self._note(counts, SIZE)
         return bool(counts)
@@ -629,7 +503,7 @@ class OutboxStore(Closing):
             _record(db, counts)
             db.execute("COMMIT")
         except sqlite3.Error:
-            _rollback(db)  # the disk is full indeed; the count lives on in memory
+            rollback(db)  # the disk is full indeed; the count lives on in memory
         self._note(counts, REFUSED)
 
     def _note(self, counts: Counts, reason: str) -> None:
@@ -782,7 +656,7 @@ class OutboxStore(Closing):
             else:
                 rows = self._conn().execute(_PENDING_ONE, (stream, limit)).fetchall()
         except sqlite3.DatabaseError as exc:
-            if not _is_corrupt(exc):
+            if not is_corrupt(exc):
                 raise OutboxStorageError(f"cannot read {self.path}: {exc}") from exc
             self._recover(exc)
             return []
@@ -831,13 +705,13 @@ class OutboxStore(Closing):
             result = body(db)
             db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            _rollback(db)
-            if not _is_corrupt(exc):
+            rollback(db)
+            if not is_corrupt(exc):
                 raise OutboxStorageError(f"cannot {what}: {exc}") from exc
             self._recover(exc)
             return None
         except sqlite3.Error as exc:
-            _rollback(db)
+            rollback(db)
             raise OutboxStorageError(f"cannot {what}: {exc}") from exc
         return result
 
@@ -883,7 +757,7 @@ _After = Callable[[sqlite3.Connection], None]
 
 
 def _record(db: sqlite3.Connection, counts: Counts) -> None:
-    db.executemany(_COUNT_EVICTIONS, [(s, r, n) for (s, r), n in counts.items()])
+    db.executemany(COUNT_EVICTIONS, [(s, r, n) for (s, r), n in counts.items()])
 
 
 def _nested(counts: Counts) -> dict[str, dict[str, int]]:
@@ -891,24 +765,3 @@ def _nested(counts: Counts) -> dict[str, dict[str, int]]:
     for (stream, reason), n in sorted(counts.items()):
         out.setdefault(stream, {})[reason] = n
     return out
-
-
-def _code(exc: sqlite3.Error) -> int:
-    return int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
-
-
-def _create_schema(db: sqlite3.Connection) -> None:
-    # executescript() would COMMIT the open transaction first; run statement by statement.
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            db.execute(statement)
-
-
-def _rollback(db: sqlite3.Connection) -> None:
-    if db.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
-
-
-def _is_corrupt(exc: sqlite3.Error) -> bool:
-    return _code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
