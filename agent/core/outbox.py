@@ -31,14 +31,10 @@ from typing import Final
 
 import structlog
 
+from smartpole.agent.core.outbox_bounds import REPORT_INTERVAL_S, REPORT_STREAM
 from smartpole.agent.core.outbox_buffer import Held, HeldRecords
 from smartpole.agent.core.outbox_eviction import BUFFER
-from smartpole.agent.core.outbox_store import (
-    FILE_NAME,
-    REPORT_INTERVAL_S,
-    REPORT_STREAM,
-    OutboxStore,
-)
+from smartpole.agent.core.outbox_store import FILE_NAME, OutboxStore
 from smartpole.agent.core.outbox_types import (
     STREAM_PATTERN,
     OutboxError,

@@ -1,4 +1,7 @@
-"""The on-disk outbox: everything that must reach the platform is written here first.
+"""The outbox's file store: everything that must reach the platform is written here first.
+
+Callers hold ``Outbox`` (``outbox.py``), which uses this store while the file works and
+rides out the times it does not; this module is the file's side.
 
 Alarm transitions, audit records and (later) telemetry are appended to a SQLite database in
 the state directory *before* anything else happens with them. The uplink drains it when
@@ -27,7 +30,11 @@ Bounds (``max_bytes``, ``max_age_s``) evict instead of refusing: telemetry is th
 dropped, then traffic, alarms and command results last (``agent/outbox_eviction.py``). Each
 eviction is counted per stream and reason in the file, logged once per episode, and reported
 upstream in the stream ``outbox``; an evicted record's sequence number stays a visible gap.
-A corrupt file is moved aside and what is readable of it is copied into a fresh one.
+``max_bytes`` covers the database and its write-ahead log together (``outbox_file.bound``),
+and the WAL is checkpointed and truncated when it outgrows its share or the disk runs short.
+An unusable file (corrupt, zero-length, truncated, foreign) is moved aside, what is readable
+of it is copied into a fresh one (``outbox_file.py``, ``outbox_salvage.py``), and the loss
+is logged and kept in ``damage`` for upstream.
 """
 
 from __future__ import annotations
@@ -44,20 +51,16 @@ from typing import Final, TypeVar
 
 import structlog
 
+from smartpole.agent.core.outbox_bounds import (
+    REPORT_INTERVAL_S,
+    After,
+    EvictionBook,
+)
 from smartpole.agent.core.outbox_eviction import (
-    AGE,
     CORRUPT,
-    LOW_WATER,
-    REFUSED,
     ROW_OVERHEAD,
-    SIZE,
-    Counts,
-    evict_expired,
-    evict_for_space,
-    used_bytes,
 )
 from smartpole.agent.core.outbox_file import (
-    COUNT_EVICTIONS,
     INSERT,
     SQLITE_FULL,
     UnusableFileError,
@@ -85,7 +88,6 @@ from smartpole.agent.core.outbox_types import (
     OutboxRecord,
     OutboxRefusedError,
     OutboxStorageError,
-    Priority,
     StreamStats,
     check_priority,
     check_stream,
@@ -99,9 +101,6 @@ _T = TypeVar("_T")
 
 FILE_NAME = "outbox.sqlite3"
 
-REPORT_STREAM: Final = "outbox"  # eviction counts go upstream in this stream
-REPORT_INTERVAL_S: Final = 60.0
-AGE_CHECK_INTERVAL_S: Final = 1.0
 MAX_EVICTION_PASSES: Final = 32
 # The write-ahead log's share of ``max_bytes``: the database gets the rest. SQLite checkpoints
 # the WAL when it reaches half of it and truncates it back to it after a checkpoint.
@@ -123,8 +122,6 @@ _PENDING_ONE = (
 )
 _DELETE = "DELETE FROM records WHERE stream = ? AND seq <= ?"
 _MARK_ACKED = "UPDATE streams SET acked_seq = max(acked_seq, min(?, last_seq)) WHERE stream = ?"
-_EVICTIONS = "SELECT stream, reason, total, reported FROM evictions ORDER BY stream, reason"
-_MARK_REPORTED = "UPDATE evictions SET reported = ? WHERE stream = ? AND reason = ?"
 _STATS = (
     "SELECT s.stream, s.last_seq, s.acked_seq, count(r.seq), min(r.created_at) "
     "FROM streams AS s LEFT JOIN records AS r ON r.stream = s.stream "
@@ -132,17 +129,19 @@ _STATS = (
 )
 
 
-class OutboxStore(Closing):
+class OutboxStore(EvictionBook, Closing):
     """One connection to ``<state_dir>/outbox.sqlite3``; owned by the event loop's thread.
 
     ``max_bytes`` bounds the file so a long outage cannot fill the disk that the state and
     audit files share, ``max_age_s`` bounds how old a waiting record may get. Reaching a
     bound evicts records (``agent/outbox_eviction.py`` has the order) instead of refusing
-    the append; only an append that finds no room even then (a record bigger than the
-    bound, telemetry when only alarms are left, a disk that is full for other reasons)
-    raises ``OutboxError``. Evictions are counted per stream and reason (``evictions()``,
-    ``stats()``), logged once per episode, and reported upstream as a record in the stream
-    ``outbox`` at most every ``report_interval_s`` (``None``: not reported).
+    the append; an append that finds no room even then (a record bigger than the bound,
+    telemetry when only alarms are left) raises ``OutboxRefusedError``. A disk that is full
+    for other reasons evicts nothing (deleting rows would not shrink the file): that, like
+    any failure to open, write or sync the file, is ``OutboxStorageError``. Evictions are
+    counted per stream and reason (``evictions()``, ``stats()``), logged once per episode,
+    and reported upstream as a record in the stream ``outbox`` at most every
+    ``report_interval_s`` (``None``: not reported).
     """
 
     def __init__(
@@ -168,12 +167,7 @@ class OutboxStore(Closing):
         self._clock = clock
         self._failing = False
         self._unsynced = False
-        self._evictions: dict[str, dict[str, int]] = {}  # totals, as in the evictions table
-        self._evicting = False  # an eviction episode is under way
-        self._episode: Counts = Counter()
-        self._unreported = False
-        self._last_report: float | None = None
-        self._next_age_check = -math.inf
+        EvictionBook.__init__(self)
         self._db: sqlite3.Connection | None = None
         self.epoch = ""
         self.damage: list[Damage] = []  # files found damaged and replaced, for upstream
@@ -231,12 +225,7 @@ class OutboxStore(Closing):
         try:
             if self.max_bytes is not None:
                 bound(db, self.max_bytes, self.wal_bytes)
-            self._evictions = {}
-            unreported = False
-            for stream, reason, total, reported in db.execute(_EVICTIONS).fetchall():
-                self._evictions.setdefault(stream, {})[reason] = int(total)
-                unreported = unreported or total > reported
-            self._unreported = unreported
+            self._load_evictions(db)
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.close()
@@ -382,7 +371,7 @@ class OutboxStore(Closing):
     def _store(
         self,
         rows: list[tuple[str, str, int]],
-        after: _After | None = None,
+        after: After | None = None,
         created: list[float] | None = None,
     ) -> list[int]:
         what = ", ".join(sorted({stream for stream, _, _ in rows}))
@@ -398,7 +387,7 @@ class OutboxStore(Closing):
             raise OutboxStorageError(f"cannot append to {what}: {exc}") from exc
 
     def _store_evicting(
-        self, rows: list[tuple[str, str, int]], after: _After | None, created: list[float] | None
+        self, rows: list[tuple[str, str, int]], after: After | None, created: list[float] | None
     ) -> list[int]:
         """Insert; when the file reaches its bound, evict and try again.
 
@@ -433,7 +422,7 @@ class OutboxStore(Closing):
     def _insert(
         self,
         rows: list[tuple[str, str, int]],
-        after: _After | None,
+        after: After | None,
         created: list[float] | None = None,
     ) -> list[int]:
         db = self._conn()
@@ -474,153 +463,6 @@ class OutboxStore(Closing):
         except OSError:
             return 0
         return st.f_bavail * st.f_frsize
-
-    def _make_room(self, max_priority: int, size: int, passes: int) -> bool:
-        """Evict enough for ``size`` bytes and down to the low-water mark; False: nothing to."""
-        db = self._conn()
-        used = used_bytes(db)
-        budget = self.db_budget
-        if budget is not None:
-            need = max(size, used - int(budget * LOW_WATER))
-        else:  # the disk is full: free a slice of the file for the records to come
-            need = max(size, used // 20)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            counts = evict_for_space(db, need, max_priority, thin=passes == 0)
-            _record(db, counts)
-            db.execute("COMMIT")
-        except BaseException:
-            rollback(db)
-            raise
-        self._note(counts, SIZE)
-        return bool(counts)
-
-    def _count_refused(self, rows: list[tuple[str, str, int]]) -> None:
-        counts: Counts = Counter((stream, REFUSED) for stream, _, _ in rows)
-        db = self._conn()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            _record(db, counts)
-            db.execute("COMMIT")
-        except sqlite3.Error:
-            rollback(db)  # the disk is full indeed; the count lives on in memory
-        self._note(counts, REFUSED)
-
-    def _note(self, counts: Counts, reason: str) -> None:
-        """Evictions committed: count them, start an episode (logged once)."""
-        if not counts:
-            return
-        for (stream, why), n in counts.items():
-            per = self._evictions.setdefault(stream, {})
-            per[why] = per.get(why, 0) + n
-        self._episode.update(counts)
-        self._unreported = True
-        if not self._evicting:
-            self._evicting = True
-            log.warning(
-                "outbox_eviction_started",
-                file=str(self.path),
-                reason=reason,
-                evicted=_nested(counts),
-                max_bytes=self.max_bytes,
-                max_age_s=self.max_age_s,
-            )
-
-    def _end_episode_if_room(self) -> None:
-        """After a drain: the episode ends once the outbox is below its low-water mark."""
-        if not self._evicting:
-            return
-        budget = self.db_budget
-        if budget is not None:
-            try:
-                if used_bytes(self._conn()) > budget * LOW_WATER:
-                    return
-            except (sqlite3.Error, OutboxError):
-                return
-        log.info(
-            "outbox_eviction_stopped",
-            file=str(self.path),
-            evicted=_nested(self._episode),
-            total=sum(self._episode.values()),
-        )
-        self._evicting = False
-        self._episode = Counter()
-
-    def count_lost(self, lost: Mapping[str, int], reason: str) -> None:
-        """Record records lost outside the file (``buffer``: dropped from memory while the
-        file was unusable) with the evictions, so they are reported and counted alike."""
-        counts: Counts = Counter({(s, reason): n for s, n in lost.items() if n > 0})
-        if not counts:
-            return
-        self._write(f"count lost records in {self.path}", lambda db: _record(db, counts))
-        self._note(counts, reason)
-
-    def evict_expired(self) -> int:
-        """Evict the records older than ``max_age_s`` now, LOW first; return how many.
-
-        ``append`` and ``pending`` call it on their own (at most about once a second), so
-        the uplink need not; it is public for a daemon that wants it on a timer.
-        """
-        if self.max_age_s is None:
-            return 0
-        cutoff = self._clock() - self.max_age_s
-
-        def evict(db: sqlite3.Connection) -> Counts:
-            counts = evict_expired(db, cutoff)
-            _record(db, counts)
-            return counts
-
-        counts = self._write(f"evict from {self.path}", evict)
-        if counts is None:
-            return 0
-        if counts:
-            self._unsynced = True
-        self._note(counts, AGE)
-        return sum(counts.values())
-
-    def _maintain(self) -> None:
-        """The age bound, checked at most every ``AGE_CHECK_INTERVAL_S``; never raises."""
-        if self.max_age_s is None or self._db is None:
-            return
-        now = self._clock()
-        if now < self._next_age_check:
-            return
-        self._next_age_check = now + min(AGE_CHECK_INTERVAL_S, self.max_age_s / 10)
-        try:
-            self.evict_expired()
-        except OutboxError as exc:
-            log.warning("outbox_expiry_failed", file=str(self.path), error=str(exc))
-
-    def _maybe_report(self) -> None:
-        """Append the eviction counts not reported yet to ``outbox``, throttled; never raises."""
-        if not self._unreported or self.report_interval_s is None or self._db is None:
-            return
-        now = self._clock()
-        if self._last_report is not None and now - self._last_report < self.report_interval_s:
-            return
-        self._last_report = now
-        try:
-            rows = self._conn().execute(_EVICTIONS).fetchall()
-            delta: dict[str, dict[str, int]] = {}
-            totals: dict[str, dict[str, int]] = {}
-            marks: list[tuple[int, str, str]] = []
-            for stream, reason, total, reported in rows:
-                totals.setdefault(stream, {})[reason] = total
-                if total > reported:
-                    delta.setdefault(stream, {})[reason] = total - reported
-                    marks.append((total, stream, reason))
-            self._unreported = False
-            if not delta:
-                return
-            payload = {"kind": "evictions", "evicted": delta, "totals": totals}
-
-            def mark(db: sqlite3.Connection) -> None:
-                db.executemany(_MARK_REPORTED, marks)
-
-            self._store([(REPORT_STREAM, encode(REPORT_STREAM, payload), Priority.HIGH)], mark)
-        except (OutboxError, sqlite3.Error) as exc:
-            self._unreported = True
-            log.warning("outbox_report_failed", file=str(self.path), error=str(exc))
 
     def flush(self) -> None:
         """Make every record appended so far survive a power cut (one fsync, when needed)."""
@@ -715,19 +557,6 @@ class OutboxStore(Closing):
             raise OutboxStorageError(f"cannot {what}: {exc}") from exc
         return result
 
-    def evictions(self) -> dict[str, dict[str, int]]:
-        """Records evicted (or refused) per stream and reason since the file was created.
-
-        Reasons: ``thinned``, ``size``, ``age``, ``refused``, ``corrupt`` (see
-        ``agent/outbox_eviction.py``). Kept in the file, so the counts survive restarts.
-        """
-        return {stream: dict(per) for stream, per in sorted(self._evictions.items())}
-
-    @property
-    def evicting(self) -> bool:
-        """An eviction episode is under way (a bound was reached and not yet drained)."""
-        return self._evicting
-
     def stats(self) -> dict[str, StreamStats]:
         """Per stream: records waiting, age of the oldest, last and acknowledged seq, evictions."""
         try:
@@ -751,17 +580,3 @@ class OutboxStore(Closing):
                     count=0, oldest_age_s=None, last_seq=0, acked_seq=0, evicted=dict(per)
                 )
         return dict(sorted(result.items()))
-
-
-_After = Callable[[sqlite3.Connection], None]
-
-
-def _record(db: sqlite3.Connection, counts: Counts) -> None:
-    db.executemany(COUNT_EVICTIONS, [(s, r, n) for (s, r), n in counts.items()])
-
-
-def _nested(counts: Counts) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for (stream, reason), n in sorted(counts.items()):
-        out.setdefault(stream, {})[reason] = n
-    return out
