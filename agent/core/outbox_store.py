@@ -108,6 +108,7 @@ WAL_SHARE: Final = 0.25
 MIN_WAL_BYTES: Final = 16 * 1024
 DISK_MARGIN_BYTES: Final = 64 * 1024  # less free than a record and this: the disk is full
 PRESSURE_FACTOR: Final = 4  # less free than this many times the WAL: truncate the WAL now
+PRESSURE_CHECK_COMMITS: Final = 8
 
 _NEXT_SEQ = (
     "INSERT INTO streams (stream, last_seq) VALUES (?, 1) "
@@ -158,6 +159,9 @@ class OutboxStore(EvictionBook, Closing):
         if max_age_s is not None and not max_age_s > 0:
             raise ValueError("max_age_s must be positive")
         self.path = state_dir / FILE_NAME
+        self._wal_file = self.path.with_name(FILE_NAME + "-wal")
+        self._dir = str(state_dir)
+        self._unchecked_commits = 0
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.report_interval_s = report_interval_s
@@ -400,7 +404,7 @@ class OutboxStore(EvictionBook, Closing):
         passes = 0
         while True:
             try:
-                return self._insert(rows, after, created)
+                seqs = self._insert(rows, after, created)
             except sqlite3.OperationalError as exc:
                 if code(exc) != SQLITE_FULL:
                     raise
@@ -414,6 +418,10 @@ class OutboxStore(EvictionBook, Closing):
                         f"(max_bytes {self.max_bytes}) and nothing may be evicted for it"
                     ) from exc
                 passes += 1
+            else:
+                # Evicting wrote a large transaction to the WAL: look at it now.
+                self._relieve_if_pressed(force=passes > 0)
+                return seqs
 
     def _disk_full(self, size: int) -> bool:
         """Whether the file system, not the outbox's bound, is out of room."""
@@ -442,15 +450,22 @@ class OutboxStore(EvictionBook, Closing):
             rollback(db)
             raise
         self._unsynced = True
-        self._relieve_if_pressed()
         return seqs
 
-    def _relieve_if_pressed(self) -> None:
+    def _relieve_if_pressed(self, *, force: bool = False) -> None:
         """Checkpoint and truncate the WAL now when it outgrew its share of the budget, or
         when the disk is running out: WAL frames are whole pages, so each small commit costs
-        several kilobytes there until a checkpoint folds them into the file."""
+        several kilobytes there until a checkpoint folds them into the file.
+
+        Looked at every ``PRESSURE_CHECK_COMMITS`` commits (two system calls each time, a
+        fifth of an append's cost when done every time), and after every eviction.
+        """
+        self._unchecked_commits += 1
+        if not force and self._unchecked_commits < PRESSURE_CHECK_COMMITS:
+            return
+        self._unchecked_commits = 0
         try:
-            wal = self.path.with_name(self.path.name + "-wal").stat().st_size
+            wal = self._wal_file.stat().st_size
         except OSError:
             return
         over_budget = self.max_bytes is not None and wal > self.wal_bytes
@@ -459,7 +474,7 @@ class OutboxStore(EvictionBook, Closing):
 
     def _free_bytes(self) -> int:
         try:
-            st = os.statvfs(self.path.parent)
+            st = os.statvfs(self._dir)
         except OSError:
             return 0
         return st.f_bavail * st.f_frsize
