@@ -224,6 +224,10 @@ def cmd_diag(args: argparse.Namespace) -> int:
         print(diag.render_lights(result))
     elif args.what == "alarms":
         print(diag.render_alarms(result))
+    elif args.what == "audit":
+        # The read just made counted the torn lines it skipped; status says how many.
+        audit = call(_socket_path(args), "status", timeout_s=timeout_s).get("audit", {})
+        print(diag.render_audit(result, audit))
     else:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     return EXIT_OK

@@ -6,6 +6,7 @@ point, value, unit, quality, age.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -196,3 +197,12 @@ def render_alarms(status: Mapping[str, Any]) -> str:
     if held:
         lines.append("reset with: smartpole diag reset ALARM  (once the condition is gone)")
     return "\n".join(lines)
+
+
+def render_audit(records: Sequence[Mapping[str, Any]], audit: Mapping[str, Any]) -> str:
+    """The records as JSON, then how many torn lines the read skipped, when any did."""
+    text = json.dumps(list(records), indent=2, ensure_ascii=False)
+    torn = audit.get("torn_lines")
+    if isinstance(torn, int) and torn > 0:
+        text += f"\n({torn} torn lines skipped in {audit.get('file', 'the audit log')})"
+    return text

@@ -187,6 +187,13 @@ class PoleOperations:
             problems.append(
                 f"state file {self._store.path}: {self._store.write_failures} failed writes"
             )
+        storage = self._outbox.problem()
+        if storage is not None:
+            problems.append(storage)
+        if self._audit.torn_lines:
+            problems.append(
+                f"audit log {self._audit.path}: {self._audit.torn_lines} torn lines skipped"
+            )
         return {
             "pole": self._config.pole.pole.id,
             "pole_name": self._config.pole.pole.name,
@@ -196,6 +203,8 @@ class PoleOperations:
             "uptime_s": round(time.time() - self._started_at, 1),
             "summary": self._buses.summary(),
             "problems": problems,
+            "outbox": self._outbox.status(),
+            "audit": {"file": str(self._audit.path), "torn_lines": self._audit.torn_lines},
             "buses": [bus.health.to_json() for bus in self._buses],
             "devices": [device.to_json() for bus in self._buses for device in bus.devices],
             "clock": self._control.clock_watch.watch.to_json(),

@@ -1,11 +1,13 @@
 """One pole's agent, assembled: the only place that creates and wires its components.
 
 Read ``_assemble`` top to bottom for the whole pole, in the order a reading travels:
-point table, outbox, buses (which register their points; last values are restored then),
-control, cameras, telemetry and MQTT uplink, OPC UA, then the
-typed operations every door uses, the command processor that authorises platform commands,
-and the local API. Teardown is the reverse, by one exit stack. ``tasks`` lists what runs
-while the pole is up; the daemon (``daemon.py``) runs them and owns the process.
+point table, outbox (which never fails to start: without a usable file it holds records in
+memory and raises ``storage_unavailable``), buses (which register their points; last values
+are restored then), control, damaged-store reports upstream, cameras, telemetry and MQTT
+uplink, OPC UA, then the typed operations every door uses, the command processor that
+authorises platform commands, and the local API. Teardown is the reverse, by one exit
+stack. ``tasks`` lists what runs while the pole is up; the daemon (``daemon.py``) runs them
+and owns the process.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from smartpole.agent.buses.mcu.events import recorder
 from smartpole.agent.buses.registry import BusRegistry, registry
 from smartpole.agent.cameras import Cameras
 from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.control.alarms import GOOD
 from smartpole.agent.control.pole import PoleControl
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.health import DeviceState
-from smartpole.agent.core.outbox import Outbox
+from smartpole.agent.core.outbox import STORAGE_ALARM, Outbox
 from smartpole.agent.core.points import PointTable
 from smartpole.agent.operations import PoleOperations
 from smartpole.agent.state import PointStore
@@ -103,6 +106,7 @@ class Pole(Lifecycle):
         )
         # The buses registered their points: last values from before a restart, as stale.
         self.restored = self.store.restore(self.table)
+        audit_damage = self.audit.salvage()
         self.control = stack.enter_context(
             PoleControl(
                 config,
@@ -115,6 +119,10 @@ class Pole(Lifecycle):
                 clock_trusted=self._clock_trusted,
             )
         )
+        self.outbox.watch(self._storage_changed)
+        for damage in (self.store.damage, self.control.alarms.store_damage, audit_damage):
+            if damage is not None:
+                self.outbox.report_damage(damage)  # upstream, once the outbox can take it
         self.cameras = Cameras(pole.cameras, config.path.parent, self.outbox)
         for source in self.buses.offering(EventSource):
             source.add_event_listener(recorder(self.outbox))
@@ -156,6 +164,7 @@ class Pole(Lifecycle):
     def tasks(self) -> dict[str, Task]:
         """What runs while the pole is up, by task name."""
         tasks: dict[str, Task] = {f"bus:{bus.name}": bus.run for bus in self.buses}
+        tasks["outbox"] = self.outbox.run
         tasks.update(self.control.tasks())
         tasks.update(self.cameras.tasks())
         if self.uplink is not None:
@@ -174,6 +183,11 @@ class Pole(Lifecycle):
             max_bytes=limits.max_bytes if limits is not None else None,
             max_age_s=limits.max_age_s if limits is not None else None,
         )
+
+    def _storage_changed(self, unavailable: bool, why: str | None) -> None:
+        """The outbox file stopped or started working: raise or clear the alarm. Records
+        keep flowing either way (held in memory meanwhile), so nothing else changes."""
+        self.control.alarms.observe("outbox", STORAGE_ALARM, unavailable, GOOD, time.time())
 
     def _device_state(self, device: str) -> tuple[str, float]:
         """A device's state for power management: a camera fed by it that delivers no

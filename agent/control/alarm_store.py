@@ -6,7 +6,8 @@ forgets an alarm nor raises it a second time, and saves it after every transitio
 is written atomically (as ``agent/state.py`` does: a temporary file, fsync, rename). A write
 that fails is logged once and reported to the caller, who retries it later (the manager
 does at the next transition or ``tick``); it never stops the daemon. A file that cannot be
-read or has an unknown format is logged and ignored: the manager starts empty.
+read or has an unknown format is moved aside (``core/quarantine.py``) with an estimate of the
+active alarms it held, and the report (``damage``) goes upstream: the manager starts empty.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import structlog
 
 from smartpole.agent.control.alarm_types import Alarm, AlarmEvent
 from smartpole.agent.core.jsonfile import JsonFile
+from smartpole.agent.core.quarantine import Damage, quarantine
 
 __all__ = ["FORMAT_VERSION", "AlarmStore", "SavedAlarms"]
 
@@ -56,6 +58,7 @@ class AlarmStore:
         self.path = path
         self._file = JsonFile(path, "alarm_store")
         self._failing = False
+        self.damage: Damage | None = None  # a file found unreadable at ``load``
 
     @property
     def write_failures(self) -> int:
@@ -69,14 +72,19 @@ class AlarmStore:
     def load(self) -> SavedAlarms | None:
         """What the file holds; None when there is none, or it is unreadable or unknown."""
         try:
-            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             log.warning("alarm_store_unreadable", file=str(self.path), error=str(exc))
             return None
+        try:
+            saved = json.loads(raw)
+        except ValueError as exc:
+            self._discard(raw, f"not JSON: {exc}")
+            return None
         if not isinstance(saved, dict) or saved.get("version") != FORMAT_VERSION:
-            log.warning("alarm_store_ignored", file=str(self.path), reason="unknown format")
+            self._discard(raw, "unknown format")
             return None
         watched = [
             (pair[0], pair[1])
@@ -88,6 +96,12 @@ class AlarmStore:
             watched=watched,
             history=_list(saved.get("history")),
         )
+
+    def _discard(self, raw: bytes, reason: str) -> None:
+        """Move the unreadable file aside; the active alarms lost are estimated from its
+        text (each active entry has a ``raised_at``; history entries do not)."""
+        begun = raw.count(b'"raised_at":')
+        self.damage = quarantine("alarms", self.path, reason, lost=begun or None, exact=False)
 
     def save(
         self,

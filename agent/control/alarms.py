@@ -44,6 +44,7 @@ from smartpole.agent.control.alarm_store import AlarmStore
 from smartpole.agent.control.alarm_types import Alarm, AlarmError, AlarmEvent, EventType, Track
 from smartpole.agent.core.clock import SYSTEM_CLOCK, Clock
 from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
+from smartpole.agent.core.quarantine import Damage
 
 __all__ = [
     "GOOD",
@@ -114,6 +115,11 @@ class AlarmManager:
         self._dirty = False
         self.outbox_failures = 0
         self._load()
+
+    @property
+    def store_damage(self) -> Damage | None:
+        """The store file, if it was found unreadable at the start and moved aside."""
+        return self._store.damage
 
     @property
     def store_write_failures(self) -> int:

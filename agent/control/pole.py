@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Self
 
+from smartpole.agent.config.alarms import AlarmDefinition
 from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.control.actuator import ModbusLampActuator, PointWriter
 from smartpole.agent.control.alarms import AlarmManager
@@ -27,12 +28,20 @@ from smartpole.agent.control.program import LightingPlan
 from smartpole.agent.control.safety import SafetySupervisor
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.clock import ClockStepWatch
-from smartpole.agent.core.outbox import Outbox
+from smartpole.agent.core.outbox import STORAGE_ALARM, Outbox
 from smartpole.agent.core.points import PointTable
 from smartpole.drivers.lifecycle import Closing
 
 ALARMS_FILE = "alarms.json"
 POWER_FILE = "power.json"
+# Raised while the outbox file cannot be opened or written (records then wait in memory);
+# built in, like the lamp monitor's alarms, and overridden by an ``alarms`` entry of its kind.
+STORAGE_ALARM_DEFINITION = AlarmDefinition(
+    kind=STORAGE_ALARM,
+    severity="major",
+    raise_when=True,
+    description="the outbox file cannot be opened or written: records wait in memory",
+)
 DeviceState = Callable[[str], tuple[str, float]]  # device -> (state, since), for power cycling
 
 
@@ -64,6 +73,8 @@ class PoleControl(Closing):
         rules = pole.alarms
         monitor = pole.lighting.monitor if pole.lighting is not None else None
         definitions = [rule.definition(kind) for kind, rule in rules.items()]
+        if STORAGE_ALARM not in rules:
+            definitions.append(STORAGE_ALARM_DEFINITION)
         if self.lighting is not None and monitor is not None:
             definitions += [d for d in alarm_definitions(monitor) if d.kind not in rules]
         self.alarms = AlarmManager(definitions, state_dir / ALARMS_FILE, outbox)

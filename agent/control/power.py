@@ -3,9 +3,9 @@
 A camera, small cell or screen on the pole is fed through one channel of the relay module
 (Shenzhen DB4403/T 30-2019 asks for remote power cycling of pole devices). An operator can
 cycle a device on command; a device with ``auto_after_offline_s`` is cycled by the agent
-when it has been offline (or faulty: answering only garbage) that long, at most ``max_attempts`` times with a doubling wait
-between attempts, then the agent gives up (logged once) until the device has stayed online
-for ``reset_after_online_s``.
+when it has been offline (or faulty: answering only garbage) that long, at most
+``max_attempts`` times with a doubling wait between attempts, then the agent gives up
+(logged once) until the device has stayed online for ``reset_after_online_s``.
 
 Rules that keep power management from fighting the safety functions or leaving a device
 dark:

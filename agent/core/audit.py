@@ -3,6 +3,12 @@
 IEC 62443 and the city's operators both want to know who switched what and whether the
 device did it. Records go to the log (so they reach the journal and, later, the uplink) and
 to an append-only JSON-lines file in the state directory that survives restarts.
+
+A power cut mid-write can leave a torn line (half a record, no newline). The reader skips
+and counts such lines instead of failing on them (``tail``, ``torn_lines``), and ``salvage``
+(at the daemon's start) moves a file with torn lines aside, keeps its good lines in a fresh
+one, and reports the loss: otherwise the next record would be appended onto the torn
+line and be lost with it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import structlog
+
+from smartpole.agent.core.quarantine import Damage, aside_name
 
 log = structlog.get_logger("smartpole.audit")
 
@@ -38,6 +46,7 @@ class AuditLog:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / FILE_NAME
         self.write_failures = 0
+        self.torn_lines = 0  # lines skipped by the last read (``tail``): not JSON records
 
     def record(self, entry: AuditRecord) -> None:
         data = asdict(entry)
@@ -52,8 +61,75 @@ class AuditLog:
             log.error("audit_write_failed", file=str(self.path), error=str(exc))
 
     def tail(self, count: int) -> list[dict[str, object]]:
+        """The last ``count`` records; torn lines are skipped and counted (``torn_lines``)."""
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()[-count:]
+            text = self.path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
+            self.torn_lines = 0
             return []
-        return [json.loads(line) for line in lines if line.strip()]
+        records, torn = _parse(text)
+        self.torn_lines = len(torn)
+        return records[-count:] if count > 0 else []
+
+    def salvage(self, now: float | None = None) -> Damage | None:
+        """At start: a file with torn lines is moved aside and its good records kept in a
+        fresh one; the loss is logged and returned for upstream. None when all is well."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("audit_unreadable", file=str(self.path), error=str(exc))
+            return None
+        records, torn_lines = _parse(raw.decode("utf-8", errors="replace"))
+        if not torn_lines:
+            return None
+        # A record appended onto a torn one shares its line: count the records begun there.
+        begun = [max(1, line.count('"actor":')) for line in torn_lines]
+        torn = len(torn_lines)
+        at = time.time() if now is None else now
+        target = aside_name(self.path, at)
+        fresh = self.path.with_name(self.path.name + ".tmp")
+        try:
+            with fresh.open("w", encoding="utf-8") as out:
+                for record in records:
+                    out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            self.path.replace(target)
+            fresh.replace(self.path)
+            moved: str | None = str(target)
+        except OSError as exc:
+            log.warning("audit_salvage_failed", file=str(self.path), error=str(exc))
+            moved = None  # left as it is: the reader skips the torn lines
+        damage = Damage(
+            store="audit",
+            file=str(self.path),
+            moved_to=moved,
+            reason=f"{torn} torn lines",
+            lost=sum(begun),
+            exact=all(n == 1 for n in begun),
+            recovered=len(records),
+            at=at,
+        )
+        damage.log()
+        return damage
+
+
+def _parse(text: str) -> tuple[list[dict[str, object]], list[str]]:
+    """The records of a JSON-lines text, and the non-blank lines that were not records."""
+    records: list[dict[str, object]] = []
+    torn: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            torn.append(line)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            torn.append(line)
+    return records, torn

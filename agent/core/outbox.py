@@ -1,206 +1,88 @@
-"""The on-disk outbox: everything that must reach the platform is written here first.
+"""The outbox every part of the agent appends to: the file when it works, memory when not.
 
-Alarm transitions, audit records and (later) telemetry are appended to a SQLite database in
-the state directory *before* anything else happens with them. The uplink drains it when
-connected, in order, at-least-once, and deletes records only when the platform acknowledges
-them (``ack``). Each stream has its own sequence number, strictly increasing and never
-reused, so the platform can drop the duplicates that at-least-once delivery produces: the
-de-duplication key is ``(epoch, stream, seq)``. The epoch is a random token chosen when the
-database file is created; it changes only when the file is replaced (first start, or a
-corrupt file moved aside), which is the one case where sequence numbers start again at 1.
+Records that must reach the platform (alarm transitions, events, command results,
+telemetry) go to the SQLite file store first (``outbox_store.py``: ordering, sequence
+numbers, bounds, salvage). This module is the one owner of what happens when that file
+cannot be used, so callers keep one interface and never stop for it: a full disk, a
+directory where the file should be or an I/O error must not stop lighting control, safety
+or the local API (a daemon that exits on it is restarted by systemd every few seconds and
+controls nothing).
 
-Why synchronous ``sqlite3`` in the control process' event loop: the rates are a few appends
-per second, each one small transaction on one connection (tens to hundreds of microseconds
-without an fsync), far below what would delay the bus tasks. The SQL statements are module
-constants, so the ``sqlite3`` module's statement cache prepares each one once.
-
-Why ``synchronous=NORMAL`` with WAL: a commit then costs no fsync; the database can never be
-corrupted by a crash or a power cut, but a power cut may roll back the last few commits.
-Losing them is only harmless if nothing of them left the box, otherwise their sequence
-numbers would be reused for different records and the platform would drop those as
-duplicates. So ``pending()`` first makes every committed record durable (a WAL checkpoint,
-which fsyncs the WAL): one fsync per batch handed to the uplink instead of one per append,
-and eMMC/SD wear stays low. Callers for whom a record must survive a power cut the moment it
-is written (alarm transitions) call ``flush()`` after appending.
-
-Bounds (``max_bytes``, ``max_age_s``) evict instead of refusing: telemetry is thinned, then
-dropped, then traffic, alarms and command results last (``agent/outbox_eviction.py``). Each
-eviction is counted per stream and reason in the file, logged once per episode, and reported
-upstream in the stream ``outbox``; an evicted record's sequence number stays a visible gap.
-A corrupt file is moved aside and what is readable of it is copied into a fresh one.
+While the file is unusable, records wait in a bounded memory buffer, in order; when it is
+full, the oldest records of the lowest priority go first (never one of a higher priority
+than the record that comes in) and each is counted per stream. Opening or writing is
+retried with exponential backoff (``RETRY_MIN_S`` to ``RETRY_MAX_S``); once it works, the
+held records are written in their order with the times they were made, the dropped ones
+are recorded as evictions with reason ``buffer`` (so they are reported upstream like any
+eviction), and the damage reports of stores found broken are appended. The failure is
+logged once when it starts and once when it clears, counted, shown by ``problem()`` in
+``diag status`` and raised as the alarm ``storage_unavailable`` by the composition root
+(``watch``). While the file fails, ``pending`` hands the uplink nothing: what is on disk
+waits there, and the uplink does not loop on a disk that cannot be written.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import re
-import secrets
-import sqlite3
+import asyncio
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
-from typing import Final, TypedDict, TypeVar
+from typing import Final
 
 import structlog
 
-from smartpole.agent.core.errors import AgentError
-from smartpole.agent.core.outbox_eviction import (
-    AGE,
-    CORRUPT,
-    LOW_WATER,
-    REFUSED,
-    ROW_OVERHEAD,
-    SIZE,
-    Counts,
-    Salvage,
-    evict_expired,
-    evict_for_space,
-    salvage,
-    used_bytes,
+from smartpole.agent.core.outbox_bounds import REPORT_INTERVAL_S, REPORT_STREAM
+from smartpole.agent.core.outbox_buffer import Held, HeldRecords
+from smartpole.agent.core.outbox_eviction import BUFFER
+from smartpole.agent.core.outbox_store import FILE_NAME, OutboxStore
+from smartpole.agent.core.outbox_types import (
+    STREAM_PATTERN,
+    OutboxError,
+    OutboxRecord,
+    OutboxRefusedError,
+    OutboxStorageError,
+    Priority,
+    StreamStats,
+    check_priority,
+    check_stream,
+    encode,
 )
+from smartpole.agent.core.quarantine import Damage
 from smartpole.drivers.lifecycle import Closing
 
+__all__ = [
+    "FILE_NAME",
+    "REPORT_STREAM",
+    "STORAGE_ALARM",
+    "STREAM_PATTERN",
+    "Outbox",
+    "OutboxError",
+    "OutboxRecord",
+    "OutboxRefusedError",
+    "OutboxStorageError",
+    "Priority",
+    "StreamStats",
+]
+
 log = structlog.get_logger("smartpole.outbox")
-_T = TypeVar("_T")
 
-FILE_NAME = "outbox.sqlite3"
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 1.0  # only this process writes; a reader (diag) holds a lock briefly at most
-STREAM_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+STORAGE_ALARM: Final = "storage_unavailable"  # the alarm kind raised while the file fails
+BUFFER_MAX_RECORDS: Final = 10_000
+BUFFER_MAX_BYTES: Final = 4 * 1024 * 1024
+RETRY_MIN_S: Final = 1.0
+RETRY_MAX_S: Final = 30.0
+WRITE_BATCH: Final = 256  # held records written per transaction on recovery
+TICK_S: Final = 1.0
 
-# SQLite primary result codes (the low byte of the extended code Python reports).
-_SQLITE_CORRUPT: Final = 11
-_SQLITE_NOTADB: Final = 26
-_SQLITE_FULL: Final = 13
-
-REPORT_STREAM: Final = "outbox"  # eviction counts go upstream in this stream
-REPORT_INTERVAL_S: Final = 60.0
-AGE_CHECK_INTERVAL_S: Final = 1.0
-MAX_EVICTION_PASSES: Final = 32
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS streams (
-    stream TEXT PRIMARY KEY,
-    last_seq INTEGER NOT NULL,
-    acked_seq INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS records (
-    stream TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    priority INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    payload TEXT NOT NULL,
-    PRIMARY KEY (stream, seq)
-);
-CREATE INDEX IF NOT EXISTS records_by_age ON records (priority, created_at);
-CREATE TABLE IF NOT EXISTS evictions (
-    stream TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    total INTEGER NOT NULL,
-    reported INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (stream, reason)
-);
-"""
-_NEXT_SEQ = (
-    "INSERT INTO streams (stream, last_seq) VALUES (?, 1) "
-    "ON CONFLICT (stream) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq"
-)
-_INSERT = "INSERT INTO records (stream, seq, priority, created_at, payload) VALUES (?, ?, ?, ?, ?)"
-_PENDING_ALL = (
-    "SELECT stream, seq, priority, created_at, payload FROM records ORDER BY stream, seq LIMIT ?"
-)
-_PENDING_ONE = (
-    "SELECT stream, seq, priority, created_at, payload FROM records "
-    "WHERE stream = ? ORDER BY seq LIMIT ?"
-)
-_DELETE = "DELETE FROM records WHERE stream = ? AND seq <= ?"
-_MARK_ACKED = "UPDATE streams SET acked_seq = max(acked_seq, min(?, last_seq)) WHERE stream = ?"
-_COUNT_EVICTIONS = (
-    "INSERT INTO evictions (stream, reason, total) VALUES (?, ?, ?) "
-    "ON CONFLICT (stream, reason) DO UPDATE SET total = total + excluded.total"
-)
-_EVICTIONS = "SELECT stream, reason, total, reported FROM evictions ORDER BY stream, reason"
-_MARK_REPORTED = "UPDATE evictions SET reported = ? WHERE stream = ? AND reason = ?"
-_STATS = (
-    "SELECT s.stream, s.last_seq, s.acked_seq, count(r.seq), min(r.created_at) "
-    "FROM streams AS s LEFT JOIN records AS r ON r.stream = s.stream "
-    "GROUP BY s.stream ORDER BY s.stream"
-)
-
-
-class OutboxError(AgentError):
-    """The outbox could not do what was asked (disk full, I/O error, closed).
-
-    The caller counts it and keeps running: a full disk must never stop lighting control or
-    alarm handling, it only means this record will not reach the platform.
-    """
-
-
-class Priority(IntEnum):
-    """How urgently the uplink should drain a record; higher goes first."""
-
-    LOW = 0
-    NORMAL = 1
-    HIGH = 2
-
-
-@dataclass(frozen=True)
-class OutboxRecord:
-    stream: str
-    seq: int
-    priority: int
-    created_at: float  # wall clock, seconds since the epoch
-    payload_json: str  # as stored: the uplink sends it on without decoding it again
-    epoch: str  # with stream and seq, the platform's de-duplication key
-
-    @property
-    def payload(self) -> dict[str, object]:
-        decoded: dict[str, object] = json.loads(self.payload_json)
-        return decoded
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "epoch": self.epoch,
-            "stream": self.stream,
-            "seq": self.seq,
-            "priority": self.priority,
-            "created_at": self.created_at,
-            "payload": self.payload,
-        }
-
-
-class StreamStats(TypedDict):
-    count: int  # records waiting for an acknowledgement
-    oldest_age_s: float | None  # age of the oldest waiting record; None when none wait
-    last_seq: int  # the last sequence number handed out (0: never)
-    acked_seq: int  # the highest sequence number acknowledged
-    evicted: dict[str, int]  # records evicted or refused since the file was made, per reason
-
-
-class _UnusableFileError(Exception):
-    """The file is not a usable outbox database (corrupt, foreign, newer format)."""
+StorageListener = Callable[[bool, str | None], None]  # (unavailable, why)
 
 
 class Outbox(Closing):
-    """One connection to ``<state_dir>/outbox.sqlite3``; owned by the event loop's thread.
+    """Owned by the event loop's thread; ``run`` is its task (retries, the alarm).
 
-    ``max_bytes`` bounds the file so a long outage cannot fill the disk that the state and
-    audit files share, ``max_age_s`` bounds how old a waiting record may get. Reaching a
-    bound evicts records (``agent/outbox_eviction.py`` has the order) instead of refusing
-    the append; only an append that finds no room even then (a record bigger than the
-    bound, telemetry when only alarms are left, a disk that is full for other reasons)
-    raises ``OutboxError``. Evictions are counted per stream and reason (``evictions()``,
-    ``stats()``), logged once per episode, and reported upstream as a record in the stream
-    ``outbox`` at most every ``report_interval_s`` (``None``: not reported).
+    Arguments as ``OutboxStore``'s; ``buffer_records``/``buffer_bytes`` bound the memory
+    buffer. ``append`` returns the record's sequence number, or None when it is held in
+    memory (it gets its number when it is written).
     """
 
     def __init__(
@@ -210,592 +92,340 @@ class Outbox(Closing):
         max_bytes: int | None = None,
         max_age_s: float | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         report_interval_s: float | None = REPORT_INTERVAL_S,
+        buffer_records: int = BUFFER_MAX_RECORDS,
+        buffer_bytes: int = BUFFER_MAX_BYTES,
     ) -> None:
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be positive")
         if max_age_s is not None and not max_age_s > 0:
             raise ValueError("max_age_s must be positive")
+        self.state_dir = state_dir
         self.path = state_dir / FILE_NAME
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.report_interval_s = report_interval_s
-        self.append_failures = 0
-        self.recoveries = 0  # corrupt files moved aside since start
-        self.salvaged = 0  # records copied from corrupt files into fresh ones since start
+        self.buffer_records = buffer_records
+        self.buffer_bytes = buffer_bytes
         self._clock = clock
-        self._failing = False
-        self._unsynced = False
-        self._evictions: dict[str, dict[str, int]] = {}  # totals, as in the evictions table
-        self._evicting = False  # an eviction episode is under way
-        self._episode: Counts = Counter()
-        self._unreported = False
-        self._last_report: float | None = None
-        self._next_age_check = -math.inf
-        self._db: sqlite3.Connection | None = None
-        self.epoch = ""
-        self._db = self._open()
+        self._monotonic = monotonic
+        self._store: OutboxStore | None = None
+        self._held = HeldRecords(str(self.path), max_records=buffer_records, max_bytes=buffer_bytes)
+        self.storage_failures = 0  # failed opens, writes and syncs since the start
+        self.failing_since: float | None = None  # wall clock; None while the file works
+        self.last_error: str | None = None
+        self._held_appends = 0
+        self._attempts = 0
+        self._next_try = -float("inf")
+        self._damage: list[Damage] = []
+        self._listener: StorageListener | None = None
+        self._closed = False
+        self.retry(force=True)
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- state -----------------------------------------------------------------------------
 
-    def close(self) -> None:
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-            self._db = None
+    @property
+    def available(self) -> bool:
+        """The file is open and its last write worked: records go straight to it."""
+        return self._store is not None and self.failing_since is None
 
-    def _open(self, unusable: str | None = None) -> sqlite3.Connection:
-        """Open the file, or move an unusable one aside, salvage it, start a fresh one."""
-        db: sqlite3.Connection | None = None
-        if unusable is None:
-            try:
-                db = self._connect()
-            except (sqlite3.DatabaseError, _UnusableFileError) as exc:
-                if isinstance(exc, sqlite3.DatabaseError) and not _is_corrupt(exc):
-                    raise OutboxError(f"cannot open {self.path}: {exc}") from exc
-                unusable = str(exc)
-        if db is None:
-            found = salvage(self._move_aside(unusable or "unusable"), STREAM_PATTERN)
-            try:
-                db = self._connect()
-            except (sqlite3.DatabaseError, _UnusableFileError) as exc:
-                raise OutboxError(f"cannot create {self.path}: {exc}") from exc
-            self._restore(db, found)
-        try:
-            if self.max_bytes is not None:
-                page_size = db.execute("PRAGMA page_size").fetchone()[0]
-                pages = max(1, self.max_bytes // int(page_size))
-                db.execute(f"PRAGMA max_page_count = {pages}")
-            self._evictions = {}
-            unreported = False
-            for stream, reason, total, reported in db.execute(_EVICTIONS).fetchall():
-                self._evictions.setdefault(stream, {})[reason] = int(total)
-                unreported = unreported or total > reported
-            self._unreported = unreported
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                db.close()
-            raise OutboxError(f"cannot open {self.path}: {exc}") from exc
-        return db
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Records dropped from the memory buffer since the start, per stream."""
+        return dict(self._held.dropped)
 
-    def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: no implicit transactions; each method runs its own.
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        try:
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                log.warning("outbox_not_wal", file=str(self.path), journal_mode=mode)
-            db.execute("PRAGMA synchronous=NORMAL")  # see the module docstring
-            checked = db.execute("PRAGMA quick_check(1)").fetchone()[0]
-            if checked != "ok":
-                raise _UnusableFileError(f"integrity check failed: {checked}")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise _UnusableFileError(f"unknown outbox format version {version}")
-            if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                raise _UnusableFileError("an SQLite database, but not an outbox")
-            db.execute("BEGIN IMMEDIATE")
-            _create_schema(db)
-            row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-            if row is None:
-                epoch = secrets.token_hex(8)
-                db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
-            else:
-                epoch = str(row[0])
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.close()
-            raise
-        self.epoch = epoch
-        return db
+    @property
+    def held(self) -> int:
+        """Records waiting in memory for the file."""
+        return len(self._held)
 
-    def _restore(self, db: sqlite3.Connection, found: Salvage) -> None:
-        """Copy what was salvaged from an unusable file into the fresh one.
+    def watch(self, listener: StorageListener) -> None:
+        """Call ``listener(unavailable, why)`` from ``run`` whenever availability changes
+        (and once at its start): the composition root raises and clears the alarm with it."""
+        self._listener = listener
 
-        The old epoch is kept when its sequence counters were read whole, so the platform
-        sees the lost records as gaps in the numbering it knows; otherwise the fresh file's
-        new epoch stands and the salvaged records keep their numbers within it.
-        """
-        kept = found.usable_epoch()
-        last = {stream: seqs[0] for stream, seqs in found.streams.items()}
-        for stream, seq, *_ in found.records:
-            last[stream] = max(last.get(stream, 0), seq)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            if kept is not None:
-                db.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (kept,))
-            db.executemany(
-                "INSERT INTO streams (stream, last_seq, acked_seq) VALUES (?, ?, ?)",
-                [(s, n, min(n, found.streams.get(s, (0, 0))[1])) for s, n in last.items()],
-            )
-            db.executemany(_INSERT, found.records)
-            db.executemany(
-                "INSERT INTO evictions (stream, reason, total, reported) VALUES (?, ?, ?, ?)",
-                [(s, r, t, p) for (s, r), (t, p) in found.evictions.items()],
-            )
-            db.executemany(_COUNT_EVICTIONS, [(s, CORRUPT, n) for s, n in found.lost.items()])
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            _rollback(db)
-            log.error("outbox_salvage_failed", file=str(self.path), error=str(exc))
-            return
-        if kept is not None:
-            self.epoch = kept
-        self.salvaged += len(found.records)
-        self._unsynced = True
-        lost = Counter({(s, CORRUPT): n for s, n in found.lost.items()})
-        log.warning(
-            "outbox_salvaged",
-            file=str(self.path),
-            recovered=len(found.records),
-            lost=sum(found.lost.values()),
-            epoch_kept=kept is not None,
-        )
-        if lost:
-            self._note(lost, CORRUPT)
-
-    def _move_aside(self, reason: str) -> Path:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        counter = 1
-        while target.exists():
-            counter += 1
-            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}.{counter}")
-        try:
-            if self.path.exists():
-                self.path.replace(target)
-            # The write-ahead log belongs to the old file; keep it with it for forensics.
-            wal = self.path.with_name(self.path.name + "-wal")
-            if wal.exists():
-                wal.replace(target.with_name(target.name + "-wal"))
-            self.path.with_name(self.path.name + "-shm").unlink(missing_ok=True)
-        except OSError as exc:
-            raise OutboxError(f"cannot move unusable {self.path} aside: {exc}") from exc
-        self.recoveries += 1
-        log.error(
-            "outbox_corrupt_moved_aside", file=str(self.path), moved_to=str(target), error=reason
-        )
-        return target
-
-    def _recover(self, exc: sqlite3.DatabaseError) -> None:
-        """The file went bad while open (torn flash page): move it aside, salvage, restart."""
-        self.close()
-        self._unsynced = False
-        self._db = self._open(unusable=str(exc))
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise OutboxError("the outbox is closed")
-        return self._db
-
-    # -- the API ---------------------------------------------------------------------------
-
-    def append(self, stream: str, payload: Mapping[str, object], *, priority: int) -> int:
-        """Store one record and return its sequence number in ``stream``.
-
-        Raises ``OutboxError`` when the record could not be stored (disk full, I/O error,
-        no room within ``max_bytes`` even after evicting, payload not representable as
-        JSON); the caller counts it and carries on. A bad ``stream`` or ``priority`` is a
-        programming error (``ValueError``).
-        """
-        return self.append_many([(stream, payload, priority)])[0]
-
-    def append_many(self, records: Iterable[tuple[str, Mapping[str, object], int]]) -> list[int]:
-        """Store ``(stream, payload, priority)`` records in one transaction, one commit.
-
-        All or nothing: returns their sequence numbers in order, or raises ``OutboxError``
-        (as ``append``) having stored none of them. When room must be made, records up to
-        the highest priority in the batch may be evicted.
-        """
-        items = list(records)
-        for stream, _, priority in items:
-            _check_stream(stream)
-            _check_priority(priority)
-        if not items:
-            return []
-        self._maintain()
-        try:
-            rows = [(s, _encode(s, p), priority) for s, p, priority in items]
-            seqs = self._store(rows)
-        except OutboxError as exc:
-            self.append_failures += len(items)
-            if not self._failing:
-                log.error(
-                    "outbox_append_failed",
-                    file=str(self.path),
-                    stream=items[0][0],
-                    error=str(exc),
-                )
-                self._failing = True
-            raise
-        if self._failing:
-            log.info("outbox_append_recovered", file=str(self.path), failures=self.append_failures)
-            self._failing = False
-        self._maybe_report()
-        return seqs
-
-    def _store(self, rows: list[tuple[str, str, int]], after: _After | None = None) -> list[int]:
-        what = ", ".join(sorted({stream for stream, _, _ in rows}))
-        try:
-            return self._store_evicting(rows, after)
-        except sqlite3.DatabaseError as exc:
-            if not _is_corrupt(exc):
-                raise OutboxError(f"cannot append to {what}: {exc}") from exc
-            self._recover(exc)
-        except sqlite3.Error as exc:
-            raise OutboxError(f"cannot append to {what}: {exc}") from exc
-        try:
-            return self._store_evicting(rows, after)
-        except sqlite3.Error as exc:
-            raise OutboxError(f"cannot append to {what}: {exc}") from exc
-
-    def _store_evicting(self, rows: list[tuple[str, str, int]], after: _After | None) -> list[int]:
-        """Insert; when the file or the disk is full, evict and try again."""
-        top = max(priority for _, _, priority in rows)
-        size = sum(len(text) + ROW_OVERHEAD for _, text, _ in rows)
-        passes = 0
-        while True:
-            try:
-                return self._insert(rows, after)
-            except sqlite3.OperationalError as exc:
-                if _code(exc) != _SQLITE_FULL:
-                    raise
-                if passes >= MAX_EVICTION_PASSES or not self._make_room(top, size, passes):
-                    self._count_refused(rows)
-                    raise
-                passes += 1
-
-    def _insert(self, rows: list[tuple[str, str, int]], after: _After | None) -> list[int]:
-        db = self._conn()
-        now = self._clock()
-        seqs: list[int] = []
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            for stream, text, priority in rows:
-                seq = int(db.execute(_NEXT_SEQ, (stream,)).fetchone()[0])
-                db.execute(_INSERT, (stream, seq, priority, now, text))
-                seqs.append(seq)
-            if after is not None:
-                after(db)
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
-        self._unsynced = True
-        return seqs
-
-    def _make_room(self, max_priority: int, size: int, passes: int) -> bool:
-        """Evict enough for ``size`` bytes and down to the low-water mark; False: nothing to."""
-        db = self._conn()
-        used = used_bytes(db)
-        if self.max_bytes is not None:
-            need = max(size, used - int(self.max_bytes * LOW_WATER))
-        else:  # the disk is full: free a slice of the file for the records to come
-            need = max(size, used // 20)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            counts = evict_for_space(db, need, max_priority, thin=passes == 0)
-            _record(db, counts)
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
-        self._note(counts, SIZE)
-        return bool(counts)
-
-    def _count_refused(self, rows: list[tuple[str, str, int]]) -> None:
-        counts: Counts = Counter((stream, REFUSED) for stream, _, _ in rows)
-        db = self._conn()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            _record(db, counts)
-            db.execute("COMMIT")
-        except sqlite3.Error:
-            _rollback(db)  # the disk is full indeed; the count lives on in memory
-        self._note(counts, REFUSED)
-
-    def _note(self, counts: Counts, reason: str) -> None:
-        """Evictions committed: count them, start an episode (logged once)."""
-        if not counts:
-            return
-        for (stream, why), n in counts.items():
-            per = self._evictions.setdefault(stream, {})
-            per[why] = per.get(why, 0) + n
-        self._episode.update(counts)
-        self._unreported = True
-        if not self._evicting:
-            self._evicting = True
-            log.warning(
-                "outbox_eviction_started",
-                file=str(self.path),
-                reason=reason,
-                evicted=_nested(counts),
-                max_bytes=self.max_bytes,
-                max_age_s=self.max_age_s,
-            )
-
-    def _end_episode_if_room(self) -> None:
-        """After a drain: the episode ends once the outbox is below its low-water mark."""
-        if not self._evicting:
-            return
-        if self.max_bytes is not None:
-            try:
-                if used_bytes(self._conn()) > self.max_bytes * LOW_WATER:
-                    return
-            except (sqlite3.Error, OutboxError):
-                return
-        log.info(
-            "outbox_eviction_stopped",
-            file=str(self.path),
-            evicted=_nested(self._episode),
-            total=sum(self._episode.values()),
-        )
-        self._evicting = False
-        self._episode = Counter()
-
-    def evict_expired(self) -> int:
-        """Evict the records older than ``max_age_s`` now, LOW first; return how many.
-
-        ``append`` and ``pending`` call it on their own (at most about once a second), so
-        the uplink need not; it is public for a daemon that wants it on a timer.
-        """
-        if self.max_age_s is None:
-            return 0
-        cutoff = self._clock() - self.max_age_s
-
-        def evict(db: sqlite3.Connection) -> Counts:
-            counts = evict_expired(db, cutoff)
-            _record(db, counts)
-            return counts
-
-        counts = self._write(f"evict from {self.path}", evict)
-        if counts is None:
-            return 0
-        if counts:
-            self._unsynced = True
-        self._note(counts, AGE)
-        return sum(counts.values())
-
-    def _maintain(self) -> None:
-        """The age bound, checked at most every ``AGE_CHECK_INTERVAL_S``; never raises."""
-        if self.max_age_s is None or self._db is None:
-            return
-        now = self._clock()
-        if now < self._next_age_check:
-            return
-        self._next_age_check = now + min(AGE_CHECK_INTERVAL_S, self.max_age_s / 10)
-        try:
-            self.evict_expired()
-        except OutboxError as exc:
-            log.warning("outbox_expiry_failed", file=str(self.path), error=str(exc))
-
-    def _maybe_report(self) -> None:
-        """Append the eviction counts not reported yet to ``outbox``, throttled; never raises."""
-        if not self._unreported or self.report_interval_s is None or self._db is None:
-            return
-        now = self._clock()
-        if self._last_report is not None and now - self._last_report < self.report_interval_s:
-            return
-        self._last_report = now
-        try:
-            rows = self._conn().execute(_EVICTIONS).fetchall()
-            delta: dict[str, dict[str, int]] = {}
-            totals: dict[str, dict[str, int]] = {}
-            marks: list[tuple[int, str, str]] = []
-            for stream, reason, total, reported in rows:
-                totals.setdefault(stream, {})[reason] = total
-                if total > reported:
-                    delta.setdefault(stream, {})[reason] = total - reported
-                    marks.append((total, stream, reason))
-            self._unreported = False
-            if not delta:
-                return
-            payload = {"kind": "evictions", "evicted": delta, "totals": totals}
-
-            def mark(db: sqlite3.Connection) -> None:
-                db.executemany(_MARK_REPORTED, marks)
-
-            self._store([(REPORT_STREAM, _encode(REPORT_STREAM, payload), Priority.HIGH)], mark)
-        except (OutboxError, sqlite3.Error) as exc:
-            self._unreported = True
-            log.warning("outbox_report_failed", file=str(self.path), error=str(exc))
-
-    def flush(self) -> None:
-        """Make every record appended so far survive a power cut (one fsync, when needed)."""
-        if not self._unsynced:
-            return
-        try:
-            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error as exc:
-            raise OutboxError(f"cannot sync {self.path}: {exc}") from exc
-        self._unsynced = False
-
-    def pending(self, stream: str | None = None, limit: int = 100) -> list[OutboxRecord]:
-        """Unacknowledged records, oldest first, ordered by stream then sequence number.
-
-        Everything returned is on stable storage first (``flush``), so a sequence number the
-        platform has seen can never be handed out again after a power cut. Records past
-        ``max_age_s`` are evicted first, and a due eviction report is appended.
-        """
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        if stream is not None:
-            _check_stream(stream)
-        self._maintain()
-        self._maybe_report()
-        self.flush()
-        try:
-            if stream is None:
-                rows = self._conn().execute(_PENDING_ALL, (limit,)).fetchall()
-            else:
-                rows = self._conn().execute(_PENDING_ONE, (stream, limit)).fetchall()
-        except sqlite3.DatabaseError as exc:
-            if not _is_corrupt(exc):
-                raise OutboxError(f"cannot read {self.path}: {exc}") from exc
-            self._recover(exc)
-            return []
-        except sqlite3.Error as exc:
-            raise OutboxError(f"cannot read {self.path}: {exc}") from exc
-        return [
-            OutboxRecord(
-                stream=row[0],
-                seq=row[1],
-                priority=row[2],
-                created_at=row[3],
-                payload_json=row[4],
-                epoch=self.epoch,
-            )
-            for row in rows
-        ]
-
-    def ack(self, stream: str, up_to_seq: int) -> int:
-        """Delete the records of ``stream`` up to and including ``up_to_seq``; return how many.
-
-        Sequence numbers are kept per stream apart from the records, so they never go back
-        even when every record has been acknowledged.
-        """
-        _check_stream(stream)
-
-        def delete(db: sqlite3.Connection) -> int:
-            deleted: int = db.execute(_DELETE, (stream, up_to_seq)).rowcount
-            db.execute(_MARK_ACKED, (up_to_seq, stream))
-            return deleted
-
-        deleted = self._write(f"acknowledge in {stream}", delete)
-        if deleted is None:
-            return 0
-        # No sync needed: an acknowledgement a power cut rolls back only sends those
-        # records once more, and the platform drops them as duplicates.
-        if deleted > 0:
-            self._end_episode_if_room()
-        return max(0, deleted)
-
-    def _write(self, what: str, body: Callable[[sqlite3.Connection], _T]) -> _T | None:
-        """``body`` in one write transaction; None if the file was corrupt and replaced (the
-        caller's records went with it), OutboxError for any other failure."""
-        db = self._conn()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            result = body(db)
-            db.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            _rollback(db)
-            if not _is_corrupt(exc):
-                raise OutboxError(f"cannot {what}: {exc}") from exc
-            self._recover(exc)
+    def problem(self) -> str | None:
+        """One line for ``diag status`` problems while the file is unusable; else None."""
+        if self.failing_since is None:
             return None
-        except sqlite3.Error as exc:
-            _rollback(db)
-            raise OutboxError(f"cannot {what}: {exc}") from exc
-        return result
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.failing_since))
+        dropped = sum(self._held.dropped.values())
+        return (
+            f"outbox {self.path} unusable since {since}: {self.last_error}; "
+            f"{self.held} records held in memory, {dropped} dropped, "
+            f"{self.storage_failures} failures"
+        )
 
-    def evictions(self) -> dict[str, dict[str, int]]:
-        """Records evicted (or refused) per stream and reason since the file was created.
+    def status(self) -> dict[str, object]:
+        """The storage side of ``diag``: whether the file works, what waits in memory."""
+        store = self._store
+        return {
+            "available": self.available,
+            "failing_since": self.failing_since,
+            "last_error": self.last_error,
+            "storage_failures": self.storage_failures,
+            "held": self.held,
+            "held_bytes": self._held.bytes,
+            "dropped": dict(self._held.dropped),
+            "next_retry_in_s": None
+            if self.available
+            else round(max(0.0, self._next_try - self._monotonic()), 1),
+            "disk_bytes": store.disk_bytes() if store is not None else None,
+            "max_bytes": self.max_bytes,
+        }
 
-        Reasons: ``thinned``, ``size``, ``age``, ``refused``, ``corrupt`` (see
-        ``agent/outbox_eviction.py``). Kept in the file, so the counts survive restarts.
-        """
-        return {stream: dict(per) for stream, per in sorted(self._evictions.items())}
+    # -- the file's interface, kept for callers ---------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        return self._store.epoch if self._store is not None else ""
+
+    @property
+    def append_failures(self) -> int:
+        """Appends that did not reach the file when made (held, refused, failed, not JSON)."""
+        stored = self._store.append_failures if self._store is not None else 0
+        return stored + self._held_appends
+
+    @property
+    def recoveries(self) -> int:
+        return self._store.recoveries if self._store is not None else 0
+
+    @property
+    def salvaged(self) -> int:
+        return self._store.salvaged if self._store is not None else 0
 
     @property
     def evicting(self) -> bool:
-        """An eviction episode is under way (a bound was reached and not yet drained)."""
-        return self._evicting
+        return self._store.evicting if self._store is not None else False
+
+    def evictions(self) -> dict[str, dict[str, int]]:
+        return self._store.evictions() if self._store is not None else {}
+
+    def append(self, stream: str, payload: Mapping[str, object], *, priority: int) -> int | None:
+        """Store one record; its sequence number, or None when it is held in memory.
+
+        ``OutboxError`` only for what retrying cannot fix: a payload that is not JSON, or a
+        record refused by the bound (``OutboxRefusedError``). A bad ``stream`` or
+        ``priority`` is a programming error (``ValueError``).
+        """
+        seqs = self.append_many([(stream, payload, priority)])
+        return None if seqs is None else seqs[0]
+
+    def append_many(
+        self, records: Iterable[tuple[str, Mapping[str, object], int]]
+    ) -> list[int] | None:
+        """Store records in one transaction; their numbers, or None when held in memory."""
+        items = list(records)
+        for stream, _, priority in items:
+            check_stream(stream)
+            check_priority(priority)
+        try:
+            rows = [(s, encode(s, payload), priority) for s, payload, priority in items]
+        except OutboxError:
+            self._held_appends += len(items)  # counted with the failures, as the store does
+            raise
+        if not rows:
+            return []
+        self._check_open()
+        if not self.available:
+            self.retry()
+        store = self._store
+        if store is not None and self.available:
+            try:
+                return store.append_encoded(rows)
+            except OutboxStorageError as exc:
+                self._fail(exc, "append")
+        now = self._clock()
+        self._held_appends += len(rows)
+        for stream, text, priority in rows:
+            self._held.hold(Held(stream, text, priority, now))
+        return None
+
+    def flush(self) -> None:
+        """Make what the file holds survive a power cut; records held in memory cannot.
+        Nothing to do once closed (``close`` made everything durable)."""
+        if self._closed or self._store is None or not self.available:
+            return
+        try:
+            self._store.flush()
+        except OutboxStorageError as exc:
+            self._fail(exc, "sync")
+
+    def pending(self, stream: str | None = None, limit: int = 100) -> list[OutboxRecord]:
+        """As ``OutboxStore.pending``; nothing while the file fails (see the docstring)."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        if stream is not None:
+            check_stream(stream)
+        self._check_open()
+        if not self.available:
+            self.retry()
+        if self._store is None or not self.available:
+            return []
+        try:
+            return self._store.pending(stream, limit)
+        except OutboxStorageError as exc:
+            self._fail(exc, "read")
+            return []
+
+    def ack(self, stream: str, up_to_seq: int) -> int:
+        """As ``OutboxStore.ack``; ``OutboxError`` when the file cannot take it (the records
+        go again, the platform drops the duplicates)."""
+        check_stream(stream)
+        self._check_open()
+        if self._store is None:
+            raise OutboxStorageError(f"cannot acknowledge in {stream}: {self.last_error}")
+        try:
+            return self._store.ack(stream, up_to_seq)
+        except OutboxStorageError as exc:
+            self._fail(exc, "acknowledge")
+            raise
 
     def stats(self) -> dict[str, StreamStats]:
-        """Per stream: records waiting, age of the oldest, last and acknowledged seq, evictions."""
+        """As ``OutboxStore.stats``; empty while the file cannot be read."""
+        self._check_open()
+        if self._store is None:
+            return {}
         try:
-            rows = self._conn().execute(_STATS).fetchall()
-        except sqlite3.Error as exc:
-            raise OutboxError(f"cannot read {self.path}: {exc}") from exc
-        now = self._clock()
-        result = {
-            stream: StreamStats(
-                count=count,
-                oldest_age_s=None if oldest is None else max(0.0, now - oldest),
-                last_seq=last_seq,
-                acked_seq=acked_seq,
-                evicted=dict(self._evictions.get(stream, {})),
-            )
-            for stream, last_seq, acked_seq, count, oldest in rows
-        }
-        for stream, per in self._evictions.items():
-            if stream not in result:  # refused before it ever stored a record
-                result[stream] = StreamStats(
-                    count=0, oldest_age_s=None, last_seq=0, acked_seq=0, evicted=dict(per)
+            return self._store.stats()
+        except OutboxStorageError as exc:
+            self._fail(exc, "read")
+            return {}
+
+    def evict_expired(self) -> int:
+        if self._store is None or not self.available:
+            return 0
+        try:
+            return self._store.evict_expired()
+        except OutboxStorageError as exc:
+            self._fail(exc, "evict")
+            return 0
+
+    def report_damage(self, damage: Damage) -> None:
+        """Send a damaged store's report upstream (stream ``outbox``), held if need be."""
+        try:
+            self.append(REPORT_STREAM, damage.to_json(), priority=Priority.HIGH)
+        except OutboxError as exc:
+            log.error("outbox_damage_report_failed", store=damage.store, error=str(exc))
+
+    # -- degrading and recovering ------------------------------------------------------------
+
+    def retry(self, *, force: bool = False) -> bool:
+        """Open the file and write what memory holds, if the backoff allows; True: it works.
+
+        ``run`` calls it every tick; appends and reads call it too, so a file that comes
+        back is used at the next record rather than at the next tick.
+        """
+        if self.available or self._closed:
+            return self.available
+        if not force and self._monotonic() < self._next_try:
+            return False
+        if self._store is None:
+            try:
+                self._store = OutboxStore(
+                    self.state_dir,
+                    max_bytes=self.max_bytes,
+                    max_age_s=self.max_age_s,
+                    clock=self._clock,
+                    report_interval_s=self.report_interval_s,
                 )
-        return dict(sorted(result.items()))
+            except OutboxStorageError as exc:
+                self._fail(exc, "open")
+                return False
+            self._damage.extend(self._store.damage)
+        store = self._store
+        store.relieve()
+        try:
+            while self._held:
+                batch = self._held.oldest(WRITE_BATCH)
+                store.append_encoded(
+                    [(h.stream, h.text, h.priority) for h in batch], [h.created_at for h in batch]
+                )
+                self._held.pop_oldest(len(batch))
+            store.count_lost(self._held.unrecorded, BUFFER)
+            self._held.unrecorded.clear()
+            while self._damage:
+                store.append_encoded(
+                    [
+                        (
+                            REPORT_STREAM,
+                            encode(REPORT_STREAM, self._damage[0].to_json()),
+                            Priority.HIGH,
+                        )
+                    ]
+                )
+                self._damage.pop(0)
+            store.flush()
+        except OutboxStorageError as exc:
+            self._fail(exc, "write")
+            return False
+        except OutboxError as exc:  # refused by the bound: counted by the store, go on
+            log.warning("outbox_held_record_refused", file=str(self.path), error=str(exc))
+            self._held.pop_oldest(1)
+            return self.retry(force=True)
+        self._recovered()
+        return True
 
+    async def run(self) -> None:
+        """Retry with backoff while the file fails; tell the listener when that changes."""
+        announced: bool | None = None
+        while True:
+            self.retry()
+            up = self.available
+            if up != announced and self._listener is not None:
+                self._listener(not up, self.problem())
+            announced = up
+            await asyncio.sleep(TICK_S)
 
-_After = Callable[[sqlite3.Connection], None]
+    def _fail(self, exc: Exception, what: str) -> None:
+        self.storage_failures += 1
+        self.last_error = str(exc)
+        delay = min(RETRY_MAX_S, RETRY_MIN_S * 2**self._attempts)
+        self._attempts += 1
+        self._next_try = self._monotonic() + delay
+        if self.failing_since is None:
+            self.failing_since = self._clock()
+            log.error(
+                "outbox_storage_failed",
+                file=str(self.path),
+                operation=what,
+                error=str(exc),
+                held=self.held,
+            )
 
+    def _recovered(self) -> None:
+        if self.failing_since is not None:
+            log.info(
+                "outbox_storage_recovered",
+                file=str(self.path),
+                down_s=round(self._clock() - self.failing_since, 1),
+                failures=self.storage_failures,
+                dropped=dict(self._held.dropped),
+            )
+        self.failing_since = None
+        self.last_error = None
+        self._attempts = 0
 
-def _record(db: sqlite3.Connection, counts: Counts) -> None:
-    db.executemany(_COUNT_EVICTIONS, [(s, r, n) for (s, r), n in counts.items()])
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OutboxError("the outbox is closed")
 
-
-def _nested(counts: Counts) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for (stream, reason), n in sorted(counts.items()):
-        out.setdefault(stream, {})[reason] = n
-    return out
-
-
-def _encode(stream: str, payload: Mapping[str, object]) -> str:
-    try:
-        return json.dumps(dict(payload), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise OutboxError(f"payload for {stream} is not JSON: {exc}") from exc
-
-
-def _check_priority(priority: object) -> None:
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise ValueError(f"priority must be an int, not {priority!r}")
-
-
-def _code(exc: sqlite3.Error) -> int:
-    return int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
-
-
-def _create_schema(db: sqlite3.Connection) -> None:
-    # executescript() would COMMIT the open transaction first; run statement by statement.
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            db.execute(statement)
-
-
-def _rollback(db: sqlite3.Connection) -> None:
-    if db.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
-
-
-def _is_corrupt(exc: sqlite3.Error) -> bool:
-    return _code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
-
-
-def _check_stream(stream: str) -> None:
-    if not isinstance(stream, str) or not STREAM_PATTERN.match(stream):
-        raise ValueError(f"invalid outbox stream name {stream!r}")
+    def close(self) -> None:
+        """Close the file, after one last try to write what memory holds; what cannot be
+        written is lost, and the log says how much."""
+        if self._closed:
+            return
+        if self._held or self._held.unrecorded:
+            self.retry(force=True)
+        if self._held:
+            log.error(
+                "outbox_closed_with_records_in_memory",
+                file=str(self.path),
+                lost=self.held,
+                per_stream=self._held.streams(),
+            )
+        self._closed = True
+        if self._store is not None:
+            self._store.close()
+            self._store = None

@@ -1,4 +1,4 @@
-"""Bounds of the outbox: which records go when it is full or too old, and salvaging a bad file.
+"""Bounds of the outbox: which records go when it is full or too old.
 
 The functions here run on the outbox's connection inside a transaction the caller opened;
 they never commit. ``agent/core/outbox.py`` owns the connection, the counters and the logging.
@@ -19,14 +19,8 @@ the platform sees the gap, and the counts reported in the ``outbox`` stream expl
 
 from __future__ import annotations
 
-import contextlib
-import json
-import re
-import shutil
 import sqlite3
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 
 THINNED: Final = "thinned"  # LOW records dropped to thin out old telemetry (size bound)
@@ -34,7 +28,8 @@ SIZE: Final = "size"  # records dropped oldest first (size bound or full disk)
 AGE: Final = "age"  # records older than max_age_s
 REFUSED: Final = "refused"  # an append that found no room, not even after evicting
 CORRUPT: Final = "corrupt"  # records lost with a corrupt file (not salvageable)
-REASONS: Final = (THINNED, SIZE, AGE, REFUSED, CORRUPT)
+BUFFER: Final = "buffer"  # dropped from the memory buffer while the file was unusable
+REASONS: Final = (THINNED, SIZE, AGE, REFUSED, CORRUPT, BUFFER)
 
 LOW_PRIORITY: Final = 0  # Priority.LOW; thinning applies to this and below
 ROW_OVERHEAD: Final = 48  # bytes per record beyond its payload: row header, two index entries
@@ -119,148 +114,3 @@ def evict_expired(db: sqlite3.Connection, cutoff: float) -> Counts:
         priority = int(row[0])
         for (stream,) in db.execute(_EXPIRED, (priority, cutoff)).fetchall():
             counts[stream, AGE] += 1
-
-
-# -- salvaging a corrupt file ----------------------------------------------------------------
-
-
-@dataclass
-class Salvage:
-    """What could be read from an unusable outbox file."""
-
-    epoch: str | None = None
-    streams: dict[str, tuple[int, int]] = field(default_factory=dict)  # last, acked seq
-    streams_complete: bool = False  # the whole streams table was read
-    records: list[tuple[str, int, int, float, str]] = field(default_factory=list)
-    evictions: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-    lost: dict[str, int] = field(default_factory=dict)  # records not recovered, per stream
-
-    def usable_epoch(self) -> str | None:
-        """The old epoch, if sequence numbers can safely continue in it.
-
-        Only when the sequence counters were read whole: otherwise a number the platform
-        has already seen (acknowledged, so no longer in the file) could be handed out again.
-        """
-        return self.epoch if self.streams_complete else None
-
-
-def salvage(path: Path, stream_ok: re.Pattern[str]) -> Salvage:
-    """Read what is readable from ``path`` (and its WAL) without changing them.
-
-    Works on a scratch copy: opening a WAL database can rewrite it, and the quarantined file
-    stays as it was for whoever investigates. Never raises; an unreadable file gives an
-    empty ``Salvage``.
-    """
-    found = Salvage()
-    scratch = path.with_name(path.name + ".salvage")
-    scratch_wal = scratch.with_name(scratch.name + "-wal")
-    try:
-        if not path.exists():
-            return found
-        shutil.copyfile(path, scratch)
-        wal = path.with_name(path.name + "-wal")
-        if wal.exists():
-            shutil.copyfile(wal, scratch_wal)
-        db = sqlite3.connect(scratch, isolation_level=None)
-        try:
-            _read(db, found, stream_ok)
-        finally:
-            db.close()
-    except (OSError, sqlite3.Error):
-        pass
-    finally:
-        for leftover in (scratch, scratch_wal, scratch.with_name(scratch.name + "-shm")):
-            with contextlib.suppress(OSError):
-                leftover.unlink(missing_ok=True)
-    return found
-
-
-def _read(db: sqlite3.Connection, found: Salvage, stream_ok: re.Pattern[str]) -> None:
-    with contextlib.suppress(sqlite3.Error):
-        row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-        if row is not None and isinstance(row[0], str) and row[0]:
-            found.epoch = row[0]
-    with contextlib.suppress(sqlite3.Error):
-        for stream, last, acked in db.execute("SELECT stream, last_seq, acked_seq FROM streams"):
-            if _is_stream(stream, stream_ok) and isinstance(last, int) and isinstance(acked, int):
-                found.streams[stream] = (last, acked)
-        found.streams_complete = True
-    with contextlib.suppress(sqlite3.Error):
-        for stream, reason, total, reported in db.execute(
-            "SELECT stream, reason, total, reported FROM evictions"
-        ):
-            if _is_stream(stream, stream_ok) and reason in REASONS:
-                found.evictions[stream, reason] = (int(total), int(reported))
-    found.records = _read_records(db, stream_ok)
-    counted: dict[str, int] | None = None
-    with contextlib.suppress(sqlite3.Error):
-        # The (stream, seq) index often survives damage to the table's pages.
-        counted = dict(db.execute("SELECT stream, count(*) FROM records GROUP BY stream"))
-    recovered = Counter(r[0] for r in found.records)
-    if counted is None:  # upper bound: everything not acknowledged
-        counted = {s: max(0, last - acked) for s, (last, acked) in found.streams.items()}
-    for stream, count in counted.items():
-        if isinstance(stream, str) and count > recovered[stream]:
-            found.lost[stream] = int(count) - recovered[stream]
-
-
-def _read_records(
-    db: sqlite3.Connection, stream_ok: re.Pattern[str]
-) -> list[tuple[str, int, int, float, str]]:
-    """Walk the records table by rowid, skipping over pages that cannot be read."""
-    out: list[tuple[str, int, int, float, str]] = []
-    seen: set[tuple[str, int]] = set()
-    after = 0
-    skip = 1
-    failures = 0
-    consecutive = 0
-    query = (
-        "SELECT rowid, stream, seq, priority, created_at, payload FROM records "
-        "WHERE rowid > ? ORDER BY rowid"
-    )
-    while failures < 1000 and after < 2**62:
-        try:
-            for rowid, stream, seq, priority, created_at, payload in db.execute(query, (after,)):
-                after = rowid
-                skip, consecutive = 1, 0
-                if _valid(stream, seq, priority, created_at, payload, stream_ok) and (
-                    (stream, seq) not in seen
-                ):
-                    seen.add((stream, seq))
-                    out.append((stream, seq, priority, float(created_at), payload))
-        except sqlite3.Error:
-            # Step over the damaged page one rowid at a time (a page holds tens of
-            # records), then ever faster if the damage is wider (an interior page).
-            failures += 1
-            consecutive += 1
-            after += skip
-            if consecutive > 64:
-                skip *= 2
-            continue
-        break
-    out.sort(key=lambda r: (r[0], r[1]))
-    return out
-
-
-def _is_stream(stream: object, stream_ok: re.Pattern[str]) -> bool:
-    return isinstance(stream, str) and bool(stream_ok.match(stream))
-
-
-def _valid(
-    stream: object,
-    seq: object,
-    priority: object,
-    created_at: object,
-    payload: object,
-    stream_ok: re.Pattern[str],
-) -> bool:
-    if not (_is_stream(stream, stream_ok) and isinstance(seq, int) and seq > 0):
-        return False
-    if not isinstance(priority, int) or not isinstance(created_at, int | float):
-        return False
-    if not isinstance(payload, str):
-        return False
-    try:
-        return isinstance(json.loads(payload), dict)
-    except ValueError:
-        return False

@@ -408,9 +408,30 @@ def test_an_unreadable_store_starts_empty(store: Path, clock: FakeClock) -> None
     with structlog.testing.capture_logs() as logs:
         manager = AlarmManager(DEFINITIONS, store, None, clock)
     assert manager.active() == []
-    assert [e["event"] for e in logs] == ["alarm_store_unreadable"]
+    assert [e["event"] for e in logs] == ["alarms_store_damaged"]
+    assert logs[0]["lost"] == "unknown"  # no trace of an active alarm: nobody can say
+    damage = manager.store_damage
+    assert damage is not None
+    assert damage.moved_to is not None
+    assert Path(damage.moved_to).read_text() == "{not json"  # kept aside as found
     feed(manager, "cabinet", "door_open", [True, True])
     assert json.loads(store.read_text())["active"][0]["alarm_id"] == "cabinet/door_open"
+
+
+def test_a_truncated_store_is_moved_aside_with_an_estimate_of_its_active_alarms(
+    store: Path, clock: FakeClock
+) -> None:
+    manager = AlarmManager(DEFINITIONS, store, None, clock)
+    feed(manager, "cabinet", "door_open", [True, True])
+    feed(manager, "cabinet2", "door_open", [True, True])
+    assert len(manager.active()) == 2
+    text = store.read_text()
+    store.write_text(text[: len(text) - 40])  # a torn write: the end is gone
+    with structlog.testing.capture_logs() as logs:
+        again = AlarmManager(DEFINITIONS, store, None, clock)
+    assert again.active() == []
+    (event,) = [e for e in logs if e["event"] == "alarms_store_damaged"]
+    assert (event["lost"], event["exact"]) == (2, False)
 
 
 def test_a_failing_store_is_logged_once_and_never_stops_alarms(

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from smartpole.agent.core.errors import AgentError
-from smartpole.agent.core.outbox import FILE_NAME, Outbox, OutboxError, Priority
+from smartpole.agent.core.outbox import (
+    FILE_NAME,
+    REPORT_STREAM,
+    Outbox,
+    OutboxError,
+    Priority,
+)
+from smartpole.agent.core.outbox_store import OutboxStore
 
 
 class FakeClock:
@@ -194,9 +201,17 @@ def test_garbage_file_is_moved_aside_and_a_fresh_outbox_starts(
     moved = [p for p in tmp_path.iterdir() if p.name.startswith(f"{FILE_NAME}.corrupt-")]
     assert [p.name for p in moved] == [f"{FILE_NAME}.corrupt-20231114T221320Z"]
     assert moved[0].read_bytes() == garbage  # kept for whoever wants to look at it
-    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["outbox_corrupt_moved_aside"]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "outbox_corrupt_moved_aside",
+        "outbox_store_damaged",
+    ]
+    (damage,) = [e for e in logs if e["event"] == "outbox_store_damaged"]
+    assert damage["lost"] == "unknown"  # no manifest and no tables: nobody can say
     with Outbox(tmp_path, clock=clock) as box:  # the fresh one is a good one
-        assert [r.payload for r in box.pending()] == [{"after": "corruption"}]
+        assert [r.payload for r in box.pending("alarms")] == [{"after": "corruption"}]
+        (report,) = box.pending(REPORT_STREAM)  # the platform hears of it
+        assert report.payload["kind"] == "store_damaged"
+        assert report.payload["lost"] == "unknown"
 
 
 def test_damaged_pages_are_moved_aside(tmp_path: Path, clock: FakeClock) -> None:
@@ -210,7 +225,9 @@ def test_damaged_pages_are_moved_aside(tmp_path: Path, clock: FakeClock) -> None
     path.write_bytes(bytes(data))
     with Outbox(tmp_path, clock=clock) as box:
         assert box.recoveries == 1
-        assert box.pending() == []
+        assert box.pending("telemetry") == []
+        damage = box.pending(REPORT_STREAM)[0].payload
+        assert (damage["kind"], damage["lost"], damage["exact"]) == ("store_damaged", 200, True)
         assert box.append("telemetry", {}, priority=Priority.LOW) == 1
 
 
@@ -242,7 +259,7 @@ def test_no_room_even_after_evicting_is_an_outbox_error_logged_once(
     """Telemetry never evicts an alarm: with only alarms left, a LOW append is refused."""
     with (
         structlog.testing.capture_logs() as logs,
-        Outbox(tmp_path, clock=clock, max_bytes=64 * 1024, report_interval_s=None) as box,
+        Outbox(tmp_path, clock=clock, max_bytes=88 * 1024, report_interval_s=None) as box,
     ):
         alarms = 0
         while not box.evictions():  # fill with alarms until the first one is evicted
@@ -292,9 +309,9 @@ def test_closed_outbox_raises_outbox_error(tmp_path: Path) -> None:
         box.ack("alarms", 1)
 
 
-def test_missing_state_directory_is_an_outbox_error(tmp_path: Path) -> None:
+def test_missing_state_directory_is_an_outbox_error_of_the_store(tmp_path: Path) -> None:
     with pytest.raises(OutboxError, match="cannot open"):
-        Outbox(tmp_path / "missing")
+        OutboxStore(tmp_path / "missing")
 
 
 class OutboxModel(RuleBasedStateMachine):
