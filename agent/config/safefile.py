@@ -9,6 +9,7 @@ problem and exit 2 instead of a hang, a memory spike or a traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -28,21 +29,22 @@ _KINDS: Final = (
 )
 
 
-def read_config_bytes(path: Path, limit: int = MAX_CONFIG_BYTES) -> bytes:
-    """The whole content of a regular file of at most ``limit`` bytes; ConfigError else.
+class UnsafeFileError(OSError):
+    """The path is no regular file, or a larger one than the reader takes."""
 
-    The type and size are checked before the open (opening a serial device can toggle its
-    lines) and again on the open descriptor (the path may have been replaced in between).
-    The open is non-blocking, so a FIFO cannot hold it, and the read stops at ``limit + 1``
-    bytes whatever the size said.
+
+def read_small_file(path: Path, limit: int) -> bytes:
+    """The whole content of a regular file of at most ``limit`` bytes, else an OSError.
+
+    For readers that already handle OSError (secrets, key and users files read at run
+    time): a FIFO there would block the event loop, and with it the lights. The type and
+    size are checked before the open (opening a serial device can toggle its lines) and
+    again on the open descriptor (the path may have been replaced in between). The open is
+    non-blocking, so a FIFO cannot hold it, and the read stops at ``limit + 1`` bytes
+    whatever the size said.
     """
-    try:
-        _check(path, path.stat(), limit)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except FileNotFoundError as exc:
-        raise _error(path, "file not found") from exc
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-        raise _error(path, f"cannot read file: {_reason(exc)}") from exc
+    _check(path, path.stat(), limit)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         _check(path, os.fstat(fd), limit)
         chunks: list[bytes] = []
@@ -53,14 +55,24 @@ def read_config_bytes(path: Path, limit: int = MAX_CONFIG_BYTES) -> bytes:
                 break
             chunks.append(chunk)
             left -= len(chunk)
-    except OSError as exc:
-        raise _error(path, f"cannot read file: {_reason(exc)}") from exc
     finally:
         os.close(fd)
     data = b"".join(chunks)
     if len(data) > limit:
-        raise _error(path, f"file is larger than the limit of {_size(limit)}")
+        raise _unsafe(f"{path} is larger than the limit of {_size(limit)}")
     return data
+
+
+def read_config_bytes(path: Path, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """``read_small_file`` for config files: every failure is one located ConfigError."""
+    try:
+        return read_small_file(path, limit)
+    except FileNotFoundError as exc:
+        raise _error(path, "file not found") from exc
+    except UnsafeFileError as exc:
+        raise _error(path, str(exc.strerror)) from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise _error(path, f"cannot read file: {_reason(exc)}") from exc
 
 
 def read_config_text(path: Path, limit: int = MAX_CONFIG_BYTES) -> str:
@@ -77,13 +89,15 @@ def read_config_text(path: Path, limit: int = MAX_CONFIG_BYTES) -> str:
 def _check(path: Path, info: os.stat_result, limit: int) -> None:
     for test, kind in _KINDS:
         if test(info.st_mode):
-            raise _error(path, f"not a regular file: {path} is {kind}")
+            raise _unsafe(f"not a regular file: {path} is {kind}")
     if not stat.S_ISREG(info.st_mode):
-        raise _error(path, f"not a regular file: {path}")
+        raise _unsafe(f"not a regular file: {path}")
     if info.st_size > limit:
-        raise _error(
-            path, f"file is {_size(info.st_size)}, larger than the limit of {_size(limit)}"
-        )
+        raise _unsafe(f"file is {_size(info.st_size)}, larger than the limit of {_size(limit)}")
+
+
+def _unsafe(message: str) -> UnsafeFileError:
+    return UnsafeFileError(errno.EINVAL, message)
 
 
 def _error(path: Path, message: str) -> ConfigError:
