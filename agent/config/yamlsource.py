@@ -32,9 +32,10 @@ KeyPath = tuple[str | int, ...]
 MAX_DEPTH: Final = 64
 #: Most aliases (``*name``) in one file; merge keys (``<<: *defaults``) use one each.
 MAX_ALIASES: Final = 256
-#: Most nodes the document may have with every alias expanded, which is what the schema
-#: validation walks: far more than a 1 MiB file can spell out, far less than a bomb.
-MAX_EXPANDED_NODES: Final = 200_000
+#: Most nodes (values, lists, mappings) the document may have, written out or with every
+#: alias expanded, which is what the schema validation walks: 100 times the demo config,
+#: far less than any alias bomb.
+MAX_EXPANDED_NODES: Final = 50_000
 
 
 def format_key_path(path: Sequence[str | int]) -> str:
@@ -91,8 +92,14 @@ class _BoundedLoader(yaml.SafeLoader):
         super().__init__(text)
         self._depth = 0
         self._aliases = 0
+        self._nodes = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if not self.check_event(yaml.AliasEvent):
+            self._nodes += 1
+            if self._nodes > MAX_EXPANDED_NODES:
+                message = f"more than {MAX_EXPANDED_NODES} values in one file"
+                raise LimitError(problem=message, problem_mark=self._next_mark())
         if self.check_event(yaml.ScalarEvent):
             return super().compose_node(parent, index)
         if self.check_event(yaml.AliasEvent):

@@ -187,3 +187,10 @@ def test_numbers_with_an_exponent_are_numbers() -> None:
     # YAML 1.1 reads 1.0e12 (no exponent sign) as a string, which strict floats refuse.
     doc = parse_yaml("a: [1.0e12, 1e3, -2.5E-2, 1.0e+3, e12, 1e]\n", FILE)
     assert doc.data["a"] == [1.0e12, 1000.0, -0.025, 1000.0, "e12", "1e"]
+
+
+def test_a_file_of_too_many_values_is_refused_while_parsing() -> None:
+    text = "a: [" + "1," * MAX_EXPANDED_NODES + "1]\n"
+    problem = _problem(text)
+    assert problem.message == f"more than {MAX_EXPANDED_NODES} values in one file"
+    assert problem.line == 1
