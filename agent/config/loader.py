@@ -355,7 +355,7 @@ def _ident_key(ident: object) -> str:
     if isinstance(ident, float) and ident.is_integer():
         return str(int(ident))
     text = str(ident).strip()
-    return str(int(text)) if _is_number(text) else text
+    return (text.lstrip("0") or "0") if _is_number(text) else text
 
 
 def _is_number(text: str) -> bool:
@@ -364,9 +364,11 @@ def _is_number(text: str) -> bool:
 
 def _outside(ident: object, low: int | None, high: int | None) -> bool:
     """An address outside the bus type's range (only for types that have one)."""
-    if low is None or high is None or not _is_number(str(ident)):
+    text = str(ident).lstrip("0") or "0"
+    if low is None or high is None or not _is_number(text):
         return False
-    return not low <= int(str(ident)) <= high
+    # int() refuses more than 4300 digits; any number that long is outside anyway.
+    return len(text) > len(str(high)) or not low <= int(text) <= high
 
 
 def _single_device_problems(

@@ -94,7 +94,8 @@ SWAPS = [
     b"true", b"false", b"1.0", b"0.5", b"-1", b"0", b"null", b"~", b"[]", b"{}", b"'1'",
     b"1e999", b".nan", b"-.inf", b"99999999999999999999999", b"2026-02-30", b"!!binary QQ",
     b'"\\0"', b"0x1F", b"*undefined", b"&a [*a]", b"!!set {a}", b"? [x]", b"'\xe2\x80\xa8'",
-    b"1" + b"0" * 5000, b"x" * 3000, b"!!python/object:os.system x", b"|\n  text",
+    b"1" + b"0" * 5000, b"'" + b"1" * 5000 + b"'", b"'\xc2\xb2'", b"'007'", b"x" * 3000,
+    b"!!python/object:os.system x", b"|\n  text",
 ]  # fmt: skip
 CONTROL = [bytes([c]) for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]]
 CONTROL += [b"\xc2\x85", b"\xc2\x9f", b"\xef\xbf\xbe", b"\x80", b"\xff", b"\xc3"]

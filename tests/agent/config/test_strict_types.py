@@ -79,6 +79,16 @@ def test_a_duplicate_meter_address_with_leading_zeros(tmp_path: Path) -> None:
     assert "address '1' on bus 'b1' is already used by device 'm1' (line 12)" in problem.message
 
 
+@pytest.mark.parametrize("address", ["'²'", "'" + "1" * 5000 + "'", "'" + "0" * 5000 + "7'"])
+def test_an_address_no_number_type_can_hold_is_a_problem(tmp_path: Path, address: str) -> None:
+    devices = (
+        "  m1:\n    profile: pelco-d-ptz\n    bus: b1\n    address: '7'\n"
+        f"  m2:\n    profile: pelco-d-ptz\n    bus: b1\n    address: {address}\n"
+    )
+    path = _config(tmp_path, devices, bus="type: pelco-d\n    port: /dev/null")
+    assert "devices.m2.address" in [p.key for p in _problems(path)]
+
+
 @pytest.mark.parametrize(
     ("bus", "key"),
     [
