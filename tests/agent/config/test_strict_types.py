@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from helpers.paths import PROFILES, REPO
-from smartpole.agent.buses.registry import load_config, load_profile
+from smartpole.agent.buses.registry import load_config, load_profile, registry
 from smartpole.agent.config.yamlsource import format_key_path
 from smartpole.agent.core.errors import ConfigError, Problem
 
@@ -184,3 +185,27 @@ def test_no_integer_of_a_profile_takes_a_bool_or_float(
     data = yaml.safe_load(profile.read_text())
     validated = load_profile(profile).model_dump(by_alias=True)
     assert _sweep(tmp_path / profile.name, data, validated, load_profile, every) == []
+
+
+def _models_in(annotation: Any, found: set[type[BaseModel]]) -> None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation in found:
+            return
+        found.add(annotation)
+        for field in annotation.model_fields.values():
+            _models_in(field.annotation, found)
+        return
+    for arg in get_args(annotation):
+        _models_in(arg, found)
+
+
+def test_every_config_model_is_strict() -> None:
+    # A model added later without strict=True would take `true` for 1 again (the sweeps
+    # above only see the keys the shipped configs use).
+    schema = registry().schema
+    found: set[type[BaseModel]] = set()
+    for root in (schema.pole, *schema.profiles):
+        _models_in(root, found)
+    assert len(found) > 20
+    lax = sorted(m.__qualname__ for m in found if m.model_config.get("strict") is not True)
+    assert lax == []
