@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 # The value of a point as any protocol decodes it; quality and time travel beside it.
 Value = float | int | bool | str
@@ -18,10 +18,27 @@ PointName = Annotated[str, Field(pattern=NAME_PATTERN)]
 Location = tuple[str | int, ...]
 
 
-class StrictModel(BaseModel):
-    """Unknown keys are errors, and a loaded profile never changes."""
+#: Marks a field YAML can only spell in another type: an enum by its string value, a tuple
+#: as a list. Only that conversion is lax; the items inside stay strict.
+FROM_YAML = Strict(False)
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def _whole_number(value: object) -> object:
+    if isinstance(value, bool | float):
+        raise ValueError(f"expected a whole number (got {value!r})")
+    return value
+
+
+#: For a ``Literal`` of numbers, which pydantic matches by equality even in strict mode:
+#: ``True == 1`` and ``9600.0 == 9600``, so ``stopbits: true`` would be one stop bit.
+WHOLE_NUMBER = BeforeValidator(_whole_number)
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors, and a loaded profile never changes. Strict types: a YAML
+    ``true`` or ``1.0`` is no register address or count (lax pydantic takes both as 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ProfileInfo(StrictModel):

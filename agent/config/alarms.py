@@ -129,7 +129,7 @@ POINT_REF = r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.[a-z][a-z0-9_]*$"
 
 
 class AlarmActions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     cut: list[str] = Field(
         default_factory=list,
@@ -143,7 +143,7 @@ class AlarmActions(BaseModel):
 class AlarmRule(BaseModel):
     """An alarm definition minus its kind (the key in the config) plus where it reads."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     severity: str
     raise_above: float | None = None

@@ -10,11 +10,13 @@ imports a bus task and a new protocol never edits the config tree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Baudrate = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200]
+from smartpole.drivers.schema import WHOLE_NUMBER
+
+Baudrate = Annotated[Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200], WHOLE_NUMBER]
 PointKinds = dict[str, tuple[bool, bool]]  # point -> (is_bool, writable)
 
 
@@ -39,7 +41,7 @@ class Addressing:
 class BusConfig(BaseModel):
     """One bus of the pole; exactly one task owns it and every device on it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     #: how devices on this type of bus are addressed
     addressing: ClassVar[Addressing]
@@ -72,9 +74,9 @@ class SerialBusConfig(BusConfig):
 
     port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
     baudrate: Baudrate = 9600
-    bytesize: Literal[7, 8] = 8
+    bytesize: Annotated[Literal[7, 8], WHOLE_NUMBER] = 8
     parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
+    stopbits: Annotated[Literal[1, 2], WHOLE_NUMBER] = 1
     timeout_s: float = Field(0.5, gt=0, le=10, description="reply timeout per request")
     frame_gap_ms: float = Field(
         0.0, ge=0, le=1000, description="extra silence between frames for slow devices"

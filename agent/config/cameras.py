@@ -19,9 +19,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-Point = tuple[float, float]
+# YAML and JSON spell a tuple as a list: only that conversion is lax, the numbers are strict.
+Point = Annotated[tuple[float, float], Strict(False)]
 Location = tuple[str | int, ...]
 ZoneName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 ZoneKind = Literal["occupancy", "carriageway", "no_stopping", "queue"]
@@ -38,7 +47,7 @@ class _Strict(BaseModel):
     # Non-finite numbers are refused: JSON cannot carry them to the worker, and no
     # geometry or threshold means anything at infinity.
     model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False, strict=True
     )
 
 
@@ -62,7 +71,7 @@ class ZoneConfig(_Strict):
     direction: Point | None = Field(
         None, description="allowed direction of travel (dx, dy) for wrong-way events"
     )
-    stop_line: tuple[Point, Point] | None = Field(
+    stop_line: Annotated[tuple[Point, Point], Strict(False)] | None = Field(
         None, description="queue zones: the stop line queues are measured from"
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from smartpole.agent.config.alarms import rule_problems
 from smartpole.agent.config.buses import BusConfig, PointKinds
-from smartpole.agent.config.pole import PoleConfig, pole_model
+from smartpole.agent.config.pole import NamePattern, PoleConfig, pole_model
 from smartpole.agent.config.power import power_rule_problems
 from smartpole.agent.config.yamlsource import YamlDocument, load_yaml
 from smartpole.agent.core.errors import ConfigError, Problem
@@ -242,8 +243,10 @@ def _load_profiles(
         name = settings.get("profile") if isinstance(settings, dict) else None
         if not isinstance(name, str) or name in profiles or name in failed:
             continue
+        if not re.fullmatch(NamePattern, name):
+            continue  # the schema reports it; never a path out of the profiles folder
         file = profiles_dir / f"{name}.yaml"
-        if not file.is_file():
+        if not file.exists():  # a FIFO or device is reported by load_profile as such
             known = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
             problems.append(
                 doc.problem(
@@ -323,12 +326,14 @@ def _device_problems(
             doc.problem(("devices", key), f"{needed} is required: {addressing.what}"),
         ]
     label = addressing.label
-    other = taken.setdefault((bus, needed, str(ident).lstrip("0")), str(key))
+    other = taken.setdefault((bus, needed, _ident_key(ident)), str(key))
     if other != str(key):
+        first = doc.line_of(("devices", other, needed))
+        where = f" (line {first})" if first is not None else ""
         problems.append(
             doc.problem(
                 ("devices", key, needed),
-                f"{label} {ident} on bus {bus!r} is already used by device {other!r}",
+                f"{label} {ident!r} on bus {bus!r} is already used by device {other!r}{where}",
             )
         )
     low, high = addressing.low, addressing.high
@@ -342,11 +347,28 @@ def _device_problems(
     return problems
 
 
+def _ident_key(ident: object) -> str:
+    """One spelling per address, so that ``1``, ``01``, ``"1"``, ``1.0`` and ``true`` (which
+    the schema refuses, but this check runs on the raw data) all collide on one bus."""
+    if isinstance(ident, bool | int):
+        return str(int(ident))
+    if isinstance(ident, float) and ident.is_integer():
+        return str(int(ident))
+    text = str(ident).strip()
+    return (text.lstrip("0") or "0") if _is_number(text) else text
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # not "²", which isdigit() but int() refuses
+
+
 def _outside(ident: object, low: int | None, high: int | None) -> bool:
     """An address outside the bus type's range (only for types that have one)."""
-    if low is None or high is None or not str(ident).isdigit():
+    text = str(ident).lstrip("0") or "0"
+    if low is None or high is None or not _is_number(text):
         return False
-    return not low <= int(str(ident)) <= high
+    # int() refuses more than 4300 digits; any number that long is outside anyway.
+    return len(text) > len(str(high)) or not low <= int(text) <= high
 
 
 def _single_device_problems(

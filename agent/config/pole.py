@@ -31,7 +31,7 @@ Name = Annotated[str, Field(pattern=NamePattern, max_length=64)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class PoleInfo(_Strict):

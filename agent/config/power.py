@@ -13,7 +13,7 @@ from smartpole.agent.config.alarms import POINT_REF
 class PowerRule(BaseModel):
     """How one device's supply is switched; the key in the config is the device's name."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     relay: str = Field(
         pattern=POINT_REF, description="the relay channel feeding the device, e.g. relays.relay2"

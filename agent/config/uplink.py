@@ -16,7 +16,7 @@ from smartpole.agent.config.commands import CommandsConfig
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TlsConfig(_Strict):

@@ -20,9 +20,12 @@ from pathlib import Path
 
 import structlog
 
+from smartpole.agent.config.safefile import read_small_file
+
 log = structlog.get_logger("smartpole.commands")
 
 MIN_KEY_BYTES = 16
+MAX_KEY_FILE_BYTES = 4096  # a key, not a file put there by mistake (or a FIFO)
 
 
 class KeyUnavailableError(Exception):
@@ -44,7 +47,7 @@ class HmacKey:
             info = self.path.stat()
             stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
             if stamp != self._stamp:
-                key = self.path.read_bytes().strip()
+                key = read_small_file(self.path, MAX_KEY_FILE_BYTES).strip()
                 if len(key) < MIN_KEY_BYTES:
                     raise KeyUnavailableError(
                         f"the key in {self.path} is shorter than {MIN_KEY_BYTES} bytes"

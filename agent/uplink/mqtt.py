@@ -35,6 +35,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from smartpole.agent.config.safefile import read_small_file
 from smartpole.agent.config.uplink import UplinkConfig
 from smartpole.agent.core.outbox import Outbox, OutboxError, OutboxRecord, Priority
 from smartpole.agent.uplink.topics import COMMAND_RESULT_STREAM, STREAM_RANK, Topics, stream_rank
@@ -45,6 +46,7 @@ log = structlog.get_logger("smartpole.uplink")
 AGENT = "smartpole/0.1"
 RATE_WINDOW_S = 10.0
 MAX_COMMAND_BYTES = 16384
+SECRET_FILE_BYTES = 4096  # a user name or password file; a FIFO here would block the loop
 # CONNACK codes meaning "not this protocol version": 1 (3.1.1), 0x84 (MQTT 5).
 _WRONG_PROTOCOL = {1, 132}
 _NO_CONNACK = "Operation timed out"  # aiomqtt's MqttError when the CONNACK does not come
@@ -284,7 +286,8 @@ class MqttUplink(Lifecycle):
                 values.append(None)
                 continue
             try:
-                values.append(path.read_text(encoding="utf-8").strip("\r\n"))
+                secret = read_small_file(path, SECRET_FILE_BYTES).decode("utf-8")
+                values.append(secret.strip("\r\n"))
             except (OSError, UnicodeDecodeError) as exc:
                 reason = getattr(exc, "strerror", None) or type(exc).__name__
                 raise UplinkError(f"cannot read {name} {path}: {reason}") from None

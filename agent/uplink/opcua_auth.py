@@ -53,6 +53,7 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.ua_binary import struct_from_binary
 from asyncua.ua.uaerrors import UaError
 
+from smartpole.agent.config.safefile import MAX_CONFIG_BYTES, read_small_file
 from smartpole.agent.uplink.opcua_space import nid
 from smartpole.agent.uplink.opcua_throttle import LoginThrottle
 
@@ -137,8 +138,11 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 def load_users(path: Path) -> dict[str, str]:
+    """The users file's entries; OSError if it is unreadable, no regular file or too big.
+    A line that is not UTF-8 is an invalid line like any other."""
     users: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    text = read_small_file(path, MAX_CONFIG_BYTES).decode("utf-8", errors="replace")
+    for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

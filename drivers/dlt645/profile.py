@@ -9,7 +9,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from smartpole.drivers.dlt645.frame import BcdLayout, decode_bcd, encode_bcd, parse_format
 from smartpole.drivers.errors import CodecError
-from smartpole.drivers.schema import Location, PointName, ProfileInfo, StrictModel
+from smartpole.drivers.schema import FROM_YAML, Location, PointName, ProfileInfo, StrictModel
 
 
 class Dlt645PointSpec(StrictModel):
@@ -20,7 +20,7 @@ class Dlt645PointSpec(StrictModel):
     signed: bool = Field(False, description="the top bit of the highest byte is the sign")
     unit: str = ""
     description: str = ""
-    valid_range: tuple[float, float] | None = None
+    valid_range: Annotated[tuple[float, float], FROM_YAML] | None = None
 
     @field_validator("format")
     @classmethod

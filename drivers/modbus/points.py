@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from smartpole.drivers.schema import StrictModel
+from smartpole.drivers.schema import FROM_YAML, StrictModel
 
 
 class RegisterKind(StrEnum):
@@ -99,7 +99,7 @@ class WriteSpec(StrictModel):
     """A write that goes somewhere other than the registers the point is read from."""
 
     address: Address
-    encoding: WriteEncoding = WriteEncoding.VALUE
+    encoding: Annotated[WriteEncoding, FROM_YAML] = WriteEncoding.VALUE
     channel: int | None = Field(
         None, ge=1, le=255, description="channel_byte: the channel number sent in the high byte"
     )
@@ -116,9 +116,9 @@ class WriteSpec(StrictModel):
 class PointSpec(StrictModel):
     """One value of the device, where it lives on the wire and how to read it."""
 
-    kind: RegisterKind = RegisterKind.HOLDING
+    kind: Annotated[RegisterKind, FROM_YAML] = RegisterKind.HOLDING
     address: Address
-    type: DataType = DataType.U16
+    type: Annotated[DataType, FROM_YAML] = DataType.U16
     length: int | None = Field(
         None,
         ge=1,
@@ -135,7 +135,7 @@ class PointSpec(StrictModel):
     unit: str = ""
     description: str = ""
     access: Literal["r", "rw"] = "r"
-    valid_range: tuple[float, float] | None = Field(
+    valid_range: Annotated[tuple[float, float], FROM_YAML] | None = Field(
         None, description="the manual's measuring range; readings outside are uncertain"
     )
     write_min: float | None = Field(None, description="rw: lowest value a write may set")

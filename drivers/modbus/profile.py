@@ -20,16 +20,23 @@ from smartpole.drivers.modbus.points import (
     RegisterKind,
     encodable_range,
 )
-from smartpole.drivers.schema import Location, PointName, ProfileInfo, StrictModel
+from smartpole.drivers.schema import (
+    FROM_YAML,
+    WHOLE_NUMBER,
+    Location,
+    PointName,
+    ProfileInfo,
+    StrictModel,
+)
 
-Baudrate = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200]
+Baudrate = Annotated[Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200], WHOLE_NUMBER]
 Word = Annotated[int, Field(ge=0, le=0xFFFF)]
 
 
 class RefusedArea(StrictModel):
     """Registers a device refuses to be read across, even inside ``max_gap``."""
 
-    kind: RegisterKind = RegisterKind.HOLDING
+    kind: Annotated[RegisterKind, FROM_YAML] = RegisterKind.HOLDING
     start: Address
     end: Annotated[int, Field(ge=0, le=0xFFFF, description="inclusive, 0-based")]
 
@@ -86,9 +93,9 @@ class TransportDefaults(StrictModel):
     """The manual's factory line settings; informative (the pole config decides)."""
 
     baudrate: Baudrate | None = None
-    bytesize: Literal[7, 8] | None = None
+    bytesize: Annotated[Literal[7, 8], WHOLE_NUMBER] | None = None
     parity: Literal["N", "E", "O"] | None = None
-    stopbits: Literal[1, 2] | None = None
+    stopbits: Annotated[Literal[1, 2], WHOLE_NUMBER] | None = None
     tcp_port: int | None = Field(None, ge=1, le=65535, description="Modbus TCP devices")
 
     @model_validator(mode="after")

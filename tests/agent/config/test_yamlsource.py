@@ -163,7 +163,8 @@ def test_load_yaml_of_a_file_that_is_not_utf8(tmp_path: Path) -> None:
     path.write_bytes("name: Stra\xdfe\n".encode("latin-1"))
     with pytest.raises(ConfigError) as caught:
         load_yaml(path)
-    assert caught.value.problems[0].message.startswith("cannot read file")
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.message) == (1, "not UTF-8 text: byte 0xdf")
 
 
 # Regression: an override of a key brought in by a merge key (<<) was reported as a
