@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class ApiConfig(BaseModel):
     """Limits of the local API; a client beyond them is slowed down or told ``busy``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     max_connections: int = Field(
         32,
