@@ -17,28 +17,23 @@ class ApiConfig(BaseModel):
 
     max_connections: int = Field(
         32,
-        strict=True,
         ge=1,
         le=1024,
         description="open connections at most; one more is answered busy",
     )
     idle_timeout_s: float = Field(
         30.0,
-        strict=True,
         gt=0,
         le=3600,
         description="a connection with no complete request for this long is closed",
     )
     max_request_bytes: int = Field(
-        64 * 1024, strict=True, ge=1024, le=1024 * 1024, description="longest request line"
+        64 * 1024, ge=1024, le=1024 * 1024, description="longest request line"
     )
     requests_per_s: float = Field(
         20.0,
-        strict=True,
         gt=0,
         le=1000,
         description="sustained requests per connection; more wait their turn",
     )
-    burst: int = Field(
-        20, strict=True, ge=1, le=1000, description="requests a connection may send at once"
-    )
+    burst: int = Field(20, ge=1, le=1000, description="requests a connection may send at once")
