@@ -26,6 +26,7 @@ from smartpole.agent.buses.queue import QueuedPoints
 from smartpole.agent.buses.supervised import SupervisedBus
 from smartpole.agent.core.audit import AuditRecord
 from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
+from smartpole.agent.core.point_meta import PointMeta
 from smartpole.agent.core.points import Quality
 from smartpole.drivers.errors import (
     DeviceTimeoutError,
@@ -34,9 +35,17 @@ from smartpole.drivers.errors import (
     WriteRejectedError,
 )
 from smartpole.drivers.mcu.client import McuClient
-from smartpole.drivers.mcu.codes import ErrorCode, EventKind
+from smartpole.drivers.mcu.codes import MAX_LEVEL, ErrorCode, EventKind
 from smartpole.drivers.mcu.errors import McuCommandError, McuResetError
-from smartpole.drivers.mcu.profile import INPUT_POINTS, LEVEL, STATUS_POINTS, TRIPPED
+from smartpole.drivers.mcu.profile import (
+    INPUT_POINTS,
+    LEVEL,
+    POINT_WIRES,
+    RELAY_WIRE,
+    STATUS_POINTS,
+    TRIPPED,
+    point_kinds,
+)
 from smartpole.drivers.mcu.results import McuEvent, McuInputs, McuStatus
 from smartpole.drivers.schema import Value
 
@@ -54,6 +63,21 @@ _EVENT_POINTS: dict[EventKind, tuple[str, bool]] = {
     EventKind.FALLBACK_ENTERED: ("fallback", True),
     EventKind.FALLBACK_LEFT: ("fallback", False),
 }
+
+
+def _meta(point: str, is_bool: bool, writable: bool) -> PointMeta:
+    wire = POINT_WIRES.get(point, RELAY_WIRE)
+    level = point == LEVEL
+    return PointMeta(
+        type="boolean" if is_bool else "integer" if level else "number",
+        wire=wire.wire,
+        description=wire.description,
+        access="rw" if writable else "r",
+        valid_range=(0, MAX_LEVEL) if level else None,
+        write_min=0 if level else None,
+        write_max=MAX_LEVEL if level else None,
+        resolution=wire.resolution,
+    )
 
 
 class McuBusTask(QueuedPoints, SupervisedBus):
@@ -96,8 +120,9 @@ class McuBusTask(QueuedPoints, SupervisedBus):
             )
             stale_s = 3 * max(self._poll_period_s, bus.heartbeat_s) + bus.timeout_s
             points = {**INPUT_POINTS, **STATUS_POINTS, **dict.fromkeys(bus.relays, "")}
+            kinds = point_kinds(bus.relays)
             for point, unit in points.items():
-                table.register(devices[0], point, unit, stale_s)
+                table.register(devices[0], point, unit, stale_s, _meta(point, *kinds[point]))
 
     # ----- the BusTask face -----
 

@@ -22,6 +22,7 @@ from smartpole.agent.core.points import PointTable, Quality
 from smartpole.agent.uplink.telemetry import MAX_VALUES_PER_RECORD, TelemetryReporter
 
 Row = tuple[str, str, object, str]
+META_HASH = "0123456789abcdef"
 DATA_SCHEMA = json.loads((REPO / "schemas" / "uplink" / "telemetry.schema.json").read_text())[
     "properties"
 ]["data"]
@@ -47,7 +48,9 @@ class Rig:
             self.table.register("meter", point, "", 60.0)
         self.outbox = Outbox(state_dir, report_interval_s=None)
         config = TelemetryConfig(deadbands=deadbands or {})
-        self.reporter = TelemetryReporter(config, self.table, self.outbox, wall=lambda: self.clock)
+        self.reporter = TelemetryReporter(
+            config, self.table, self.outbox, meta_hash=META_HASH, wall=lambda: self.clock
+        )
         self.reporter.start()
 
     def read(self, point: str, value: object, quality: Quality = Quality.GOOD) -> None:
