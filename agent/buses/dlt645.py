@@ -130,7 +130,8 @@ class Dlt645BusTask(PolledBus[_Meter]):
 
 def point_meta(spec: Dlt645PointSpec) -> PointMeta:
     """A meter's value is always a number (BCD with its decimals); meters are read-only here.
-    The counter flag (energy registers) is left to the profile once it can say so."""
+    The counter flag: once the profile has ``monotonic`` (helper "restarts"), pass
+    ``counter=spec.monotonic`` here."""
     signed = "signed " if spec.signed else ""
     return PointMeta(
         type="number",

@@ -530,6 +530,14 @@ class MqttUplink(Lifecycle):
 
     # -- diagnostics -----------------------------------------------------------------------
 
+    def session_problem(self) -> str | None:
+        """For ``diag status``: session numbers that could not be persisted may repeat
+        after a restart, and a platform would then pair a will with the wrong birth."""
+        failures = self._sessions.write_failures
+        if not failures:
+            return None
+        return f"uplink session file: {failures} failed writes (numbers may repeat after a restart)"
+
     def status(self) -> dict[str, object]:
         """``smartpole diag uplink``: connection, backlog, send rate, evictions."""
         backlog: dict[str, dict[str, object]] = {}

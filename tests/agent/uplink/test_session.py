@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from smartpole.agent.config.uplink import UplinkConfig
+from smartpole.agent.core.outbox import Outbox
+from smartpole.agent.uplink.mqtt import MqttUplink
 from smartpole.agent.uplink.session import FILE_NAME, SessionCounter
 
 
@@ -38,3 +41,19 @@ def test_a_file_in_the_way_of_the_state_file_is_counted_and_the_count_goes_on(
     (tmp_path / FILE_NAME).mkdir()
     assert [counter.next(), counter.next()] == [1, 2]
     assert counter.write_failures == 2
+
+
+def test_failed_writes_are_a_problem_in_diag_status(tmp_path: Path) -> None:
+    counter = SessionCounter(tmp_path)
+    config = UplinkConfig.model_validate({"host": "127.0.0.1"})
+    with Outbox(tmp_path / "outbox") as outbox:
+        uplink = MqttUplink(
+            config, pole_id="p", outbox=outbox, base_dir=tmp_path, sessions=counter
+        )
+        counter.next()
+        assert uplink.session_problem() is None
+        (tmp_path / FILE_NAME).unlink()
+        (tmp_path / FILE_NAME).mkdir()
+        counter.next()
+        assert "1 failed writes" in str(uplink.session_problem())
+        assert uplink.status()["session_write_failures"] == 1
