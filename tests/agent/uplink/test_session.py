@@ -47,9 +47,7 @@ def test_failed_writes_are_a_problem_in_diag_status(tmp_path: Path) -> None:
     counter = SessionCounter(tmp_path)
     config = UplinkConfig.model_validate({"host": "127.0.0.1"})
     with Outbox(tmp_path / "outbox") as outbox:
-        uplink = MqttUplink(
-            config, pole_id="p", outbox=outbox, base_dir=tmp_path, sessions=counter
-        )
+        uplink = MqttUplink(config, pole_id="p", outbox=outbox, base_dir=tmp_path, sessions=counter)
         counter.next()
         assert uplink.session_problem() is None
         (tmp_path / FILE_NAME).unlink()
