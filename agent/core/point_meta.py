@@ -63,19 +63,24 @@ def decimals_of(step: float) -> int:
     return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
-def rounder(resolution: float) -> tuple[float, int]:
-    """``(resolution, decimals)`` for ``round_to``, computed once per point, not per value."""
+def rounder(resolution: float) -> tuple[float, int, int]:
+    """``(resolution, numerator, denominator)`` for ``round_to``, with ``resolution`` as
+    the exact fraction its decimals say (0.25 is 25/100), computed once per point."""
     if not (math.isfinite(resolution) and resolution > 0):
         raise ValueError(f"a resolution must be a finite number above 0, not {resolution!r}")
-    return resolution, decimals_of(resolution)
+    denominator = 10 ** decimals_of(resolution)
+    numerator = int(Decimal(repr(resolution)) * denominator)
+    return resolution, numerator, denominator
 
 
-def round_to(value: float, resolution: float, decimals: int) -> float:
+def round_to(value: float, resolution: float, numerator: int, denominator: int) -> float:
     """``value`` on the nearest multiple of ``resolution``, written with no more decimals
-    than the resolution has: 0.1 * 3 is 0.30000000000000004 in binary, and ``round`` to 1
-    decimal makes it the float whose shortest repr is 0.3. A value that is not finite is
-    returned as it is (the telemetry sends it as null with quality bad)."""
+    than the resolution has. 0.1 * 3 is 0.30000000000000004 in binary; 3 * 1 / 10 is one
+    correctly rounded division of integers, the float nearest to 0.3, whose shortest repr
+    (what JSON gets) is 0.3. Integers, not ``round(x, 1)``: this runs for every float of
+    every reading. A value too large to divide is returned as it is, like NaN and ±inf
+    (the telemetry sends those as null with quality bad)."""
     steps = value / resolution
-    if not math.isfinite(steps):
+    if steps - steps != 0.0:  # inf or NaN, without a function call
         return value
-    return round(round(steps) * resolution, decimals) + 0.0  # + 0.0: -0.0 is 0.0 on the wire
+    return round(steps) * numerator / denominator

@@ -51,11 +51,11 @@ STREAM = "telemetry"
 MAX_VALUES_PER_RECORD = 5000  # keeps one record (one MQTT message) well under 1 MB
 
 
-Rounding = dict[tuple[str, str], tuple[float, int]]  # (device, point) -> (step, decimals)
+Rounding = dict[tuple[str, str], tuple[float, int, int]]  # (device, point) -> rounder()
 
 
 def _clean(
-    value: Value | None, quality: Quality, rounding: tuple[float, int] | None
+    value: Value | None, quality: Quality, rounding: tuple[float, int, int] | None
 ) -> tuple[Value | None, Quality]:
     if isinstance(value, float):
         if not math.isfinite(value):
