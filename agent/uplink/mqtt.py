@@ -9,9 +9,9 @@ cut, lost link). Will, birth and meta of one connection carry the same session n
 drains the outbox stream by stream, most urgent stream first and each stream strictly by
 sequence number, at QoS 1 with a window of publishes in flight; a record is acknowledged in
 the outbox (deleted) only once the broker's PUBACK for it and every earlier record of its
-stream arrived. A connection lost in between
-means the unacknowledged records go again after the reconnect: at-least-once, and every
-message carries ``(epoch, stream, seq)`` so the platform drops the duplicates.
+stream arrived. A connection lost in between means the unacknowledged records go again
+after the reconnect: at-least-once, and every message carries ``(epoch, stream, seq)`` so
+the platform drops the duplicates.
 
 Reconnects back off exponentially with random jitter, and every record, backlog included,
 passes one token bucket (``replay_rate_per_s``, ``replay_burst``) so a fleet that comes
