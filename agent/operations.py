@@ -194,6 +194,8 @@ class PoleOperations:
             problems.append(
                 f"audit log {self._audit.path}: {self._audit.torn_lines} torn lines skipped"
             )
+        if self._uplink is not None and (session := self._uplink.session_problem()):
+            problems.append(session)
         return {
             "pole": self._config.pole.pole.id,
             "pole_name": self._config.pole.pole.name,

@@ -38,7 +38,9 @@ from smartpole.agent.core.points import PointTable
 from smartpole.agent.operations import PoleOperations
 from smartpole.agent.state import PointStore
 from smartpole.agent.uplink.commands import CommandProcessor
+from smartpole.agent.uplink.meta import build_meta, devices_of
 from smartpole.agent.uplink.mqtt import MqttUplink
+from smartpole.agent.uplink.session import SessionCounter
 from smartpole.agent.uplink.telemetry import TelemetryReporter
 from smartpole.drivers.lifecycle import Lifecycle
 
@@ -127,12 +129,24 @@ class Pole(Lifecycle):
         for source in self.buses.offering(EventSource):
             source.add_event_listener(recorder(self.outbox))
         if pole.uplink is not None:
+            # Every bus registered (and described) its points above: the description is
+            # complete, and its hash ties each telemetry record to it.
+            meta = build_meta(self.table.described(), devices_of(config))
             self.uplink = MqttUplink(
-                pole.uplink, pole_id=pole.pole.id, outbox=self.outbox, base_dir=config.path.parent
+                pole.uplink,
+                pole_id=pole.pole.id,
+                outbox=self.outbox,
+                base_dir=config.path.parent,
+                meta=meta,
+                sessions=SessionCounter(self.state_dir),
             )
             if pole.uplink.telemetry.enabled:
                 self.telemetry = TelemetryReporter(
-                    pole.uplink.telemetry, self.table, self.outbox, notify=self.uplink.notify
+                    pole.uplink.telemetry,
+                    self.table,
+                    self.outbox,
+                    notify=self.uplink.notify,
+                    meta_hash=meta.hash,
                 )
                 self.telemetry.start()
                 stack.callback(self.telemetry.flush)  # queued changes go to the outbox

@@ -23,9 +23,10 @@ from smartpole.agent.buses.kind import (
 from smartpole.agent.buses.polled import STALE_AFTER_PERIODS, PolledBus, PolledDevice
 from smartpole.agent.config.buses import Addressing, Baudrate, SerialBusConfig
 from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
+from smartpole.agent.core.point_meta import PointMeta
 from smartpole.agent.core.points import Quality
 from smartpole.drivers.dlt645.client import Dlt645Client
-from smartpole.drivers.dlt645.profile import Dlt645Profile
+from smartpole.drivers.dlt645.profile import Dlt645PointSpec, Dlt645Profile
 from smartpole.drivers.errors import DeviceTimeoutError, DriverError
 from smartpole.drivers.line import frame_gap_s
 
@@ -76,7 +77,7 @@ class Dlt645BusTask(PolledBus[_Meter]):
             address = (device.address or "").zfill(12)
             stale_after = device.poll_period_s * STALE_AFTER_PERIODS + bus.timeout_s
             for point, spec in profile.points.items():
-                context.table.register(device_name, point, spec.unit, stale_after)
+                context.table.register(device_name, point, spec.unit, stale_after, point_meta(spec))
             health = DeviceHealth(device_name, name, address, device.profile, device.offline_after)
             self._devices[device_name] = _Meter(
                 name=device_name, config=device, health=health, profile=profile, address=address
@@ -125,6 +126,20 @@ class Dlt645BusTask(PolledBus[_Meter]):
                 quality = Quality.UNCERTAIN
                 device.health.suspect_values += 1
             self._table.update(device.name, point, value, quality)
+
+
+def point_meta(spec: Dlt645PointSpec) -> PointMeta:
+    """A meter's value is always a number (BCD with its decimals); meters are read-only here.
+    The counter flag: once the profile has ``monotonic`` (helper "restarts"), pass
+    ``counter=spec.monotonic`` here."""
+    signed = "signed " if spec.signed else ""
+    return PointMeta(
+        type="number",
+        wire=f"{signed}bcd {spec.format}",
+        description=spec.description,
+        valid_range=spec.valid_range,
+        resolution=spec.effective_resolution,
+    )
 
 
 async def simulate(name: str, bus: Dlt645Bus, context: SimContext) -> SimulatedBus:

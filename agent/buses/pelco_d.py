@@ -24,12 +24,20 @@ from smartpole.agent.config.buses import Addressing, Baudrate, SerialBusConfig
 from smartpole.agent.core.audit import AuditRecord
 from smartpole.agent.core.errors import UsageError
 from smartpole.agent.core.health import BusHealth, DeviceHealth
+from smartpole.agent.core.point_meta import PointMeta
 from smartpole.agent.core.points import Quality
 from smartpole.drivers.errors import DriverError
 from smartpole.drivers.pelco_d.client import PelcoDClient
 from smartpole.drivers.pelco_d.profile import PelcoDProfile
 
 POSITION_POINTS = {"pan": "°", "tilt": "°"}
+# The extended position queries answer in hundredths of a degree (0x59/0x5B responses).
+POSITION_META = {
+    point: PointMeta(
+        type="number", wire="u16 (0.01 deg)", resolution=0.01, description=f"{point} position"
+    )
+    for point in POSITION_POINTS
+}
 
 
 class PelcoDBus(SerialBusConfig):
@@ -74,7 +82,11 @@ class PelcoDBusTask(PolledBus[_Camera]):
             if profile.supports_position_query:
                 for point, unit in POSITION_POINTS.items():
                     context.table.register(
-                        device_name, point, unit, device.poll_period_s * 3 + bus.timeout_s
+                        device_name,
+                        point,
+                        unit,
+                        device.poll_period_s * 3 + bus.timeout_s,
+                        POSITION_META[point],
                     )
             self._devices[device_name] = _Camera(
                 name=device_name, config=device, health=health, profile=profile, address=address

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from smartpole.agent.core.point_meta import PointMeta
 from smartpole.drivers.schema import Value
 
 
@@ -32,6 +33,7 @@ class _Entry:
     point: str
     unit: str
     stale_after_s: float
+    meta: PointMeta | None = None
     value: Value | None = None
     quality: Quality = Quality.BAD
     read_at: float | None = None  # wall clock, for people and the uplink
@@ -86,8 +88,22 @@ class PointTable:
         2,500 values a second, and one call per 50 costs far less than one per value."""
         self._block_listeners.append(listener)
 
-    def register(self, device: str, point: str, unit: str, stale_after_s: float) -> None:
-        self._entries[(device, point)] = _Entry(device, point, unit, stale_after_s)
+    def register(
+        self,
+        device: str,
+        point: str,
+        unit: str,
+        stale_after_s: float,
+        meta: PointMeta | None = None,
+    ) -> None:
+        """``meta`` describes the point upstream (the retained ``meta`` topic); every bus
+        gives it, a point registered without it is published with its unit alone."""
+        self._entries[(device, point)] = _Entry(device, point, unit, stale_after_s, meta)
+
+    def described(self) -> Iterator[tuple[str, str, str, PointMeta | None]]:
+        """Every registered point as ``(device, point, unit, meta)``, in registration order."""
+        for entry in self._entries.values():
+            yield entry.device, entry.point, entry.unit, entry.meta
 
     def update(self, device: str, point: str, value: Value, quality: Quality) -> None:
         entry = self._entries[(device, point)]

@@ -1,14 +1,17 @@
 """The MQTT uplink: drain the outbox to the city broker, in order, at a bounded rate.
 
 One task owns one broker connection at a time (aiomqtt over paho, MQTT 5 with a 3.1.1
-fallback). On connect it publishes the retained birth message ``state = online``; the broker
-publishes the retained last will ``state = offline`` when the connection dies without a
-DISCONNECT (SIGKILL, power cut, lost link). Then it drains the outbox stream by stream, most
-urgent stream first and each stream strictly by sequence number, at QoS 1 with a window of
-publishes in flight; a record is acknowledged in the outbox (deleted) only once the broker's
-PUBACK for it and every earlier record of its stream arrived. A connection lost in between
-means the unacknowledged records go again after the reconnect: at-least-once, and every
-message carries ``(epoch, stream, seq)`` so the platform drops the duplicates.
+fallback). On connect it publishes the retained point metadata (``meta``, see ``meta.py``)
+and then the retained birth message ``state = online``; the broker publishes the retained
+last will ``state = offline`` when the connection dies without a DISCONNECT (SIGKILL, power
+cut, lost link). Will, birth and meta of one connection carry the same session number
+(``session.py``), so the platform pairs an ``offline`` with the ``online`` it ends. Then it
+drains the outbox stream by stream, most urgent stream first and each stream strictly by
+sequence number, at QoS 1 with a window of publishes in flight; a record is acknowledged in
+the outbox (deleted) only once the broker's PUBACK for it and every earlier record of its
+stream arrived. A connection lost in between means the unacknowledged records go again
+after the reconnect: at-least-once, and every message carries ``(epoch, stream, seq)`` so
+the platform drops the duplicates.
 
 Reconnects back off exponentially with random jitter, and every record, backlog included,
 passes one token bucket (``replay_rate_per_s``, ``replay_burst``) so a fleet that comes
@@ -38,6 +41,8 @@ from paho.mqtt.properties import Properties
 from smartpole.agent.config.safefile import read_small_file
 from smartpole.agent.config.uplink import UplinkConfig
 from smartpole.agent.core.outbox import Outbox, OutboxError, OutboxRecord, Priority
+from smartpole.agent.uplink.meta import PoleMeta
+from smartpole.agent.uplink.session import SessionCounter
 from smartpole.agent.uplink.topics import COMMAND_RESULT_STREAM, STREAM_RANK, Topics, stream_rank
 from smartpole.drivers.lifecycle import Lifecycle
 
@@ -111,6 +116,8 @@ class MqttUplink(Lifecycle):
         outbox: Outbox,
         base_dir: Path,
         commands: CommandHandler | None = None,
+        meta: PoleMeta | None = None,
+        sessions: SessionCounter | None = None,
         rng: random.Random | None = None,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -121,6 +128,9 @@ class MqttUplink(Lifecycle):
         self.outbox = outbox
         self.commands = commands
         self._base_dir = base_dir
+        self.meta = meta if meta is not None else PoleMeta()
+        self._sessions = sessions if sessions is not None else SessionCounter(None)
+        self.session: int | None = None  # the number of the current (or last) attempt
         super().__init__()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._wall = wall
@@ -214,9 +224,12 @@ class MqttUplink(Lifecycle):
         username, password = self._credentials()
         tls_context = self._tls_context()
         tls_insecure = True if config.tls is not None and config.tls.insecure else None
+        # A new number for every attempt: the will is registered with this CONNECT, and
+        # the birth that follows it names the same number.
+        self.session = self._sessions.next()
         will = aiomqtt.Will(
             self.topics.state,
-            _dumps({"state": "offline", "pole": self.pole_id, "reason": "connection lost"}),
+            self._offline("connection lost"),
             qos=1,
             retain=True,
         )
@@ -342,6 +355,15 @@ class MqttUplink(Lifecycle):
             elif self.connects == 1:
                 log.info("uplink_connected", broker=self._broker(), protocol=self._protocol_name())
             try:
+                # The description first: QoS 1 keeps the order, so a platform that sees the
+                # birth has the meta its hash names.
+                await client.publish(
+                    self.topics.meta,
+                    _dumps(self.meta.payload(self.pole_id, self._session_number(), self._wall())),
+                    qos=1,
+                    retain=True,
+                    timeout=self.config.publish_timeout_s,
+                )
                 await client.publish(
                     self.topics.state,
                     self._birth(),
@@ -357,7 +379,7 @@ class MqttUplink(Lifecycle):
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                     await client.publish(
                         self.topics.state,
-                        _dumps({"state": "offline", "pole": self.pole_id, "reason": "shutdown"}),
+                        self._offline("shutdown"),
                         qos=1,
                         retain=True,
                         timeout=1.0,
@@ -367,15 +389,31 @@ class MqttUplink(Lifecycle):
     def _protocol_name(self) -> str:
         return "5" if self._protocol is aiomqtt.ProtocolVersion.V5 else "3.1.1"
 
+    def _session_number(self) -> int:
+        assert self.session is not None, "set by _client before every connect"
+        return self.session
+
     def _birth(self) -> bytes:
         return _dumps(
             {
                 "state": "online",
                 "pole": self.pole_id,
+                "session": self._session_number(),
                 "ts": round(self._wall(), 3),
                 "epoch": self.outbox.epoch,
                 "agent": AGENT,
                 "protocol": self._protocol_name(),
+                "meta": self.meta.hash,
+            }
+        )
+
+    def _offline(self, reason: str) -> bytes:
+        return _dumps(
+            {
+                "state": "offline",
+                "pole": self.pole_id,
+                "session": self._session_number(),
+                "reason": reason,
             }
         )
 
@@ -492,6 +530,14 @@ class MqttUplink(Lifecycle):
 
     # -- diagnostics -----------------------------------------------------------------------
 
+    def session_problem(self) -> str | None:
+        """For ``diag status``: session numbers that could not be persisted may repeat
+        after a restart, and a platform would then pair a will with the wrong birth."""
+        failures = self._sessions.write_failures
+        if not failures:
+            return None
+        return f"uplink session file: {failures} failed writes (numbers may repeat after a restart)"
+
     def status(self) -> dict[str, object]:
         """``smartpole diag uplink``: connection, backlog, send rate, evictions."""
         backlog: dict[str, dict[str, object]] = {}
@@ -519,6 +565,9 @@ class MqttUplink(Lifecycle):
             "protocol": self._protocol_name(),
             "tls": self.config.tls is not None,
             "client_id": self.config.client_id or self.pole_id,
+            "session": self.session,
+            "session_write_failures": self._sessions.write_failures,
+            "meta": self.meta.hash,
             "connected_since": self.connected_since,
             "failing_since": self.failing_since,
             "next_attempt_in_s": self.next_attempt_in_s,

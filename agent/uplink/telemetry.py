@@ -18,7 +18,14 @@ so a record is a list of blocks, ``{"device", "ts", "values": {point: value}, "q
 encoding is most of the cost of a busy gateway's telemetry, and this shape spends it on the
 values rather than on repeating device names, qualities and timestamps. A value that is not
 a finite number (NaN, ±inf) goes up as null with quality ``bad``: JSON has no NaN, and a NaN
-is no reading.
+is no reading. Consecutive blocks of one device with the same (millisecond) timestamp are
+merged into one, unless a point would appear in it twice.
+
+A float is rounded to the resolution its point's description declares (``PointMeta``,
+``round_to``) before it is compared with the last value sent: a reading that rounds to the
+value already sent is no change, and the deadband measures rounded values. Every record
+names the hash of the point descriptions it was made under (``data.meta``, see
+``meta.py``), so a platform can tell which description its values belong to.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import structlog
 
 from smartpole.agent.config.uplink import TelemetryConfig
 from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
+from smartpole.agent.core.point_meta import round_to, rounder
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.lifecycle import Lifecycle
 from smartpole.drivers.schema import Value
@@ -43,9 +51,17 @@ STREAM = "telemetry"
 MAX_VALUES_PER_RECORD = 5000  # keeps one record (one MQTT message) well under 1 MB
 
 
-def _clean(value: Value | None, quality: Quality) -> tuple[Value | None, Quality]:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None, Quality.BAD
+Rounding = dict[tuple[str, str], tuple[float, int, int]]  # (device, point) -> rounder()
+
+
+def _clean(
+    value: Value | None, quality: Quality, rounding: tuple[float, int, int] | None
+) -> tuple[Value | None, Quality]:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None, Quality.BAD
+        if rounding is not None:
+            return round_to(value, *rounding), quality
     return value, quality
 
 
@@ -88,6 +104,7 @@ class TelemetryReporter(Lifecycle):
         table: PointTable,
         outbox: Outbox,
         *,
+        meta_hash: str,
         notify: Callable[[], None] = lambda: None,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -101,6 +118,8 @@ class TelemetryReporter(Lifecycle):
         self._queued: list[dict[str, object]] = []  # blocks, see the module docstring
         self._queued_values = 0
         self._bands: dict[tuple[str, str], float] = {}
+        self._meta_hash = meta_hash
+        self._rounding: Rounding = {}
         self.records = 0
         self.values = 0
         self.suppressed = 0
@@ -115,7 +134,13 @@ class TelemetryReporter(Lifecycle):
         self.flush()
 
     def start(self) -> None:
-        """Register the listener (once); ``run`` does the periodic work."""
+        """Register the listener (once); ``run`` does the periodic work. The points are
+        registered by then, and with them the resolutions telemetry rounds to."""
+        self._rounding = {
+            (device, point): rounder(meta.resolution)
+            for device, point, _, meta in self.table.described()
+            if meta is not None and meta.resolution is not None
+        }
         self.table.listen_blocks(self.on_block)
 
     def deadband(self, device: str, point: str) -> float:
@@ -144,6 +169,7 @@ class TelemetryReporter(Lifecycle):
         # common cases, unchanged or changed without a deadband, take no function call.
         sent = self._sent
         bands = self._bands
+        rounding = self._rounding
         values: dict[str, Value | None] = {}
         qualities: dict[str, str] = {}
         good = Quality.GOOD
@@ -151,8 +177,11 @@ class TelemetryReporter(Lifecycle):
         for point, reading, quality in readings:
             key = (device, point)
             value = reading
-            if value.__class__ is float and not math.isfinite(value):
-                value, quality = None, Quality.BAD
+            if value.__class__ is float:
+                if not math.isfinite(value):
+                    value, quality = None, Quality.BAD
+                elif (step := rounding.get(key)) is not None:
+                    value = round_to(value, *step)
             last = sent.get(key)
             if last is not None and last[1] is quality:
                 last_value = last[0]
@@ -182,7 +211,22 @@ class TelemetryReporter(Lifecycle):
         values: dict[str, Value | None],
         qualities: dict[str, str],
     ) -> None:
-        self._queued.append(_block(device, timestamp, values, qualities))
+        queued = self._queued
+        last = queued[-1] if queued else None
+        if last is not None and last["device"] == device and last["ts"] == round(timestamp, 3):
+            merged = last["values"]
+            assert isinstance(merged, dict)
+            if merged.keys().isdisjoint(values):
+                merged.update(values)
+                if qualities:
+                    known = last.setdefault("quality", {})
+                    assert isinstance(known, dict)
+                    known.update(qualities)
+                self._queued_values += len(values)
+                if self._queued_values >= MAX_VALUES_PER_RECORD:
+                    self.flush()
+                return
+        queued.append(_block(device, timestamp, values, qualities))
         self._queued_values += len(values)
         if self._queued_values >= MAX_VALUES_PER_RECORD:
             self.flush()
@@ -211,12 +255,13 @@ class TelemetryReporter(Lifecycle):
         for sample in self.table.snapshot():
             if sample.timestamp is None:
                 continue
-            clean, quality = _clean(sample.value, sample.quality)
+            key = (sample.device, sample.point)
+            clean, quality = _clean(sample.value, sample.quality, self._rounding.get(key))
             values, qualities = groups.setdefault((sample.device, sample.timestamp), ({}, {}))
             values[sample.point] = clean
             if quality is not Quality.GOOD:
                 qualities[sample.point] = quality.value
-            self._sent[(sample.device, sample.point)] = (clean, quality)
+            self._sent[key] = (clean, quality)
         blocks: list[dict[str, object]] = []
         count = 0
         for (device, timestamp), (values, qualities) in groups.items():
@@ -231,7 +276,8 @@ class TelemetryReporter(Lifecycle):
 
     def _append(self, kind: str, blocks: list[dict[str, object]], count: int) -> None:
         try:
-            self.outbox.append(STREAM, {"kind": kind, "blocks": blocks}, priority=Priority.LOW)
+            record = {"kind": kind, "blocks": blocks, "meta": self._meta_hash}
+            self.outbox.append(STREAM, record, priority=Priority.LOW)
         except OutboxError:
             self.append_failures += 1  # the outbox logs the first failure itself
         else:

@@ -40,6 +40,11 @@ class Topics:
         return f"{self.base}/state"
 
     @property
+    def meta(self) -> str:
+        """Retained: every point's description (``agent/uplink/meta.py``)."""
+        return f"{self.base}/meta"
+
+    @property
     def command(self) -> str:
         return f"{self.base}/cmd"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
@@ -21,6 +22,19 @@ class Dlt645PointSpec(StrictModel):
     unit: str = ""
     description: str = ""
     valid_range: Annotated[tuple[float, float], FROM_YAML] | None = None
+    resolution: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="the smallest step the meter resolves; default: the format's last decimal",
+    )
+
+    @property
+    def effective_resolution(self) -> float:
+        """``resolution``, or one unit of the format's last digit (``XXX.X``: 0.1)."""
+        if self.resolution is not None:
+            return self.resolution
+        return float(Decimal(1).scaleb(-self.layout.decimals))
 
     @field_validator("format")
     @classmethod

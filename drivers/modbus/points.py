@@ -143,6 +143,23 @@ class PointSpec(StrictModel):
     write: WriteSpec | None = Field(
         None, description="rw: where and how writes go when not to the point's own registers"
     )
+    resolution: float | None = Field(
+        None,
+        description="the smallest step the device really resolves (the register's scale, or "
+        "the manual's decimals for a float); telemetry is rounded to it",
+    )
+
+    @property
+    def effective_resolution(self) -> float | None:
+        """``resolution``, or for an integer register whose offset lies on its scale's grid
+        the scale itself (2301 x 0.1 can only ever be a multiple of 0.1); None when the
+        profile does not say and the wire cannot tell (a float, a string, a bit)."""
+        if self.resolution is not None:
+            return self.resolution
+        if not self.type.is_integer or self.bit is not None:
+            return None
+        steps = self.offset / self.scale
+        return abs(self.scale) if steps == int(steps) else None
 
     @property
     def register_count(self) -> int:
@@ -190,6 +207,11 @@ class PointSpec(StrictModel):
                 raise ValueError("valid_range applies only to numeric points")
             if self.valid_range[0] > self.valid_range[1]:
                 raise ValueError("valid_range must be [low, high] with low <= high")
+        if self.resolution is not None:
+            if not self.is_numeric:
+                raise ValueError("resolution applies only to numeric points")
+            if not (math.isfinite(self.resolution) and self.resolution > 0):
+                raise ValueError("resolution must be a finite number above 0")
         self._check_bit()
         self._check_string()
         self._check_write()

@@ -22,6 +22,7 @@ import structlog
 from smartpole.agent.buses.capabilities import EventListener
 from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.mcu.config import PoleMcuBus, mcu_config
+from smartpole.agent.buses.mcu.meta import point_metas
 from smartpole.agent.buses.queue import QueuedPoints
 from smartpole.agent.buses.supervised import SupervisedBus
 from smartpole.agent.core.audit import AuditRecord
@@ -96,8 +97,9 @@ class McuBusTask(QueuedPoints, SupervisedBus):
             )
             stale_s = 3 * max(self._poll_period_s, bus.heartbeat_s) + bus.timeout_s
             points = {**INPUT_POINTS, **STATUS_POINTS, **dict.fromkeys(bus.relays, "")}
+            metas = point_metas(bus.relays)
             for point, unit in points.items():
-                table.register(devices[0], point, unit, stale_s)
+                table.register(devices[0], point, unit, stale_s, metas[point])
 
     # ----- the BusTask face -----
 
@@ -256,32 +258,45 @@ class McuBusTask(QueuedPoints, SupervisedBus):
         if self._device is not None:
             self._table.update(self._device.name, point, value, quality)
 
+    def _update_many(self, readings: list[tuple[str, Value, Quality]]) -> None:
+        """Values of one answer: one acquisition time, one telemetry block."""
+        if self._device is not None:
+            self._table.update_many(self._device.name, readings)
+
     def _store_inputs(self, inputs: McuInputs) -> None:
-        self._update("door_open", inputs.door_open)
-        self._update("water", inputs.water)
+        good = Quality.GOOD
         dark = inputs.photocell_dark
-        self._update(
-            "photocell_dark", bool(dark), Quality.GOOD if dark is not None else Quality.BAD
-        )
-        self._update("tilt_x", inputs.tilt_x_deg)
-        self._update("tilt_y", inputs.tilt_y_deg)
-        self._update("leakage", inputs.leakage_ma)
-        self._update("temperature", inputs.temperature_c)
-        self._update("supply_voltage", inputs.supply_v)
+        readings: list[tuple[str, Value, Quality]] = [
+            ("door_open", inputs.door_open, good),
+            ("water", inputs.water, good),
+            ("photocell_dark", bool(dark), good if dark is not None else Quality.BAD),
+            ("tilt_x", inputs.tilt_x_deg, good),
+            ("tilt_y", inputs.tilt_y_deg, good),
+            ("leakage", inputs.leakage_ma, good),
+            ("temperature", inputs.temperature_c, good),
+            ("supply_voltage", inputs.supply_v, good),
+        ]
         if self._impact_at is None or time.monotonic() - self._impact_at > IMPACT_HOLD_S:
             self._impact_at = None
-            self._update("impact", 0.0)
+            readings.append(("impact", 0.0, good))
+        self._update_many(readings)
 
     def _store_status(self, status: McuStatus) -> None:
         if status.fallback != self._fallback:
             self._fallback = status.fallback
             log.warning("mcu_fallback" if status.fallback else "mcu_fallback_left", bus=self.name)
         self.last_status = status
-        self._update(LEVEL, status.level)
-        self._update("fallback", status.fallback)
-        self._update(TRIPPED, status.tripped)
-        for name, relay in self.bus.relays.items():
-            self._update(name, relay.channel in status.relays_on)
+        good = Quality.GOOD
+        readings: list[tuple[str, Value, Quality]] = [
+            (LEVEL, status.level, good),
+            ("fallback", status.fallback, good),
+            (TRIPPED, status.tripped, good),
+        ]
+        readings += [
+            (name, relay.channel in status.relays_on, good)
+            for name, relay in self.bus.relays.items()
+        ]
+        self._update_many(readings)
 
     def _on_event(self, event: McuEvent) -> None:
         kind = event.kind.name.lower() if isinstance(event.kind, EventKind) else event.kind

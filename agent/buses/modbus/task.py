@@ -16,6 +16,7 @@ import structlog
 
 from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.modbus.config import ModbusBus, ModbusRtuBus, ModbusTcpBus
+from smartpole.agent.buses.modbus.meta import point_meta
 from smartpole.agent.buses.polled import STALE_AFTER_PERIODS, PolledBus, PolledDevice
 from smartpole.agent.buses.queue import QueuedPoints
 from smartpole.agent.core.audit import AuditRecord
@@ -127,7 +128,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             profile = context.config.modbus_profile_of(device_name)
             stale_after = device.poll_period_s * STALE_AFTER_PERIODS + bus.timeout_s
             for point, spec in profile.points.items():
-                context.table.register(device_name, point, spec.unit, stale_after)
+                context.table.register(device_name, point, spec.unit, stale_after, point_meta(spec))
             unit_id = device.unit_id if device.unit_id is not None else 1
             health = DeviceHealth(
                 device_name, name, f"unit {unit_id}", device.profile, device.offline_after

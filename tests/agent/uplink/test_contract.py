@@ -58,6 +58,8 @@ def validator(name: str) -> jsonschema.protocols.Validator:
 def schema_of(example: dict[str, Any]) -> str:
     if "stream" in example:
         return BY_STREAM[example["stream"]]
+    if "devices" in example and "hash" in example:
+        return "meta"
     if "state" in example:
         return "state"
     if "command" in example and "issued_at" in example:
@@ -91,7 +93,24 @@ def test_every_docs_example_validates_against_its_schema() -> None:
         kinds.add(schema_of(example))
         errors = [e.message for e in validator(schema_of(example)).iter_errors(example)]
         assert not errors, (example, errors)
-    assert {"command-request", "command-result", "state", "telemetry", "alarm"} <= kinds
+    assert {"command-request", "command-result", "state", "telemetry", "alarm", "meta"} <= kinds
+
+
+def test_the_docs_meta_example_hashes_as_the_docs_say_and_names_one_hash() -> None:
+    """The hash recomputed with hashlib from the docs' words (SHA-256 over ``devices`` as
+    JSON with sorted keys, separators ',' and ':', UTF-8; first 16 hex digits), and the
+    birth and telemetry examples name that same hash."""
+    examples = docs_examples()
+    (meta,) = [e for e in examples if schema_of(e) == "meta"]
+    text = json.dumps(meta["devices"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert meta["hash"] == hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    births = [e for e in examples if e.get("state") == "online"]
+    telemetry = [e for e in examples if e.get("stream") == "telemetry"]
+    assert births
+    assert telemetry
+    assert {e["meta"] for e in births} | {e["data"]["meta"] for e in telemetry} == {meta["hash"]}
+    (will,) = [e for e in examples if e.get("state") == "offline"]
+    assert {e["session"] for e in births} == {will["session"], meta["session"]}
 
 
 def test_the_docs_command_example_is_signed_as_the_docs_say() -> None:

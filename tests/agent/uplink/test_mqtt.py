@@ -23,11 +23,15 @@ from helpers.processes import Proc, api, pole_config
 from helpers.waiting import eventually, wait_until
 from smartpole.agent.config.uplink import UplinkConfig
 from smartpole.agent.core.outbox import Outbox, Priority
+from smartpole.agent.core.point_meta import PointMeta
+from smartpole.agent.uplink.meta import DeviceInfo, build_meta
 from smartpole.agent.uplink.mqtt import MqttUplink
+from smartpole.agent.uplink.session import SessionCounter
 
 SCHEMAS = REPO / "schemas" / "uplink"
 TOPIC_SCHEMA = {
     "state": "state",
+    "meta": "meta",
     "telemetry": "telemetry",
     "alarms": "alarm",
     "traffic": "traffic",
@@ -142,7 +146,8 @@ async def test_every_alarm_and_traffic_record_arrives_in_order(
     assert [m["seq"] for m in subscriber.on("traffic")] == list(range(1, 41))
     assert [m["data"]["count"] for m in subscriber.on("traffic")] == list(range(40))
     # Urgent streams go first: every alarm before the first traffic summary.
-    topics = [t.rsplit("/", 1)[1] for _, t, _, _ in subscriber.messages if "state" not in t]
+    topics = [t.rsplit("/", 1)[1] for _, t, _, _ in subscriber.messages]
+    topics = [t for t in topics if t not in ("state", "meta")]
     assert topics.index("traffic") == 40
     assert status["state"] == "connected"
     assert status["acked"] == 80
@@ -260,7 +265,7 @@ def uplink_pole(tmp_path: Path, port: int, **uplink: Any) -> Path:
     return path
 
 
-def retained_state(port: int) -> dict[str, Any] | None:
+def retained_state(port: int, suffix: str = "state") -> dict[str, Any] | None:
     """What a platform that connects now sees as the pole's state (the retained message)."""
     import paho.mqtt.client as paho
 
@@ -268,7 +273,7 @@ def retained_state(port: int) -> dict[str, Any] | None:
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     client.on_message = lambda _c, _u, message: seen.append(json.loads(message.payload))
     client.connect("127.0.0.1", port)
-    client.subscribe("smartpole/v1/test-pole/state", qos=1)
+    client.subscribe(f"smartpole/v1/test-pole/{suffix}", qos=1)
     deadline = time.monotonic() + 3.0
     while not seen and time.monotonic() < deadline:
         client.loop(timeout=0.05)
@@ -279,20 +284,130 @@ def retained_state(port: int) -> dict[str, Any] | None:
 def test_birth_and_retained_last_will_when_the_agent_is_killed(
     tmp_path: Path, broker: Broker, simulator: Callable[..., Proc], daemon: Callable[..., Proc]
 ) -> None:
+    """The birth and the will of one connection carry one session number, the retained meta
+    names it too, telemetry names the meta's hash, and a restart takes a higher number."""
     config = uplink_pole(tmp_path, broker.port)
     sim = simulator(config)
-    proc = daemon(config, "--bus-port", f"rs485-1={sim.extra['rs485-1']}")
+    bus = ("--bus-port", f"rs485-1={sim.extra['rs485-1']}")
+    proc = daemon(config, *bus)
     online = wait_until(
         lambda: (s := retained_state(broker.port)) and s["state"] == "online" and s, 10, "birth"
     )
     jsonschema.validate(online, schema_for("smartpole/v1/test-pole/state"))
+    meta = retained_state(broker.port, "meta")
+    assert meta is not None, "no retained meta"
+    jsonschema.validate(meta, schema_for("smartpole/v1/test-pole/meta"))
+    assert (meta["session"], meta["hash"]) == (online["session"], online["meta"])
+    assert set(meta["devices"]["weather"]["points"]) >= {"wind_speed", "temperature"}
+    telemetry = wait_until(lambda: retained_state(broker.port, "telemetry"), 10, "telemetry")
+    jsonschema.validate(telemetry, schema_for("smartpole/v1/test-pole/telemetry"))
+    assert telemetry["data"]["meta"] == meta["hash"]
     status = wait_until(lambda: (s := api(proc, "uplink"))["acked"] > 0 and s, 10, "telemetry")
     assert status["state"] == "connected"
+    assert status["session"] == online["session"]
     assert status["backlog"]["telemetry"]["count"] <= 5
     proc.process.send_signal(signal.SIGKILL)
     proc.process.wait()
     offline = wait_until(
         lambda: (s := retained_state(broker.port)) and s["state"] == "offline" and s, 10, "will"
     )
-    assert offline == {"state": "offline", "pole": "test-pole", "reason": "connection lost"}
+    assert offline == {
+        "state": "offline", "pole": "test-pole", "session": online["session"],
+        "reason": "connection lost",
+    }  # fmt: skip
     jsonschema.validate(offline, schema_for("smartpole/v1/test-pole/state"))
+    daemon(config, *bus)  # the same state directory: the number goes on from the file
+    again = wait_until(
+        lambda: (s := retained_state(broker.port)) and s["state"] == "online" and s, 10, "rebirth"
+    )
+    assert again["session"] > online["session"]
+    assert again["meta"] == online["meta"]  # the same configuration, the same hash
+
+
+class Relay:
+    """A TCP relay between the uplink and the broker. ``cut()`` drops every connection at
+    once, without a DISCONNECT: to the broker, a lost link (it publishes the last will)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Relay:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+        await asyncio.gather(
+            _pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True
+        )
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+@pytest.mark.asyncio
+async def test_meta_is_retained_before_each_birth_and_a_will_pairs_with_its_birth(
+    tmp_path: Path, broker: Broker, subscribe: Callable[[int], Any]
+) -> None:
+    subscriber = await subscribe(broker.port)  # validates every message by its schema
+    described = [
+        ("meter", "voltage", "V", PointMeta(type="number", wire="f32", resolution=0.1)),
+        ("meter", "relay", "", PointMeta(type="boolean", wire="bool", access="rw")),
+    ]
+    info = DeviceInfo("eastron-sdm120", "modbus", "SDM120", "Eastron", "rs485-1")
+    meta = build_meta(described, {"meter": info})
+    sessions = SessionCounter(tmp_path / "state-dir")
+    (tmp_path / "state-dir").mkdir()
+    async with Relay(broker.port) as relay:
+        with Outbox(tmp_path) as outbox:
+            uplink = MqttUplink(
+                uplink_config(relay.port), pole_id="test-pole", outbox=outbox,
+                base_dir=tmp_path, meta=meta, sessions=sessions,
+            )  # fmt: skip
+            async with uplink:
+                await eventually(lambda: subscriber.on("state"), what="the first birth")
+                relay.cut()  # the link dies: the broker publishes the will
+                await eventually(lambda: len(subscriber.on("state")) >= 3, what="will, rebirth")
+                late = await subscribe(broker.port)  # a platform that connects now
+                await eventually(lambda: late.on("meta") and late.on("state"), what="retained")
+                # Before the clean stop's "shutdown" arrives.
+                messages, late_messages = list(subscriber.messages), list(late.messages)
+    on_state = [(t.rsplit("/", 1)[1], p) for _, t, p, _ in messages]
+    on_state = [(t, p) for t, p in on_state if t in ("meta", "state")]
+    # In order: meta 1, birth 1, will 1, meta 2, birth 2.
+    assert [(t, p["session"], p.get("state")) for t, p in on_state] == [
+        ("meta", 1, None), ("state", 1, "online"), ("state", 1, "offline"),
+        ("meta", 2, None), ("state", 2, "online"),
+    ]  # fmt: skip
+    assert on_state[2][1] == {
+        "state": "offline", "pole": "test-pole", "session": 1, "reason": "connection lost"
+    }  # fmt: skip
+    births = [p for t, p in on_state if p.get("state") == "online"]
+    assert {b["meta"] for b in births} == {meta.hash}
+    assert on_state[0][1]["devices"]["meter"]["points"]["voltage"]["resolution"] == 0.1
+    # What a platform connecting later finds: the retained meta and birth of session 2.
+    retained = {t.rsplit("/", 1)[1]: (p, r) for _, t, p, r in late_messages}
+    assert retained["meta"][1], "the meta is retained"
+    assert retained["state"][1], "the birth is retained"
+    assert (retained["meta"][0]["session"], retained["state"][0]["session"]) == (2, 2)
+    assert retained["meta"][0]["hash"] == meta.hash
+    assert SessionCounter(tmp_path / "state-dir").next() == 3  # persisted

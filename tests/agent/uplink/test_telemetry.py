@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -18,10 +19,12 @@ from hypothesis import strategies as st
 from helpers.paths import REPO
 from smartpole.agent.config.uplink import TelemetryConfig
 from smartpole.agent.core.outbox import Outbox
+from smartpole.agent.core.point_meta import PointMeta, decimals_of, round_to, rounder
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.agent.uplink.telemetry import MAX_VALUES_PER_RECORD, TelemetryReporter
 
 Row = tuple[str, str, object, str]
+META_HASH = "0123456789abcdef"
 DATA_SCHEMA = json.loads((REPO / "schemas" / "uplink" / "telemetry.schema.json").read_text())[
     "properties"
 ]["data"]
@@ -40,19 +43,35 @@ def rows_of(payload: dict[str, object]) -> list[tuple[str, str, object, str, flo
 
 
 class Rig:
-    def __init__(self, state_dir: Path, deadbands: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        deadbands: dict[str, float] | None = None,
+        resolution: float | None = None,
+    ) -> None:
+        """``resolution``: the voltage's, as its bus would describe it."""
         self.clock = 1_700_000_000.0
         self.table = PointTable(wall=lambda: self.clock, monotonic=lambda: self.clock)
         for point in ("voltage", "door", "name", "count"):
-            self.table.register("meter", point, "", 60.0)
+            meta = None
+            if point == "voltage" and resolution is not None:
+                meta = PointMeta(type="number", wire="f32", resolution=resolution)
+            self.table.register("meter", point, "", 60.0, meta)
         self.outbox = Outbox(state_dir, report_interval_s=None)
         config = TelemetryConfig(deadbands=deadbands or {})
-        self.reporter = TelemetryReporter(config, self.table, self.outbox, wall=lambda: self.clock)
+        self.reporter = TelemetryReporter(
+            config, self.table, self.outbox, meta_hash=META_HASH, wall=lambda: self.clock
+        )
         self.reporter.start()
 
     def read(self, point: str, value: object, quality: Quality = Quality.GOOD) -> None:
         self.clock += 0.1
         self.table.update("meter", point, value, quality)  # type: ignore[arg-type]
+
+    def records(self) -> list[dict[str, Any]]:
+        """Flush, then the payloads of the telemetry records so far (not acknowledged)."""
+        self.reporter.flush()
+        return [r.payload for r in self.outbox.pending("telemetry", limit=10_000)]
 
     def sent(self) -> list[Row]:
         """Flush, then every value in every telemetry record so far, oldest first."""
@@ -241,4 +260,93 @@ def test_what_goes_up_tracks_every_reading_to_within_the_deadband(
             assert abs(platform[0] - value) <= band
         elif not finite:
             assert platform[0] is None
+    rig.outbox.close()
+
+
+# -- rounding to the resolution, the meta hash, merged blocks ------------------------------
+
+
+def test_a_float_goes_up_rounded_and_a_rounded_repeat_is_no_change(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, resolution=0.1)
+    rig.read("voltage", 230.20000610351562)  # 230.2 V as an f32 decodes
+    rig.read("voltage", 230.23)  # rounds to what was sent: no change
+    rig.read("voltage", 0.1 + 0.2)
+    rig.read("voltage", 0.30001)
+    assert rig.sent() == [("meter", "voltage", 230.2, "good"), ("meter", "voltage", 0.3, "good")]
+    assert rig.reporter.status()["suppressed_by_deadband"] == 2
+    rig.read("count", 7)  # a point without a resolution is sent as read
+    assert rig.sent() == [("meter", "count", 7, "good")]
+
+
+def test_the_deadband_compares_rounded_values(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, {"meter.voltage": 0.5}, resolution=1.0)
+    rig.read("voltage", 230.4)  # 230
+    rig.read("voltage", 230.6)  # 231: 1 from 230, beyond the band though 0.2 from the reading
+    rig.read("voltage", 231.4)  # 231 again
+    assert [v for _, _, v, _ in rig.sent()] == [230.0, 231.0]
+
+
+def test_an_integrity_report_is_rounded_too(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, resolution=0.01)
+    rig.read("voltage", 12346.254)
+    rig.sent()
+    rig.reporter.integrity()
+    assert ("meter", "voltage", 12346.25, "good") in rig.sent()
+
+
+def test_every_record_names_the_meta_hash(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.read("count", 1)
+    rig.reporter.flush()
+    rig.reporter.integrity()
+    records = rig.records()
+    assert [r["kind"] for r in records] == ["change", "integrity"]
+    assert {r["meta"] for r in records} == {META_HASH}
+    for record in records:
+        jsonschema.validate(record, DATA_SCHEMA)
+
+
+def test_blocks_of_one_device_with_one_timestamp_are_merged(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.table.update("meter", "count", 1, Quality.GOOD)  # same clock: one acquisition
+    rig.table.update("meter", "door", True, Quality.GOOD)
+    rig.table.update("meter", "name", "x", Quality.UNCERTAIN)
+    rig.table.update("meter", "count", 2, Quality.GOOD)  # count again: a block of its own
+    (record,) = rig.records()
+    assert record["blocks"] == [
+        {"device": "meter", "ts": rig.clock, "values": {"count": 1, "door": True, "name": "x"},
+         "quality": {"name": "uncertain"}},
+        {"device": "meter", "ts": rig.clock, "values": {"count": 2}},
+    ]  # fmt: skip
+    rig.read("count", 3)  # another time: another block, in the next record
+    assert rig.records()[-1]["blocks"] == [
+        {"device": "meter", "ts": rig.clock, "values": {"count": 3}}
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=1, max_size=20),
+    resolution=st.sampled_from([0.001, 0.01, 0.1, 0.5, 1.0]),
+    band=st.sampled_from([0.0, 0.5]),
+)
+def test_rounded_telemetry_tracks_every_reading_without_noise_or_repeats(
+    tmp_path_factory: pytest.TempPathFactory, values: list[float], resolution: float, band: float
+) -> None:
+    """Every value sent is the reading rounded (no more decimals than the resolution has),
+    no value sent equals the one sent before it, and after each flush the platform's value
+    is within the deadband of the rounded reading."""
+    rig = Rig(tmp_path_factory.mktemp("rounded"), {"meter.voltage": band}, resolution)
+    step = rounder(resolution)
+    platform: float | None = None
+    for value in values:
+        rig.read("voltage", value)
+        for _, _, sent, _ in rig.sent():
+            assert isinstance(sent, float)
+            assert sent == round_to(value, *step)
+            assert len(repr(sent).partition(".")[2]) <= max(1, decimals_of(resolution)), sent
+            assert sent != platform
+            platform = sent
+        assert platform is not None
+        assert abs(platform - round_to(value, *step)) <= band
     rig.outbox.close()
