@@ -51,7 +51,7 @@ def write_key_file(path: Path, data: bytes, *, force: bool) -> None:
         finally:
             os.close(fd)
         if force:
-            os.replace(temporary, path)
+            temporary.replace(path)
         else:
             _link_new(temporary, path)
         _sync_folder(folder)
@@ -93,8 +93,10 @@ def read_key_file(path: Path) -> bytes:
 
 def cmd_new(args: argparse.Namespace) -> int:
     write_key_file(args.path, new_key_text(), force=args.force)
-    print(f"{args.path}: a new command key (64 hex characters, mode 0600); give the "
-          "platform the same file, its bytes without the newline are the HMAC key")  # fmt: skip
+    print(
+        f"{args.path}: a new command key (64 hex characters, mode 0600); give the "
+        "platform the same file, its bytes without the newline are the HMAC key"
+    )
     return 0
 
 
@@ -102,14 +104,17 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     current = read_key_file(args.path)
     write_key_file(args.previous, current, force=args.force)
     write_key_file(args.path, new_key_text(), force=True)
-    print(f"{args.path}: a new command key; the old one is in {args.previous} and stays "
-          "valid while that file exists (uplink.commands.previous_hmac_key_file). Remove it "
-          "once the platform signs with the new key.")  # fmt: skip
+    print(
+        f"{args.path}: a new command key; the old one is in {args.previous} and stays "
+        "valid while that file exists (uplink.commands.previous_hmac_key_file). Remove it "
+        "once the platform signs with the new key."
+    )
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                 common: argparse.ArgumentParser) -> None:  # fmt: skip
+def add_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     keys = sub.add_parser("keys", help="command key files (uplink.commands.hmac_key_file)")
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     new = actions.add_parser(

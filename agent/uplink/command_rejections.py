@@ -163,6 +163,11 @@ class RejectionAudit:
 def claimed_actor(source: str, data: Mapping[str, Any] | None) -> str | None:
     """The actor a payload names, for the audit of a rejection (only if it looks like one)."""
     value = data.get("actor") if data is not None else None
-    if isinstance(value, str) and 0 < len(value) <= MAX_ACTOR_CHARS and value.isascii() and value.isprintable():
+    if (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_ACTOR_CHARS
+        and value.isascii()
+        and value.isprintable()
+    ):
         return f"{source}:{value}"
     return None

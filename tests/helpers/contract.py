@@ -51,7 +51,8 @@ def topic_table() -> dict[str, Topic]:
     for row in rows:
         cells = _cells(row)
         name, schema = _ticked(cells[0]), _ticked(cells[3])
-        assert name is not None and schema is not None, f"a topic row without a schema: {row}"
+        assert name is not None, f"a topic row without a topic: {row}"
+        assert schema is not None, f"a topic row without a schema: {row}"
         stream = _ticked(cells[4]) if len(cells) > 4 else None
         topics[name] = Topic(name, cells[1], cells[2] == "yes", schema, stream)
     assert topics, "no topic table in docs/uplink.md"

@@ -107,8 +107,14 @@ def test_the_docs_list_every_reason_with_its_status() -> None:
 
 
 def _envelope(data: dict[str, Any]) -> dict[str, Any]:
-    return {"pole": "p1", "epoch": "0123456789abcdef", "stream": "cmd_result", "seq": 1,
-            "ts": 1.0, "data": data}  # fmt: skip
+    return {
+        "pole": "p1",
+        "epoch": "0123456789abcdef",
+        "stream": "cmd_result",
+        "seq": 1,
+        "ts": 1.0,
+        "data": data,
+    }
 
 
 PRINTABLE = st.characters(min_codepoint=33, max_codepoint=126)
@@ -150,9 +156,7 @@ class Executor:
         return call
 
 
-def _processor(
-    tmp_path: Path, executor: object | None = None, **config: Any
-) -> CommandProcessor:
+def _processor(tmp_path: Path, executor: object | None = None, **config: Any) -> CommandProcessor:
     key_file = tmp_path / "command.key"
     key_file.write_bytes(KEY)
     key_file.chmod(0o600)
@@ -169,8 +173,14 @@ def _processor(
 
 
 def _signed(**fields: Any) -> bytes:
-    data: dict[str, Any] = {"id": "c-1", "issued_at": T0, "actor": "ops", "command": "report_now",
-                            "args": {}, **fields}  # fmt: skip
+    data: dict[str, Any] = {
+        "id": "c-1",
+        "issued_at": T0,
+        "actor": "ops",
+        "command": "report_now",
+        "args": {},
+        **fields,
+    }
     body = {k: v for k, v in data.items() if k != "signature"}
     message = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     data["signature"] = hmac.new(KEY, message.encode(), hashlib.sha256).hexdigest()
@@ -198,8 +208,10 @@ BAD_INPUT: dict[str, tuple[bytes, str]] = {
     "too_long_id": (_signed(id="x" * 65), "bad_schema"),
     "id_with_a_space": (_signed(id="c 1"), "bad_schema"),
     "unknown_command": (_signed(id="c-3", command="set_dim"), "unknown_command"),
-    "bad_args": (_signed(id="c-a", command="set_level", args={"lamp": "l1", "level": "50"}),
-                 "bad_args"),  # fmt: skip
+    "bad_args": (
+        _signed(id="c-a", command="set_level", args={"lamp": "l1", "level": "50"}),
+        "bad_args",
+    ),
     "missing_signature": (_unsigned(id="c-4"), "missing_signature"),
     "bad_signature": (
         _unsigned(id="c-b", signature="00" * 32),
@@ -272,9 +284,13 @@ async def test_diag_uplink_counts_every_answer_by_reason(tmp_path: Path) -> None
     bad = ["too_large", "not_json", "too_long_id", "bad_signature", "stale", "not_allowed"]
     with Broker(tmp_path / "broker") as broker:
         settings = UplinkConfig.model_validate(
-            {"host": "127.0.0.1", "port": broker.port, "idle_poll_s": 0.05,
-             "backoff": {"initial_s": 0.1, "max_s": 0.3, "jitter": 0.0}}
-        )  # fmt: skip
+            {
+                "host": "127.0.0.1",
+                "port": broker.port,
+                "idle_poll_s": 0.05,
+                "backoff": {"initial_s": 0.1, "max_s": 0.3, "jitter": 0.0},
+            }
+        )
         topics = Topics("contract-pole")
         with Outbox(tmp_path) as outbox:
             uplink = MqttUplink(
