@@ -151,6 +151,7 @@ class CommandProcessor:
     async def _handle(self, payload: bytes, source: str) -> dict[str, object]:
         command_id: str | None = None
         data: dict[str, Any] | None = None
+        envelope: Envelope | None = None  # once known, bad arguments name their command
         try:
             if len(payload) > self.config.max_payload_bytes:
                 raise CommandError(
@@ -162,7 +163,7 @@ class CommandProcessor:
             envelope = schema.parse_envelope(data)
             parsed = schema.parse_args(envelope.command, envelope.args)
         except CommandError as exc:
-            return self._refuse(command_id, None, exc, source=source, data=data)
+            return self._refuse(command_id, envelope, exc, source=source, data=data)
         return await self._authorised(envelope, parsed, source, check_time=True, data=data)
 
     async def _authorised(
