@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from helpers.clock import ManualClock
 from helpers.contract import SCHEMAS, errors, topic_of
+from smartpole.agent.buses.mcu.events import recorder
 from smartpole.agent.cameras import Cameras
 from smartpole.agent.config.alarms import AlarmDefinition
 from smartpole.agent.config.camera_worker import MalformedLineError, parse_line
@@ -249,8 +250,6 @@ U32 = st.integers(0, 2**32 - 1)
 def test_mcu_events_validate(
     boot: int, event_id: int, kind: EventKind | int, value: int, uptime: int, unix_time: int | None
 ) -> None:
-    from smartpole.agent.buses.mcu.events import recorder
-
     assume(not isinstance(kind, int) or isinstance(kind, EventKind) or kind not in set(EventKind))
     capture = Capture()
     recorder(capture)(McuEvent(boot, event_id, kind, value, uptime, unix_time, pushed=True))  # type: ignore[arg-type]
@@ -548,3 +547,43 @@ def test_the_pydantic_models_agree_with_validation_errors_being_translated() -> 
     with pytest.raises(command_schema.CommandError):
         command_schema.parse_args("relay", {"device": 1})
     assert not isinstance(command_schema.CommandError("x", "y"), ValidationError)
+
+
+def _envelope(stream: str, data: object) -> dict[str, Any]:
+    return {"pole": POLE, "epoch": EPOCH, "stream": stream, "seq": 1, "ts": 1.0, "data": data}
+
+
+MCU = {"source": "mcu", "boot_id": 1, "id": 2, "kind": "boot", "value": 0, "mcu_uptime_ms": 5,
+       "mcu_time": None}  # fmt: skip
+CLOCK = {"source": "clock", "kind": "wall_clock_step", "step_s": 100.0, "wall_before": 1.0,
+         "wall_after": 101.0, "threshold_s": 60.0}  # fmt: skip
+ANSWER = {"id": "c-1", "command": "relay", "status": "ok", "reason": "ok", "error": None,
+          "result": True}  # fmt: skip
+EVICTIONS = {"kind": "evictions", "evicted": {"telemetry": {"size": 1}}, "totals": {}}
+
+
+@pytest.mark.parametrize(
+    ("schema", "stream", "good", "wrong"),
+    [
+        ("event.schema.json", "events", MCU, {**MCU, "kind": "door_ajar"}),
+        ("event.schema.json", "events", MCU, {k: v for k, v in MCU.items() if k != "boot_id"}),
+        ("event.schema.json", "events", MCU, {**MCU, "source": "camera"}),
+        ("event.schema.json", "events", CLOCK, {**CLOCK, "step_s": "100"}),
+        ("event.schema.json", "events", CLOCK, {**CLOCK, "extra": 1}),
+        ("outbox.schema.json", "outbox", EVICTIONS, {**EVICTIONS, "kind": "eviction"}),
+        ("outbox.schema.json", "outbox", EVICTIONS, {**EVICTIONS, "evicted": {"t": {"s": -1}}}),
+        ("command-result.schema.json", "cmd_result", ANSWER, {**ANSWER, "status": "maybe"}),
+        ("command-result.schema.json", "cmd_result", ANSWER, {**ANSWER, "ok": True}),
+        ("command-result.schema.json", "cmd_result", ANSWER,
+         {k: v for k, v in ANSWER.items() if k != "error"}),
+        ("command-result.schema.json", "cmd_result", ANSWER, {**ANSWER, "id": "x" * 65}),
+        ("command-result.schema.json", "cmd_result", ANSWER,
+         {**ANSWER, "first": {"status": "ok", "reason": "ok", "error": None}}),
+    ],
+)  # fmt: skip
+def test_each_schema_rejects_a_shape_the_code_never_sends(
+    schema: str, stream: str, good: dict[str, Any], wrong: dict[str, Any]
+) -> None:
+    assert not errors(schema, _envelope(stream, good))
+    assert rejects(schema, _envelope(stream, wrong))
+    assert rejects(schema, {**_envelope(stream, good), "stream": "telemetry"})
