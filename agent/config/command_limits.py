@@ -35,16 +35,11 @@ MAX_MAX_SKEW_S: Final = 86400.0
 MIN_KEY_BYTES: Final = 16
 
 _ID = re.compile(ID_PATTERN)
-_ACTOR = re.compile(ACTOR_PATTERN)
 
 
 def valid_id(value: object) -> bool:
     """Whether ``value`` is a command id the pole would accept (and so may echo)."""
     return isinstance(value, str) and _ID.fullmatch(value) is not None
-
-
-def valid_actor(value: object) -> bool:
-    return isinstance(value, str) and _ACTOR.fullmatch(value) is not None
 
 
 def limits() -> dict[str, object]:
