@@ -12,9 +12,11 @@ whitespace; HMAC-SHA256 over the canonical JSON), not with the pole's signing co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import threading
 import time
@@ -154,11 +156,23 @@ class Platform:
         return [message["data"] for message in self.on(f"{POLE}/cmd/result")]
 
     def command(self, payload: bytes) -> dict[str, Any]:
-        """Publish on cmd, wait for the one answer it gets on cmd/result."""
+        """Publish on cmd, wait for its answer on cmd/result: the one with its id, or with
+        a null id when it has none the docs allow (``^[!-~]{1,64}$``)."""
+        try:
+            sent_id = json.loads(payload).get("id")
+        except (ValueError, AttributeError):
+            sent_id = None
+        if not (isinstance(sent_id, str) and re.fullmatch(r"[!-~]{1,64}", sent_id)):
+            sent_id = None
         before = len(self.results())
         self.client.publish(f"{PREFIX}{POLE}/cmd", payload, qos=1).wait_for_publish(5)
-        wait_until(lambda: len(self.results()) > before, 20, f"an answer to {payload[:80]!r}")
-        return self.results()[before]
+
+        def answered() -> dict[str, Any] | None:
+            return next((r for r in self.results()[before:] if r["id"] == sent_id), None)
+
+        answer = wait_until(answered, 20, f"an answer to {payload[:80]!r}")
+        assert isinstance(answer, dict)
+        return answer
 
     def states(self) -> list[dict[str, Any]]:
         return self.on(f"{POLE}/state")
@@ -233,28 +247,21 @@ def test_every_message_of_every_topic_validates_against_the_published_contract(
             wait_until(lambda: platform.states(), 15, "the birth")
             wait_until(lambda: mcu_outputs(control)["configured"], 15, "the MCU configured")
             # The pole subscribes to cmd just after its birth: probe until it answers.
-            probe: list[dict[str, Any]] = []
             deadline = time.monotonic() + 20
-            while not probe:
+            while not platform.results():
                 assert time.monotonic() < deadline, "the pole never answered a command"
-                platform.client.publish(
-                    f"{PREFIX}{POLE}/cmd", signed(_command("report_now"), key_file), qos=1
-                )
-                try:
+                probe = _command("report_now")
+                platform.client.publish(f"{PREFIX}{POLE}/cmd", signed(probe, key_file), qos=1)
+                with contextlib.suppress(AssertionError):
                     wait_until(lambda: platform.results(), 1, "the first answer")
-                except AssertionError:
-                    continue
-                probe = platform.results()
 
             # An alarm raised (and an MCU event) from the MCU's door input.
             sim_control(control, {"device": "mcu", "set": {"door_open": True}})
             wait_until(lambda: _alarm(platform, "raised"), 10, "the door alarm raised")
             wait_until(lambda: platform.on(f"{POLE}/events"), 10, "the MCU's door event")
 
-            answers: list[tuple[str, dict[str, Any]]] = []
             for command, args in ACCEPTED:
                 answer = platform.command(signed(_command(command, args), key_file))
-                answers.append((command, answer))
                 assert answer["status"] == "ok", answer
             wait_until(lambda: _alarm(platform, "acknowledged"), 10, "the acknowledgement")
             sim_control(control, {"device": "mcu", "set": {"door_open": False}})
@@ -277,6 +284,12 @@ def test_every_message_of_every_topic_validates_against_the_published_contract(
             assert mcu_outputs(control)["relays"] == outputs["relays"]
             assert api(proc, "lights") == lamp or _same_lamp(api(proc, "lights"), lamp)
 
+            # Exactly one answer to every command (two to the one sent twice; none to a
+            # probe sent before the pole subscribed).
+            by_id = Counter(r["id"] for r in platform.results())
+            assert by_id.pop(None) == 3, by_id  # too large, not JSON, an id over 64 characters
+            assert by_id.pop(duplicate["id"]) == 2
+            assert all(n == 1 for n in by_id.values()), by_id
             # diag uplink counts every answer by reason, exactly as they arrived.
             counted = api(proc, "uplink")["commands"]["by_reason"]
             assert counted == dict(Counter(r["reason"] for r in platform.results()))
