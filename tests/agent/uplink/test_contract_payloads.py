@@ -2,13 +2,12 @@
 
 Most payloads are plain dicts, not models, so nothing but these tests ties them to
 schemas/uplink/. Hypothesis drives the real builders (the telemetry reporter over a point
-table, the alarm manager, the MCU event recorder, the clock-step handler, the camera
-supervisor's summary and event recorders, the outbox's reports, the uplink's birth and last
-will) and each record goes through the uplink's own envelope code into a fake MQTT client;
-the schema of the topic the docs' table names must accept every message. The other
-direction: shapes the code never sends (a field missing, unknown or of the wrong type) are
-rejected, and for the camera worker's lines and the command request the schema and the
-pole's own gate (pydantic) accept and reject the same payloads.
+table, the alarm manager, the MCU event recorder, the clock-step handler, the outbox's
+reports, the uplink's birth and last will) and each record goes through the uplink's own
+envelope code into a fake MQTT client; the schema of the topic the docs' table names must
+accept every message. The other direction: shapes the code never sends (a field missing,
+unknown or of the wrong type) are rejected. Camera payloads: ``test_contract_camera.py``;
+command requests: ``test_contract_requests.py``.
 """
 
 from __future__ import annotations
@@ -24,94 +23,34 @@ import jsonschema
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from helpers.clock import ManualClock
 from helpers.contract import SCHEMAS, errors, topic_of
+from helpers.payloads import (
+    EPOCH,
+    FINITE,
+    KINDS,
+    NAMES,
+    POLE,
+    TIMES,
+    Capture,
+    check_all,
+    envelope,
+    make_uplink,
+    published,
+    rejects,
+)
 from smartpole.agent.buses.mcu.events import recorder
-from smartpole.agent.cameras import Cameras
 from smartpole.agent.config.alarms import AlarmDefinition
-from smartpole.agent.config.camera_worker import MalformedLineError, parse_line
-from smartpole.agent.config.uplink import TelemetryConfig, UplinkConfig
+from smartpole.agent.config.uplink import TelemetryConfig
 from smartpole.agent.control.alarms import AlarmManager
 from smartpole.agent.control.clock_watch import ClockStepHandler
 from smartpole.agent.core.clock import ClockStepWatch
-from smartpole.agent.core.outbox_types import OutboxRecord, encode
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.agent.core.quarantine import Damage
-from smartpole.agent.uplink import command_schema
-from smartpole.agent.uplink.mqtt import MqttUplink
 from smartpole.agent.uplink.telemetry import TelemetryReporter
 from smartpole.drivers.mcu.codes import EventKind
 from smartpole.drivers.mcu.results import McuEvent
-
-POLE = "pole-7"
-EPOCH = "0123456789abcdef"
-NAMES = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,15}\Z")
-KINDS = st.from_regex(r"\A[a-z][a-z0-9_]{0,20}\Z")
-TIMES = st.floats(0, 4e9)
-FINITE = st.floats(allow_nan=False, allow_infinity=False)
-
-
-class Capture:
-    """The outbox as the builders see it: ``append`` stores the record as the outbox does
-    (``encode``), nothing else."""
-
-    epoch = EPOCH
-
-    def __init__(self) -> None:
-        self.records: list[OutboxRecord] = []
-
-    def append(self, stream: str, payload: Any, *, priority: int) -> int:
-        seq = len(self.records) + 1
-        self.records.append(
-            OutboxRecord(stream, seq, priority, 1.7e9, encode(stream, payload), EPOCH)
-        )
-        return seq
-
-    def flush(self) -> None:
-        pass
-
-
-class FakeClient:
-    """The MQTT client the uplink publishes through: keeps (topic, payload)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-
-    async def publish(self, topic: str, payload: bytes, **_: Any) -> None:
-        self.sent.append((topic, payload))
-
-
-def _uplink(outbox: object = None, pole: str = POLE, protocol: str = "5") -> MqttUplink:
-    config = UplinkConfig.model_validate({"host": "127.0.0.1", "protocol": protocol})
-    return MqttUplink(config, pole_id=pole, outbox=outbox or Capture(), base_dir=Path("/"))  # type: ignore[arg-type]
-
-
-def published(capture: Capture) -> list[tuple[str, Any]]:
-    """Each captured record as the uplink publishes it: its topic and decoded payload."""
-    uplink, client = _uplink(capture), FakeClient()
-
-    async def send() -> None:
-        for record in capture.records:
-            await uplink._publish_one(client, record)  # type: ignore[arg-type]
-
-    asyncio.run(send())
-    return [(topic, json.loads(payload)) for topic, payload in client.sent]
-
-
-def check_all(capture: Capture) -> int:
-    """Every published message validates against its topic's schema; how many there were."""
-    messages = published(capture)
-    for topic, payload in messages:
-        schema = topic_of(topic, POLE).schema
-        assert not errors(schema, payload), (topic, payload, errors(schema, payload))
-    return len(messages)
-
-
-def rejects(schema: str, payload: Any) -> bool:
-    return bool(errors(schema, payload))
-
 
 # -- telemetry ---------------------------------------------------------------------------
 
@@ -274,140 +213,6 @@ def test_clock_step_events_validate(step: float, threshold: float) -> None:
     assert check_all(capture) == 1
 
 
-# -- camera summaries and events ---------------------------------------------------------
-
-EVENT_KINDS = st.sampled_from(["stopped_vehicle", "wrong_way", "pedestrian_on_carriageway"])
-ZONE_EVENTS = st.fixed_dictionaries(
-    {
-        "type": EVENT_KINDS,
-        "zone": NAMES,
-        "track_id": st.integers(0, 10**6),
-        "class": NAMES,
-        "t_s": FINITE,
-        "duration_s": FINITE,
-    }
-)
-MAYBE = st.none() | FINITE
-SUMMARIES = st.fixed_dictionaries(
-    {
-        "type": st.just("summary"),
-        "camera": NAMES,
-        "interval_start": FINITE,
-        "interval_s": FINITE,
-        "lines": st.dictionaries(
-            NAMES,
-            st.dictionaries(st.sampled_from(["in", "out"]), st.dictionaries(NAMES, st.integers())),
-            max_size=2,
-        ),
-        "speed_kmh": st.dictionaries(
-            NAMES,
-            st.fixed_dictionaries({"mean": MAYBE, "p85": MAYBE, "n": st.integers()}),
-            max_size=2,
-        ),
-        "zones": st.dictionaries(
-            NAMES, st.fixed_dictionaries({"occupancy": FINITE, "mean_dwell_s": MAYBE}), max_size=2
-        ),
-        "queue": st.dictionaries(
-            NAMES,
-            st.fixed_dictionaries(
-                {
-                    "max_vehicles": st.integers(),
-                    "mean_vehicles": FINITE,
-                    "max_length": FINITE,
-                    "unit": st.sampled_from(["m", "px"]),
-                }
-            ),
-            max_size=2,
-        ),
-        "events": st.lists(ZONE_EVENTS, max_size=2),
-        "quality": st.fixed_dictionaries(
-            {
-                "fps": FINITE,
-                "frames": st.integers(),
-                "dropped": st.integers(),
-                "state": st.sampled_from(["ok", "dark", "blocked", "shaken", "no_frames"]),
-            }
-        ),
-    },
-    optional={"partial": st.booleans()},
-)
-CAMERA_EVENTS = st.fixed_dictionaries(
-    {
-        "type": st.just("event"),
-        "camera": NAMES,
-        "event": EVENT_KINDS,
-        "zone": NAMES,
-        "track_id": st.integers(),
-        "class": NAMES,
-        "t_s": FINITE,
-        "duration_s": FINITE,
-    }
-)
-
-
-def _cameras(capture: Capture) -> Cameras:
-    return Cameras({}, Path("/"), capture)  # type: ignore[arg-type]
-
-
-@settings(max_examples=60, deadline=None)
-@given(summary=SUMMARIES, event=CAMERA_EVENTS)
-def test_camera_summaries_and_events_as_the_supervisor_records_them_validate(
-    summary: dict[str, Any], event: dict[str, Any]
-) -> None:
-    # Only what the daemon's own gate lets in from a worker reaches the outbox.
-    parsed_summary = parse_line(json.dumps(summary))
-    parsed_event = parse_line(json.dumps(event))
-    capture = Capture()
-    cameras = _cameras(capture)
-    cameras._record_summary(summary["camera"], parsed_summary)  # type: ignore[arg-type]
-    cameras._record_event(event["camera"], parsed_event)  # type: ignore[arg-type]
-    assert check_all(capture) == 2
-
-
-def _mutations(value: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
-    """``value`` with one top-level key dropped, one unknown key added, or one value
-    replaced by a value of another JSON type."""
-    keys = sorted(value)
-    dropped = st.sampled_from(keys).map(lambda k: {x: v for x, v in value.items() if x != k})
-    added = st.just({**value, "unknown_key": 1})
-    other = st.sampled_from(keys).flatmap(
-        lambda k: st.sampled_from(["text", 1.5, [1], {"a": 1}, None, True]).map(
-            lambda v: {**value, k: v}
-        )
-    )
-    return dropped | added | other
-
-
-def _schema_accepts_summary(data: dict[str, Any]) -> bool:
-    envelope = {
-        "pole": POLE,
-        "epoch": EPOCH,
-        "stream": "traffic",
-        "seq": 1,
-        "ts": 1.0,
-        "data": data,
-    }
-    return not errors("traffic.schema.json", envelope)
-
-
-def _gate_accepts(line: dict[str, Any]) -> bool:
-    try:
-        parse_line(json.dumps(line))
-    except MalformedLineError:
-        return False
-    return True
-
-
-@settings(max_examples=100, deadline=None)
-@given(data=st.data(), summary=SUMMARIES)
-def test_the_traffic_schema_and_the_daemons_gate_agree_on_wrong_shapes(
-    data: st.DataObject, summary: dict[str, Any]
-) -> None:
-    mutated = data.draw(_mutations({k: v for k, v in summary.items() if k != "type"}))
-    gate = _gate_accepts({"type": "summary", **mutated})
-    assert _schema_accepts_summary(mutated) == gate, mutated
-
-
 # -- the outbox's own reports ------------------------------------------------------------
 
 COUNTS = st.dictionaries(NAMES, st.dictionaries(NAMES, st.integers(0, 10**9)), max_size=3)
@@ -445,7 +250,7 @@ def test_outbox_reports_validate(
 @settings(max_examples=30, deadline=None)
 @given(pole=NAMES, protocol=st.sampled_from(["5", "3.1.1"]))
 def test_birth_and_last_will_validate(pole: str, protocol: str) -> None:
-    uplink = _uplink(pole=pole, protocol=protocol)
+    uplink = make_uplink(pole=pole, protocol=protocol)
     topic = f"smartpole/v1/{pole}/state"
     schema = topic_of(topic, pole).schema
     birth = json.loads(uplink._birth())
@@ -466,62 +271,6 @@ def test_birth_and_last_will_validate(pole: str, protocol: str) -> None:
     assert rejects(schema, {k: v for k, v in birth.items() if k != "epoch"})
 
 
-# -- the command request: the schema and the pole's parser agree -------------------------
-
-IDENTS = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,8}\Z") | st.sampled_from(["", "a b"])
-ANY_VALUE = (
-    st.none()
-    | st.booleans()
-    | st.integers(-5, 300)
-    | st.floats(-5, 1e6, allow_nan=False).filter(lambda f: not f.is_integer())
-    | IDENTS
-)
-ARGS = st.dictionaries(
-    st.sampled_from(
-        ["lamp", "level", "point", "duration_s", "device", "on", "preset", "alarm_id", "colour"]
-    ),
-    ANY_VALUE,
-    max_size=4,
-)
-REQUESTS = st.fixed_dictionaries(
-    {
-        "id": st.from_regex(r"\A[!-~]{1,70}\Z") | st.just("a b"),
-        "issued_at": st.floats(0, 2e9) | st.integers(0, 2 * 10**9),
-        "actor": st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.@:+/=-]{0,66}\Z"),
-        "command": st.sampled_from([*command_schema.ARGS, "set_dim"]),
-    },
-    optional={"args": ARGS, "signature": st.sampled_from(["ab" * 32, "xyz"]), "ts": TIMES},
-)
-
-
-def _pole_accepts(request: dict[str, Any]) -> bool:
-    try:
-        envelope = command_schema.parse_envelope(request)
-        command_schema.parse_args(envelope.command, envelope.args)
-    except command_schema.CommandError:
-        return False
-    return True
-
-
-@settings(max_examples=400, deadline=None)
-@given(request=REQUESTS)
-def test_the_command_schema_and_the_poles_parser_accept_the_same_requests(
-    request: dict[str, Any],
-) -> None:
-    # The one documented difference: JSON Schema's integer also matches 50.0, which the
-    # pole refuses; integral floats are left out of the arguments above for that reason.
-    schema_ok = not errors("command-request.schema.json", request)
-    assert schema_ok == _pole_accepts(request), (
-        request,
-        errors("command-request.schema.json", request),
-    )
-
-
-def test_the_command_schema_names_exactly_the_commands_of_the_code() -> None:
-    schema = json.loads((SCHEMAS / "command-request.schema.json").read_text())
-    assert schema["properties"]["command"]["enum"] == list(command_schema.ARGS)
-
-
 def test_every_schema_is_a_valid_draft_2020_12_schema() -> None:
     for path in SCHEMAS.glob("*.schema.json"):
         jsonschema.Draft202012Validator.check_schema(json.loads(path.read_text()))
@@ -539,18 +288,6 @@ def test_a_value_that_is_not_a_number_goes_up_as_null(value: float) -> None:
     ((_, message),) = published(capture)
     assert message["data"]["blocks"][0]["values"] == {"p": None}
     assert message["data"]["blocks"][0]["quality"] == {"p": "bad"}
-
-
-def test_the_pydantic_models_agree_with_validation_errors_being_translated() -> None:
-    """The parser's errors are CommandErrors, never pydantic's, so the agreement test above
-    compares answers, not exceptions."""
-    with pytest.raises(command_schema.CommandError):
-        command_schema.parse_args("relay", {"device": 1})
-    assert not isinstance(command_schema.CommandError("x", "y"), ValidationError)
-
-
-def _envelope(stream: str, data: object) -> dict[str, Any]:
-    return {"pole": POLE, "epoch": EPOCH, "stream": stream, "seq": 1, "ts": 1.0, "data": data}
 
 
 MCU = {"source": "mcu", "boot_id": 1, "id": 2, "kind": "boot", "value": 0, "mcu_uptime_ms": 5,
@@ -584,6 +321,6 @@ EVICTIONS = {"kind": "evictions", "evicted": {"telemetry": {"size": 1}}, "totals
 def test_each_schema_rejects_a_shape_the_code_never_sends(
     schema: str, stream: str, good: dict[str, Any], wrong: dict[str, Any]
 ) -> None:
-    assert not errors(schema, _envelope(stream, good))
-    assert rejects(schema, _envelope(stream, wrong))
-    assert rejects(schema, {**_envelope(stream, good), "stream": "telemetry"})
+    assert not errors(schema, envelope(stream, good))
+    assert rejects(schema, envelope(stream, wrong))
+    assert rejects(schema, {**envelope(stream, good), "stream": "telemetry"})
