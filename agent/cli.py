@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from smartpole.agent import diag, logs, technician
+from smartpole.agent import diag, keys, logs, technician
 from smartpole.agent.api import SOCKET_NAME, call
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.config.loader import LoadedConfig
@@ -322,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", type=Path)
     check.set_defaults(handler=cmd_config_check)
+    keys.add_commands(sub, common)
 
     sim = sub.add_parser(
         "sim", parents=[common], help="simulate a pole's devices on pseudo-terminals"

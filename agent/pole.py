@@ -218,9 +218,10 @@ class Pole(Lifecycle):
         commands = uplink.commands if uplink is not None else None
         if commands is None:
             return None
-        if commands.hmac_key_file is not None:
-            key = self.config.path.parent / commands.hmac_key_file
-            commands = commands.model_copy(update={"hmac_key_file": key})
+        for name in ("hmac_key_file", "previous_hmac_key_file"):
+            path = getattr(commands, name)
+            if path is not None:  # relative to the pole file's folder
+                commands = commands.model_copy(update={name: self.config.path.parent / path})
         return CommandProcessor(commands, self.operations, self.audit, self.state_dir)
 
     def _opcua(self) -> OpcUaServer | None:

@@ -8,6 +8,14 @@ from typing import Annotated, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from smartpole.agent.config.command_limits import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_SKEW_S,
+    MAX_MAX_PAYLOAD_BYTES,
+    MAX_MAX_SKEW_S,
+    MIN_MAX_PAYLOAD_BYTES,
+)
+
 CommandName = Literal[
     "set_level",
     "override",
@@ -39,8 +47,17 @@ class CommandsConfig(BaseModel):
         description="file holding the per-pole HMAC-SHA256 key; when set, every command "
         "must be signed. Re-read when the file changes (key rotation without restart).",
     )
+    previous_hmac_key_file: Annotated[Path, Field(strict=False)] | None = Field(
+        None,
+        description="the key being rotated out: commands signed with it are accepted too, "
+        "while this file exists (`smartpole keys rotate` writes it; remove it to end the "
+        "overlap). A missing file is no problem.",
+    )
     max_skew_s: float = Field(
-        300.0, gt=0, le=86400, description="accepted |now - issued_at|, against replay"
+        DEFAULT_MAX_SKEW_S,
+        gt=0,
+        le=MAX_MAX_SKEW_S,
+        description="accepted |now - issued_at|, against replay",
     )
     offline_queue_s: int = Field(
         300,
@@ -49,7 +66,9 @@ class CommandsConfig(BaseModel):
         description="how long the broker keeps commands for this pole while it is offline "
         "(the MQTT session's expiry); 0: commands sent while it is offline are dropped",
     )
-    max_payload_bytes: int = Field(4096, ge=256, le=1_048_576)
+    max_payload_bytes: int = Field(
+        DEFAULT_MAX_PAYLOAD_BYTES, ge=MIN_MAX_PAYLOAD_BYTES, le=MAX_MAX_PAYLOAD_BYTES
+    )
     dedupe_keep_s: float = Field(
         86400.0, gt=0, le=30 * 86400, description="how long executed command ids are kept"
     )
@@ -70,6 +89,16 @@ class CommandsConfig(BaseModel):
     rejections_audited_burst: int = Field(
         20, ge=1, le=10_000, description="... and at most this many in a burst"
     )
+
+    @model_validator(mode="after")
+    def _previous_key_needs_a_key(self) -> Self:
+        if self.previous_hmac_key_file is not None and self.hmac_key_file is None:
+            raise ValueError("previous_hmac_key_file needs hmac_key_file (the current key)")
+        if self.previous_hmac_key_file is not None and (
+            self.previous_hmac_key_file == self.hmac_key_file
+        ):
+            raise ValueError("previous_hmac_key_file must not be hmac_key_file")
+        return self
 
     @model_validator(mode="after")
     def _keep_ids_for_the_window(self) -> Self:

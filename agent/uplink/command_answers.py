@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from smartpole.agent.config.command_limits import valid_id
+
 # Every reason (the counter key, also "reason" in the answer) and the status it gives.
 STATUS_OF: dict[str, str] = {
     "ok": "ok",
@@ -55,11 +57,10 @@ def jsonable(value: object) -> object:
 
 
 def id_of(data: Mapping[str, Any]) -> str | None:
-    """The id to echo in a rejection, when it looks like one (never echo arbitrary data)."""
+    """The id to echo in a rejection, when it is one the schema allows (never echo arbitrary
+    data, nor an id with a space the result schema would refuse)."""
     value = data.get("id")
-    if isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable():
-        return value
-    return None
+    return value if valid_id(value) else None
 
 
 def target(command: str, args: BaseModel) -> str:

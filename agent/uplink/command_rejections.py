@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from smartpole.agent.config.command_limits import MAX_ACTOR_CHARS
 from smartpole.agent.core.audit import AuditLog, AuditRecord
 from smartpole.agent.core.clock import Clock
 
@@ -162,6 +163,11 @@ class RejectionAudit:
 def claimed_actor(source: str, data: Mapping[str, Any] | None) -> str | None:
     """The actor a payload names, for the audit of a rejection (only if it looks like one)."""
     value = data.get("actor") if data is not None else None
-    if isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable():
+    if (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_ACTOR_CHARS
+        and value.isascii()
+        and value.isprintable()
+    ):
         return f"{source}:{value}"
     return None

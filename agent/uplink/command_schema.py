@@ -16,11 +16,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from smartpole.agent.config.command_limits import ACTOR_PATTERN, ID_PATTERN, SIGNATURE_PATTERN
 from smartpole.agent.config.commands import COMMANDS
 
 # Printable ASCII without spaces: safe in logs, file names of nothing, JSON keys, topics.
-CommandId = Annotated[str, Field(pattern=r"^[!-~]{1,64}$")]
-Actor = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@:+/=-]{0,63}$")]
+CommandId = Annotated[str, Field(pattern=ID_PATTERN)]
+Actor = Annotated[str, Field(pattern=ACTOR_PATTERN)]
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 Level = Annotated[int, Field(ge=0, le=100)]
 MAX_OVERRIDE_S = 7 * 86400.0  # what LightingController.set_override accepts
@@ -92,7 +93,7 @@ class Envelope(_Strict):
     actor: Actor
     command: str
     args: dict[str, Any] = Field(default_factory=dict)
-    signature: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    signature: Annotated[str, Field(pattern=SIGNATURE_PATTERN)] | None = None
 
 
 class CommandError(Exception):

@@ -41,7 +41,7 @@ from smartpole.agent.core.clock import SYSTEM_CLOCK, Clock
 from smartpole.agent.core.errors import AgentError, RequestError, UsageError
 from smartpole.agent.uplink import command_schema as schema
 from smartpole.agent.uplink.command_answers import STATUS_OF, answer, id_of, jsonable, target
-from smartpole.agent.uplink.command_auth import HmacKey, KeyUnavailableError, allowed
+from smartpole.agent.uplink.command_auth import KeyRing, KeyUnavailableError, allowed
 from smartpole.agent.uplink.command_executor import CommandExecutor
 from smartpole.agent.uplink.command_rejections import (
     UNAUTHENTICATED,
@@ -74,7 +74,11 @@ class CommandProcessor:
         self._executor = executor
         self._audit = audit
         self._clock = clock
-        self._key = HmacKey(config.hmac_key_file) if config.hmac_key_file is not None else None
+        self._key = (
+            KeyRing(config.hmac_key_file, config.previous_hmac_key_file)
+            if config.hmac_key_file is not None
+            else None
+        )
         self._store = CommandStore(
             state_dir / STORE_FILE, config.dedupe_keep_s, config.max_remembered, clock
         )
@@ -106,6 +110,7 @@ class CommandProcessor:
             "ids_refused_cache_full": self._store.refused_full,
             "rejections_not_audited": self._rejections.not_audited,
             "rejection_throttling_episodes": self._rejections.episodes,
+            "key": None if self._key is None else self._key.stats(),
         }
 
     async def handle(
@@ -146,6 +151,7 @@ class CommandProcessor:
     async def _handle(self, payload: bytes, source: str) -> dict[str, object]:
         command_id: str | None = None
         data: dict[str, Any] | None = None
+        envelope: Envelope | None = None  # once known, bad arguments name their command
         try:
             if len(payload) > self.config.max_payload_bytes:
                 raise CommandError(
@@ -157,7 +163,7 @@ class CommandProcessor:
             envelope = schema.parse_envelope(data)
             parsed = schema.parse_args(envelope.command, envelope.args)
         except CommandError as exc:
-            return self._refuse(command_id, None, exc, source=source, data=data)
+            return self._refuse(command_id, envelope, exc, source=source, data=data)
         return await self._authorised(envelope, parsed, source, check_time=True, data=data)
 
     async def _authorised(
@@ -207,7 +213,7 @@ class CommandProcessor:
         if envelope.signature is None:
             raise CommandError("missing_signature", "this pole accepts signed commands only")
         try:
-            good = self._key.check(schema.canonical_json(data), envelope.signature)
+            good = self._key.check(schema.canonical_json(data), envelope.signature) is not None
         except KeyUnavailableError as exc:
             raise CommandError(
                 "key_unavailable", "the pole cannot check signatures now (its key file "

@@ -61,6 +61,8 @@ class CommandHandler(Protocol):
 
     async def handle(self, payload: bytes, *, source: str) -> dict[str, Any]: ...
 
+    def stats(self) -> dict[str, object]: ...
+
 
 class UplinkError(Exception):
     """A connection attempt failed before the broker was involved (credentials, TLS files)."""
@@ -589,6 +591,9 @@ class MqttUplink(Lifecycle):
                 "enabled": self.commands is not None,
                 "received": self.commands_received,
                 "rejected": self.commands_rejected,
+                # Every answer by reason (rejections included), from the processor that
+                # MQTT and OPC UA commands share.
+                **(self.commands.stats() if self.commands is not None else {}),
             },
         }
 

@@ -49,6 +49,18 @@ def validate(topic: str, payload: dict[str, Any]) -> None:
     jsonschema.validate(payload, schema_for(topic))
 
 
+def summary(n: int) -> dict[str, Any]:
+    """A traffic summary in the shape the camera supervisor records."""
+    return {"camera": "cam1", "interval_start": float(n), "interval_s": 1.0, "lines": {},
+            "speed_kmh": {}, "zones": {}, "queue": {}, "events": [],
+            "quality": {"fps": 1.0, "frames": 1, "dropped": 0, "state": "ok"}}  # fmt: skip
+
+
+def mcu_event(n: int) -> dict[str, Any]:
+    return {"source": "mcu", "boot_id": 1, "id": n, "kind": "door_open", "value": 1,
+            "mcu_uptime_ms": 1000 * n, "mcu_time": None}  # fmt: skip
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     with Broker(tmp_path / "broker") as running:
@@ -129,11 +141,11 @@ async def test_every_alarm_and_traffic_record_arrives_in_order(
         for i in range(40):
             outbox.append(
                 "alarms",
-                {"type": "raised", "alarm_id": f"w/{i}", "source": "w", "kind": "k",
-                 "severity": "major", "at": 1.0 * i, "value": i},
+                {"type": "raised", "alarm_id": f"w{i}/k", "source": f"w{i}", "kind": "k",
+                 "severity": "major", "at": 1.0 * i, "value": i, "actor": None, "reason": None},
                 priority=Priority.HIGH,
             )  # fmt: skip
-            outbox.append("traffic", {"camera": "cam1", "count": i}, priority=Priority.NORMAL)
+            outbox.append("traffic", summary(i), priority=Priority.NORMAL)
         uplink = MqttUplink(
             uplink_config(broker.port), pole_id="p1", outbox=outbox, base_dir=tmp_path
         )
@@ -144,7 +156,7 @@ async def test_every_alarm_and_traffic_record_arrives_in_order(
         assert outbox.stats()["alarms"]["count"] == 0
     assert [m["seq"] for m in subscriber.on("alarms")] == list(range(1, 41))
     assert [m["seq"] for m in subscriber.on("traffic")] == list(range(1, 41))
-    assert [m["data"]["count"] for m in subscriber.on("traffic")] == list(range(40))
+    assert [m["data"]["interval_start"] for m in subscriber.on("traffic")] == list(range(40))
     # Urgent streams go first: every alarm before the first traffic summary.
     topics = [t.rsplit("/", 1)[1] for _, t, _, _ in subscriber.messages]
     topics = [t for t in topics if t not in ("state", "meta")]
@@ -168,7 +180,7 @@ async def test_backlog_is_replayed_at_the_bounded_rate_after_an_outage(
             broker.stop()
             await eventually(lambda: uplink.failures >= 1, what="a counted failure")
             for i in range(count):
-                outbox.append("events", {"source": "mcu", "n": i}, priority=Priority.HIGH)
+                outbox.append("events", mcu_event(i), priority=Priority.HIGH)
             broker.start()
             subscriber = await subscribe(broker.port)
             await eventually(lambda: len(subscriber.on("events")) >= count, 15, "the backlog")
@@ -196,7 +208,7 @@ async def test_tls_with_server_verification_and_client_certificate(
            "key_file": str(certs.client_key)}  # fmt: skip
     config = uplink_config(tls_broker.tls_port, tls=tls)
     with Outbox(tmp_path) as outbox:
-        outbox.append("events", {"source": "mcu", "n": 1}, priority=Priority.HIGH)
+        outbox.append("events", mcu_event(1), priority=Priority.HIGH)
         uplink = MqttUplink(config, pole_id="tls-pole", outbox=outbox, base_dir=tmp_path)
         async with uplink:
             await eventually(lambda: subscriber.on("events"), what="a record over TLS")
@@ -215,7 +227,7 @@ async def test_a_wrong_ca_is_a_counted_clear_error_not_a_crash(
            "key_file": str(certs.client_key)}  # fmt: skip
     config = uplink_config(tls_broker.tls_port, tls=tls)
     with Outbox(tmp_path) as outbox:
-        outbox.append("events", {"source": "mcu", "n": 1}, priority=Priority.HIGH)
+        outbox.append("events", mcu_event(1), priority=Priority.HIGH)
         uplink = MqttUplink(config, pole_id="tls-pole", outbox=outbox, base_dir=tmp_path)
         async with uplink:
             await eventually(lambda: uplink.failures >= 2, what="repeated counted failures")
