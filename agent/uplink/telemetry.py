@@ -19,6 +19,14 @@ encoding is most of the cost of a busy gateway's telemetry, and this shape spend
 values rather than on repeating device names, qualities and timestamps. A value that is not
 a finite number (NaN, ±inf) goes up as null with quality ``bad``: JSON has no NaN, and a NaN
 is no reading.
+
+Honest restarts: a value brought back from before a restart (``restored`` in the point table)
+is not published until the device is read again, not even in an integrity report: the life
+that read it published it, and sending it again after newer values would show a counter
+going backwards. A device that stops answering goes up as its points' ``null`` with quality
+``bad`` at the time it was declared so (the point table hands the block on that way), never
+as the old value with a new time. Counter points (``monotonic`` in the profile) pass the
+``CounterWatch`` (``counters.py``) before they are queued.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import structlog
 from smartpole.agent.config.uplink import TelemetryConfig
 from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
 from smartpole.agent.core.points import PointTable, Quality
+from smartpole.agent.uplink.counters import CounterWatch
 from smartpole.drivers.lifecycle import Lifecycle
 from smartpole.drivers.schema import Value
 
@@ -90,6 +99,7 @@ class TelemetryReporter(Lifecycle):
         *,
         notify: Callable[[], None] = lambda: None,
         wall: Callable[[], float] = time.time,
+        counters: CounterWatch | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -101,6 +111,8 @@ class TelemetryReporter(Lifecycle):
         self._queued: list[dict[str, object]] = []  # blocks, see the module docstring
         self._queued_values = 0
         self._bands: dict[tuple[str, str], float] = {}
+        self.counters = counters
+        self._counter_points = counters.points if counters is not None else frozenset()
         self.records = 0
         self.values = 0
         self.suppressed = 0
@@ -147,6 +159,7 @@ class TelemetryReporter(Lifecycle):
         values: dict[str, Value | None] = {}
         qualities: dict[str, str] = {}
         good = Quality.GOOD
+        counter_points = self._counter_points
         suppressed = 0
         for point, reading, quality in readings:
             key = (device, point)
@@ -167,6 +180,8 @@ class TelemetryReporter(Lifecycle):
                 if band > 0 and _within(value, last_value, band):
                     suppressed += 1
                     continue
+            if key in counter_points and self.counters is not None:
+                self.counters.check(device, point, value, timestamp)
             sent[key] = (value, quality)
             values[point] = value
             if quality is not good:
@@ -204,19 +219,24 @@ class TelemetryReporter(Lifecycle):
         blocks, self._queued = self._queued, []
         count, self._queued_values = self._queued_values, 0
         self._append("change", blocks, count)
+        if self.counters is not None:
+            self.counters.save_if_due()
 
     def integrity(self) -> None:
         self.flush()  # the changes before the snapshot go first, in order
         groups: dict[tuple[str, float], tuple[dict[str, Value | None], dict[str, str]]] = {}
         for sample in self.table.snapshot():
-            if sample.timestamp is None:
+            if sample.timestamp is None or sample.restored:
                 continue
             clean, quality = _clean(sample.value, sample.quality)
+            key = (sample.device, sample.point)
+            if key in self._counter_points and self.counters is not None:
+                self.counters.check(sample.device, sample.point, clean, sample.timestamp)
             values, qualities = groups.setdefault((sample.device, sample.timestamp), ({}, {}))
             values[sample.point] = clean
             if quality is not Quality.GOOD:
                 qualities[sample.point] = quality.value
-            self._sent[(sample.device, sample.point)] = (clean, quality)
+            self._sent[key] = (clean, quality)
         blocks: list[dict[str, object]] = []
         count = 0
         for (device, timestamp), (values, qualities) in groups.items():
@@ -247,4 +267,5 @@ class TelemetryReporter(Lifecycle):
             "integrity_reports": self.integrity_reports,
             "append_failures": self.append_failures,
             "queued": self._queued_values,
+            "counters": self.counters.status() if self.counters is not None else None,
         }

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from smartpole.agent.buses.capabilities import EventListener
+from smartpole.agent.buses.capabilities import EventListener, EventResume
 from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.mcu.config import PoleMcuBus, mcu_config
 from smartpole.agent.buses.queue import QueuedPoints
@@ -85,6 +86,7 @@ class McuBusTask(QueuedPoints, SupervisedBus):
         self._fallback = False
         self.last_status: McuStatus | None = None
         self._event_listeners: list[EventListener] = []
+        self._event_resume: EventResume | None = None
         devices = list(context.devices_on(name))
         self._poll_period_s = 1.0
         self._device: DeviceHealth | None = None
@@ -124,6 +126,14 @@ class McuBusTask(QueuedPoints, SupervisedBus):
         """``listener`` gets every new MCU event once, on the loop; it must not block."""
         self._event_listeners.append(listener)
 
+    def resume_events(self, resume: EventResume) -> None:
+        """``resume`` says which events of a boot the listeners already hold; set before
+        the task runs."""
+        self._event_resume = resume
+
+    def _resume_from(self, boot_id: int) -> tuple[int, Iterable[int]]:
+        return self._event_resume(boot_id) if self._event_resume is not None else (0, ())
+
     def diagnostics(self) -> dict[str, object]:
         """The link's and the MCU's state for ``smartpole diag mcu``."""
         client = self._client
@@ -151,6 +161,7 @@ class McuBusTask(QueuedPoints, SupervisedBus):
                 attempts=self.bus.retries + 1,
                 ready_timeout_s=max(5.0, self.bus.fallback_after_s),
                 on_event=self._on_event,
+                event_resume=self._resume_from,
             )
             client.open()  # TransportError: the port is unusable
             self._client = client
