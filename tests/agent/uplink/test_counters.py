@@ -12,17 +12,17 @@ from typing import Any
 
 import jsonschema
 import pytest
-from pydantic import ValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from helpers.paths import PROFILES, REPO
+from smartpole.agent.buses.registry import load_profile
 from smartpole.agent.config.uplink import TelemetryConfig
 from smartpole.agent.core.outbox import Outbox
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.agent.uplink.counters import FILE_NAME, CounterWatch, counter_points
 from smartpole.agent.uplink.telemetry import TelemetryReporter
-from smartpole.agent.buses.registry import load_profile
 from smartpole.drivers.modbus.points import PointSpec
 
 SCHEMAS = REPO / "schemas" / "uplink"
@@ -190,7 +190,7 @@ json_values = st.recursive(
                     "device": st.sampled_from(["meter", 3]),
                     "point": st.just("energy"),
                     "high": json_values | st.floats(),
-                }  # fmt: skip
+                }
             )
         ),
     )
