@@ -173,9 +173,10 @@ def test_three_restarts_publish_no_stale_value_no_falling_counter_and_each_boot_
     control = tmp_path / "sim.sock"
     sim = simulator(config, "--control", str(control), "--step-s", "0.05")
     state = tmp_path / "state"
-    platform = Subscriber(broker.port)
-    lives: list[float] = []  # wall time at which each daemon life was started
+    wait_until(control.exists, 10, "the simulator's control socket")  # made after the ptys
     boots = [mcu_state(control)["boot_id"]]
+    lives: list[float] = []  # wall time at which each daemon life was started
+    platform = Subscriber(broker.port)
 
     def start() -> Proc:
         lives.append(time.time())

@@ -21,9 +21,12 @@ from helpers.broker import Broker
 from helpers.paths import REPO
 from helpers.processes import Proc, api, pole_config
 from helpers.waiting import eventually, wait_until
+from smartpole.agent.buses.mcu.events import event_payload
 from smartpole.agent.config.uplink import UplinkConfig
 from smartpole.agent.core.outbox import Outbox, Priority
 from smartpole.agent.uplink.mqtt import MqttUplink
+from smartpole.drivers.mcu.codes import EventKind
+from smartpole.drivers.mcu.results import McuEvent
 
 SCHEMAS = REPO / "schemas" / "uplink"
 TOPIC_SCHEMA = {
@@ -39,6 +42,12 @@ TOPIC_SCHEMA = {
 def schema_for(topic: str) -> dict[str, Any]:
     suffix = topic.split("/", 3)[3]
     return json.loads((SCHEMAS / f"{TOPIC_SCHEMA[suffix]}.schema.json").read_text())
+
+
+def mcu_event(n: int) -> dict[str, object]:
+    """An MCU event as the pole queues it (the events schema checks its shape)."""
+    event = McuEvent(7, n + 1, EventKind.DOOR_OPEN, 0, 10 * n, None, pushed=True)
+    return event_payload(event, "mcu")
 
 
 def validate(topic: str, payload: dict[str, Any]) -> None:
@@ -163,7 +172,7 @@ async def test_backlog_is_replayed_at_the_bounded_rate_after_an_outage(
             broker.stop()
             await eventually(lambda: uplink.failures >= 1, what="a counted failure")
             for i in range(count):
-                outbox.append("events", {"source": "mcu", "n": i}, priority=Priority.HIGH)
+                outbox.append("events", mcu_event(i), priority=Priority.HIGH)
             broker.start()
             subscriber = await subscribe(broker.port)
             await eventually(lambda: len(subscriber.on("events")) >= count, 15, "the backlog")
@@ -191,7 +200,7 @@ async def test_tls_with_server_verification_and_client_certificate(
            "key_file": str(certs.client_key)}  # fmt: skip
     config = uplink_config(tls_broker.tls_port, tls=tls)
     with Outbox(tmp_path) as outbox:
-        outbox.append("events", {"source": "mcu", "n": 1}, priority=Priority.HIGH)
+        outbox.append("events", mcu_event(1), priority=Priority.HIGH)
         uplink = MqttUplink(config, pole_id="tls-pole", outbox=outbox, base_dir=tmp_path)
         async with uplink:
             await eventually(lambda: subscriber.on("events"), what="a record over TLS")
@@ -210,7 +219,7 @@ async def test_a_wrong_ca_is_a_counted_clear_error_not_a_crash(
            "key_file": str(certs.client_key)}  # fmt: skip
     config = uplink_config(tls_broker.tls_port, tls=tls)
     with Outbox(tmp_path) as outbox:
-        outbox.append("events", {"source": "mcu", "n": 1}, priority=Priority.HIGH)
+        outbox.append("events", mcu_event(1), priority=Priority.HIGH)
         uplink = MqttUplink(config, pole_id="tls-pole", outbox=outbox, base_dir=tmp_path)
         async with uplink:
             await eventually(lambda: uplink.failures >= 2, what="repeated counted failures")
