@@ -60,6 +60,8 @@ class EventRecorder:
     def __call__(self, event: McuEvent) -> None:
         if self._marks.holds(self.bus, event.boot_id, event.id):
             self.skipped += 1
+            log.warning("mcu_event_already_queued", bus=self.bus, boot_id=event.boot_id,
+                        id=event.id)  # fmt: skip
             return
         try:
             seq = self._outbox.append(

@@ -87,6 +87,7 @@ class McuBusTask(QueuedPoints, SupervisedBus):
         self.last_status: McuStatus | None = None
         self._event_listeners: list[EventListener] = []
         self._event_resume: EventResume | None = None
+        self._resumed: dict[str, int] | None = None  # where the last new boot's events began
         devices = list(context.devices_on(name))
         self._poll_period_s = 1.0
         self._device: DeviceHealth | None = None
@@ -132,7 +133,12 @@ class McuBusTask(QueuedPoints, SupervisedBus):
         self._event_resume = resume
 
     def _resume_from(self, boot_id: int) -> tuple[int, Iterable[int]]:
-        return self._event_resume(boot_id) if self._event_resume is not None else (0, ())
+        cursor, taken = self._event_resume(boot_id) if self._event_resume is not None else (0, ())
+        taken = frozenset(taken)
+        self._resumed = {"boot_id": boot_id, "after": cursor, "also_held": len(taken)}
+        if cursor or taken:
+            log.info("mcu_events_resumed", bus=self.name, boot_id=boot_id, after=cursor)
+        return cursor, taken
 
     def diagnostics(self) -> dict[str, object]:
         """The link's and the MCU's state for ``smartpole diag mcu``."""
@@ -145,6 +151,7 @@ class McuBusTask(QueuedPoints, SupervisedBus):
             "identity": vars(identity) if identity is not None else None,
             "status": vars(self.last_status) if self.last_status is not None else None,
             "desired": dict(self._desired),
+            "events_resumed": self._resumed,
             "client": dataclasses.asdict(client.stats) if client is not None else None,
         }
 
