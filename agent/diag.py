@@ -14,7 +14,8 @@ from typing import Any
 
 QUALITY_LEGEND = (
     "quality: good = fresh reading   uncertain = outside the sensor's measuring range\n"
-    "         stale = not refreshed for 3 poll periods   bad = the device does not answer"
+    "         stale = not refreshed for 3 poll periods   bad = the device does not answer\n"
+    "         (restored) = saved before a restart, not read since (never sent upstream)"
 )
 
 
@@ -67,7 +68,7 @@ def render_points(points: Sequence[Mapping[str, Any]]) -> str:
             str(p["point"]),
             format_value(p["value"]),
             str(p["unit"]),
-            str(p["quality"]),
+            str(p["quality"]) + (" (restored)" if p.get("restored") else ""),
             format_age(p["age_s"]),
         ]
         for p in points

@@ -16,16 +16,17 @@ import contextlib
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
 from smartpole.agent.api import SOCKET_NAME, ApiServer
 from smartpole.agent.api_methods import handlers
 from smartpole.agent.buses.bus_set import BusSet
-from smartpole.agent.buses.capabilities import EventSource
+from smartpole.agent.buses.capabilities import BusTask, EventSource
 from smartpole.agent.buses.kind import BusContext
-from smartpole.agent.buses.mcu.events import recorder
+from smartpole.agent.buses.mcu.event_marks import EventMarks
+from smartpole.agent.buses.mcu.events import EventRecorder
 from smartpole.agent.buses.registry import BusRegistry, registry
 from smartpole.agent.cameras import Cameras
 from smartpole.agent.config.loader import LoadedConfig
@@ -38,6 +39,7 @@ from smartpole.agent.core.points import PointTable
 from smartpole.agent.operations import PoleOperations
 from smartpole.agent.state import PointStore
 from smartpole.agent.uplink.commands import CommandProcessor
+from smartpole.agent.uplink.counters import CounterWatch, counter_points
 from smartpole.agent.uplink.meta import build_meta, devices_of
 from smartpole.agent.uplink.mqtt import MqttUplink
 from smartpole.agent.uplink.session import SessionCounter
@@ -84,6 +86,7 @@ class Pole(Lifecycle):
         self.cameras: Cameras
         self.telemetry: TelemetryReporter | None = None
         self.uplink: MqttUplink | None = None
+        self.event_recorders: list[EventRecorder] = []
         self.operations: PoleOperations
         self.commands: CommandProcessor | None = None
 
@@ -126,8 +129,7 @@ class Pole(Lifecycle):
             if damage is not None:
                 self.outbox.report_damage(damage)  # upstream, once the outbox can take it
         self.cameras = Cameras(pole.cameras, config.path.parent, self.outbox)
-        for source in self.buses.offering(EventSource):
-            source.add_event_listener(recorder(self.outbox))
+        self._event_sources()
         if pole.uplink is not None:
             # Every bus registered (and described) its points above: the description is
             # complete, and its hash ties each telemetry record to it.
@@ -141,12 +143,15 @@ class Pole(Lifecycle):
                 sessions=SessionCounter(self.state_dir),
             )
             if pole.uplink.telemetry.enabled:
+                counters = self._counters()
+                stack.callback(counters.save)  # after the last flush below
                 self.telemetry = TelemetryReporter(
                     pole.uplink.telemetry,
                     self.table,
                     self.outbox,
                     notify=self.uplink.notify,
                     meta_hash=meta.hash,
+                    counters=counters,
                 )
                 self.telemetry.start()
                 stack.callback(self.telemetry.flush)  # queued changes go to the outbox
@@ -198,10 +203,36 @@ class Pole(Lifecycle):
             max_age_s=limits.max_age_s if limits is not None else None,
         )
 
+    def _event_sources(self) -> None:
+        """Each event source's events go to the outbox once, across restarts too: the
+        source resumes from the events already queued (``event_marks.py``)."""
+        marks = EventMarks(self.state_dir)
+        if marks.damage is not None:
+            self.outbox.report_damage(marks.damage)
+        for source in self.buses.offering(EventSource):
+            bus = cast(BusTask, source)  # every bus is one; a capability is what it adds
+            devices = bus.device_names()
+            record = EventRecorder(self.outbox, marks, bus.name, devices[0] if devices else None)
+            source.add_event_listener(record)
+            source.resume_events(marks.resume(bus.name))
+            self.event_recorders.append(record)
+
+    def _counters(self) -> CounterWatch:
+        """The profiles' counter points, with the highest values published before."""
+        devices = self.config.pole.devices
+        points = counter_points((name, self.config.profile_of(name)) for name in devices)
+        counters = CounterWatch(points, self.outbox, self.state_dir)
+        if counters.damage is not None:
+            self.outbox.report_damage(counters.damage)
+        return counters
+
     def _storage_changed(self, unavailable: bool, why: str | None) -> None:
         """The outbox file stopped or started working: raise or clear the alarm. Records
         keep flowing either way (held in memory meanwhile), so nothing else changes."""
         self.control.alarms.observe("outbox", STORAGE_ALARM, unavailable, GOOD, time.time())
+        if not unavailable:
+            for record in self.event_recorders:
+                record.settle()
 
     def _device_state(self, device: str) -> tuple[str, float]:
         """A device's state for power management: a camera fed by it that delivers no

@@ -9,7 +9,7 @@ ask "who can write this device?" instead of testing classes or attributes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
 from smartpole.agent.buses.queue import CommandQueue
@@ -65,10 +65,17 @@ class Diagnosable(Protocol):
 
 
 EventListener = Callable[[McuEvent], None]
+# For a boot_id: the highest event id up to which the listeners hold every event durably,
+# and the ids above it they hold too.
+EventResume = Callable[[int], tuple[int, Iterable[int]]]
 
 
 @runtime_checkable
 class EventSource(Protocol):
-    """Pushes events with the device's own timestamps (the cabinet MCU)."""
+    """Pushes events with the device's own timestamps (the cabinet MCU). An event is
+    identified by ``(boot_id, id)``; ``resume_events`` tells the source which events its
+    listeners already hold, so a restarted daemon does not hand them on again."""
 
     def add_event_listener(self, listener: EventListener) -> None: ...
+
+    def resume_events(self, resume: EventResume) -> None: ...

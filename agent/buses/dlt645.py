@@ -129,9 +129,7 @@ class Dlt645BusTask(PolledBus[_Meter]):
 
 
 def point_meta(spec: Dlt645PointSpec) -> PointMeta:
-    """A meter's value is always a number (BCD with its decimals); meters are read-only here.
-    The counter flag: once the profile has ``monotonic`` (helper "restarts"), pass
-    ``counter=spec.monotonic`` here."""
+    """A meter's value is always a number (BCD with its decimals); meters are read-only here."""
     signed = "signed " if spec.signed else ""
     return PointMeta(
         type="number",
@@ -139,6 +137,7 @@ def point_meta(spec: Dlt645PointSpec) -> PointMeta:
         description=spec.description,
         valid_range=spec.valid_range,
         resolution=spec.effective_resolution,
+        counter=spec.monotonic,
     )
 
 

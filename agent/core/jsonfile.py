@@ -16,6 +16,8 @@ from pathlib import Path
 
 import structlog
 
+from smartpole.agent.core.quarantine import Damage, quarantine
+
 log = structlog.get_logger("smartpole.state")
 
 
@@ -47,3 +49,25 @@ class JsonFile:
             log.info(f"{self._name}_write_recovered", file=str(self.path))
             self._failing = False
         return True
+
+
+def read_versioned(
+    path: Path, store: str, version: int
+) -> tuple[dict[str, object] | None, Damage | None]:
+    """A state file written as ``{"version": version, ...}``: its content, or None when there
+    is none. A file that is not that (torn, foreign, another version) is moved aside and the
+    report comes back for upstream; one that cannot be read at all is logged and left."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        log.warning(f"{store}_unreadable", file=str(path), error=str(exc))
+        return None, None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        return None, quarantine(store, path, f"not JSON: {exc}", lost=None, exact=False)
+    if not isinstance(data, dict) or data.get("version") != version:
+        return None, quarantine(store, path, "unknown format", lost=None, exact=False)
+    return data, None

@@ -2,6 +2,12 @@
 
 Drivers never talk to the uplink or the CLI; they write here, and everything else reads a
 snapshot. Quality is explicit so that a dead device's last value is never shown as good.
+
+A value is only ever handed on with the time it was acquired. A value brought back from
+before a restart is marked ``restored`` until the device is read again, so the uplink can
+leave it out (it was published, or not, by the life that read it); and a quality change
+without a reading (``mark_bad``) reaches the block listeners as ``None``, never as the old
+value with the time of the change.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class _Entry:
     quality: Quality = Quality.BAD
     read_at: float | None = None  # wall clock, for people and the uplink
     read_mono: float | None = None  # monotonic, for ages that survive clock steps
+    restored: bool = False  # saved before a restart and not read again since
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class PointSample:
     quality: Quality
     timestamp: float | None
     age_s: float | None
+    restored: bool = False  # from before a restart, not read again since
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -59,6 +67,7 @@ class PointSample:
             "quality": self.quality.value,
             "timestamp": self.timestamp,
             "age_s": None if self.age_s is None else round(self.age_s, 3),
+            "restored": self.restored,
         }
 
 
@@ -85,7 +94,11 @@ class PointTable:
     def listen_blocks(self, listener: BlockListener) -> None:
         """Like ``listen``, but one call per block of readings (a single reading is a block
         of one). For listeners that see every value of every point: a busy gateway stores
-        2,500 values a second, and one call per 50 costs far less than one per value."""
+        2,500 values a second, and one call per 50 costs far less than one per value.
+
+        The timestamp is the acquisition time of the values in the block. A quality change
+        that is no reading (``mark_bad``) comes with the values ``None`` at the time of the
+        change: the last value was acquired earlier and must not travel with a later time."""
         self._block_listeners.append(listener)
 
     def register(
@@ -111,6 +124,7 @@ class PointTable:
         entry.quality = quality
         entry.read_at = self._wall()
         entry.read_mono = self._monotonic()
+        entry.restored = False
         for listener in self._listeners:
             listener(device, point, value, quality, entry.read_at)
         for block_listener in self._block_listeners:
@@ -133,13 +147,17 @@ class PointTable:
             entry.quality = quality
             entry.read_at = wall
             entry.read_mono = mono
+            entry.restored = False
             for listener in listeners:
                 listener(device, point, value, quality, wall)
         for block_listener in self._block_listeners:
             block_listener(device, readings, wall)
 
     def mark_bad(self, device: str) -> None:
-        """The device stopped answering: keep the last value for reference, but as bad."""
+        """The device stopped answering: keep the last value for reference, but as bad.
+
+        Per-point listeners (safety, lamp monitor, OPC UA status) get the last value with
+        quality bad; block listeners (the uplink) get ``None``: no reading happened now."""
         now = self._wall()
         block: list[tuple[str, Value | None, Quality]] = []
         for entry in self._entries.values():
@@ -147,7 +165,7 @@ class PointTable:
                 entry.quality = Quality.BAD
                 for listener in self._listeners:
                     listener(device, entry.point, entry.value, Quality.BAD, now)
-                block.append((entry.point, entry.value, Quality.BAD))
+                block.append((entry.point, None, Quality.BAD))
         if block:
             for block_listener in self._block_listeners:
                 block_listener(device, block, now)
@@ -159,12 +177,14 @@ class PointTable:
             entry.quality = Quality.BAD
 
     def restore(self, device: str, point: str, value: Value, timestamp: float) -> None:
-        """Bring back a value saved before a restart; it can only ever be stale."""
+        """Bring back a value saved before a restart; it can only ever be stale, and it stays
+        ``restored`` (with its own acquisition time) until the device is read again."""
         entry = self._entries.get((device, point))
         if entry is None or entry.read_at is not None:
             return
         entry.value = value
         entry.quality = Quality.STALE
+        entry.restored = True
         entry.read_at = timestamp
         entry.read_mono = self._monotonic() - max(0.0, self._wall() - timestamp)
 
@@ -190,7 +210,14 @@ class PointTable:
         if quality in (Quality.GOOD, Quality.UNCERTAIN) and not fresh:
             quality = Quality.STALE
         return PointSample(
-            entry.device, entry.point, entry.value, entry.unit, quality, entry.read_at, age
+            entry.device,
+            entry.point,
+            entry.value,
+            entry.unit,
+            quality,
+            entry.read_at,
+            age,
+            entry.restored,
         )
 
     def devices(self) -> Iterable[str]:

@@ -26,6 +26,14 @@ A float is rounded to the resolution its point's description declares (``PointMe
 value already sent is no change, and the deadband measures rounded values. Every record
 names the hash of the point descriptions it was made under (``data.meta``, see
 ``meta.py``), so a platform can tell which description its values belong to.
+
+Honest restarts: a value brought back from before a restart (``restored`` in the point table)
+is not published until the device is read again, not even in an integrity report: the life
+that read it published it, and sending it again after newer values would show a counter
+going backwards. A device that stops answering goes up as its points' ``null`` with quality
+``bad`` at the time it was declared so (the point table hands the block on that way), never
+as the old value with a new time. Counter points (``monotonic`` in the profile) pass the
+``CounterWatch`` (``counters.py``) before they are queued.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from smartpole.agent.config.uplink import TelemetryConfig
 from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
 from smartpole.agent.core.point_meta import round_to, rounder
 from smartpole.agent.core.points import PointTable, Quality
+from smartpole.agent.uplink.counters import CounterWatch
 from smartpole.drivers.lifecycle import Lifecycle
 from smartpole.drivers.schema import Value
 
@@ -107,6 +116,7 @@ class TelemetryReporter(Lifecycle):
         meta_hash: str,
         notify: Callable[[], None] = lambda: None,
         wall: Callable[[], float] = time.time,
+        counters: CounterWatch | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -120,6 +130,8 @@ class TelemetryReporter(Lifecycle):
         self._bands: dict[tuple[str, str], float] = {}
         self._meta_hash = meta_hash
         self._rounding: Rounding = {}
+        self.counters = counters
+        self._counter_points = counters.points if counters is not None else frozenset()
         self.records = 0
         self.values = 0
         self.suppressed = 0
@@ -173,6 +185,7 @@ class TelemetryReporter(Lifecycle):
         values: dict[str, Value | None] = {}
         qualities: dict[str, str] = {}
         good = Quality.GOOD
+        counter_points = self._counter_points
         suppressed = 0
         for point, reading, quality in readings:
             key = (device, point)
@@ -196,6 +209,8 @@ class TelemetryReporter(Lifecycle):
                 if band > 0 and _within(value, last_value, band):
                     suppressed += 1
                     continue
+            if key in counter_points and self.counters is not None:
+                self.counters.check(device, point, value, timestamp)
             sent[key] = (value, quality)
             values[point] = value
             if quality is not good:
@@ -248,15 +263,19 @@ class TelemetryReporter(Lifecycle):
         blocks, self._queued = self._queued, []
         count, self._queued_values = self._queued_values, 0
         self._append("change", blocks, count)
+        if self.counters is not None:
+            self.counters.save_if_due()
 
     def integrity(self) -> None:
         self.flush()  # the changes before the snapshot go first, in order
         groups: dict[tuple[str, float], tuple[dict[str, Value | None], dict[str, str]]] = {}
         for sample in self.table.snapshot():
-            if sample.timestamp is None:
+            if sample.timestamp is None or sample.restored:
                 continue
             key = (sample.device, sample.point)
             clean, quality = _clean(sample.value, sample.quality, self._rounding.get(key))
+            if key in self._counter_points and self.counters is not None:
+                self.counters.check(sample.device, sample.point, clean, sample.timestamp)
             values, qualities = groups.setdefault((sample.device, sample.timestamp), ({}, {}))
             values[sample.point] = clean
             if quality is not Quality.GOOD:
@@ -293,4 +312,5 @@ class TelemetryReporter(Lifecycle):
             "integrity_reports": self.integrity_reports,
             "append_failures": self.append_failures,
             "queued": self._queued_values,
+            "counters": self.counters.status() if self.counters is not None else None,
         }

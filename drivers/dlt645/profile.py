@@ -22,6 +22,7 @@ class Dlt645PointSpec(StrictModel):
     unit: str = ""
     description: str = ""
     valid_range: Annotated[tuple[float, float], FROM_YAML] | None = None
+    monotonic: bool = Field(False, description="a counter that only grows (energy)")
     resolution: float | None = Field(
         None,
         gt=0,

@@ -33,7 +33,7 @@ from smartpole.drivers.mcu.errors import (
     McuResetError,
     McuVersionError,
 )
-from smartpole.drivers.mcu.events import EventFeed
+from smartpole.drivers.mcu.events import EventFeed, Resume
 from smartpole.drivers.mcu.frame import MAX_FRAME
 from smartpole.drivers.mcu.link import DEFAULT_BAUDRATE, McuLink
 from smartpole.drivers.mcu.msgproto import Dictionary, Message
@@ -76,7 +76,8 @@ class McuConnection(AsyncClosing):
     Requests wait up to ``ready_timeout_s`` (or their own ``timeout_s``) for a connect in
     progress. ``boot_id`` is the MCU boot the host last configured, if it remembers one (a
     different boot is reconfigured). ``on_event`` gets every new event once, on the loop;
-    it must not block.
+    it must not block. ``event_resume`` says, for a boot, which of its events the owner
+    already holds (see :mod:`.events`), so they are not fetched and handed on again.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class McuConnection(AsyncClosing):
         ready_timeout_s: float = 5.0,
         boot_id: int | None = None,
         on_event: Callable[[McuEvent], None] | None = None,
+        event_resume: Resume | None = None,
     ) -> None:
         if ready_timeout_s <= 0:
             raise ValueError("bad timing settings for McuClient")
@@ -116,7 +118,7 @@ class McuConnection(AsyncClosing):
             on_re_request=self._count_re_request,
         )
         self._link.on_payload = self._channel.on_payload
-        self._events = EventFeed(path, self._fetch_event, on_event)
+        self._events = EventFeed(path, self._fetch_event, on_event, event_resume)
         self._state = _State.DISCONNECTED
         self._ready = asyncio.Event()
         self._failure: TransportError | None = None

@@ -9,12 +9,17 @@ fetches exactly what is missing. When the MCU answers with an id beyond ``after 
 ring dropped the ids in between: those not delivered are counted lost.
 
 :class:`EventFeed` puts the tracker to work for the client: pushes, polls, the callback.
+
+The MCU keeps its ring across host restarts, and ``get_event`` is the only acknowledgement
+it knows: the host's cursor. A host that starts from cursor 0 gets every event of the boot
+again, so the owner may hand ``resume``: for a boot, the ids it already holds durably (its
+cursor and the ids above it), and the tracker starts from there instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
@@ -35,12 +40,17 @@ class EventTracker:
         self.duplicates = 0
         self.lost = 0
 
-    def set_boot(self, boot_id: int) -> None:
-        """Events belong to ``boot_id`` from now on; a new boot starts again from id 1."""
+    def set_boot(self, boot_id: int, cursor: int = 0, taken: Iterable[int] = ()) -> None:
+        """Events belong to ``boot_id`` from now on; a new boot starts again from id 1, or
+        after ``cursor`` and without ``taken`` (ids above it), the owner's record of what
+        it already has of that boot."""
         if boot_id != self.boot_id:
             self.boot_id = boot_id
-            self.cursor = 0
-            self._above.clear()
+            self.cursor = max(0, cursor)
+            self._above = {i for i in taken if i > self.cursor}
+            while self.cursor + 1 in self._above:
+                self.cursor += 1
+                self._above.discard(self.cursor)
 
     def behind(self, last_event: int) -> bool:
         """Whether the MCU holds events not delivered yet (``status.last_event``), or a
@@ -85,6 +95,9 @@ def _id(args: Args) -> int:
 
 
 Fetch = Callable[[int, float | None], Awaitable[Args]]
+# For a boot_id: the highest id such that the owner holds every id up to it, and the ids
+# above it that it holds too.
+Resume = Callable[[int], tuple[int, Iterable[int]]]
 
 
 class EventFeed:
@@ -94,8 +107,15 @@ class EventFeed:
     Pushes are ignored while stopped (the client is reconnecting): the poll after the
     next :meth:`start` finds them."""
 
-    def __init__(self, path: str, fetch: Fetch, on_event: Callable[[McuEvent], None] | None):
+    def __init__(
+        self,
+        path: str,
+        fetch: Fetch,
+        on_event: Callable[[McuEvent], None] | None,
+        resume: Resume | None = None,
+    ):
         self.path = path
+        self._resume = resume
         self.tracker = EventTracker()
         self._fetch = fetch
         self._on_event = on_event
@@ -105,8 +125,11 @@ class EventFeed:
         self._active = False
 
     def start(self, boot_id: int) -> None:
-        """Connected to ``boot_id``: take pushes, and catch up in the background."""
-        self.tracker.set_boot(boot_id)
+        """Connected to ``boot_id``: take pushes, and catch up in the background (from what
+        the owner already holds of that boot, when it says)."""
+        if boot_id != self.tracker.boot_id:
+            cursor, taken = self._resume(boot_id) if self._resume is not None else (0, ())
+            self.tracker.set_boot(boot_id, cursor, taken)
         self._active = True
         self.kick()
 

@@ -143,6 +143,7 @@ class PointSpec(StrictModel):
     write: WriteSpec | None = Field(
         None, description="rw: where and how writes go when not to the point's own registers"
     )
+    monotonic: bool = Field(False, description="a counter that only grows (energy, hours)")
     resolution: float | None = Field(
         None,
         description="the smallest step the device really resolves (the register's scale, or "
@@ -202,6 +203,8 @@ class PointSpec(StrictModel):
             raise ValueError("scale must be a finite, non-zero number")
         if not math.isfinite(self.offset):
             raise ValueError("offset must be a finite number")
+        if self.monotonic and not self.is_numeric:
+            raise ValueError("monotonic applies only to numeric points (a counter)")
         if self.valid_range is not None:
             if not self.is_numeric:
                 raise ValueError("valid_range applies only to numeric points")

@@ -30,6 +30,7 @@ class Capture:
     (``encode``), nothing else."""
 
     epoch = EPOCH
+    available = True  # the file works: what is appended is on it
 
     def __init__(self) -> None:
         self.records: list[OutboxRecord] = []

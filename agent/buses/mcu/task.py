@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from smartpole.agent.buses.capabilities import EventListener
+from smartpole.agent.buses.capabilities import EventListener, EventResume
 from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.mcu.config import PoleMcuBus, mcu_config
 from smartpole.agent.buses.mcu.meta import point_metas
@@ -86,6 +87,8 @@ class McuBusTask(QueuedPoints, SupervisedBus):
         self._fallback = False
         self.last_status: McuStatus | None = None
         self._event_listeners: list[EventListener] = []
+        self._event_resume: EventResume | None = None
+        self._resumed: dict[str, int] | None = None  # where the last new boot's events began
         devices = list(context.devices_on(name))
         self._poll_period_s = 1.0
         self._device: DeviceHealth | None = None
@@ -126,6 +129,19 @@ class McuBusTask(QueuedPoints, SupervisedBus):
         """``listener`` gets every new MCU event once, on the loop; it must not block."""
         self._event_listeners.append(listener)
 
+    def resume_events(self, resume: EventResume) -> None:
+        """``resume`` says which events of a boot the listeners already hold; set before
+        the task runs."""
+        self._event_resume = resume
+
+    def _resume_from(self, boot_id: int) -> tuple[int, Iterable[int]]:
+        cursor, taken = self._event_resume(boot_id) if self._event_resume is not None else (0, ())
+        taken = frozenset(taken)
+        self._resumed = {"boot_id": boot_id, "after": cursor, "also_held": len(taken)}
+        if cursor or taken:
+            log.info("mcu_events_resumed", bus=self.name, boot_id=boot_id, after=cursor)
+        return cursor, taken
+
     def diagnostics(self) -> dict[str, object]:
         """The link's and the MCU's state for ``smartpole diag mcu``."""
         client = self._client
@@ -137,6 +153,7 @@ class McuBusTask(QueuedPoints, SupervisedBus):
             "identity": vars(identity) if identity is not None else None,
             "status": vars(self.last_status) if self.last_status is not None else None,
             "desired": dict(self._desired),
+            "events_resumed": self._resumed,
             "client": dataclasses.asdict(client.stats) if client is not None else None,
         }
 
@@ -153,6 +170,7 @@ class McuBusTask(QueuedPoints, SupervisedBus):
                 attempts=self.bus.retries + 1,
                 ready_timeout_s=max(5.0, self.bus.fallback_after_s),
                 on_event=self._on_event,
+                event_resume=self._resume_from,
             )
             client.open()  # TransportError: the port is unusable
             self._client = client

@@ -19,10 +19,7 @@ def point_meta(spec: PointSpec) -> PointMeta:
         write_min=spec.write_min,
         write_max=spec.write_max,
         resolution=spec.effective_resolution,
-        # Hook for the counter flag (a value that only grows): helper "restarts" adds
-        # ``PointSpec.monotonic`` on its branch; once merged this line is
-        # ``counter=spec.monotonic``. Until then no Modbus point is declared a counter.
-        counter=False,
+        counter=spec.monotonic,
     )
 
 

@@ -143,8 +143,45 @@ def test_restore_never_overwrites_a_live_reading(table: PointTable, clock: FakeC
 
 def test_restore_then_update_goes_live(table: PointTable) -> None:
     table.restore("weather", "temperature", 21.0, 1.0)
+    assert sample(table, "weather", "temperature").restored is True
+    assert sample(table, "weather", "temperature").to_json()["restored"] is True
     table.update("weather", "temperature", 24.6, Quality.GOOD)
     assert sample(table, "weather", "temperature").quality is Quality.GOOD
+    assert sample(table, "weather", "temperature").restored is False
+
+
+def test_a_block_read_ends_restored_too(table: PointTable) -> None:
+    table.restore("weather", "temperature", 21.0, 1.0)
+    table.restore("weather", "humidity", 40.0, 1.0)
+    table.update_many("weather", [("temperature", 22.0, Quality.GOOD)])
+    assert sample(table, "weather", "temperature").restored is False
+    assert sample(table, "weather", "humidity").restored is True  # not read again yet
+
+
+def test_mark_bad_hands_block_listeners_no_value_at_the_time_of_the_change(
+    table: PointTable, clock: FakeClock
+) -> None:
+    """A quality change is no reading: the old value must not travel with a new time.
+    Per-point listeners (safety, OPC UA status) still get the last value."""
+    blocks: list[tuple[str, list[tuple[str, object, Quality]], float]] = []
+    points: list[tuple[str, str, object, Quality, float]] = []
+    table.listen_blocks(lambda device, readings, at: blocks.append((device, list(readings), at)))
+    table.listen(lambda device, point, value, quality, at: points.append(
+        (device, point, value, quality, at)))  # fmt: skip
+    table.restore("weather", "humidity", 40.0, clock.wall - 100.0)
+    table.update("weather", "temperature", 24.6, Quality.GOOD)
+    blocks.clear()
+    points.clear()
+    clock.advance(5.0)
+    table.mark_bad("weather")
+    assert blocks == [
+        ("weather", [("temperature", None, Quality.BAD), ("humidity", None, Quality.BAD)],
+         clock.wall),
+    ]  # fmt: skip
+    assert ("weather", "temperature", 24.6, Quality.BAD, clock.wall) in points
+    # The table keeps the value and its real acquisition time for people and integrity.
+    kept = sample(table, "weather", "temperature")
+    assert (kept.value, kept.timestamp) == (24.6, clock.wall - 5.0)
 
 
 def test_restore_of_an_unknown_point_is_ignored(table: PointTable) -> None:
@@ -167,6 +204,7 @@ def test_to_json_shape(table: PointTable, clock: FakeClock) -> None:
         "quality": "good",
         "timestamp": read_at,
         "age_s": 1.235,
+        "restored": False,
     }
     assert json.loads(json.dumps(good)) == good
     empty = sample(table, "weather", "humidity").to_json()
@@ -178,6 +216,7 @@ def test_to_json_shape(table: PointTable, clock: FakeClock) -> None:
         "quality": "bad",
         "timestamp": None,
         "age_s": None,
+        "restored": False,
     }
 
 

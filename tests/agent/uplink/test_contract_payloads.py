@@ -40,7 +40,8 @@ from helpers.payloads import (
     published,
     rejects,
 )
-from smartpole.agent.buses.mcu.events import recorder
+from smartpole.agent.buses.mcu.event_marks import EventMarks
+from smartpole.agent.buses.mcu.events import EventRecorder
 from smartpole.agent.config.alarms import AlarmDefinition
 from smartpole.agent.config.uplink import TelemetryConfig
 from smartpole.agent.control.alarms import AlarmManager
@@ -187,18 +188,19 @@ U32 = st.integers(0, 2**32 - 1)
 @settings(max_examples=80, deadline=None)
 @given(
     boot=U32,
-    event_id=U32,
+    event_id=st.integers(1, 2**32 - 1),
     kind=st.sampled_from(list(EventKind)) | st.integers(0, 255),
     value=st.integers(-(2**31), 2**32 - 1),
     uptime=U32,
-    unix_time=st.none() | U32,
+    unix_time=st.none() | st.integers(1, 2**32 - 1),  # the decoder makes 0 None
 )
 def test_mcu_events_validate(
     boot: int, event_id: int, kind: EventKind | int, value: int, uptime: int, unix_time: int | None
 ) -> None:
     assume(not isinstance(kind, int) or isinstance(kind, EventKind) or kind not in set(EventKind))
     capture = Capture()
-    recorder(capture)(McuEvent(boot, event_id, kind, value, uptime, unix_time, pushed=True))  # type: ignore[arg-type]
+    record = EventRecorder(capture, EventMarks(None), "rs485-mcu", "mcu")  # type: ignore[arg-type]
+    record(McuEvent(boot, event_id, kind, value, uptime, unix_time, pushed=True))
     assert check_all(capture) == 1
 
 
@@ -298,8 +300,8 @@ def test_a_value_that_is_not_a_number_goes_up_as_null(value: float) -> None:
     assert message["data"]["blocks"][0]["quality"] == {"p": "bad"}
 
 
-MCU = {"source": "mcu", "boot_id": 1, "id": 2, "kind": "boot", "value": 0, "mcu_uptime_ms": 5,
-       "mcu_time": None}  # fmt: skip
+MCU = {"source": "mcu", "device": "mcu", "boot_id": 1, "id": 2, "kind": "boot", "value": 0,
+       "mcu_uptime_ms": 5, "mcu_time": None}  # fmt: skip
 CLOCK = {"source": "clock", "kind": "wall_clock_step", "step_s": 100.0, "wall_before": 1.0,
          "wall_after": 101.0, "threshold_s": 60.0}  # fmt: skip
 ANSWER = {"id": "c-1", "command": "relay", "status": "ok", "reason": "ok", "error": None,

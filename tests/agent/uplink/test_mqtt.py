@@ -21,12 +21,15 @@ from helpers.broker import Broker
 from helpers.paths import REPO
 from helpers.processes import Proc, api, pole_config
 from helpers.waiting import eventually, wait_until
+from smartpole.agent.buses.mcu.events import event_payload
 from smartpole.agent.config.uplink import UplinkConfig
 from smartpole.agent.core.outbox import Outbox, Priority
 from smartpole.agent.core.point_meta import PointMeta
 from smartpole.agent.uplink.meta import DeviceInfo, build_meta
 from smartpole.agent.uplink.mqtt import MqttUplink
 from smartpole.agent.uplink.session import SessionCounter
+from smartpole.drivers.mcu.codes import EventKind
+from smartpole.drivers.mcu.results import McuEvent
 
 SCHEMAS = REPO / "schemas" / "uplink"
 TOPIC_SCHEMA = {
@@ -45,6 +48,12 @@ def schema_for(topic: str) -> dict[str, Any]:
     return json.loads((SCHEMAS / f"{TOPIC_SCHEMA[suffix]}.schema.json").read_text())
 
 
+def mcu_event(n: int) -> dict[str, object]:
+    """An MCU event as the pole queues it (the events schema checks its shape)."""
+    event = McuEvent(7, n + 1, EventKind.DOOR_OPEN, 0, 10 * n, None, pushed=True)
+    return event_payload(event, "mcu")
+
+
 def validate(topic: str, payload: dict[str, Any]) -> None:
     jsonschema.validate(payload, schema_for(topic))
 
@@ -54,11 +63,6 @@ def summary(n: int) -> dict[str, Any]:
     return {"camera": "cam1", "interval_start": float(n), "interval_s": 1.0, "lines": {},
             "speed_kmh": {}, "zones": {}, "queue": {}, "events": [],
             "quality": {"fps": 1.0, "frames": 1, "dropped": 0, "state": "ok"}}  # fmt: skip
-
-
-def mcu_event(n: int) -> dict[str, Any]:
-    return {"source": "mcu", "boot_id": 1, "id": n, "kind": "door_open", "value": 1,
-            "mcu_uptime_ms": 1000 * n, "mcu_time": None}  # fmt: skip
 
 
 @pytest.fixture

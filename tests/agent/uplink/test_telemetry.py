@@ -165,11 +165,44 @@ def test_a_quality_change_goes_up_even_without_a_value_change(rig: Rig) -> None:
     assert rig.sent() == [("meter", "voltage", 230.0, "uncertain")]
 
 
-def test_a_dead_device_goes_up_as_bad(rig: Rig) -> None:
+def test_a_dead_device_goes_up_as_null_and_bad_at_the_time_it_was_declared_so(rig: Rig) -> None:
+    """A quality change is no reading: the last value (acquired earlier) must not go up
+    again stamped with the time of the change."""
     rig.read("count", 5)
     rig.sent()
+    rig.clock += 30.0
     rig.table.mark_bad("meter")
-    assert ("meter", "count", 5, "bad") in rig.sent()
+    rig.reporter.flush()
+    (record,) = rig.outbox.pending("telemetry")
+    rows = rows_of(record.payload)
+    assert ("meter", "count", None, "bad", round(rig.clock, 3)) in rows
+    assert all(value is None for _, _, value, _, _ in rows)
+    rig.outbox.ack("telemetry", record.seq)
+    # The integrity report then carries the last value with its own acquisition time.
+    rig.reporter.integrity()
+    (record,) = rig.outbox.pending("telemetry")
+    assert ("meter", "count", 5, "bad", round(rig.clock - 30.0, 3)) in rows_of(record.payload)
+
+
+def test_restored_values_are_not_published_until_read_again(tmp_path: Path) -> None:
+    """After a restart the table holds the last saved values, stale. The life that read
+    them published them (or a newer value); publishing them again after a restart, even
+    with their own time, would show a counter going backwards."""
+    rig = Rig(tmp_path)
+    rig.table.restore("meter", "count", 41, rig.clock - 100.0)
+    rig.table.restore("meter", "voltage", 229.0, rig.clock - 100.0)
+    rig.reporter.integrity()
+    (record,) = rig.outbox.pending("telemetry")
+    assert rows_of(record.payload) == []
+    rig.outbox.ack("telemetry", record.seq)
+    rig.clock += 1.0
+    rig.table.mark_bad("meter")  # the device does not answer after the restart
+    assert {(p, v, q) for _, p, v, q in rig.sent()} >= {("count", None, "bad")}
+    rig.read("count", 42)  # read again: now it is a reading of this life
+    assert rig.sent() == [("meter", "count", 42, "good")]
+    rig.reporter.integrity()
+    (record,) = rig.outbox.pending("telemetry")
+    assert [(r[1], r[2]) for r in rows_of(record.payload)] == [("count", 42)]
 
 
 def test_nan_and_infinity_go_up_as_null_with_quality_bad(rig: Rig) -> None:

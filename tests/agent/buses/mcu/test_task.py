@@ -17,9 +17,12 @@ from helpers.paths import PROFILES
 from helpers.waiting import eventually
 from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.mcu.config import PoleMcuBus
+from smartpole.agent.buses.mcu.event_marks import EventMarks
+from smartpole.agent.buses.mcu.events import EventRecorder
 from smartpole.agent.buses.mcu.task import McuBusTask
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.core.audit import AuditLog
+from smartpole.agent.core.outbox import Outbox
 from smartpole.agent.core.points import PointTable
 from smartpole.drivers.mcu.dictionary import DICTIONARY_BYTES
 from smartpole.drivers.sim.mcu.emulator import McuEmulator
@@ -102,3 +105,39 @@ async def test_an_mcu_reset_is_reconfigured_by_the_task_not_the_client(tmp_path:
         assert (stats["resets_detected"], stats["reconnects"]) == (1, 1)
         assert emu.boot_id != first_boot
         await eventually(lambda: emu.outputs.configured, 5, "the MCU configured again")
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_task_resumes_the_event_ring_and_queues_each_event_once(
+    tmp_path: Path,
+) -> None:
+    """Two lives of the task (as two daemon lives) against one MCU that keeps its ring: the
+    second resumes after the events the first queued, so the boot event is queued once."""
+    state = tmp_path / "state"
+    state.mkdir()
+
+    def queued(outbox: Outbox) -> list[tuple[int, int, str]]:
+        return [
+            (r.payload["boot_id"], r.payload["id"], r.payload["kind"])
+            for r in outbox.pending("events", 100)
+        ]
+
+    async with McuEmulator(seed=9) as emu:
+        for life in range(2):
+            with Outbox(state, report_interval_s=None) as outbox:
+                marks = EventMarks(state)
+                async with running(tmp_path, emu.path) as task:
+                    task.add_event_listener(EventRecorder(outbox, marks, "cabinet", "mcu"))
+                    task.resume_events(marks.resume("cabinet"))
+                    await eventually(lambda: task.diagnostics()["connected"], 10, "the connect")
+                    if life == 0:
+                        await eventually(lambda: queued(outbox), 5, "the boot event")
+                        resumed = task.diagnostics()["events_resumed"]
+                        assert resumed == {"boot_id": emu.boot_id, "after": 0, "also_held": 0}
+                    else:
+                        emu.set_door(True)  # a new event: the second life still gets those
+                        await eventually(lambda: len(queued(outbox)) == 2, 5, "the door event")
+                        resumed = task.diagnostics()["events_resumed"]
+                        assert resumed == {"boot_id": emu.boot_id, "after": 1, "also_held": 0}
+                    final = queued(outbox)
+    assert final == [(emu.boot_id, 1, "boot"), (emu.boot_id, 2, "door_open")]
