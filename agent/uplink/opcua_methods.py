@@ -212,7 +212,7 @@ class CommandMethods:
         try:
             result = await command(name, args, actor=user, source=SOURCE, command_id=call_id)
         except asyncio.CancelledError:
-            stopped = "cancelled: the OPC UA server stopped while the command ran"
+            stopped = "cancelled before it finished (the OPC UA server stopped); outcome unknown"
             self._report(answer(call_id, "failed", stopped, command=name), name, user, call_id)
             raise
         except Exception as exc:  # a failing processor must not kill the call
