@@ -42,6 +42,7 @@ from smartpole.agent.uplink.commands import CommandProcessor
 from smartpole.agent.uplink.counters import CounterWatch, counter_points
 from smartpole.agent.uplink.meta import build_meta, devices_of
 from smartpole.agent.uplink.mqtt import MqttUplink
+from smartpole.agent.uplink.opcua_calls import outbox_report
 from smartpole.agent.uplink.session import SessionCounter
 from smartpole.agent.uplink.telemetry import TelemetryReporter
 from smartpole.drivers.lifecycle import Lifecycle
@@ -174,7 +175,9 @@ class Pole(Lifecycle):
         if self.uplink is not None:
             self.uplink.commands = self.commands
         if opcua is not None:
-            opcua.accept_commands(self.commands.submit if self.commands else _no_commands)
+            # Answers to OPC UA calls go up cmd/result like the platform's own commands.
+            report = None if self.uplink is None else outbox_report(self.outbox, self.uplink.notify)
+            opcua.accept_commands(self.commands.submit if self.commands else _no_commands, report)
             await stack.enter_async_context(opcua)
         api = ApiServer(self.socket_path, handlers(self.operations), config.pole.api)
         self.operations.api = api
@@ -262,18 +265,20 @@ class Pole(Lifecycle):
             return None
         # Imported here: asyncua is heavy, and most poles have no OPC UA section.
         from smartpole.agent.uplink.opcua import OpcUaServer
+        from smartpole.agent.uplink.opcua_space import valid_ranges
 
         return OpcUaServer(
             config,
             pole_id=self.config.pole.pole.id,
             table=self.table,
             state_dir=self.state_dir,
+            ranges=valid_ranges(self.config),
             alarms=self.control.alarms,
         )
 
 
 async def _no_commands(
-    command: str, args: dict[str, object], *, actor: str, source: str
+    command: str, args: dict[str, object], *, actor: str, source: str, command_id: str
 ) -> Mapping[str, Any]:
-    return {"status": "rejected", "reason": "not_allowed",
-            "error": "no uplink.commands section: no commands"}  # fmt: skip
+    return {"id": command_id, "command": command, "status": "rejected", "reason": "not_allowed",
+            "error": "no uplink.commands section: no commands", "result": None}  # fmt: skip

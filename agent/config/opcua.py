@@ -25,7 +25,15 @@ class OpcUaConfig(BaseModel):
     endpoint: str = "opc.tcp://0.0.0.0:4840/smartpole/"
     namespace: str = "urn:smartpole:opcua"
     certificate_dir: str = Field("opcua/pki", description="server certificate; under state dir")
-    trust_dir: str = Field("opcua/trusted", description="trusted client certificates (DER/PEM)")
+    trust_dir: str = Field(
+        "opcua/trusted", description="trusted client certificates (DER/PEM), read per connection"
+    )
+    rejected_dir: str = Field(
+        "opcua/rejected", description="certificates of refused unknown clients, to move over"
+    )
+    rejected_keep: int = Field(
+        100, ge=0, le=10000, description="at most this many files in rejected_dir; 0: keep none"
+    )
     users_file: str | None = Field("opcua/users", description="name:pbkdf2 hash lines")
     allow_anonymous_read: bool = False
     security_modes: list[Mode] = Field(default_factory=_default_modes, min_length=1)

@@ -40,6 +40,8 @@ class AuditRecord:
     at: float = field(default_factory=time.time)
     # Set when ``actor`` is "unauthenticated": the actor a rejected command named (a claim).
     claimed_actor: str | None = None
+    # A platform or OPC UA command's id, as its answer on cmd/result carries it.
+    command_id: str | None = None
 
 
 class AuditLog:

@@ -380,6 +380,7 @@ class CommandProcessor:
                 read_back=result["result"],
                 error=None if error is None else f"{result['reason']}: {error}",
                 claimed_actor=claimed,
+                command_id=None if result["id"] is None else str(result["id"]),
             )
         )
 

@@ -5,7 +5,8 @@ Address space (namespace ``config.namespace``)::
     Objects/<pole_id>/                      object, NodeId s=<pole_id>
         <device>/                           one object per device, NodeId s=<device>
             <point>                         one variable per point, NodeId s=<device>.<point>
-                EngineeringUnits            EUInformation (UNECE code where known)
+                EngineeringUnits            EUInformation, UNECE code (points with a unit)
+                EURange                     Range (numeric points whose profile gives one)
         Commands/                           SetLevel, Relay, PowerCycle, PtzPreset, AckAlarm
                                             (opcua_methods.py)
 
@@ -25,7 +26,8 @@ it needs the client's certificate on a secure channel. Anonymous sessions, when 
 read-only (browse, read, subscribe, ConditionRefresh); writes and method calls need a user
 from the users file, and failed logins are throttled (``opcua_throttle``). Variables are
 read-only anyway: commands go through the methods, which hand them to the command processor's
-``submit`` with the user as the actor and ``opcua`` as the source.
+``submit`` with the user as the actor, ``opcua`` as the source and an ``opcua-<n>`` id, and
+report each answer on the ``cmd/result`` stream (``opcua_calls``).
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ from smartpole.agent.config.opcua import OpcUaConfig
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.agent.uplink.opcua_alarms import AlarmConditions
 from smartpole.agent.uplink.opcua_auth import PeerAwareInternalServer, PoleRuleset, UserFileManager
+from smartpole.agent.uplink.opcua_calls import FILE_NAME as CALL_IDS_FILE
+from smartpole.agent.uplink.opcua_calls import CallIds, Report
 from smartpole.agent.uplink.opcua_certs import TrustList, ensure_server_certificate
 from smartpole.agent.uplink.opcua_methods import CommandCallback, CommandMethods, Outcome
-from smartpole.agent.uplink.opcua_space import data_value, eu_information, nid
+from smartpole.agent.uplink.opcua_space import data_value, eu_information, eu_range, nid
 from smartpole.agent.uplink.opcua_space import variant_type_for as _vtype
 from smartpole.agent.uplink.opcua_throttle import LoginThrottle
 from smartpole.drivers.lifecycle import Lifecycle
@@ -97,8 +101,10 @@ class OpcUaServer(Lifecycle):
         table: PointTable,
         state_dir: Path,
         units: Mapping[_Key, str] | None = None,
+        ranges: Mapping[_Key, tuple[float, float]] | None = None,
         alarms: ActiveAlarms | AlarmDicts | None = None,
         command: CommandCallback | None = None,
+        report: Report | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``clock`` (monotonic seconds) times the login throttle's windows."""
@@ -108,10 +114,15 @@ class OpcUaServer(Lifecycle):
         self.table = table
         self.state_dir = state_dir
         self.units = dict(units or {})
+        self.ranges = dict(ranges or {})
         self.alarms = alarms
         self.command = command
         self.application_uri = application_uri(pole_id)
-        self.trust = TrustList(config.path(state_dir, config.trust_dir))
+        self.trust = TrustList(
+            config.path(state_dir, config.trust_dir),
+            config.path(state_dir, config.rejected_dir),
+            keep=config.rejected_keep,
+        )
         users = config.path(state_dir, config.users_file) if config.users_file else None
         self.throttle = LoginThrottle(
             free_failures=config.login_free_failures,
@@ -136,13 +147,20 @@ class OpcUaServer(Lifecycle):
         self._wake = asyncio.Event()
         self._running = False
         self._write_failed: set[_Key] = set()
-        self.methods = CommandMethods(command, timeout_s=config.method_timeout_s)
+        self.methods = CommandMethods(
+            command,
+            CallIds(state_dir / CALL_IDS_FILE),
+            timeout_s=config.method_timeout_s,
+            report=report,
+        )
         self.conditions: AlarmConditions | None = None
 
-    def accept_commands(self, command: CommandCallback) -> None:
-        """Where the command methods go (the command processor); before the server starts."""
+    def accept_commands(self, command: CommandCallback, report: Report | None = None) -> None:
+        """Where the command methods go (the command processor), and where their answers
+        are reported (the ``cmd/result`` stream); before the server starts."""
         self.command = command
         self.methods.command = command
+        self.methods.report = report
 
     async def _start(self) -> None:
         server, config = self.server, self.config
@@ -151,6 +169,7 @@ class OpcUaServer(Lifecycle):
         server.set_server_name(f"smartpole {self.pole_id}")
         server.product_uri = "urn:smartpole"
         await server.set_application_uri(self.application_uri)
+        self.trust.prepare()
         pair = ensure_server_certificate(
             config.path(self.state_dir, config.certificate_dir), self.application_uri, self.pole_id
         )
@@ -180,6 +199,7 @@ class OpcUaServer(Lifecycle):
             points=len(self._nodes),
             anonymous_read=config.allow_anonymous_read,
             trust_dir=str(self.trust.directory),
+            rejected_dir=str(self.trust.rejected_dir),
         )
 
     def _release(self) -> None:
@@ -212,19 +232,37 @@ class OpcUaServer(Lifecycle):
                 ua.Variant(False if vtype is _V.Boolean else ("" if vtype is _V.String else 0.0)),
                 vtype,
             )
-            unit = self.units.get(key, sample.unit)
-            await node.add_property(
-                nid(f"{sample.device}.{sample.point}.EngineeringUnits", idx),
-                ua.QualifiedName("EngineeringUnits", 0),
-                ua.Variant(eu_information(unit), _V.ExtensionObject),
-                datatype=nid(ObjectIds.EUInformation),
-            )
+            await self._describe(node, key, self.units.get(key, sample.unit), vtype)
             self._nodes[key] = (node.nodeid, vtype)
             await self._write(key, sample.value, sample.quality, sample.timestamp)
         commands = await pole.add_object(nid("Commands", idx), ua.QualifiedName("Commands", idx))
         await self.methods.add_to(commands, idx)
         self.conditions = AlarmConditions(self.server, idx, self._acknowledge)
         await self.conditions.setup(pole, devices, self.poll_alarms)
+
+    async def _describe(self, node: Node, key: _Key, unit: str, vtype: ua.VariantType) -> None:
+        """The Part 8 properties of a point: EngineeringUnits when it has a unit, EURange
+        when its profile gives a valid range (numbers only)."""
+        path = f"{key[0]}.{key[1]}"
+        units = eu_information(unit)
+        if units is not None:
+            if units.UnitId == -1:
+                log.warning("opcua_unit_without_unece_code", device=key[0], point=key[1],
+                            unit=units.DisplayName.Text)  # fmt: skip
+            await node.add_property(
+                nid(f"{path}.EngineeringUnits", self.idx),
+                ua.QualifiedName("EngineeringUnits", 0),
+                ua.Variant(units, _V.ExtensionObject),
+                datatype=nid(ObjectIds.EUInformation),
+            )
+        span = eu_range(self.ranges.get(key)) if vtype is _V.Double else None
+        if span is not None:
+            await node.add_property(
+                nid(f"{path}.EURange", self.idx),
+                ua.QualifiedName("EURange", 0),
+                ua.Variant(span, _V.ExtensionObject),
+                datatype=nid(ObjectIds.Range),
+            )
 
     async def _acknowledge(self, alarm_id: str, user: str) -> Outcome:
         return await self.methods.run("ack_alarm", {"alarm_id": alarm_id}, user)
@@ -306,7 +344,10 @@ class OpcUaServer(Lifecycle):
             "logins_denied": self.users.denied,
             **self.throttle.status(),
             "certificates_rejected": self.trust.rejected,
+            "rejected_certificates_kept": self.trust.rejected_kept,
+            "rejected_certificates_not_kept": self.trust.rejected_not_kept,
             "methods_called": self.methods.called,
             "methods_running": self.methods.running,
+            "call_id_write_failures": self.methods.ids.write_failures,
             **(self.conditions.status() if self.conditions is not None else {}),
         }

@@ -8,8 +8,19 @@ expired, or names another application URI (the pole id changed).
 
 The trust list is a directory of client certificates (DER or PEM, one per file). A client is
 trusted when its exact certificate is in the directory (pinned by SHA-256 fingerprint); CA
-chains are not evaluated. The directory is re-read when its modification time changes, so a
-certificate dropped in (or removed) takes effect at the client's next connection.
+chains are not evaluated. At each connection the directory is listed and re-read when any
+file's name, size or modification time changed, so a certificate dropped in, replaced in
+place (same name) or removed takes effect at the client's next connection, without a
+restart. (The directory's own modification time is not enough: overwriting a file, or
+writing it after creating it empty, as a copy does, leaves it unchanged.)
+
+The certificate of an unknown client is kept in the rejected directory (``<name>-<first 16
+hex of its fingerprint>.der``), so that a technician who has checked it moves that file into
+the trusted directory. At most ``keep`` files are kept there, so clients that try many
+certificates cannot fill the disk; what is not kept is counted.
+
+All three directories (server certificate, trusted, rejected) are made at start with mode
+0700: whoever can write the trusted directory decides who may connect.
 """
 
 from __future__ import annotations
@@ -17,7 +28,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,12 +125,12 @@ def _usable(cert_path: Path, key_path: Path, application_uri: str) -> bool:
 
 def ensure_server_certificate(directory: Path, application_uri: str, pole_id: str) -> CertPair:
     """Load the server's certificate from ``directory``, or make one on first start."""
+    private_dir(directory)
     pair = CertPair(directory / CERT_NAME, directory / KEY_NAME)
     if pair.certificate.exists() and _usable(pair.certificate, pair.private_key, application_uri):
         return pair
     if pair.certificate.exists():
         log.warning("opcua_certificate_replaced", path=str(pair.certificate), uri=application_uri)
-    directory.mkdir(parents=True, exist_ok=True)
     cert_der, key_pem = make_self_signed(
         application_uri, f"smartpole {pole_id}", hostnames=[socket.gethostname()]
     )
@@ -147,33 +160,71 @@ def _load_any(data: bytes) -> x509.Certificate:
     return x509.load_der_x509_certificate(data)
 
 
+_Listing = tuple[tuple[str, int, int], ...]  # (name, size, mtime_ns) of each file
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` (and its parents) if missing, and leave it mode 0700."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode != 0o700:
+        try:
+            path.chmod(0o700)
+        except OSError as exc:
+            log.warning("opcua_dir_mode_unfixable", path=str(path), mode=oct(mode), error=str(exc))
+        else:
+            log.warning("opcua_dir_mode_tightened", path=str(path), was=oct(mode))
+    return path
+
+
 class TrustList:
     """Client certificates pinned by fingerprint from one directory; callable as asyncua's
     certificate validator (raises ``ServiceError`` with the OPC UA status code)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, rejected: Path | None = None, *, keep: int = 100) -> None:
         self.directory = directory
-        self._mtime: float | None = None
+        self.rejected_dir = rejected
+        self.keep = keep
+        self._listing: _Listing | None = None
         self._pinned: frozenset[str] = frozenset()
         self.rejected = 0
+        self.rejected_kept = 0
+        self.rejected_not_kept = 0
+        self._full = False
+
+    def prepare(self) -> None:
+        """At start: the trusted and rejected directories exist, mode 0700."""
+        private_dir(self.directory)
+        if self.rejected_dir is not None:
+            private_dir(self.rejected_dir)
+
+    def _list(self) -> _Listing | None:
+        try:
+            entries = []
+            for path in self.directory.iterdir():
+                info = path.stat()
+                if stat.S_ISREG(info.st_mode):
+                    entries.append((path.name, info.st_size, info.st_mtime_ns))
+        except OSError:
+            return None
+        return tuple(sorted(entries))
 
     def _reload(self) -> None:
-        try:
-            mtime = self.directory.stat().st_mtime
-        except OSError:
-            self._mtime, self._pinned = None, frozenset()
+        listing = self._list()
+        if listing is None:
+            self._listing, self._pinned = None, frozenset()
             return
-        if mtime == self._mtime:
+        if listing == self._listing:
             return
         pinned: set[str] = set()
-        for path in sorted(self.directory.iterdir()):
-            if not path.is_file():
-                continue
+        for name, _, _ in listing:
+            path = self.directory / name
             try:
                 pinned.add(fingerprint(_load_any(path.read_bytes())))
             except (OSError, ValueError):
                 log.warning("opcua_trust_file_unreadable", path=str(path))
-        self._mtime, self._pinned = mtime, frozenset(pinned)
+        self._listing, self._pinned = listing, frozenset(pinned)
 
     def is_trusted(self, cert: x509.Certificate | bytes | None) -> bool:
         if cert is None:
@@ -189,7 +240,7 @@ class TrustList:
     async def __call__(self, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
         now = dt.datetime.now(dt.UTC)
         if not self.is_trusted(cert):
-            self._reject("untrusted", cert, app)
+            self._reject("untrusted", cert, app, self._keep_rejected(cert))
             raise ServiceError(StatusCodes.BadCertificateUntrusted)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             self._reject("expired", cert, app)
@@ -203,11 +254,47 @@ class TrustList:
             self._reject("uri_mismatch", cert, app)
             raise ServiceError(StatusCodes.BadCertificateUriInvalid)
 
-    def _reject(self, why: str, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
+    def _keep_rejected(self, cert: x509.Certificate) -> Path | None:
+        """Keep an unknown client's certificate for a technician; where, or None."""
+        if self.rejected_dir is None:
+            return None
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        label = _SAFE_NAME.sub("_", str(names[0].value) if names else "").strip("._")[:40]
+        path = self.rejected_dir / f"{label or 'client'}-{fingerprint(cert)[:16]}.der"
+        if path.exists():
+            return path
+        try:
+            kept = sum(1 for entry in self.rejected_dir.iterdir() if entry.suffix == ".der")
+            if kept >= self.keep:
+                self.rejected_not_kept += 1
+                if not self._full:
+                    self._full = True
+                    log.warning("opcua_rejected_dir_full", path=str(self.rejected_dir),
+                                keep=self.keep)  # fmt: skip
+                return None
+            _write_private(path, cert.public_bytes(serialization.Encoding.DER))
+        except OSError as exc:
+            self.rejected_not_kept += 1
+            log.warning("opcua_rejected_not_kept", path=str(path), error=str(exc))
+            return None
+        if self._full:
+            self._full = False
+            log.info("opcua_rejected_dir_has_room", path=str(self.rejected_dir))
+        self.rejected_kept += 1
+        return path
+
+    def _reject(
+        self,
+        why: str,
+        cert: x509.Certificate,
+        app: ua.ApplicationDescription,
+        kept: Path | None = None,
+    ) -> None:
         self.rejected += 1
         log.warning(
             "opcua_client_certificate_rejected",
             reason=why,
             fingerprint=fingerprint(cert),
             application_uri=app.ApplicationUri,
+            kept_as=None if kept is None else str(kept),
         )

@@ -1,12 +1,15 @@
 """The command methods of the OPC UA server (``Objects/<pole>/Commands``).
 
-Each method awaits ``command(name, args, actor=<OPC UA user>, source="opcua")``, which is the
-command processor's ``submit`` (the same schema, allow-list, dedupe and audit as MQTT, but no
-signature: the secure session authenticated the user), and returns the result's ``status`` and
-``error`` ("" when none) as the method's two outputs. Only a user
-logged in from the users file may call (the permission rules refuse anonymous calls before
-they get here; this is checked again). Integer arguments accept any integer variant type, and
-Double ones integers too, because clients differ in what they send for a Python int.
+Each method awaits ``command(name, args, actor=<OPC UA user>, source="opcua",
+command_id="opcua-<n>")``, which is the command processor's ``submit`` (the same schema,
+allow-list, dedupe and audit as MQTT, audited as ``opcua:<user>``, but no signature: the
+secure session authenticated the user), and returns the result's ``status``, ``error`` (""
+when none) and the call's command id as the method's three outputs. The answer also goes
+to ``report`` (the ``cmd/result`` stream, ``opcua_calls``) when the command ends, so the
+platform sees OPC UA commands as it sees its own. Only a user logged in from the users file
+may call (the permission rules refuse anonymous calls before they get here; this is checked
+again). Integer arguments accept any integer variant type, and Double ones integers too,
+because clients differ in what they send for a Python int.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from asyncua.common.node import Node
 from asyncua.crypto.permission_rules import UserRole
 from asyncua.ua.status_codes import StatusCodes
 
+from smartpole.agent.uplink.command_answers import STATUS_OF, answer
 from smartpole.agent.uplink.opcua_auth import current_user
+from smartpole.agent.uplink.opcua_calls import CallIds, Report
 from smartpole.agent.uplink.opcua_space import nid, status
 
 log = structlog.get_logger("smartpole.uplink.opcua")
@@ -34,7 +39,7 @@ class CommandCallback(Protocol):
     """``CommandProcessor.submit``, or anything answering like it."""
 
     def __call__(
-        self, command: str, args: dict[str, object], *, actor: str, source: str
+        self, command: str, args: dict[str, object], *, actor: str, source: str, command_id: str
     ) -> Awaitable[Mapping[str, Any]]: ...
 
 
@@ -43,6 +48,7 @@ class Outcome:
     status: str  # ok, rejected, failed, duplicate, pending
     error: str  # "" when none
     reason: str = ""  # the processor's reason (not_allowed, bad_args...), when it gave one
+    id: str = ""  # the command id of the call (opcua-<n>), as on cmd/result
 
 
 _V = ua.VariantType
@@ -101,15 +107,20 @@ def _convert(variant: object, vtype: ua.VariantType) -> object:
     raise ValueError(f"expected {vtype.name}, got {got.name}")
 
 
-async def _await(result: Awaitable[Mapping[str, Any]]) -> Mapping[str, Any]:
-    return await result
-
-
 class CommandMethods:
     """The methods' callbacks, bound to one command callback."""
 
-    def __init__(self, command: CommandCallback | None, *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        command: CommandCallback | None,
+        ids: CallIds,
+        *,
+        timeout_s: float = 10.0,
+        report: Report | None = None,
+    ) -> None:
         self.command = command
+        self.ids = ids
+        self.report = report
         self.timeout_s = timeout_s
         self.called = 0
         self._running: set[asyncio.Task[Mapping[str, Any]]] = set()
@@ -133,8 +144,9 @@ class CommandMethods:
                 self._method(name, args),
                 [_argument(*arg) for arg in args],
                 [
-                    _argument("status", _V.String, "ok, rejected, failed..."),
+                    _argument("status", _V.String, "ok, rejected, failed, pending"),
                     _argument("error", _V.String, "why, when not ok"),
+                    _argument("id", _V.String, "the command id, as on cmd/result"),
                 ],
             )
 
@@ -155,7 +167,9 @@ class CommandMethods:
             except ValueError:
                 return status(StatusCodes.BadInvalidArgument)
             outcome = await self.run(name, args, user.name)
-            return [ua.Variant(outcome.status, _V.String), ua.Variant(outcome.error, _V.String)]
+            return [
+                ua.Variant(text, _V.String) for text in (outcome.status, outcome.error, outcome.id)
+            ]
 
         return call
 
@@ -164,9 +178,10 @@ class CommandMethods:
         if self.command is None:
             return Outcome("failed", "commands are not enabled on this pole")
         self.called += 1
-        log.info("opcua_command", command=name, user=user)
+        call_id = self.ids.next()
+        log.info("opcua_command", command=name, user=user, id=call_id)
         task = asyncio.create_task(
-            _await(self.command(name, args, actor=user, source=SOURCE)), name=f"opcua:{name}"
+            self._submit(self.command, name, args, user, call_id), name=f"opcua:{call_id}"
         )
         # asyncua serves one connection's requests in order: a long command (a power cycle
         # takes minutes) must not stall the client's session, so the call answers "pending"
@@ -180,20 +195,51 @@ class CommandMethods:
         if not done:
             self._running.add(task)
             task.add_done_callback(self._finished)
-            return Outcome("pending", f"still running after {self.timeout_s:g} s")
-        try:
-            result = task.result()
-        except Exception as exc:  # a failing processor must not kill the call
-            log.exception("opcua_command_failed", command=name, user=user)
-            return Outcome("failed", f"{type(exc).__name__}: {exc}")
+            return Outcome("pending", f"still running after {self.timeout_s:g} s", id=call_id)
+        result = task.result()
         error = result.get("error")
         return Outcome(
             str(result.get("status", "failed")),
             "" if error is None else str(error),
             str(result.get("reason") or ""),
+            call_id,
         )
+
+    async def _submit(
+        self, command: CommandCallback, name: str, args: dict[str, object], user: str, call_id: str
+    ) -> Mapping[str, Any]:
+        """The command's answer, reported when it is known; raises only CancelledError."""
+        try:
+            result = await command(name, args, actor=user, source=SOURCE, command_id=call_id)
+        except asyncio.CancelledError:
+            stopped = "cancelled before it finished (the OPC UA server stopped); outcome unknown"
+            self._report(answer(call_id, "failed", stopped, command=name), name, user, call_id)
+            raise
+        except Exception as exc:  # a failing processor must not kill the call
+            log.exception("opcua_command_failed", command=name, user=user, id=call_id)
+            error = f"{type(exc).__name__}: {exc}"
+            result = answer(call_id, "internal_error", error, command=name)
+        self._report(result, name, user, call_id)
+        return result
+
+    def _report(self, result: Mapping[str, Any], name: str, user: str, call_id: str) -> None:
+        """The answer in the one result shape, with who called (``opcua:<user>``)."""
+        if self.report is None:
+            return
+        reason = str(result.get("reason") or "")
+        if reason not in STATUS_OF:
+            reason = "ok" if result.get("status") == "ok" else "failed"
+        shaped = answer(
+            str(result.get("id") or call_id),
+            reason,
+            None if result.get("error") is None else str(result["error"]),
+            result.get("result"),
+            command=str(result.get("command") or name),
+        )
+        try:
+            self.report({**shaped, "actor": f"{SOURCE}:{user}"})
+        except Exception:  # the answer is audited; losing its copy must not fail the call
+            log.exception("opcua_command_report_failed", id=call_id)
 
     def _finished(self, task: asyncio.Task[Mapping[str, Any]]) -> None:
         self._running.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("opcua_command_failed", error=repr(task.exception()))

@@ -19,48 +19,12 @@ import math
 from asyncua import ua
 from asyncua.ua.status_codes import StatusCodes
 
+from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.core.points import Quality
 from smartpole.drivers.schema import Value
+from smartpole.drivers.units import UNITS
 
 UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
-
-# Units the profiles use → UNECE Rec. 20 common codes (OPC UA Part 8 §5.6.3).
-_UNECE: dict[str, str] = {
-    "V": "VLT",
-    "mV": "2Z",
-    "A": "AMP",
-    "mA": "4K",
-    "W": "WTT",
-    "kW": "KWT",
-    "Wh": "WHR",
-    "kWh": "KWH",
-    "VA": "D46",
-    "kVA": "KVA",
-    "var": "D44",
-    "kvar": "KVR",
-    "Hz": "HTZ",
-    "°C": "CEL",
-    "%": "P1",
-    "lx": "LUX",
-    "s": "SEC",
-    "ms": "C26",
-    "h": "HUR",
-    "min": "MIN",
-    "m/s": "MTS",
-    "km/h": "KMH",
-    "hPa": "A97",
-    "Pa": "PAL",
-    "mm": "MMT",
-    "m": "MTR",
-    "°": "DD",
-    "deg": "DD",
-    "dB": "2N",
-    "dBA": "2N",
-    "ppm": "59",
-    "µg/m³": "GQ",
-    "ug/m3": "GQ",
-    "mm/h": "H67",
-}
 
 _SEVERITY = {"critical": 900, "major": 700, "minor": 500, "warning": 300}
 
@@ -75,22 +39,44 @@ def status(code: int) -> ua.StatusCode:
     return ua.StatusCode(ua.UInt32(code))
 
 
-def unece_id(code: str) -> int:
-    """OPC UA's UnitId for a UNECE common code: the code's bytes as a big-endian integer."""
-    unit_id = 0
-    for char in code:
-        unit_id = (unit_id << 8) | ord(char)
-    return unit_id
-
-
-def eu_information(unit: str) -> ua.EUInformation:
-    code = _UNECE.get(unit)
+def eu_information(unit: str) -> ua.EUInformation | None:
+    """The ``EngineeringUnits`` of a point with this unit (OPC UA Part 8 §5.6.3: the UNECE
+    code as UnitId, its symbol and name); None for a dimensionless point, which has none.
+    Every unit a pole registers is in the table (profiles are checked when they load, the
+    agent's own points by a test); one that is not still shows its text, with UnitId -1."""
+    if not unit:
+        return None
+    info = UNITS.get(unit)
+    if info is None:
+        text = ua.LocalizedText(unit)
+        return ua.EUInformation(NamespaceUri="", UnitId=-1, DisplayName=text, Description=text)
     return ua.EUInformation(
-        NamespaceUri=UNECE_NAMESPACE if code else "",
-        UnitId=unece_id(code) if code else -1,
-        DisplayName=ua.LocalizedText(unit),
-        Description=ua.LocalizedText(unit),
+        NamespaceUri=UNECE_NAMESPACE,
+        UnitId=info.unit_id,
+        DisplayName=ua.LocalizedText(info.symbol),
+        Description=ua.LocalizedText(info.name),
     )
+
+
+def eu_range(valid_range: tuple[float, float] | None) -> ua.Range | None:
+    """The ``EURange`` of a point: the range its profile says a reading can have."""
+    if valid_range is None:
+        return None
+    low, high = valid_range
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        return None
+    return ua.Range(Low=float(low), High=float(high))
+
+
+def valid_ranges(config: LoadedConfig) -> dict[tuple[str, str], tuple[float, float]]:
+    """Each point's ``valid_range`` from its device's profile, by ``(device, point)``."""
+    out: dict[tuple[str, str], tuple[float, float]] = {}
+    for device in config.pole.devices:
+        for point, spec in getattr(config.profile_of(device), "points", {}).items():
+            valid_range = getattr(spec, "valid_range", None)
+            if valid_range is not None:
+                out[(device, point)] = (float(valid_range[0]), float(valid_range[1]))
+    return out
 
 
 def severity(name: object) -> int:

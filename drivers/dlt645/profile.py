@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from smartpole.drivers.dlt645.frame import BcdLayout, decode_bcd, encode_bcd, parse_format
 from smartpole.drivers.errors import CodecError
 from smartpole.drivers.schema import FROM_YAML, Location, PointName, ProfileInfo, StrictModel
+from smartpole.drivers.units import Unit
 
 
 class Dlt645PointSpec(StrictModel):
@@ -19,7 +20,7 @@ class Dlt645PointSpec(StrictModel):
     di: Annotated[int, Field(ge=0, le=0xFFFFFFFF, description="data identifier DI3..DI0")]
     format: str = Field(description='BCD layout from the standard, e.g. "XXX.X" or "XX.XXXX"')
     signed: bool = Field(False, description="the top bit of the highest byte is the sign")
-    unit: str = ""
+    unit: Unit = Field("", description="a symbol of drivers/units.py; empty: dimensionless")
     description: str = ""
     valid_range: Annotated[tuple[float, float], FROM_YAML] | None = None
     monotonic: bool = Field(False, description="a counter that only grows (energy)")

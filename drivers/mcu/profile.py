@@ -33,7 +33,7 @@ STATUS_POINTS: dict[str, str] = {
     "level": "%",
     "fallback": "",
     "tripped": "",
-    "impact": "g",
+    "impact": "gn",  # peak acceleration in standard gravities (gn; "g" is the gram)
 }
 LEVEL = "level"
 TRIPPED = "tripped"

@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, model_validator
 
 from smartpole.drivers.schema import FROM_YAML, StrictModel
+from smartpole.drivers.units import Unit
 
 
 class RegisterKind(StrEnum):
@@ -132,7 +133,7 @@ class PointSpec(StrictModel):
     byte_order: Order = Field("big", description="big: the high byte of each word first")
     scale: float = Field(1.0, description="engineering value = raw * scale + offset")
     offset: float = 0.0
-    unit: str = ""
+    unit: Unit = Field("", description="a symbol of drivers/units.py; empty: dimensionless")
     description: str = ""
     access: Literal["r", "rw"] = "r"
     valid_range: Annotated[tuple[float, float], FROM_YAML] | None = Field(

@@ -58,15 +58,19 @@ class Env:
     untrusted: Pki
     clock: list[float]
     commands: list[Call] = field(default_factory=list)
+    command_ids: list[str] = field(default_factory=list)
+    reports: list[dict[str, Any]] = field(default_factory=list)  # what went to cmd/result
+    reported: asyncio.Event = field(default_factory=asyncio.Event)
     alarms: list[dict[str, Any]] = field(default_factory=list)
 
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def command(
-        self, command: str, args: dict[str, object], *, actor: str, source: str
+        self, command: str, args: dict[str, object], *, actor: str, source: str, command_id: str
     ) -> Mapping[str, Any]:
         """Stands in for ``CommandProcessor.submit``."""
         self.commands.append(Call(command, dict(args), actor, source))
+        self.command_ids.append(command_id)
         if command == "power_cycle":
             await self.release.wait()  # a command that outlasts the method call
         if command == "ptz_preset":
@@ -78,6 +82,11 @@ class Env:
                         "error": f"no active alarm {args['alarm_id']}"}  # fmt: skip
             alarm["acknowledged_at"], alarm["acknowledged_by"] = 1234.5, f"{source}:{actor}"
         return {"status": "ok", "reason": "ok", "error": None}
+
+    def report(self, result: Mapping[str, Any]) -> None:
+        """Stands in for the ``cmd/result`` stream of the outbox."""
+        self.reports.append(dict(result))
+        self.reported.set()
 
 
 def client_pki(directory: Path, name: str) -> Pki:
@@ -112,7 +121,11 @@ def make_env(tmp_path: Path) -> Env:
 
 @asynccontextmanager
 async def serving(
-    env: Env, clock: Callable[[], float] = time.monotonic, **config: Any
+    env: Env,
+    clock: Callable[[], float] = time.monotonic,
+    *,
+    ranges: Mapping[tuple[str, str], tuple[float, float]] | None = None,
+    **config: Any,
 ) -> AsyncIterator[OpcUaServer]:
     """Our OPC UA server on ``env``, with ``env`` standing in for the pole's alarms and commands."""
     cfg = OpcUaConfig(endpoint=env.url, refresh_s=0.2, alarm_poll_s=60.0, **config)
@@ -121,8 +134,10 @@ async def serving(
         pole_id=POLE,
         table=env.table,
         state_dir=env.state,
+        ranges=ranges,
         alarms=lambda: env.alarms,
         command=env.command,
+        report=env.report,
         clock=clock,
     )
     async with server:

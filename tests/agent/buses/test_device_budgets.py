@@ -203,8 +203,8 @@ description: two registers too far apart for one read
 manual: none
 protocol: modbus
 points:
-  near: {kind: holding, address: 0x0000, type: u16, unit: count}
-  far: {kind: holding, address: 0x0100, type: u16, unit: count}
+  near: {kind: holding, address: 0x0000, type: u16}
+  far: {kind: holding, address: 0x0100, type: u16}
 """
 
 

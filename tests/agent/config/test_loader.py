@@ -261,14 +261,45 @@ def test_load_reports_a_broken_profile_in_its_own_file(tmp_path: Path) -> None:
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     text = (PROFILES / "cwt-uwd.yaml").read_text(encoding="utf-8")
-    text = text.replace("type: i16, unit: Bft", "type: int16, unit: Bft")
+    text = text.replace("address: 0x01F5, type: i16,", "address: 0x01F5, type: int16,")
     (profiles / "cwt-uwd.yaml").write_text(text, encoding="utf-8")
     path = pole_config(tmp_path)
     path.write_text(path.read_text().replace(str(PROFILES), str(profiles)))
     (problem,) = problems_of(path)
     assert problem.file == profiles / "cwt-uwd.yaml"
     assert problem.key == "points.wind_force.type"
-    assert problem.line == line_of(text, "type: int16, unit: Bft, valid_range: [0, 17], ")
+    assert problem.line == line_of(text, "address: 0x01F5, type: int16, valid_range: [0, 17], ")
+
+
+def test_a_profile_unit_without_a_unece_code_is_an_error_where_it_is_written(
+    tmp_path: Path,
+) -> None:
+    """A new profile cannot silently lose its units upstream: each unit must map to a UNECE
+    code (OPC UA EngineeringUnits), or `config check` names the file, line and key."""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    text = (PROFILES / "cwt-uwd.yaml").read_text(encoding="utf-8")
+    text = text.replace('unit: "°C", valid_range: [-40, 80]', "unit: degC, valid_range: [-40, 80]")
+    text = text.replace("unit: lx,", "unit: Lux,")
+    (profiles / "cwt-uwd.yaml").write_text(text, encoding="utf-8")
+    path = pole_config(tmp_path)
+    path.write_text(path.read_text().replace(str(PROFILES), str(profiles)))
+    result = check(path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    file = profiles / "cwt-uwd.yaml"
+    celsius = line_of(text, "unit: degC,")
+    lux = line_of(text, "unit: Lux,")
+    lines = result.stderr.splitlines()
+    assert any(
+        line.startswith(f"{file}:{celsius}: points.temperature.unit: unknown unit 'degC'")
+        and "did you mean '°C'?" in line
+        for line in lines
+    ), result.stderr
+    assert any(
+        line.startswith(f"{file}:{lux}: points.illuminance.unit: unknown unit 'Lux'")
+        and "'lx'" in line
+        for line in lines
+    ), result.stderr
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,7 @@ async def test_browse_read_subscribe_call_and_events(env: Env) -> None:
 
         commands = await client.nodes.objects.get_child([f"{idx}:{POLE}", f"{idx}:Commands"])
         result = await commands.call_method(f"{idx}:SetLevel", "lamp1", 40, 60.0)
-        assert result == ["ok", ""]
+        assert result == ["ok", "", "opcua-1"]
         # SetLevel is a level for a while: the override command, as the logged-in user.
         assert env.commands == [
             Call("override", {"lamp": "lamp1", "level": 40, "duration_s": 60.0}, USER, "opcua")
@@ -172,19 +172,56 @@ async def test_long_failing_and_rejected_commands(env: Env) -> None:
         idx = await client.get_namespace_index(NAMESPACE)
         commands = await client.nodes.objects.get_child([f"{idx}:{POLE}", f"{idx}:Commands"])
         pending = await commands.call_method(f"{idx}:PowerCycle", "camera1")
-        assert pending == ["pending", "still running after 0.3 s"]
+        assert pending == ["pending", "still running after 0.3 s", "opcua-1"]
         failed = await commands.call_method(f"{idx}:PtzPreset", "camera1", 3)
-        assert failed == ["failed", "RuntimeError: camera bus down"]
+        assert failed == ["failed", "RuntimeError: camera bus down", "opcua-2"]
         rejected = await commands.call_method(f"{idx}:AckAlarm", "a9")
-        assert rejected == ["rejected", "no active alarm a9"]
+        assert rejected == ["rejected", "no active alarm a9", "opcua-3"]
         relay = await commands.call_method(f"{idx}:Relay", "mcu", "relay1", True)
-        assert relay == ["ok", ""]
+        assert relay == ["ok", "", "opcua-4"]
         with pytest.raises(ua.uaerrors.BadInvalidArgument):
             await commands.call_method(f"{idx}:Relay", "mcu", "relay1", "yes")
+        # Answered calls were reported as they ended; the pending one when it finishes.
+        assert [r["id"] for r in env.reports] == ["opcua-2", "opcua-3", "opcua-4"]
+        env.reported.clear()
         env.release.set()
+        async with asyncio.timeout(TIMEOUT):
+            await env.reported.wait()
         assert server.methods.called == 4
     assert [c.command for c in env.commands] == ["power_cycle", "ptz_preset", "ack_alarm", "relay"]
+    assert env.command_ids == ["opcua-1", "opcua-2", "opcua-3", "opcua-4"]
     assert env.commands[3].args == {"device": "mcu", "point": "relay1", "on": True}
+    assert {r["actor"] for r in env.reports} == {f"opcua:{USER}"}
+    assert [(r["id"], r["command"], r["status"], r["reason"], r["error"])
+            for r in env.reports] == [
+        ("opcua-2", "ptz_preset", "failed", "internal_error", "RuntimeError: camera bus down"),
+        ("opcua-3", "ack_alarm", "rejected", "refused", "no active alarm a9"),
+        ("opcua-4", "relay", "ok", "ok", None),
+        ("opcua-1", "power_cycle", "ok", "ok", None),
+    ]  # fmt: skip
+
+
+@pytest.mark.asyncio
+async def test_call_ids_continue_across_restarts_and_a_command_cut_short_is_reported(
+    env: Env,
+) -> None:
+    """Ids are never reused (the processor would answer a reused one "duplicate"), and a
+    command still running when the server stops gets a "failed" answer, not silence."""
+    async with serving(env), connected(env) as client:
+        idx = await client.get_namespace_index(NAMESPACE)
+        commands = await client.nodes.objects.get_child([f"{idx}:{POLE}", f"{idx}:Commands"])
+        relay = await commands.call_method(f"{idx}:Relay", "mcu", "relay1", False)
+        assert relay == ["ok", "", "opcua-1"]
+    async with serving(env, method_timeout_s=0.2) as server, connected(env) as client:
+        commands = await client.nodes.objects.get_child([f"{idx}:{POLE}", f"{idx}:Commands"])
+        pending = await commands.call_method(f"{idx}:PowerCycle", "camera1")
+        assert pending[::2] == ["pending", "opcua-2"]  # after a restart: the next number
+    # The server stopped with the power cycle still running: it was cancelled and said so.
+    last = env.reports[-1]
+    assert (last["id"], last["status"], last["reason"]) == ("opcua-2", "failed", "failed")
+    assert "stopped" in last["error"]
+    assert [r["id"] for r in env.reports] == ["opcua-1", "opcua-2"]
+    assert server.methods.ids.write_failures == 0
 
 
 def test_users_file_holds_no_plaintext(env: Env) -> None:

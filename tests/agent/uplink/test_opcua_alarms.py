@@ -150,7 +150,9 @@ async def test_anonymous_may_refresh_but_not_acknowledge(env: Env) -> None:
 async def test_acknowledge_refused_by_the_agent_is_an_error(env: Env) -> None:
     refused = {"status": "rejected", "reason": "not_allowed", "error": "operator may not"}
 
-    async def command(command: str, args: dict[str, object], *, actor: str, source: str) -> Any:
+    async def command(
+        command: str, args: dict[str, object], *, actor: str, source: str, command_id: str
+    ) -> Any:
         return refused
 
     env.alarms.append(dict(DOOR))
