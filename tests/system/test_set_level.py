@@ -171,5 +171,7 @@ async def test_opcua_set_level_is_an_override_that_holds_then_returns_to_the_pro
         idx = await client.get_namespace_index(NAMESPACE)
         commands = await client.nodes.objects.get_child([f"{idx}:{POLE}", f"{idx}:Commands"])
         answer = await commands.call_method(f"{idx}:SetLevel", "lamp1", 40, HOLD_S)
-    assert answer == ["ok", ""]
+    status, error, call_id = answer
+    assert (status, error) == ("ok", "")
+    assert call_id.startswith("opcua-")  # the id its cmd/result answer carries
     _holds_across_renewals_then_returns(proc, 40, f"opcua:{USER}")

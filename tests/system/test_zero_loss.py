@@ -59,8 +59,8 @@ class Platform:
         client.subscribe("smartpole/v1/test-pole/#", qos=1)
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: Any) -> None:
-        if message.topic.endswith("/state"):
-            return
+        if message.topic.endswith(("/state", "/meta")):
+            return  # retained descriptions of the connection, not stream messages
         data = json.loads(message.payload)
         key = (data["epoch"], data["stream"], data["seq"])
         with self.lock:
