@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import select
+import struct
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -82,14 +83,16 @@ NO_HOLES = DeviceConfig(unit=1, input=_without_holes())
 SETTLED_PLAN = [(a, 2) for a in range(0, 0x20, 6)] + [(0x46, 6), (0x156, 2)]
 
 
-def _task(tmp_path: Path, bus: dict[str, Any], **device: Any) -> tuple[ModbusBusTask, PointTable]:
+def _task(
+    tmp_path: Path, bus: dict[str, Any], profiles: Path = PROFILES, **device: Any
+) -> tuple[ModbusBusTask, PointTable]:
     config = tmp_path / "pole.yaml"
     settings = {"profile": "eastron-sdm120", "bus": "bus", "unit_id": 1, "poll_period_s": PERIOD_S}
     config.write_text(
         yaml.safe_dump(
             {
                 "pole": {"id": "libmodbus-test"},
-                "profiles_dir": str(PROFILES),
+                "profiles_dir": str(profiles),
                 "buses": {"bus": bus},
                 "devices": {"meter": {**settings, **device}},
             }
@@ -229,17 +232,21 @@ async def test_a_dead_or_hung_device_goes_offline_and_comes_back(
     assert meter.counters.wrong_unit == meter.counters.garbage == 0
 
 
-def test_a_libmodbus_rtu_device_ignores_the_frame_after_one_for_another_unit(
+def test_a_libmodbus_rtu_device_is_deaf_after_a_frame_for_another_unit_until_the_line_rests(
     tmp_path: Path,
 ) -> None:
     """What the device gives the bus tests: libmodbus (like a real RS-485 listener) takes
-    the frame after a request to another unit for that unit's answer and drops it.
+    the frame after a request to another unit for that unit's answer and drops it; parsed
+    as an answer, our request leaves its last bytes behind, and the device stays out of step
+    until the line has been quiet for its byte timeout (0.5 s).
 
-    The scan and the line discipline are tested against this behaviour; if a libmodbus
-    upgrade or a change to the device loses it, they would pass for the wrong reason.
+    The scan and the serial line discipline are tested against this behaviour; if a
+    libmodbus upgrade or a change to the device loses it, they would pass for the wrong
+    reason.
     """
     read_voltage = append_crc(bytes([1, READ_INPUT_REGISTERS, 0, 0, 0, 2]))
     for_unit_2 = append_crc(bytes([2, READ_INPUT_REGISTERS, 0, 0, 0, 2]))
+    answer = bytes([1, READ_INPUT_REGISTERS, 4]) + struct.pack(">2H", *f32_words(230.2))
     with _device(METER, "rtu", tmp_path) as device:
         line = os.open(device.path, os.O_RDWR | os.O_NOCTTY)
         try:
@@ -249,10 +256,13 @@ def test_a_libmodbus_rtu_device_ignores_the_frame_after_one_for_another_unit(
                 ready, _, _ = select.select([line], [], [], wait_s)
                 return os.read(line, 256) if ready else b""
 
-            assert ask(read_voltage, 2.0)[:3] == bytes([1, READ_INPUT_REGISTERS, 4])
+            assert ask(read_voltage, 2.0)[:7] == answer
             assert ask(for_unit_2, 0.1) == b""
             assert ask(read_voltage, 0.3) == b""  # taken for unit 2's answer
-            assert ask(read_voltage, 2.0)[:3] == bytes([1, READ_INPUT_REGISTERS, 4])
+            # A quiet line for twice libmodbus' byte timeout (the wait is the condition
+            # under test, and it must stay silent all along): then it listens again.
+            assert select.select([line], [], [], 1.0)[0] == []
+            assert ask(read_voltage, 2.0)[:7] == answer
         finally:
             os.close(line)
     assert [r.unit for r in device.requests()] == [1, 1]
