@@ -19,6 +19,9 @@ REQUIRED=(
     "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a:libclang-rt-14-dev"  # libFuzzer
     # ...the unit's system call filter, applied to a camera worker (tests/helpers/seccomp.py)
     "/usr/lib/*/libseccomp.so.2:libseccomp2"
+    # A Modbus device we did not write, built by the tests (tests/helpers/libmodbus_device.py)
+    "pkg-config:pkgconf"
+    "/usr/include/modbus/modbus.h:libmodbus-dev"
 )
 
 have() {
