@@ -20,6 +20,13 @@ end must not stop the bus), and bytes that arrive while no request is outstandin
 answers, noise) are counted (``stray_bytes``) and dropped with pymodbus' receive buffer
 when the next request is sent, never taken for its answer.
 
+A late answer that comes after the next request has gone out would be taken for that
+request's answer if it has the same unit and function: RTU frames carry nothing else to
+tell them apart. So after a timeout the line is kept quiet for one more reply timeout
+before the next request; an answer that comes in that time is a late answer, dropped and
+counted (``late_answers``, and every byte in ``stray_bytes``). Only an answer later than
+twice the timeout could still be mistaken, and a device that slow needs a longer timeout.
+
 It also speaks plain Modbus TCP, which the product no longer uses it for; the benchmarks
 keep it as the baseline the TCP client is measured against.
 """
@@ -67,6 +74,9 @@ class PymodbusClient:
         # The silence before talking: RTU frames on any carrier (a gateway's serial side too).
         self._silence_s = 0.0 if endpoint.framing == "tcp" else frame_gap_s(endpoint.baudrate)
         self.stray_bytes = 0  # arrived while no request was outstanding: late answers, noise
+        self.late_answers = 0  # bursts that arrived in the quiet period after a timeout
+        self._late_until = 0.0  # monotonic end of the quiet period after the last timeout
+        self._late_seen = True  # this quiet period's late answer is counted already
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient
         if endpoint.framing == "rtu":
             self._client = AsyncModbusSerialClient(
@@ -117,12 +127,18 @@ class PymodbusClient:
             self._last_rx = time.monotonic()
             if not self._outstanding:
                 self.stray_bytes += len(new)
+                if not self._late_seen and self._last_rx < self._late_until:
+                    self._late_seen = True
+                    self.late_answers += 1
         return data
 
     async def _quiet_line(self) -> None:
-        """Until nothing has arrived for the inter-frame silence, at most one timeout."""
+        """Until the quiet period after a timeout is over and nothing has arrived for the
+        inter-frame silence, at most one timeout more."""
         if not self._silence_s:
             return
+        if (late := self._late_until - time.monotonic()) > 0:
+            await asyncio.sleep(late)  # the line's discipline, not synchronisation
         give_up = time.monotonic() + self.timeout_s
         while (wait := self._last_rx + self._silence_s - time.monotonic()) > 0:
             if time.monotonic() >= give_up:
@@ -177,6 +193,9 @@ class PymodbusClient:
         except ModbusIOException as exc:
             waited = time.monotonic() - started
             fault = self.last_fault(unit_id)
+            if self._silence_s:
+                self._late_until = time.monotonic() + self.timeout_s
+                self._late_seen = False
             if self.endpoint.framing == "rtu-over-tcp":
                 # RTU frames carry no transaction id: a late answer would be taken for the
                 # next request's. A fresh connection leaves it behind.
