@@ -68,7 +68,7 @@ def _span(seconds: float) -> str:
         return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min"
+    return f"{seconds / 60:.1f} min"
 
 
 def render_scan(result: ScanResult, model: str) -> str:

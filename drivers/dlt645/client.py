@@ -7,9 +7,12 @@ bus at a time.
 
 A meter's late answer to a read that timed out carries the same address and DI as the
 next read of that point: if it came while that read waited, it would be taken for its
-answer, a value from the past. So after a timeout the line is kept quiet for one more
-timeout before the next request, and what arrives meanwhile is dropped and counted
-(``late_frames``). Only an answer later than twice the timeout could still be mistaken.
+answer, a value from the past. So after a timeout in silence (a corrupt answer was the
+meter's answer, spoilt: none is still to come), the same request goes out again only
+once the line has been quiet for one more timeout, and what arrives meanwhile is dropped
+and counted (``late_frames``). Only an answer later than twice the timeout could still be
+mistaken. Other requests do not wait (another meter or DI tells the late answer apart),
+so a dead meter costs its neighbours no more than its own timeout.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class Dlt645Client(Lifecycle):
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._late_until = 0.0  # monotonic end of the quiet period after the last timeout
+        self._late_request = b""  # the request that timed out
         self.late_frames = 0  # valid frames nobody was waiting for (late answers), dropped
 
     # ----- life cycle (``async with`` through Lifecycle's hooks) -----
@@ -179,7 +183,8 @@ class Dlt645Client(Lifecycle):
 
     async def _transact(self, request: bytes, answers: Callable[[Frame], bool], who: str) -> Frame:
         async with self._lock:
-            if (late := self._late_until - time.monotonic()) > 0:
+            late = self._late_until - time.monotonic()
+            if request == self._late_request and late > 0:
                 await asyncio.sleep(late)  # the line's discipline after a timeout, not sync
             self._port.check()
             self._discard_input()
@@ -195,10 +200,12 @@ class Dlt645Client(Lifecycle):
                         log.debug("dlt645_ignored_frame", port=self.port, frame=frame)
             except TimeoutError:
                 self._settle()
-                self._late_until = time.monotonic() + self.timeout_s
                 waited = time.monotonic() - started
                 crc = self.crc_errors - crc_before
                 garbage = self.garbage_bytes - garbage_before
+                if not (crc or garbage):  # silence: its answer may still come
+                    self._late_until = time.monotonic() + self.timeout_s
+                    self._late_request = request
                 message = f"no valid reply from {who} within {waited:.2f} s"
                 if crc or garbage:
                     message += (
