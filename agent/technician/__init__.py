@@ -28,11 +28,13 @@ from smartpole.agent.technician.options import (
     COMMANDS,
     DEFAULT_BAUD,
     DEFAULT_BAUDS,
+    DEFAULT_QUIET_S,
     DEFAULT_TIMEOUT_S,
     OPTIONS,
     PARITIES,
     baud_list,
     baudrate,
+    quiet,
     timeout,
     unit_id,
     unit_list,
@@ -75,6 +77,16 @@ def add_commands(diag: argparse.ArgumentParser) -> None:
         type=timeout,
         metavar="S",
         help=f"seconds to wait for an answer after a request (default {DEFAULT_TIMEOUT_S})",
+    )
+    group.add_argument(
+        "--quiet",
+        type=quiet,
+        metavar="S",
+        help=(
+            "scan: seconds of silence after a request nobody answered, before the next "
+            f"(default {DEFAULT_QUIET_S}): devices that listen to the line, libmodbus ones "
+            "too, miss a request that comes sooner; 0 only on a bus without such devices"
+        ),
     )
     group.add_argument(
         "--thorough",

@@ -22,6 +22,7 @@ from smartpole.agent.core.errors import ConfigError, UsageError
 from smartpole.agent.technician.options import (
     DEFAULT_BAUD,
     DEFAULT_BAUDS,
+    DEFAULT_QUIET_S,
     DEFAULT_TIMEOUT_S,
     EXIT_FAILURE,
     EXIT_OK,
@@ -35,8 +36,8 @@ from smartpole.agent.technician.probes import (
     first_register,
 )
 from smartpole.agent.technician.readdress import Readdress
-from smartpole.agent.technician.report import Progress, render_scan
-from smartpole.agent.technician.scan import scan
+from smartpole.agent.technician.report import Progress, render_estimate, render_scan
+from smartpole.agent.technician.scan import estimate_s, scan
 from smartpole.drivers.modbus.profile import ModbusProfile
 
 
@@ -75,15 +76,27 @@ def _run_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         stopbits=args.stopbits or 1,
         timeout_s=args.timeout or DEFAULT_TIMEOUT_S,
     )
+    quiet_s = DEFAULT_QUIET_S if args.quiet is None else args.quiet
+    addressing = profile.addressing if profile is not None else None
+    expected = estimate_s(
+        bauds=bauds,
+        units=len(units),
+        probes=len(probes),
+        timeout_s=line.timeout_s,
+        quiet_s=quiet_s,
+        probe_unit=addressing is not None and addressing.probe_unit is not None,
+    )
     progress = Progress(err, len(bauds) * len(units))
     with line:
+        print(render_estimate(line.port, bauds, units, expected), file=err, flush=True)
         try:
             result = scan(
                 line,
                 bauds=bauds,
                 units=units,
                 probes=probes,
-                addressing=profile.addressing if profile is not None else None,
+                quiet_s=quiet_s,
+                addressing=addressing,
                 progress=progress,
             )
         finally:
@@ -108,7 +121,7 @@ def _run_readdress(args: argparse.Namespace, out: TextIO) -> int:
     ]
     if missing:
         raise UsageError(f"diag readdress needs {', '.join(missing)}")
-    for name in ("bauds", "units", "thorough"):
+    for name in ("bauds", "units", "thorough", "quiet"):
         if getattr(args, name) is not None:
             raise UsageError(f"--{name} is for scan")
     profile = _modbus_profile(args.profile, args.config)

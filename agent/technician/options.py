@@ -15,12 +15,17 @@ MAX_UNIT: Final = 247  # 0 is broadcast, 248-255 are reserved
 BAUDRATES: Final = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 DEFAULT_BAUDS: Final = (2400, 4800, 9600, 19200)
 DEFAULT_TIMEOUT_S: Final = 0.1
+# Scan: the silence after a request nothing answered. libmodbus (and RS-485 devices that
+# listen to the line) take the frame after a request for another unit for its answer for
+# up to their response timeout, 0.5 s in libmodbus; 0.1 s more for the device's own
+# scheduling and a USB adapter's latency timer.
+DEFAULT_QUIET_S: Final = 0.6
 DEFAULT_BAUD: Final = 9600
 # What Modbus over serial line 1.02, 2.5.1 allows; the port also knows mark and space.
 PARITIES: Final = ("E", "N", "O")
 # Every option the two commands add to ``diag``, by dest: the daemon's commands refuse them.
 OPTIONS: Final = (
-    "port", "bauds", "units", "parity", "stopbits", "timeout", "thorough", "profile",
+    "port", "bauds", "units", "parity", "stopbits", "timeout", "quiet", "thorough", "profile",
     "config", "from_unit", "to_unit", "baud", "new_baud",
 )  # fmt: skip
 
@@ -73,4 +78,14 @@ def timeout(text: str) -> float:
         value = -1.0
     if not 0 < value <= 10:
         raise argparse.ArgumentTypeError(f"{text!r}: a timeout is 0 to 10 seconds")
+    return value
+
+
+def quiet(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"{text!r}: a quiet period is 0 to 10 seconds")
     return value

@@ -42,6 +42,7 @@ class Exchange:
     answer: ReplyFrame | None
     others: list[ReplyFrame] = field(default_factory=list)
     noise: int = 0
+    talked_over: bool = False  # another frame came while the answer was awaited
 
     @property
     def heard_something(self) -> bool:
@@ -83,20 +84,22 @@ class RtuPort(Closing):
         except TransportError as exc:
             raise BusError(str(exc)) from exc
 
-    def exchange(self, request: bytes, *, any_unit: bool = False) -> Exchange:
+    def exchange(self, request: bytes, *, any_unit: bool = False, quiet_s: float = 0.0) -> Exchange:
         """Send ``request`` and listen until its answer, or ``timeout_s`` after it is sent.
 
         ``any_unit``: a probe unit's answer comes from the device's own id. Frames of other
-        units (late answers to earlier requests) are returned in ``others``.
+        units (late answers to earlier requests) are returned in ``others``. ``quiet_s``:
+        the silence the line must have kept since its last byte before the request goes
+        out, if longer than the RTU gap (listening devices need it after a silent request).
         """
         unit, function = request[0], request[1]
-        earlier = self._receive(time.monotonic())  # late answers that came in between
         # RTU: a slave takes our bytes as a new frame only after 3.5 characters of silence.
-        # This is line timing, like the wire's own, not a wait for anything to happen.
-        gap = frame_gap_s(self.baudrate)
-        silence = time.monotonic() - self._serial.last_traffic
-        if silence < gap:
-            time.sleep(gap - silence)
+        # This is line timing, like the wire's own, not a wait for anything to happen;
+        # what arrives meanwhile (late answers) is kept and returned in ``others``.
+        quiet = max(frame_gap_s(self.baudrate), quiet_s)
+        earlier = self._receive(self._serial.last_traffic + quiet)
+        while (silence := time.monotonic() - self._serial.last_traffic) < quiet:
+            earlier += self._receive(time.monotonic() + quiet - silence)
         started = time.monotonic()
         try:
             self._serial.write(request)
@@ -112,8 +115,8 @@ class RtuPort(Closing):
         frames, noise = split_replies(raw)
         before, earlier_noise = split_replies(earlier)
         answer = next((f for f in frames if _answers(f, unit, function, any_unit)), None)
-        others = before + [f for f in frames if f is not answer]
-        return Exchange(answer, others, noise + earlier_noise)
+        during = [f for f in frames if f is not answer]
+        return Exchange(answer, before + during, noise + earlier_noise, bool(during))
 
     def collect(self, wait_s: float) -> Exchange:
         """Whatever arrives within ``wait_s`` without asking (answers to earlier requests)."""

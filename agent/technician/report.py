@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, TextIO
 
+from smartpole.agent.technician.options import BAUDRATES, DEFAULT_QUIET_S
+
 if TYPE_CHECKING:
     from smartpole.agent.technician.scan import ScanResult
 
@@ -41,10 +43,32 @@ class Progress:
         )
         self._stream.flush()
 
+    def baud_done(self, baud: int, found: int) -> None:
+        """Off a terminal (a log, a pipe), one line per baud rate is the progress shown."""
+        if self._enabled:
+            return
+        now = time.monotonic() - self._started
+        self._stream.write(f"{baud} baud done: {found} found, {now:.1f} s so far\n")
+        self._stream.flush()
+
     def close(self) -> None:
         if self._enabled and self._drawn:
             self._stream.write("\r\x1b[K")
             self._stream.flush()
+
+
+def render_estimate(port: str, bauds: Sequence[int], units: Sequence[int], seconds: float) -> str:
+    """The line shown before a scan starts, so a technician knows what he is waiting for."""
+    rates = ", ".join(map(str, bauds))
+    return f"scanning {port}: units {unit_ranges(units)} at {rates} baud, about {_span(seconds)}"
+
+
+def _span(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min"
 
 
 def render_scan(result: ScanResult, model: str) -> str:
@@ -60,7 +84,8 @@ def render_scan(result: ScanResult, model: str) -> str:
         )
     where = (
         f"{result.port}, units {unit_ranges(result.units)} at "
-        f"{', '.join(map(str, result.bauds))} baud, timeout {result.timeout_s:g} s"
+        f"{', '.join(map(str, result.bauds))} baud, timeout {result.timeout_s:g} s, "
+        f"quiet {result.quiet_s:g} s"
     )
     count = len(result.found)
     if count:
@@ -71,10 +96,27 @@ def render_scan(result: ScanResult, model: str) -> str:
     else:
         lines.append(
             f"no device answered on {where}: {result.requests} requests in "
-            f"{result.elapsed_s:.1f} s. Check the A/B wires, the parity (--parity), the "
-            "baud rates (--bauds), or try --thorough"
+            f"{result.elapsed_s:.1f} s. {_hints(result)}"
         )
     return "\n".join(lines)
+
+
+def _hints(result: ScanResult) -> str:
+    """What can make a silent bus answer, most likely first; each says what to change."""
+    hints = []
+    if result.quiet_s < DEFAULT_QUIET_S:
+        hints.append(
+            f"--quiet {result.quiet_s:g} is shorter than devices that listen to the line "
+            f"(libmodbus ones too) need: scan again without it (default {DEFAULT_QUIET_S:g})"
+        )
+    hints += [
+        "Check the A/B wires (swap them if unsure) and the termination",
+        "the parity and stop bits (--parity E is common on meters, --stopbits 2)",
+        f"the baud rates (--bauds; {', '.join(map(str, BAUDRATES))} are possible)",
+        f"a device slower than {max(result.timeout_s, result.quiet_s):g} s needs --timeout 1",
+        "one that ignores FC 03 at register 0 needs --thorough or --profile",
+    ]
+    return "; ".join(hints) + "."
 
 
 def unit_ranges(units: Sequence[int]) -> str:

@@ -4,6 +4,15 @@ The port itself (opened exclusively, read and written from the event loop, so a 
 2400-baud meter never stalls it) is :class:`~smartpole.drivers.serial_port.AsyncSerialPort`;
 this module turns its bytes into frames and requests into answers. One request is on the
 bus at a time.
+
+A meter's late answer to a read that timed out carries the same address and DI as the
+next read of that point: if it came while that read waited, it would be taken for its
+answer, a value from the past. So after a timeout in silence (a corrupt answer was the
+meter's answer, spoilt: none is still to come), the same request goes out again only
+once the line has been quiet for one more timeout, and what arrives meanwhile is dropped
+and counted (``late_frames``). Only an answer later than twice the timeout could still be
+mistaken. Other requests do not wait (another meter or DI tells the late answer apart),
+so a dead meter costs its neighbours no more than its own timeout.
 """
 
 from __future__ import annotations
@@ -81,6 +90,9 @@ class Dlt645Client(Lifecycle):
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._late_until = 0.0  # monotonic end of the quiet period after the last timeout
+        self._late_request = b""  # the request that timed out
+        self.late_frames = 0  # valid frames nobody was waiting for (late answers), dropped
 
     # ----- life cycle (``async with`` through Lifecycle's hooks) -----
 
@@ -171,6 +183,9 @@ class Dlt645Client(Lifecycle):
 
     async def _transact(self, request: bytes, answers: Callable[[Frame], bool], who: str) -> Frame:
         async with self._lock:
+            late = self._late_until - time.monotonic()
+            if request == self._late_request and late > 0:
+                await asyncio.sleep(late)  # the line's discipline after a timeout, not sync
             self._port.check()
             self._discard_input()
             crc_before, garbage_before = self.crc_errors, self.garbage_bytes
@@ -188,6 +203,9 @@ class Dlt645Client(Lifecycle):
                 waited = time.monotonic() - started
                 crc = self.crc_errors - crc_before
                 garbage = self.garbage_bytes - garbage_before
+                if not (crc or garbage):  # silence: its answer may still come
+                    self._late_until = time.monotonic() + self.timeout_s
+                    self._late_request = request
                 message = f"no valid reply from {who} within {waited:.2f} s"
                 if crc or garbage:
                     message += (
@@ -201,10 +219,14 @@ class Dlt645Client(Lifecycle):
     def _discard_input(self) -> None:
         """Drop what arrived since the last transaction (late answers, noise); it still
         passes the frame reader, whose counters see it."""
-        self._reader.feed(self._port.discard_input())
+        dropped = len(self._reader.feed(self._port.discard_input()))
         self._reader.clear()
         while not self._frames.empty():
             self._frames.get_nowait()
+            dropped += 1
+        if dropped:
+            self.late_frames += dropped
+            log.debug("dlt645_late_frames_dropped", port=self.port, frames=dropped)
 
     def _settle(self) -> None:
         """The wait is over: account for half-received bytes as garbage."""

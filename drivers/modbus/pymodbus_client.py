@@ -20,6 +20,17 @@ end must not stop the bus), and bytes that arrive while no request is outstandin
 answers, noise) are counted (``stray_bytes``) and dropped with pymodbus' receive buffer
 when the next request is sent, never taken for its answer.
 
+A late answer that comes after the next request has gone out would be taken for that
+request's answer if it has the same unit and function: RTU frames carry nothing else to
+tell them apart. So after a timeout in silence, the next request to the same unit with
+the same function waits until the line has been quiet for one more reply timeout; an
+answer that comes in that time is a late answer, dropped and counted (``late_answers``,
+and every byte in ``stray_bytes``). Only an answer later than twice the timeout could
+still be mistaken, and a device that slow needs a longer timeout. A request to another
+unit does not wait (the late answer's unit id is not its own; a dead device must cost its
+neighbours no more than its one timeout per probe), nor one after a corrupt answer (that
+was the device's answer, spoilt: none is still to come).
+
 It also speaks plain Modbus TCP, which the product no longer uses it for; the benchmarks
 keep it as the baseline the TCP client is measured against.
 """
@@ -52,6 +63,8 @@ if TYPE_CHECKING:
 # episode instead, so the library's own chatter is kept out of the journal.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
+_Key = tuple[int, str]  # a request's unit and what it does, e.g. (1, "read holding")
+
 
 class PymodbusClient:
     """One bus through pymodbus. Not shared: exactly one bus task owns an instance."""
@@ -67,6 +80,10 @@ class PymodbusClient:
         # The silence before talking: RTU frames on any carrier (a gateway's serial side too).
         self._silence_s = 0.0 if endpoint.framing == "tcp" else frame_gap_s(endpoint.baudrate)
         self.stray_bytes = 0  # arrived while no request was outstanding: late answers, noise
+        self.late_answers = 0  # bursts that arrived in the quiet period after a timeout
+        self._late_until = 0.0  # monotonic end of the quiet period after the last timeout
+        self._late_key: _Key | None = None  # the unit and function that timed out
+        self._late_seen = True  # this quiet period's late answer is counted already
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient
         if endpoint.framing == "rtu":
             self._client = AsyncModbusSerialClient(
@@ -117,12 +134,18 @@ class PymodbusClient:
             self._last_rx = time.monotonic()
             if not self._outstanding:
                 self.stray_bytes += len(new)
+                if not self._late_seen and self._last_rx < self._late_until:
+                    self._late_seen = True
+                    self.late_answers += 1
         return data
 
-    async def _quiet_line(self) -> None:
-        """Until nothing has arrived for the inter-frame silence, at most one timeout."""
+    async def _quiet_line(self, key: _Key) -> None:
+        """Until the quiet period after a timeout of ``key`` is over and nothing has arrived
+        for the inter-frame silence, at most one timeout more."""
         if not self._silence_s:
             return
+        if key == self._late_key and (late := self._late_until - time.monotonic()) > 0:
+            await asyncio.sleep(late)  # the line's discipline, not synchronisation
         give_up = time.monotonic() + self.timeout_s
         while (wait := self._last_rx + self._silence_s - time.monotonic()) > 0:
             if time.monotonic() >= give_up:
@@ -131,7 +154,8 @@ class PymodbusClient:
 
     async def read(self, kind: RegisterKind, address: int, count: int, unit_id: int) -> list[int]:
         """Read ``count`` registers or bits; bits come back as 0/1 integers."""
-        await self._quiet_line()
+        key = (unit_id, f"read {kind.value}")
+        await self._quiet_line(key)
         client = self._client
         if kind is RegisterKind.HOLDING:
             call = client.read_holding_registers(address, count=count, device_id=unit_id)
@@ -141,14 +165,15 @@ class PymodbusClient:
             call = client.read_coils(address, count=count, device_id=unit_id)
         else:
             call = client.read_discrete_inputs(address, count=count, device_id=unit_id)
-        reply = await self._execute(call, unit_id)
+        reply = await self._execute(call, unit_id, key)
         return _values_of(reply, kind, count, unit_id)
 
     async def write(
         self, kind: RegisterKind, address: int, values: Sequence[int], unit_id: int
     ) -> None:
         """Write registers (FC 06/16) or coils (FC 05/15)."""
-        await self._quiet_line()
+        key = (unit_id, f"write {kind.value}")
+        await self._quiet_line(key)
         client = self._client
         if kind is RegisterKind.COIL:
             bits = [bool(v) for v in values]
@@ -166,10 +191,10 @@ class PymodbusClient:
             )
         else:
             raise ProtocolError(f"{kind.value} registers cannot be written")
-        reply = await self._execute(call, unit_id)
+        reply = await self._execute(call, unit_id, key)
         _raise_for_exception(reply, unit_id)
 
-    async def _execute(self, call: Awaitable[ModbusPDU], unit_id: int) -> ModbusPDU:
+    async def _execute(self, call: Awaitable[ModbusPDU], unit_id: int, key: _Key) -> ModbusPDU:
         started = time.monotonic()
         self._outstanding = True
         try:
@@ -177,6 +202,11 @@ class PymodbusClient:
         except ModbusIOException as exc:
             waited = time.monotonic() - started
             fault = self.last_fault(unit_id)
+            if self._silence_s and fault is ReplyFault.NO_ANSWER:
+                # Silence: its answer may still come. (A corrupt one was its answer, spoilt.)
+                self._late_until = time.monotonic() + self.timeout_s
+                self._late_key = key
+                self._late_seen = False
             if self.endpoint.framing == "rtu-over-tcp":
                 # RTU frames carry no transaction id: a late answer would be taken for the
                 # next request's. A fresh connection leaves it behind.

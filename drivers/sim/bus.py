@@ -33,7 +33,8 @@ class SimStats(Generic[K]):
 
     ``requests`` counts every request taken off the line, whoever it was for (broadcasts
     and absent devices too); ``by_address`` those each simulated device received, faults
-    or not; ``ignored`` those a fault left unexecuted and unanswered; ``answered`` the
+    or not; ``ignored`` those a fault left unexecuted and unanswered (or a listening
+    device took for another unit's answer); ``answered`` the
     answers that went out. ``bad_frames`` counts corrupt frames or noise bursts,
     ``discarded_bytes`` every byte that was no request. ``collisions`` counts frames two
     devices spoiled by talking at once (a slow device's late answer on an RS-485 pair).

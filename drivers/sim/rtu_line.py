@@ -92,3 +92,44 @@ def device_answer(
     if fault is FaultMode.EXCEPTION:
         return exception_response(unit, request.function, ExceptionCode.SERVER_DEVICE_FAILURE)
     return server.spoil(encode_frame(unit, handle_pdu(bank, request)), fault, checksum=RTU_CRC)
+
+
+# libmodbus 3.1's RTU server, after a request for another unit, reads the next frame as that
+# unit's answer (waiting up to its response timeout, 0.5 s by default) and throws it away.
+LIBMODBUS_REPLY_WINDOW_S: Final = 0.5
+
+
+class LineListeners:
+    """Devices that listen to the line the way libmodbus and many RS-485 devices do.
+
+    After a request for another unit, such a device takes the next frame that starts within
+    ``window_s`` for that unit's answer and ignores it, whatever it is: a master that asks
+    the next unit sooner, after a silent one, is not heard. Any answer on the line is the
+    frame they wait for and ends the wait. ``window_s`` 0 is a device that ignores other
+    units' traffic altogether.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        if window_s < 0:
+            raise ValueError(f"a reply window is 0 or more seconds, got {window_s}")
+        self.window_s = window_s
+        self._waiting: dict[int, float] = {}  # device's unit -> until when it waits (monotonic)
+
+    def hears(self, devices: list[int], addressed: set[int], now: float) -> set[int]:
+        """Which of ``addressed`` (devices the request is for) take it as a request; every
+        other device waiting for an answer takes it for that answer instead."""
+        if not self.window_s:
+            return addressed
+        heard: set[int] = set()
+        for unit in devices:
+            if self._waiting.pop(unit, 0.0) > now:
+                continue  # taken for the answer it waited for
+            if unit in addressed:
+                heard.add(unit)
+            else:
+                self._waiting[unit] = now + self.window_s
+        return heard
+
+    def answer_seen(self) -> None:
+        """A device answered: the others have the answer they waited for."""
+        self._waiting.clear()

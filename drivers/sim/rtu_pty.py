@@ -17,6 +17,11 @@ the line's baud rate) while the master sends a request or another device answers
 frames are spoiled, as two transmitters on RS-485 spoil each other. That is what a late
 answer costs its neighbours on a real bus, and what a master's budget for a slow device
 has to keep rare.
+
+``listen_window_s`` gives every device the listening real RS-485 devices and libmodbus have
+(:class:`~smartpole.drivers.sim.rtu_line.LineListeners`): after a request for another unit,
+the next frame within the window is taken for that unit's answer and ignored, so a master
+that asks the next unit too soon after a silent one is not heard (``stats.ignored``).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from smartpole.drivers.modbus.rtu import BROADCAST_UNIT, encode_request
 from smartpole.drivers.sim.bus import BusServer, ReplyTiming
 from smartpole.drivers.sim.faults import FaultMode
 from smartpole.drivers.sim.modbus_bank import RegisterBank, handle_request
-from smartpole.drivers.sim.rtu_line import RtuListener, device_answer
+from smartpole.drivers.sim.rtu_line import LineListeners, RtuListener, device_answer
 from smartpole.drivers.sim.server import Line
 
 log = structlog.get_logger(__name__)
@@ -79,6 +84,7 @@ class RtuPtyServer(BusServer[int]):
         baudrate: int = 9600,
         turnaround_s: float = 0.0,
         faults: Mapping[int, FaultMode] | None = None,
+        listen_window_s: float = 0.0,
     ) -> None:
         super().__init__(
             "modbus-rtu",
@@ -96,6 +102,7 @@ class RtuPtyServer(BusServer[int]):
         self._frame_gap_s = max(frame_gap_s(baudrate), _MIN_FRAME_GAP_S)
         self._late: list[_Span] = []  # slow devices' answers, recent or still to go out
         self._air: deque[_Span] = deque()  # recent requests heard and answers sent
+        self._listeners = LineListeners(listen_window_s)
 
     @property
     def units(self) -> list[int]:
@@ -119,7 +126,28 @@ class RtuPtyServer(BusServer[int]):
                 log.debug("sim_collision", unit=request.unit_id, what="request")
                 continue
             self._on_air(span)
+            if not self._heard(request, now):
+                continue
             queue.put_nowait(request)
+
+    def _heard(self, request: Request, now: float) -> bool:
+        """False if the devices it is for took it for another unit's answer (listening)."""
+        unit = request.unit_id
+        addressed = {
+            each
+            for each, bank in self._banks.items()
+            if each == unit
+            or unit == BROADCAST_UNIT
+            or (isinstance(bank, SelfAddressedBank) and bank.probe_unit == unit)
+        }
+        heard = self._listeners.hears(sorted(self._banks), addressed, now)
+        if addressed and not heard:
+            self._stats.requests += 1
+            self._stats.by_address[unit] += 1
+            self._stats.ignored += 1
+            log.debug("sim_taken_for_an_answer", unit=unit)
+            return False
+        return True
 
     # ----- answer side: one request at a time, like a half-duplex slave -----
 
@@ -182,6 +210,7 @@ class RtuPtyServer(BusServer[int]):
         self._late = [late for late in self._late if late[1] >= forget]
 
     def _send(self, line: Line, req: Request, reply: bytes) -> None:
+        self._listeners.answer_seen()
         if line.write(reply):
             self._stats.answered += 1
             log.debug("sim_answer", unit=req.unit_id, function=req.function, size=len(reply))

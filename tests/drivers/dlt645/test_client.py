@@ -391,3 +391,19 @@ def test_meter_raw_bytes_follow_the_point_format() -> None:
     assert meter.raw(0x0201FF00) is None
     meter.set_value("voltage", 220.04)
     assert meter.values["voltage"] == 220.0  # rounded to the layout, as a meter would
+
+
+@pytest.mark.asyncio
+async def test_a_late_answer_is_never_taken_for_the_next_read_of_the_same_point() -> None:
+    meter = _meter()
+    meter.set_value("voltage", 228.8)
+    # The meter answers SLOW_EXTRA_S (2 s) late: after the 1.5 s timeout, within one more.
+    async with _rig({ADDRESS: meter}, timeout_s=1.5, baudrate=FAST) as (server, client):
+        server.set_fault(ADDRESS, FaultMode.SLOW)
+        with pytest.raises(DeviceTimeoutError):
+            await client.read(ADDRESS, VOLTAGE.di, VOLTAGE)
+        server.set_fault(ADDRESS, FaultMode.NONE)
+        meter.set_value("voltage", 231.4)
+        # Same address and DI: only timing tells the late answer (228.8) from this one's.
+        assert await client.read(ADDRESS, VOLTAGE.di, VOLTAGE) == 231.4
+    assert client.late_frames == 1

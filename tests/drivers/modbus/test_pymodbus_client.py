@@ -102,3 +102,25 @@ async def test_a_late_answer_is_counted_and_talked_over_by_no_request() -> None:
             client.close()
     assert client.stray_bytes == 11  # unit, function, byte count, 3 registers, CRC
     assert client.sent_at - client.stray_at >= frame_gap_s(baud) * 0.99
+
+
+@pytest.mark.asyncio
+async def test_a_late_answer_is_never_taken_for_the_next_request_of_the_same_unit() -> None:
+    bank = RegisterBank()
+    bank.set(RegisterKind.HOLDING, 0, [7, 8, 9, *VALUES])
+    # The device answers SLOW_EXTRA_S (2 s) late: after the 1.5 s timeout, within one more.
+    timeout_s = 1.5
+    async with RtuPtyServer({1: bank}, baudrate=9600, faults={1: FaultMode.SLOW}) as sim:
+        client = PymodbusClient(Endpoint("rtu", port=sim.path, baudrate=9600), timeout_s=timeout_s)
+        await client.connect()
+        try:
+            with pytest.raises(ReplyTimeoutError):
+                await client.read(RegisterKind.HOLDING, 0, 3, 1)
+            # Same unit, function and count: an RTU answer carries nothing else to tell
+            # registers 0-2 from 3-5. The late answer must not come back as this one's.
+            with pytest.raises(ReplyTimeoutError):
+                await client.read(RegisterKind.HOLDING, 3, 3, 1)
+        finally:
+            client.close()
+    assert client.late_answers == 1
+    assert client.stray_bytes == 11  # the late answer, dropped: unit, function, count, 3 regs, CRC

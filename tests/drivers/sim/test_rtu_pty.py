@@ -211,3 +211,17 @@ async def test_a_slow_unit_does_not_hold_up_its_neighbour_but_its_late_answer_co
                 with contextlib.suppress(ModbusIOException):
                     await client.read_holding_registers(0, count=125, device_id=1)
         assert server.stats.collisions >= 1
+
+
+@pytest.mark.asyncio
+async def test_a_listener_takes_the_frame_after_another_units_request_for_its_answer() -> None:
+    async with _rig(response_timeout=0.2, listen_window_s=0.5) as (server, client):
+        with pytest.raises(ModbusIOException):  # nobody at unit 2; unit 1 now waits 0.5 s
+            await client.read_holding_registers(BLOCK, count=1, device_id=2)
+        with pytest.raises(ModbusIOException):  # 0.2 s later: taken for unit 2's answer
+            await client.read_holding_registers(BLOCK, count=1, device_id=1)
+        assert (server.stats.ignored, server.stats.by_address[1]) == (1, 1)
+        # That frame ended its wait: the next request is heard as one.
+        rr = await client.read_holding_registers(BLOCK, count=1, device_id=1)
+        assert rr.registers == VALUES[:1]
+        assert server.stats.ignored == 1
