@@ -1,0 +1,195 @@
+"""A device that refuses what its profile allows (issue 15, point 2), over loopback TCP
+with the simulator's register-count limit (exception 3 above 40 registers, like the
+libmodbus meter of the field report).
+
+The profile lets the planner send one 76-register read; the device must be read whole all
+the same: the read refused, split, learnt and never sent again, also after a restart (the
+lesson is kept in the state directory); and the poll that met the refusal still reads the
+device's other blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers.waiting import eventually
+from smartpole.agent.buses.kind import BusContext
+from smartpole.agent.buses.modbus.task import ModbusBusTask
+from smartpole.agent.buses.registry import load_config
+from smartpole.agent.core.audit import AuditLog
+from smartpole.agent.core.points import PointTable, Quality
+from smartpole.drivers.modbus.plan import ReadBlock
+from smartpole.drivers.modbus.points import RegisterKind
+from smartpole.drivers.sim.modbus_bank import RegisterBank
+from smartpole.drivers.sim.modbus_tcp import ModbusTcpServer
+
+DEVICE_LIMIT = 40
+PERIOD_S = 0.1
+FLOATS = 38  # 76 input registers in a row
+
+
+def _profile(folder: Path) -> None:
+    points: dict[str, object] = {
+        "status": {"kind": "holding", "address": 0, "type": "u16"},
+        **{
+            f"v{n:02d}": {"kind": "input", "address": 2 * n, "type": "f32"}
+            for n in range(FLOATS)
+        },
+        "far": {"kind": "input", "address": 200, "type": "u16"},
+    }
+    (folder / "short-buffer-meter.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": "short-buffer-meter",
+                "manufacturer": "test",
+                "manual": "none - a test device",
+                "protocol": "modbus",
+                # The profile allows what the device does not: 76 registers in one read.
+                "limits": {"max_registers_per_read": 125, "max_gap": 4},
+                "points": points,
+            }
+        )
+    )
+
+
+def _bank() -> RegisterBank:
+    bank = RegisterBank()
+    bank.set(RegisterKind.HOLDING, 0, [7])
+    bank.set(RegisterKind.INPUT, 0, [0x3F80, 0] * FLOATS)  # 1.0f each
+    bank.set(RegisterKind.INPUT, 200, [42])
+    bank.max_read = DEVICE_LIMIT
+    return bank
+
+
+def _task(tmp_path: Path, port: int, state: Path) -> tuple[ModbusBusTask, PointTable]:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir(exist_ok=True)
+    _profile(profiles)
+    config = tmp_path / "pole.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "pole": {"id": "refusal-test"},
+                "profiles_dir": str(profiles),
+                "buses": {
+                    "lan": {"type": "modbus-tcp", "host": "127.0.0.1", "port": port,
+                            "timeout_s": 0.5}
+                },
+                "devices": {
+                    "meter": {"profile": "short-buffer-meter", "bus": "lan", "unit_id": 1,
+                              "poll_period_s": PERIOD_S}
+                },
+            }
+        )
+    )  # fmt: skip
+    loaded = load_config(config)
+    table = PointTable()
+    context = BusContext(loaded, table, AuditLog(tmp_path), lambda: True, state_dir=state)
+    return ModbusBusTask("lan", loaded.pole.buses["lan"], context), table
+
+
+class Requests:
+    """Every read the task sends, with the number of polls finished before it."""
+
+    def __init__(self, task: ModbusBusTask) -> None:
+        self.sent: list[tuple[int, ReadBlock]] = []
+        read = task._read  # noqa: SLF001 - observed, then passed on unchanged
+
+        async def observed(device: object, block: ReadBlock) -> list[int]:
+            self.sent.append((task.devices[0].polls, block))
+            return await read(device, block)  # type: ignore[arg-type]
+
+        task._read = observed  # type: ignore[method-assign]  # noqa: SLF001
+
+
+@contextlib.asynccontextmanager
+async def _running(task: ModbusBusTask) -> AsyncIterator[None]:
+    run = asyncio.create_task(task.run(), name="bus under test")
+    try:
+        yield
+    finally:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+
+
+def _all_good(table: PointTable) -> bool:
+    samples = [s for s in table.snapshot() if s.device == "meter"]
+    return len(samples) == FLOATS + 2 and all(s.quality is Quality.GOOD for s in samples)
+
+
+@pytest.mark.asyncio
+async def test_a_76_register_read_refused_is_split_learnt_and_never_sent_again(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    async with ModbusTcpServer({1: _bank()}) as sim:
+        port = sim.port
+        task, table = _task(tmp_path, port, state)
+        requests = Requests(task)
+        meter = task.devices[0]
+        async with _running(task):
+            await eventually(lambda: _all_good(table), 5, "every point read")
+            settled = meter.polls
+            await eventually(lambda: meter.polls >= settled + 5, 5, "five more polls")
+        long_reads = [(poll, b) for poll, b in requests.sent if b.count > DEVICE_LIMIT]
+        assert [(b.address, b.count) for _, b in long_reads] == [(0, 76)], "sent once only"
+        assert meter.counters.exception == 1
+        # The poll that met the refusal went on: the single far point was read in it.
+        (refused_in, _), = long_reads
+        assert (refused_in, ReadBlock(RegisterKind.INPUT, 200, 1, ("far",))) in requests.sent
+        plan = task.read_plan()
+        assert [(b["kind"], b["count"]) for b in plan["meter"]] == [  # type: ignore[union-attr]
+            ("holding", 1), ("input", 38), ("input", 38), ("input", 1)
+        ]
+        assert plan["(learnt)"] == {
+            "meter": {"max_per_read": {"input": 38}, "holes": [], "unsupported": []}
+        }
+        saved = json.loads((state / "modbus_learnt.json").read_text())
+        assert saved["buses"]["lan"]["meter"]["caps"] == {"input": 38}
+
+        # A restart: the lesson is read back, the 76-register read is never sent.
+        again, table = _task(tmp_path, port, state)
+        requests = Requests(again)
+        meter = again.devices[0]
+        before = again.read_plan()["meter"]
+        assert [b["count"] for b in before] == [1, 38, 38, 1]  # type: ignore[union-attr]
+        async with _running(again):
+            await eventually(lambda: _all_good(table), 5, "every point read after restart")
+            await eventually(lambda: meter.polls >= 5, 5, "five polls after restart")
+        assert max(b.count for _, b in requests.sent) == 38
+        assert meter.counters.exception == 0
+
+
+@pytest.mark.asyncio
+async def test_a_damaged_learnt_file_is_set_aside_and_learnt_again(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "modbus_learnt.json").write_text('{"version": 1, "buses": {')
+    damaged = []
+    async with ModbusTcpServer({1: _bank()}) as sim:
+        port = sim.port
+        profiles_ready, _ = _task(tmp_path, port, state)  # writes the profile
+        loaded = load_config(tmp_path / "pole.yaml")
+        context = BusContext(
+            loaded, PointTable(), AuditLog(tmp_path), lambda: True,
+            state_dir=state, report_damage=damaged.append,
+        )  # fmt: skip
+        task = ModbusBusTask("lan", loaded.pole.buses["lan"], context)
+        assert [d.store for d in damaged] == ["modbus_learnt"]
+        assert list(state.glob("modbus_learnt.json.*")), "the damaged file is kept aside"
+        meter = task.devices[0]
+        async with _running(task):
+            await eventually(lambda: meter.counters.exception == 1, 5, "learnt again")
+            await eventually(lambda: (state / "modbus_learnt.json").exists(), 5, "saved")
+        saved = json.loads((state / "modbus_learnt.json").read_text())
+        assert saved["buses"]["lan"]["meter"]["caps"] == {"input": 38}
+        del profiles_ready
