@@ -20,8 +20,8 @@ from smartpole.agent.config.buses import BusConfig
 from smartpole.agent.config.loader import LoadedConfig, tag_of
 from smartpole.agent.config.pole import DeviceConfig
 from smartpole.agent.core.audit import AuditLog
-from smartpole.agent.core.quarantine import Damage
 from smartpole.agent.core.points import PointTable
+from smartpole.agent.core.quarantine import Damage
 from smartpole.drivers.schema import ProfileInfo
 
 if TYPE_CHECKING:

@@ -182,11 +182,16 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
 
     async def _poll_device(self, device: _Device, *, probe: bool) -> None:
         # An offline device gets one probe request, no retries: it must not eat the bus.
-        # A refused read is learnt from and the poll goes on with the blocks after it (the
-        # plan read is the one the poll started with): the device answered, and its other
-        # points are due now, not once the plan has settled. The refusals a device can cost
-        # are bounded by what there is to learn (``learning.py``).
-        for block in device.plan[:1] if probe else list(device.plan):
+        # A refused read is learnt from and the poll goes on, by the new plan, with the
+        # points not asked for yet: the device answered, and its other points are due now,
+        # not once the plan has settled. The refused block's own points wait for the next
+        # poll, so a poll costs at most one request per point, and the refusals a device
+        # can cost in all are bounded by what there is to learn (``learning.py``).
+        pending = device.plan[:1] if probe else list(device.plan)
+        asked: set[str] = set()
+        while pending:
+            block = pending.pop(0)
+            asked.update(block.points)
             read = partial(self._read, device, block)
             try:
                 words = await self._request(device, read, retries=0 if probe else None)
@@ -194,6 +199,8 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
                 if exc.code not in SPLIT_CODES:
                     raise
                 self._refused(device, block, exc.code)
+                if not probe:
+                    pending = [b for b in device.plan if asked.isdisjoint(b.points)]
                 continue
             device.learnt.answered(block)
             self._store(device, block, words)
@@ -210,16 +217,14 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         if lesson is Lesson.UNSUPPORTED:
             for point in block.points:
                 self._table.mark_point_bad(device.name, point)
-            log.warning("point_unsupported", device=device.name, point=detail, exception=code)
+            log.warning("point_unsupported", device=device.name, point=detail, code=code)
         else:
             log.warning(
-                "read_split", device=device.name, kind=block.kind.value, exception=code,
+                "read_split", device=device.name, kind=block.kind.value, code=code,
                 block_address=block.address, block_count=block.count,
                 **{"max_per_read" if lesson is Lesson.CAP else "at": detail},
             )  # fmt: skip
-            self._learnt_file.save(
-                {d.name: (d.identity, d.learnt) for d in self._devices.values()}
-            )
+            self._learnt_file.save({d.name: (d.identity, d.learnt) for d in self._devices.values()})
         device.replan()
 
     def _require_client(self) -> ModbusClient:

@@ -25,6 +25,7 @@ from smartpole.agent.buses.modbus.task import ModbusBusTask
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.points import PointTable, Quality
+from smartpole.agent.core.quarantine import Damage
 from smartpole.drivers.modbus.plan import ReadBlock
 from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.sim.modbus_bank import RegisterBank
@@ -38,10 +39,7 @@ FLOATS = 38  # 76 input registers in a row
 def _profile(folder: Path) -> None:
     points: dict[str, object] = {
         "status": {"kind": "holding", "address": 0, "type": "u16"},
-        **{
-            f"v{n:02d}": {"kind": "input", "address": 2 * n, "type": "f32"}
-            for n in range(FLOATS)
-        },
+        **{f"v{n:02d}": {"kind": "input", "address": 2 * n, "type": "f32"} for n in range(FLOATS)},
         "far": {"kind": "input", "address": 200, "type": "u16"},
     }
     (folder / "short-buffer-meter.yaml").write_text(
@@ -100,13 +98,13 @@ class Requests:
 
     def __init__(self, task: ModbusBusTask) -> None:
         self.sent: list[tuple[int, ReadBlock]] = []
-        read = task._read  # noqa: SLF001 - observed, then passed on unchanged
+        read = task._read
 
         async def observed(device: object, block: ReadBlock) -> list[int]:
             self.sent.append((task.devices[0].polls, block))
             return await read(device, block)  # type: ignore[arg-type]
 
-        task._read = observed  # type: ignore[method-assign]  # noqa: SLF001
+        task._read = observed  # type: ignore[method-assign]
 
 
 @contextlib.asynccontextmanager
@@ -144,11 +142,14 @@ async def test_a_76_register_read_refused_is_split_learnt_and_never_sent_again(
         assert [(b.address, b.count) for _, b in long_reads] == [(0, 76)], "sent once only"
         assert meter.counters.exception == 1
         # The poll that met the refusal went on: the single far point was read in it.
-        (refused_in, _), = long_reads
+        ((refused_in, _),) = long_reads
         assert (refused_in, ReadBlock(RegisterKind.INPUT, 200, 1, ("far",))) in requests.sent
         plan = task.read_plan()
         assert [(b["kind"], b["count"]) for b in plan["meter"]] == [  # type: ignore[union-attr]
-            ("holding", 1), ("input", 38), ("input", 38), ("input", 1)
+            ("holding", 1),
+            ("input", 38),
+            ("input", 38),
+            ("input", 1),
         ]
         assert plan["(learnt)"] == {
             "meter": {"max_per_read": {"input": 38}, "holes": [], "unsupported": []}
@@ -173,11 +174,10 @@ async def test_a_76_register_read_refused_is_split_learnt_and_never_sent_again(
 async def test_a_damaged_learnt_file_is_set_aside_and_learnt_again(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    (state / "modbus_learnt.json").write_text('{"version": 1, "buses": {')
-    damaged = []
+    damaged: list[Damage] = []
     async with ModbusTcpServer({1: _bank()}) as sim:
-        port = sim.port
-        profiles_ready, _ = _task(tmp_path, port, state)  # writes the profile
+        _task(tmp_path, sim.port, state)  # writes the profile and the config
+        (state / "modbus_learnt.json").write_text('{"version": 1, "buses": {')  # torn
         loaded = load_config(tmp_path / "pole.yaml")
         context = BusContext(
             loaded, PointTable(), AuditLog(tmp_path), lambda: True,
@@ -192,4 +192,27 @@ async def test_a_damaged_learnt_file_is_set_aside_and_learnt_again(tmp_path: Pat
             await eventually(lambda: (state / "modbus_learnt.json").exists(), 5, "saved")
         saved = json.loads((state / "modbus_learnt.json").read_text())
         assert saved["buses"]["lan"]["meter"]["caps"] == {"input": 38}
-        del profiles_ready
+
+
+@pytest.mark.asyncio
+async def test_a_device_refusing_everything_costs_a_bounded_number_of_requests(
+    tmp_path: Path,
+) -> None:
+    # Nothing mapped: every read is refused with exception 2. Each refusal teaches one
+    # lesson (a hole, or a point it lacks), so the refusals end; they never repeat.
+    state = tmp_path / "state"
+    state.mkdir()
+    async with ModbusTcpServer({1: RegisterBank()}) as sim:
+        task, _ = _task(tmp_path, sim.port, state)
+        requests = Requests(task)
+        meter = task.devices[0]
+        points = FLOATS + 2
+        async with _running(task):
+            await eventually(
+                lambda: len(meter.unsupported_points) == points, 10, "every point refused"
+            )
+            settled = meter.polls
+            await eventually(lambda: meter.polls >= settled + 5, 5, "five more polls")
+        assert len(requests.sent) <= 2 * points
+        assert [poll for poll, _ in requests.sent if poll > settled] == []
+        assert task.read_plan()["meter"] == []
