@@ -24,12 +24,13 @@ NUMERIC = [t for t in DataType if t not in (DataType.BOOL, DataType.STRING)]
 
 @st.composite
 def point_sets(draw: st.DrawFn) -> dict[str, PointSpec]:
-    """Non-overlapping points per kind with random gaps (as ``test_plan.py`` draws them)."""
+    """Non-overlapping points per kind, dense or sparse (like ``test_plan.py``'s, denser)."""
     points: dict[str, PointSpec] = {}
     for kind in draw(st.lists(st.sampled_from(list(RegisterKind)), unique=True, min_size=1)):
         address = draw(st.sampled_from([0, 1, 100, 0xFFF0]))
-        for _ in range(draw(st.integers(1, 40))):
-            address += draw(st.integers(0, 3) | st.integers(0, 200))
+        spread = draw(st.sampled_from([0, 1, 3, 200]))  # dense runs make long reads
+        for _ in range(draw(st.integers(1, 60))):
+            address += draw(st.integers(0, spread))
             type_ = DataType.BOOL if kind.is_bit else draw(st.sampled_from(NUMERIC))
             if address + type_.register_count > 0x10000:
                 break
