@@ -20,12 +20,14 @@ import pytest
 import yaml
 
 from helpers.waiting import eventually
-from smartpole.agent.buses.kind import BusContext
+from smartpole.agent.buses.kind import BusContext, SimContext
 from smartpole.agent.buses.modbus.task import ModbusBusTask
-from smartpole.agent.buses.registry import load_config
+from smartpole.agent.buses.registry import load_config, registry
 from smartpole.agent.core.audit import AuditLog
+from smartpole.agent.core.errors import UsageError
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.agent.core.quarantine import Damage
+from smartpole.agent.sim.serve import parse_max_reads
 from smartpole.drivers.modbus.plan import ReadBlock
 from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.sim.modbus_bank import RegisterBank
@@ -216,3 +218,29 @@ async def test_a_device_refusing_everything_costs_a_bounded_number_of_requests(
         assert len(requests.sent) <= 2 * points
         assert [poll for poll, _ in requests.sent if poll > settled] == []
         assert task.read_plan()["meter"] == []
+
+
+@pytest.mark.asyncio
+async def test_smartpole_sim_max_read_serves_a_device_with_a_short_buffer(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    _task(tmp_path, 502, state)  # the profile and a config to simulate
+    loaded = load_config(tmp_path / "pole.yaml")
+    with pytest.raises(UsageError, match="no device 'nobody'"):
+        parse_max_reads(loaded, ["nobody=40"])
+    with pytest.raises(UsageError, match="1 to 2000"):
+        parse_max_reads(loaded, ["meter=0"])
+    limits = parse_max_reads(loaded, ["meter=40"])
+    async with contextlib.AsyncExitStack() as stack:
+        context = SimContext(loaded, stack, 0.0, 0, "walk", limits)
+        served = await registry().simulate("lan", context)
+        task, table = _task(tmp_path, int(served.endpoint.rsplit(":", 1)[1]), state)
+        meter = task.devices[0]
+        async with _running(task):
+            await eventually(lambda: _all_good(table), 5, "every point read")
+        assert meter.counters.exception == 1
+        assert task.read_plan()["(learnt)"] == {
+            "meter": {"max_per_read": {"input": 38}, "holes": [], "unsupported": []}
+        }
