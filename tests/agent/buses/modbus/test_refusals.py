@@ -1,5 +1,5 @@
 """A device that refuses what its profile allows (issue 15, point 2), over loopback TCP
-with the simulator's register-count limit (exception 3 above 40 registers, like the
+and RTU on a pty, with the simulator's register-count limit (exception 3 above 40 registers, like the
 libmodbus meter of the field report).
 
 The profile lets the planner send one 76-register read; the device must be read whole all
@@ -32,6 +32,7 @@ from smartpole.drivers.modbus.plan import ReadBlock
 from smartpole.drivers.modbus.points import RegisterKind
 from smartpole.drivers.sim.modbus_bank import RegisterBank
 from smartpole.drivers.sim.modbus_tcp import ModbusTcpServer
+from smartpole.drivers.sim.rtu_pty import RtuPtyServer
 
 DEVICE_LIMIT = 40
 PERIOD_S = 0.1
@@ -68,7 +69,13 @@ def _bank() -> RegisterBank:
     return bank
 
 
-def _task(tmp_path: Path, port: int, state: Path) -> tuple[ModbusBusTask, PointTable]:
+def _task(tmp_path: Path, port: int | str, state: Path) -> tuple[ModbusBusTask, PointTable]:
+    """The task of one bus ``lan``: Modbus TCP to a loopback ``port``, or RTU on a pty path."""
+    bus: dict[str, object] = (
+        {"type": "modbus-rtu", "port": port, "baudrate": 115200}
+        if isinstance(port, str)
+        else {"type": "modbus-tcp", "host": "127.0.0.1", "port": port}
+    )
     profiles = tmp_path / "profiles"
     profiles.mkdir(exist_ok=True)
     _profile(profiles)
@@ -79,8 +86,7 @@ def _task(tmp_path: Path, port: int, state: Path) -> tuple[ModbusBusTask, PointT
                 "pole": {"id": "refusal-test"},
                 "profiles_dir": str(profiles),
                 "buses": {
-                    "lan": {"type": "modbus-tcp", "host": "127.0.0.1", "port": port,
-                            "timeout_s": 0.5}
+                    "lan": {**bus, "timeout_s": 0.5}
                 },
                 "devices": {
                     "meter": {"profile": "short-buffer-meter", "bus": "lan", "unit_id": 1,
@@ -126,13 +132,19 @@ def _all_good(table: PointTable) -> bool:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
 async def test_a_76_register_read_refused_is_split_learnt_and_never_sent_again(
-    tmp_path: Path,
+    tmp_path: Path, transport: str
 ) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    async with ModbusTcpServer({1: _bank()}) as sim:
-        port = sim.port
+    server = (
+        ModbusTcpServer({1: _bank()})
+        if transport == "tcp"
+        else RtuPtyServer({1: _bank()}, baudrate=115200)
+    )
+    async with server as sim:
+        port: int | str = sim.port if isinstance(sim, ModbusTcpServer) else sim.path
         task, table = _task(tmp_path, port, state)
         requests = Requests(task)
         meter = task.devices[0]
