@@ -1,6 +1,6 @@
 """A device that refuses what its profile allows (issue 15, point 2), over loopback TCP
-and RTU on a pty, with the simulator's register-count limit (exception 3 above 40 registers, like the
-libmodbus meter of the field report).
+and RTU on a pty, with the simulator's register-count limit (exception 3 above 40
+registers, like the libmodbus meter of the field report).
 
 The profile lets the planner send one 76-register read; the device must be read whole all
 the same: the read refused, split, learnt and never sent again, also after a restart (the
