@@ -225,6 +225,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
                 **{"max_per_read" if lesson is Lesson.CAP else "at": detail},
             )  # fmt: skip
             self._learnt_file.save({d.name: (d.identity, d.learnt) for d in self._devices.values()})
+            self.health.state_write_failures = self._learnt_file.write_failures
         device.replan()
 
     def _require_client(self) -> ModbusClient:

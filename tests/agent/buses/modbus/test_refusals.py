@@ -20,7 +20,9 @@ import pytest
 import yaml
 
 from helpers.waiting import eventually
+from smartpole.agent.buses.bus_set import BusSet
 from smartpole.agent.buses.kind import BusContext, SimContext
+from smartpole.agent.buses.modbus import KIND
 from smartpole.agent.buses.modbus.task import ModbusBusTask
 from smartpole.agent.buses.registry import load_config, registry
 from smartpole.agent.core.audit import AuditLog
@@ -256,3 +258,20 @@ async def test_smartpole_sim_max_read_serves_a_device_with_a_short_buffer(
         assert task.read_plan()["(learnt)"] == {
             "meter": {"max_per_read": {"input": 38}, "holes": [], "unsupported": []}
         }
+
+
+@pytest.mark.asyncio
+async def test_a_lesson_that_cannot_be_saved_is_counted_and_kept_in_memory(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "modbus_learnt.json.tmp").mkdir()  # the atomic write's temporary file fails
+    async with ModbusTcpServer({1: _bank()}) as sim:
+        task, table = _task(tmp_path, sim.port, state)
+        async with _running(task):
+            await eventually(lambda: _all_good(table), 5, "every point read")
+        assert task.health.to_json()["state_write_failures"] == 1
+        assert task.devices[0].counters.exception == 1  # still learnt, in memory
+        problems = BusSet([(task, KIND)]).problems()
+        assert any("could not be saved (1 failed writes)" in p for p in problems), problems
