@@ -109,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from smartpole.agent.sim.serve import parse_faults, run_simulators
+    from smartpole.agent.sim.serve import parse_faults, parse_max_reads, run_simulators
 
     config = _load(args.config)
     faults = parse_faults(config, args.fault)
@@ -123,6 +123,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
             seed=args.seed,
             values=args.values,
             control=args.control,
+            max_reads=parse_max_reads(config, args.max_read),
         )
     )
     return EXIT_OK
@@ -339,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="inject a fault: no_answer, bad_crc, exception, garbage, slow; repeatable",
     )
     sim.add_argument("--turnaround-ms", type=float, default=5.0, help="device reply delay")
+    sim.add_argument(
+        "--max-read",
+        action="append",
+        default=[],
+        metavar="DEVICE=N",
+        help="the Modbus device refuses reads of more than N registers (exception 3); repeatable",
+    )
     sim.add_argument("--step-s", type=float, default=1.0, help="how often values drift")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument(

@@ -108,7 +108,14 @@ class Pole(Lifecycle):
         config, pole = self.config, self.config.pole
         self.outbox = stack.enter_context(self._open_outbox())
         self.buses = self._registry.create_buses(
-            BusContext(config, self.table, self.audit, self._clock_trusted)
+            BusContext(
+                config,
+                self.table,
+                self.audit,
+                self._clock_trusted,
+                state_dir=self.state_dir,
+                report_damage=self.outbox.report_damage,
+            )
         )
         # The buses registered their points: last values from before a restart, as stale.
         self.restored = self.store.restore(self.table)

@@ -193,6 +193,7 @@ def main() -> int:
             reads = [
                 [units[device], [[b["kind"], b["address"], b["count"]] for b in blocks]]
                 for device, blocks in plan.items()
+                if isinstance(blocks, list)  # not the "(learnt)" summary
             ]
             bare = subprocess.Popen(
                 [sys.executable, __file__, "--bare", f"{host}:{port}", "--plan", json.dumps(reads),

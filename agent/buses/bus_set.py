@@ -94,6 +94,11 @@ class BusSet:
                     f"bus {bus.name}: link lost {bus.health.link_losses} times, last "
                     f"{ago:.0f} s ago ({bus.health.connects} connects)"
                 )
+            if bus.health.state_write_failures:
+                problems.append(
+                    f"bus {bus.name}: what it learnt of its devices could not be saved "
+                    f"({bus.health.state_write_failures} failed writes)"
+                )
             for device in bus.devices:
                 if device.state in (DeviceState.OFFLINE, DeviceState.FAULTY):
                     problems.append(

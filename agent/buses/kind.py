@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from smartpole.agent.buses.capabilities import BusTask
@@ -20,6 +21,7 @@ from smartpole.agent.config.loader import LoadedConfig, tag_of
 from smartpole.agent.config.pole import DeviceConfig
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.points import PointTable
+from smartpole.agent.core.quarantine import Damage
 from smartpole.drivers.schema import ProfileInfo
 
 if TYPE_CHECKING:
@@ -37,6 +39,10 @@ class BusContext:
     table: PointTable
     audit: AuditLog
     clock_trusted: Callable[[], bool]
+    # Where a bus keeps what it learns of its devices (None: memory only), and where a
+    # damaged state file's report goes (the outbox, upstream).
+    state_dir: Path | None = None
+    report_damage: Callable[[Damage], None] | None = None
 
     def devices_on(self, bus: str) -> dict[str, DeviceConfig]:
         return {name: d for name, d in self.config.pole.devices.items() if d.bus == bus}
@@ -57,6 +63,8 @@ class SimContext:
     turnaround_s: float
     seed: int
     values: str  # "walk": plausible drifting values; "vectors": the profiles' first vector
+    # Devices that refuse longer reads than this (registers or bits) with exception 3.
+    max_reads: Mapping[str, int] = field(default_factory=dict)
 
     def devices_on(self, bus: str) -> dict[str, DeviceConfig]:
         return {name: d for name, d in self.config.pole.devices.items() if d.bus == bus}

@@ -218,6 +218,7 @@ class BusHealth:
     connects: int = 0
     link_losses: int = 0  # the link failed while in use (each one is followed by a reconnect)
     last_loss_at: float | None = None  # epoch seconds, for display
+    state_write_failures: int = 0  # what the bus learnt of its devices could not be saved
     counters: Counters = field(default_factory=Counters)
     state_since: float = field(default_factory=time.time)
     _recent: deque[tuple[float, float]] = field(default_factory=deque, repr=False)
@@ -279,4 +280,5 @@ class BusHealth:
             "counters": asdict(self.counters),
             "utilisation": round(self.utilisation(), 4),
             "state_since": self.state_since,
+            "state_write_failures": self.state_write_failures,
         }

@@ -48,6 +48,20 @@ def parse_faults(config: LoadedConfig, specs: Sequence[str]) -> dict[str, FaultM
     return faults
 
 
+def parse_max_reads(config: LoadedConfig, specs: Sequence[str]) -> dict[str, int]:
+    """``DEVICE=N`` pairs from the command line: the device refuses (Modbus exception 3)
+    any read of more than N registers (or bits), like a meter with a small buffer."""
+    limits: dict[str, int] = {}
+    for spec in specs:
+        device, _, count = spec.partition("=")
+        if device not in config.pole.devices:
+            raise UsageError(f"--max-read {spec}: no device {device!r} in {config.path}")
+        if not count.isdigit() or not 1 <= int(count) <= 2000:
+            raise UsageError(f"--max-read {spec}: the count must be 1 to 2000")
+        limits[device] = int(count)
+    return limits
+
+
 async def run_simulators(
     config: LoadedConfig,
     *,
@@ -58,6 +72,7 @@ async def run_simulators(
     seed: int = 0,
     values: ValueMode = "walk",
     control: Path | None = None,
+    max_reads: Mapping[str, int] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT."""
     chosen = list(buses) or list(config.pole.buses)
@@ -72,7 +87,9 @@ async def run_simulators(
     try:
         async with contextlib.AsyncExitStack() as stack:
             for offset, bus_name in enumerate(chosen):
-                context = SimContext(config, stack, turnaround_s, seed + 100 * offset, values)
+                context = SimContext(
+                    config, stack, turnaround_s, seed + 100 * offset, values, max_reads or {}
+                )
                 served = await registry().simulate(bus_name, context)
                 sims.devices.update(served.devices)
                 where = served.endpoint

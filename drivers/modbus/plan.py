@@ -4,7 +4,8 @@ Every request on a 9600-baud bus costs a round trip of several milliseconds plus
 device's turnaround, so reading a block of neighbours at once is far cheaper than one
 request per point. The limits come from the device profile because cheap devices refuse
 long reads or reads across unmapped registers; what a device refuses that its profile did
-not say is learnt at run time as *barriers* (see ``split_block``).
+not say is learnt at run time (``learning.py``): *barriers* (see ``split_block``) and
+*caps*, a smaller read limit per register kind.
 
 Greedy merging in address order is optimal for every profile the config check accepts
 (points do not overlap except bit points sharing a register, no point lies in a refused
@@ -41,13 +42,15 @@ def plan_reads(
     points: Mapping[str, PointSpec],
     limits: ModbusLimits,
     barriers: Set[Barrier] = frozenset(),
+    caps: Mapping[RegisterKind, int] | None = None,
 ) -> list[ReadBlock]:
-    """Merge points of the same area into blocks within ``limits``; deterministic order."""
+    """Merge points of the same area into blocks within ``limits`` and the learnt ``caps``
+    (a device's own smaller limit per register kind, ``learning.py``); deterministic order."""
     blocks: list[ReadBlock] = []
     ordered = sorted(points.items(), key=lambda item: (item[1].kind, item[1].address, item[0]))
     for name, spec in ordered:
         last = blocks[-1] if blocks else None
-        if last is not None and _may_extend(last, spec, limits, barriers):
+        if last is not None and _may_extend(last, spec, limits, barriers, caps or {}):
             count = max(spec.end, last.end) - last.address
             blocks[-1] = ReadBlock(last.kind, last.address, count, (*last.points, name))
         else:
@@ -56,12 +59,17 @@ def plan_reads(
 
 
 def _may_extend(
-    block: ReadBlock, spec: PointSpec, limits: ModbusLimits, barriers: Set[Barrier]
+    block: ReadBlock,
+    spec: PointSpec,
+    limits: ModbusLimits,
+    barriers: Set[Barrier],
+    caps: Mapping[RegisterKind, int],
 ) -> bool:
     if block.kind != spec.kind or spec.address - block.end > limits.max_gap:
         return False
     end = max(spec.end, block.end)  # the extended block would cover block.address .. end-1
     limit = limits.max_bits_per_read if spec.kind.is_bit else limits.max_registers_per_read
+    limit = min(limit, caps.get(spec.kind, limit))
     if end - block.address > limit:
         return False
     if any(kind == spec.kind and block.address < at < end for kind, at in barriers):

@@ -44,6 +44,11 @@ class RegisterBank:
 
     def __init__(self) -> None:
         self._tables: dict[RegisterKind, dict[int, int]] = {kind: {} for kind in RegisterKind}
+        # The device's own read limit (registers, or bits for coils and discrete inputs):
+        # a longer read is refused with exception 3, as cheap meters with small buffers
+        # do (libmodbus devices built with a small MAX_READ_REGISTERS alike). None: the
+        # Modbus maximum of the function only.
+        self.max_read: int | None = None
 
     def set(self, kind: RegisterKind, address: int, values: Sequence[int]) -> None:
         """Define (or overwrite) addresses from the simulator's side, any table allowed."""
@@ -83,6 +88,11 @@ def _execute(bank: RegisterBank, req: Request) -> bytes:
     fc = req.function
     if fc in pdu.READ_KIND:
         _check_quantity(fc, req.count)
+        if bank.max_read is not None and req.count > bank.max_read:
+            raise RequestRefusedError(
+                f"quantity {req.count} above this device's {bank.max_read}",
+                ExceptionCode.ILLEGAL_DATA_VALUE,
+            )
         return pdu.encode_read_response(fc, bank.get(pdu.READ_KIND[fc], req.address, req.count))
     if fc in pdu.SINGLE_WRITES:
         if len(req.values) != 1 or (

@@ -21,6 +21,7 @@ async def simulate(name: str, bus: ModbusBus, context: SimContext) -> SimulatedB
         )
         if context.values == "vectors":
             _load_first_vector(model)
+        model.bank.max_read = context.max_reads.get(device_name)
         unit = device.unit_id if device.unit_id is not None else 1
         banks[unit] = model.bank
         models[device_name] = (unit, model)

@@ -16,6 +16,7 @@ import structlog
 
 from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.modbus.config import ModbusBus, ModbusRtuBus, ModbusTcpBus
+from smartpole.agent.buses.modbus.learnt import LearntFile
 from smartpole.agent.buses.modbus.meta import point_meta
 from smartpole.agent.buses.polled import STALE_AFTER_PERIODS, PolledBus, PolledDevice
 from smartpole.agent.buses.queue import QueuedPoints
@@ -33,8 +34,8 @@ from smartpole.drivers.line import frame_gap_s
 from smartpole.drivers.modbus import codec
 from smartpole.drivers.modbus.client import Endpoint, ModbusClient
 from smartpole.drivers.modbus.faults import ReplyFault, ReplyTimeoutError
-from smartpole.drivers.modbus.pdu import ILLEGAL_DATA_ADDRESS
-from smartpole.drivers.modbus.plan import Barrier, ReadBlock, plan_reads, split_block
+from smartpole.drivers.modbus.learning import SPLIT_CODES, Learnt, Lesson
+from smartpole.drivers.modbus.plan import ReadBlock
 from smartpole.drivers.modbus.points import DataType, PointSpec, encodable_range
 from smartpole.drivers.modbus.profile import ModbusProfile
 from smartpole.drivers.schema import Value
@@ -61,16 +62,19 @@ _FAULT_OUTCOME = {
 class _Device(PolledDevice):
     profile: ModbusProfile
     unit_id: int
-    barriers: set[Barrier] = field(default_factory=set)
-    unsupported: set[str] = field(default_factory=set)
+    learnt: Learnt = field(default_factory=Learnt)
     plan: list[ReadBlock] = field(default_factory=list)
     slots: dict[ReadBlock, tuple[_Slot, ...]] = field(default_factory=dict)
 
+    @property
+    def identity(self) -> str:
+        """What the learnt limits belong to: another profile or unit is another device."""
+        return f"{self.config.profile} unit {self.unit_id}"
+
     def replan(self) -> None:
-        points = {n: s for n, s in self.profile.points.items() if n not in self.unsupported}
-        self.plan = plan_reads(points, self.profile.limits, self.barriers)
+        self.plan = self.learnt.plan(self.profile.points, self.profile.limits)
         self.slots = {block: self._compile(block) for block in self.plan}
-        self.health.unsupported_points = sorted(self.unsupported)
+        self.health.unsupported_points = sorted(self.learnt.unsupported)
 
     def slots_of(self, block: ReadBlock) -> tuple[_Slot, ...]:
         """The block's decoders; a plan set from outside ``replan`` is compiled on use."""
@@ -124,6 +128,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         self._bus = bus
         self._audit = context.audit
         self._client: ModbusClient | None = None
+        self._learnt_file = LearntFile(context.state_dir, name, context.report_damage)
         for device_name, device in context.devices_on(name).items():
             profile = context.config.modbus_profile_of(device_name)
             stale_after = device.poll_period_s * STALE_AFTER_PERIODS + bus.timeout_s
@@ -136,17 +141,28 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             entry = _Device(
                 name=device_name, config=device, health=health, profile=profile, unit_id=unit_id
             )
+            entry.learnt = self._learnt_file.load(device_name, entry.identity)
             entry.replan()
             self._devices[device_name] = entry
 
     def read_plan(self) -> dict[str, object]:
-        return {
+        """Each device's reads and, under ``LEARNT_KEY`` once any was learnt, what the
+        devices taught the plan: caps per register kind, holes, refused points."""
+        plan: dict[str, object] = {
             device.name: [
                 {"kind": b.kind.value, "address": b.address, "count": b.count, "points": b.points}
                 for b in device.plan
             ]
             for device in self._devices.values()
         }
+        learnt = {
+            device.name: _learnt_view(device)
+            for device in self._devices.values()
+            if device.learnt.caps or device.learnt.barriers or device.learnt.unsupported
+        }
+        if learnt:
+            plan[LEARNT_KEY] = learnt
+        return plan
 
     # ----- the protocol -----
 
@@ -166,15 +182,27 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
 
     async def _poll_device(self, device: _Device, *, probe: bool) -> None:
         # An offline device gets one probe request, no retries: it must not eat the bus.
-        for block in device.plan[:1] if probe else list(device.plan):
+        # A refused read is learnt from and the poll goes on, by the new plan, with the
+        # points not asked for yet: the device answered, and its other points are due now,
+        # not once the plan has settled. The refused block's own points wait for the next
+        # poll, so a poll costs at most one request per point, and the refusals a device
+        # can cost in all are bounded by what there is to learn (``learning.py``).
+        pending = device.plan[:1] if probe else list(device.plan)
+        asked: set[str] = set()
+        while pending:
+            block = pending.pop(0)
+            asked.update(block.points)
             read = partial(self._read, device, block)
             try:
                 words = await self._request(device, read, retries=0 if probe else None)
             except DeviceExceptionError as exc:
-                if exc.code != ILLEGAL_DATA_ADDRESS:
+                if exc.code not in SPLIT_CODES:
                     raise
-                self._refused(device, block)
-                return  # re-planned; the next cycle reads the right blocks
+                self._refused(device, block, exc.code)
+                if not probe:
+                    pending = [b for b in device.plan if asked.isdisjoint(b.points)]
+                continue
+            device.learnt.answered(block)
             self._store(device, block, words)
 
     async def _read(self, device: _Device, block: ReadBlock) -> list[int]:
@@ -182,20 +210,22 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             block.kind, block.address, block.count, device.unit_id
         )
 
-    def _refused(self, device: _Device, block: ReadBlock) -> None:
-        """The device refused a read: split it and remember, or drop a point it lacks."""
-        barrier = split_block(block, device.profile.points)
-        if barrier is not None:
-            device.barriers.add(barrier)
-            log.warning(
-                "read_split", device=device.name, kind=block.kind.value, at=barrier[1],
-                block_address=block.address, block_count=block.count,
-            )  # fmt: skip
+    def _refused(self, device: _Device, block: ReadBlock, code: int) -> None:
+        """The device refused a read: cap or split its reads and remember (across restarts
+        too), or drop a point it refuses."""
+        lesson, detail = device.learnt.refused(block, code, device.profile.points)
+        if lesson is Lesson.UNSUPPORTED:
+            for point in block.points:
+                self._table.mark_point_bad(device.name, point)
+            log.warning("point_unsupported", device=device.name, point=detail, code=code)
         else:
-            (point,) = block.points
-            device.unsupported.add(point)
-            self._table.mark_point_bad(device.name, point)
-            log.warning("point_unsupported", device=device.name, point=point)
+            log.warning(
+                "read_split", device=device.name, kind=block.kind.value, code=code,
+                block_address=block.address, block_count=block.count,
+                **{"max_per_read" if lesson is Lesson.CAP else "at": detail},
+            )  # fmt: skip
+            self._learnt_file.save({d.name: (d.identity, d.learnt) for d in self._devices.values()})
+            self.health.state_write_failures = self._learnt_file.write_failures
         device.replan()
 
     def _require_client(self) -> ModbusClient:
@@ -281,6 +311,18 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             known = ", ".join(device.profile.points)
             raise WriteRejectedError(f"device {device_name} has no point {point!r} ({known})")
         return device, spec
+
+
+LEARNT_KEY = "(learnt)"  # not a device name: names are identifiers
+
+
+def _learnt_view(device: _Device) -> dict[str, object]:
+    learnt = device.learnt
+    return {
+        "max_per_read": {kind.value: cap for kind, cap in sorted(learnt.caps.items())},
+        "holes": [{"kind": kind.value, "at": at} for kind, at in sorted(learnt.barriers)],
+        "unsupported": sorted(learnt.unsupported),
+    }
 
 
 def _quality_varies(spec: PointSpec) -> bool:

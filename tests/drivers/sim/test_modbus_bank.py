@@ -74,6 +74,21 @@ def test_read_round_trip_returns_the_bank_values(
     assert parse_read_response(frame, req.function, req.count) == values
 
 
+@given(mapped_reads(), st.integers(1, 2000))
+def test_a_device_read_limit_answers_exception_3_above_it_and_data_up_to_it(
+    case: tuple[RegisterBank, Request, list[int]], limit: int
+) -> None:
+    bank, req, values = case
+    bank.max_read = limit
+    frame = handle_request({1: bank}, req)
+    if req.count > limit:
+        event("refused")
+        assert exception_code(frame, req) == pdu.ExceptionCode.ILLEGAL_DATA_VALUE
+    else:
+        assert frame is not None
+        assert parse_read_response(frame, req.function, req.count) == values
+
+
 def _holding_bank(address: int = 100, count: int = 10) -> RegisterBank:
     bank = RegisterBank()
     bank.set(RegisterKind.HOLDING, address, [0] * count)
