@@ -84,7 +84,11 @@ SETTLED_PLAN = [(a, 2) for a in range(0, 0x20, 6)] + [(0x46, 6), (0x156, 2)]
 
 
 def _task(
-    tmp_path: Path, bus: dict[str, Any], profiles: Path = PROFILES, **device: Any
+    tmp_path: Path,
+    bus: dict[str, Any],
+    profiles: Path = PROFILES,
+    state: Path | None = None,
+    **device: Any,
 ) -> tuple[ModbusBusTask, PointTable]:
     config = tmp_path / "pole.yaml"
     settings = {"profile": "eastron-sdm120", "bus": "bus", "unit_id": 1, "poll_period_s": PERIOD_S}
@@ -100,7 +104,7 @@ def _task(
     )
     loaded = load_config(config)
     table = PointTable()
-    context = BusContext(loaded, table, AuditLog(tmp_path), lambda: True)
+    context = BusContext(loaded, table, AuditLog(tmp_path), lambda: True, state_dir=state)
     return ModbusBusTask("bus", loaded.pole.buses["bus"], context), table
 
 
@@ -274,3 +278,54 @@ def test_a_libmodbus_rtu_device_is_deaf_after_a_frame_for_another_unit_until_the
         finally:
             os.close(line)
     assert [r.unit for r in device.requests()] == [1, 1]
+
+
+# A profile whose max_gap lets the planner ask 76 registers at once (0x00..0x4B); the meter
+# takes at most 40 per request, as the field SDM120 did.
+WIDE_GAP = (PROFILES / "eastron-sdm120.yaml").read_text().replace("max_gap: 4", "max_gap: 64")
+
+
+@pytest.mark.asyncio
+@TRANSPORTS
+async def test_a_read_refused_with_exception_3_is_split_learnt_and_never_sent_again(
+    tmp_path: Path, transport: Transport
+) -> None:
+    """The field report: a 76-register read refused with exception 3 by a meter allowing
+    40 left the meter offline for good. Now it is learnt once, saved, and after a restart
+    of the bus task (a daemon restart) never asked again."""
+    assert "max_gap: 4" in (PROFILES / "eastron-sdm120.yaml").read_text()
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "eastron-sdm120.yaml").write_text(WIDE_GAP)
+    state = tmp_path / "state"
+    state.mkdir()
+    limited = DeviceConfig(unit=1, input=NO_HOLES.input, max_count=40)
+    with _device(limited, transport, tmp_path) as device:
+        task, table = _task(tmp_path, device.bus(timeout_s=0.3), profiles=profiles, state=state)
+        (meter,) = task.devices
+        assert (0, 76) in _plan(task)
+        async with _running(task):
+            await eventually(lambda: _all_read_right(table), 10, "every value read right")
+            assert all(count <= 40 for _, count in _plan(task)), _plan(task)
+            settled = len(device.requests())
+            polls = meter.polls
+            await eventually(lambda: meter.polls >= polls + 5, 5, "five more polls")
+        first_life = device.requests()
+        assert first_life[settled:], "polled after settling"
+        assert all(r.result == "ok" and r.count <= 40 for r in first_life[settled:])
+        refused = [r for r in first_life if r.result != "ok"]
+        assert refused
+        assert all(r.result == "exception-3" for r in refused), refused
+        assert meter.counters.exception == len(refused)
+        assert meter.state is DeviceState.ONLINE
+
+        # A restart: a new bus task with the same state directory starts from what was learnt.
+        task, table = _task(tmp_path, device.bus(timeout_s=0.3), profiles=profiles, state=state)
+        (meter,) = task.devices
+        assert all(count <= 40 for _, count in _plan(task)), _plan(task)
+        async with _running(task):
+            await eventually(lambda: _all_read_right(table), 10, "every value read again")
+        second_life = device.requests()[len(first_life) :]
+    assert second_life
+    assert all(r.result == "ok" and r.count <= 40 for r in second_life), second_life
+    assert meter.counters.exception == 0
