@@ -155,9 +155,9 @@ class DeviceHealth:
         """Its bus's port or endpoint is unusable: nothing can reach the device, so it is
         offline whatever it answered before (never shown online behind a dead port). Not
         its fault: when the port is back it is not put on probation for it."""
-        self.last_error = f"port unavailable: {error}"
         if self.down:
-            return  # offline already, or faulty: its own fault says more than the port's
+            return  # offline already, or faulty: its own error says more than the port's
+        self.last_error = f"port unavailable: {error}"
         log.warning(
             "device_offline",
             device=self.name,

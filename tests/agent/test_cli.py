@@ -207,7 +207,8 @@ def test_config_check_warns_apart_from_errors_without_failing(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     first, *warnings = result.stdout.splitlines()
-    assert first.startswith(f"{config}: OK") and first.endswith("2 warning(s)"), first
+    assert first.startswith(f"{config}: OK"), first
+    assert first.endswith("2 warning(s)"), first
     assert len(warnings) == 2, warnings
     assert all(w.startswith("warning: ") for w in warnings)
     assert "runs at 9600 baud; profile gap-test ships at 2400 (meter)" in warnings[0]

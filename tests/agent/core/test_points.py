@@ -48,9 +48,7 @@ def sample(table: PointTable, device: str, point: str) -> PointSample:
 
 def test_a_point_never_read_is_unknown_not_bad(table: PointTable) -> None:
     fresh = sample(table, "weather", "temperature")
-    assert fresh == PointSample(
-        "weather", "temperature", None, "°C", Quality.UNKNOWN, None, None
-    )
+    assert fresh == PointSample("weather", "temperature", None, "°C", Quality.UNKNOWN, None, None)
 
 
 def test_update_makes_it_good_with_an_age(table: PointTable, clock: FakeClock) -> None:
@@ -216,7 +214,7 @@ def test_to_json_shape(table: PointTable, clock: FakeClock) -> None:
         "point": "humidity",
         "value": None,
         "unit": "%RH",
-        "quality": "bad",
+        "quality": "unknown",
         "timestamp": None,
         "age_s": None,
         "restored": False,

@@ -286,15 +286,13 @@ async def test_port_is_locked_against_a_second_master() -> None:
 @pytest.mark.usefixtures("no_leaked_fds")
 @pytest.mark.parametrize("stopbits", [1, 2])
 async def test_stopbits_reach_the_line(stopbits: int) -> None:
-    async with (
-        PelcoDPtyServer({1: SimulatedCamera(FAST)}, baudrate=BAUD) as server,
-        PelcoDClient(server.path, baudrate=BAUD, stopbits=stopbits, timeout_s=0.2),
-    ):
-        fd = os.open(server.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        try:
-            cflag = termios.tcgetattr(fd)[2]
-        finally:
-            os.close(fd)
-        assert bool(cflag & termios.CSTOPB) == (stopbits == 2)
-    with pytest.raises(ValueError, match="stopbits"):
-        PelcoDClient(server.path, stopbits=3)
+    async with PelcoDPtyServer({1: SimulatedCamera(FAST)}, baudrate=BAUD) as server:
+        async with PelcoDClient(server.path, baudrate=BAUD, stopbits=stopbits, timeout_s=0.2):
+            fd = os.open(server.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            try:
+                cflag = termios.tcgetattr(fd)[2]
+            finally:
+                os.close(fd)
+            assert bool(cflag & termios.CSTOPB) == (stopbits == 2)
+        with pytest.raises(ValueError, match="stopbits"):
+            PelcoDClient(server.path, stopbits=3)
