@@ -1,7 +1,10 @@
 """The ``smartpole`` command: run the daemon, check configs, simulate devices, diagnose.
 
 Exit codes: 0 success, 1 a runtime failure (daemon not reachable, port in use), 2 bad input
-(invalid configuration or arguments), so scripts and systemd can tell them apart.
+(invalid configuration or arguments), so scripts and systemd can tell them apart. Output cut
+short by its reader (``smartpole diag points | head``) is a success: the reader had what it
+wanted, so the command exits 0 without a traceback (not 141, the shell's code for a death by
+SIGPIPE, which would fail a ``set -o pipefail`` script for reading only the first lines).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from pathlib import Path
 
 import structlog
 
-from smartpole.agent import diag, keys, logs, technician
+from smartpole.agent import diag, keys, logs, technician, version
 from smartpole.agent.api import SOCKET_NAME, call
 from smartpole.agent.buses.registry import load_config
+from smartpole.agent.config import advice
 from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.core.errors import AgentError, ApiError, ConfigError, UsageError
 
@@ -51,12 +55,18 @@ def _load(path: Path) -> LoadedConfig:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    """Errors (stderr) fail the check with exit 2; warnings (stdout, after the OK line,
+    each starting ``warning:``) do not: the daemon runs with them."""
     config = _load(args.file)
     profiles = ", ".join(sorted(config.profiles))
+    found = advice.warnings(config)
+    note = f", {len(found)} warning(s)" if found else ""
     print(
         f"{args.file}: OK - pole {config.pole.pole.id}, {len(config.pole.buses)} bus(es), "
-        f"{len(config.pole.devices)} device(s), profiles: {profiles}"
+        f"{len(config.pole.devices)} device(s), profiles: {profiles}{note}"
     )
+    for warning in found:
+        print(f"warning: {warning}")
     return EXIT_OK
 
 
@@ -213,12 +223,15 @@ def cmd_diag(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.what in ("read", "write") and not args.json:
         verb = "read" if args.what == "read" else "wrote, read back"
-        print(f"{args.device}.{args.point}: {verb} {diag.format_value(result)}")
+        unit = _unit_of(_socket_path(args), args.device, args.point)
+        print(diag.render_reading(f"{args.device}.{args.point}", verb, result, unit))
         return EXIT_OK
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     elif args.what == "points":
         print(diag.render_points(result))
+    elif args.what == "plan":
+        print(diag.render_plan(result))
     elif args.what == "status":
         print(diag.render_status(result))
     elif args.what == "lights":
@@ -232,6 +245,19 @@ def cmd_diag(args: argparse.Namespace) -> int:
     else:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     return EXIT_OK
+
+
+def _unit_of(socket: Path, device: str, point: str) -> str:
+    """The point's unit from the point table; a read that worked is shown without one
+    rather than failed when the table cannot be had."""
+    try:
+        points = call(socket, "points", timeout_s=30.0)
+    except ApiError:
+        return ""
+    for sample in points:
+        if sample.get("device") == device and sample.get("point") == point:
+            return str(sample.get("unit") or "")
+    return ""
 
 
 def _parse_value(text: str) -> object:
@@ -276,6 +302,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     )
 
 
+class _Version(argparse.Action):
+    """``--version [CONFIG]``: acts while parsing, like argparse's own version action, so
+    no command is needed."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        config = Path(values) if isinstance(values, str) else None
+        print(version.version_text(config))
+        parser.exit(EXIT_OK)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", choices=logs.LEVELS, default="info")
@@ -287,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="smartpole", description="Control agent for a multi-function smart pole."
+    )
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        nargs="?",
+        const=None,
+        metavar="CONFIG",
+        help="print the version and exit; with a pole config (default: "
+        f"{version.DEFAULT_CONFIG} if present) also its hash and its profiles' hashes",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -437,7 +488,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (``| head``): what is still buffered can never be
+    written, and Python would report that at exit; point stdout at /dev/null instead."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe is a traceback and 120
+    except BrokenPipeError:
+        return _reader_gone()
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     try:

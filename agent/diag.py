@@ -14,7 +14,9 @@ from typing import Any
 
 QUALITY_LEGEND = (
     "quality: good = fresh reading   uncertain = outside the sensor's measuring range\n"
-    "         stale = not refreshed for 3 poll periods   bad = the device does not answer\n"
+    "         stale = not refreshed for 3 poll periods   unknown = never read yet\n"
+    "         bad = the device stopped answering (its STATE), or answers but refused the\n"
+    "               point or sent no number for it (an exception: EXC in diag status)\n"
     "         (restored) = saved before a restart, not read since (never sent upstream)"
 )
 
@@ -30,6 +32,58 @@ def format_value(value: object) -> str:
         text = f"{value:.4f}".rstrip("0")  # four decimals at most: readings, not raw floats
         return text + "0" if text.endswith(".") else text
     return str(value)
+
+
+def format_latency(latency_ms: float | None) -> str:
+    """Sub-millisecond resolution: a TCP device on the LAN answers in 0.3 ms, not "0 ms"."""
+    if latency_ms is None:
+        return "-"
+    if latency_ms < 10:
+        return f"{latency_ms:.2f} ms"
+    if latency_ms < 100:
+        return f"{latency_ms:.1f} ms"
+    return f"{latency_ms:.0f} ms"
+
+
+def render_reading(what: str, verb: str, value: object, unit: str) -> str:
+    """``diag read``/``write``: the value with its unit, as the points table shows it."""
+    text = f"{what}: {verb} {format_value(value)}"
+    return f"{text} {unit}" if unit and value is not None else text
+
+
+def render_plan(plan: Mapping[str, Any]) -> str:
+    """``diag plan`` as a table: one row per read of each device, in the order it is sent.
+
+    Modbus reads are ``kind address+count`` (0-based, as on the wire), DL/T 645 reads their
+    data identifier; a bus that polls no registers describes what it does in words."""
+    rows: list[list[str]] = []
+    for bus, devices in plan.items():
+        for device, reads in (devices or {}).items():
+            items = reads if isinstance(reads, list) else [reads]
+            for item in items or ["(nothing to poll)"]:
+                read, count, points = _plan_row(item)
+                rows.append([str(bus), str(device), read, count, points])
+    if not rows:
+        return "no buses polled"
+    return table(["BUS", "DEVICE", "READ", "REGS", "POINTS"], rows, right=frozenset({3}))
+
+
+def _plan_row(item: object) -> tuple[str, str, str]:
+    if isinstance(item, Mapping):
+        if {"kind", "address", "count"} <= item.keys():
+            count = int(item["count"])
+            address = int(item["address"])
+            read = f"{item['kind']} {address}..{address + count - 1}"
+            known = ("kind", "address", "count", "points")
+            extra = {k: v for k, v in item.items() if k not in known}
+            points = ", ".join(map(str, item.get("points") or ()))
+            if extra:
+                points += " (" + ", ".join(f"{k} {v}" for k, v in extra.items()) + ")"
+            return read, str(count), points
+        if "di" in item:
+            return f"DI {item['di']}", "", str(item.get("point", ""))
+        return json.dumps(item, ensure_ascii=False), "", ""
+    return str(item), "", ""
 
 
 def format_age(age_s: float | None) -> str:
@@ -151,7 +205,7 @@ def _device_row(d: Mapping[str, Any]) -> list[str]:
         str(counters["crc_error"]),
         str(other + counters["error"]),
         str(counters["exception"]),
-        "-" if latency is None else f"{latency:.0f} ms",
+        format_latency(latency),
     ]
 
 

@@ -95,6 +95,7 @@ class PelcoDBusTask(PolledBus[_Camera]):
             bus.port,
             baudrate=bus.baudrate,
             parity=bus.parity,
+            stopbits=bus.stopbits,
             timeout_s=bus.timeout_s,
             profiles=profiles,
         )

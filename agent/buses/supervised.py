@@ -63,8 +63,11 @@ class SupervisedBus:
         raise NotImplementedError
 
     def _link_lost(self, error: str) -> None:
-        """The port or endpoint is unusable: every value read through it is now bad."""
+        """The port or endpoint is unusable: every value read through it is now bad, and
+        every device behind it offline."""
         self.health.unavailable(error)
+        for device in self.devices:
+            device.port_lost(error)
 
     def _connect_failed(self, exc: DriverError) -> None:
         """A connect failed; by default the link is what failed."""

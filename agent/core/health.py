@@ -26,7 +26,9 @@ SLOW_AFTER = 4
 class DeviceState(StrEnum):
     UNKNOWN = "unknown"  # not polled successfully yet
     ONLINE = "online"
-    OFFLINE = "offline"  # missed `offline_after` polls in a row; probed at a low rate
+    # missed `offline_after` polls in a row, or its bus's port or endpoint is unavailable
+    # (``port_lost``); probed at a low rate
+    OFFLINE = "offline"
     # answered garbage (corrupt or malformed frames, another unit's or function's reply,
     # bytes nobody asked for) `offline_after` polls in a row; probed at a low rate too
     FAULTY = "faulty"
@@ -107,6 +109,7 @@ class DeviceHealth:
     slow: bool = False  # failing often (late or no answers): polled on a tight budget
     _results: deque[bool] = field(default_factory=lambda: deque(maxlen=SLOW_WINDOW), repr=False)
     _last_start: float | None = field(default=None, repr=False)
+    _by_port: bool = field(default=False, repr=False)  # offline because its port went away
     _intervals: deque[float] = field(default_factory=lambda: deque(maxlen=20), repr=False)
 
     def poll_started(self) -> None:
@@ -148,10 +151,29 @@ class DeviceHealth:
             error=self.last_error,
         )
 
+    def port_lost(self, error: str) -> None:
+        """Its bus's port or endpoint is unusable: nothing can reach the device, so it is
+        offline whatever it answered before (never shown online behind a dead port). Not
+        its fault: when the port is back it is not put on probation for it."""
+        if self.down:
+            return  # offline already, or faulty: its own error says more than the port's
+        self.last_error = f"port unavailable: {error}"
+        log.warning(
+            "device_offline",
+            device=self.name,
+            bus=self.bus,
+            address=self.address,
+            reason="port unavailable",
+            error=error,
+        )
+        self._by_port = True
+        self._enter(DeviceState.OFFLINE)
+
     def poll_succeeded(self) -> None:
         self.polls += 1
         self.last_success_at = time.time()
-        if self.down and not self.slow:
+        by_port, self._by_port = self._by_port, False
+        if self.down and not self.slow and not by_port:
             # Back from offline or faulty: on probation (its budget) until SLOW_WINDOW clean
             # polls. On RTU a slow device's late answer is taken for the answer to a later
             # request now and then; without this it would flap back to full-rate polls.
@@ -183,6 +205,7 @@ class DeviceHealth:
         self._track(False)
         if self.consecutive_failures < self.offline_after:
             return False
+        self._by_port = False  # it failed on a working port: its own doing from now on
         state = DeviceState.FAULTY if garbled else DeviceState.OFFLINE
         if self.state is state:
             return False

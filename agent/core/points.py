@@ -1,7 +1,8 @@
 """The point table: the latest value of every point of every device, with its quality.
 
 Drivers never talk to the uplink or the CLI; they write here, and everything else reads a
-snapshot. Quality is explicit so that a dead device's last value is never shown as good.
+snapshot. Quality is explicit so that a dead device's last value is never shown as good, and a point
+never read is ``unknown`` rather than ``bad``: nothing failed yet, the device was not asked.
 
 A value is only ever handed on with the time it was acquired. A value brought back from
 before a restart is marked ``restored`` until the device is read again, so the uplink can
@@ -25,7 +26,10 @@ class Quality(StrEnum):
     GOOD = "good"  # a fresh reading within the device's valid range
     UNCERTAIN = "uncertain"  # read fine but outside the range the manual says is possible
     STALE = "stale"  # not refreshed for several poll periods
-    BAD = "bad"  # no value, or the device is not answering
+    BAD = "bad"  # the device stopped answering, or its value is no reading (NaN, refused)
+    # never read since the start (nor restored): nothing to show, nothing sent upstream. The
+    # quality of no reading: never passed to ``update``, never heard by a listener.
+    UNKNOWN = "unknown"
 
 
 Listener = Callable[[str, str, "Value | None", "Quality", float], None]
@@ -41,7 +45,7 @@ class _Entry:
     stale_after_s: float
     meta: PointMeta | None = None
     value: Value | None = None
-    quality: Quality = Quality.BAD
+    quality: Quality = Quality.UNKNOWN
     read_at: float | None = None  # wall clock, for people and the uplink
     read_mono: float | None = None  # monotonic, for ages that survive clock steps
     restored: bool = False  # saved before a restart and not read again since
@@ -157,11 +161,13 @@ class PointTable:
         """The device stopped answering: keep the last value for reference, but as bad.
 
         Per-point listeners (safety, lamp monitor, OPC UA status) get the last value with
-        quality bad; block listeners (the uplink) get ``None``: no reading happened now."""
+        quality bad; block listeners (the uplink) get ``None``: no reading happened now.
+        A point never read stays ``unknown``: it had no value to lose, and the uplink never
+        heard of it."""
         now = self._wall()
         block: list[tuple[str, Value | None, Quality]] = []
         for entry in self._entries.values():
-            if entry.device == device:
+            if entry.device == device and entry.read_at is not None:
                 entry.quality = Quality.BAD
                 for listener in self._listeners:
                     listener(device, entry.point, entry.value, Quality.BAD, now)

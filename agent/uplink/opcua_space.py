@@ -8,7 +8,8 @@ Quality → StatusCode (OPC UA Part 4 §7.34, Part 8 for the data-access sub-cod
 * ``stale`` (not refreshed for several poll periods) → ``UncertainLastUsableValue``, which
   keeps the last value readable, as the spec intends for a source that stopped updating;
 * ``bad`` → ``BadNoCommunication`` (``BadWaitingForInitialData`` before any reading); a bad
-  status carries no value (asyncua nulls it, as Part 4 requires).
+  status carries no value (asyncua nulls it, as Part 4 requires);
+* ``unknown`` (never read since the start) → ``BadWaitingForInitialData``.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def status_for(quality: Quality, value: Value | None) -> ua.StatusCode:
         Quality.UNCERTAIN: StatusCodes.UncertainEngineeringUnitsExceeded,
         Quality.STALE: StatusCodes.UncertainLastUsableValue,
         Quality.BAD: StatusCodes.BadNoCommunication,
+        Quality.UNKNOWN: StatusCodes.BadWaitingForInitialData,
     }[quality]
     return status(code)
 

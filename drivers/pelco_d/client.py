@@ -67,16 +67,20 @@ class PelcoDClient(Lifecycle):
         *,
         baudrate: int = 2400,
         parity: str = "N",
+        stopbits: int = 1,
         timeout_s: float = 0.5,
         profile: PelcoDProfile | None = None,
         profiles: Mapping[int, PelcoDProfile] | None = None,
     ) -> None:
         super().__init__()
-        self._port = AsyncSerialPort(  # checks the parity letter
+        # Exclusive like the Modbus RTU and DL/T 645 ports: a second master on the same
+        # line (a technician's tool, a stale daemon) would garble both sides' frames.
+        self._port = AsyncSerialPort(  # checks the parity letter and stop bits
             port,
             baudrate=baudrate,
             parity=parity,
-            exclusive=False,  # kept as it was: this client never locked its port
+            stopbits=stopbits,
+            exclusive=True,
             on_data=self._on_data,
             on_failure=self._broken,
         )
@@ -85,6 +89,7 @@ class PelcoDClient(Lifecycle):
         self.port = port
         self.baudrate = baudrate
         self.parity = parity
+        self.stopbits = stopbits
         self.timeout_s = timeout_s
         self._default_profile = profile or GENERIC_PROFILE
         self._profiles = dict(profiles or {})
@@ -114,10 +119,16 @@ class PelcoDClient(Lifecycle):
 
     def open(self) -> None:
         """Open and configure the port, then hand it to the event loop (needs a running
-        loop); TransportError if it is missing or unusable."""
+        loop); TransportError if it is missing, locked by another master or unusable."""
         self._port.open()
         self._rx.clear()
-        log.info("pelco_d_open", port=self.port, baudrate=self.baudrate, parity=self.parity)
+        log.info(
+            "pelco_d_open",
+            port=self.port,
+            baudrate=self.baudrate,
+            parity=self.parity,
+            stopbits=self.stopbits,
+        )
 
     def close(self) -> None:
         """Release the port; anything still waiting on it fails with TransportError."""

@@ -112,7 +112,9 @@ def test_missing_serial_port_is_reported_once_and_survived(
     )
     status = api(run, "status")
     assert any(missing in problem for problem in status["problems"])
-    assert all(p["quality"] == "bad" for p in _points(run).values())
+    # Never read: unknown, not bad; and a device behind a missing port is offline.
+    assert all(p["quality"] == "unknown" for p in _points(run).values())
+    assert _device(run)["state"] == "offline"
     wait_until(lambda: "weather" in str(api(run, "status")), 3)
     assert run.process.poll() is None, "the daemon must keep running without its port"
     assert len(run.events("bus_port_unavailable")) == 1, "logged more than once"
@@ -146,7 +148,7 @@ def test_dead_or_garbled_device_goes_offline_or_faulty_once(
     assert counts["requests"] == counts[counter] + (
         counts["timeout"] if counter != "timeout" else 0
     )
-    assert all(p["quality"] == "bad" for p in _points(run).values())
+    assert all(p["quality"] == "unknown" for p in _points(run).values())  # never read
     problems = api(run, "status")["problems"]
     assert any("weather" in p and state in p for p in problems), problems
     assert len(run.events(f"device_{state}")) == 1, f"{state} must be logged once, not per poll"

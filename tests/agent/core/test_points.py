@@ -46,9 +46,9 @@ def sample(table: PointTable, device: str, point: str) -> PointSample:
     return found
 
 
-def test_fresh_point_is_bad_without_a_value(table: PointTable) -> None:
+def test_a_point_never_read_is_unknown_not_bad(table: PointTable) -> None:
     fresh = sample(table, "weather", "temperature")
-    assert fresh == PointSample("weather", "temperature", None, "°C", Quality.BAD, None, None)
+    assert fresh == PointSample("weather", "temperature", None, "°C", Quality.UNKNOWN, None, None)
 
 
 def test_update_makes_it_good_with_an_age(table: PointTable, clock: FakeClock) -> None:
@@ -58,7 +58,7 @@ def test_update_makes_it_good_with_an_age(table: PointTable, clock: FakeClock) -
     now = sample(table, "weather", "temperature")
     assert (now.value, now.quality, now.timestamp) == (24.6, Quality.GOOD, read_at)
     assert now.age_s == pytest.approx(3.0)
-    assert sample(table, "weather", "humidity").quality is Quality.BAD
+    assert sample(table, "weather", "humidity").quality is Quality.UNKNOWN
 
 
 @pytest.mark.parametrize("quality", [Quality.GOOD, Quality.UNCERTAIN])
@@ -102,7 +102,8 @@ def test_mark_bad_keeps_the_value(table: PointTable, clock: FakeClock) -> None:
     bad = sample(table, "weather", "temperature")
     assert (bad.value, bad.quality, bad.timestamp) == (24.6, Quality.BAD, read_at)
     assert bad.age_s == pytest.approx(1.0)
-    assert sample(table, "weather", "humidity").quality is Quality.BAD
+    # Never read: it had no value to lose; unknown, not "the device stopped answering".
+    assert sample(table, "weather", "humidity").quality is Quality.UNKNOWN
     assert sample(table, "meter", "voltage").quality is Quality.GOOD
     clock.advance(100.0)
     assert sample(table, "weather", "temperature").quality is Quality.BAD
@@ -213,7 +214,7 @@ def test_to_json_shape(table: PointTable, clock: FakeClock) -> None:
         "point": "humidity",
         "value": None,
         "unit": "%RH",
-        "quality": "bad",
+        "quality": "unknown",
         "timestamp": None,
         "age_s": None,
         "restored": False,

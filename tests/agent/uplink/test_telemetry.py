@@ -257,7 +257,8 @@ readings = st.lists(
             st.floats(allow_nan=True, allow_infinity=True, width=32),
             st.integers(-1000, 1000),
         ),
-        st.sampled_from(list(Quality)),
+        # every quality a reading can have: ``unknown`` is that of no reading at all
+        st.sampled_from([q for q in Quality if q is not Quality.UNKNOWN]),
     ),
     min_size=1,
     max_size=40,

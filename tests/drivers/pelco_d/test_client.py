@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import termios
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -264,3 +265,34 @@ async def test_port_errors_become_transport_errors() -> None:
             await client.send(protocol.stop(1))
     with pytest.raises(TransportError, match="not open"):
         await client.send(protocol.stop(1))
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("no_leaked_fds")
+async def test_port_is_locked_against_a_second_master() -> None:
+    """Like the Modbus RTU and DL/T 645 ports: a second client on the same line is refused
+    instead of garbling both sides' frames, and the lock goes with the close."""
+    async with PelcoDPtyServer({1: SimulatedCamera(FAST)}, baudrate=BAUD) as server:
+        async with PelcoDClient(server.path, baudrate=BAUD, timeout_s=0.2) as client:
+            with pytest.raises(TransportError, match="cannot open serial port"):
+                async with PelcoDClient(server.path, baudrate=BAUD):
+                    pass
+            assert await client.query_position(1) == (0, 0)  # the holder is undisturbed
+        async with PelcoDClient(server.path, baudrate=BAUD, timeout_s=0.2) as again:
+            assert await again.query_position(1) == (0, 0)
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("no_leaked_fds")
+@pytest.mark.parametrize("stopbits", [1, 2])
+async def test_stopbits_reach_the_line(stopbits: int) -> None:
+    async with PelcoDPtyServer({1: SimulatedCamera(FAST)}, baudrate=BAUD) as server:
+        async with PelcoDClient(server.path, baudrate=BAUD, stopbits=stopbits, timeout_s=0.2):
+            fd = os.open(server.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            try:
+                cflag = termios.tcgetattr(fd)[2]
+            finally:
+                os.close(fd)
+            assert bool(cflag & termios.CSTOPB) == (stopbits == 2)
+        with pytest.raises(ValueError, match="stopbits"):
+            PelcoDClient(server.path, stopbits=3)

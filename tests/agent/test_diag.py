@@ -1,0 +1,61 @@
+"""The technician's text views: what a value, a latency and a read plan look like."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smartpole.agent import diag
+
+
+@pytest.mark.parametrize(
+    ("latency_ms", "shown"),
+    [(None, "-"), (0.31, "0.31 ms"), (0.004, "0.00 ms"), (9.87, "9.87 ms"), (15.26, "15.3 ms"),
+     (250.4, "250 ms")],
+)  # fmt: skip
+def test_latency_has_sub_millisecond_resolution(latency_ms: float | None, shown: str) -> None:
+    assert diag.format_latency(latency_ms) == shown
+
+
+@given(st.floats(min_value=0.005, max_value=1e6, allow_nan=False))
+def test_a_measured_latency_is_never_shown_as_zero(latency_ms: float) -> None:
+    shown = diag.format_latency(latency_ms)
+    assert shown.endswith(" ms")
+    assert float(shown.removesuffix(" ms")) > 0
+
+
+def test_a_reading_carries_its_unit() -> None:
+    assert diag.render_reading("weather.temperature", "read", 21.5, "°C") == (
+        "weather.temperature: read 21.5 °C"
+    )
+    assert diag.render_reading("relay.ch1", "read", True, "") == "relay.ch1: read on"
+    assert diag.render_reading("meter.v", "read", None, "V") == "meter.v: read -"
+
+
+def test_plan_is_a_table_for_every_protocol() -> None:
+    plan = {
+        "rs485-1": {
+            "meter": [
+                {"kind": "input", "address": 0, "count": 32, "points": ["voltage", "current"]},
+                {"kind": "input", "address": 342, "count": 2, "points": ["energy"]},
+            ]
+        },
+        "dlt": {"tariff": [{"di": "00010000", "point": "energy"}]},
+        "cabinet": {"mcu": ["heartbeat every 2 s"]},
+        "ptz": {"dome": []},
+    }
+    lines = diag.render_plan(plan).splitlines()
+    assert lines[0].split() == ["BUS", "DEVICE", "READ", "REGS", "POINTS"]
+    rows = [line.split() for line in lines[2:]]
+    assert rows[0] == ["rs485-1", "meter", "input", "0..31", "32", "voltage,", "current"]
+    assert rows[1] == ["rs485-1", "meter", "input", "342..343", "2", "energy"]
+    assert rows[2] == ["dlt", "tariff", "DI", "00010000", "energy"]
+    assert rows[3] == ["cabinet", "mcu", "heartbeat", "every", "2", "s"]
+    assert rows[4] == ["ptz", "dome", "(nothing", "to", "poll)"]
+    assert diag.render_plan({}) == "no buses polled"
+
+
+def test_the_legend_tells_never_read_from_not_answering() -> None:
+    assert "unknown = never read yet" in diag.QUALITY_LEGEND
+    assert "bad = the device stopped answering" in diag.QUALITY_LEGEND
