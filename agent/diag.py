@@ -12,6 +12,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from smartpole.agent.core.health import LEARNT_KEY
+
 QUALITY_LEGEND = (
     "quality: good = fresh reading   uncertain = outside the sensor's measuring range\n"
     "         stale = not refreshed for 3 poll periods   unknown = never read yet\n"
@@ -59,6 +61,12 @@ def render_plan(plan: Mapping[str, Any]) -> str:
     rows: list[list[str]] = []
     for bus, devices in plan.items():
         for device, reads in (devices or {}).items():
+            if device == LEARNT_KEY and isinstance(reads, Mapping):
+                rows += [
+                    [str(bus), str(name), "learnt", "", _learnt(what)]
+                    for name, what in reads.items()
+                ]
+                continue
             items = reads if isinstance(reads, list) else [reads]
             for item in items or ["(nothing to poll)"]:
                 read, count, points = _plan_row(item)
@@ -66,6 +74,19 @@ def render_plan(plan: Mapping[str, Any]) -> str:
     if not rows:
         return "no buses polled"
     return table(["BUS", "DEVICE", "READ", "REGS", "POINTS"], rows, right=frozenset({3}))
+
+
+def _learnt(what: object) -> str:
+    """What a device taught the planner (refusals it answered), in the POINTS column."""
+    if not isinstance(what, Mapping):
+        return str(what)
+    parts = [
+        f"at most {cap} per {kind} read" for kind, cap in (what.get("max_per_read") or {}).items()
+    ]
+    parts += [f"hole at {hole['kind']} {hole['at']}" for hole in what.get("holes") or ()]
+    if what.get("unsupported"):
+        parts.append("unsupported: " + ", ".join(map(str, what["unsupported"])))
+    return "; ".join(parts) or "nothing"
 
 
 def _plan_row(item: object) -> tuple[str, str, str]:

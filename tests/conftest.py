@@ -47,6 +47,11 @@ def _no_leaks(_pending_tasks: PendingTasks) -> Iterator[None]:
     assert not stale, f"an event loop closed between tests with asyncio tasks pending: {stale}"
     before = set(threading.enumerate())
     yield
+    for thread in threading.enumerate():
+        if thread not in before and thread.name.startswith("asyncio-waitpid"):
+            # asyncio's child watcher: its thread hands the exit status to the loop and then
+            # ends; a test that awaited its process can finish a moment before it does.
+            thread.join(timeout=5)
     leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     pending = _pending_tasks.take()
     assert not leaked, f"test left threads running: {leaked}"

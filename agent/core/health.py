@@ -15,6 +15,9 @@ import structlog
 
 log = structlog.get_logger("smartpole.health")
 
+#: The key of a bus's read plan (``diag plan``) under which the devices' lessons from their
+#: refusals are listed; not a device name, since names are identifiers.
+LEARNT_KEY = "(learnt)"
 UTILISATION_WINDOW_S = 60.0
 # A device that failed SLOW_AFTER of its last SLOW_WINDOW polls is slow (its own budget:
 # no retries, backed-off polls) until SLOW_WINDOW polls in a row have succeeded. Half: a

@@ -56,6 +56,27 @@ def test_plan_is_a_table_for_every_protocol() -> None:
     assert diag.render_plan({}) == "no buses polled"
 
 
+def test_the_plan_table_lists_what_each_device_taught_the_planner() -> None:
+    plan = {
+        "rs485-1": {
+            "meter": [{"kind": "input", "address": 0, "count": 38, "points": ["voltage"]}],
+            "(learnt)": {
+                "meter": {
+                    "max_per_read": {"input": 38},
+                    "holes": [{"kind": "input", "at": 70}],
+                    "unsupported": ["thd"],
+                }
+            },
+        }
+    }
+    lines = diag.render_plan(plan).splitlines()
+    assert lines[3].split() == [
+        "rs485-1", "meter", "learnt", "at", "most", "38", "per", "input", "read;",
+        "hole", "at", "input", "70;", "unsupported:", "thd",
+    ]  # fmt: skip
+    assert len(lines) == 4
+
+
 def test_the_legend_tells_never_read_from_not_answering() -> None:
     assert "unknown = never read yet" in diag.QUALITY_LEGEND
     assert "bad = the device stopped answering" in diag.QUALITY_LEGEND

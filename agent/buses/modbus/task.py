@@ -21,7 +21,7 @@ from smartpole.agent.buses.modbus.meta import point_meta
 from smartpole.agent.buses.polled import STALE_AFTER_PERIODS, PolledBus, PolledDevice
 from smartpole.agent.buses.queue import QueuedPoints
 from smartpole.agent.core.audit import AuditRecord
-from smartpole.agent.core.health import BusHealth, DeviceHealth, Outcome
+from smartpole.agent.core.health import LEARNT_KEY, BusHealth, DeviceHealth, Outcome
 from smartpole.agent.core.points import Quality
 from smartpole.drivers.errors import (
     CodecError,
@@ -311,9 +311,6 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             known = ", ".join(device.profile.points)
             raise WriteRejectedError(f"device {device_name} has no point {point!r} ({known})")
         return device, spec
-
-
-LEARNT_KEY = "(learnt)"  # not a device name: names are identifiers
 
 
 def _learnt_view(device: _Device) -> dict[str, object]:
