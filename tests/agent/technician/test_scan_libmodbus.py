@@ -56,6 +56,7 @@ def test_default_scan_finds_a_libmodbus_device_among_the_units_around_it(tmp_pat
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(600)  # 247 units at 9600 baud take about 2.5 min
 def test_default_scan_of_every_unit_finds_a_libmodbus_device_in_the_middle(tmp_path: Path) -> None:
     report, err, asked = _scan(tmp_path, "1-247")
     _check(report, err, asked, "1-247")
