@@ -684,7 +684,8 @@ def test_sonbest_noise_module_reads_the_manuals_frames() -> None:
     request = pdu.Request(1, pdu.READ_FUNCTION[block.kind], block.address, block.count)
     assert rtu.encode_request(request) == bytes.fromhex("010300000001840A")
     used, reply = rtu.decode_reply(bytes.fromhex("0103020218B92E"), at_end=True)
-    assert reply is not None and used == 7
+    assert reply is not None
+    assert used == 7
     words = [int.from_bytes(reply.data[i : i + 2], "big") for i in range(0, len(reply.data), 2)]
     assert codec.decode(noise.points["noise"], words) == pytest.approx(53.6)
 
