@@ -40,6 +40,10 @@ DEVICES = {
     "billing": {"profile": "dlt645-meter", "bus": "meters", "address": "000000000001"},
     "camera": {"profile": "pelco-d-ptz", "bus": "ptz", "address": "3"},
     "cabinet": {"profile": "cabinet-monitor", "bus": "rs485-a", "unit_id": 9},
+    "noise": {"profile": "sonbest-sm7901", "bus": "rs485-a", "unit_id": 10},
+    "particulates": {"profile": "deltaohm-pmsense", "bus": "rs485-a", "unit_id": 11},
+    "air": {"profile": "sensorbee-air-pro", "bus": "rs485-a", "unit_id": 12},
+    "flood": {"profile": "rs485-level-transmitter", "bus": "rs485-a", "unit_id": 13},
 }
 
 
