@@ -61,9 +61,14 @@ class Device:
 
 
 def _converge(
-    points: dict[str, PointSpec], limits: ModbusLimits, device: Device, learnt: Learnt
+    points: dict[str, PointSpec],
+    limits: ModbusLimits,
+    device: Device,
+    learnt: Learnt,
+    refused_blocks: list[ReadBlock] | None = None,
 ) -> tuple[list[ReadBlock], list[tuple[RegisterKind, Lesson]]]:
-    """Poll until a whole cycle passes without a refusal; every refusal's lesson."""
+    """Poll until a whole cycle passes without a refusal; every refusal's lesson (and,
+    into ``refused_blocks``, every refused read)."""
     lessons: list[tuple[RegisterKind, Lesson]] = []
     for _ in range(10_000):
         plan = learnt.plan(points, limits)
@@ -79,6 +84,8 @@ def _converge(
                 continue
             lesson, _ = learnt.refused(block, code, points)
             lessons.append((block.kind, lesson))
+            if refused_blocks is not None:
+                refused_blocks.append(block)
             refused = True
             pending = [b for b in learnt.plan(points, limits) if asked.isdisjoint(b.points)]
         if not refused:
@@ -128,10 +135,15 @@ def test_the_plan_converges_to_reads_the_device_accepts(
         assert caps <= math.ceil(math.log2(ceiling)) + 1, (kind, lessons)
     others = [lesson for _, lesson in lessons if lesson is not Lesson.CAP]
     assert len(others) <= 2 * len(points), lessons
-    # What was learnt stays learnt: the same device is never refused again.
+    # What was learnt stays learnt: after a restart the same device refuses no read of the
+    # points it served. Unsupported points are not saved on purpose (a device still booting
+    # may refuse what it serves later), so they are asked again, and a read that merges one
+    # with its neighbours may meet a hole next to it: only such reads may be refused.
     again = Learnt(caps=dict(learnt.caps), barriers=set(learnt.barriers))
-    _, more = _converge(points, limits, device, again)
-    assert [lesson for _, lesson in more if lesson is not Lesson.UNSUPPORTED] == []
+    refused_again: list[ReadBlock] = []
+    _converge(points, limits, device, again, refused_again)
+    unsupported = learnt.unsupported
+    assert all(unsupported.intersection(block.points) for block in refused_again), refused_again
 
 
 def _meter() -> dict[str, PointSpec]:
