@@ -10,25 +10,20 @@ backoff rather than in a tight loop, and be listed in ``diag status`` problems.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-import yaml
 
+from helpers.bus_task import modbus_bus_task, running
 from helpers.paths import REPO
 from helpers.waiting import eventually
 from smartpole.agent.buses.bus_set import BusSet
-from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.modbus import KIND
 from smartpole.agent.buses.modbus.task import ModbusBusTask
 from smartpole.agent.buses.polled import STALE_AFTER_PERIODS
-from smartpole.agent.buses.registry import load_config
-from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.health import DeviceState
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.modbus.points import RegisterKind
@@ -55,35 +50,8 @@ def _task(
     devices: dict[str, dict[str, Any]],
     profiles: Path = PROFILES,
 ) -> tuple[ModbusBusTask, PointTable]:
-    config = tmp_path / "pole.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "pole": {"id": "budget-test"},
-                "profiles_dir": str(profiles),
-                "buses": {"bus": bus},
-                "devices": {
-                    name: {"profile": "bench-register-bank", "bus": "bus", **device}
-                    for name, device in devices.items()
-                },
-            }
-        )
-    )
-    loaded = load_config(config)
-    table = PointTable()
-    context = BusContext(loaded, table, AuditLog(tmp_path), lambda: True)
-    return ModbusBusTask("bus", loaded.pole.buses["bus"], context), table
-
-
-@contextlib.asynccontextmanager
-async def _running(task: ModbusBusTask) -> AsyncIterator[None]:
-    run = asyncio.create_task(task.run(), name="bus under test")
-    try:
-        yield
-    finally:
-        run.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await run
+    bank = {name: {"profile": "bench-register-bank", **device} for name, device in devices.items()}
+    return modbus_bus_task(tmp_path, bus, bank, profiles=profiles)
 
 
 @pytest.mark.asyncio
@@ -111,7 +79,7 @@ async def test_a_slow_slave_costs_its_rtu_neighbour_nothing_but_its_budget(
         left_online: list[str] = []
         worst_age = 0.0
         with structlog.testing.capture_logs() as logs:
-            async with _running(task):
+            async with running(task):
                 await eventually(lambda: good.state is DeviceState.ONLINE, 5, "good online")
                 online_since = good.state_since
                 started = time.monotonic()
@@ -166,7 +134,7 @@ async def test_a_babbling_tcp_device_is_faulty_reconnected_with_backoff_and_list
         (charger,) = task.devices
         buses = BusSet([(task, KIND)])
         with structlog.testing.capture_logs() as logs:
-            async with _running(task):
+            async with running(task):
                 await eventually(lambda: charger.state is DeviceState.ONLINE, 5, "online")
                 sim.set_fault(1, fault)
                 await eventually(lambda: charger.state is DeviceState.FAULTY, 10, "faulty")
@@ -234,7 +202,7 @@ async def test_a_device_back_from_offline_is_on_probation_but_read_in_full(
             profiles,
         )
         (meter,) = task.devices
-        async with _running(task):
+        async with running(task):
             await eventually(lambda: meter.state is DeviceState.OFFLINE, 5, "offline")
             sim.set_fault(1, FaultMode.NONE)
             await eventually(lambda: meter.state is DeviceState.ONLINE, 5, "back")

@@ -10,25 +10,21 @@ transports.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import select
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from helpers.bus_task import modbus_bus_task, running
 from helpers.libmodbus_device import DeviceConfig, LibmodbusDevice, Transport, as_f32, f32_words
 from helpers.paths import PROFILES
 from helpers.waiting import eventually
-from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.modbus.task import ModbusBusTask
-from smartpole.agent.buses.registry import load_config
-from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.health import DeviceState
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.modbus.crc import append_crc
@@ -90,33 +86,10 @@ def _task(
     state: Path | None = None,
     **device: Any,
 ) -> tuple[ModbusBusTask, PointTable]:
-    config = tmp_path / "pole.yaml"
-    settings = {"profile": "eastron-sdm120", "bus": "bus", "unit_id": 1, "poll_period_s": PERIOD_S}
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "pole": {"id": "libmodbus-test"},
-                "profiles_dir": str(profiles),
-                "buses": {"bus": bus},
-                "devices": {"meter": {**settings, **device}},
-            }
-        )
+    settings = {"profile": "eastron-sdm120", "unit_id": 1, "poll_period_s": PERIOD_S}
+    return modbus_bus_task(
+        tmp_path, bus, {"meter": {**settings, **device}}, profiles=profiles, state_dir=state
     )
-    loaded = load_config(config)
-    table = PointTable()
-    context = BusContext(loaded, table, AuditLog(tmp_path), lambda: True, state_dir=state)
-    return ModbusBusTask("bus", loaded.pole.buses["bus"], context), table
-
-
-@contextlib.asynccontextmanager
-async def _running(task: ModbusBusTask) -> AsyncIterator[asyncio.Task[None]]:
-    run = asyncio.create_task(task.run(), name="bus under test")
-    try:
-        yield run
-    finally:
-        run.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await run
 
 
 @contextlib.contextmanager
@@ -149,7 +122,7 @@ async def test_every_value_is_read_right_and_the_holes_are_learnt_once(
     with _device(METER, transport, tmp_path) as device:
         task, table = _task(tmp_path, device.bus(timeout_s=0.3))
         (meter,) = task.devices
-        async with _running(task):
+        async with running(task):
             await eventually(lambda: _all_read_right(table), 10, "every value read right")
             assert _plan(task) == SETTLED_PLAN
             settled = len(device.requests())
@@ -176,7 +149,7 @@ async def test_an_answer_from_the_wrong_unit_is_counted_and_never_taken_for_a_re
     with _device(quirky, transport, tmp_path) as device:
         task, table = _task(tmp_path, device.bus(timeout_s=0.15, retries=0), offline_after=2)
         (meter,) = task.devices
-        async with _running(task):
+        async with running(task):
             await eventually(lambda: meter.counters.wrong_unit >= 3, 10, "wrong units counted")
             samples = table.snapshot()
     assert len(device.requests()) >= 3  # it did answer: it was asked, and said unit 7
@@ -195,7 +168,7 @@ async def test_a_slow_device_is_read_right_within_its_timeout(
     with _device(slow, transport, tmp_path) as device:
         task, table = _task(tmp_path, device.bus(timeout_s=0.4))
         (meter,) = task.devices
-        async with _running(task):
+        async with running(task):
             await eventually(lambda: _all_read_right(table), 10, "every value read right")
     assert meter.counters.timeout == 0
     assert meter.counters.mean_latency_ms is not None
@@ -217,7 +190,7 @@ async def test_a_dead_or_hung_device_goes_offline_and_comes_back(
             offline_probe_s=0.3,
         )
         (meter,) = task.devices
-        async with _running(task) as run:
+        async with running(task) as run:
             await eventually(lambda: _all_read_right(table), 10, "every value read right")
             if failure == "killed":
                 device.kill()
@@ -304,7 +277,7 @@ async def test_a_read_refused_with_exception_3_is_split_learnt_and_never_sent_ag
         task, table = _task(tmp_path, device.bus(timeout_s=0.3), profiles=profiles, state=state)
         (meter,) = task.devices
         assert (0, 76) in _plan(task)
-        async with _running(task):
+        async with running(task):
             await eventually(lambda: _all_read_right(table), 10, "every value read right")
             assert all(count <= 40 for _, count in _plan(task)), _plan(task)
             settled = len(device.requests())
@@ -323,7 +296,7 @@ async def test_a_read_refused_with_exception_3_is_split_learnt_and_never_sent_ag
         task, table = _task(tmp_path, device.bus(timeout_s=0.3), profiles=profiles, state=state)
         (meter,) = task.devices
         assert all(count <= 40 for _, count in _plan(task)), _plan(task)
-        async with _running(task):
+        async with running(task):
             await eventually(lambda: _all_read_right(table), 10, "every value read again")
         second_life = device.requests()[len(first_life) :]
     assert second_life

@@ -7,22 +7,16 @@ the bus, then started again on the same port.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-import yaml
 
+from helpers.bus_task import modbus_bus_task, running
 from helpers.paths import REPO
 from helpers.waiting import eventually
-from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.modbus.task import ModbusBusTask
-from smartpole.agent.buses.registry import load_config
-from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.health import BusState, DeviceState
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.drivers.modbus.points import RegisterKind
@@ -41,35 +35,8 @@ def _bank() -> RegisterBank:
 def _task(
     tmp_path: Path, bus: dict[str, Any], devices: dict[str, dict[str, Any]]
 ) -> tuple[ModbusBusTask, PointTable]:
-    config = tmp_path / "pole.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "pole": {"id": "port-test"},
-                "profiles_dir": str(REPO / "bench" / "profiles"),
-                "buses": {"bus": bus},
-                "devices": {
-                    name: {"profile": "bench-register-bank", "bus": "bus", **device}
-                    for name, device in devices.items()
-                },
-            }
-        )
-    )
-    loaded = load_config(config)
-    table = PointTable()
-    context = BusContext(loaded, table, AuditLog(tmp_path), lambda: True)
-    return ModbusBusTask("bus", loaded.pole.buses["bus"], context), table
-
-
-@contextlib.asynccontextmanager
-async def _running(task: ModbusBusTask) -> AsyncIterator[None]:
-    run = asyncio.create_task(task.run(), name="bus under test")
-    try:
-        yield
-    finally:
-        run.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await run
+    bank = {name: {"profile": "bench-register-bank", **device} for name, device in devices.items()}
+    return modbus_bus_task(tmp_path, bus, bank, profiles=REPO / "bench" / "profiles")
 
 
 @pytest.mark.asyncio
@@ -89,7 +56,7 @@ async def test_devices_behind_an_unavailable_port_are_offline_until_it_is_back(
         )
         devices = task.devices
         with structlog.testing.capture_logs() as logs:
-            async with _running(task):
+            async with running(task):
                 await eventually(
                     lambda: all(d.state is DeviceState.ONLINE for d in devices), 5, "online"
                 )

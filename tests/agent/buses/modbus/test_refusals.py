@@ -10,15 +10,14 @@ device's other blocks.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from helpers.bus_task import modbus_bus_task, running
 from helpers.waiting import eventually
 from smartpole.agent.buses.bus_set import BusSet
 from smartpole.agent.buses.kind import BusContext, SimContext
@@ -81,26 +80,15 @@ def _task(tmp_path: Path, port: int | str, state: Path) -> tuple[ModbusBusTask, 
     profiles = tmp_path / "profiles"
     profiles.mkdir(exist_ok=True)
     _profile(profiles)
-    config = tmp_path / "pole.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "pole": {"id": "refusal-test"},
-                "profiles_dir": str(profiles),
-                "buses": {
-                    "lan": {**bus, "timeout_s": 0.5}
-                },
-                "devices": {
-                    "meter": {"profile": "short-buffer-meter", "bus": "lan", "unit_id": 1,
-                              "poll_period_s": PERIOD_S}
-                },
-            }
-        )
-    )  # fmt: skip
-    loaded = load_config(config)
-    table = PointTable()
-    context = BusContext(loaded, table, AuditLog(tmp_path), lambda: True, state_dir=state)
-    return ModbusBusTask("lan", loaded.pole.buses["lan"], context), table
+    meter = {"profile": "short-buffer-meter", "unit_id": 1, "poll_period_s": PERIOD_S}
+    return modbus_bus_task(
+        tmp_path,
+        {**bus, "timeout_s": 0.5},
+        {"meter": meter},
+        profiles=profiles,
+        bus_name="lan",
+        state_dir=state,
+    )
 
 
 class Requests:
@@ -115,17 +103,6 @@ class Requests:
             return await read(device, block)  # type: ignore[arg-type]
 
         task._read = observed  # type: ignore[method-assign]
-
-
-@contextlib.asynccontextmanager
-async def _running(task: ModbusBusTask) -> AsyncIterator[None]:
-    run = asyncio.create_task(task.run(), name="bus under test")
-    try:
-        yield
-    finally:
-        run.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await run
 
 
 def _all_good(table: PointTable) -> bool:
@@ -150,7 +127,7 @@ async def test_a_76_register_read_refused_is_split_learnt_and_never_sent_again(
         task, table = _task(tmp_path, port, state)
         requests = Requests(task)
         meter = task.devices[0]
-        async with _running(task):
+        async with running(task):
             await eventually(lambda: _all_good(table), 5, "every point read")
             settled = meter.polls
             await eventually(lambda: meter.polls >= settled + 5, 5, "five more polls")
@@ -179,7 +156,7 @@ async def test_a_76_register_read_refused_is_split_learnt_and_never_sent_again(
         meter = again.devices[0]
         before = again.read_plan()["meter"]
         assert [b["count"] for b in before] == [1, 38, 38, 1]  # type: ignore[union-attr]
-        async with _running(again):
+        async with running(again):
             await eventually(lambda: _all_good(table), 5, "every point read after restart")
             await eventually(lambda: meter.polls >= 5, 5, "five polls after restart")
         assert max(b.count for _, b in requests.sent) == 38
@@ -203,7 +180,7 @@ async def test_a_damaged_learnt_file_is_set_aside_and_learnt_again(tmp_path: Pat
         assert [d.store for d in damaged] == ["modbus_learnt"]
         assert list(state.glob("modbus_learnt.json.*")), "the damaged file is kept aside"
         meter = task.devices[0]
-        async with _running(task):
+        async with running(task):
             await eventually(lambda: meter.counters.exception == 1, 5, "learnt again")
             await eventually(lambda: (state / "modbus_learnt.json").exists(), 5, "saved")
         saved = json.loads((state / "modbus_learnt.json").read_text())
@@ -223,7 +200,7 @@ async def test_a_device_refusing_everything_costs_a_bounded_number_of_requests(
         requests = Requests(task)
         meter = task.devices[0]
         points = FLOATS + 2
-        async with _running(task):
+        async with running(task):
             await eventually(
                 lambda: len(meter.unsupported_points) == points, 10, "every point refused"
             )
@@ -252,7 +229,7 @@ async def test_smartpole_sim_max_read_serves_a_device_with_a_short_buffer(
         served = await registry().simulate("lan", context)
         task, table = _task(tmp_path, int(served.endpoint.rsplit(":", 1)[1]), state)
         meter = task.devices[0]
-        async with _running(task):
+        async with running(task):
             await eventually(lambda: _all_good(table), 5, "every point read")
         assert meter.counters.exception == 1
         assert task.read_plan()["(learnt)"] == {
@@ -269,7 +246,7 @@ async def test_a_lesson_that_cannot_be_saved_is_counted_and_kept_in_memory(
     (state / "modbus_learnt.json.tmp").mkdir()  # the atomic write's temporary file fails
     async with ModbusTcpServer({1: _bank()}) as sim:
         task, table = _task(tmp_path, sim.port, state)
-        async with _running(task):
+        async with running(task):
             await eventually(lambda: _all_good(table), 5, "every point read")
         assert task.health.to_json()["state_write_failures"] == 1
         assert task.devices[0].counters.exception == 1  # still learnt, in memory
