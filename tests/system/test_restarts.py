@@ -20,67 +20,36 @@ collects every message in arrival order. After de-duplication by the envelope's
 from __future__ import annotations
 
 import itertools
-import json
 import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 import yaml
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from helpers.broker import Broker
 from helpers.paths import PROFILES
 from helpers.processes import Proc, bus_ports
 from helpers.sim import mcu_state, sim_control
+from helpers.subscriber import StreamSubscriber
 from helpers.waiting import wait_until
 
 POLE = "restart-pole"
 ENERGY = "forward_active_energy"
-Key = tuple[str, str, int]
 
 
-class Subscriber:
-    """Every stream message under the pole's topics, in arrival order (QoS 1, persistent
-    session), de-duplicated by ``(epoch, stream, seq)`` on the way in."""
+class Subscriber(StreamSubscriber):
+    """The platform's stream messages, each once and in arrival order, read for the energy
+    values and the MCU events."""
 
     def __init__(self, port: int) -> None:
-        self.lock = threading.Lock()
-        self.arrived: list[dict[str, Any]] = []  # first copies only, in arrival order
-        self.seen: set[Key] = set()
-        self.copies = 0
-        self.client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2, client_id="restarts-platform", protocol=paho.MQTTv5
-        )
-        self.client.on_message = self._on_message
-        self.client.on_connect = lambda client, *_: client.subscribe(
-            f"smartpole/v1/{POLE}/#", qos=1
-        )
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = 600
-        self.client.connect("127.0.0.1", port, clean_start=False, properties=properties)
-        self.client.loop_start()
-
-    def _on_message(self, _client: paho.Client, _userdata: Any, message: Any) -> None:
-        if message.topic.endswith(("/state", "/meta")):
-            return  # retained descriptions of the connection, not stream messages
-        data = json.loads(message.payload)
-        key = (data["epoch"], data["stream"], data["seq"])
-        with self.lock:
-            self.copies += 1
-            if key not in self.seen:
-                self.seen.add(key)
-                self.arrived.append(data)
+        super().__init__(port, POLE, "restarts-platform")
 
     def messages(self, stream: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [m for m in self.arrived if m["stream"] == stream]
+        return [m for m in self.first_copies() if m["stream"] == stream]
 
     def energy(self) -> list[tuple[float | None, float, str]]:
         """``(value, ts, quality)`` of every published energy value, in arrival order."""
@@ -98,10 +67,6 @@ class Subscriber:
             for m in self.messages("events")
             if m["data"].get("source") == "mcu" and m["data"].get("kind") == kind
         ]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def _last_seqs(state: Path) -> dict[str, int]:
@@ -233,7 +198,7 @@ def test_three_restarts_publish_no_stale_value_no_falling_counter_and_each_boot_
                 last = _last_seqs(state)
                 wait_until(
                     lambda: all(
-                        (s, q) in {(k[1], k[2]) for k in platform.seen}
+                        (s, q) in {(k[1], k[2]) for k in platform.arrived_keys()}
                         for s, top in last.items()  # noqa: B023
                         for q in range(top, top + 1)
                     ),
@@ -278,7 +243,7 @@ def test_three_restarts_publish_no_stale_value_no_falling_counter_and_each_boot_
         print(
             f"restarts: {len(lives)} lives, {len(energy)} energy values "
             f"({min(values)} .. {max(values)}), {len(all_mcu)} MCU events, "
-            f"{platform.copies - len(platform.seen)} duplicate copies dropped"
+            f"{len(platform.copies()) - len(platform.arrived_keys())} duplicate copies dropped"
         )
     finally:
         platform.close()

@@ -18,62 +18,32 @@ import os
 import random
 import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 import yaml
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from helpers.broker import Broker
 from helpers.processes import Proc, pole_config
+from helpers.subscriber import Key, StreamSubscriber
 from helpers.waiting import wait_until
 
-Key = tuple[str, str, int]
 
-
-class Platform:
+class Platform(StreamSubscriber):
     """The city platform's subscriber: a persistent session that survives broker restarts."""
 
     def __init__(self, port: int) -> None:
-        self.lock = threading.Lock()
-        self.received: dict[Key, list[Any]] = {}
-        self.messages = 0
-        self.client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2, client_id="platform", protocol=paho.MQTTv5
-        )
-        self.client.reconnect_delay_set(min_delay=0.05, max_delay=0.2)
-        self.client.on_message = self._on_message
-        self.client.on_connect = self._on_connect
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", port, clean_start=False, properties=properties)
-        self.client.loop_start()
+        super().__init__(port, "test-pole", "platform")
 
-    def _on_connect(self, client: paho.Client, *_args: Any) -> None:
-        client.subscribe("smartpole/v1/test-pole/#", qos=1)
-
-    def _on_message(self, _client: paho.Client, _userdata: Any, message: Any) -> None:
-        if message.topic.endswith(("/state", "/meta")):
-            return  # retained descriptions of the connection, not stream messages
-        data = json.loads(message.payload)
-        key = (data["epoch"], data["stream"], data["seq"])
-        with self.lock:
-            self.messages += 1
-            self.received.setdefault(key, []).append(data["data"])
-
-    def keys(self) -> set[Key]:
-        with self.lock:
-            return set(self.received)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    def received(self) -> dict[Key, list[Any]]:
+        """Each record's payload, as often as it arrived."""
+        out: dict[Key, list[Any]] = {}
+        for data in self.copies():
+            out.setdefault((data["epoch"], data["stream"], data["seq"]), []).append(data["data"])
+        return out
 
 
 def read_outbox(state: Path) -> tuple[dict[Key, Any], dict[str, Any]]:
@@ -184,9 +154,11 @@ def run_kills(
             if stream != "epoch"
             for seq in range(1, top + 1)
         }
-        wait_until(lambda: must_arrive <= platform.keys(), 30, "every record at the platform")
-        with platform.lock:
-            received = {key: list(values) for key, values in platform.received.items()}
+        wait_until(
+            lambda: must_arrive <= platform.arrived_keys(), 30, "every record at the platform"
+        )
+        received = platform.received()
+        arrived = len(platform.copies())
         assert read_outbox(state)[1]["epoch"] == epoch, "the outbox was replaced: records lost"
         for key, payload in expected.items():
             copies = received[key]
@@ -199,8 +171,8 @@ def run_kills(
         assert outages >= 1
         print(f"zero-loss: seed {seed}, {kills} kills ({appending_lives} while appending), "
               f"{outages} broker outages, {len(must_arrive)} records must arrive, "
-              f"{len(expected)} read from the file before kills, {platform.messages} messages, "
-              f"{platform.messages - len(received)} duplicates dropped, "
+              f"{len(expected)} read from the file before kills, {arrived} messages, "
+              f"{arrived - len(received)} duplicates dropped, "
               f"{time.monotonic() - started:.1f} s")  # fmt: skip
         proc.stop()
     finally:
