@@ -24,6 +24,7 @@ def handlers(ops: PoleOperations) -> dict[str, Handler]:
         # queries
         "status": lambda _r: ops.status(),
         "points": lambda _r: Chunks(ops.iter_points()),
+        "point": lambda r: ops.point(_text(r, "device"), _text(r, "point")),
         "plan": lambda _r: ops.plan(),
         "audit": lambda r: ops.audit(_int(r, "count", default=20)),
         "lights": lambda _r: ops.lights(),

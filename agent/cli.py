@@ -251,13 +251,10 @@ def _unit_of(socket: Path, device: str, point: str) -> str:
     """The point's unit from the point table; a read that worked is shown without one
     rather than failed when the table cannot be had."""
     try:
-        points = call(socket, "points", timeout_s=30.0)
+        sample = call(socket, "point", timeout_s=30.0, device=device, point=point)
     except ApiError:
         return ""
-    for sample in points:
-        if sample.get("device") == device and sample.get("point") == point:
-            return str(sample.get("unit") or "")
-    return ""
+    return str(sample.get("unit") or "") if isinstance(sample, dict) else ""
 
 
 def _parse_value(text: str) -> object:

@@ -218,6 +218,12 @@ class PoleOperations:
     def points(self) -> list[dict[str, object]]:
         return list(self.iter_points())
 
+    def point(self, device: str, point: str) -> dict[str, object] | None:
+        """One point's row of ``points`` (None when there is no such point): what ``diag
+        read`` shows beside a value, without sending the whole table."""
+        sample = self._table.sample(device, point)
+        return None if sample is None else sample.to_json()
+
     def iter_points(self) -> Iterator[dict[str, object]]:
         """``points`` one at a time: the local API sends a big table in slices."""
         return (sample.to_json() for sample in self._table.iter_snapshot())
