@@ -45,16 +45,8 @@ POLE_DEVICE_PROFILES = {
     "sonbest-sm7901",
 }
 # Points a shipped profile's vectors do not cover yet (known gaps, to be closed from the
-# manual, never to grow): the DTSU666 vector predates this check.
-VECTOR_GAPS: dict[str, set[str]] = {
-    "chint-dtsu666": {
-        "active_power_a",
-        "active_power_b",
-        "active_power_c",
-        "export_energy",
-        "reactive_power",
-    },
-}
+# manual, never to grow): none left.
+VECTOR_GAPS: dict[str, set[str]] = {}
 
 
 def test_there_are_profiles_to_check() -> None:
