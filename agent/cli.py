@@ -24,9 +24,10 @@ from smartpole.agent.api import SOCKET_NAME, call
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.config import advice
 from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.console import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, load_or_exit, parse_value
 from smartpole.agent.core.errors import AgentError, ApiError, ConfigError, UsageError
+from smartpole.agent.sim import commands as sim_commands
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_STATE_DIR = Path("/var/lib/smartpole")
 DEFAULT_RUNTIME_DIR = Path("/run/smartpole")
 
@@ -44,20 +45,10 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return given or _systemd_dir("STATE_DIRECTORY") or DEFAULT_STATE_DIR
 
 
-def _load(path: Path) -> LoadedConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{path}: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT) from exc
-
-
 def cmd_config_check(args: argparse.Namespace) -> int:
     """Errors (stderr) fail the check with exit 2; warnings (stdout, after the OK line,
     each starting ``warning:``) do not: the daemon runs with them."""
-    config = _load(args.file)
+    config = load_or_exit(args.file)
     profiles = ", ".join(sorted(config.profiles))
     found = advice.warnings(config)
     note = f", {len(found)} warning(s)" if found else ""
@@ -118,54 +109,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_sim(args: argparse.Namespace) -> int:
-    from smartpole.agent.sim.serve import parse_faults, parse_max_reads, run_simulators
-
-    config = _load(args.config)
-    faults = parse_faults(config, args.fault)
-    asyncio.run(
-        run_simulators(
-            config,
-            buses=args.bus,
-            faults=faults,
-            turnaround_s=args.turnaround_ms / 1000,
-            step_s=args.step_s,
-            seed=args.seed,
-            values=args.values,
-            control=args.control,
-            max_reads=parse_max_reads(config, args.max_read),
-        )
-    )
-    return EXIT_OK
-
-
-def cmd_simctl(args: argparse.Namespace) -> int:
-    import socket
-
-    message: dict[str, object] = {"device": args.device}
-    if args.mode is not None:
-        message["fault"] = args.mode
-    if args.set:
-        message["set"] = {
-            point: _reading(value) for point, _, value in (s.partition("=") for s in args.set)
-        }
-    if len(message) == 1:
-        raise UsageError("simctl needs a fault MODE or --set POINT=VALUE")
-    request = json.dumps(message).encode() + b"\n"
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5)
-            sock.connect(str(args.control))
-            sock.sendall(request)
-            reply = json.loads(sock.makefile().readline())
-    except OSError as exc:
-        raise ApiError(f"no simulator control socket at {args.control}: {exc}") from exc
-    if not reply.get("ok"):
-        raise UsageError(str(reply.get("error")))
-    print(f"{args.device}: " + ", ".join(f"{k} {v}" for k, v in message.items() if k != "device"))
-    return EXIT_OK
-
-
 def _socket_path(args: argparse.Namespace) -> Path:
     if args.socket is not None:
         return Path(args.socket)
@@ -187,8 +130,8 @@ def _diag_params(args: argparse.Namespace) -> dict[str, object]:
             raise UsageError("diag override needs a DURATION_S after the level")
         return {
             "lamp": args.device,
-            "level": _parse_value(args.point),
-            "duration_s": _parse_value(args.value),
+            "level": parse_value(args.point),
+            "duration_s": parse_value(args.value),
         }
     if args.what == "power_cycle":
         if not args.device:
@@ -210,7 +153,7 @@ def cmd_diag(args: argparse.Namespace) -> int:
     if args.what == "write":
         if args.value is None:
             raise UsageError("diag write needs a VALUE")
-        params["value"] = _parse_value(args.value)
+        params["value"] = parse_value(args.value)
     if args.what == "ptz":
         if not args.device or not args.point or not args.point.isdigit():
             raise UsageError("diag ptz needs DEVICE and a PRESET number")
@@ -257,34 +200,10 @@ def _unit_of(socket: Path, device: str, point: str) -> str:
     return str(sample.get("unit") or "") if isinstance(sample, dict) else ""
 
 
-def _parse_value(text: str) -> object:
-    lowered = text.lower()
-    if lowered in ("true", "on"):
-        return True
-    if lowered in ("false", "off"):
-        return False
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        raise UsageError(f"{text!r} is not a number, true/false or on/off") from None
-
-
-def _reading(text: str) -> object:
-    """A scripted simulator reading: a number, true/false, or else text (string points)."""
-    try:
-        return _parse_value(text)
-    except UsageError:
-        return text
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from smartpole.agent.demo import run_demo
 
-    _load(args.config)  # a broken demo config is reported like any other
+    load_or_exit(args.config)  # a broken demo config is reported like any other
     return run_demo(args.config, duration_s=args.duration, refresh_s=args.refresh)
 
 
@@ -372,50 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     check.set_defaults(handler=cmd_config_check)
     keys.add_commands(sub, common)
-
-    sim = sub.add_parser(
-        "sim", parents=[common], help="simulate a pole's devices on pseudo-terminals"
-    )
-    sim.add_argument(
-        "--config", type=Path, required=True, help="pole config whose devices to simulate"
-    )
-    sim.add_argument("--bus", action="append", default=[], help="only this bus; repeatable")
-    sim.add_argument(
-        "--fault",
-        action="append",
-        default=[],
-        metavar="DEVICE=MODE",
-        help="inject a fault: no_answer, bad_crc, exception, garbage, slow; repeatable",
-    )
-    sim.add_argument("--turnaround-ms", type=float, default=5.0, help="device reply delay")
-    sim.add_argument(
-        "--max-read",
-        action="append",
-        default=[],
-        metavar="DEVICE=N",
-        help="the Modbus device refuses reads of more than N registers (exception 3); repeatable",
-    )
-    sim.add_argument("--step-s", type=float, default=1.0, help="how often values drift")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument(
-        "--values",
-        choices=["walk", "vectors"],
-        default="walk",
-        help="walk: plausible drifting values; vectors: each profile's first test vector",
-    )
-    sim.add_argument("--control", type=Path, help="Unix socket for faults at run time")
-    sim.set_defaults(handler=cmd_sim)
-
-    simctl = sub.add_parser("simctl", parents=[common], help="set a fault on a running sim")
-    simctl.add_argument("--control", type=Path, required=True, help="the sim's --control socket")
-    simctl.add_argument("device")
-    simctl.add_argument(
-        "mode", nargs="?", help="fault: none, no_answer, bad_crc, exception, garbage, slow"
-    )
-    simctl.add_argument(
-        "--set", action="append", default=[], metavar="POINT=VALUE", help="script a reading"
-    )
-    simctl.set_defaults(handler=cmd_simctl)
+    sim_commands.add_commands(sub, common)
 
     diag_parser = sub.add_parser("diag", parents=[common], help="ask the running daemon")
     diag_parser.add_argument(

@@ -65,6 +65,9 @@ class SimContext:
     values: str  # "walk": plausible drifting values; "vectors": the profiles' first vector
     # Devices that refuse longer reads than this (registers or bits) with exception 3.
     max_reads: Mapping[str, int] = field(default_factory=dict)
+    # RTU devices ignore the next frame within this window after a request for another
+    # unit, taking it for that unit's answer (libmodbus and many RS-485 devices); 0: off.
+    listen_window_s: float = 0.0
 
     def devices_on(self, bus: str) -> dict[str, DeviceConfig]:
         return {name: d for name, d in self.config.pole.devices.items() if d.bus == bus}

@@ -73,6 +73,7 @@ async def run_simulators(
     values: ValueMode = "walk",
     control: Path | None = None,
     max_reads: Mapping[str, int] | None = None,
+    listen_window_s: float = 0.0,
 ) -> None:
     """Serve until SIGTERM/SIGINT."""
     chosen = list(buses) or list(config.pole.buses)
@@ -88,7 +89,13 @@ async def run_simulators(
         async with contextlib.AsyncExitStack() as stack:
             for offset, bus_name in enumerate(chosen):
                 context = SimContext(
-                    config, stack, turnaround_s, seed + 100 * offset, values, max_reads or {}
+                    config,
+                    stack,
+                    turnaround_s,
+                    seed + 100 * offset,
+                    values,
+                    max_reads or {},
+                    listen_window_s,
                 )
                 served = await registry().simulate(bus_name, context)
                 sims.devices.update(served.devices)

@@ -27,7 +27,12 @@ async def simulate(name: str, bus: ModbusBus, context: SimContext) -> SimulatedB
         models[device_name] = (unit, model)
     server: RtuPtyServer | ModbusTcpServer
     if isinstance(bus, ModbusRtuBus):
-        server = RtuPtyServer(banks, baudrate=bus.baudrate, turnaround_s=context.turnaround_s)
+        server = RtuPtyServer(
+            banks,
+            baudrate=bus.baudrate,
+            turnaround_s=context.turnaround_s,
+            listen_window_s=context.listen_window_s,
+        )
     else:
         server = ModbusTcpServer(
             banks,
