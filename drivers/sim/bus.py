@@ -10,7 +10,9 @@ of the endpoint skeleton; a protocol adds its decoding and its answers.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,6 +27,23 @@ from smartpole.drivers.sim.server import SimServer, TcpAddress
 log = structlog.get_logger(__name__)
 
 K = TypeVar("K", bound=Hashable)
+
+# asyncio wakes a timer up to a millisecond late (epoll waits in whole milliseconds, rounded
+# up), which on a 9600-baud line is most of a character: the last stretch of an answer's
+# delay is slept off the loop, to the microsecond.
+_LOOP_GRAIN_S = 0.0015
+
+
+async def sleep_until(deadline: float) -> None:
+    """Return at ``deadline`` (monotonic): an answer leaves when copper would deliver it,
+    neither sooner nor a loop tick later. Blocks this simulator's loop for at most
+    ``_LOOP_GRAIN_S``: the simulator is a rig's model of the wire, not the agent."""
+    coarse = deadline - time.monotonic() - _LOOP_GRAIN_S
+    if coarse > 0:
+        await asyncio.sleep(coarse)  # emulates the device and the wire, not test sync
+    fine = deadline - time.monotonic()
+    if fine > 0:
+        time.sleep(fine)  # noqa: ASYNC251 - under 1.5 ms: the wire is finer than the loop
 
 
 @dataclass

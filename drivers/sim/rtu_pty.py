@@ -39,7 +39,7 @@ from smartpole.drivers.line import frame_gap_s, wire_time_s
 from smartpole.drivers.modbus.crc import crc16_modbus
 from smartpole.drivers.modbus.pdu import ExceptionCode, Request, RequestRefusedError
 from smartpole.drivers.modbus.rtu import BROADCAST_UNIT, encode_request
-from smartpole.drivers.sim.bus import BusServer, ReplyTiming
+from smartpole.drivers.sim.bus import BusServer, ReplyTiming, sleep_until
 from smartpole.drivers.sim.faults import FaultMode
 from smartpole.drivers.sim.modbus_bank import RegisterBank, handle_request
 from smartpole.drivers.sim.rtu_line import LineListeners, RtuListener, device_answer
@@ -113,7 +113,10 @@ class RtuPtyServer(BusServer[int]):
         return {"units": sorted(self._banks), "baudrate": self._baudrate}
 
     async def _converse(self, line: Line) -> None:
-        queue: asyncio.Queue[Request] = asyncio.Queue()
+        # Each request travels with the moment it was taken off the line: its answer is timed
+        # from then, so the simulator's own hand-over between tasks is not charged to the
+        # wire (a rig measuring a master would otherwise see the simulator's overhead).
+        queue: asyncio.Queue[tuple[Request, float]] = asyncio.Queue()
         self.spawn(self._serve_forever(line, queue), name=f"{self.name}-tx {line.peer}")
         listener = RtuListener(line, gap_s=self._frame_gap_s, stats=self._stats)
         while (request := await listener.next_request()) is not None:
@@ -128,7 +131,7 @@ class RtuPtyServer(BusServer[int]):
             self._on_air(span)
             if not self._heard(request, now):
                 continue
-            queue.put_nowait(request)
+            queue.put_nowait((request, now))
 
     def _heard(self, request: Request, now: float) -> bool:
         """False if the devices it is for took it for another unit's answer (listening)."""
@@ -151,13 +154,13 @@ class RtuPtyServer(BusServer[int]):
 
     # ----- answer side: one request at a time, like a half-duplex slave -----
 
-    async def _serve_forever(self, line: Line, queue: asyncio.Queue[Request]) -> None:
+    async def _serve_forever(self, line: Line, queue: asyncio.Queue[tuple[Request, float]]) -> None:
         while True:
-            request = await queue.get()
-            await self._serve(line, request)
+            request, arrived = await queue.get()
+            await self._serve(line, request, arrived)
             self._progress()
 
-    async def _serve(self, line: Line, req: Request) -> None:
+    async def _serve(self, line: Line, req: Request, arrived: float) -> None:
         self._stats.requests += 1
         self._stats.by_address[req.unit_id] += 1
         fault = self.fault_of(req.unit_id)
@@ -172,15 +175,17 @@ class RtuPtyServer(BusServer[int]):
         reply = self._reply_for(req, fault)
         if reply is None:
             return
-        delay = self.timing.delay_s(len(encode_request(req)), len(reply), fault)
+        # Timed from the request's arrival: never sooner than copper allows; a device still
+        # busy with the one before answers as soon as it is done (half duplex, one CPU).
+        due = arrived + self.timing.delay_s(len(encode_request(req)), len(reply), fault)
         if fault is FaultMode.SLOW:
             # Its own CPU is busy, not the line: the others go on answering meanwhile.
-            end = time.monotonic() + delay
+            end = max(due, time.monotonic())
             span = (end - wire_time_s(len(reply), self._baudrate), end)
             self._late.append(span)
             self.spawn(self._answer_late(line, req, reply, span), name=f"{self.name}-late")
             return
-        await asyncio.sleep(delay)  # emulates the device and the wire, not test sync
+        await sleep_until(due)
         end = time.monotonic()
         span = (end - wire_time_s(len(reply), self._baudrate), end)
         if _overlaps(span, self._late):
@@ -193,7 +198,7 @@ class RtuPtyServer(BusServer[int]):
     async def _answer_late(self, line: Line, req: Request, reply: bytes, span: _Span) -> None:
         """A slow device's answer, sent once it is complete on the wire; spoiled by (and
         spoiling) whatever else was on the wire meanwhile."""
-        await asyncio.sleep(span[1] - time.monotonic())  # the device thinking
+        await sleep_until(span[1])  # the device thinking
         if _overlaps(span, self._air):
             self._stats.collisions += 1
             reply = _spoiled(reply)
