@@ -30,6 +30,9 @@ over each device's points sorted by address. The DP is checked (assert) against 
 over every segmentation for each device with <= 16 points, and on random profiles that pass
 the product's own profile rules (no overlapping points except bits of one register, no point
 in a refused area) against brute force and, for <= 7 points, against every set partition.
+The same again with lessons a device could teach at run time (``learning.py``: a smaller
+cap per register kind, barriers where points start), planned by ``plan_reads`` with them
+and searched under the same rules (``plan_learnt_vs_optimal``).
 
 Baseline, run side by side: one request per point, each point read alone with its own
 register count, through the same bus task on the same simulator.
@@ -50,6 +53,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from smartpole.agent import logs
@@ -96,7 +100,21 @@ def lower_bound_s(blocks: Sequence[ReadBlock], baudrate: int, turnaround_s: floa
 # ----- an independent exhaustive search for the fewest reads -----
 
 
-def segment_ok(points: Sequence[PointSpec], limits: ModbusLimits) -> bool:
+@dataclass(frozen=True)
+class Lessons:
+    """What a device taught the plan (``drivers/modbus/learning.py``), in the rules' terms:
+    a smaller read limit per register kind, and addresses no read may straddle."""
+
+    caps: Mapping[RegisterKind, int] = field(default_factory=dict)
+    barriers: frozenset[tuple[RegisterKind, int]] = frozenset()
+
+
+NOTHING_LEARNT = Lessons()
+
+
+def segment_ok(
+    points: Sequence[PointSpec], limits: ModbusLimits, lessons: Lessons = NOTHING_LEARNT
+) -> bool:
     """May these points be read in one request? Written from the rules, not from plan.py."""
     if len(points) == 1:
         return True  # a point has to be read somehow, however it sits
@@ -106,7 +124,11 @@ def segment_ok(points: Sequence[PointSpec], limits: ModbusLimits) -> bool:
     low = min(p.address for p in points)
     high = max(p.end for p in points)  # one past the last register read
     limit = limits.max_bits_per_read if kind.is_bit else limits.max_registers_per_read
+    limit = min(limit, lessons.caps.get(kind, limit))
     if high - low > limit:
+        return False
+    # A barrier at A: the device refused a read holding both A-1 and A.
+    if any(k == kind and low <= at - 1 and at <= high - 1 for k, at in lessons.barriers):
         return False
     covered: set[int] = set()
     for p in points:
@@ -126,17 +148,23 @@ def in_address_order(points: Mapping[str, PointSpec]) -> list[PointSpec]:
     return sorted(points.values(), key=lambda p: (p.kind.value, p.address, p.end))
 
 
-def fewest_reads_dp(points: Mapping[str, PointSpec], limits: ModbusLimits) -> int:
+def fewest_reads_dp(
+    points: Mapping[str, PointSpec], limits: ModbusLimits, lessons: Lessons = NOTHING_LEARNT
+) -> int:
     """best[i]: fewest reads for the points from i on; every segment i..j-1 is tried."""
     ordered = in_address_order(points)
     n = len(ordered)
     best = [0] * (n + 1)
     for i in range(n - 1, -1, -1):
-        best[i] = min(1 + best[j] for j in range(i + 1, n + 1) if segment_ok(ordered[i:j], limits))
+        best[i] = min(
+            1 + best[j] for j in range(i + 1, n + 1) if segment_ok(ordered[i:j], limits, lessons)
+        )
     return best[0]
 
 
-def fewest_reads_brute(points: Mapping[str, PointSpec], limits: ModbusLimits) -> int:
+def fewest_reads_brute(
+    points: Mapping[str, PointSpec], limits: ModbusLimits, lessons: Lessons = NOTHING_LEARNT
+) -> int:
     """Every way of cutting the address-ordered points into runs: 2^(n-1) of them."""
     ordered = in_address_order(points)
     n = len(ordered)
@@ -149,7 +177,7 @@ def fewest_reads_brute(points: Mapping[str, PointSpec], limits: ModbusLimits) ->
             continue
         for run in runs:
             if run not in valid:
-                valid[run] = segment_ok(ordered[run[0] : run[1]], limits)
+                valid[run] = segment_ok(ordered[run[0] : run[1]], limits, lessons)
         if all(valid[run] for run in runs):
             fewest = len(runs)
     return fewest
@@ -166,17 +194,22 @@ def _partitions(items: list[PointSpec]) -> Iterator[list[list[PointSpec]]]:
             yield [*partition[:i], [first, *partition[i]], *partition[i + 1 :]]
 
 
-def fewest_reads_any_grouping(points: Mapping[str, PointSpec], limits: ModbusLimits) -> int:
+def fewest_reads_any_grouping(
+    points: Mapping[str, PointSpec], limits: ModbusLimits, lessons: Lessons = NOTHING_LEARNT
+) -> int:
     """Every set partition, not only runs in address order (Bell(n) of them)."""
     return min(
         len(groups)
         for groups in _partitions(list(points.values()))
-        if all(segment_ok(group, limits) for group in groups)
+        if all(segment_ok(group, limits, lessons) for group in groups)
     )
 
 
 def blocks_break_rules(
-    blocks: Sequence[ReadBlock], points: Mapping[str, PointSpec], limits: ModbusLimits
+    blocks: Sequence[ReadBlock],
+    points: Mapping[str, PointSpec],
+    limits: ModbusLimits,
+    lessons: Lessons = NOTHING_LEARNT,
 ) -> int:
     """Planned reads whose points may not share a request, or whose range is not theirs;
     also counts a plan that misses a point or reads one twice."""
@@ -184,7 +217,7 @@ def blocks_break_rules(
     for block in blocks:
         specs = [points[name] for name in block.points]
         span = (min(s.address for s in specs), max(s.end for s in specs))
-        if not segment_ok(specs, limits) or span != (block.address, block.end):
+        if not segment_ok(specs, limits, lessons) or span != (block.address, block.end):
             bad += 1
     names = sorted(name for block in blocks for name in block.points)
     return bad + (names != sorted(points))
@@ -230,6 +263,46 @@ def random_profile(rng: random.Random) -> tuple[dict[str, PointSpec], ModbusLimi
         refused=refused,
     )
     return points, limits
+
+
+def random_lessons(
+    rng: random.Random, points: Mapping[str, PointSpec], limits: ModbusLimits
+) -> Lessons:
+    """Lessons a device could teach (``learning.py``): a cap per kind no smaller than the
+    kind's widest point (a point is never cut), barriers where a point starts (where
+    ``split_block`` cuts)."""
+    caps: dict[RegisterKind, int] = {}
+    barriers: set[tuple[RegisterKind, int]] = set()
+    for kind in {spec.kind for spec in points.values()}:
+        specs = [spec for spec in points.values() if spec.kind == kind]
+        limit = limits.max_bits_per_read if kind.is_bit else limits.max_registers_per_read
+        widest = max(spec.register_count for spec in specs)
+        if rng.random() < 0.6 and widest < limit:
+            caps[kind] = rng.randint(widest, limit - 1)
+        starts = sorted({spec.address for spec in specs})[1:]
+        barriers.update((kind, at) for at in rng.sample(starts, rng.randint(0, len(starts))))
+    return Lessons(caps, frozenset(barriers))
+
+
+def check_learnt_planner(random_profiles: int, seed: int) -> tuple[int, int, int, float]:
+    """The plan with learnt caps and barriers against the exhaustive optimum under the same
+    lessons. Returns (planned, optimal, blocks breaking the rules, worst ratio)."""
+    rng = random.Random(seed + 1)
+    planned = optimal = broken = 0
+    worst = 1.0
+    for _ in range(random_profiles):
+        points, limits = random_profile(rng)
+        lessons = random_lessons(rng, points, limits)
+        dp = fewest_reads_dp(points, limits, lessons)
+        assert dp == fewest_reads_brute(points, limits, lessons), (points, limits, lessons)
+        if len(points) <= PARTITION_MAX_POINTS:
+            assert dp == fewest_reads_any_grouping(points, limits, lessons), (points, lessons)
+        blocks = plan_reads(points, limits, lessons.barriers, lessons.caps)
+        broken += blocks_break_rules(blocks, points, limits, lessons)
+        planned += len(blocks)
+        optimal += dp
+        worst = max(worst, len(blocks) / dp)
+    return planned, optimal, broken, worst
 
 
 def check_planner(
@@ -353,6 +426,9 @@ def main() -> int:
         if device.bus == BUS
     }
     planned_n, optimal_n, broken, worst = check_planner(profiles, args.random_profiles, args.seed)
+    learnt_planned, learnt_optimal, learnt_broken, learnt_worst = check_learnt_planner(
+        args.random_profiles, args.seed
+    )
 
     sim, port = start_simulator(args.turnaround_ms)
     try:
@@ -381,6 +457,9 @@ def main() -> int:
     print("BENCH plan_vs_optimal_target 1.00 ratio")
     print(f"BENCH plan_vs_optimal_random_worst {worst:.3f} ratio")
     print(f"BENCH plan_blocks_breaking_limits {broken} blocks")
+    print(f"BENCH plan_learnt_vs_optimal {learnt_planned / learnt_optimal:.3f} ratio")
+    print(f"BENCH plan_learnt_vs_optimal_random_worst {learnt_worst:.3f} ratio")
+    print(f"BENCH plan_learnt_blocks_breaking_limits {learnt_broken} blocks")
     print(f"BENCH plan_requests_naive {len(naive)} requests")
     print(f"BENCH bus_cycle_naive_s {naive_cycle:.4f} s")
     print(f"BENCH naive_vs_planned {naive_cycle / cycle:.3f} ratio")
