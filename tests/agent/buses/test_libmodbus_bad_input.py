@@ -9,7 +9,9 @@ doubling from its period up to ``offline_probe_s``.
 
 from __future__ import annotations
 
+import os
 import time
+import tty
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,9 @@ from smartpole.agent import diag
 from smartpole.agent.buses.modbus.task import ModbusBusTask
 from smartpole.agent.core.health import DeviceState
 from smartpole.agent.core.points import PointTable, Quality
+from smartpole.drivers.modbus.points import RegisterKind
+from smartpole.drivers.sim.modbus_bank import RegisterBank
+from smartpole.drivers.sim.rtu_pty import RtuPtyServer
 
 PERIOD_S = 0.1
 PROBE_S = 0.4
@@ -157,8 +162,8 @@ async def test_a_device_refusing_every_point_is_refusing_and_its_points_say_refu
     # back, and logged so (``was: refusing``, or ``offline`` if a probe was lost to the
     # restart of the device)
     assert events[-1] == "device_online", events
-    assert sorted(v for v in values.values() if isinstance(v, float)) == sorted(
-        as_f32(v) for v in READINGS.values()
+    assert sorted(v for v in values.values() if isinstance(v, float)) == pytest.approx(
+        sorted(as_f32(v) for v in READINGS.values())
     )
 
 
@@ -197,32 +202,46 @@ async def test_a_device_answering_every_read_with_an_exception_is_refusing_not_o
 async def test_a_device_answering_only_some_requests_is_slow_and_its_neighbour_keeps_its_rate(
     tmp_path: Path,
 ) -> None:
+    """The neighbour is our simulator, not a second libmodbus device: libmodbus listens to
+    the line, and after a request nobody answered it takes the next frame (the request to
+    the neighbour) for that answer and stays deaf until the line has rested 0.5 s, which a
+    bus polling every 0.2 s never gives it (see the report of #15; the bus's line
+    discipline rests only before asking the silent unit again)."""
     flaky = DeviceConfig(unit=1, input=METER.input, drop_every=2)
-    steady = DeviceConfig(unit=2, input=METER.input)
-    with (
-        LibmodbusDevice(flaky, "rtu", tmp_path) as dropping,
-        LibmodbusDevice(steady, "rtu", tmp_path) as neighbour_device,
-        Rs485Line([dropping.line_fd, neighbour_device.line_fd]) as line,
-    ):
-        bus = {"type": "modbus-rtu", "port": line.path, "baudrate": 9600}
-        task, _ = _task(
-            tmp_path,
-            {**bus, "timeout_s": TIMEOUT_S, "retries": 0},
-            flaky={"unit_id": 1, "offline_after": 3},
-            neighbour={"unit_id": 2, "offline_after": 3, "poll_period_s": NEIGHBOUR_PERIOD_S},
-        )
-        flaky_health, neighbour = task.devices
-        async with running(task):
-            await eventually(lambda: flaky_health.slow, 10, "the flaky device on probation")
-            polls = neighbour.polls
-            await eventually(lambda: neighbour.polls >= polls + 15, 10, "15 neighbour polls")
+    bank = RegisterBank()
+    bank.set(RegisterKind.INPUT, 0, _registers()[0])
+    async with RtuPtyServer({2: bank}) as sim:
+        sim_end = os.open(sim.path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(sim_end)
+        try:
+            with (
+                LibmodbusDevice(flaky, "rtu", tmp_path) as dropping,
+                Rs485Line([dropping.line_fd, sim_end]) as line,
+            ):
+                task, _ = _task(
+                    tmp_path,
+                    {"type": "modbus-rtu", "port": line.path, "timeout_s": TIMEOUT_S, "retries": 0},
+                    flaky={"unit_id": 1, "offline_after": 3},
+                    neighbour={
+                        "unit_id": 2,
+                        "offline_after": 3,
+                        "poll_period_s": NEIGHBOUR_PERIOD_S,
+                    },
+                )
+                flaky_health, neighbour = task.devices
+                async with running(task):
+                    await eventually(lambda: flaky_health.slow, 10, "the flaky one on probation")
+                    polls = neighbour.polls
+                    await eventually(lambda: neighbour.polls >= polls + 15, 10, "15 more polls")
+                dropped = [r.result for r in dropping.requests()].count("dropped")
+        finally:
+            os.close(sim_end)
     assert flaky_health.state is DeviceState.ONLINE  # answering: never offline
     assert flaky_health.counters.timeout >= 2
-    assert [r.result for r in dropping.requests()].count("dropped") == (
-        flaky_health.counters.timeout
-    )
+    assert flaky_health.counters.timeout == dropped
     assert neighbour.state is DeviceState.ONLINE
     assert not neighbour.slow
+    assert neighbour.counters.timeout == 0
     # Between two of its polls: its period, one reply timeout of the flaky device, the
     # line's silences and scheduling slack.
     intervals = neighbour.to_json()["recent_poll_intervals_s"]

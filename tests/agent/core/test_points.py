@@ -206,6 +206,7 @@ def test_to_json_shape(table: PointTable, clock: FakeClock) -> None:
         "timestamp": read_at,
         "age_s": 1.235,
         "restored": False,
+        "reason": None,
     }
     assert json.loads(json.dumps(good)) == good
     empty = sample(table, "weather", "humidity").to_json()
@@ -218,6 +219,7 @@ def test_to_json_shape(table: PointTable, clock: FakeClock) -> None:
         "timestamp": None,
         "age_s": None,
         "restored": False,
+        "reason": None,
     }
 
 
