@@ -17,8 +17,12 @@ from smartpole.agent.core.health import LEARNT_KEY
 QUALITY_LEGEND = (
     "quality: good = fresh reading   uncertain = outside the sensor's measuring range\n"
     "         stale = not refreshed for 3 poll periods   unknown = never read yet\n"
-    "         bad = the device stopped answering (its STATE), or answers but refused the\n"
-    "               point or sent no number for it (an exception: EXC in diag status)\n"
+    "         bad = no usable value: why in brackets, or a NaN the device sent\n"
+    "         (refused) = the device answered this point's read with an exception\n"
+    "         (device refusing) = it answers every read with an exception, or refused\n"
+    "               every point (STATE refusing, EXC in diag status)\n"
+    "         (no answer) / (garbled answers) / (port unavailable) = its STATE is\n"
+    "               offline / faulty / its bus's port is gone\n"
     "         (restored) = saved before a restart, not read since (never sent upstream)"
 )
 
@@ -143,7 +147,9 @@ def render_points(points: Sequence[Mapping[str, Any]]) -> str:
             str(p["point"]),
             format_value(p["value"]),
             str(p["unit"]),
-            str(p["quality"]) + (" (restored)" if p.get("restored") else ""),
+            str(p["quality"])
+            + (" (restored)" if p.get("restored") else "")
+            + (f" ({p['reason']})" if p.get("reason") else ""),
             format_age(p["age_s"]),
         ]
         for p in points
@@ -170,7 +176,7 @@ def render_status(status: Mapping[str, Any]) -> str:
         "",
         "BUSES",
         table(
-            ["BUS", "ENDPOINT", "SETTINGS", "STATE", "REQUESTS", "UTIL", "LAST ERROR"],
+            ["BUS", "ENDPOINT", "SETTINGS", "STATE", "REQUESTS", "UTIL", "LATE", "LAST ERROR"],
             [
                 [
                     b["name"],
@@ -179,11 +185,12 @@ def render_status(status: Mapping[str, Any]) -> str:
                     b["state"],
                     str(b["counters"]["requests"]),
                     f"{100 * b['utilisation']:.1f}%",
+                    str(b.get("late_answers", 0)),
                     b["last_error"] or "",
                 ]
                 for b in status["buses"]
             ],
-            right=frozenset({4, 5}),
+            right=frozenset({4, 5, 6}),
         ),
         "",
         "DEVICES",

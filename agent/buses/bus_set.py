@@ -100,7 +100,7 @@ class BusSet:
                     f"({bus.health.state_write_failures} failed writes)"
                 )
             for device in bus.devices:
-                if device.state in (DeviceState.OFFLINE, DeviceState.FAULTY):
+                if device.down:
                     problems.append(
                         f"device {device.name} ({device.address} on {bus.name}) "
                         f"{device.state.value}: {device.last_error}"

@@ -99,6 +99,9 @@ class Dlt645BusTask(PolledBus[_Meter]):
     async def _disconnect(self) -> None:
         self._client.close()
 
+    def _late_answers(self) -> tuple[int, int]:
+        return self._client.late_frames, 0  # bytes that are no frame count as garbage
+
     def _outcome_of(self, exc: DriverError) -> Outcome:
         crc, garbage = self._client.crc_errors, self._client.garbage_bytes
         before_crc, before_garbage = self._errors_before

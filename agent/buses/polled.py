@@ -16,7 +16,10 @@ one reply timeout per backed-off interval, and on a shared RS-485 pair its late 
 which spoil whatever else is on the wire (and can be taken for the answer to a later
 request: RTU has no transaction id), become as rare as its polls. A device whose
 failures are garbage (corrupt frames, another unit's reply, bytes that broke the link) is
-``faulty`` rather than ``offline``, with the same budget.
+``faulty`` rather than ``offline``, and one whose failures are exceptions (it answers, but
+refuses every read, or has refused every point it has) is ``refusing``, with the same
+budget. Its points say which (``REASONS``): a technician tells "refused by the device"
+from "the device does not answer" in ``diag points``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,23 @@ from smartpole.drivers.errors import (
 RETRY_BACKOFF_S = 0.02
 STALE_AFTER_PERIODS = 3
 T = TypeVar("T")
+
+# Why a point has no good reading (``diag points``, beside its quality). The first is a
+# point's own; the others are its device's state.
+REFUSED = "refused"  # the device answered this point's read with an exception
+REASONS = {
+    DeviceState.REFUSING: "device refusing",  # answers every read with an exception
+    DeviceState.OFFLINE: "no answer",
+    DeviceState.FAULTY: "garbled answers",
+}
+PORT_UNAVAILABLE = "port unavailable"
+
+
+class NothingToReadError(DeviceExceptionError):
+    """Every point of the device was refused: it answers, but there is nothing to read.
+
+    No episode that may pass by itself, so the device is ``refusing`` at once; its probes
+    ask one refused point again, and an answer makes it read in full once more."""
 
 
 @dataclass
@@ -94,7 +114,7 @@ class PolledBus(SupervisedBus, Generic[D]):
     def _link_lost(self, error: str) -> None:
         super()._link_lost(error)
         for device in self._devices.values():
-            self._table.mark_bad(device.name)
+            self._table.mark_bad(device.name, PORT_UNAVAILABLE)
 
     async def _serve(self) -> None:
         await self._poll_forever()
@@ -134,8 +154,11 @@ class PolledBus(SupervisedBus, Generic[D]):
                 device.next_due = _due(device) + self._backoff(device)
             raise
         except DriverError as exc:
-            garbled = self._outcome_of(exc).garbled or device.garbled is not None
-            self._failed(device, str(exc), garbled=garbled)
+            outcome = self._outcome_of(exc)
+            garbled = outcome.garbled or device.garbled is not None
+            refused = outcome is Outcome.EXCEPTION
+            at_once = isinstance(exc, NothingToReadError)
+            self._failed(device, str(exc), garbled=garbled, refused=refused, at_once=at_once)
             period = self._backoff(device)
         else:
             health.poll_succeeded()
@@ -149,10 +172,20 @@ class PolledBus(SupervisedBus, Generic[D]):
         # ``device.garbled`` for None still after the awaits that set it.
         device.garbled = None
 
-    def _failed(self, device: D, error: str, *, garbled: bool) -> None:
+    def _failed(
+        self,
+        device: D,
+        error: str,
+        *,
+        garbled: bool,
+        refused: bool = False,
+        at_once: bool = False,
+    ) -> None:
         health = device.health
-        if health.poll_failed(error, garbled=garbled) or health.down:
-            self._table.mark_bad(device.name)
+        if health.poll_failed(error, garbled=garbled, refused=refused, at_once=at_once) or (
+            health.down
+        ):
+            self._table.mark_bad(device.name, REASONS.get(health.state))
 
     def _backoff(self, device: D) -> float:
         """The wait after a poll of a failing device: the period, doubling from the second
@@ -197,11 +230,17 @@ class PolledBus(SupervisedBus, Generic[D]):
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _late_answers(self) -> tuple[int, int]:
+        """The line's late answers and stray bytes so far (its client's counters; a serial
+        protocol's client counts them, see ``BusHealth``)."""
+        return 0, 0
+
     def _count(self, device: D, outcome: Outcome, started: float, error: str = "") -> None:
         ended = time.monotonic()
         self._line_free_at = ended + self._silence_s
         device.health.counters.record(outcome, ended - started)
         self.health.record(outcome, ended - started)
+        self.health.late_answers, self.health.stray_bytes = self._late_answers()
         if outcome.garbled:
             device.garbled = (outcome, error)
 

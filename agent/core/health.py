@@ -35,6 +35,10 @@ class DeviceState(StrEnum):
     # answered garbage (corrupt or malformed frames, another unit's or function's reply,
     # bytes nobody asked for) `offline_after` polls in a row; probed at a low rate too
     FAULTY = "faulty"
+    # alive, but of no use: answered every read with an exception it cannot be read around
+    # (1 illegal function, 4 device failure, 6 busy, ...) `offline_after` polls in a row, or
+    # refused every point of its profile (nothing left to read); probed at a low rate too
+    REFUSING = "refusing"
 
 
 class BusState(StrEnum):
@@ -62,6 +66,7 @@ class Outcome(StrEnum):
         return self in _GARBLED
 
 
+_DOWN = frozenset({DeviceState.OFFLINE, DeviceState.FAULTY, DeviceState.REFUSING})
 _GARBLED = frozenset(
     {Outcome.CRC_ERROR, Outcome.GARBAGE, Outcome.WRONG_UNIT, Outcome.WRONG_FUNCTION}
 )
@@ -124,8 +129,8 @@ class DeviceHealth:
 
     @property
     def down(self) -> bool:
-        """Offline or faulty: probed at a low rate, one request at a time."""
-        return self.state in (DeviceState.OFFLINE, DeviceState.FAULTY)
+        """Offline, faulty or refusing: probed at a low rate, one request at a time."""
+        return self.state in _DOWN
 
     @property
     def recent_failures(self) -> int:
@@ -195,21 +200,32 @@ class DeviceHealth:
         self.consecutive_failures = 0
         self.last_error = None
 
-    def poll_failed(self, error: str, *, garbled: bool = False) -> bool:
-        """Count a failed poll; True when this failure took the device offline or faulty.
+    def poll_failed(
+        self, error: str, *, garbled: bool = False, refused: bool = False, at_once: bool = False
+    ) -> bool:
+        """Count a failed poll; True when this failure took the device offline, faulty or
+        refusing.
 
         ``garbled``: something came back that was no sound answer. A device that keeps
         doing that is faulty rather than offline: a technician looks at its wiring,
-        termination or firmware, not at its power.
+        termination or firmware, not at its power. ``refused``: it answered, with an
+        exception: refusing, alive and wired right, but its profile, address map or own
+        health is wrong. ``at_once``: the failure is no episode that may pass (every point
+        of the device was refused one by one), so ``offline_after`` is not waited for.
         """
         self.polls += 1
         self.consecutive_failures += 1
         self.last_error = error
         self._track(False)
-        if self.consecutive_failures < self.offline_after:
+        if self.consecutive_failures < self.offline_after and not at_once:
             return False
         self._by_port = False  # it failed on a working port: its own doing from now on
-        state = DeviceState.FAULTY if garbled else DeviceState.OFFLINE
+        if garbled:
+            state = DeviceState.FAULTY
+        elif refused:
+            state = DeviceState.REFUSING
+        else:
+            state = DeviceState.OFFLINE
         if self.state is state:
             return False
         log.warning(
@@ -245,6 +261,11 @@ class BusHealth:
     link_losses: int = 0  # the link failed while in use (each one is followed by a reconnect)
     last_loss_at: float | None = None  # epoch seconds, for display
     state_write_failures: int = 0  # what the bus learnt of its devices could not be saved
+    # serial lines: answers that came in the quiet period after a timeout (too late for
+    # their request), dropped rather than taken for the next one; and every byte that came
+    # while no request was waiting (late answers, noise). A slow device's sign.
+    late_answers: int = 0
+    stray_bytes: int = 0
     counters: Counters = field(default_factory=Counters)
     state_since: float = field(default_factory=time.time)
     _recent: deque[tuple[float, float]] = field(default_factory=deque, repr=False)
@@ -307,4 +328,6 @@ class BusHealth:
             "utilisation": round(self.utilisation(), 4),
             "state_since": self.state_since,
             "state_write_failures": self.state_write_failures,
+            "late_answers": self.late_answers,
+            "stray_bytes": self.stray_bytes,
         }

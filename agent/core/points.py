@@ -49,6 +49,8 @@ class _Entry:
     read_at: float | None = None  # wall clock, for people and the uplink
     read_mono: float | None = None  # monotonic, for ages that survive clock steps
     restored: bool = False  # saved before a restart and not read again since
+    reason: str | None = None  # why there is no good reading (``mark_bad``): for people
+    own_reason: bool = False  # the reason is the point's own (``mark_point_bad``)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ class PointSample:
     timestamp: float | None
     age_s: float | None
     restored: bool = False  # from before a restart, not read again since
+    # why the point has no good reading, when the bus knows: the device refused it, refuses
+    # every read, does not answer, answers garbage. For ``diag points``; the quality
+    # (the platform's contract) stays what it is.
+    reason: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -72,6 +78,7 @@ class PointSample:
             "timestamp": self.timestamp,
             "age_s": None if self.age_s is None else round(self.age_s, 3),
             "restored": self.restored,
+            "reason": self.reason,
         }
 
 
@@ -129,6 +136,8 @@ class PointTable:
         entry.read_at = self._wall()
         entry.read_mono = self._monotonic()
         entry.restored = False
+        entry.reason = None
+        entry.own_reason = False
         for listener in self._listeners:
             listener(device, point, value, quality, entry.read_at)
         for block_listener in self._block_listeners:
@@ -152,22 +161,29 @@ class PointTable:
             entry.read_at = wall
             entry.read_mono = mono
             entry.restored = False
+            entry.reason = None
+            entry.own_reason = False
             for listener in listeners:
                 listener(device, point, value, quality, wall)
         for block_listener in self._block_listeners:
             block_listener(device, readings, wall)
 
-    def mark_bad(self, device: str) -> None:
+    def mark_bad(self, device: str, reason: str | None = None) -> None:
         """The device stopped answering: keep the last value for reference, but as bad.
 
         Per-point listeners (safety, lamp monitor, OPC UA status) get the last value with
         quality bad; block listeners (the uplink) get ``None``: no reading happened now.
         A point never read stays ``unknown``: it had no value to lose, and the uplink never
-        heard of it."""
+        heard of it. ``reason`` (every point of the device gets it, read or not) tells a
+        technician why: no answer, garbage, exceptions to every read."""
         now = self._wall()
         block: list[tuple[str, Value | None, Quality]] = []
         for entry in self._entries.values():
-            if entry.device == device and entry.read_at is not None:
+            if entry.device != device:
+                continue
+            if not entry.own_reason:  # a point's own (refused, undecodable) says more
+                entry.reason = reason
+            if entry.read_at is not None:
                 entry.quality = Quality.BAD
                 for listener in self._listeners:
                     listener(device, entry.point, entry.value, Quality.BAD, now)
@@ -176,11 +192,13 @@ class PointTable:
             for block_listener in self._block_listeners:
                 block_listener(device, block, now)
 
-    def mark_point_bad(self, device: str, point: str) -> None:
-        """One value could not be decoded or the device does not have it."""
+    def mark_point_bad(self, device: str, point: str, reason: str | None = None) -> None:
+        """One value could not be decoded or the device does not have it (``reason``)."""
         entry = self._entries.get((device, point))
         if entry is not None:
             entry.quality = Quality.BAD
+            entry.reason = reason
+            entry.own_reason = reason is not None
 
     def restore(self, device: str, point: str, value: Value, timestamp: float) -> None:
         """Bring back a value saved before a restart; it can only ever be stale, and it stays
@@ -224,6 +242,7 @@ class PointTable:
             entry.read_at,
             age,
             entry.restored,
+            entry.reason,
         )
 
     def devices(self) -> Iterable[str]:

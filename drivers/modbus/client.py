@@ -79,6 +79,19 @@ class ModbusClient(Lifecycle):
         impl = self._impl
         return isinstance(impl, ModbusTcpClient) and impl.stream_broken
 
+    @property
+    def late_answers(self) -> int:
+        """Answers dropped in the quiet period after a timeout (RTU framing only: TCP has
+        transaction ids, so a late answer is never taken for the next one)."""
+        impl = self._impl
+        return 0 if isinstance(impl, ModbusTcpClient) else impl.late_answers
+
+    @property
+    def stray_bytes(self) -> int:
+        """Bytes that came while no request was waiting (RTU framing only)."""
+        impl = self._impl
+        return 0 if isinstance(impl, ModbusTcpClient) else impl.stray_bytes
+
     async def connect(self) -> None:
         await self._impl.connect()
 

@@ -79,4 +79,42 @@ def test_the_plan_table_lists_what_each_device_taught_the_planner() -> None:
 
 def test_the_legend_tells_never_read_from_not_answering() -> None:
     assert "unknown = never read yet" in diag.QUALITY_LEGEND
-    assert "bad = the device stopped answering" in diag.QUALITY_LEGEND
+    assert "(refused) = the device answered this point's read with an exception" in (
+        diag.QUALITY_LEGEND
+    )
+    assert "(no answer)" in diag.QUALITY_LEGEND
+    assert "(device refusing)" in diag.QUALITY_LEGEND
+
+
+def _point(quality: str, reason: str | None) -> dict[str, object]:
+    return {"device": "meter", "point": "voltage", "value": None, "unit": "V",
+            "quality": quality, "age_s": None, "restored": False, "reason": reason}  # fmt: skip
+
+
+def test_points_say_refused_by_the_device_apart_from_no_answer() -> None:
+    rows = diag.render_points(
+        [_point("bad", "refused"), _point("bad", "no answer"), _point("unknown", None)]
+    ).splitlines()
+    assert rows[2].split()[3:] == ["V", "bad", "(refused)", "never"]
+    assert rows[3].split()[3:] == ["V", "bad", "(no", "answer)", "never"]
+    assert rows[4].split()[3:] == ["V", "unknown", "never"]
+
+
+def test_status_shows_each_bus_late_answers() -> None:
+    counters: dict[str, object] = {"requests": 12, "mean_latency_ms": None}
+    counters |= dict.fromkeys(
+        ["timeout", "crc_error", "garbage", "wrong_unit", "wrong_function", "exception", "error"], 0
+    )
+    status = {
+        "pole": "p1", "summary": "", "pid": 1, "uptime_s": 1.0, "config": "c",
+        "buses": [{"name": "rs485-1", "endpoint": "/dev/ttyS1", "settings": "9600 8N1",
+                   "state": "connected", "counters": counters, "utilisation": 0.0,
+                   "last_error": None, "late_answers": 3, "stray_bytes": 33}],
+        "devices": [{"name": "meter", "bus": "rs485-1", "address": "unit 1", "profile": "x",
+                     "state": "refusing", "slow": False, "polls": 4, "counters": counters}],
+    }  # fmt: skip
+    lines = diag.render_status(status).splitlines()
+    header = lines[lines.index("BUSES") + 1]
+    end = header.index("LATE") + len("LATE")  # a right-aligned column
+    assert lines[lines.index("BUSES") + 3][:end].split()[-1] == "3"
+    assert "refusing" in lines[lines.index("DEVICES") + 3].split()

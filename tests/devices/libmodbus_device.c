@@ -18,6 +18,10 @@
  *   --max-count N          refuse reads of more than N registers with exception 3
  *   --delay-ms N           wait N ms before every answer (a slow turnaround)
  *   --reply-unit ID        answer with this unit id instead of the one asked (a quirk)
+ *   --exception N          answer every request with exception N (1 illegal function,
+ *                          4 server device failure, 6 busy: a device that only refuses)
+ *   --drop-every N         ignore every Nth request addressed to it (logged "dropped"): a
+ *                          device that answers only some requests
  *   --log PATH             one line per request received: "unit fc addr count result"
  *   --debug                libmodbus' own trace on stdout/stderr
  *
@@ -48,6 +52,9 @@ enum { HOLDING = 0, INPUT = 1 };
 static unsigned char mapped[2][REGISTERS];
 static modbus_mapping_t *mapping;
 static FILE *request_log;
+static long refuse_with;  /* --exception: 0 answers normally */
+static long drop_every;   /* --drop-every: 0 answers every request */
+static long received;     /* requests addressed to it so far */
 
 static void die(const char *what) {
     fprintf(stderr, "libmodbus_device: %s\n", what);
@@ -121,6 +128,11 @@ static void answer(modbus_t *ctx, uint8_t *query, int length, int max_count, lon
     int address = (query[header + 1] << 8) | query[header + 2];
     int count = (query[header + 3] << 8) | query[header + 4];
     int exception = 0;
+    received++;
+    if (drop_every > 0 && received % drop_every == 0) {
+        note(unit, function, address, count, "dropped");
+        return;
+    }
     switch (function) {
     case MODBUS_FC_READ_HOLDING_REGISTERS:
     case MODBUS_FC_READ_INPUT_REGISTERS:
@@ -144,6 +156,9 @@ static void answer(modbus_t *ctx, uint8_t *query, int length, int max_count, lon
         break;
     default:
         break; /* libmodbus answers the rest (coils: exception 2, as none are mapped) */
+    }
+    if (refuse_with > 0) {
+        exception = (int)refuse_with;
     }
     char result[16];
     snprintf(result, sizeof result, exception ? "exception-%d" : "ok", exception);
@@ -236,6 +251,10 @@ int main(int argc, char **argv) {
             delay_ms = number(value, 0, 60000, "delay");
         } else if (strcmp(flag, "--reply-unit") == 0) {
             reply_unit = number(value, 0, 255, "reply unit id");
+        } else if (strcmp(flag, "--exception") == 0) {
+            refuse_with = number(value, 1, 255, "exception code");
+        } else if (strcmp(flag, "--drop-every") == 0) {
+            drop_every = number(value, 1, 1000000, "drop interval");
         } else if (strcmp(flag, "--log") == 0) {
             request_log = fopen(value, "a");
             if (request_log == NULL) {

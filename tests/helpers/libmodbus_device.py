@@ -94,6 +94,8 @@ class DeviceConfig:
     max_count: int | None = None  # larger reads get exception 3
     delay_ms: int = 0  # turnaround before every answer
     reply_unit: int | None = None  # answer with this unit id instead of the one asked
+    exception: int | None = None  # answer every request with this exception code
+    drop_every: int = 0  # ignore every Nth request (0: answer all)
     baudrate: int = 9600
     parity: Literal["N", "E", "O"] = "N"
 
@@ -108,6 +110,10 @@ class DeviceConfig:
             args += ["--delay-ms", str(self.delay_ms)]
         if self.reply_unit is not None:
             args += ["--reply-unit", str(self.reply_unit)]
+        if self.exception is not None:
+            args += ["--exception", str(self.exception)]
+        if self.drop_every:
+            args += ["--drop-every", str(self.drop_every)]
         return args
 
 
@@ -145,6 +151,14 @@ class LibmodbusDevice:
             "parity": self.config.parity,
             **settings,
         }
+
+    @property
+    def line_fd(self) -> int:
+        """RTU: the test's end of the device's pty (what the device sends is read here, what
+        is written here reaches the device), for joining it to a shared line
+        (``helpers.rs485``) instead of letting a client open ``path``."""
+        assert self._slave >= 0, "RTU only"
+        return self._slave
 
     def start(self) -> None:
         """Start the process (again) and return once it serves: it prints a ready line."""

@@ -129,6 +129,8 @@ def test_missing_serial_port_is_reported_once_and_survived(
         # Something comes back, but no sound answer: faulty (wiring, firmware), not offline.
         ("garbage", "garbage", "faulty"),
         ("bad_crc", "crc_error", "faulty"),
+        # It answers, with exception 4 to every read: alive, refusing, not offline.
+        ("exception", "exception", "refusing"),
     ],
 )
 def test_dead_or_garbled_device_goes_offline_or_faulty_once(

@@ -18,7 +18,13 @@ from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.modbus.config import ModbusBus, ModbusRtuBus, ModbusTcpBus
 from smartpole.agent.buses.modbus.learnt import LearntFile
 from smartpole.agent.buses.modbus.meta import point_meta
-from smartpole.agent.buses.polled import STALE_AFTER_PERIODS, PolledBus, PolledDevice
+from smartpole.agent.buses.polled import (
+    REFUSED,
+    STALE_AFTER_PERIODS,
+    NothingToReadError,
+    PolledBus,
+    PolledDevice,
+)
 from smartpole.agent.buses.queue import QueuedPoints
 from smartpole.agent.core.audit import AuditRecord
 from smartpole.agent.core.health import LEARNT_KEY, BusHealth, DeviceHealth, Outcome
@@ -175,6 +181,10 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         if self._client is not None:
             self._client.close()
 
+    def _late_answers(self) -> tuple[int, int]:
+        client = self._client
+        return (0, 0) if client is None else (client.late_answers, client.stray_bytes)
+
     def _outcome_of(self, exc: DriverError) -> Outcome:
         if isinstance(exc, ReplyTimeoutError):
             return _FAULT_OUTCOME[exc.fault]
@@ -187,8 +197,12 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         # not once the plan has settled. The refused block's own points wait for the next
         # poll, so a poll costs at most one request per point, and the refusals a device
         # can cost in all are bounded by what there is to learn (``learning.py``).
+        if not device.plan and device.learnt.unsupported:
+            await self._ask_again(device)
+            return
         pending = device.plan[:1] if probe else list(device.plan)
         asked: set[str] = set()
+        refusal = 0
         while pending:
             block = pending.pop(0)
             asked.update(block.points)
@@ -198,12 +212,38 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             except DeviceExceptionError as exc:
                 if exc.code not in SPLIT_CODES:
                     raise
+                refusal = exc.code
                 self._refused(device, block, exc.code)
                 if not probe:
                     pending = [b for b in device.plan if asked.isdisjoint(b.points)]
                 continue
             device.learnt.answered(block)
             self._store(device, block, words)
+        if not device.plan and device.learnt.unsupported:
+            count = len(device.learnt.unsupported)
+            why = f"refused every point ({count}), the last with exception {refusal}"
+            raise NothingToReadError(why, refusal)
+
+    async def _ask_again(self, device: _Device) -> None:
+        """Every point was refused: one request, for the first of them alone, tells whether
+        the device still refuses (it stays ``refusing``) or serves again (a device still
+        booting may refuse everything): then its refusals are forgotten and it is read in
+        full from the next poll, learning again what it still refuses."""
+        specs = device.profile.points
+        point = min(device.learnt.unsupported, key=lambda name: specs[name].address)
+        spec = specs[point]
+        block = ReadBlock(spec.kind, spec.address, spec.register_count, (point,))
+        try:
+            words = await self._request(device, partial(self._read, device, block), retries=0)
+        except DeviceExceptionError as exc:
+            if exc.code not in SPLIT_CODES:
+                raise
+            why = f"refused every point, {point} again: {exc}"
+            raise NothingToReadError(why, exc.code) from exc
+        log.info("points_served_again", device=device.name, point=point)
+        device.learnt.unsupported.clear()
+        device.replan()
+        self._store(device, block, words)
 
     async def _read(self, device: _Device, block: ReadBlock) -> list[int]:
         return await self._require_client().read(
@@ -216,7 +256,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         lesson, detail = device.learnt.refused(block, code, device.profile.points)
         if lesson is Lesson.UNSUPPORTED:
             for point in block.points:
-                self._table.mark_point_bad(device.name, point)
+                self._table.mark_point_bad(device.name, point, REFUSED)
             log.warning("point_unsupported", device=device.name, point=detail, code=code)
         else:
             log.warning(

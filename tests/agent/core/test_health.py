@@ -26,6 +26,23 @@ def test_garbage_makes_a_device_faulty_silence_makes_it_offline() -> None:
     assert sum(e["event"] == "device_offline" for e in logs) == 1
 
 
+def test_exceptions_make_a_device_refusing_not_offline_and_it_clears_once() -> None:
+    refusing, emptied = _device(), _device()
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):  # offline_after, and not yet slow (SLOW_AFTER)
+            refusing.poll_failed("unit 3 answered exception 4", refused=True)
+        # every point refused one by one: no episode to wait out
+        emptied.poll_failed("refused every point", refused=True, at_once=True)
+        assert emptied.state is DeviceState.REFUSING
+        refusing.poll_succeeded()
+    assert refusing.state is DeviceState.ONLINE
+    assert emptied.down
+    assert [e["event"] for e in logs if e["event"].startswith("device_")] == [
+        "device_refusing", "device_refusing", "device_slow", "device_online"
+    ]  # fmt: skip
+    assert logs[-1]["was"] == "refusing"
+
+
 def test_a_device_that_fails_often_is_slow_until_a_window_of_clean_polls() -> None:
     device = _device(offline_after=100)
     with structlog.testing.capture_logs() as logs:

@@ -206,6 +206,7 @@ def test_to_json_shape(table: PointTable, clock: FakeClock) -> None:
         "timestamp": read_at,
         "age_s": 1.235,
         "restored": False,
+        "reason": None,
     }
     assert json.loads(json.dumps(good)) == good
     empty = sample(table, "weather", "humidity").to_json()
@@ -218,6 +219,7 @@ def test_to_json_shape(table: PointTable, clock: FakeClock) -> None:
         "timestamp": None,
         "age_s": None,
         "restored": False,
+        "reason": None,
     }
 
 
@@ -231,3 +233,21 @@ def test_snapshot_covers_every_registered_point(table: PointTable) -> None:
         ("weather", "humidity"),
         ("meter", "voltage"),
     ]
+
+
+def test_a_reason_says_why_and_a_points_own_outlasts_its_devices(table: PointTable) -> None:
+    table.update("weather", "temperature", 24.6, Quality.GOOD)
+    table.mark_point_bad("weather", "humidity", "refused")
+    table.mark_bad("weather", "no answer")
+    temperature = sample(table, "weather", "temperature")
+    humidity = sample(table, "weather", "humidity")
+    assert (temperature.quality, temperature.reason) == (Quality.BAD, "no answer")
+    assert (humidity.quality, humidity.reason) == (Quality.BAD, "refused")
+    assert temperature.to_json()["reason"] == "no answer"
+    table.mark_bad("meter", "device refusing")  # never read: unknown still, with why
+    voltage = sample(table, "meter", "voltage")
+    assert (voltage.quality, voltage.reason) == (Quality.UNKNOWN, "device refusing")
+    table.update("weather", "humidity", 40.0, Quality.GOOD)
+    table.update_many("weather", [("temperature", 25.0, Quality.GOOD)])
+    assert sample(table, "weather", "humidity").reason is None
+    assert sample(table, "weather", "temperature").reason is None

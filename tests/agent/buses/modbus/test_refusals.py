@@ -26,6 +26,7 @@ from smartpole.agent.buses.modbus.task import ModbusBusTask
 from smartpole.agent.buses.registry import load_config, registry
 from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.errors import UsageError
+from smartpole.agent.core.health import DeviceState
 from smartpole.agent.core.points import PointTable, Quality
 from smartpole.agent.core.quarantine import Damage
 from smartpole.agent.sim.serve import parse_max_reads
@@ -204,10 +205,15 @@ async def test_a_device_refusing_everything_costs_a_bounded_number_of_requests(
             await eventually(
                 lambda: len(meter.unsupported_points) == points, 10, "every point refused"
             )
-            settled = meter.polls
+            settled, learnt = meter.polls, len(requests.sent)
             await eventually(lambda: meter.polls >= settled + 5, 5, "five more polls")
-        assert len(requests.sent) <= 2 * points
-        assert [poll for poll, _ in requests.sent if poll > settled] == []
+        assert learnt <= 2 * points
+        # Then it is refusing (alive, nothing to read), and each poll is one probe: a
+        # refused point asked again, alone, at the backoff's pace.
+        probes = [block for _, block in requests.sent[learnt:]]
+        assert len(probes) == meter.polls - settled
+        assert all(len(block.points) == 1 for block in probes), probes
+        assert meter.state is DeviceState.REFUSING
         assert task.read_plan()["meter"] == []
 
 
