@@ -41,6 +41,9 @@ class Endpoint:
     bytesize: int = 8
     parity: str = "N"
     stopbits: int = 1
+    # RTU: after an unanswered request the line is quiet until this long after it was sent
+    # (listening devices ignore what comes sooner; ``pymodbus_client``).
+    listen_window_s: float = 0.0
 
     def __str__(self) -> str:
         return self.port if self.framing == "rtu" else f"{self.host}:{self.tcp_port}"

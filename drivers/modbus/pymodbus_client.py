@@ -26,10 +26,16 @@ tell them apart. So after a timeout in silence, the next request to the same uni
 the same function waits until the line has been quiet for one more reply timeout; an
 answer that comes in that time is a late answer, dropped and counted (``late_answers``,
 and every byte in ``stray_bytes``). Only an answer later than twice the timeout could
-still be mistaken, and a device that slow needs a longer timeout. A request to another
-unit does not wait (the late answer's unit id is not its own; a dead device must cost its
-neighbours no more than its one timeout per probe), nor one after a corrupt answer (that
-was the device's answer, spoilt: none is still to come).
+still be mistaken, and a device that slow needs a longer timeout. Not after a corrupt
+answer (that was the device's answer, spoilt: none is still to come).
+
+Devices listen too: libmodbus and many RS-485 devices take the frame after a request for
+another unit for that unit's answer, and ignore it (libmodbus waits up to 0.5 s for it).
+After a request nobody answered, a request to any unit sent too soon is not heard, so
+one dead device would take its neighbours offline with it. So after a timeout in silence
+every request waits until ``listen_window_s`` after the unanswered request was sent (at
+the default 0.5 s timeout and 0.6 s window, 0.1 s more per timeout): a dead device costs
+its neighbours one timeout and that rest per probe.
 
 It also speaks plain Modbus TCP, which the product no longer uses it for; the benchmarks
 keep it as the baseline the TCP client is measured against.
@@ -84,6 +90,7 @@ class PymodbusClient:
         self._late_until = 0.0  # monotonic end of the quiet period after the last timeout
         self._late_key: _Key | None = None  # the unit and function that timed out
         self._late_seen = True  # this quiet period's late answer is counted already
+        self._listeners_until = 0.0  # monotonic end of the listeners' window after a timeout
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient
         if endpoint.framing == "rtu":
             self._client = AsyncModbusSerialClient(
@@ -146,6 +153,8 @@ class PymodbusClient:
             return
         if key == self._late_key and (late := self._late_until - time.monotonic()) > 0:
             await asyncio.sleep(late)  # the line's discipline, not synchronisation
+        if (listening := self._listeners_until - time.monotonic()) > 0:
+            await asyncio.sleep(listening)  # the devices' discipline, not synchronisation
         give_up = time.monotonic() + self.timeout_s
         while (wait := self._last_rx + self._silence_s - time.monotonic()) > 0:
             if time.monotonic() >= give_up:
@@ -207,6 +216,7 @@ class PymodbusClient:
                 self._late_until = time.monotonic() + self.timeout_s
                 self._late_key = key
                 self._late_seen = False
+                self._listeners_until = started + self.endpoint.listen_window_s
             if self.endpoint.framing == "rtu-over-tcp":
                 # RTU frames carry no transaction id: a late answer would be taken for the
                 # next request's. A fresh connection leaves it behind.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from pydantic import Field
+
 from smartpole.agent.config.buses import Addressing, SerialBusConfig, TcpBusConfig
 
 
@@ -15,6 +17,12 @@ class ModbusRtuBus(SerialBusConfig):
     profile_protocol: ClassVar = "modbus"
 
     type: Literal["modbus-rtu"]
+    # libmodbus and many RS-485 devices take the frame after a request for another unit for
+    # that unit's answer (libmodbus waits 0.5 s for it): after a request nobody answered,
+    # the next request to anyone waits until this long after it, or they do not hear it.
+    listen_window_s: float = Field(
+        0.6, ge=0, le=5, description="quiet after an unanswered request, from its sending"
+    )
 
     def describe(self) -> str:
         return f"Modbus RTU {self.settings()}"

@@ -102,6 +102,14 @@ class _Device(PolledDevice):
         )
 
 
+def _request_cost_s(bus: ModbusBus) -> float:
+    """The longest one unanswered request holds the line: its reply timeout, or on RTU the
+    rest for listening devices after it, if longer."""
+    if isinstance(bus, ModbusRtuBus):
+        return max(bus.timeout_s, bus.listen_window_s)
+    return bus.timeout_s
+
+
 def endpoint_of(bus: ModbusBus) -> Endpoint:
     if isinstance(bus, ModbusRtuBus):
         return Endpoint(
@@ -111,6 +119,7 @@ def endpoint_of(bus: ModbusBus) -> Endpoint:
             bytesize=bus.bytesize,
             parity=bus.parity,
             stopbits=bus.stopbits,
+            listen_window_s=bus.listen_window_s,
         )
     if isinstance(bus, ModbusTcpBus):
         return Endpoint("tcp", host=bus.host, tcp_port=bus.port)
@@ -137,7 +146,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         self._learnt_file = LearntFile(context.state_dir, name, context.report_damage)
         for device_name, device in context.devices_on(name).items():
             profile = context.config.modbus_profile_of(device_name)
-            stale_after = device.poll_period_s * STALE_AFTER_PERIODS + bus.timeout_s
+            stale_after = device.poll_period_s * STALE_AFTER_PERIODS + _request_cost_s(bus)
             for point, spec in profile.points.items():
                 context.table.register(device_name, point, spec.unit, stale_after, point_meta(spec))
             unit_id = device.unit_id if device.unit_id is not None else 1
