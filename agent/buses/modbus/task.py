@@ -7,7 +7,6 @@ dead device costs the bus one probe per probe interval, never a timeout per poll
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
@@ -15,6 +14,7 @@ from typing import TypeVar
 import structlog
 
 from smartpole.agent.buses.kind import BusContext
+from smartpole.agent.buses.modbus import values
 from smartpole.agent.buses.modbus.config import ModbusBus, ModbusRtuBus, ModbusTcpBus
 from smartpole.agent.buses.modbus.learnt import LearntFile
 from smartpole.agent.buses.modbus.meta import point_meta
@@ -42,7 +42,7 @@ from smartpole.drivers.modbus.client import Endpoint, ModbusClient
 from smartpole.drivers.modbus.faults import ReplyFault, ReplyTimeoutError
 from smartpole.drivers.modbus.learning import SPLIT_CODES, Learnt, Lesson
 from smartpole.drivers.modbus.plan import ReadBlock
-from smartpole.drivers.modbus.points import DataType, PointSpec, encodable_range
+from smartpole.drivers.modbus.points import PointSpec
 from smartpole.drivers.modbus.profile import ModbusProfile
 from smartpole.drivers.schema import Value
 
@@ -96,7 +96,7 @@ class _Device(PolledDevice):
                 name,
                 specs[name].address - block.address,
                 codec.compile_decoder(specs[name]),
-                specs[name] if _quality_varies(specs[name]) else None,
+                specs[name] if values.quality_varies(specs[name]) else None,
             )
             for name in block.points
         )
@@ -298,7 +298,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             if spec is None:
                 readings.append((point, value, good))
                 continue
-            quality = _quality(spec, value)
+            quality = values.quality(spec, value)
             if quality is not good:
                 device.health.suspect_values += 1
             readings.append((point, value, quality))
@@ -315,7 +315,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             ),
         )
         value = codec.decode(spec, words)
-        self._table.update(device.name, point, value, _quality(spec, value))
+        self._table.update(device.name, point, value, values.quality(spec, value))
         return value
 
     async def _write_point(
@@ -324,7 +324,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         record = AuditRecord(actor, "write", f"{device_name}.{point}", value)
         try:
             device, spec = self._lookup(device_name, point)
-            checked = _checked_value(spec, value)
+            checked = values.checked_value(spec, value)
             kind, address, words = codec.encode_write(spec, checked)
             if spec.bit is not None and spec.write is None:
                 current = await self._request(
@@ -338,7 +338,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
                 device, lambda: self._require_client().write(kind, address, words, device.unit_id)
             )
             record.read_back = await self._read_point(device_name, point)
-            record.ok = _matches(spec, checked, record.read_back)
+            record.ok = values.matches(spec, checked, record.read_back)
             if not record.ok:
                 record.error = f"read back {record.read_back!r}, wrote {checked!r}"
         except (DriverError, CodecError) as exc:
@@ -369,50 +369,3 @@ def _learnt_view(device: _Device) -> dict[str, object]:
         "holes": [{"kind": kind.value, "at": at} for kind, at in sorted(learnt.barriers)],
         "unsupported": sorted(learnt.unsupported),
     }
-
-
-def _quality_varies(spec: PointSpec) -> bool:
-    """Whether ``_quality`` can be anything but good for this point's values: only with
-    a valid range, or when a value can be NaN or infinite (floats; integers scaled past
-    the float range); bits, text and other integers are always good."""
-    if spec.valid_range is not None or spec.type in (DataType.F32, DataType.F64):
-        return True
-    return spec.is_numeric and not all(math.isfinite(end) for end in encodable_range(spec))
-
-
-def _quality(spec: PointSpec, value: Value | str) -> Quality:
-    if isinstance(value, str | bool):
-        return Quality.GOOD
-    if not codec.is_physical(value):
-        return Quality.BAD  # NaN or infinity: a sensor fault, never good data
-    if spec.valid_range is not None and not spec.valid_range[0] <= value <= spec.valid_range[1]:
-        return Quality.UNCERTAIN
-    return Quality.GOOD
-
-
-def _checked_value(spec: PointSpec, value: object) -> Value:
-    if spec.access != "rw":
-        raise WriteRejectedError("the point is read-only in its profile")
-    if spec.type is DataType.BOOL or spec.bit is not None:
-        if not isinstance(value, bool):
-            raise WriteRejectedError(f"expected true or false, got {value!r}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise WriteRejectedError(f"expected a number, got {value!r}")
-    if not math.isfinite(value):
-        raise WriteRejectedError(f"{value!r} is not a finite number")
-    low, high = spec.write_min, spec.write_max
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise WriteRejectedError(
-            f"{value} is outside the allowed range {low} to {high} {spec.unit}"
-        )
-    return value
-
-
-def _matches(spec: PointSpec, wanted: Value, got: object) -> bool:
-    if isinstance(wanted, bool) or isinstance(got, bool) or got is None:
-        return bool(wanted) == bool(got)
-    if not isinstance(got, int | float):
-        return False
-    resolution = abs(spec.scale) / 2 if spec.type not in (DataType.F32, DataType.F64) else 0
-    return abs(float(got) - float(wanted)) <= max(resolution, 1e-6 * abs(float(wanted)))
