@@ -16,6 +16,8 @@
  *   --input ADDR=W,W,...   input registers at ADDR (repeatable; words in decimal)
  *   --holding ADDR=W,W,... holding registers at ADDR (repeatable)
  *   --max-count N          refuse reads of more than N registers with exception 3
+ *   --silent-above N       never answer a read of more than N registers (logged "silent"),
+ *                          as devices do whose buffer is shorter than the read
  *   --delay-ms N           wait N ms before every answer (a slow turnaround)
  *   --reply-unit ID        answer with this unit id instead of the one asked (a quirk)
  *   --log PATH             one line per request received: "unit fc addr count result"
@@ -48,6 +50,7 @@ enum { HOLDING = 0, INPUT = 1 };
 static unsigned char mapped[2][REGISTERS];
 static modbus_mapping_t *mapping;
 static FILE *request_log;
+static long silent_above; /* 0: answer reads of any length */
 
 static void die(const char *what) {
     fprintf(stderr, "libmodbus_device: %s\n", what);
@@ -124,6 +127,10 @@ static void answer(modbus_t *ctx, uint8_t *query, int length, int max_count, lon
     switch (function) {
     case MODBUS_FC_READ_HOLDING_REGISTERS:
     case MODBUS_FC_READ_INPUT_REGISTERS:
+        if (silent_above > 0 && count > silent_above) {
+            note(unit, function, address, count, "silent");
+            return; /* no answer at all: the master times out */
+        }
         if (max_count > 0 && count > max_count) {
             exception = MODBUS_EXCEPTION_ILLEGAL_DATA_VALUE;
         } else if (!all_mapped(function == MODBUS_FC_READ_INPUT_REGISTERS ? INPUT : HOLDING,
@@ -232,6 +239,8 @@ int main(int argc, char **argv) {
             add_registers(HOLDING, value);
         } else if (strcmp(flag, "--max-count") == 0) {
             max_count = number(value, 1, 125, "register count limit");
+        } else if (strcmp(flag, "--silent-above") == 0) {
+            silent_above = number(value, 1, 125, "silent-above register count");
         } else if (strcmp(flag, "--delay-ms") == 0) {
             delay_ms = number(value, 0, 60000, "delay");
         } else if (strcmp(flag, "--reply-unit") == 0) {
