@@ -16,7 +16,7 @@ import structlog
 
 from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.modbus.config import ModbusBus, ModbusRtuBus, ModbusTcpBus
-from smartpole.agent.buses.modbus.learnt import LearntFile
+from smartpole.agent.buses.modbus.learnt import LearntFile, learnt_view
 from smartpole.agent.buses.modbus.meta import point_meta
 from smartpole.agent.buses.polled import STALE_AFTER_PERIODS, PolledBus, PolledDevice
 from smartpole.agent.buses.queue import QueuedPoints
@@ -26,6 +26,7 @@ from smartpole.agent.core.points import Quality
 from smartpole.drivers.errors import (
     CodecError,
     DeviceExceptionError,
+    DeviceTimeoutError,
     DriverError,
     TransportError,
     WriteRejectedError,
@@ -70,6 +71,15 @@ class _Device(PolledDevice):
     def identity(self) -> str:
         """What the learnt limits belong to: another profile or unit is another device."""
         return f"{self.config.profile} unit {self.unit_id}"
+
+    def probe(self) -> list[ReadBlock]:
+        """One cheap request: the plan's first point alone. Never a long read, so a device
+        silent on reads longer than its buffer is still seen alive (and learnt from)."""
+        if not self.plan:
+            return []
+        first = self.plan[0]
+        spec = self.profile.points[first.points[0]]
+        return [ReadBlock(first.kind, spec.address, spec.register_count, first.points[:1])]
 
     def replan(self) -> None:
         self.plan = self.learnt.plan(self.profile.points, self.profile.limits)
@@ -156,7 +166,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             for device in self._devices.values()
         }
         learnt = {
-            device.name: _learnt_view(device)
+            device.name: learnt_view(device.learnt)
             for device in self._devices.values()
             if device.learnt.caps or device.learnt.barriers or device.learnt.unsupported
         }
@@ -187,8 +197,16 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         # not once the plan has settled. The refused block's own points wait for the next
         # poll, so a poll costs at most one request per point, and the refusals a device
         # can cost in all are bounded by what there is to learn (``learning.py``).
-        pending = device.plan[:1] if probe else list(device.plan)
+        # A read the device, alive, does not answer at all may be too long for its buffer:
+        # the poll goes on too, but a second silence ends it (the device may have died
+        # just now: that costs the bus one timeout more, once), and a silence that taught
+        # nothing still fails the poll, so the device's next poll is a cautious one.
+        learnt = device.learnt
+        learnt.poll_started()
+        pending = device.probe() if probe else list(device.plan)
         asked: set[str] = set()
+        silent = 0
+        failure: DriverError | None = None
         while pending:
             block = pending.pop(0)
             asked.update(block.points)
@@ -202,8 +220,26 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
                 if not probe:
                     pending = [b for b in device.plan if asked.isdisjoint(b.points)]
                 continue
-            device.learnt.answered(block)
+            except DeviceTimeoutError as exc:
+                silent += 1
+                if not (self._silence(device, exc) and learnt.alive):
+                    raise  # silent on everything, or garbled: the device failing
+                taught = self._silent(device, block)
+                if silent > 1:
+                    raise
+                if not taught:
+                    failure = exc
+                elif not probe:
+                    pending = [b for b in device.plan if asked.isdisjoint(b.points)]
+                continue
+            learnt.answered(block)
             self._store(device, block, words)
+        if failure is not None:
+            raise failure
+
+    def _silence(self, device: _Device, exc: DeviceTimeoutError) -> bool:
+        """No answer at all: neither garbage, nor a corrupt frame nor another unit's."""
+        return self._outcome_of(exc) is Outcome.TIMEOUT and device.garbled is None
 
     async def _read(self, device: _Device, block: ReadBlock) -> list[int]:
         return await self._require_client().read(
@@ -221,12 +257,30 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         else:
             log.warning(
                 "read_split", device=device.name, kind=block.kind.value, code=code,
-                block_address=block.address, block_count=block.count,
+                reason=f"exception {code}", block_address=block.address,
+                block_count=block.count,
                 **{"max_per_read" if lesson is Lesson.CAP else "at": detail},
             )  # fmt: skip
-            self._learnt_file.save({d.name: (d.identity, d.learnt) for d in self._devices.values()})
-            self.health.state_write_failures = self._learnt_file.write_failures
+            self._save_learnt()
         device.replan()
+
+    def _silent(self, device: _Device, block: ReadBlock) -> bool:
+        """The device, alive, did not answer ``block``: True when that taught a cap (the
+        second silence in a row of a read longer than any it answered)."""
+        cap = device.learnt.silent(block, device.profile.points)
+        if cap is None:
+            return False
+        log.warning(
+            "read_split", device=device.name, kind=block.kind.value, reason="timeout",
+            block_address=block.address, block_count=block.count, max_per_read=cap,
+        )  # fmt: skip
+        self._save_learnt()
+        device.replan()
+        return True
+
+    def _save_learnt(self) -> None:
+        self._learnt_file.save({d.name: (d.identity, d.learnt) for d in self._devices.values()})
+        self.health.state_write_failures = self._learnt_file.write_failures
 
     def _require_client(self) -> ModbusClient:
         client = self._client
@@ -311,15 +365,6 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             known = ", ".join(device.profile.points)
             raise WriteRejectedError(f"device {device_name} has no point {point!r} ({known})")
         return device, spec
-
-
-def _learnt_view(device: _Device) -> dict[str, object]:
-    learnt = device.learnt
-    return {
-        "max_per_read": {kind.value: cap for kind, cap in sorted(learnt.caps.items())},
-        "holes": [{"kind": kind.value, "at": at} for kind, at in sorted(learnt.barriers)],
-        "unsupported": sorted(learnt.unsupported),
-    }
 
 
 def _quality_varies(spec: PointSpec) -> bool:
