@@ -191,18 +191,21 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         return super()._outcome_of(exc)
 
     async def _poll_device(self, device: _Device, *, probe: bool) -> None:
-        # An offline device gets one probe request, no retries: it must not eat the bus.
-        # A refused read is learnt from and the poll goes on, by the new plan, with the
-        # points not asked for yet: the device answered, and its other points are due now,
-        # not once the plan has settled. The refused block's own points wait for the next
-        # poll, so a poll costs at most one request per point, and the refusals a device
-        # can cost in all are bounded by what there is to learn (``learning.py``).
-        # A read the device, alive, does not answer at all may be too long for its buffer:
-        # the poll goes on too, but a second silence ends it (the device may have died
-        # just now: that costs the bus one timeout more, once), and a silence that taught
-        # nothing still fails the poll, so the device's next poll is a cautious one.
+        # A cautious poll (the device unknown, offline or just failed) starts with one
+        # probe request, the plan's first point alone, no retries: a device that does not
+        # answer must not eat the bus. If it answers, it is read in full at once, still
+        # without retries. A refused read is learnt from and the poll goes on, by the new
+        # plan, with the points not asked for yet: the device answered, and its other
+        # points are due now, not once the plan has settled. The refused block's own
+        # points wait for the next poll, so a poll costs at most one request per point,
+        # and the refusals a device can cost in all are bounded by what there is to learn
+        # (``learning.py``). A read the device, alive, does not answer at all may be too
+        # long for its buffer: the poll goes on too, but a second silence ends it (the
+        # device may have died just now: that costs the bus one timeout more, once), and
+        # a silence that taught nothing still fails the poll, so the next is cautious.
         learnt = device.learnt
         learnt.poll_started()
+        probing = probe
         pending = device.probe() if probe else list(device.plan)
         asked: set[str] = set()
         silent = 0
@@ -211,29 +214,31 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             block = pending.pop(0)
             asked.update(block.points)
             read = partial(self._read, device, block)
+            replanned = False
             try:
                 words = await self._request(device, read, retries=0 if probe else None)
             except DeviceExceptionError as exc:
                 if exc.code not in SPLIT_CODES:
                     raise
                 self._refused(device, block, exc.code)
-                if not probe:
-                    pending = [b for b in device.plan if asked.isdisjoint(b.points)]
-                continue
+                replanned = True
             except DeviceTimeoutError as exc:
                 silent += 1
                 if not (self._silence(device, exc) and learnt.alive):
                     raise  # silent on everything, or garbled: the device failing
-                taught = self._silent(device, block)
+                replanned = self._silent(device, block)
                 if silent > 1:
                     raise
-                if not taught:
+                if not replanned:
                     failure = exc
-                elif not probe:
-                    pending = [b for b in device.plan if asked.isdisjoint(b.points)]
-                continue
-            learnt.answered(block)
-            self._store(device, block, words)
+            else:
+                learnt.answered(block)
+                self._store(device, block, words)
+            if probing and failure is None:
+                probing, asked = False, set()  # it answered its probe: read it all now
+                pending = list(device.plan)
+            elif replanned:
+                pending = [b for b in device.plan if asked.isdisjoint(b.points)]
         if failure is not None:
             raise failure
 

@@ -224,25 +224,29 @@ def _silent_poll(
     succeeded, how many reads went unanswered, and how many caps that taught."""
     learnt.poll_started()
     plan = learnt.plan(points, limits)
+    probing = probe
     pending = _probe(plan, points) if probe else list(plan)
     asked: set[str] = set()
     silent, failed, taught = 0, False, 0
     while pending:
         block = pending.pop(0)
         asked.update(block.points)
+        cap = None
         if device.answers(block):
             learnt.answered(block)
-            continue
-        silent += 1
-        if not learnt.alive:
-            return False, silent, taught
-        cap = learnt.silent(block, points)
-        taught += cap is not None
-        if silent > 1:
-            return False, silent, taught
-        if cap is None:
-            failed = True
-        elif not probe:
+        else:
+            silent += 1
+            if not learnt.alive:
+                return False, silent, taught
+            cap = learnt.silent(block, points)
+            taught += cap is not None
+            if silent > 1:
+                return False, silent, taught
+            failed = failed or cap is None
+        if probing and not failed:
+            probing, asked = False, set()  # the probe answered: the whole plan, now
+            pending = list(learnt.plan(points, limits))
+        elif cap is not None:
             pending = [b for b in learnt.plan(points, limits) if asked.isdisjoint(b.points)]
     return not failed, silent, taught
 
