@@ -7,8 +7,10 @@ the bus one probe request per probe interval, never a timeout per poll period. G
 line back after a failure is ``SupervisedBus``'s job.
 
 Each device spends only its own budget of the bus. A device that has not answered yet, or
-whose last poll failed, gets one request per poll and no retries; from its second failure
-in a row its polls back off (doubling, up to ``offline_probe_s``). A device that fails
+whose last poll failed, gets one request per poll and no retries (once it answers that
+one, a protocol may read the rest of it in the same poll, still without retries; Modbus
+does); from its second failure in a row its polls back off (doubling, up to
+``offline_probe_s``). A device that fails
 often, or has just come back from offline or faulty, is ``slow`` (on probation): no
 retries, and its failed polls back off by its recent failures, until its polls have
 succeeded a while. So a slow slave that times out again and again costs its neighbours
@@ -72,7 +74,8 @@ class PolledBus(SupervisedBus, Generic[D]):
     # ----- what a protocol provides -----
 
     async def _poll_device(self, device: D, *, probe: bool) -> None:
-        """Read the device (``probe``: one cheap request only); raise DriverError on failure."""
+        """Read the device (``probe``: one cheap request first, no retries, and nothing
+        more unless it is answered); raise DriverError on failure."""
         raise NotImplementedError
 
     def _outcome_of(self, exc: DriverError) -> Outcome:
