@@ -6,12 +6,15 @@ The profile lets the planner send one 76-register read. The device, alive (it an
 its other reads), ignores it twice in a row: the second silence teaches a cap, kept in
 the state directory, and the long read is never sent again, also after a restart; the
 poll that met the first silence still reads the device's other blocks. A device that
-dies teaches nothing: its silence is not a short buffer.
+dies teaches nothing: its silence is not a short buffer. A meter whose very first read
+is the long one (the SDM120 of the field report, with a wide ``max_gap``) is learnt too:
+its probe is its first point alone.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from structlog.testing import capture_logs
 
 from helpers.bus_task import modbus_bus_task, running
 from helpers.libmodbus_device import DeviceConfig, LibmodbusDevice, Request, Transport
+from helpers.paths import PROFILES
 from helpers.waiting import eventually
 from smartpole.agent import diag
 from smartpole.agent.buses.modbus.task import ModbusBusTask
@@ -185,3 +189,39 @@ async def test_a_device_that_dies_after_one_silence_learns_nothing(
     assert _counts(task) == [1, 76, 1], "the plan stays as it was"
     assert "(learnt)" not in task.read_plan()
     assert not (state / "modbus_learnt.json").exists()
+
+
+def _wide_sdm120(folder: Path) -> Path:
+    """The shipped SDM120 profile, but letting the planner ask 0x00..0x4B (76 registers)
+    in its first read, as the field report's profile did."""
+    text = (PROFILES / "eastron-sdm120.yaml").read_text()
+    text = re.sub(r"max_registers_per_read: \d+", "max_registers_per_read: 125", text)
+    text = re.sub(r"max_gap: \d+", "max_gap: 64", text)
+    folder.mkdir(exist_ok=True)
+    (folder / "eastron-sdm120.yaml").write_text(text)
+    return folder
+
+
+@pytest.mark.asyncio
+@TRANSPORTS
+async def test_a_meter_whose_first_read_is_the_long_one_is_still_learnt(
+    tmp_path: Path, transport: Transport
+) -> None:
+    # Its probe (the first point alone) is answered, so the meter is seen alive and its
+    # silence on the 76-register read is a lesson, though every poll starts with it.
+    meter_device = DeviceConfig(unit=1, input={0: [0] * 0x158}, silent_above=40, baudrate=115200)
+    with LibmodbusDevice(meter_device, transport, tmp_path) as device:
+        task, table = modbus_bus_task(
+            tmp_path,
+            device.bus(timeout_s=0.2, retries=0),
+            {"meter": {"profile": "eastron-sdm120", "unit_id": 1, "poll_period_s": PERIOD_S}},
+            profiles=_wide_sdm120(tmp_path / "profiles"),
+        )
+        assert _counts(task)[0] == 76
+        async with running(task):
+            await eventually(
+                lambda: all(s.value is not None for s in table.snapshot()), 10, "every point read"
+            )
+        requests = device.requests()
+    assert [r.count for r in requests if r.result != "ok"] == [76, 76]
+    assert all(count <= 40 for count in _counts(task)), _counts(task)
