@@ -21,11 +21,13 @@ thing, so the plan converges instead of sending the same refused read every poll
   lost on a noisy line must not shrink the plan for ever), nor a silence of a device that
   answers nothing (dead, unplugged: it learns nothing, whatever it costs), nor a silent
   block of one point or no longer than a read already answered (that is the device
-  failing, not its buffer). The bus task reads on after one silence of a live device
-  but ends a poll at its second (``agent/buses/modbus/task.py``), so a poll whose
+  failing, not its buffer). The bus task probes a device with its first point alone (so
+  a device silent on long reads is seen alive), reads on after one silence of a live
+  device but ends a poll at its second (``agent/buses/modbus/task.py``), so a poll whose
   silences taught nothing is followed by one whose first silence teaches (the same read,
   silent again): a device silent above its limit costs at most two polls and four
-  timeouts per halving, at most ``4 * (log2(125) + 1)`` per register kind.
+  unanswered reads (each after its retries) per halving, at most ``4 * (log2(125) + 1)``
+  per register kind.
 
 Pure (no I/O, no clock) so the convergence can be property-tested; the bus task applies
 it and the state file (``agent/buses/modbus/learnt.py``) keeps it across restarts.
