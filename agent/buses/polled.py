@@ -73,9 +73,10 @@ class PolledBus(SupervisedBus, Generic[D]):
 
     # ----- what a protocol provides -----
 
-    async def _poll_device(self, device: D, *, probe: bool) -> None:
+    async def _poll_device(self, device: D, *, probe: bool) -> bool | None:
         """Read the device (``probe``: one cheap request first, no retries, and nothing
-        more unless it is answered); raise DriverError on failure."""
+        more unless it is answered); raise DriverError on failure. True: the probe was
+        answered and the device read in full in the same poll."""
         raise NotImplementedError
 
     def _outcome_of(self, exc: DriverError) -> Outcome:
@@ -129,7 +130,7 @@ class PolledBus(SupervisedBus, Generic[D]):
         self._forget_garbage(device)
         period = device.config.poll_period_s
         try:
-            await self._poll_device(device, probe=cautious)
+            read_in_full = await self._poll_device(device, probe=cautious)
         except TransportError:
             if device.garbled is not None:
                 # Its own garbage broke the link: the device is to blame, not the line.
@@ -142,7 +143,7 @@ class PolledBus(SupervisedBus, Generic[D]):
             period = self._backoff(device)
         else:
             health.poll_succeeded()
-            if cautious:
+            if cautious and not read_in_full:
                 period = 0.0  # it answered the probe: read it fully right away
         device.next_due = max(_due(device) + period, time.monotonic())
 

@@ -190,7 +190,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             return _FAULT_OUTCOME[exc.fault]
         return super()._outcome_of(exc)
 
-    async def _poll_device(self, device: _Device, *, probe: bool) -> None:
+    async def _poll_device(self, device: _Device, *, probe: bool) -> bool:
         # A cautious poll (the device unknown, offline or just failed) starts with one
         # probe request, the plan's first point alone, no retries: a device that does not
         # answer must not eat the bus. If it answers, it is read in full at once, still
@@ -241,6 +241,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
                 pending = [b for b in device.plan if asked.isdisjoint(b.points)]
         if failure is not None:
             raise failure
+        return probe  # a probe answered led into the full read: no follow-up poll needed
 
     def _silence(self, device: _Device, exc: DeviceTimeoutError) -> bool:
         """No answer at all: neither garbage, nor a corrupt frame nor another unit's."""
