@@ -84,8 +84,10 @@ def _learnt(what: object) -> str:
     """What a device taught the planner (refusals it answered), in the POINTS column."""
     if not isinstance(what, Mapping):
         return str(what)
+    reasons = what.get("max_per_read_reason") or {}
     parts = [
-        f"at most {cap} per {kind} read" for kind, cap in (what.get("max_per_read") or {}).items()
+        f"at most {cap} per {kind} read" + (f" ({reasons[kind]})" if kind in reasons else "")
+        for kind, cap in (what.get("max_per_read") or {}).items()
     ]
     parts += [f"hole at {hole['kind']} {hole['at']}" for hole in what.get("holes") or ()]
     if what.get("unsupported"):

@@ -7,8 +7,10 @@ the bus one probe request per probe interval, never a timeout per poll period. G
 line back after a failure is ``SupervisedBus``'s job.
 
 Each device spends only its own budget of the bus. A device that has not answered yet, or
-whose last poll failed, gets one request per poll and no retries; from its second failure
-in a row its polls back off (doubling, up to ``offline_probe_s``). A device that fails
+whose last poll failed, gets one request per poll and no retries (once it answers that
+one, a protocol may read the rest of it in the same poll, still without retries; Modbus
+does); from its second failure in a row its polls back off (doubling, up to
+``offline_probe_s``). A device that fails
 often, or has just come back from offline or faulty, is ``slow`` (on probation): no
 retries, and its failed polls back off by its recent failures, until its polls have
 succeeded a while. So a slow slave that times out again and again costs its neighbours
@@ -91,8 +93,10 @@ class PolledBus(SupervisedBus, Generic[D]):
 
     # ----- what a protocol provides -----
 
-    async def _poll_device(self, device: D, *, probe: bool) -> None:
-        """Read the device (``probe``: one cheap request only); raise DriverError on failure."""
+    async def _poll_device(self, device: D, *, probe: bool) -> bool | None:
+        """Read the device (``probe``: one cheap request first, no retries, and nothing
+        more unless it is answered); raise DriverError on failure. True: the probe was
+        answered and the device read in full in the same poll."""
         raise NotImplementedError
 
     def _outcome_of(self, exc: DriverError) -> Outcome:
@@ -146,7 +150,7 @@ class PolledBus(SupervisedBus, Generic[D]):
         self._forget_garbage(device)
         period = device.config.poll_period_s
         try:
-            await self._poll_device(device, probe=cautious)
+            read_in_full = await self._poll_device(device, probe=cautious)
         except TransportError:
             if device.garbled is not None:
                 # Its own garbage broke the link: the device is to blame, not the line.
@@ -162,7 +166,7 @@ class PolledBus(SupervisedBus, Generic[D]):
             period = self._backoff(device)
         else:
             health.poll_succeeded()
-            if cautious:
+            if cautious and not read_in_full:
                 period = 0.0  # it answered the probe: read it fully right away
         device.next_due = max(_due(device) + period, time.monotonic())
 

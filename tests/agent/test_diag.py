@@ -77,6 +77,18 @@ def test_the_plan_table_lists_what_each_device_taught_the_planner() -> None:
     assert len(lines) == 4
 
 
+def test_the_plan_table_says_why_a_read_was_capped() -> None:
+    learnt = {
+        "max_per_read": {"holding": 20, "input": 38},
+        "max_per_read_reason": {"holding": "exception 3", "input": "timeout"},
+        "holes": [],
+        "unsupported": [],
+    }
+    plan = {"rs485-1": {"meter": [], "(learnt)": {"meter": learnt}}}
+    row = diag.render_plan(plan).splitlines()[3]
+    assert "at most 20 per holding read (exception 3); at most 38 per input read (timeout)" in row
+
+
 def test_the_legend_tells_never_read_from_not_answering() -> None:
     assert "unknown = never read yet" in diag.QUALITY_LEGEND
     assert "(refused) = the device answered this point's read with an exception" in (

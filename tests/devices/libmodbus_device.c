@@ -16,6 +16,8 @@
  *   --input ADDR=W,W,...   input registers at ADDR (repeatable; words in decimal)
  *   --holding ADDR=W,W,... holding registers at ADDR (repeatable)
  *   --max-count N          refuse reads of more than N registers with exception 3
+ *   --silent-above N       never answer a read of more than N registers (logged "silent"),
+ *                          as devices do whose buffer is shorter than the read
  *   --delay-ms N           wait N ms before every answer (a slow turnaround)
  *   --reply-unit ID        answer with this unit id instead of the one asked (a quirk)
  *   --exception N          answer every request with exception N (1 illegal function,
@@ -55,6 +57,7 @@ static FILE *request_log;
 static long refuse_with;  /* --exception: 0 answers normally */
 static long drop_every;   /* --drop-every: 0 answers every request */
 static long received;     /* requests addressed to it so far */
+static long silent_above; /* 0: answer reads of any length */
 
 static void die(const char *what) {
     fprintf(stderr, "libmodbus_device: %s\n", what);
@@ -136,6 +139,10 @@ static void answer(modbus_t *ctx, uint8_t *query, int length, int max_count, lon
     switch (function) {
     case MODBUS_FC_READ_HOLDING_REGISTERS:
     case MODBUS_FC_READ_INPUT_REGISTERS:
+        if (silent_above > 0 && count > silent_above) {
+            note(unit, function, address, count, "silent");
+            return; /* no answer at all: the master times out */
+        }
         if (max_count > 0 && count > max_count) {
             exception = MODBUS_EXCEPTION_ILLEGAL_DATA_VALUE;
         } else if (!all_mapped(function == MODBUS_FC_READ_INPUT_REGISTERS ? INPUT : HOLDING,
@@ -247,6 +254,8 @@ int main(int argc, char **argv) {
             add_registers(HOLDING, value);
         } else if (strcmp(flag, "--max-count") == 0) {
             max_count = number(value, 1, 125, "register count limit");
+        } else if (strcmp(flag, "--silent-above") == 0) {
+            silent_above = number(value, 1, 125, "silent-above register count");
         } else if (strcmp(flag, "--delay-ms") == 0) {
             delay_ms = number(value, 0, 60000, "delay");
         } else if (strcmp(flag, "--reply-unit") == 0) {

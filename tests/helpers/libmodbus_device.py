@@ -74,7 +74,8 @@ def as_f32(value: float) -> float:
 
 
 class Request(NamedTuple):
-    """One request the device received, and how it answered (``ok`` or ``exception-N``)."""
+    """One request the device received, and how it answered (``ok``, ``exception-N``, or
+    ``silent``: not at all)."""
 
     unit: int
     function: int
@@ -92,6 +93,7 @@ class DeviceConfig:
     input: dict[int, list[int]] = field(default_factory=dict)
     holding: dict[int, list[int]] = field(default_factory=dict)
     max_count: int | None = None  # larger reads get exception 3
+    silent_above: int | None = None  # larger reads get no answer at all
     delay_ms: int = 0  # turnaround before every answer
     reply_unit: int | None = None  # answer with this unit id instead of the one asked
     exception: int | None = None  # answer every request with this exception code
@@ -106,6 +108,8 @@ class DeviceConfig:
                 args += [flag, f"{address}=" + ",".join(str(w) for w in words)]
         if self.max_count is not None:
             args += ["--max-count", str(self.max_count)]
+        if self.silent_above is not None:
+            args += ["--silent-above", str(self.silent_above)]
         if self.delay_ms:
             args += ["--delay-ms", str(self.delay_ms)]
         if self.reply_unit is not None:

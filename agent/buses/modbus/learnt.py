@@ -3,10 +3,11 @@
 A device that refuses a long read (exception 3) or a read across a hole (exception 2)
 would otherwise be taught again after every restart, one refused request per lesson, each
 one a poll whose later points are late. The file holds, per bus and device, the learnt
-read caps per register kind, the barriers (holes) and the longest reads answered
-(``drivers/modbus/learning.py``). Points the device refused are not kept: a device
-still booting may refuse what it serves a minute later, and one refused request per
-point and restart is cheap.
+read caps per register kind and why each was learnt (``reasons``: ``exception 3`` or
+``timeout``; a file written before reasons were kept has only exception-3 caps), the
+barriers (holes) and the longest reads answered (``drivers/modbus/learning.py``).
+Points the device refused are not kept: a device still booting may refuse what it
+serves a minute later, and one refused request per point and restart is cheap.
 
 Each entry names the device's profile and unit id; an entry for another profile or unit
 (the device was swapped or readdressed) is dropped rather than applied to a device it
@@ -26,7 +27,7 @@ import structlog
 
 from smartpole.agent.core.jsonfile import JsonFile, read_versioned
 from smartpole.agent.core.quarantine import Damage
-from smartpole.drivers.modbus.learning import Learnt
+from smartpole.drivers.modbus.learning import CapReason, Learnt
 from smartpole.drivers.modbus.plan import Barrier
 from smartpole.drivers.modbus.points import RegisterKind
 
@@ -68,15 +69,18 @@ class LearntFile:
         entry = self._saved.get(device)
         if not isinstance(entry, dict) or entry.get("identity") != identity:
             return Learnt()
+        caps = _per_kind(entry.get("caps"))
         learnt = Learnt(
-            caps=_per_kind(entry.get("caps")),
+            caps=caps,
             barriers=_barriers(entry.get("barriers")),
             accepted=_per_kind(entry.get("accepted")),
+            reasons=_reasons(entry.get("reasons"), caps),
         )
         if learnt.caps or learnt.barriers:
             log.info(
                 "modbus_learnt_restored", bus=self._bus, device=device,
                 caps={k.value: v for k, v in learnt.caps.items()},
+                reasons={k.value: v.value for k, v in learnt.reasons.items()},
                 holes=len(learnt.barriers),
             )  # fmt: skip
         return learnt
@@ -102,8 +106,26 @@ def to_json(identity: str, learnt: Learnt) -> dict[str, object]:
     return {
         "identity": identity,
         "caps": {kind.value: cap for kind, cap in sorted(learnt.caps.items())},
+        "reasons": _reasons_json(learnt),
         "barriers": [[kind.value, at] for kind, at in sorted(learnt.barriers)],
         "accepted": {kind.value: n for kind, n in sorted(learnt.accepted.items())},
+    }
+
+
+def learnt_view(learnt: Learnt) -> dict[str, object]:
+    """What ``diag plan`` lists under ``(learnt)`` for one device."""
+    return {
+        "max_per_read": {kind.value: cap for kind, cap in sorted(learnt.caps.items())},
+        "max_per_read_reason": _reasons_json(learnt),
+        "holes": [{"kind": kind.value, "at": at} for kind, at in sorted(learnt.barriers)],
+        "unsupported": sorted(learnt.unsupported),
+    }
+
+
+def _reasons_json(learnt: Learnt) -> dict[str, str]:
+    return {
+        kind.value: learnt.reasons.get(kind, CapReason.EXCEPTION_3).value
+        for kind in sorted(learnt.caps)
     }
 
 
@@ -127,6 +149,14 @@ def _per_kind(raw: object) -> dict[RegisterKind, int]:
         for key, value in raw.items()
         if key in kinds and _count(value) and value <= (2000 if kinds[key].is_bit else 125)
     }
+
+
+def _reasons(raw: object, caps: Mapping[RegisterKind, int]) -> dict[RegisterKind, CapReason]:
+    """Why each cap was learnt; a cap without a (known) reason came from exception 3, the
+    only one there was before reasons were kept."""
+    given = raw if isinstance(raw, dict) else {}
+    known = {reason.value: reason for reason in CapReason}
+    return {kind: known.get(str(given.get(kind.value)), CapReason.EXCEPTION_3) for kind in caps}
 
 
 def _barriers(raw: object) -> set[Barrier]:

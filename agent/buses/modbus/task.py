@@ -16,7 +16,7 @@ import structlog
 from smartpole.agent.buses.kind import BusContext
 from smartpole.agent.buses.modbus import values
 from smartpole.agent.buses.modbus.config import ModbusBus, ModbusRtuBus, ModbusTcpBus
-from smartpole.agent.buses.modbus.learnt import LearntFile
+from smartpole.agent.buses.modbus.learnt import LearntFile, learnt_view
 from smartpole.agent.buses.modbus.meta import point_meta
 from smartpole.agent.buses.polled import (
     REFUSED,
@@ -32,6 +32,7 @@ from smartpole.agent.core.points import Quality
 from smartpole.drivers.errors import (
     CodecError,
     DeviceExceptionError,
+    DeviceTimeoutError,
     DriverError,
     TransportError,
     WriteRejectedError,
@@ -76,6 +77,15 @@ class _Device(PolledDevice):
     def identity(self) -> str:
         """What the learnt limits belong to: another profile or unit is another device."""
         return f"{self.config.profile} unit {self.unit_id}"
+
+    def probe(self) -> list[ReadBlock]:
+        """One cheap request: the plan's first point alone. Never a long read, so a device
+        silent on reads longer than its buffer is still seen alive (and learnt from)."""
+        if not self.plan:
+            return []
+        first = self.plan[0]
+        spec = self.profile.points[first.points[0]]
+        return [ReadBlock(first.kind, spec.address, spec.register_count, first.points[:1])]
 
     def replan(self) -> None:
         self.plan = self.learnt.plan(self.profile.points, self.profile.limits)
@@ -171,7 +181,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             for device in self._devices.values()
         }
         learnt = {
-            device.name: _learnt_view(device)
+            device.name: learnt_view(device.learnt)
             for device in self._devices.values()
             if device.learnt.caps or device.learnt.barriers or device.learnt.unsupported
         }
@@ -199,23 +209,37 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             return _FAULT_OUTCOME[exc.fault]
         return super()._outcome_of(exc)
 
-    async def _poll_device(self, device: _Device, *, probe: bool) -> None:
-        # An offline device gets one probe request, no retries: it must not eat the bus.
-        # A refused read is learnt from and the poll goes on, by the new plan, with the
-        # points not asked for yet: the device answered, and its other points are due now,
-        # not once the plan has settled. The refused block's own points wait for the next
-        # poll, so a poll costs at most one request per point, and the refusals a device
-        # can cost in all are bounded by what there is to learn (``learning.py``).
+    async def _poll_device(self, device: _Device, *, probe: bool) -> bool:
+        # A cautious poll (the device unknown, offline or just failed) starts with one
+        # probe request, the plan's first point alone, no retries: a device that does not
+        # answer must not eat the bus. If it answers, it is read in full at once, still
+        # without retries. A refused read is learnt from and the poll goes on, by the new
+        # plan, with the points not asked for yet: the device answered, and its other
+        # points are due now, not once the plan has settled. The refused block's own
+        # points wait for the next poll, so a poll costs at most one request per point,
+        # and the refusals a device can cost in all are bounded by what there is to learn
+        # (``learning.py``). A read the device, alive, does not answer at all may be too
+        # long for its buffer: the poll goes on too, but a second silence ends it (the
+        # device may have died just now: that costs the bus one timeout more, once), and
+        # a silence that taught nothing still fails the poll, so the next is cautious.
+        # A device that refused every point has nothing left to read: it is asked again
+        # for one of them (``_ask_again``) and is ``refusing`` until it serves.
         if not device.plan and device.learnt.unsupported:
             await self._ask_again(device)
-            return
-        pending = device.plan[:1] if probe else list(device.plan)
+            return False
+        learnt = device.learnt
+        learnt.poll_started()
+        probing = probe
+        pending = device.probe() if probe else list(device.plan)
         asked: set[str] = set()
+        silent = 0
         refusal = 0
+        failure: DriverError | None = None
         while pending:
             block = pending.pop(0)
             asked.update(block.points)
             read = partial(self._read, device, block)
+            replanned = False
             try:
                 words = await self._request(device, read, retries=0 if probe else None)
             except DeviceExceptionError as exc:
@@ -223,15 +247,31 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
                     raise
                 refusal = exc.code
                 self._refused(device, block, exc.code)
-                if not probe:
-                    pending = [b for b in device.plan if asked.isdisjoint(b.points)]
-                continue
-            device.learnt.answered(block)
-            self._store(device, block, words)
-        if not device.plan and device.learnt.unsupported:
-            count = len(device.learnt.unsupported)
+                replanned = True
+            except DeviceTimeoutError as exc:
+                silent += 1
+                if not (self._silence(device, exc) and learnt.alive):
+                    raise  # silent on everything, or garbled: the device failing
+                replanned = self._silent(device, block)
+                if silent > 1:
+                    raise
+                if not replanned:
+                    failure = exc
+            else:
+                learnt.answered(block)
+                self._store(device, block, words)
+            if probing and failure is None:
+                probing, asked = False, set()  # it answered its probe: read it all now
+                pending = list(device.plan)
+            elif replanned:
+                pending = [b for b in device.plan if asked.isdisjoint(b.points)]
+        if not device.plan and learnt.unsupported:
+            count = len(learnt.unsupported)
             why = f"refused every point ({count}), the last with exception {refusal}"
             raise NothingToReadError(why, refusal)
+        if failure is not None:
+            raise failure
+        return probe  # a probe answered led into the full read: no follow-up poll needed
 
     async def _ask_again(self, device: _Device) -> None:
         """Every point was refused: one request, for the first of them alone, tells whether
@@ -254,6 +294,10 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         device.replan()
         self._store(device, block, words)
 
+    def _silence(self, device: _Device, exc: DeviceTimeoutError) -> bool:
+        """No answer at all: neither garbage, nor a corrupt frame nor another unit's."""
+        return self._outcome_of(exc) is Outcome.TIMEOUT and device.garbled is None
+
     async def _read(self, device: _Device, block: ReadBlock) -> list[int]:
         return await self._require_client().read(
             block.kind, block.address, block.count, device.unit_id
@@ -270,12 +314,30 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         else:
             log.warning(
                 "read_split", device=device.name, kind=block.kind.value, code=code,
-                block_address=block.address, block_count=block.count,
+                reason=f"exception {code}", block_address=block.address,
+                block_count=block.count,
                 **{"max_per_read" if lesson is Lesson.CAP else "at": detail},
             )  # fmt: skip
-            self._learnt_file.save({d.name: (d.identity, d.learnt) for d in self._devices.values()})
-            self.health.state_write_failures = self._learnt_file.write_failures
+            self._save_learnt()
         device.replan()
+
+    def _silent(self, device: _Device, block: ReadBlock) -> bool:
+        """The device, alive, did not answer ``block``: True when that taught a cap (the
+        second silence in a row of a read longer than any it answered)."""
+        cap = device.learnt.silent(block, device.profile.points)
+        if cap is None:
+            return False
+        log.warning(
+            "read_split", device=device.name, kind=block.kind.value, reason="timeout",
+            block_address=block.address, block_count=block.count, max_per_read=cap,
+        )  # fmt: skip
+        self._save_learnt()
+        device.replan()
+        return True
+
+    def _save_learnt(self) -> None:
+        self._learnt_file.save({d.name: (d.identity, d.learnt) for d in self._devices.values()})
+        self.health.state_write_failures = self._learnt_file.write_failures
 
     def _require_client(self) -> ModbusClient:
         client = self._client
@@ -360,12 +422,3 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
             known = ", ".join(device.profile.points)
             raise WriteRejectedError(f"device {device_name} has no point {point!r} ({known})")
         return device, spec
-
-
-def _learnt_view(device: _Device) -> dict[str, object]:
-    learnt = device.learnt
-    return {
-        "max_per_read": {kind.value: cap for kind, cap in sorted(learnt.caps.items())},
-        "holes": [{"kind": kind.value, "at": at} for kind, at in sorted(learnt.barriers)],
-        "unsupported": sorted(learnt.unsupported),
-    }

@@ -146,7 +146,12 @@ async def test_a_76_register_read_refused_is_split_learnt_and_never_sent_again(
             ("input", 1),
         ]
         assert plan["(learnt)"] == {
-            "meter": {"max_per_read": {"input": 38}, "holes": [], "unsupported": []}
+            "meter": {
+                "max_per_read": {"input": 38},
+                "max_per_read_reason": {"input": "exception 3"},
+                "holes": [],
+                "unsupported": [],
+            }
         }
         saved = json.loads((state / "modbus_learnt.json").read_text())
         assert saved["buses"]["lan"]["meter"]["caps"] == {"input": 38}
@@ -239,7 +244,12 @@ async def test_smartpole_sim_max_read_serves_a_device_with_a_short_buffer(
             await eventually(lambda: _all_good(table), 5, "every point read")
         assert meter.counters.exception == 1
         assert task.read_plan()["(learnt)"] == {
-            "meter": {"max_per_read": {"input": 38}, "holes": [], "unsupported": []}
+            "meter": {
+                "max_per_read": {"input": 38},
+                "max_per_read_reason": {"input": "exception 3"},
+                "holes": [],
+                "unsupported": [],
+            }
         }
 
 
