@@ -9,7 +9,7 @@ line back after a failure is ``SupervisedBus``'s job.
 Each device spends only its own budget of the bus. A device that has not answered yet, or
 whose last poll failed, gets one request per poll and no retries (once it answers that
 one, a protocol may read the rest of it in the same poll, still without retries; Modbus
-does); from its second failure in a row its polls back off (doubling, up to
+does, and a failure in that rest is counted as the next poll's: ``BehindProbeError``); from its second failure in a row its polls back off (doubling, up to
 ``offline_probe_s``). A device that fails
 often, or has just come back from offline or faulty, is ``slow`` (on probation): no
 retries, and its failed polls back off by its recent failures, until its polls have
@@ -63,6 +63,17 @@ class NothingToReadError(DeviceExceptionError):
 
     No episode that may pass by itself, so the device is ``refusing`` at once; its probes
     ask one refused point again, and an answer makes it read in full once more."""
+
+
+class BehindProbeError(DriverError):
+    """The probe of a cautious poll was answered, then the full read behind it failed with
+    ``cause``. Counted as what it would have been with the full read as the next poll: a
+    poll that succeeded, then one that failed; so a device that drops some requests is
+    slow (on probation), never offline: it does answer."""
+
+    def __init__(self, cause: DriverError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 @dataclass
@@ -157,6 +168,13 @@ class PolledBus(SupervisedBus, Generic[D]):
                 self._failed(device, f"{device.garbled[1]}; link reset", garbled=True)
                 device.next_due = _due(device) + self._backoff(device)
             raise
+        except BehindProbeError as exc:
+            health.poll_succeeded()
+            cause = exc.cause
+            garbled = self._outcome_of(cause).garbled or device.garbled is not None
+            refused = self._outcome_of(cause) is Outcome.EXCEPTION
+            self._failed(device, str(cause), garbled=garbled, refused=refused, at_once=False)
+            period = self._backoff(device)
         except DriverError as exc:
             outcome = self._outcome_of(exc)
             garbled = outcome.garbled or device.garbled is not None

@@ -21,6 +21,7 @@ from smartpole.agent.buses.modbus.meta import point_meta
 from smartpole.agent.buses.polled import (
     REFUSED,
     STALE_AFTER_PERIODS,
+    BehindProbeError,
     NothingToReadError,
     PolledBus,
     PolledDevice,
@@ -219,9 +220,10 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         # points wait for the next poll, so a poll costs at most one request per point,
         # and the refusals a device can cost in all are bounded by what there is to learn
         # (``learning.py``). A read the device, alive, does not answer at all may be too
-        # long for its buffer: the poll goes on too, but a second silence ends it (the
-        # device may have died just now: that costs the bus one timeout more, once), and
-        # a silence that taught nothing still fails the poll, so the next is cautious.
+        # long for its buffer: the poll goes on too (not on probation: there one silence
+        # is its budget), but a second silence ends it (the device may have died just
+        # now: that costs the bus one timeout more, once), and a silence that taught
+        # nothing still fails the poll, so the next is cautious.
         # A device that refused every point has nothing left to read: it is asked again
         # for one of them (``_ask_again``) and is ``refusing`` until it serves.
         if not device.plan and device.learnt.unsupported:
@@ -235,42 +237,52 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         silent = 0
         refusal = 0
         failure: DriverError | None = None
-        while pending:
-            block = pending.pop(0)
-            asked.update(block.points)
-            read = partial(self._read, device, block)
-            replanned = False
-            try:
-                words = await self._request(device, read, retries=0 if probe else None)
-            except DeviceExceptionError as exc:
-                if exc.code not in SPLIT_CODES:
-                    raise
-                refusal = exc.code
-                self._refused(device, block, exc.code)
-                replanned = True
-            except DeviceTimeoutError as exc:
-                silent += 1
-                if not (self._silence(device, exc) and learnt.alive):
-                    raise  # silent on everything, or garbled: the device failing
-                replanned = self._silent(device, block)
-                if silent > 1:
-                    raise
-                if not replanned:
-                    failure = exc
-            else:
-                learnt.answered(block)
-                self._store(device, block, words)
-            if probing and failure is None:
-                probing, asked = False, set()  # it answered its probe: read it all now
-                pending = list(device.plan)
-            elif replanned:
-                pending = [b for b in device.plan if asked.isdisjoint(b.points)]
-        if not device.plan and learnt.unsupported:
-            count = len(learnt.unsupported)
-            why = f"refused every point ({count}), the last with exception {refusal}"
-            raise NothingToReadError(why, refusal)
-        if failure is not None:
-            raise failure
+        try:
+            while pending:
+                block = pending.pop(0)
+                asked.update(block.points)
+                read = partial(self._read, device, block)
+                replanned = False
+                try:
+                    words = await self._request(device, read, retries=0 if probe else None)
+                except DeviceExceptionError as exc:
+                    if exc.code not in SPLIT_CODES:
+                        raise
+                    refusal = exc.code
+                    self._refused(device, block, exc.code)
+                    replanned = True
+                except DeviceTimeoutError as exc:
+                    silent += 1
+                    if not (self._silence(device, exc) and learnt.alive):
+                        raise  # silent on everything, or garbled: the device failing
+                    replanned = self._silent(device, block)
+                    if silent > 1 or (device.health.slow and not replanned):
+                        raise  # on probation, one silence is its poll's budget
+                    if not replanned:
+                        failure = exc
+                else:
+                    learnt.answered(block)
+                    self._store(device, block, words)
+                if probing and failure is None:
+                    probing, asked = False, set()  # it answered its probe: read it all now
+                    pending = list(device.plan)
+                elif replanned:
+                    pending = [b for b in device.plan if asked.isdisjoint(b.points)]
+            if not device.plan and learnt.unsupported:
+                count = len(learnt.unsupported)
+                why = f"refused every point ({count}), the last with exception {refusal}"
+                raise NothingToReadError(why, refusal)
+            if failure is not None:
+                raise failure
+        except (TransportError, NothingToReadError):
+            raise
+        except DriverError as exc:
+            if probe and not probing:
+                # Its probe was answered: counted as a poll that succeeded and a full
+                # read (the next poll) that failed; a device that drops some requests is
+                # slow, not offline.
+                raise BehindProbeError(exc) from exc
+            raise
         return probe  # a probe answered led into the full read: no follow-up poll needed
 
     async def _ask_again(self, device: _Device) -> None:
