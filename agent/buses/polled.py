@@ -9,14 +9,14 @@ line back after a failure is ``SupervisedBus``'s job.
 Each device spends only its own budget of the bus. A device that has not answered yet, or
 whose last poll failed, gets one request per poll and no retries (once it answers that
 one, a protocol may read the rest of it in the same poll, still without retries; Modbus
-does, and a failure in that rest is counted as the next poll's: ``BehindProbeError``); from its second failure in a row its polls back off (doubling, up to
-``offline_probe_s``). A device that fails
-often, or has just come back from offline or faulty, is ``slow`` (on probation): no
-retries, and its failed polls back off by its recent failures, until its polls have
-succeeded a while. So a slow slave that times out again and again costs its neighbours
-one reply timeout per backed-off interval, and on a shared RS-485 pair its late answers,
-which spoil whatever else is on the wire (and can be taken for the answer to a later
-request: RTU has no transaction id), become as rare as its polls. A device whose
+does, and a failure in that rest is counted as the next poll's: ``BehindProbeError``);
+from its second failure in a row its polls back off (doubling, up to ``offline_probe_s``).
+A device that fails often, or has just come back from offline or faulty, is ``slow`` (on
+probation): no retries, and its failed polls back off by its recent failures, until its
+polls have succeeded a while. So a slow slave that times out again and again costs its
+neighbours one reply timeout per backed-off interval, and on a shared RS-485 pair its late
+answers, which spoil whatever else is on the wire (and can be taken for the answer to a
+later request: RTU has no transaction id), become as rare as its polls. A device whose
 failures are garbage (corrupt frames, another unit's reply, bytes that broke the link) is
 ``faulty`` rather than ``offline``, and one whose failures are exceptions (it answers, but
 refuses every read, or has refused every point it has) is ``refusing``, with the same

@@ -23,9 +23,9 @@ thing, so the plan converges instead of sending the same refused read every poll
   block of one point or no longer than a read already answered (that is the device
   failing, not its buffer). The bus task probes a device with its first point alone (so
   a device silent on long reads is seen alive), reads on after one silence of a live
-  device not on probation but ends a poll at its second (``agent/buses/modbus/task.py``), so a poll whose
-  silences taught nothing is followed by one whose first silence teaches (the same read,
-  silent again): a device silent above its limit costs at most two polls and four
+  device not on probation but ends a poll at its second (``agent/buses/modbus/task.py``),
+  so a poll whose silences taught nothing is followed by one whose first silence teaches
+  (the same read, silent again): a device silent above its limit costs at most two polls and four
   unanswered reads (each after its retries) per halving, at most ``4 * (log2(125) + 1)``
   per register kind.
 
