@@ -235,7 +235,9 @@ async def test_a_device_answering_only_some_requests_is_slow_and_its_neighbour_k
         dropped = [r.result for r in dropping.requests()].count("dropped")
     assert flaky_health.state is DeviceState.ONLINE  # answering: never offline
     assert flaky_health.counters.timeout >= 2
-    assert flaky_health.counters.timeout == dropped
+    # Every request it dropped is a timeout, but the last may still have been waiting for
+    # its reply timeout when the bus task was stopped.
+    assert dropped - 1 <= flaky_health.counters.timeout <= dropped
     assert neighbour.state is DeviceState.ONLINE
     assert not neighbour.slow
     assert neighbour.counters.timeout == 0
