@@ -35,6 +35,11 @@ MIN_SECRET_BYTES: Final = 4
 SECRET_FILE_BYTES: Final = 1 << 16  # a key or password file; a certificate chain at most
 SECRETS_DIR: Final = "secrets"
 MAX_SECRETS_DIR_FILES: Final = 200
+#: The OPC UA server's secret files by default, under the state folder
+#: (``config/opcua.py``; the key's name is ``uplink/opcua_certs.KEY_NAME``).
+OPCUA_USERS: Final = "opcua/users"
+OPCUA_PKI: Final = "opcua/pki"
+OPCUA_KEY: Final = "server_key.pem"
 _PEM_LINE: Final = re.compile(rb"^-----(BEGIN|END) ")
 
 
@@ -118,9 +123,18 @@ def _forms(value: bytes) -> Iterator[bytes]:
 
 
 def known_secrets(tree: object, config_dir: Path, state_dir: Path) -> KnownSecrets:
-    """What the config at ``config_dir`` (parsed into ``tree``) points at or holds."""
+    """What the config at ``config_dir`` (parsed into ``tree``) points at or holds, and
+    the OPC UA server's own secrets where they are by default (users and the server's
+    private key, in the state folder, whether or not the config names them)."""
     found = KnownSecrets()
     _walk(tree, "", found, (config_dir, state_dir))
+    opcua = tree.get("opcua") if isinstance(tree, Mapping) else None
+    if isinstance(opcua, Mapping):
+        users = opcua.get("users_file", OPCUA_USERS)
+        pki = Path(str(opcua.get("certificate_dir") or OPCUA_PKI))
+        for path in (None if users is None else Path(str(users)), pki / OPCUA_KEY):
+            if path is not None:
+                found.add_file(path if path.is_absolute() else state_dir / path)
     folder = config_dir / SECRETS_DIR
     try:
         files = sorted(p for p in folder.rglob("*") if p.is_file())

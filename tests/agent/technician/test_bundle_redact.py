@@ -112,6 +112,10 @@ def test_the_values_searched_are_those_the_config_leads_to(tmp_path: Path) -> No
     )
     (tmp_path / "client.key").write_bytes(pem)
     (tmp_path / "a-folder").mkdir()
+    pki = tmp_path / "state" / "opcua" / "pki"
+    pki.mkdir(parents=True)
+    (pki / "server_key.pem").write_bytes(b"opcua-server-private-key\n")
+    (tmp_path / "state" / "opcua" / "users").write_bytes(b"operator:pbkdf2-hash-value\n")
     tree = {
         "uplink": {
             "password_file": "mqtt-password",
@@ -120,6 +124,7 @@ def test_the_values_searched_are_those_the_config_leads_to(tmp_path: Path) -> No
         },
         "cameras": {"street": {"source": "rtsp://viewer:cam-pass-77@192.0.2.1/s"}},
         "token": "inline-token-value",
+        "opcua": {"endpoint": "opc.tcp://0.0.0.0:4840/"},  # its files where they are by default
     }
     known = known_secrets(tree, tmp_path, tmp_path / "state")
     text = b" ".join(
@@ -130,11 +135,13 @@ def test_the_values_searched_are_those_the_config_leads_to(tmp_path: Path) -> No
             base64.b64encode(der),
             b"cam-pass-77",
             b"inline-token-value",
+            b"opcua-server-private-key",
+            b"operator:pbkdf2-hash-value",
         ]
     )
     data, hits, left = known.scrub(text)
-    assert hits == 6
+    assert hits == 8
     assert not left
-    assert data == b" ".join([MARK.encode()] * 6)
+    assert data == b" ".join([MARK.encode()] * 8)
     # A file that cannot be read is said so; a missing previous key is not a problem.
     assert [u["file"] for u in known.unread] == [str(tmp_path / "a-folder")]
