@@ -1,4 +1,5 @@
-"""``diag bundle``'s bad input: refused at once, with exit 2 and a message, nothing written."""
+"""``diag bundle``'s bad input: refused at once, with exit 2 and a message, nothing written;
+and a config that is not even YAML, which is still copied, with its secrets taken out."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from smartpole.agent.cli import main
+from smartpole.agent.technician.bundle import Collector, config_member
 
 
 def _bundle(tmp_path: Path, *args: str) -> int:
@@ -50,3 +52,21 @@ def test_options_that_do_not_go_together_are_refused(
 ) -> None:
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_config_that_is_not_yaml_is_copied_as_text_without_its_secrets(tmp_path: Path) -> None:
+    config = tmp_path / "pole.yaml"
+    config.write_text(
+        "pole: {id: x\n"  # the flow mapping never closes
+        "uplink:\n  password: hunter2-inline\n  host: mqtt://ops:Broker-Pw-9@10.1.1.1\n"
+        "  key: |\n    -----BEGIN PRIVATE KEY-----\n    MIIEvQIBADANBgkq\n"
+        "    -----END PRIVATE KEY-----\n"
+    )
+    sink = Collector()
+    assert isinstance(config_member(sink, config), str)  # the text, for the secret scan
+    copied = sink.members["config/pole.yaml"].decode()
+    assert "not valid YAML" in copied
+    assert "host: mqtt://[REDACTED]@10.1.1.1" in copied
+    for secret in ("hunter2-inline", "Broker-Pw-9", "MIIEvQIBADANBgkq"):
+        assert secret not in copied
+    assert [f["item"] for f in sink.failed] == [f"config {config}"]
