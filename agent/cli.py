@@ -27,6 +27,7 @@ from smartpole.agent.config.loader import LoadedConfig
 from smartpole.agent.console import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, load_or_exit, parse_value
 from smartpole.agent.core.errors import AgentError, ApiError, ConfigError, UsageError
 from smartpole.agent.sim import commands as sim_commands
+from smartpole.agent.technician import bundle
 
 DEFAULT_STATE_DIR = Path("/var/lib/smartpole")
 DEFAULT_RUNTIME_DIR = Path("/run/smartpole")
@@ -328,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     diag_parser.add_argument("--json", action="store_true", help="machine-readable output")
     diag_parser.set_defaults(handler=cmd_diag)
     technician.add_commands(diag_parser)  # diag scan, diag readdress: on the bus directly
+    bundle.add_command(  # diag bundle: the daemon's views and the machine's, for support
+        diag_parser, socket=_socket_path, state_dir=_state_dir, version_text=version.version_text
+    )
 
     demo = sub.add_parser(
         "demo", parents=[common], help="run a simulated pole and show its live points"
