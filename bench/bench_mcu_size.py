@@ -7,7 +7,7 @@ newlib-nano), so only what a port reaches is counted, the C library and libgcc i
 Flash is ``text + data`` (the initial values of ``.data`` live in flash), RAM is
 ``data + bss``, which includes the stack the linker script reserves (``MCU_STACK``, 1 KiB).
 The worst-case stack depth comes from GCC's call graph (firmware-bridge/tools/stack_depth.py,
-an interrupt on top of the deepest path from main) and must fit in that reserve. The build
+an interrupt on top of the deepest path from reset) and must fit in that reserve. The build
 fails when an image or its stack does not fit, so these numbers say how much room is left.
 """
 
