@@ -10,7 +10,7 @@ callback); one left unresolved is an error, as is recursion or a frame GCC could
 (``dynamic``): then no bound exists. A callee GCC drew no frame for (newlib's memcpy and
 friends, libgcc's division: not compiled here) counts ``--leaf`` bytes. Plain python3.
 
-    stack_depth.py CI_FILE... --entry main --interrupt UART_IRQHandler \
+    stack_depth.py CI_FILE... --entry Reset_Handler --interrupt UART_IRQHandler \
         --indirect sp_rx_feed=sp_mcu.c:on_frame [--budget BYTES]
 
 Static functions are named ``file.c:name``, as GCC titles them.
