@@ -56,9 +56,10 @@ contracts: setup
 unit: setup
 	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)
 
-# The MCU's C library (firmware-bridge/c): unit and vector tests, sanitizers, a bounded fuzz run.
+# The MCU's C library (firmware-bridge/c): unit and vector tests, sanitizers, a bounded fuzz run,
+# and the Cortex-M0+/M4 images (-Werror, linked to fit 32 KiB flash / 4 KiB RAM).
 firmware: system
-	$(MAKE) -C firmware-bridge/c test sanitize fuzz
+	$(MAKE) -C firmware-bridge/c test sanitize fuzz mcu
 
 test: lint typecheck contracts firmware unit
 

@@ -22,6 +22,10 @@ REQUIRED=(
     # A Modbus device we did not write, built by the tests (tests/helpers/libmodbus_device.py)
     "pkg-config:pkgconf"
     "/usr/include/modbus/modbus.h:libmodbus-dev"
+    # firmware-bridge/c: `make mcu` (in `make firmware` and `make bench`) cross-builds the
+    # library for Cortex-M0+/M4 against newlib-nano
+    "arm-none-eabi-gcc:gcc-arm-none-eabi"
+    "/usr/lib/arm-none-eabi/newlib/nano.specs:libnewlib-arm-none-eabi"
 )
 
 have() {

@@ -33,19 +33,18 @@ uint32_t spi_unix_now(struct sp_mcu *m)
     return m->clock_unix;
 }
 
-/* Local minute of the day, 0..1439. */
+/* Local minute of the day, 0..1439: floor((unix + 60 * offset) / 60) mod 1440. The offset
+ * is whole minutes, so that is (unix / 60 + offset) mod 1440, done in unsigned 32 bits:
+ * 64-bit or signed division would pull libgcc routines into a Cortex-M0+ image (no divide
+ * instruction) for this one modulo, 800 bytes of its flash. */
 static unsigned local_minute(struct sp_mcu *m)
 {
-    int64_t local = (int64_t)spi_unix_now(m) + (int64_t)m->utc_offset_min * 60;
-    int64_t minutes = local / 60;
-    int64_t r;
+    uint32_t minute = spi_unix_now(m) / 60u % 1440u;
+    int32_t offset = m->utc_offset_min;
+    uint32_t shift = (offset < 0 ? 0u - (uint32_t)offset : (uint32_t)offset) % 1440u;
 
-    if (local % 60 < 0)
-        minutes--;
-    r = minutes % 1440;
-    if (r < 0)
-        r += 1440;
-    return (unsigned)r;
+    minute += offset < 0 ? 1440u - shift : shift; /* < 2880 */
+    return (unsigned)(minute >= 1440u ? minute - 1440u : minute);
 }
 
 /* ---- outputs ---- */

@@ -348,6 +348,17 @@ static void fallback_policy_schedule_photocell_level(void)
     /* UTC+8 -> 06:13 local: the 06:00 step. */
     CHECK_OK(beat(t2213, 480));
     CHECK_EQ(H.mcu.out.level, 0);
+    /* Any int32 offset is taken, however many days it spans (mod 1440 minutes). */
+    CHECK_OK(beat(t2213, INT32_MAX)); /* 00:20 */
+    CHECK_EQ(H.mcu.out.level, 80);
+    CHECK_OK(beat(t2213, INT32_MAX - 1000)); /* 07:40 */
+    CHECK_EQ(H.mcu.out.level, 0);
+    CHECK_OK(beat(t2213, INT32_MIN)); /* 20:05 */
+    CHECK_EQ(H.mcu.out.level, 80);
+    CHECK_OK(beat(t2213, 3 * 1440 + 480)); /* 06:13 */
+    CHECK_EQ(H.mcu.out.level, 0);
+    CHECK_OK(beat(t2213, -5 * 1440 - 1020)); /* 05:13 */
+    CHECK_EQ(H.mcu.out.level, 80);
     /* Exactly 18:30 local (UTC-3:43). */
     CHECK_OK(beat(t2213, -223));
     CHECK_EQ(H.mcu.out.level, 80);
