@@ -397,7 +397,10 @@ def call(path: Path, method: str, timeout_s: float = 5.0, **params: object) -> A
     except FileNotFoundError as exc:
         raise ApiError(f"no daemon socket at {path}: is `smartpole run` running?") from exc
     except PermissionError as exc:
-        raise ApiError(f"no permission to open {path}: run as the service user or root") from exc
+        raise ApiError(
+            f"no permission to open {path}: run as root or the service user, or join the "
+            "API's diag group (smartpole-diag by default)"
+        ) from exc
     except ConnectionRefusedError as exc:
         raise ApiError(f"nothing listens on {path}: the daemon is not running") from exc
     except TimeoutError as exc:
