@@ -1,8 +1,10 @@
 """The local API: a Unix socket that diagnostics tools use to ask the running daemon.
 
-One JSON object per line each way. The socket is created owner-only (0600) inside an
-owner-only directory: it shows the pole's state and will accept commands, so only the
-service user (and root) may talk to it. Nothing here listens on the network.
+One JSON object per line each way. The socket is born owner-only (0600); where the
+diag group exists it is handed to that group (0660). Who may call what is decided by the
+daemon from the peer's kernel credentials (``api_roles``): read-only methods for the diag
+group, everything for root, the daemon's user and the admin group. Nothing here listens
+on the network.
 
 It runs on the control loop, so control's deadlines come first: what a client may cost
 is bounded per request, per connection and in total (``api_limits``; the ``api:`` section
@@ -19,9 +21,8 @@ import json
 import os
 import socket
 import stat
-import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,18 @@ from smartpole.agent.api_limits import (
     TokenBucket,
     WorkBudget,
 )
+from smartpole.agent.api_roles import (
+    Access,
+    Handler,
+    Method,
+    Peer,
+    Refusals,
+    Role,
+    allows,
+    method_of,
+    peer_of,
+    share_with_diag_group,
+)
 from smartpole.agent.config.api import ApiConfig
 from smartpole.agent.core.errors import AgentError, ApiError
 from smartpole.drivers.errors import DriverError
@@ -44,7 +57,7 @@ from smartpole.drivers.lifecycle import Lifecycle
 log = structlog.get_logger("smartpole.api")
 
 SOCKET_NAME = "api.sock"
-Handler = Callable[[Mapping[str, Any]], object]  # may return an awaitable
+__all__ = ["ApiServer", "Handler", "call"]
 
 #: Connections waiting to be accepted; a flood beyond it waits in the kernel, not here.
 BACKLOG = 128
@@ -70,12 +83,18 @@ class ApiServer(Lifecycle):
     """
 
     def __init__(
-        self, path: Path, handlers: Mapping[str, Handler], limits: ApiConfig | None = None
+        self,
+        path: Path,
+        handlers: Mapping[str, Handler | Method],
+        limits: ApiConfig | None = None,
+        access: Access | None = None,
     ) -> None:
         super().__init__()
         self.path = path
-        self._handlers = handlers
+        self._methods = {name: method_of(entry) for name, entry in handlers.items()}
         self.limits = limits if limits is not None else ApiConfig()
+        self.access = access if access is not None else Access(self.limits)
+        self.refusals = Refusals()
         self._sock: socket.socket | None = None
         self._conns: set[socket.socket] = set()  # admitted, not yet closed
         self._unserved: set[socket.socket] = set()  # admitted, its task not yet started
@@ -94,6 +113,7 @@ class ApiServer(Lifecycle):
             "overloaded": self._overload.active,
             "accept_failing": self._accept_failing.active,
             **self.stats.to_json(),
+            **self.refusals.to_json(),
         }
 
     def problems(self) -> list[str]:
@@ -124,6 +144,7 @@ class ApiServer(Lifecycle):
         finally:
             os.umask(old_umask)
         self._sock = sock
+        share_with_diag_group(self.path, self.access)
         self.spawn(self._accept_loop(sock), name="api:accept")
         log.info("api_listening", socket=str(self.path), **self.limits.model_dump())
 
@@ -205,11 +226,12 @@ class ApiServer(Lifecycle):
             reader, writer = await asyncio.open_unix_connection(
                 sock=conn, limit=self.limits.max_request_bytes
             )
-            peer = _peer_of(writer)
+            peer = peer_of(conn)
+            role = self.access.role(peer)
             bucket = TokenBucket(self.limits.requests_per_s, self.limits.burst)
             while line := await self._next_request(reader, writer):
                 await self._wait_turn(bucket)
-                reply, held = await self._answer(line, peer)
+                reply, held = await self._answer(line, peer, role)
                 result = reply.get("result")
                 if isinstance(result, Chunks):
                     sent = await self._send_chunks(writer, result, held)
@@ -304,7 +326,9 @@ class ApiServer(Lifecycle):
             self.stats.budget_waits += 1
             await asyncio.sleep(wait)
 
-    async def _answer(self, line: bytes, peer: str) -> tuple[dict[str, object], float]:
+    async def _answer(
+        self, line: bytes, peer: Peer | None, role: Role | None
+    ) -> tuple[dict[str, object], float]:
         """The reply, and how long the handler held the loop before its first await: what
         the work budget is charged (waiting for a device costs the loop nothing)."""
         self.stats.requests += 1
@@ -315,14 +339,17 @@ class ApiServer(Lifecycle):
             return {"ok": False, "error": "request is not one line of JSON"}, 0.0
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):
             return {"ok": False, "error": 'request must be an object with a "method" string'}, 0.0
-        handler = self._handlers.get(request["method"])
-        if handler is None:
-            known = ", ".join(sorted(self._handlers))
+        method = self._methods.get(request["method"])
+        if method is None:
+            known = ", ".join(sorted(self._methods))
             error = f"unknown method {request['method']!r} (known: {known})"
             return {"ok": False, "error": error}, 0.0
+        if not allows(role, method.role):
+            return self.refusals.refuse(self.access, peer, request["method"], method.role), 0.0
         held = 0.0
+        actor = "local:unknown" if peer is None else peer.actor
         try:
-            result = handler({**request, "actor": peer})
+            result = method.handler({**request, "actor": actor})
             held = time.perf_counter() - started
             if inspect.isawaitable(result):
                 result = await result
@@ -351,17 +378,6 @@ def _busy(max_connections: int) -> dict[str, object]:
     }
 
 
-def _peer_of(writer: asyncio.StreamWriter) -> str:
-    """Who is asking, from the kernel's credentials of the socket peer (for the audit)."""
-    sock = writer.get_extra_info("socket")
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except (OSError, AttributeError):
-        return "local:unknown"
-    pid, uid, _gid = struct.unpack("3i", creds)
-    return f"local:uid={uid},pid={pid}"
-
-
 def call(path: Path, method: str, timeout_s: float = 5.0, **params: object) -> Any:
     """Blocking client for the CLI: one request, one answer."""
     try:
@@ -381,7 +397,10 @@ def call(path: Path, method: str, timeout_s: float = 5.0, **params: object) -> A
     except FileNotFoundError as exc:
         raise ApiError(f"no daemon socket at {path}: is `smartpole run` running?") from exc
     except PermissionError as exc:
-        raise ApiError(f"no permission to open {path}: run as the service user or root") from exc
+        raise ApiError(
+            f"no permission to open {path}: run as root or the service user, or join the "
+            "API's diag group (smartpole-diag by default)"
+        ) from exc
     except ConnectionRefusedError as exc:
         raise ApiError(f"nothing listens on {path}: the daemon is not running") from exc
     except TimeoutError as exc:

@@ -10,40 +10,45 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from smartpole.agent.api import Handler
 from smartpole.agent.api_limits import Chunks
+from smartpole.agent.api_roles import Method, act, read
 from smartpole.agent.core.errors import RequestError
 from smartpole.agent.operations import PoleOperations
 
 Request = Mapping[str, Any]
 
 
-def handlers(ops: PoleOperations) -> dict[str, Handler]:
-    """Method name -> handler, for ``ApiServer``."""
+def handlers(ops: PoleOperations) -> dict[str, Method]:
+    """Method name -> its role and handler, for ``ApiServer``. Each method says here, and
+    only here, whether it only reads (``read``: the diag group may call it) or acts
+    (``act``: root, the daemon's user, the admin group); a test checks every one does."""
     return {
-        # queries
-        "status": lambda _r: ops.status(),
-        "points": lambda _r: Chunks(ops.iter_points()),
-        "point": lambda r: ops.point(_text(r, "device"), _text(r, "point")),
-        "plan": lambda _r: ops.plan(),
-        "audit": lambda r: ops.audit(_int(r, "count", default=20)),
-        "lights": lambda _r: ops.lights(),
-        "alarms": lambda _r: ops.alarms(),
-        "lamp_accounts": lambda _r: ops.lamp_accounts(),
-        "power": lambda _r: ops.power(),
-        "mcu": lambda _r: ops.mcu(),
-        "cameras": lambda _r: ops.cameras(),
-        "uplink": lambda _r: ops.uplink(),
-        "api": lambda _r: ops.api_status(),
-        # commands
-        "read": lambda r: ops.read(_text(r, "device"), _text(r, "point")),
-        "write": lambda r: ops.write(
-            _text(r, "device"), _text(r, "point"), _present(r, "value"), _actor(r)
+        # queries: nothing on the pole changes
+        "status": read(lambda _r: ops.status()),
+        "points": read(lambda _r: Chunks(ops.iter_points())),
+        "point": read(lambda r: ops.point(_text(r, "device"), _text(r, "point"))),
+        "plan": read(lambda _r: ops.plan()),
+        "audit": read(lambda r: ops.audit(_int(r, "count", default=20))),
+        "lights": read(lambda _r: ops.lights()),
+        "alarms": read(lambda _r: ops.alarms()),
+        "lamp_accounts": read(lambda _r: ops.lamp_accounts()),
+        "power": read(lambda _r: ops.power()),
+        "mcu": read(lambda _r: ops.mcu()),
+        "cameras": read(lambda _r: ops.cameras()),
+        "uplink": read(lambda _r: ops.uplink()),
+        "api": read(lambda _r: ops.api_status()),
+        # a live read: one more request on the bus, no output changes
+        "read": read(lambda r: ops.read(_text(r, "device"), _text(r, "point"))),
+        # commands: they change outputs or state, and are audited
+        "write": act(
+            lambda r: ops.write(
+                _text(r, "device"), _text(r, "point"), _present(r, "value"), _actor(r)
+            )
         ),
-        "ptz": lambda r: ops.ptz(_text(r, "device"), _int(r, "preset"), _actor(r)),
-        "override": lambda r: _override(ops, r),
-        "reset": lambda r: ops.reset_alarm(_text(r, "alarm"), _actor(r)),
-        "power_cycle": lambda r: ops.power_cycle(_text(r, "device"), _actor(r)),
+        "ptz": act(lambda r: ops.ptz(_text(r, "device"), _int(r, "preset"), _actor(r))),
+        "override": act(lambda r: _override(ops, r)),
+        "reset": act(lambda r: ops.reset_alarm(_text(r, "alarm"), _actor(r))),
+        "power_cycle": act(lambda r: ops.power_cycle(_text(r, "device"), _actor(r))),
     }
 
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: A POSIX group name as Debian's adduser accepts it (at most 32 characters).
+GROUP_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"
+
 
 class ApiConfig(BaseModel):
-    """Limits of the local API; a client beyond them is slowed down or told ``busy``."""
+    """Limits of the local API (a client beyond them is slowed down or told ``busy``) and
+    the groups whose members may use it (see ``agent/api_roles``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -37,3 +41,13 @@ class ApiConfig(BaseModel):
         description="sustained requests per connection; more wait their turn",
     )
     burst: int = Field(20, ge=1, le=1000, description="requests a connection may send at once")
+    admin_group: str = Field(
+        "smartpole-admin",
+        pattern=GROUP_NAME,
+        description="members may call every API method, including those that change outputs",
+    )
+    diag_group: str = Field(
+        "smartpole-diag",
+        pattern=GROUP_NAME,
+        description="members may call the read-only API methods; the socket's group",
+    )

@@ -26,6 +26,10 @@ def test_defaults_bound_every_client() -> None:
         {"requests_per_s": "fast"},
         {"burst": 0},
         {"max_clients": 4},
+        {"diag_group": "has space"},
+        {"diag_group": 1000},  # a gid is not a group name
+        {"admin_group": ""},
+        {"admin_group": "-x"},
     ],
 )
 def test_a_wrong_limit_is_refused(settings: dict[str, object]) -> None:
