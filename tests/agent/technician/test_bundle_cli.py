@@ -3,12 +3,23 @@ and a config that is not even YAML, which is still copied, with its secrets take
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from smartpole.agent.cli import main
 from smartpole.agent.technician.bundle import Collector, config_member
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """``main`` points the logs at this test's captured stderr, closed once the test ends:
+    later tests would log into a closed file."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def _bundle(tmp_path: Path, *args: str) -> int:
