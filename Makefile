@@ -16,7 +16,7 @@ TYPECHECK_VIEW := $(VENV)/typecheck
 DURATION ?= 20
 PYTEST_ARGS ?=
 
-.PHONY: help setup system demo test lint typecheck contracts unit firmware soak bench lock clean
+.PHONY: help setup system demo test lint typecheck contracts unit package-check firmware soak bench lock clean
 
 help:
 	@echo "make demo   - run a simulated smart pole for $(DURATION) s (DURATION=0: until Ctrl-C)"
@@ -54,14 +54,21 @@ contracts: setup
 	PYTHONPATH=$(TYPECHECK_VIEW) $(BIN)/lint-imports --no-cache --no-logo
 
 unit: setup
-	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not soak" --ignore=tests/package $(PYTEST_ARGS)
+
+# The .deb built for amd64 and arm64 and installed, upgraded, rolled back and purged in a
+# Debian root (tests/package). Mostly downloads, dpkg and pip: `make test` runs it beside the
+# unit tests, in its own pytest with its own temporary folder.
+package-check: setup system
+	$(BIN)/pytest tests/package --basetemp="$${TMPDIR:-/tmp}/smartpole-package-check" $(PYTEST_ARGS)
 
 # The MCU's C library (firmware-bridge/c): unit and vector tests, sanitizers, a bounded fuzz run,
 # and the Cortex-M0+/M4 images (-Werror, linked to fit 32 KiB flash / 4 KiB RAM).
 firmware: system
 	$(MAKE) -C firmware-bridge/c test sanitize fuzz mcu
 
-test: lint typecheck contracts firmware unit
+test: lint typecheck contracts firmware
+	$(MAKE) --no-print-directory -j2 --output-sync=target unit package-check
 
 soak: setup
 	$(BIN)/pytest -m soak $(PYTEST_ARGS)

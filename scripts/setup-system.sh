@@ -26,6 +26,9 @@ REQUIRED=(
     # library for Cortex-M0+/M4 against newlib-nano
     "arm-none-eabi-gcc:gcc-arm-none-eabi"
     "/usr/lib/arm-none-eabi/newlib/nano.specs:libnewlib-arm-none-eabi"
+    # tests/package: the .deb is installed into a Debian root made with debootstrap
+    "debootstrap:debootstrap"
+    "dpkg-deb:dpkg"
 )
 
 have() {

@@ -1,0 +1,233 @@
+"""The .deb in a Debian root, as a pole vendor's technician and the fleet's updates use it.
+
+One scenario, in the order a pole lives it: a wrong-architecture package is refused; the
+package installs, its unit verifies and scores, nothing starts before the config passes its
+check; the daemon runs against ``smartpole sim``; an upgrade switches releases; an upgrade
+whose daemon never becomes ready rolls itself back; purge removes everything but the user.
+The root is a debootstrap'd Debian bookworm (tests/helpers/debian_root.py), the packages are
+built by ``package/build_deb.py`` from this checkout and from patched copies of it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers.debian_root import DebianRoot, debian_root
+from helpers.packages import Packages
+
+CONFIG = "/etc/smartpole/pole.yaml"
+UNIT = "smartpole.service"
+SIM_PORT = 15021  # inside the root; the host's tests use free ports from the kernel
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DebianRoot]:
+    with debian_root(tmp_path_factory.mktemp("debian")) as made:
+        yield made
+
+
+def _pole_yaml() -> str:
+    """A small pole a simulator can stand in for: one lamp controller on Modbus TCP."""
+    data = {
+        "pole": {"id": "deb-test-pole"},
+        "profiles_dir": ["/etc/smartpole/profiles.d", "/usr/share/smartpole/profiles"],
+        "buses": {
+            "lan": {"type": "modbus-tcp", "host": "127.0.0.1", "port": SIM_PORT, "timeout_s": 0.5}
+        },
+        "devices": {
+            "lamp1": {
+                "profile": "lamp-controller",
+                "bus": "lan",
+                "unit_id": 4,
+                "poll_period_s": 0.5,
+            }
+        },
+        "site": {"latitude": 23.13, "longitude": 113.26, "timezone": "Asia/Shanghai"},
+        "lighting": {
+            "programs": {
+                "flat": {
+                    "default": "on",
+                    "profiles": {"on": [{"at": "12:00", "level": 50}, {"at": "11:59", "level": 0}]},
+                }
+            },
+            "assignments": {"lamp1": "flat"},
+        },
+    }
+    return "# written by tests/package/test_debian_install.py\n" + yaml.safe_dump(
+        data, sort_keys=False
+    )
+
+
+def _current(root: DebianRoot) -> str:
+    link = root.file("/opt/smartpole/current")
+    assert link.is_symlink(), "/opt/smartpole/current is not a link"
+    return Path(link.readlink()).name
+
+
+def _daemons(root: DebianRoot) -> list[str]:
+    """Command lines of the smartpole daemons running in the root."""
+    found = []
+    for pid in root.processes():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = " ".join(part.decode(errors="replace") for part in argv if part)
+        if " run --config " in text and "smartpole" in text:
+            found.append(text)
+    return found
+
+
+def _status(root: DebianRoot) -> dict[str, object]:
+    done = root.run(["smartpole", "diag", "status", "--json"], check=False)
+    assert done.returncode == 0, f"diag status failed: {done.stderr}"
+    answer: dict[str, object] = json.loads(done.stdout)
+    return answer
+
+
+def _wait_for(what: str, check: object, timeout: float = 60) -> None:
+    """Poll ``check`` (a callable returning truthy) until it holds, or fail naming ``what``."""
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except AssertionError as error:
+            last = error
+        if last and not isinstance(last, AssertionError):
+            return
+        time.sleep(0.25)  # polling a running daemon's API; the bound is the deadline
+    pytest.fail(f"timed out waiting for {what}: last answer {last!r}")
+
+
+def _history(root: DebianRoot) -> list[dict[str, object]]:
+    done = root.run(["smartpole-release", "status", "--json"])
+    status = json.loads(done.stdout)
+    history: list[dict[str, object]] = status["history"]
+    return history
+
+
+def test_a_pole_installs_upgrades_rolls_back_and_purges(
+    root: DebianRoot, packages: Packages, tmp_path: Path
+) -> None:
+    first, second, broken = packages.amd64, packages.amd64_newer, packages.amd64_never_ready
+    for deb in (first, second, broken, packages.arm64):
+        shutil.copy(deb.path, root.file("/tmp") / deb.path.name)
+
+    # A package for another architecture is refused before anything is unpacked.
+    wrong = root.run(["dpkg", "-i", f"/tmp/{packages.arm64.path.name}"], check=False)
+    assert wrong.returncode != 0
+    assert "architecture" in (wrong.stdout + wrong.stderr)
+    assert not root.file("/opt/smartpole").exists()
+
+    # Install: unit enabled, nothing started while the config is the template.
+    install = root.run(["dpkg", "-i", f"/tmp/{first.path.name}"])
+    assert _current(root) == first.version
+    wants = root.file(f"/etc/systemd/system/multi-user.target.wants/{UNIT}")
+    assert wants.is_symlink(), "the unit is not enabled"
+    assert not _daemons(root), "the daemon started with the template config"
+    assert "config check" in install.stdout + install.stderr, "no word on what to do next"
+    for folder, mode in (("/etc/smartpole/secrets", 0o700), ("/var/lib/smartpole", 0o700)):
+        assert root.file(folder).stat().st_mode & 0o777 == mode, folder
+    assert root.file("/usr/share/smartpole/models/yolox-nano-coco-416.onnx").is_file()
+
+    # The installed unit, read by systemd itself.
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root.path}", UNIT],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stderr
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", f"--root={root.path}", UNIT],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    score = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout)
+    assert score is not None, security.stdout + security.stderr
+    assert float(score.group(1)) <= 1.5, security.stdout
+
+    # As the service user: the version, and the config a technician wrote.
+    version = root.run(["smartpole", "--version"], user="smartpole")
+    assert first.version in version.stdout
+    root.file(CONFIG).write_text(_pole_yaml())
+    check = root.run(["smartpole", "config", "check", CONFIG], user="smartpole", check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # A simulated lamp controller inside the root, and the daemon started against it.
+    sim = subprocess.Popen(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount -t proc proc "$R/proc" && exec chroot "$R" /usr/bin/smartpole sim'
+            f" --config {CONFIG} --log-format json",
+        ],
+        env={"R": str(root.path), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        line = sim.stdout.readline()
+        assert line.startswith("serving bus lan"), line
+        root.run(["smartpole-release", "activate", first.version, "--timeout", "120"])
+        assert len(_daemons(root)) == 1
+        _wait_for("lamp1 online", lambda: _online(root))
+
+        # An upgrade switches to the new release and keeps the old one beside it.
+        root.run(["dpkg", "-i", f"/tmp/{second.path.name}"])
+        assert _current(root) == second.version
+        assert Path(root.file("/opt/smartpole/previous").readlink()).name == first.version
+        assert root.file(f"/opt/smartpole/releases/{first.version}/.complete").is_file()
+        assert second.version in root.run(["smartpole", "--version"]).stdout
+        _wait_for("lamp1 online after the upgrade", lambda: _online(root))
+        assert len(_daemons(root)) == 1
+
+        # A release whose daemon never says READY: rolled back by itself, and said so.
+        bad = root.run(["dpkg", "-i", f"/tmp/{broken.path.name}"], check=False)
+        assert bad.returncode != 0, "the failed upgrade was reported as a success"
+        said = bad.stdout + bad.stderr
+        assert "READY" in said or "ready" in said, said
+        assert _current(root) == second.version
+        assert len(_daemons(root)) == 1
+        assert second.version in " ".join(_daemons(root))
+        _wait_for("lamp1 online after the rollback", lambda: _online(root))
+        last = _history(root)[-1]
+        assert last["version"] == broken.version, last
+        assert last["outcome"] == "rolled_back", last
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+
+    # Purge: code, config and state go; the system user stays (Debian policy).
+    root.run(["dpkg", "--purge", "smartpole"])
+    for gone in ("/opt/smartpole", "/etc/smartpole", "/var/lib/smartpole", "/usr/bin/smartpole"):
+        assert not root.file(gone).is_symlink(), gone
+        assert not root.file(gone).exists(), gone
+    assert not _daemons(root)
+    assert root.run(["getent", "passwd", "smartpole"]).stdout.startswith("smartpole:")
+
+
+def _online(root: DebianRoot) -> bool:
+    status = _status(root)
+    devices = status.get("devices")
+    assert isinstance(devices, list), status
+    states = {d["name"]: d["state"] for d in devices if isinstance(d, dict)}
+    return states.get("lamp1") == "online"
