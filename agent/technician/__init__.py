@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smartpole.agent.core.errors import UsageError
 from smartpole.agent.technician.commands import run
+from smartpole.agent.technician.diag_commands import add_diag_commands
 from smartpole.agent.technician.options import (
     COMMANDS,
     DEFAULT_BAUD,
@@ -46,18 +46,13 @@ __all__ = ["add_commands"]
 
 def add_commands(diag: argparse.ArgumentParser) -> None:
     """Add ``scan`` and ``readdress`` to the ``diag`` parser, after its handler is set."""
-    daemon_handler = diag.get_default("handler")
-    if daemon_handler is None:
-        raise RuntimeError("add_commands needs the diag parser's handler set first")
-    # argparse has no public way to reach an action once added; the positional is found by
-    # its dest and fails loudly here if the diag parser's shape changes.
-    what = next(a for a in diag._actions if a.dest == "what")
-    if what.choices is None:
-        raise RuntimeError("the diag parser's 'what' has no choices")
-    what.choices = [*what.choices, *COMMANDS]
-    group = diag.add_argument_group(
-        "scan and readdress",
-        "talk to a Modbus RTU bus directly, without the daemon: stop it first "
+    group = add_diag_commands(
+        diag,
+        COMMANDS,
+        options=OPTIONS,
+        run=run,
+        title="scan and readdress",
+        description="talk to a Modbus RTU bus directly, without the daemon: stop it first "
         "(systemctl stop smartpole)",
     )
     group.add_argument("--port", help="serial port of the bus, e.g. /dev/ttyUSB0")
@@ -110,15 +105,3 @@ def add_commands(diag: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--new-baud", type=baudrate, metavar="B", help="readdress: also switch it to this rate"
     )
-
-    def handler(args: argparse.Namespace) -> int:
-        if args.what in COMMANDS:
-            return run(args)
-        given = [name for name in OPTIONS if getattr(args, name) is not None]
-        if given:
-            flag = "--" + given[0].removesuffix("_unit").replace("_", "-")
-            raise UsageError(f"{flag} applies to diag scan and diag readdress only")
-        result: int = daemon_handler(args)
-        return result
-
-    diag.set_defaults(handler=handler)

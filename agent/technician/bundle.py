@@ -36,7 +36,7 @@ import yaml
 from smartpole.agent.config.safefile import MAX_CONFIG_BYTES, read_small_file
 from smartpole.agent.core.errors import UsageError
 from smartpole.agent.technician import bundle_host, bundle_state
-from smartpole.agent.technician.options import OPTIONS as TECHNICIAN_OPTIONS
+from smartpole.agent.technician.diag_commands import add_diag_commands
 from smartpole.agent.technician.redact import redact_text, redact_tree
 from smartpole.agent.technician.secret_scan import KnownSecrets, known_secrets
 
@@ -278,15 +278,19 @@ def add_command(
 ) -> None:
     """Add ``bundle`` to the ``diag`` parser, after its handler (and ``diag scan``'s
     ``--config``, which the bundle reads too) are set."""
-    previous = diag.get_default("handler")
-    if previous is None:
-        raise RuntimeError("add_command needs the diag parser's handler set first")
-    what = next(a for a in diag._actions if a.dest == "what")
-    if what.choices is None:
-        raise RuntimeError("the diag parser's 'what' has no choices")
-    what.choices = [*what.choices, COMMAND]
-    group = diag.add_argument_group(
-        "bundle", "one .tar.gz for support; --config (default /etc/smartpole/pole.yaml)"
+
+    def handler(args: argparse.Namespace) -> int:
+        args.journal_lines = args.journal_lines or DEFAULT_JOURNAL_LINES
+        args.audit_count = args.audit_count or DEFAULT_AUDIT_COUNT
+        return run(args, socket=socket(args), state_dir=state_dir(args), version_text=version_text)
+
+    group = add_diag_commands(
+        diag,
+        [COMMAND],
+        options=[*OPTIONS, "config"],  # --config: diag scan's option, which the bundle reads
+        run=handler,
+        title="bundle",
+        description="one .tar.gz for support; --config (default /etc/smartpole/pole.yaml)",
     )
     group.add_argument(
         "-o",
@@ -306,27 +310,6 @@ def add_command(
         metavar="N",
         help=f"bundle: the last N audit records (default {DEFAULT_AUDIT_COUNT})",
     )
-
-    def handler(args: argparse.Namespace) -> int:
-        if args.what != COMMAND:
-            given = [name for name in OPTIONS if getattr(args, name) is not None]
-            if given:
-                raise UsageError(f"--{given[0].replace('_', '-')} applies to diag bundle only")
-            result: int = previous(args)
-            return result
-        given = [
-            name
-            for name in TECHNICIAN_OPTIONS
-            if name != "config" and getattr(args, name) is not None
-        ]
-        if given:
-            flag = "--" + given[0].removesuffix("_unit").replace("_", "-")
-            raise UsageError(f"{flag} applies to diag scan and diag readdress only")
-        args.journal_lines = args.journal_lines or DEFAULT_JOURNAL_LINES
-        args.audit_count = args.audit_count or DEFAULT_AUDIT_COUNT
-        return run(args, socket=socket(args), state_dir=state_dir(args), version_text=version_text)
-
-    diag.set_defaults(handler=handler)
 
 
 def _positive(text: str) -> int:
