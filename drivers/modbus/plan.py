@@ -37,6 +37,11 @@ class ReadBlock:
     def end(self) -> int:
         return self.address + self.count
 
+    @classmethod
+    def of_point(cls, name: str, spec: PointSpec) -> ReadBlock:
+        """A read of one point alone: a probe, or asking again what a device refused."""
+        return cls(spec.kind, spec.address, spec.register_count, (name,))
+
 
 def plan_reads(
     points: Mapping[str, PointSpec],
@@ -54,7 +59,7 @@ def plan_reads(
             count = max(spec.end, last.end) - last.address
             blocks[-1] = ReadBlock(last.kind, last.address, count, (*last.points, name))
         else:
-            blocks.append(ReadBlock(spec.kind, spec.address, spec.register_count, (name,)))
+            blocks.append(ReadBlock.of_point(name, spec))
     return blocks
 
 

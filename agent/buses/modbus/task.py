@@ -84,9 +84,8 @@ class _Device(PolledDevice):
         silent on reads longer than its buffer is still seen alive (and learnt from)."""
         if not self.plan:
             return []
-        first = self.plan[0]
-        spec = self.profile.points[first.points[0]]
-        return [ReadBlock(first.kind, spec.address, spec.register_count, first.points[:1])]
+        first = self.plan[0].points[0]
+        return [ReadBlock.of_point(first, self.profile.points[first])]
 
     def replan(self) -> None:
         self.plan = self.learnt.plan(self.profile.points, self.profile.limits)
@@ -292,8 +291,7 @@ class ModbusBusTask(QueuedPoints, PolledBus[_Device]):
         full from the next poll, learning again what it still refuses."""
         specs = device.profile.points
         point = min(device.learnt.unsupported, key=lambda name: specs[name].address)
-        spec = specs[point]
-        block = ReadBlock(spec.kind, spec.address, spec.register_count, (point,))
+        block = ReadBlock.of_point(point, specs[point])
         try:
             words = await self._request(device, partial(self._read, device, block), retries=0)
         except DeviceExceptionError as exc:
