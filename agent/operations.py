@@ -188,7 +188,7 @@ class PoleOperations:
             problems.append(
                 f"state file {self._store.path}: {self._store.write_failures} failed writes"
             )
-        problems.extend(STATE_LEDGER.problems(self._store.path.parent))  # newer files
+        problems.extend(STATE_LEDGER.problems(self._store.path.parent))  # newer, unmigrated
         storage = self._outbox.problem()
         if storage is not None:
             problems.append(storage)
@@ -214,6 +214,7 @@ class PoleOperations:
             "problems": problems,
             "outbox": self._outbox.status(),
             "audit": {"file": str(self._audit.path), "torn_lines": self._audit.torn_lines},
+            "state_files": STATE_LEDGER.counts(),
             "buses": [bus.health.to_json() for bus in self._buses],
             "devices": [device.to_json() for bus in self._buses for device in bus.devices],
             "clock": self._control.clock_watch.watch.to_json(),

@@ -111,12 +111,31 @@ class SchemaLedger:
 
     set_aside: list[SetAside] = field(default_factory=list)
     migrated: int = 0
-    migrate_failures: int = 0
+    failed: list[tuple[Path, int, str]] = field(default_factory=list)  # file, version, why
+
+    @property
+    def migrate_failures(self) -> int:
+        return len(self.failed)
 
     def problems(self, state_dir: Path) -> list[str]:
-        """The set-aside files of ``state_dir`` (one process serves one state dir; tests
-        run several)."""
-        return [item.problem() for item in self.set_aside if item.file.parent == state_dir]
+        """The set-aside files and failed migrations of ``state_dir`` (one process serves
+        one state dir; tests run several)."""
+        found = [item.problem() for item in self.set_aside if item.file.parent == state_dir]
+        found.extend(
+            f"state file {file}: migrating it from version {version} failed ({why}); "
+            f"read as it is, the file as it was kept as {copy_name(file, version).name}"
+            for file, version, why in self.failed
+            if file.parent == state_dir
+        )
+        return found
+
+    def counts(self) -> dict[str, int]:
+        """For ``diag status``: what this process did to its state files."""
+        return {
+            "migrated": self.migrated,
+            "set_aside": len(self.set_aside),
+            "migrate_failures": self.migrate_failures,
+        }
 
 
 LEDGER: Final = SchemaLedger()
@@ -174,14 +193,15 @@ def _migrate(
         upgraded = schema.upgrade(data, version)
         write_atomic(path, json.dumps(upgraded, ensure_ascii=False).encode())
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        ledger.migrate_failures += 1
+        why = f"{type(exc).__name__}: {exc}"
+        ledger.failed.append((path, version, why))
         log.error(
             "state_migrate_failed",
             file=str(path),
             store=schema.store,
             version=version,
             to=schema.current,
-            error=f"{type(exc).__name__}: {exc}",
+            error=why,
         )
         return
     ledger.migrated += 1

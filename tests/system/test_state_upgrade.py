@@ -34,7 +34,9 @@ def test_the_daemon_starts_on_a_newer_release_state_and_reports_what_it_set_asid
     db.close()
 
     proc = daemon(pole_config(tmp_path))  # waits for the API: it started
-    problems = [p for p in api(proc, "status")["problems"] if "newer release" in p]
+    status = api(proc, "status")
+    problems = [p for p in status["problems"] if "newer release" in p]
+    assert status["state_files"]["set_aside"] == 3  # points, alarms and the outbox
     assert len(problems) == 3, problems
     assert any("points.json" in p and "started afresh" in p for p in problems)
     assert any("alarms.json" in p and "using alarms.json.schema-1" in p for p in problems)

@@ -170,6 +170,8 @@ def test_a_step_that_fails_leaves_the_file_and_counts(tmp_path: Path) -> None:
     path.write_text('{"version": 1, "not_items": []}')  # step 1 needs "items"
     prepare(path, release(3), ledger=ledger)
     assert ledger.migrate_failures == 1
+    (problem,) = ledger.problems(tmp_path)
+    assert "migrating it from version 1 failed (KeyError" in problem
     assert ledger.migrated == 0
     assert json.loads(path.read_text()) == {"version": 1, "not_items": []}
 
