@@ -33,6 +33,7 @@ from smartpole.agent.core.audit import AuditLog
 from smartpole.agent.core.errors import AgentError, RequestError
 from smartpole.agent.core.outbox import Outbox
 from smartpole.agent.core.points import PointTable
+from smartpole.agent.core.state_schema import LEDGER as STATE_LEDGER
 from smartpole.agent.state import PointStore
 from smartpole.agent.uplink.mqtt import MqttUplink
 from smartpole.agent.uplink.telemetry import TelemetryReporter
@@ -187,12 +188,18 @@ class PoleOperations:
             problems.append(
                 f"state file {self._store.path}: {self._store.write_failures} failed writes"
             )
+        problems.extend(STATE_LEDGER.problems(self._store.path.parent))  # newer, unmigrated
         storage = self._outbox.problem()
         if storage is not None:
             problems.append(storage)
         if self._audit.torn_lines:
             problems.append(
                 f"audit log {self._audit.path}: {self._audit.torn_lines} torn lines skipped"
+            )
+        if self._audit.newer_lines:
+            problems.append(
+                f"audit log {self._audit.path}: {self._audit.newer_lines} lines of a newer "
+                "release skipped"
             )
         if self._uplink is not None and (session := self._uplink.session_problem()):
             problems.append(session)
@@ -207,6 +214,7 @@ class PoleOperations:
             "problems": problems,
             "outbox": self._outbox.status(),
             "audit": {"file": str(self._audit.path), "torn_lines": self._audit.torn_lines},
+            "state_files": STATE_LEDGER.counts(),
             "buses": [bus.health.to_json() for bus in self._buses],
             "devices": [device.to_json() for bus in self._buses for device in bus.devices],
             "clock": self._control.clock_watch.watch.to_json(),

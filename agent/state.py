@@ -17,11 +17,13 @@ import structlog
 from smartpole.agent.core.jsonfile import JsonFile
 from smartpole.agent.core.points import PointTable
 from smartpole.agent.core.quarantine import Damage, quarantine
+from smartpole.agent.core.state_schema import Schema, prepare
 
 log = structlog.get_logger("smartpole.state")
 
 FILE_NAME = "points.json"
 FORMAT_VERSION = 1
+SCHEMA = Schema("points", FORMAT_VERSION)
 
 
 class PointStore:
@@ -32,6 +34,7 @@ class PointStore:
 
     def restore(self, table: PointTable) -> int:
         """Load saved values into ``table`` as stale; return how many were restored."""
+        prepare(self.path, SCHEMA)
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:

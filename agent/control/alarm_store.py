@@ -23,12 +23,14 @@ import structlog
 from smartpole.agent.control.alarm_types import Alarm, AlarmEvent
 from smartpole.agent.core.jsonfile import JsonFile
 from smartpole.agent.core.quarantine import Damage, quarantine
+from smartpole.agent.core.state_schema import Schema, prepare
 
 __all__ = ["FORMAT_VERSION", "AlarmStore", "SavedAlarms"]
 
 log = structlog.get_logger("smartpole.alarms")
 
 FORMAT_VERSION = 1
+SCHEMA = Schema("alarms", FORMAT_VERSION)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class AlarmStore:
 
     def load(self) -> SavedAlarms | None:
         """What the file holds; None when there is none, or it is unreadable or unknown."""
+        prepare(self.path, SCHEMA)
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:

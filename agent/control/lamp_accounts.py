@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from smartpole.agent.core.jsonfile import JsonFile
+from smartpole.agent.core.state_schema import Schema, prepare
 
 if TYPE_CHECKING:
     from smartpole.agent.config.lamp_monitor import LampMonitorSettings
@@ -36,6 +37,7 @@ log = structlog.get_logger("smartpole.lamp_monitor")
 
 STORE_FILE = "lamp_accounts.json"
 FORMAT_VERSION = 1
+SCHEMA = Schema("lamp_accounts", FORMAT_VERSION)
 
 _KWH_PER_WS = 1.0 / 3_600_000.0
 _EPSILON_KWH = 1e-9
@@ -184,6 +186,7 @@ class LampAccounts:
         return self._file.write_failures
 
     def _load(self, lamps: list[str]) -> dict[str, Account]:
+        prepare(self.store_path, SCHEMA)
         try:
             saved: Any = json.loads(self.store_path.read_text(encoding="utf-8"))
         except FileNotFoundError:

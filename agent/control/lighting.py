@@ -37,11 +37,21 @@ from smartpole.agent.control.program import Decision
 from smartpole.agent.core.clock import SYSTEM_CLOCK, Clock
 from smartpole.agent.core.errors import AgentError
 from smartpole.agent.core.jsonfile import JsonFile
+from smartpole.agent.core.state_schema import Schema, prepare
 from smartpole.drivers.errors import DriverError
 
 log = structlog.get_logger("smartpole.lighting")
 
 OVERRIDES_FILE = "overrides.json"
+
+
+def _overrides_v2(lamps: object) -> object:
+    """Version 1 was the map of lamps itself, with no room for a version (and a lamp named
+    "version" would have clashed with one): version 2 holds that map under "overrides"."""
+    return {"overrides": lamps}
+
+
+OVERRIDES_SCHEMA = Schema("overrides", 2, steps={1: _overrides_v2})
 
 
 class LevelSource(Protocol):
@@ -277,12 +287,15 @@ class LightingController:
     def _load_overrides(self) -> dict[str, Override]:
         """Overrides from before a restart, with the time they have left on the wall
         clock, never more than their duration (the clock may have stepped back since)."""
+        prepare(self._path, OVERRIDES_SCHEMA)
         try:
             raw = json.loads(self._path.read_text(encoding="utf-8"))
-            overrides = {lamp: Override(**item) for lamp, item in raw.items()}
+            if raw.get("version") != OVERRIDES_SCHEMA.current:
+                raise ValueError(f"unknown version {raw.get('version')!r}")
+            overrides = {lamp: Override(**item) for lamp, item in raw["overrides"].items()}
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             log.warning("overrides_unreadable", file=str(self._path), error=str(exc))
             return {}
         wall, mono = self._clock.time(), self._clock.monotonic()
@@ -292,7 +305,8 @@ class LightingController:
         return overrides
 
     def _save_overrides(self) -> None:
-        self._file.write({lamp: o.to_json() for lamp, o in self._overrides.items()})
+        overrides = {lamp: o.to_json() for lamp, o in self._overrides.items()}
+        self._file.write({"version": OVERRIDES_SCHEMA.current, "overrides": overrides})
 
     def status(self) -> list[dict[str, object]]:
         return [self._status_of(lamp) for lamp in self.lamps]

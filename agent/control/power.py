@@ -46,6 +46,7 @@ from smartpole.agent.core.audit import AuditLog, AuditRecord
 from smartpole.agent.core.clock import SYSTEM_CLOCK, Clock
 from smartpole.agent.core.errors import AgentError
 from smartpole.agent.core.jsonfile import JsonFile
+from smartpole.agent.core.state_schema import Schema, prepare
 from smartpole.drivers.errors import DriverError
 
 log = structlog.get_logger("smartpole.power")
@@ -53,6 +54,7 @@ log = structlog.get_logger("smartpole.power")
 ACTOR = "agent:power"
 STORE_FILE = "power.json"
 STORE_VERSION = 1
+SCHEMA = Schema("power", STORE_VERSION)
 CHECK_PERIOD_S = 5.0
 WRITE_TIMEOUT_S = 30.0  # a relay write that takes longer is treated as failed
 SHUTDOWN_WRITE_TIMEOUT_S = 3.0  # switching back on while the daemon is being stopped
@@ -487,6 +489,7 @@ class PowerManager:
         return out
 
     def _load(self) -> dict[str, PowerState]:
+        prepare(self._path, SCHEMA)
         try:
             raw = json.loads(self._path.read_text(encoding="utf-8"))
         except FileNotFoundError:

@@ -9,6 +9,12 @@ and counts such lines instead of failing on them (``tail``, ``torn_lines``), and
 (at the daemon's start) moves a file with torn lines aside, keeps its good lines in a fresh
 one, and reports the loss: otherwise the next record would be appended onto the torn
 line and be lost with it.
+
+Each line carries its own schema version (``"version"``, ``core/state_schema.py``), not the
+file a header: the file is only ever appended to, by whichever release runs, so after an
+upgrade and a rollback it holds lines of both. A line of an older version is brought forward
+as it is read; one of a newer version is skipped and counted (``newer_lines``), never
+misread, and kept in the file for the release that wrote it.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from pathlib import Path
 import structlog
 
 from smartpole.agent.core.quarantine import Damage, aside_name
+from smartpole.agent.core.state_schema import KEY, Schema
 
 log = structlog.get_logger("smartpole.audit")
 
 FILE_NAME = "audit.jsonl"
+SCHEMA = Schema("audit", 1)  # 1: a record per line, as AuditRecord has it
 
 
 @dataclass
@@ -49,13 +57,15 @@ class AuditLog:
         self.path = state_dir / FILE_NAME
         self.write_failures = 0
         self.torn_lines = 0  # lines skipped by the last read (``tail``): not JSON records
+        self.newer_lines = 0  # lines skipped by the last read: a newer release's version
 
     def record(self, entry: AuditRecord) -> None:
         data = asdict(entry)
         log.info("audit", **data)
         try:
             with self.path.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+                line = {**data, KEY: SCHEMA.current}
+                out.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
                 out.flush()
                 os.fsync(out.fileno())
         except OSError as exc:
@@ -67,10 +77,10 @@ class AuditLog:
         try:
             text = self.path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
-            self.torn_lines = 0
+            self.torn_lines = self.newer_lines = 0
             return []
-        records, torn = _parse(text)
-        self.torn_lines = len(torn)
+        records, torn, newer = _parse(text)
+        self.torn_lines, self.newer_lines = len(torn), newer
         return records[-count:] if count > 0 else []
 
     def salvage(self, now: float | None = None) -> Damage | None:
@@ -83,7 +93,8 @@ class AuditLog:
         except OSError as exc:
             log.warning("audit_unreadable", file=str(self.path), error=str(exc))
             return None
-        records, torn_lines = _parse(raw.decode("utf-8", errors="replace"))
+        text = raw.decode("utf-8", errors="replace")
+        records, torn_lines, _ = _parse(text)
         if not torn_lines:
             return None
         # A record appended onto a torn one shares its line: count the records begun there.
@@ -94,8 +105,10 @@ class AuditLog:
         fresh = self.path.with_name(self.path.name + ".tmp")
         try:
             with fresh.open("w", encoding="utf-8") as out:
-                for record in records:
-                    out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                torn_set = set(torn_lines)
+                for line in text.splitlines():  # as written: a newer release's lines too
+                    if line.strip() and line not in torn_set:
+                        out.write(line + "\n")
                 out.flush()
                 os.fsync(out.fileno())
             self.path.replace(target)
@@ -118,10 +131,12 @@ class AuditLog:
         return damage
 
 
-def _parse(text: str) -> tuple[list[dict[str, object]], list[str]]:
-    """The records of a JSON-lines text, and the non-blank lines that were not records."""
+def _parse(text: str) -> tuple[list[dict[str, object]], list[str], int]:
+    """The records of a JSON-lines text (in this release's version), the non-blank lines
+    that were not records, and how many records were of a version this release cannot read."""
     records: list[dict[str, object]] = []
     torn: list[str] = []
+    newer = 0
     for line in text.splitlines():
         if not line.strip():
             continue
@@ -130,8 +145,12 @@ def _parse(text: str) -> tuple[list[dict[str, object]], list[str]]:
         except ValueError:
             torn.append(line)
             continue
-        if isinstance(record, dict):
-            records.append(record)
-        else:
+        if not isinstance(record, dict):
             torn.append(line)
-    return records, torn
+            continue
+        version = SCHEMA.version_of(record)
+        if version is None or version > SCHEMA.current:
+            newer += 1
+        else:
+            records.append(SCHEMA.upgrade(record, version) if version < SCHEMA.current else record)
+    return records, torn, newer

@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 
 from smartpole.agent.core.quarantine import Damage, quarantine
+from smartpole.agent.core.state_schema import Schema, prepare
 
 log = structlog.get_logger("smartpole.state")
 
@@ -51,12 +52,13 @@ class JsonFile:
         return True
 
 
-def read_versioned(
-    path: Path, store: str, version: int
-) -> tuple[dict[str, object] | None, Damage | None]:
-    """A state file written as ``{"version": version, ...}``: its content, or None when there
-    is none. A file that is not that (torn, foreign, another version) is moved aside and the
-    report comes back for upstream; one that cannot be read at all is logged and left."""
+def read_versioned(path: Path, schema: Schema) -> tuple[dict[str, object] | None, Damage | None]:
+    """A state file written as ``{"version": schema.current, ...}`` (an older one migrated
+    first, ``state_schema.py``): its content, or None when there is none. A file that is not
+    that (torn, foreign, another version) is moved aside and the report comes back for
+    upstream; one that cannot be read at all is logged and left."""
+    store, version = schema.store, schema.current
+    prepare(path, schema)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

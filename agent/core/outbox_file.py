@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
@@ -21,8 +22,15 @@ import structlog
 
 from smartpole.agent.core.outbox_eviction import CORRUPT
 from smartpole.agent.core.outbox_salvage import Loss, Salvage
+from smartpole.agent.core.outbox_schema import (
+    MIGRATIONS,
+    Step,
+    keep_copy,
+    migrate,
+    set_aside_newer,
+)
 from smartpole.agent.core.outbox_types import OutboxStorageError
-from smartpole.agent.core.quarantine import aside_name
+from smartpole.agent.core.quarantine import Damage, aside_name
 
 log = structlog.get_logger("smartpole.outbox")
 
@@ -72,11 +80,36 @@ class UnusableFileError(Exception):
     """The file is not a usable outbox database (corrupt, foreign, newer format)."""
 
 
-def connect(path: Path) -> tuple[sqlite3.Connection, str]:
-    """Open (or create) the outbox at ``path``; its connection and epoch.
+class NewerFileError(UnusableFileError):
+    """Written by a newer release (a rollback): set aside whole, never salvaged."""
 
-    ``UnusableFileError`` (or a corrupt ``sqlite3.DatabaseError``) for a file that is not a
-    usable outbox: the caller moves it aside."""
+    def __init__(self, version: int) -> None:
+        super().__init__(f"outbox format version {version} is newer than {SCHEMA_VERSION}")
+        self.version = version
+
+
+def connect_current(path: Path, now: float) -> tuple[sqlite3.Connection, str, list[Damage]]:
+    """``connect``, after setting aside a newer release's file (``outbox_schema.py``) if that
+    is what was there; the damage report of that, for upstream."""
+    try:
+        return (*connect(path), [])
+    except NewerFileError as exc:
+        try:
+            damage = set_aside_newer(path, exc.version, SCHEMA_VERSION, now)
+        except OSError as moving:
+            raise OutboxStorageError(str(moving)) from moving
+    return (*connect(path), [damage])
+
+
+def connect(
+    path: Path, *, current: int = SCHEMA_VERSION, steps: Mapping[int, Step] = MIGRATIONS
+) -> tuple[sqlite3.Connection, str]:
+    """Open (or create) the outbox at ``path``; its connection and epoch. An older file is
+    migrated to ``current`` by ``steps`` (``outbox_schema.py``), a copy kept first.
+
+    ``NewerFileError`` for a newer release's file; ``UnusableFileError`` (or a corrupt
+    ``sqlite3.DatabaseError``) for a file that is not a usable outbox: the caller moves it
+    aside."""
     # isolation_level=None: no implicit transactions; each method runs its own.
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     try:
@@ -87,12 +120,19 @@ def connect(path: Path) -> tuple[sqlite3.Connection, str]:
         checked = db.execute("PRAGMA quick_check(1)").fetchone()[0]
         if checked != "ok":
             raise UnusableFileError(f"integrity check failed: {checked}")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > current:
+            raise NewerFileError(version)
+        if version < 0:
             raise UnusableFileError(f"unknown outbox format version {version}")
         if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
             raise UnusableFileError("an SQLite database, but not an outbox")
+        older = 0 < version < current
+        if older:
+            keep_copy(db, path, version)
         db.execute("BEGIN IMMEDIATE")
+        if older:
+            migrate(db, version, current, steps)
         _create_schema(db)
         row = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
         if row is None:
@@ -100,7 +140,7 @@ def connect(path: Path) -> tuple[sqlite3.Connection, str]:
             db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
         else:
             epoch = str(row[0])
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute(f"PRAGMA user_version = {current}")
         db.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):

@@ -29,11 +29,13 @@ import structlog
 
 from smartpole.agent.core.jsonfile import JsonFile
 from smartpole.agent.core.outbox_eviction import REASONS
+from smartpole.agent.core.state_schema import Schema, prepare
 
 log = structlog.get_logger("smartpole.outbox")
 
 MANIFEST_NAME: Final = "outbox.counts.json"
 MANIFEST_VERSION: Final = 1
+MANIFEST_SCHEMA: Final = Schema("outbox_manifest", MANIFEST_VERSION)
 MANIFEST_INTERVAL_S: Final = 10.0
 
 Record = tuple[str, int, int, float, str]  # stream, seq, priority, created_at, payload
@@ -54,6 +56,7 @@ class ManifestFile:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / MANIFEST_NAME
         self._file = JsonFile(self.path, "outbox_manifest")
+        prepare(self.path, MANIFEST_SCHEMA)
 
     def read(self) -> Manifest | None:
         try:

@@ -67,6 +67,7 @@ from smartpole.agent.core.outbox_file import (
     bound,
     code,
     connect,
+    connect_current,
     disk_bytes,
     empty_file_reason,
     is_corrupt,
@@ -212,7 +213,8 @@ class OutboxStore(EvictionBook, Closing):
             unusable = empty_file_reason(self.path)
         if unusable is None:
             try:
-                db, self.epoch = connect(self.path)
+                db, self.epoch, newer = connect_current(self.path, self._clock())
+                self.damage.extend(newer)  # a rollback: the newer release's file set aside
             except (sqlite3.DatabaseError, UnusableFileError) as exc:
                 if isinstance(exc, sqlite3.DatabaseError) and not is_corrupt(exc):
                     raise OutboxStorageError(f"cannot open {self.path}: {exc}") from exc

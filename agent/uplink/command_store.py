@@ -34,11 +34,13 @@ import structlog
 
 from smartpole.agent.core.clock import SYSTEM_CLOCK, Clock
 from smartpole.agent.core.jsonfile import JsonFile
+from smartpole.agent.core.state_schema import Schema, prepare
 
 log = structlog.get_logger("smartpole.commands")
 
 STORE_FILE = "commands.json"
 STORE_VERSION = 1
+SCHEMA = Schema("commands", STORE_VERSION)
 
 
 class CacheFullError(Exception):
@@ -76,6 +78,7 @@ class CommandStore:
         return len(self._seen)
 
     def _load(self) -> None:
+        prepare(self.path, SCHEMA)
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:

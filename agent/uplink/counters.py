@@ -28,12 +28,14 @@ import structlog
 from smartpole.agent.core.jsonfile import JsonFile, read_versioned
 from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
 from smartpole.agent.core.quarantine import Damage
+from smartpole.agent.core.state_schema import Schema
 from smartpole.drivers.schema import Value
 
 log = structlog.get_logger("smartpole.uplink.counters")
 
 FILE_NAME: Final = "counters.json"
 FORMAT_VERSION: Final = 1
+SCHEMA: Final = Schema("counters", FORMAT_VERSION)
 SAVE_EVERY_S: Final = 10.0
 STREAM: Final = "events"
 RESET_KIND: Final = "counter_reset"
@@ -152,7 +154,7 @@ class CounterWatch:
         }
 
     def _load(self, path: Path) -> None:
-        data, self.damage = read_versioned(path, "counters", FORMAT_VERSION)
+        data, self.damage = read_versioned(path, SCHEMA)
         entries = data.get("counters") if data is not None else None
         if not isinstance(entries, list):
             return

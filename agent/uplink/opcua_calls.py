@@ -26,12 +26,14 @@ import structlog
 
 from smartpole.agent.core.jsonfile import JsonFile
 from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
+from smartpole.agent.core.state_schema import Schema, prepare
 from smartpole.agent.uplink.topics import COMMAND_RESULT_STREAM
 
 log = structlog.get_logger("smartpole.uplink.opcua")
 
 FILE_NAME = "opcua_calls.json"
 PREFIX = "opcua-"
+SCHEMA = Schema("opcua_call_ids", 1)  # 1: {"next": n}, the key added
 
 Report = Callable[[Mapping[str, Any]], None]
 
@@ -49,6 +51,7 @@ class CallIds:
         return self._file.write_failures
 
     def _load(self, path: Path) -> int:
+        prepare(path, SCHEMA)
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -71,7 +74,8 @@ class CallIds:
     def next(self) -> str:
         number = self._next
         self._next += 1
-        if not self._file.write({"next": self._next}) and not self._suffix:
+        written = self._file.write({"version": SCHEMA.current, "next": self._next})
+        if not written and not self._suffix:
             self._suffix = f"-{secrets.token_hex(4)}"  # the file may hold an older n now
         return f"{PREFIX}{number}{self._suffix}"
 

@@ -20,11 +20,13 @@ from pathlib import Path
 import structlog
 
 from smartpole.agent.core.jsonfile import JsonFile
+from smartpole.agent.core.state_schema import Schema, prepare
 
 log = structlog.get_logger("smartpole.uplink")
 
 FILE_NAME = "uplink-session.json"
 MAX_FILE_BYTES = 4096
+SCHEMA = Schema("uplink_session", 1)  # 1: {"session": n}, the key added
 
 
 class SessionCounter:
@@ -43,13 +45,14 @@ class SessionCounter:
     def next(self) -> int:
         self.last += 1
         if self._file is not None:
-            self._file.write({"session": self.last})
+            self._file.write({"version": SCHEMA.current, "session": self.last})
         return self.last
 
     def _read(self) -> int:
         if self._file is None:
             return 0
         path = self._file.path
+        prepare(path, SCHEMA)
         try:
             with path.open("rb") as source:
                 raw = source.read(MAX_FILE_BYTES + 1)

@@ -24,9 +24,11 @@ from typing import Final
 from smartpole.agent.buses.capabilities import EventResume
 from smartpole.agent.core.jsonfile import JsonFile, read_versioned
 from smartpole.agent.core.quarantine import Damage
+from smartpole.agent.core.state_schema import Schema
 
 FILE_NAME: Final = "mcu_events.json"
 FORMAT_VERSION: Final = 1
+SCHEMA: Final = Schema("mcu_events", FORMAT_VERSION)
 MAX_ABOVE: Final = 256
 
 
@@ -105,7 +107,7 @@ class EventMarks:
         return self._file.write_failures if self._file is not None else 0
 
     def _load(self, path: Path) -> None:
-        data, self.damage = read_versioned(path, "mcu_events", FORMAT_VERSION)
+        data, self.damage = read_versioned(path, SCHEMA)
         buses = data.get("buses") if data is not None else None
         if not isinstance(buses, dict):
             return

@@ -27,6 +27,7 @@ import structlog
 
 from smartpole.agent.core.jsonfile import JsonFile, read_versioned
 from smartpole.agent.core.quarantine import Damage
+from smartpole.agent.core.state_schema import Schema
 from smartpole.drivers.modbus.learning import CapReason, Learnt
 from smartpole.drivers.modbus.plan import Barrier
 from smartpole.drivers.modbus.points import RegisterKind
@@ -34,6 +35,7 @@ from smartpole.drivers.modbus.points import RegisterKind
 FILE_NAME: Final = "modbus_learnt.json"
 FORMAT_VERSION: Final = 1
 STORE: Final = "modbus_learnt"
+SCHEMA: Final = Schema(STORE, FORMAT_VERSION)
 
 log = structlog.get_logger("smartpole.state")
 
@@ -52,7 +54,7 @@ class LearntFile:
         self._saved: dict[str, object] = {}
         if self._file is None:
             return
-        data, damage = read_versioned(self._file.path, STORE, FORMAT_VERSION)
+        data, damage = read_versioned(self._file.path, SCHEMA)
         if damage is not None and report_damage is not None:
             report_damage(damage)
         buses = data.get("buses") if data is not None else None

@@ -55,3 +55,24 @@ def test_salvage_keeps_the_good_records_aside_the_damaged_file_and_counts_the_lo
     assert audit.tail(10)[-1]["target"] == "lamp3.dim_level"
     assert audit.torn_lines == 0
     assert audit.salvage() is None  # a clean file: nothing to report, nothing moved
+
+
+def test_each_line_carries_its_version_and_a_newer_one_is_skipped_counted_and_kept(
+    tmp_path: Path,
+) -> None:
+    """A rollback leaves lines of a newer release in the file every release appends to: they
+    are not misread, and salvage keeps them for that release."""
+    audit = _log_with(tmp_path, 2)
+    path = tmp_path / FILE_NAME
+    assert [json.loads(line)["version"] for line in path.read_text().splitlines()] == [1, 1]
+    newer = json.dumps({"version": 2, "who": "a newer release", "actor": "x"})
+    unversioned = json.dumps({"actor": "old", "action": "write", "target": "t", "requested": 1})
+    with path.open("a") as out:
+        out.write(newer + "\n" + unversioned + "\n" + '{"actor": "torn\n')
+    records = audit.tail(10)
+    assert [r["actor"] for r in records] == ["cli:uid=0", "cli:uid=0", "old"]
+    assert (audit.newer_lines, audit.torn_lines) == (1, 1)
+    assert audit.salvage() is not None  # the torn line goes; the newer one stays
+    assert newer in path.read_text().splitlines()
+    audit.tail(10)
+    assert (audit.newer_lines, audit.torn_lines) == (1, 0)

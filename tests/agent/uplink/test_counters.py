@@ -165,7 +165,7 @@ def test_an_integrity_report_checks_counters_too(rig: Rig) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"{not json", b'{"version": 99}', b"[1, 2]"],
+    [b"", b"{not json", b'{"version": 99.5}', b"[1, 2]"],
 )
 def test_a_damaged_counter_file_is_moved_aside_and_reported(tmp_path: Path, content: bytes) -> None:
     (tmp_path / FILE_NAME).write_bytes(content)

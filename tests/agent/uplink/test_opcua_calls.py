@@ -14,7 +14,7 @@ def test_ids_count_on_across_restarts(tmp_path: Path) -> None:
     path = tmp_path / "opcua_calls.json"
     first = CallIds(path)
     assert [first.next(), first.next()] == ["opcua-1", "opcua-2"]
-    assert json.loads(path.read_text()) == {"next": 3}
+    assert json.loads(path.read_text()) == {"version": 1, "next": 3}
     assert CallIds(path).next() == "opcua-3"
 
 

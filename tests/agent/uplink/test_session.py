@@ -18,7 +18,7 @@ def test_numbers_grow_across_attempts_and_restarts(tmp_path: Path) -> None:
     assert [first.next(), first.next(), first.next()] == [1, 2, 3]
     restarted = SessionCounter(tmp_path)  # a daemon restart reads the last number used
     assert restarted.next() == 4
-    assert json.loads((tmp_path / FILE_NAME).read_text()) == {"session": 4}
+    assert json.loads((tmp_path / FILE_NAME).read_text()) == {"version": 1, "session": 4}
 
 
 @pytest.mark.parametrize(

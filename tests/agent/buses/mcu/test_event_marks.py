@@ -134,7 +134,7 @@ def test_ids_apart_from_the_cursor_are_kept_and_bounded() -> None:
     assert all(boot.holds(i) for i in (1, 3, 5, 10 + MAX_ABOVE))
 
 
-@pytest.mark.parametrize("content", [b"", b"{", b'{"version": 2, "buses": {}}', b"null"])
+@pytest.mark.parametrize("content", [b"", b"{", b'{"version": "2", "buses": {}}', b"null"])
 def test_a_damaged_marks_file_is_moved_aside_and_reported(tmp_path: Path, content: bytes) -> None:
     (tmp_path / FILE_NAME).write_bytes(content)
     marks = EventMarks(tmp_path)
