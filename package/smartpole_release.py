@@ -1,0 +1,637 @@
+#!/usr/bin/python3.11
+"""smartpole-release: install a release beside the running one, switch, and roll back.
+
+It runs with the system's Python 3.11 and the standard library only, outside every venv,
+so it still works when the release it is switching to is broken. Every step of a switch is
+written to a journal first (``release-switch.json``, fsynced), so ``recover`` can undo a
+switch killed between any two steps and the previous release ends running again.
+
+Test rig hook: ``SMARTPOLE_RELEASE_CRASH_AFTER=<step>`` makes the tool die (``os._exit``)
+right after that step (see ``STEPS``), the way a power cut or ``kill -9`` would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import pwd
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = 1
+SERVICE = "smartpole.service"
+USER = "smartpole"
+HISTORY_KEEP = 50
+STOP_TIMEOUT_S = 20.0
+# The steps of a switch, in order; the journal names the last one started.
+STEPS = ("journal", "previous", "current", "stop", "start", "ready", "rollback")
+VENV_PARTS = ("bin", "lib", "lib64", "include", "share", "pyvenv.cfg", ".complete")
+
+
+class ReleaseError(Exception):
+    """A failure the tool explains in one line on stderr and exits 1 for."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every absolute path the tool touches, under ``--root`` for tests."""
+
+    root: Path
+
+    def p(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    @property
+    def opt(self) -> Path:
+        return self.p("/opt/smartpole")
+
+    @property
+    def releases(self) -> Path:
+        return self.opt / "releases"
+
+    @property
+    def current(self) -> Path:
+        return self.opt / "current"
+
+    @property
+    def previous(self) -> Path:
+        return self.opt / "previous"
+
+    @property
+    def state(self) -> Path:
+        return self.p("/var/lib/smartpole")
+
+    @property
+    def history(self) -> Path:
+        return self.state / "releases.json"
+
+    @property
+    def journal(self) -> Path:
+        return self.state / "release-switch.json"
+
+    @property
+    def config(self) -> Path:
+        return self.p("/etc/smartpole/pole.yaml")
+
+    @property
+    def rundir(self) -> Path:
+        return self.p("/run/smartpole-release")
+
+    @property
+    def pidfile(self) -> Path:
+        return self.rundir / "daemon.pid"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.p("/var/log/smartpole/daemon.log")
+
+    @property
+    def systemd(self) -> bool:
+        return self.p("/run/systemd/system").is_dir()
+
+    def release(self, version: str) -> Path:
+        if not version or "/" in version or version in {".", ".."}:
+            raise ReleaseError(f"not a release version: {version!r}")
+        return self.releases / version
+
+
+def crash_point(step: str) -> None:
+    """The test rig's stand-in for a kill between two steps."""
+    if os.environ.get("SMARTPOLE_RELEASE_CRASH_AFTER") == step:
+        os._exit(86)
+
+
+def write_atomic(path: Path, data: dict[str, Any], *, owner_of: Path | None = None) -> None:
+    """Write, fsync, rename, fsync the folder: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.chmod(0o644)
+    if owner_of is not None and os.geteuid() == 0:
+        # The daemon (user smartpole) marks entries reported: it must own what it rewrites.
+        st = owner_of.stat()
+        os.chown(tmp, st.st_uid, st.st_gid)
+    tmp.replace(path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ReleaseError(f"{path} is unreadable ({exc}); move it aside to continue") from exc
+    if not isinstance(data, dict):
+        raise ReleaseError(f"{path} is not a JSON object; move it aside to continue")
+    return data
+
+
+def link_target(link: Path) -> str | None:
+    """The release version a link names, or None when there is no link."""
+    try:
+        return link.readlink().name
+    except FileNotFoundError:
+        return None
+
+
+def set_link(link: Path, version: str | None) -> None:
+    """Point ``link`` at ``releases/<version>`` atomically (new link + rename), or drop it."""
+    if version is None:
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+    else:
+        tmp = link.with_name(f".{link.name}.new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(Path("releases") / version)
+        tmp.replace(link)
+    fsync_dir(link.parent)
+
+
+def complete(layout: Layout, version: str) -> bool:
+    return (layout.release(version) / ".complete").is_file()
+
+
+class History:
+    """``releases.json``: what each activation came to; the daemon reports the failures."""
+
+    def __init__(self, layout: Layout) -> None:
+        self._layout = layout
+
+    def entries(self) -> list[dict[str, Any]]:
+        data = read_json(self._layout.history)
+        if data is None:
+            return []
+        if data.get("schema") != SCHEMA or not isinstance(data.get("history"), list):
+            raise ReleaseError(f"{self._layout.history} has an unknown schema")
+        return [e for e in data["history"] if isinstance(e, dict)]
+
+    def record(self, version: str, old: str | None, outcome: str, reason: str | None) -> None:
+        entries = self.entries()
+        entries.append(
+            {
+                "version": version,
+                "from": old,
+                "at": round(time.time(), 3),
+                "outcome": outcome,
+                "reason": reason,
+                "reported": outcome == "running",
+            }
+        )
+        # Drop the oldest reported entries first; an unreported failure is never dropped.
+        while len(entries) > HISTORY_KEEP:
+            idx = next((i for i, e in enumerate(entries) if e.get("reported")), 0)
+            del entries[idx]
+        state = self._layout.state
+        state.mkdir(parents=True, exist_ok=True)
+        write_atomic(self._layout.history, {"schema": SCHEMA, "history": entries}, owner_of=state)
+
+
+class Identity:
+    """Who runs ``config check`` and the daemon: smartpole, or the caller in a test root."""
+
+    def __init__(self, layout: Layout) -> None:
+        try:
+            pw = pwd.getpwnam(USER)
+        except KeyError:
+            if layout.root == Path("/"):
+                raise ReleaseError(f"user {USER} does not exist; reinstall the package") from None
+            self.kwargs: dict[str, Any] = {}
+            return
+        groups = [g for g in os.getgrouplist(pw.pw_name, pw.pw_gid) if g != pw.pw_gid]
+        if os.geteuid() == 0:
+            self.kwargs = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": groups}
+        else:
+            self.kwargs = {}
+
+
+def config_check(layout: Layout, version: str, ident: Identity) -> str | None:
+    """None when ``version`` accepts the pole file, else the check's own last words."""
+    exe = layout.release(version) / "bin" / "smartpole"
+    try:
+        proc = subprocess.run(
+            [str(exe), "config", "check", str(layout.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+            check=False,
+            **ident.kwargs,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"config check could not run: {exc}"
+    if proc.returncode == 0:
+        return None
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    return lines[-1] if lines else f"config check exited {proc.returncode}"
+
+
+class Service:
+    """Restart the daemon and wait for READY, via systemd or, without it, by itself."""
+
+    def __init__(self, layout: Layout, ident: Identity, timeout: float) -> None:
+        self.layout, self.ident, self.timeout = layout, ident, timeout
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def running(self) -> bool:
+        if self.layout.systemd:
+            return self._systemctl("is-active", "--quiet", SERVICE) == 0
+        return self._pid() is not None
+
+    def stop(self) -> None:
+        if self.layout.systemd:
+            self._systemctl("stop", SERVICE)
+            return
+        pid = self._pid()
+        if pid is not None:
+            self._kill(pid)
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.pidfile.unlink()
+
+    def start(self) -> str | None:
+        """Start ``current``; None once it said READY=1, else why not."""
+        if self.layout.systemd:
+            try:
+                rc = self._systemctl("restart", SERVICE, timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                return f"not ready within {self.timeout:g} s"
+            crash_point("start")
+            if rc != 0 or self._systemctl("is-active", "--quiet", SERVICE) != 0:
+                return f"systemctl restart {SERVICE} failed (see journalctl -u {SERVICE})"
+            return None
+        return self._start_direct()
+
+    def _systemctl(self, *args: str, timeout: float = 120) -> int:
+        return subprocess.run(["systemctl", *args], check=False, timeout=timeout).returncode
+
+    def _pid(self) -> int | None:
+        try:
+            pid = int(self.layout.pidfile.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if alive(pid) else None
+
+    def _kill(self, pid: int) -> None:
+        """SIGTERM the daemon's session, wait, then SIGKILL: it owns its worker processes."""
+        for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
+            if self._wait_gone(pid, wait):
+                return
+        raise ReleaseError(f"daemon pid {pid} survives SIGKILL")
+
+    def _wait_gone(self, pid: int, seconds: float) -> bool:
+        child = self._children.pop(pid, None)
+        if child is not None:
+            try:
+                child.wait(seconds)
+            except subprocess.TimeoutExpired:
+                self._children[pid] = child
+                return False
+            return True
+        deadline = time.monotonic() + seconds
+        while alive(pid):
+            if time.monotonic() > deadline:
+                return False
+            select.select([], [], [], 0.05)  # a bounded poll: the pid is not our child
+        return True
+
+    def _start_direct(self) -> str | None:
+        layout = self.layout
+        exe = layout.current / "bin" / "smartpole"
+        runtime = layout.p("/run/smartpole")
+        folders = (layout.rundir, runtime, layout.state, layout.daemon_log.parent)
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+        owner = self.ident.kwargs.get("user")
+        if owner is not None:
+            os.chown(layout.p("/run/smartpole"), owner, self.ident.kwargs["group"])
+        name = f"smartpole-release-{os.getpid()}-{time.monotonic_ns()}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind("\0" + name)
+            env = {
+                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG": os.environ.get("LANG", "C.UTF-8"),
+                "PYTHONUNBUFFERED": "1",
+                "STATE_DIRECTORY": str(layout.state),
+                "RUNTIME_DIRECTORY": str(layout.p("/run/smartpole")),
+                "NOTIFY_SOCKET": "@" + name,
+            }
+            with layout.daemon_log.open("ab") as log:
+                try:
+                    proc = subprocess.Popen(
+                        [str(exe), "run", "--config", str(layout.config)],
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                        env=env,
+                        cwd="/",
+                        start_new_session=True,
+                        **self.ident.kwargs,
+                    )
+                except OSError as exc:
+                    return f"cannot start {exe}: {exc}"
+            self._children[proc.pid] = proc
+            layout.pidfile.write_text(f"{proc.pid}\n")
+            crash_point("start")
+            return self._wait_ready(sock, proc)
+
+    def _wait_ready(self, sock: socket.socket, proc: subprocess.Popen[bytes]) -> str | None:
+        deadline = time.monotonic() + self.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([sock], [], [], min(left, 0.2))
+            if readable and b"READY=1" in sock.recv(4096).split(b"\n"):
+                return None
+            if (rc := proc.poll()) is not None:
+                return f"daemon exited with status {rc} before READY (see {self.layout.daemon_log})"
+        return f"not ready within {self.timeout:g} s"
+
+
+def alive(pid: int) -> bool:
+    """True for a live process; a zombie (dead, not yet reaped by init) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
+
+
+@contextlib.contextmanager
+def locked(layout: Layout) -> Iterator[None]:
+    """One switcher at a time (apt and a technician could race)."""
+    layout.rundir.mkdir(parents=True, exist_ok=True)
+    with (layout.rundir / "lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def prepare(layout: Layout, version: str) -> None:
+    rel = layout.release(version)
+    if complete(layout, version):
+        return
+    if not rel.is_dir():
+        raise ReleaseError(f"{rel} does not exist (is the package for {version} unpacked?)")
+    remove_venv(rel)  # whatever a killed or failed build left is rebuilt, never run
+    python = os.environ.get("SMARTPOLE_RELEASE_PYTHON", sys.executable)
+    pip = [str(rel / "bin" / "python"), "-m", "pip", "install", "--no-index", "--quiet"]
+    steps = [
+        [python, "-m", "venv", str(rel)],
+        [*pip, "--find-links", str(rel / "wheelhouse"), f"smartpole=={version}"],
+        [str(rel / "bin" / "smartpole"), "--version"],
+    ]
+    try:
+        for argv in steps:
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
+            if proc.returncode != 0:
+                out = (proc.stderr + proc.stdout).strip()
+                if "No space left on device" in out:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                last = out.splitlines()[-1] if out else f"exit status {proc.returncode}"
+                raise ReleaseError(f"building release {version} failed: {last}")
+        marker = rel / ".complete"
+        with marker.open("w") as f:
+            f.write(f"{version}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(rel)
+    except OSError as exc:
+        remove_venv(rel)
+        if exc.errno == errno.ENOSPC:
+            raise ReleaseError(
+                f"disk full while building release {version} in {rel}; "
+                "the running release is untouched; free space and retry"
+            ) from exc
+        raise ReleaseError(f"building release {version} failed: {exc}") from exc
+    except BaseException:
+        remove_venv(rel)
+        raise
+
+
+def remove_venv(rel: Path) -> None:
+    """Drop the venv parts; the package's own files (wheelhouse, the tool) stay."""
+    for part in VENV_PARTS:
+        path = rel / part
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+class Switcher:
+    """activate / rollback / recover: the journalled switch of ``current``."""
+
+    def __init__(self, layout: Layout, timeout: float) -> None:
+        self.layout = layout
+        self.ident = Identity(layout)
+        self.service = Service(layout, self.ident, timeout)
+        self.history = History(layout)
+
+    def _journal(self, step: str, entry: dict[str, Any]) -> None:
+        entry["step"] = step
+        write_atomic(self.layout.journal, {"schema": SCHEMA, **entry})
+        if step == "journal":
+            crash_point("journal")
+
+    def activate(self, version: str, *, why: str = "activate") -> str:
+        layout = self.layout
+        if layout.journal.exists():
+            self.recover()
+        if not complete(layout, version):
+            reason = f"release {version} is not complete; run: smartpole-release prepare {version}"
+            self.history.record(version, link_target(layout.current), "refused", reason)
+            raise ReleaseError(reason)
+        old = link_target(layout.current)
+        if old is not None and not complete(layout, old):
+            old = None  # nothing worth switching back to
+        problem = config_check(layout, version, self.ident)
+        if (
+            problem is not None
+            and old not in {None, version}
+            and config_check(layout, str(old), self.ident) is None
+        ):
+            # The old release accepts this pole file and the new one does not: stay.
+            reason = f"config check fails under {version}: {problem}"
+            self.history.record(version, old, "refused", reason)
+            raise ReleaseError(f"{reason}; release {old} stays")
+        entry: dict[str, Any] = {
+            "op": why,
+            "target": version,
+            "old": old,
+            "old_previous": link_target(layout.previous),
+            "old_running": self.service.running(),
+        }
+        self._journal("journal", entry)
+        if old is not None and old != version:
+            self._journal("previous", entry)
+            set_link(layout.previous, old)
+            crash_point("previous")
+        self._journal("current", entry)
+        set_link(layout.current, version)
+        crash_point("current")
+        if problem is not None:
+            layout.journal.unlink()
+            print(
+                f"release {version} installed but not started: {problem}\n"
+                f"fill in {layout.config}, check it with `smartpole config check`, then start "
+                f"the service (systemctl start {SERVICE})",
+                file=sys.stderr,
+            )
+            return "installed"
+        self._journal("stop", entry)
+        self.service.stop()
+        crash_point("stop")
+        self._journal("start", entry)
+        failure = self.service.start()
+        crash_point("ready")
+        if failure is None:
+            self.history.record(version, old, "running", None)
+            layout.journal.unlink()
+            fsync_dir(layout.state)
+            return "running"
+        self._undo(entry, f"release {version}: {failure}")
+        raise ReleaseError(f"release {version} failed ({failure}); back on {old}")
+
+    def _undo(self, entry: dict[str, Any], reason: str) -> None:
+        """Switch back to what ran before and restart it; record why.
+
+        Idempotent, so a kill in the middle of it is undone by the next ``recover``. On a
+        first install (nothing before) ``current`` stays: there is nothing to go back to.
+        """
+        self._journal("rollback", entry)
+        crash_point("rollback")
+        old, target, step = entry["old"], entry["target"], entry.get("step")
+        back = old is not None and old != target
+        # Killed before the stop: the daemon still running is the old release's, so it is
+        # left alone (systemd may have restarted it on the new link meanwhile: restart).
+        early = step in {"journal", "previous", "current"} and not self.layout.systemd
+        keep_old_running = back and early and self.service.running()
+        if not keep_old_running:
+            self.service.stop()
+        if back:
+            set_link(self.layout.current, old)
+            set_link(self.layout.previous, entry["old_previous"])
+        self.history.record(target, old, "rolled_back" if back else "failed", reason)
+        if back and not keep_old_running:
+            failure = self.service.start()
+            if failure is not None:
+                self.layout.journal.unlink()
+                raise ReleaseError(f"{reason}; and the previous release {old} too: {failure}")
+        self.layout.journal.unlink()
+        fsync_dir(self.layout.state)
+
+    def recover(self) -> str:
+        data = read_json(self.layout.journal)
+        if data is None:
+            return "nothing to recover"
+        step = data.get("step")
+        self._undo(data, f"switch to {data.get('target')} interrupted at step {step}; undone")
+        return f"undid the switch to {data.get('target')} (interrupted at step {step})"
+
+    def rollback(self) -> str:
+        prev = link_target(self.layout.previous)
+        if prev is None or not complete(self.layout, prev):
+            raise ReleaseError("no complete previous release to roll back to")
+        return self.activate(prev, why="rollback")
+
+
+def remove(layout: Layout) -> None:
+    if not layout.systemd:
+        Service(layout, Identity(layout), 0).stop()
+    if layout.opt.is_dir():
+        set_link(layout.current, None)
+        set_link(layout.previous, None)
+    shutil.rmtree(layout.releases, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        layout.journal.unlink()
+    shutil.rmtree(layout.rundir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        layout.opt.rmdir()
+
+
+def status(layout: Layout, as_json: bool) -> str:
+    history = History(layout).entries()
+    info: dict[str, Any] = {
+        "current": link_target(layout.current),
+        "previous": link_target(layout.previous),
+        "switch_in_progress": read_json(layout.journal),
+        "history": history,
+    }
+    if as_json:
+        return json.dumps(info, indent=1)
+    lines = [f"current: {info['current']}", f"previous: {info['previous']}"]
+    if info["switch_in_progress"]:
+        lines.append("an interrupted switch is pending: run smartpole-release recover")
+    for e in history:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.get("at", 0)))
+        lines.append(f"{when} {e.get('from')} -> {e.get('version')}: {e.get('outcome')}")
+        if e.get("reason"):
+            lines.append(f"    {e['reason']}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="smartpole-release", description=__doc__)
+    parser.add_argument("--root", type=Path, default=Path("/"), help="prefix of every path")
+    parser.add_argument("--timeout", type=float, default=120.0, help="READY wait, seconds")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("prepare", "activate"):
+        sub.add_parser(name).add_argument("version")
+    for name in ("recover", "rollback", "remove"):
+        sub.add_parser(name)
+    sub.add_parser("status").add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    layout = Layout(args.root.resolve())
+    try:
+        if args.cmd == "status":
+            print(status(layout, args.json))
+            return 0
+        with locked(layout):
+            if args.cmd == "prepare":
+                prepare(layout, args.version)
+                print(f"release {args.version} is complete")
+            elif args.cmd == "remove":
+                remove(layout)
+            else:
+                sw = Switcher(layout, args.timeout)
+                if args.cmd == "activate":
+                    print(f"release {args.version}: {sw.activate(args.version)}")
+                else:
+                    print(sw.recover() if args.cmd == "recover" else sw.rollback())
+    except ReleaseError as exc:
+        print(f"smartpole-release: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"smartpole-release: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
