@@ -399,9 +399,13 @@ def prepare(layout: Layout, version: str) -> None:
         raise ReleaseError(f"{rel} does not exist (is the package for {version} unpacked?)")
     remove_venv(rel)  # whatever a killed or failed build left is rebuilt, never run
     python = os.environ.get("SMARTPOLE_RELEASE_PYTHON", sys.executable)
-    pip = [str(rel / "bin" / "python"), "-m", "pip", "install", "--no-index", "--quiet"]
+    venv_python = str(rel / "bin" / "python")
+    pip = [venv_python, "-m", "pip", "install", "--no-index", "--quiet", "--no-cache-dir"]
     steps = [
-        [python, "-m", "venv", str(rel)],
+        # Without pip first, then ensurepip ourselves: venv hides ensurepip's output, and
+        # that output is where a full disk says so.
+        [python, "-m", "venv", "--without-pip", str(rel)],
+        [venv_python, "-m", "ensurepip", "--default-pip"],
         [*pip, "--find-links", str(rel / "wheelhouse"), f"smartpole=={version}"],
         [str(rel / "bin" / "smartpole"), "--version"],
     ]
@@ -410,7 +414,7 @@ def prepare(layout: Layout, version: str) -> None:
             proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
             if proc.returncode != 0:
                 out = (proc.stderr + proc.stdout).strip()
-                if "No space left on device" in out:
+                if "No space left on device" in out or "[Errno 28]" in out:
                     raise OSError(errno.ENOSPC, "No space left on device")
                 last = out.splitlines()[-1] if out else f"exit status {proc.returncode}"
                 raise ReleaseError(f"building release {version} failed: {last}")
