@@ -188,7 +188,7 @@ class History:
         data = read_json(self._layout.history)
         if data is None:
             return []
-        if data.get("schema") != SCHEMA or not isinstance(data.get("history"), list):
+        if data.get("version") != SCHEMA or not isinstance(data.get("history"), list):
             raise ReleaseError(f"{self._layout.history} has an unknown schema")
         return [e for e in data["history"] if isinstance(e, dict)]
 
@@ -210,7 +210,7 @@ class History:
             del entries[idx]
         state = self._layout.state
         state.mkdir(parents=True, exist_ok=True)
-        write_atomic(self._layout.history, {"schema": SCHEMA, "history": entries}, owner_of=state)
+        write_atomic(self._layout.history, {"version": SCHEMA, "history": entries}, owner_of=state)
 
 
 class Identity:
@@ -459,7 +459,7 @@ class Switcher:
 
     def _journal(self, step: str, entry: dict[str, Any]) -> None:
         entry["step"] = step
-        write_atomic(self.layout.journal, {"schema": SCHEMA, **entry})
+        write_atomic(self.layout.journal, {"version": SCHEMA, **entry})
         if step == "journal":
             crash_point("journal")
 

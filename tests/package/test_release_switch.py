@@ -102,7 +102,7 @@ class Rig:
 
     def history(self) -> list[dict[str, object]]:
         data = json.loads((self.state / "releases.json").read_text())
-        assert data["schema"] == 1
+        assert data["version"] == 1
         return data["history"]  # type: ignore[no-any-return]
 
     def running(self) -> tuple[str, int]:
