@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from helpers.contract import errors
@@ -110,6 +111,7 @@ ENTRY = st.fixed_dictionaries(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(history=st.lists(ENTRY | JUNK, max_size=5))
+@example(history=[{**ROLLED, "at": math.nan}, {**ROLLED, "at": math.inf}, {**ROLLED, "at": True}])
 def test_whatever_the_file_holds_what_goes_up_is_valid(tmp_path: Path, history: list[Any]) -> None:
     state = tmp_path / str(abs(hash(json.dumps(history, default=str))))
     state.mkdir(exist_ok=True)
@@ -124,3 +126,5 @@ def test_whatever_the_file_holds_what_goes_up_is_valid(tmp_path: Path, history: 
     assert queued == len(records) == len(expected)
     for record in records:
         assert errors("event.schema.json", envelope(record)) == []
+        at = record.payload["at"]
+        assert at is None or (isinstance(at, float) and math.isfinite(at)), at
