@@ -118,17 +118,22 @@ def write_atomic(path: Path, data: dict[str, Any], *, owner_of: Path | None = No
     """Write, fsync, rename, fsync the folder: a reader sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.chmod(0o644)
-    if owner_of is not None and os.geteuid() == 0:
-        # The daemon (user smartpole) marks entries reported: it must own what it rewrites.
-        st = owner_of.stat()
-        os.chown(tmp, st.st_uid, st.st_gid)
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.chmod(0o644)
+        if owner_of is not None and os.geteuid() == 0:
+            # The daemon (user smartpole) marks entries reported: it must own the file.
+            st = owner_of.stat()
+            os.chown(tmp, st.st_uid, st.st_gid)
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     fsync_dir(path.parent)
 
 
@@ -193,7 +198,22 @@ class History:
         return [e for e in data["history"] if isinstance(e, dict)]
 
     def record(self, version: str, old: str | None, outcome: str, reason: str | None) -> None:
-        entries = self.entries()
+        """Append an outcome. Never fails a switch: the history is a report, not a step."""
+        try:
+            self._record(version, old, outcome, reason)
+        except (OSError, ReleaseError) as exc:
+            print(f"smartpole-release: warning: history not written: {exc}", file=sys.stderr)
+
+    def _record(self, version: str, old: str | None, outcome: str, reason: str | None) -> None:
+        try:
+            entries = self.entries()
+        except ReleaseError:
+            aside = self._layout.history.with_name(
+                f"releases.json.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+            )
+            self._layout.history.replace(aside)
+            print(f"smartpole-release: unreadable history kept as {aside}", file=sys.stderr)
+            entries = []
         entries.append(
             {
                 "version": version,
@@ -204,7 +224,7 @@ class History:
                 "reported": outcome == "running",
             }
         )
-        # Drop the oldest reported entries first; an unreported failure is never dropped.
+        # The oldest reported entries go first; an unreported failure only when all are.
         while len(entries) > HISTORY_KEEP:
             idx = next((i for i, e in enumerate(entries) if e.get("reported")), 0)
             del entries[idx]
@@ -618,7 +638,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         with locked(layout):
             if args.cmd == "prepare":
-                prepare(layout, args.version)
+                try:
+                    prepare(layout, args.version)
+                except ReleaseError as exc:
+                    current = link_target(layout.current)
+                    History(layout).record(args.version, current, "refused", str(exc))
+                    raise
                 print(f"release {args.version} is complete")
             elif args.cmd == "remove":
                 remove(layout)

@@ -8,6 +8,7 @@ namespace (we run as root; ``unshare`` makes the mount invisible outside).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -128,3 +129,8 @@ def test_a_full_disk_during_prepare_fails_cleanly_and_leaves_current(tmp_path: P
     assert "the running release is untouched" in lines[0]
     assert (root / "opt/smartpole/current").readlink() == Path("releases/1.0")
     assert (releases / "1.0" / ".complete").exists()
+    history = json.loads((root / "var/lib/smartpole/releases.json").read_text())["history"]
+    assert [(e["version"], e["from"], e["outcome"], e["reported"]) for e in history] == [
+        (VERSION, "1.0", "refused", False)
+    ]
+    assert "disk full" in history[0]["reason"]

@@ -300,3 +300,16 @@ def test_status_and_remove(rig: Rig) -> None:
     assert not alive(pid)
     assert not (rig.root / "opt/smartpole").exists()
     assert (rig.state / "releases.json").exists(), "history is state: purge removes it"
+
+
+def test_an_unreadable_history_is_kept_aside_and_the_switch_goes_on(rig: Rig) -> None:
+    rig.release("1.0")
+    rig.state.mkdir(parents=True)
+    (rig.state / "releases.json").write_text('{"version": 1, "hist')
+    result = rig.run("activate", "1.0")
+    assert result.returncode == 0, result.stderr
+    assert "unreadable history kept as" in result.stderr
+    assert rig.running()[0] == "1.0"
+    assert [e["outcome"] for e in rig.history()] == ["running"]
+    [aside] = rig.state.glob("releases.json.corrupt-*")
+    assert aside.read_text() == '{"version": 1, "hist'
