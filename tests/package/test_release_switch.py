@@ -72,9 +72,11 @@ class Rig:
         return folder
 
     def run(
-        self, *args: str, timeout: float = 5, crash: str | None = None
+        self, *args: str, timeout: float = 5, crash: str | None = None, path: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k != "SMARTPOLE_RELEASE_CRASH_AFTER"}
+        if path is not None:
+            env["PATH"] = f"{path}:{env['PATH']}"
         if crash is not None:
             env["SMARTPOLE_RELEASE_CRASH_AFTER"] = crash
         return subprocess.run(
@@ -313,3 +315,67 @@ def test_an_unreadable_history_is_kept_aside_and_the_switch_goes_on(rig: Rig) ->
     assert [e["outcome"] for e in rig.history()] == ["running"]
     [aside] = rig.state.glob("releases.json.corrupt-*")
     assert aside.read_text() == '{"version": 1, "hist'
+
+
+# systemd cannot run here: a stand-in `systemctl` on PATH plays a Type=notify unit. Its
+# `restart` returns once the release under `current` would say READY (mode ready), fails
+# (exit), or blocks (never), as systemctl does while the start job waits for READY.
+SYSTEMCTL = """#!{python}
+import os, signal, sys
+from pathlib import Path
+root = Path(__file__).resolve().parent.parent / "root"
+with open(root / "systemctl.log", "a") as log:
+    log.write(" ".join(sys.argv[1:]) + "\\n")
+active = root / "active"
+if sys.argv[1] == "restart":
+    active.unlink(missing_ok=True)
+    mode = (root / "opt/smartpole/current/mode").read_text()
+    if "ready" in mode:
+        active.write_text(os.path.realpath(root / "opt/smartpole/current"))
+        sys.exit(0)
+    if "never" in mode:
+        signal.pause()
+    sys.exit(1)
+if sys.argv[1] == "stop":
+    active.unlink(missing_ok=True)
+    sys.exit(0)
+if sys.argv[1] == "is-active":
+    sys.exit(0 if active.exists() else 3)
+sys.exit(64)
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"), [("never", "not ready within 1 s"), ("exit", "failed")]
+)
+def test_with_systemd_a_failed_restart_switches_back_and_restarts(
+    rig: Rig, tmp_path: Path, mode: str, reason: str
+) -> None:
+    (rig.root / "run/systemd/system").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(SYSTEMCTL.format(python=sys.executable))
+    (bin_dir / "systemctl").chmod(0o755)
+    rig.release("1.0")
+    rig.release("2.0", mode)
+    assert rig.run("activate", "1.0", path=str(bin_dir)).returncode == 0
+    result = rig.run("activate", "2.0", timeout=1, path=str(bin_dir))
+    assert result.returncode == 1
+    assert reason in one_line(result.stderr)
+    assert rig.link("current") == "1.0"
+    assert (rig.root / "active").read_text().endswith("/releases/1.0"), "1.0 runs again"
+    calls = (rig.root / "systemctl.log").read_text().splitlines()
+    unit = "smartpole.service"
+    assert calls[:4] == [  # first install: 1.0 started, READY
+        f"is-active --quiet {unit}", f"stop {unit}", f"restart {unit}", f"is-active --quiet {unit}"
+    ]  # fmt: skip
+    assert calls[4:] == [
+        f"is-active --quiet {unit}",  # was it running (journalled)
+        f"stop {unit}",
+        f"restart {unit}",  # 2.0: no READY
+        f"stop {unit}",
+        f"restart {unit}",  # 1.0 again, READY
+        f"is-active --quiet {unit}",
+    ]
+    entry = rig.history()[-1]
+    assert (entry["version"], entry["outcome"]) == ("2.0", "rolled_back")
