@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -20,6 +19,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "package" / "smartpole_release.py"
+# The switcher runs as on a pole: the system's Python 3.11 without site-packages (-S), so
+# an import from outside the standard library fails here too.
+SYSTEM_PYTHON = Path("/usr/bin/python3.11")
+if not SYSTEM_PYTHON.exists():
+    pytest.fail(f"{SYSTEM_PYTHON} is missing (Debian package python3.11-venv)", pytrace=False)
+TOOL_ARGV = [str(SYSTEM_PYTHON), "-S", "-E", str(TOOL)]
 VERSION = "3.0"
 
 
@@ -41,7 +46,7 @@ def make_wheel(wheelhouse: Path, version: str) -> None:
 
 def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(TOOL), "--root", str(root), *args],
+        [*TOOL_ARGV, "--root", str(root), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -89,7 +94,7 @@ mount -t tmpfs -o size=1m none "$RELEASES"
 mkdir -p "$RELEASES/$VERSION"
 cp -r "$WHEELHOUSE" "$RELEASES/$VERSION/wheelhouse"
 set +e
-"$PYTHON" "$TOOL" --root "$ROOT" prepare "$VERSION"
+"$PYTHON" -S -E "$TOOL" --root "$ROOT" prepare "$VERSION"
 echo "rc=$?"
 ls -A "$RELEASES/$VERSION"
 """
@@ -116,7 +121,7 @@ def test_a_full_disk_during_prepare_fails_cleanly_and_leaves_current(tmp_path: P
             "VERSION": VERSION,
             "ROOT": str(root),
             "WHEELHOUSE": str(tmp_path / "wheelhouse"),
-            "PYTHON": sys.executable,
+            "PYTHON": str(SYSTEM_PYTHON),
             "TOOL": str(TOOL),
         },
     )

@@ -12,12 +12,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers.processes import pole_config
 from helpers.waiting import wait_until
 from smartpole.agent.api import SOCKET_NAME, call
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "package" / "smartpole_release.py"
+# The switcher runs as on a pole: the system's Python 3.11 without site-packages (-S), so
+# an import from outside the standard library fails here too.
+SYSTEM_PYTHON = Path("/usr/bin/python3.11")
+if not SYSTEM_PYTHON.exists():
+    pytest.fail(f"{SYSTEM_PYTHON} is missing (Debian package python3.11-venv)", pytrace=False)
+TOOL_ARGV = [str(SYSTEM_PYTHON), "-S", "-E", str(TOOL)]
 ROLLED = {
     "version": "9.8", "from": "9.7", "at": 1767225950.5, "outcome": "rolled_back",
     "reason": "release 9.8: not ready within 120 s", "reported": False,
@@ -39,7 +47,7 @@ def test_real_daemon_under_smartpole_release(tmp_path: Path) -> None:
     (state / "releases.json").write_text(json.dumps({"version": 1, "history": [ROLLED]}))
 
     result = subprocess.run(
-        [sys.executable, str(TOOL), "--root", str(root), "--timeout", "60", "activate", "9.9"],
+        [*TOOL_ARGV, "--root", str(root), "--timeout", "60", "activate", "9.9"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     pidfile = root / "run/smartpole-release/daemon.pid"
