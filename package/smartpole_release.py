@@ -233,7 +233,7 @@ class Switcher:
 
 def remove(layout: Layout) -> None:
     if not layout.systemd:
-        Service(layout, Identity(layout), 0).stop()
+        Service(layout, Identity(layout, required=False), 0).stop()  # stop only
     if layout.opt.is_dir():
         set_link(layout.current, None)
         set_link(layout.previous, None)

@@ -226,11 +226,11 @@ class History:
 class Identity:
     """Who runs ``config check`` and the daemon: smartpole, or the caller in a test root."""
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, *, required: bool = True) -> None:
         try:
             pw = pwd.getpwnam(USER)
         except KeyError:
-            if layout.root == Path("/"):
+            if layout.root == Path("/") and required:
                 raise ReleaseError(f"user {USER} does not exist; reinstall the package") from None
             self.kwargs: dict[str, Any] = {}
             return
@@ -258,8 +258,12 @@ def config_check(layout: Layout, version: str, ident: Identity) -> str | None:
         return f"config check could not run: {exc}"
     if proc.returncode == 0:
         return None
-    lines = (proc.stderr or proc.stdout).strip().splitlines()
-    return lines[-1] if lines else f"config check exited {proc.returncode}"
+    lines: list[str] = (proc.stderr or proc.stdout).strip().splitlines()
+    if not lines:
+        return f"config check exited {proc.returncode}"
+    # The first problem, named with its line; the rest are one command away.
+    more = f" (and {len(lines) - 1} more lines: smartpole config check)" if len(lines) > 1 else ""
+    return lines[0][:300] + more
 
 
 class Service:

@@ -39,7 +39,8 @@ if args[:1] == ["--version"]:
     sys.exit(0)
 if args[:2] == ["config", "check"]:
     if "badconfig" in mode:
-        print("pole.yaml: uplink.hots: unknown key", file=sys.stderr)
+        print("pole.yaml:2: uplink.hots: unknown key", file=sys.stderr)
+        print("pole.yaml: 1 configuration problem", file=sys.stderr)
         sys.exit(2)
     sys.exit(0)
 if args[:1] == ["run"]:
