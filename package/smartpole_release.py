@@ -267,16 +267,22 @@ def status(layout: Layout, as_json: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="smartpole-release", description=__doc__)
-    parser.add_argument("--root", type=Path, default=Path("/"), help="prefix of every path")
-    parser.add_argument("--timeout", type=float, default=120.0, help="READY wait, seconds")
+    # --root and --timeout go before or after the command (`activate V --timeout 60`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", type=Path, default=argparse.SUPPRESS, help="prefix of paths")
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="READY wait, s")
+    parser = argparse.ArgumentParser(
+        prog="smartpole-release", description=__doc__, parents=[common]
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("prepare", "activate"):
-        sub.add_parser(name).add_argument("version")
+        sub.add_parser(name, parents=[common]).add_argument("version")
     for name in ("recover", "rollback", "remove"):
-        sub.add_parser(name)
-    sub.add_parser("status").add_argument("--json", action="store_true")
+        sub.add_parser(name, parents=[common])
+    sub.add_parser("status", parents=[common]).add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    args.root = getattr(args, "root", Path("/"))
+    args.timeout = getattr(args, "timeout", 120.0)
     layout = Layout(args.root.resolve())
     try:
         if args.cmd == "status":

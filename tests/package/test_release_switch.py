@@ -386,3 +386,13 @@ def test_with_systemd_a_failed_restart_switches_back_and_restarts(
     ]
     entry = rig.history()[-1]
     assert (entry["version"], entry["outcome"]) == ("2.0", "rolled_back")
+
+
+def test_options_go_before_or_after_the_command(rig: Rig) -> None:
+    rig.release("1.0", "never")
+    done = subprocess.run(
+        [*TOOL_ARGV, "activate", "1.0", "--timeout", "0.5", "--root", str(rig.root)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "not ready within 0.5 s" in one_line(done.stderr)
