@@ -396,3 +396,9 @@ def test_options_go_before_or_after_the_command(rig: Rig) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert "not ready within 0.5 s" in one_line(done.stderr)
+    from_env = subprocess.run(
+        [*TOOL_ARGV, "--root", str(rig.root), "activate", "1.0"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "SMARTPOLE_RELEASE_TIMEOUT": "0.4"},
+    )  # fmt: skip
+    assert "not ready within 0.4 s" in one_line(from_env.stderr)
