@@ -232,8 +232,8 @@ class Switcher:
 
 
 def remove(layout: Layout) -> None:
-    if not layout.systemd:
-        Service(layout, Identity(layout, required=False), 0).stop()  # stop only
+    """Stop the daemon, then delete every release folder and the links (package removal)."""
+    Service(layout, Identity(layout, required=False), 0).stop()  # stop only: no identity
     if layout.opt.is_dir():
         set_link(layout.current, None)
         set_link(layout.previous, None)
