@@ -47,6 +47,8 @@ lint: setup
 
 typecheck: setup
 	MYPYPATH=$(TYPECHECK_VIEW) $(BIN)/mypy -p smartpole.agent -p smartpole.drivers -p smartpole.models
+	# The release switcher runs outside the venv, standard library only (package/).
+	MYPYPATH=package $(BIN)/mypy --strict package/smartpole_release.py package/smartpole_release_base.py
 
 # The import contracts in pyproject.toml ([tool.importlinter]): which folder may import which.
 # Read through the same link tree as mypy, so they check this checkout whatever is installed.

@@ -214,10 +214,29 @@ def render_status(status: Mapping[str, Any]) -> str:
             right=frozenset({5, 6, 7, 8, 9, 10}),
         ),
     ]
+    lines += _release_lines(status.get("releases"))
     problems = status.get("problems") or []
     lines += ["", "PROBLEMS" if problems else "no problems"]
     lines += [f"  - {problem}" for problem in problems]
     return "\n".join(lines)
+
+
+def _release_lines(releases: Mapping[str, Any] | None) -> list[str]:
+    """The last activations by smartpole-release (absent from an older daemon's answer)."""
+    history = (releases or {}).get("history") or []
+    if not history:
+        return []
+    rows = [
+        [
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(float(e.get("at") or 0))),
+            str(e.get("from") or "-"),
+            str(e.get("version")),
+            str(e.get("outcome")) + ("" if e.get("reported", True) else " (unreported)"),
+            str(e.get("reason") or ""),
+        ]
+        for e in history
+    ]
+    return ["", "RELEASES", table(["AT (UTC)", "FROM", "TO", "OUTCOME", "REASON"], rows)]
 
 
 def _device_row(d: Mapping[str, Any]) -> list[str]:

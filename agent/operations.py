@@ -36,6 +36,7 @@ from smartpole.agent.core.points import PointTable
 from smartpole.agent.core.state_schema import LEDGER as STATE_LEDGER
 from smartpole.agent.state import PointStore
 from smartpole.agent.uplink.mqtt import MqttUplink
+from smartpole.agent.uplink.release_report import ReleaseHistory
 from smartpole.agent.uplink.telemetry import TelemetryReporter
 
 #: How long a platform "set level" on a managed lamp holds when the command names no time.
@@ -74,6 +75,7 @@ class PoleOperations:
         telemetry: TelemetryReporter | None,
         opcua: StatusSource | None,
         started_at: float,
+        releases: ReleaseHistory | None = None,
     ) -> None:
         self._config = config
         self._table = table
@@ -87,6 +89,7 @@ class PoleOperations:
         self._telemetry = telemetry
         self._opcua = opcua
         self._started_at = started_at
+        self._releases = releases
         self.api: LocalApi | None = None  # set once the local API serves these operations
 
     # ----- commands -----
@@ -203,6 +206,8 @@ class PoleOperations:
             )
         if self._uplink is not None and (session := self._uplink.session_problem()):
             problems.append(session)
+        if self._releases is not None and self._releases.problem:
+            problems.append(self._releases.problem)
         return {
             "pole": self._config.pole.pole.id,
             "pole_name": self._config.pole.pole.name,
@@ -218,6 +223,7 @@ class PoleOperations:
             "buses": [bus.health.to_json() for bus in self._buses],
             "devices": [device.to_json() for bus in self._buses for device in bus.devices],
             "clock": self._control.clock_watch.watch.to_json(),
+            "releases": self._releases.status() if self._releases is not None else None,
         }
 
     def summary(self) -> str:

@@ -43,6 +43,7 @@ from smartpole.agent.uplink.counters import CounterWatch, counter_points
 from smartpole.agent.uplink.meta import build_meta, devices_of
 from smartpole.agent.uplink.mqtt import MqttUplink
 from smartpole.agent.uplink.opcua_calls import outbox_report
+from smartpole.agent.uplink.release_report import ReleaseHistory
 from smartpole.agent.uplink.session import SessionCounter
 from smartpole.agent.uplink.telemetry import TelemetryReporter
 from smartpole.drivers.lifecycle import Lifecycle
@@ -85,6 +86,7 @@ class Pole(Lifecycle):
         self.buses: BusSet
         self.control: PoleControl
         self.cameras: Cameras
+        self.releases: ReleaseHistory
         self.telemetry: TelemetryReporter | None = None
         self.uplink: MqttUplink | None = None
         self.event_recorders: list[EventRecorder] = []
@@ -138,6 +140,9 @@ class Pole(Lifecycle):
                 self.outbox.report_damage(damage)  # upstream, once the outbox can take it
         self.cameras = Cameras(pole.cameras, config.path.parent, self.outbox)
         self._event_sources()
+        # Before READY: the release switcher rewrites the file only after it (see module).
+        self.releases = ReleaseHistory(self.state_dir)
+        self.releases.report(self.outbox)
         if pole.uplink is not None:
             # Every bus registered (and described) its points above: the description is
             # complete, and its hash ties each telemetry record to it.
@@ -177,6 +182,7 @@ class Pole(Lifecycle):
             telemetry=self.telemetry,
             opcua=opcua.status if opcua is not None else None,
             started_at=self.started_at,
+            releases=self.releases,
         )
         self.commands = self._command_processor()
         if self.uplink is not None:
