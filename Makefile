@@ -15,14 +15,17 @@ INSTALLED := $(VENV)/.installed
 TYPECHECK_VIEW := $(VENV)/typecheck
 DURATION ?= 20
 PYTEST_ARGS ?=
+# Debian architecture `make package` builds for: amd64 or arm64 (no emulation needed).
+ARCH ?= amd64
 
-.PHONY: help setup system demo test lint typecheck contracts unit firmware soak bench lock clean
+.PHONY: help setup system demo test lint typecheck contracts unit firmware soak bench lock clean package
 
 help:
 	@echo "make demo   - run a simulated smart pole for $(DURATION) s (DURATION=0: until Ctrl-C)"
 	@echo "make test   - lint, type-check, check the import contracts and run the whole test suite"
 	@echo "make bench  - run the benchmarks in bench/, one 'BENCH name value unit' line each"
 	@echo "make soak   - the long soak tests that 'make test' leaves out"
+	@echo "make package [ARCH=arm64] - build dist/smartpole_<version>_<arch>.deb (default amd64)"
 
 setup: system $(INSTALLED)
 
@@ -47,6 +50,7 @@ lint: setup
 
 typecheck: setup
 	MYPYPATH=$(TYPECHECK_VIEW) $(BIN)/mypy -p smartpole.agent -p smartpole.drivers -p smartpole.models
+	$(BIN)/mypy package/build_deb.py package/smartpole_release.py
 
 # The import contracts in pyproject.toml ([tool.importlinter]): which folder may import which.
 # Read through the same link tree as mypy, so they check this checkout whatever is installed.
@@ -75,5 +79,10 @@ lock: setup
 	{ sed -n '1,2p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable --all | grep -v '^pip=='; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
+# The Debian package: the project's wheel and the locked runtime wheels for ARCH, downloaded
+# by tag (dependency wheels are cached in ~/.cache/smartpole/wheels/ARCH between builds).
+package: setup
+	$(BIN)/python package/build_deb.py --arch $(ARCH)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -26,6 +26,8 @@ REQUIRED=(
     # library for Cortex-M0+/M4 against newlib-nano
     "arm-none-eabi-gcc:gcc-arm-none-eabi"
     "/usr/lib/arm-none-eabi/newlib/nano.specs:libnewlib-arm-none-eabi"
+    # The .deb's maintainer scripts are linted (tests/package/test_build_deb.py)
+    "shellcheck:shellcheck"
 )
 
 have() {
