@@ -15,8 +15,9 @@ from helpers.paths import REPO
 TESTS = REPO / "tests"
 SOURCE_ROOTS = {"agent", "drivers", "models"}
 # The suite's own folders: whole-process tests, checks on the repository, shared code, data,
-# and devices we did not write (built from source by the tests, such as a libmodbus server).
-OWN_FOLDERS = {"system", "project", "helpers", "data", "devices"}
+# and devices we did not write (built from source by the tests, such as a libmodbus server);
+# package/ holds the Debian package's scripts, which are no importable package.
+OWN_FOLDERS = {"system", "project", "helpers", "data", "devices", "package"}
 
 
 def _folders() -> list[Path]:
