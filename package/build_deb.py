@@ -298,7 +298,11 @@ def build(args: argparse.Namespace) -> Path:
         deb = out / f"{project.name}_{version}_{args.arch}.deb"
         part = deb.with_name(f".{deb.name}.part")
         dpkg = ["dpkg-deb", "--root-owner-group", f"-Z{args.compress}", "--build"]
-        run([*dpkg, str(root), str(part)], "dpkg-deb")
+        try:
+            run([*dpkg, str(root), str(part)], "dpkg-deb")
+        except BuildError:
+            part.unlink(missing_ok=True)  # never leave half a package beside whole ones
+            raise
         part.replace(deb)
     return deb
 
