@@ -247,6 +247,9 @@ def lay_out(root: Path, source: Path, house: Path, pins: list[str], version: str
     if not tool.is_file():
         raise BuildError(f"{tool} is missing")
     put(tool, rel / "smartpole-release", 0o755)
+    # The switcher's own modules (stdlib only), imported from beside it.
+    for module in sorted(tool.parent.glob("smartpole_release_*.py")):
+        put(module, rel / module.name)
     link(root / "usr/bin/smartpole", "/opt/smartpole/current/bin/smartpole")
     link(root / "usr/sbin/smartpole-release", "/opt/smartpole/current/smartpole-release")
     put(source / "configs/systemd/smartpole.service", root / "lib/systemd/system/smartpole.service")

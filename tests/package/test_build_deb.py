@@ -25,6 +25,7 @@ from packaging.requirements import Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from helpers.packages import Deb, Packages
 from helpers.paths import REPO
 
 BUILD = REPO / "package" / "build_deb.py"
@@ -34,20 +35,23 @@ SCRIPTS = ("preinst", "postinst", "prerm", "postrm")
 # Development and benchmark tools: none may reach a pole.
 DEV_ONLY = {"pytest", "mypy", "ruff", "hypothesis", "opencv-python-headless", "import-linter"}
 SMARTPOLE = str(Path(sys.executable).with_name("smartpole"))
-
-pytestmark = pytest.mark.timeout(600)
+# The first test builds the session's packages (tests/package/conftest.py): minutes when cold.
+pytestmark = pytest.mark.timeout(900)
 
 
 @dataclass(frozen=True)
-class Deb:
+class Unpacked:
+    """A built package taken apart: its files and its control archive."""
+
     arch: str
     path: Path
+    version: str
     tree: Path  # dpkg-deb -x
     control: Path  # dpkg-deb -e
 
     @property
     def release(self) -> Path:
-        return self.tree / "opt/smartpole/releases" / VERSION
+        return self.tree / "opt/smartpole/releases" / self.version
 
     def wheels(self) -> list[str]:
         return sorted(p.name for p in (self.release / "wheelhouse").glob("*.whl"))
@@ -65,23 +69,18 @@ def build(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=540)
 
 
-def unpack(deb: Path, arch: str, where: Path) -> Deb:
+def unpack(deb: Deb, where: Path) -> Unpacked:
     tree, control = where / "tree", where / "control"
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
-    subprocess.run(["dpkg-deb", "-e", str(deb), str(control)], check=True)
-    return Deb(arch, deb, tree, control)
+    subprocess.run(["dpkg-deb", "-x", str(deb.path), str(tree)], check=True)
+    subprocess.run(["dpkg-deb", "-e", str(deb.path), str(control)], check=True)
+    return Unpacked(deb.arch, deb.path, deb.version, tree, control)
 
 
 @pytest.fixture(scope="module")
-def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Deb]:
-    out = tmp_path_factory.mktemp("dist")
-    built = {}
-    for arch in MACHINE:
-        proc = build(out, "--arch", arch)
-        assert proc.returncode == 0, proc.stderr
-        deb = out / f"smartpole_{VERSION}_{arch}.deb"
-        built[arch] = unpack(deb, arch, tmp_path_factory.mktemp(arch))
-    return built
+def debs(packages: Packages, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Unpacked]:
+    """The session's amd64 and arm64 packages (tests/package/conftest.py), taken apart."""
+    built = {"amd64": packages.amd64, "arm64": packages.arm64}
+    return {arch: unpack(deb, tmp_path_factory.mktemp(arch)) for arch, deb in built.items()}
 
 
 # --- which wheels a Debian bookworm machine (CPython 3.11, glibc 2.36) installs
@@ -103,13 +102,13 @@ def not_installable(wheels: list[str], arch: str) -> list[str]:
 
 
 @pytest.mark.parametrize("arch", sorted(MACHINE))
-def test_every_wheel_installs_on_the_target(debs: dict[str, Deb], arch: str) -> None:
+def test_every_wheel_installs_on_the_target(debs: dict[str, Unpacked], arch: str) -> None:
     wheels = debs[arch].wheels()
     assert len(wheels) > 10
     assert not_installable(wheels, arch) == []
 
 
-def test_the_tag_check_refuses_the_other_architectures_wheels(debs: dict[str, Deb]) -> None:
+def test_the_tag_check_refuses_the_other_architectures_wheels(debs: dict[str, Unpacked]) -> None:
     """The check above can fail: each binary wheel of one package is refused for the other."""
     for arch, other in (("amd64", "arm64"), ("arm64", "amd64")):
         wheels = debs[other].wheels()
@@ -153,7 +152,7 @@ def lock_pins() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("arch", sorted(MACHINE))
-def test_the_wheelhouse_is_the_locked_runtime_closure(debs: dict[str, Deb], arch: str) -> None:
+def test_the_wheelhouse_is_the_locked_runtime_closure(debs: dict[str, Unpacked], arch: str) -> None:
     deb = debs[arch]
     found = {wheel_name(w): str(parse_wheel_filename(w)[1]) for w in deb.wheels()}
     assert found.pop("smartpole") == VERSION
@@ -170,7 +169,7 @@ def test_the_wheelhouse_is_the_locked_runtime_closure(debs: dict[str, Deb], arch
 # --- the Debian package itself
 
 
-def test_the_control_file(debs: dict[str, Deb]) -> None:
+def test_the_control_file(debs: dict[str, Unpacked]) -> None:
     for arch, deb in debs.items():
         assert deb.field("Package") == "smartpole"
         assert deb.field("Version") == VERSION
@@ -185,7 +184,7 @@ def test_the_control_file(debs: dict[str, Deb]) -> None:
         assert conffiles == ["/etc/smartpole/pole.yaml", "/etc/smartpole/profiles.d/README"]
 
 
-def test_the_layout(debs: dict[str, Deb]) -> None:
+def test_the_layout(debs: dict[str, Unpacked]) -> None:
     deb = debs["arm64"]
     contents = dpkg_deb("--contents", str(deb.path))
     assert "./usr/bin/smartpole -> /opt/smartpole/current/bin/smartpole" in contents
@@ -214,14 +213,13 @@ def test_the_layout(debs: dict[str, Deb]) -> None:
         "usr/sbin",
         "usr/share",
     }
-    assert sorted(p.name for p in deb.release.iterdir()) == [
-        "requirements.txt",
-        "smartpole-release",
-        "wheelhouse",
-    ]
+    modules = sorted(p.name for p in (REPO / "package").glob("smartpole_release_*.py"))
+    assert sorted(p.name for p in deb.release.iterdir()) == sorted(
+        ["requirements.txt", "smartpole-release", "wheelhouse", *modules]
+    )
 
 
-def test_the_maintainer_scripts_are_valid_posix_sh(debs: dict[str, Deb]) -> None:
+def test_the_maintainer_scripts_are_valid_posix_sh(debs: dict[str, Unpacked]) -> None:
     for deb in debs.values():
         for script in SCRIPTS:
             path = deb.control / script
@@ -247,7 +245,7 @@ def fake_df(tmp_path: Path, avail_kib: int) -> dict[str, str]:
 
 
 def test_preinst_refuses_a_disk_too_small_for_the_venv(
-    debs: dict[str, Deb], tmp_path: Path
+    debs: dict[str, Unpacked], tmp_path: Path
 ) -> None:
     preinst = debs["amd64"].control / "preinst"
     need = int(debs["amd64"].field("Installed-Size"))
@@ -266,15 +264,16 @@ def test_preinst_refuses_a_disk_too_small_for_the_venv(
 # --- build options
 
 
-def test_version_override_builds_the_same_tree_under_another_version(tmp_path: Path) -> None:
-    proc = build(tmp_path, "--arch", "amd64", "--version", "99.1.0")
-    assert proc.returncode == 0, proc.stderr
-    deb = unpack(tmp_path / "smartpole_99.1.0_amd64.deb", "amd64", tmp_path)
-    assert deb.field("Version") == "99.1.0"
-    release = deb.tree / "opt/smartpole/releases/99.1.0"
-    assert (release / "wheelhouse/smartpole-99.1.0-py3-none-any.whl").is_file()
-    assert "smartpole==99.1.0" in (release / "requirements.txt").read_text().splitlines()
-    assert "V=99.1.0\n" in (deb.control / "postinst").read_text()
+def test_version_override_builds_the_same_tree_under_another_version(
+    packages: Packages, tmp_path: Path
+) -> None:
+    newer = unpack(packages.amd64_newer, tmp_path)
+    assert newer.version == f"{VERSION}.post1"
+    assert newer.field("Version") == newer.version
+    assert (newer.release / f"wheelhouse/smartpole-{newer.version}-py3-none-any.whl").is_file()
+    pins = (newer.release / "requirements.txt").read_text().splitlines()
+    assert f"smartpole=={newer.version}" in pins
+    assert f"V={newer.version}\n" in (newer.control / "postinst").read_text()
     # the checkout itself is untouched
     assert f'version = "{VERSION}"' in (REPO / "pyproject.toml").read_text()
 

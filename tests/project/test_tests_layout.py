@@ -15,8 +15,8 @@ from helpers.paths import REPO
 TESTS = REPO / "tests"
 SOURCE_ROOTS = {"agent", "drivers", "models"}
 # The suite's own folders: whole-process tests, checks on the repository, shared code, data,
-# and devices we did not write (built from source by the tests, such as a libmodbus server);
-# package/ holds the Debian package's scripts, which are no importable package.
+# devices we did not write (built from source by the tests, such as a libmodbus server), and
+# the Debian package (package/: built, then installed into a Debian root).
 OWN_FOLDERS = {"system", "project", "helpers", "data", "devices", "package"}
 
 
