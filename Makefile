@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 # Debian architecture `make package` builds for: amd64 or arm64 (no emulation needed).
 ARCH ?= amd64
 
-.PHONY: help setup system demo test lint typecheck contracts unit firmware soak bench lock clean package
+.PHONY: help setup system demo test lint typecheck contracts unit firmware soak bench lock clean
 
 help:
 	@echo "make demo   - run a simulated smart pole for $(DURATION) s (DURATION=0: until Ctrl-C)"
@@ -50,7 +50,7 @@ lint: setup
 
 typecheck: setup
 	MYPYPATH=$(TYPECHECK_VIEW) $(BIN)/mypy -p smartpole.agent -p smartpole.drivers -p smartpole.models
-	$(BIN)/mypy package/build_deb.py package/smartpole_release.py
+	$(BIN)/mypy package/build_deb.py
 
 # The import contracts in pyproject.toml ([tool.importlinter]): which folder may import which.
 # Read through the same link tree as mypy, so they check this checkout whatever is installed.
@@ -81,6 +81,7 @@ lock: setup
 
 # The Debian package: the project's wheel and the locked runtime wheels for ARCH, downloaded
 # by tag (dependency wheels are cached in ~/.cache/smartpole/wheels/ARCH between builds).
+.PHONY: package
 package: setup
 	$(BIN)/python package/build_deb.py --arch $(ARCH)
 
