@@ -49,8 +49,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	MYPYPATH=$(TYPECHECK_VIEW) $(BIN)/mypy -p smartpole.agent -p smartpole.drivers -p smartpole.models
 	$(BIN)/mypy package/build_deb.py
+	MYPYPATH=$(TYPECHECK_VIEW) $(BIN)/mypy -p smartpole.agent -p smartpole.drivers -p smartpole.models
 
 # The import contracts in pyproject.toml ([tool.importlinter]): which folder may import which.
 # Read through the same link tree as mypy, so they check this checkout whatever is installed.
