@@ -246,12 +246,17 @@ def lay_out(root: Path, source: Path, house: Path, pins: list[str], version: str
     tool = source / "package" / "smartpole_release.py"
     if not tool.is_file():
         raise BuildError(f"{tool} is missing")
-    put(tool, rel / "smartpole-release", 0o755)
-    # The switcher's own modules (stdlib only), imported from beside it.
-    for module in sorted(tool.parent.glob("smartpole_release_*.py")):
-        put(module, rel / module.name)
+    # The switcher (and its own stdlib-only modules, imported from beside it) in the release
+    # folder, and again where an upgrade cannot take it away: dpkg deletes the old release's
+    # packaged files when it unpacks the new one, so after a rollback `current` holds a venv
+    # but no switcher, and a link through `current` would dangle.
+    modules = sorted(tool.parent.glob("smartpole_release_*.py"))
+    for folder in (rel, root / "usr/lib/smartpole"):
+        put(tool, folder / "smartpole-release", 0o755)
+        for module in modules:
+            put(module, folder / module.name)
     link(root / "usr/bin/smartpole", "/opt/smartpole/current/bin/smartpole")
-    link(root / "usr/sbin/smartpole-release", "/opt/smartpole/current/smartpole-release")
+    link(root / "usr/sbin/smartpole-release", "/usr/lib/smartpole/smartpole-release")
     put(source / "configs/systemd/smartpole.service", root / "lib/systemd/system/smartpole.service")
     for profile in sorted((source / "configs/profiles").glob("*.yaml")):
         put(profile, root / "usr/share/smartpole/profiles" / profile.name)

@@ -187,14 +187,18 @@ def test_the_control_file(debs: dict[str, Unpacked]) -> None:
 def test_the_layout(debs: dict[str, Unpacked]) -> None:
     deb = debs["arm64"]
     contents = dpkg_deb("--contents", str(deb.path))
+    modules = sorted(p.name for p in (REPO / "package").glob("smartpole_release_*.py"))
+    assert modules, "the switcher's own modules"
     assert "./usr/bin/smartpole -> /opt/smartpole/current/bin/smartpole" in contents
-    assert "./usr/sbin/smartpole-release -> /opt/smartpole/current/smartpole-release" in contents
+    # not through `current`: after a rollback that release's packaged files are gone
+    assert "./usr/sbin/smartpole-release -> /usr/lib/smartpole/smartpole-release" in contents
+    for folder in (deb.release, deb.tree / "usr/lib/smartpole"):
+        for name in ("smartpole-release", *modules):
+            source = "smartpole_release.py" if name == "smartpole-release" else name
+            assert (folder / name).read_bytes() == (REPO / "package" / source).read_bytes()
     assert re.search(
         rf"-rwxr-xr-x root/root .* ./opt/smartpole/releases/{VERSION}/smartpole-r", contents
     )
-    assert (deb.release / "smartpole-release").read_bytes() == (
-        REPO / "package/smartpole_release.py"
-    ).read_bytes()
     unit = deb.tree / "lib/systemd/system/smartpole.service"
     assert unit.read_bytes() == (REPO / "configs/systemd/smartpole.service").read_bytes()
     profiles = deb.tree / "usr/share/smartpole/profiles"
@@ -210,10 +214,10 @@ def test_the_layout(debs: dict[str, Unpacked]) -> None:
         "lib/systemd",
         "opt/smartpole",
         "usr/bin",
+        "usr/lib",
         "usr/sbin",
         "usr/share",
     }
-    modules = sorted(p.name for p in (REPO / "package").glob("smartpole_release_*.py"))
     assert sorted(p.name for p in deb.release.iterdir()) == sorted(
         ["requirements.txt", "smartpole-release", "wheelhouse", *modules]
     )
