@@ -15,6 +15,8 @@ INSTALLED := $(VENV)/.installed
 TYPECHECK_VIEW := $(VENV)/typecheck
 DURATION ?= 20
 PYTEST_ARGS ?=
+# Debian architecture `make package` builds for: amd64 or arm64 (no emulation needed).
+ARCH ?= amd64
 
 .PHONY: help setup system demo test lint typecheck contracts unit package-check firmware soak bench lock clean
 
@@ -23,6 +25,7 @@ help:
 	@echo "make test   - lint, type-check, check the import contracts and run the whole test suite"
 	@echo "make bench  - run the benchmarks in bench/, one 'BENCH name value unit' line each"
 	@echo "make soak   - the long soak tests that 'make test' leaves out"
+	@echo "make package [ARCH=arm64] - build dist/smartpole_<version>_<arch>.deb (default amd64)"
 
 setup: system $(INSTALLED)
 
@@ -46,6 +49,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
+	$(BIN)/mypy package/build_deb.py
 	MYPYPATH=$(TYPECHECK_VIEW) $(BIN)/mypy -p smartpole.agent -p smartpole.drivers -p smartpole.models
 	# The release switcher runs outside the venv, standard library only (package/).
 	MYPYPATH=package $(BIN)/mypy --strict package/smartpole_release.py package/smartpole_release_base.py
@@ -84,5 +88,11 @@ lock: setup
 	{ sed -n '1,2p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable --all | grep -v '^pip=='; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
+# The Debian package: the project's wheel and the locked runtime wheels for ARCH, downloaded
+# by tag (dependency wheels are cached in ~/.cache/smartpole/wheels/ARCH between builds).
+.PHONY: package
+package: setup
+	$(BIN)/python package/build_deb.py --arch $(ARCH)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

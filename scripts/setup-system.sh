@@ -12,6 +12,7 @@ REQUIRED=(
     "systemd-analyze:systemd"  # tests/project/test_systemd_unit.py verifies and scores the unit
     "unshare:util-linux"       # ...inside a private mount namespace
     "gcc:gcc"                  # C extensions built from source
+    "shellcheck:shellcheck"    # tests/package lints the .deb's maintainer scripts
     "make:make"
     "mosquitto:mosquitto"      # MQTT broker the tests and the demo start themselves
     "clang:clang"              # firmware-bridge/c: `make fuzz` builds its libFuzzer target

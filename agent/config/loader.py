@@ -168,8 +168,17 @@ def load_profile(path: Path, schema: PoleSchema) -> ProfileInfo:
     return profile
 
 
+#: An installed pole's config starts as a template of comments only: say what to do with it.
+EMPTY_CONFIG = (
+    "the file holds no settings, only comments: fill in at least pole:, buses: and devices: "
+    "(the comments show examples; docs/configuration.md), then run smartpole config check"
+)
+
+
 def validate(doc: YamlDocument, model: type[ModelT]) -> tuple[ModelT | None, list[Problem]]:
     """Validate a document against a model; translate pydantic's errors into Problems."""
+    if doc.data is None and not doc.problems:  # e.g. the package's all-comments template
+        return None, [doc.problem((), EMPTY_CONFIG)]
     if not isinstance(doc.data, dict):
         return None, [doc.problem((), "expected a mapping of keys at the top of the file")]
     try:

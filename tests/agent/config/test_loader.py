@@ -230,13 +230,23 @@ def test_load_missing_file(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("text", ["", "# nothing\n", "- a\n- b\n", "just a string\n", "42\n"])
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
 def test_load_file_that_is_not_a_mapping(tmp_path: Path, text: str) -> None:
     path = tmp_path / "pole.yaml"
     path.write_text(text)
     (problem,) = problems_of(path)
     assert (problem.file, problem.line, problem.key) == (path, 1, "")
     assert "mapping" in problem.message
+
+
+@pytest.mark.parametrize("text", ["", "# nothing\n", "# the package's template\n#pole:\n"])
+def test_load_file_of_comments_only_says_what_to_fill_in(tmp_path: Path, text: str) -> None:
+    """An installed pole's /etc/smartpole/pole.yaml starts as comments only."""
+    path = tmp_path / "pole.yaml"
+    path.write_text(text)
+    (problem,) = problems_of(path)
+    assert (problem.file, problem.line, problem.key) == (path, 1, "")
+    assert problem.message.startswith("the file holds no settings, only comments: fill in")
 
 
 def test_load_missing_profiles_folder(tmp_path: Path) -> None:
