@@ -94,7 +94,14 @@ def _status(root: DebianRoot) -> dict[str, object]:
     return answer
 
 
-def _wait_for(what: str, check: object, timeout: float = 60) -> None:
+def _daemon_log(root: DebianRoot) -> str:
+    """The last lines the daemon wrote (the switcher appends its output here without systemd)."""
+    log = root.file("/var/log/smartpole/daemon.log")
+    lines = log.read_text(errors="replace").splitlines()[-40:] if log.is_file() else []
+    return "\n".join(lines)
+
+
+def _wait_for(root: DebianRoot, what: str, check: object, timeout: float = 60) -> None:
     """Poll ``check`` (a callable returning truthy) until it holds, or fail naming ``what``."""
     assert callable(check)
     deadline = time.monotonic() + timeout
@@ -107,7 +114,10 @@ def _wait_for(what: str, check: object, timeout: float = 60) -> None:
         if last and not isinstance(last, AssertionError):
             return
         time.sleep(0.25)  # polling a running daemon's API; the bound is the deadline
-    pytest.fail(f"timed out waiting for {what}: last answer {last!r}")
+    pytest.fail(
+        f"timed out waiting for {what}: last answer {last!r}\n"
+        f"--- the daemon's log\n{_daemon_log(root)}"
+    )
 
 
 def _history(root: DebianRoot) -> list[dict[str, object]]:
@@ -117,6 +127,7 @@ def _history(root: DebianRoot) -> list[dict[str, object]]:
     return history
 
 
+@pytest.mark.timeout(1800)  # builds four packages when it runs first, and three releases
 def test_a_pole_installs_upgrades_rolls_back_and_purges(
     root: DebianRoot, packages: Packages, tmp_path: Path
 ) -> None:
@@ -189,7 +200,7 @@ def test_a_pole_installs_upgrades_rolls_back_and_purges(
         assert line.startswith("serving bus lan"), line
         root.run(["smartpole-release", "activate", first.version, "--timeout", "120"])
         assert len(_daemons(root)) == 1
-        _wait_for("lamp1 online", lambda: _online(root))
+        _wait_for(root, "lamp1 online", lambda: _online(root))
 
         # An upgrade switches to the new release and keeps the old one beside it.
         root.run(["dpkg", "-i", f"/tmp/{second.path.name}"])
@@ -197,7 +208,7 @@ def test_a_pole_installs_upgrades_rolls_back_and_purges(
         assert Path(root.file("/opt/smartpole/previous").readlink()).name == first.version
         assert root.file(f"/opt/smartpole/releases/{first.version}/.complete").is_file()
         assert second.version in root.run(["smartpole", "--version"]).stdout
-        _wait_for("lamp1 online after the upgrade", lambda: _online(root))
+        _wait_for(root, "lamp1 online after the upgrade", lambda: _online(root))
         assert len(_daemons(root)) == 1
 
         # A release whose daemon never says READY: rolled back by itself, and said so.
@@ -208,7 +219,7 @@ def test_a_pole_installs_upgrades_rolls_back_and_purges(
         assert _current(root) == second.version
         assert len(_daemons(root)) == 1
         assert second.version in " ".join(_daemons(root))
-        _wait_for("lamp1 online after the rollback", lambda: _online(root))
+        _wait_for(root, "lamp1 online after the rollback", lambda: _online(root))
         last = _history(root)[-1]
         assert last["version"] == broken.version, last
         assert last["outcome"] == "rolled_back", last
