@@ -172,10 +172,8 @@ async def test_the_diag_group_reads_but_may_not_write(tmp_path: Path) -> None:
     access = _access(diag=own_group, admin=admin)
     with capture_logs() as logs:
         async with ApiServer(path, _methods(writes), access=access) as server:
-            # The socket is the diag group's: its members can connect at all.
-            mode = path.stat()
-            assert stat.S_IMODE(mode.st_mode) == 0o660
-            assert mode.st_gid == os.getgid()
+            # Open to every local user once a technician group exists: the daemon decides.
+            assert stat.S_IMODE(path.stat().st_mode) == 0o666
 
             assert await asyncio.to_thread(call, path, "status") == {"state": "fine"}
             with pytest.raises(
