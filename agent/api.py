@@ -1,10 +1,10 @@
 """The local API: a Unix socket that diagnostics tools use to ask the running daemon.
 
-One JSON object per line each way. The socket is born owner-only (0600); where the
-diag group exists it is handed to that group (0660). Who may call what is decided by the
-daemon from the peer's kernel credentials (``api_roles``): read-only methods for the diag
-group, everything for root, the daemon's user and the admin group. Nothing here listens
-on the network.
+One JSON object per line each way. The socket is born owner-only (0600); where a
+technician group exists it is opened to every local user (0666), because who may call
+what is decided by the daemon from each peer's kernel credentials (``api_roles``):
+read-only methods for the diag group, everything for root, the daemon's user and the
+admin group, nothing for anyone else. Nothing here listens on the network.
 
 It runs on the control loop, so control's deadlines come first: what a client may cost
 is bounded per request, per connection and in total (``api_limits``; the ``api:`` section
@@ -46,8 +46,8 @@ from smartpole.agent.api_roles import (
     Role,
     allows,
     method_of,
+    open_to_technicians,
     peer_of,
-    share_with_diag_group,
 )
 from smartpole.agent.config.api import ApiConfig
 from smartpole.agent.core.errors import AgentError, ApiError
@@ -144,7 +144,7 @@ class ApiServer(Lifecycle):
         finally:
             os.umask(old_umask)
         self._sock = sock
-        share_with_diag_group(self.path, self.access)
+        open_to_technicians(self.path, self.access)
         self.spawn(self._accept_loop(sock), name="api:accept")
         log.info("api_listening", socket=str(self.path), **self.limits.model_dump())
 
@@ -398,8 +398,9 @@ def call(path: Path, method: str, timeout_s: float = 5.0, **params: object) -> A
         raise ApiError(f"no daemon socket at {path}: is `smartpole run` running?") from exc
     except PermissionError as exc:
         raise ApiError(
-            f"no permission to open {path}: run as root or the service user, or join the "
-            "API's diag group (smartpole-diag by default)"
+            f"no permission to open {path}: run as root or the service user; on a pole the "
+            "socket is open to members of smartpole-diag or smartpole-admin (if the folder "
+            "lets them through)"
         ) from exc
     except ConnectionRefusedError as exc:
         raise ApiError(f"nothing listens on {path}: the daemon is not running") from exc

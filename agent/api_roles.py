@@ -20,6 +20,7 @@ import grp
 import os
 import pwd
 import socket
+import stat
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -179,22 +180,33 @@ class Access:
         return who
 
 
-def share_with_diag_group(path: Path, access: Access) -> None:
-    """0660 with the diag group, so its members can connect at all; what each may call
-    is still the daemon's decision. Without the group the socket stays 0600."""
-    gid = access.policy.diag_gid
-    if gid is None:
+#: The socket's mode once a technician group exists: anyone may connect, because the
+#: daemon decides every call from the peer's credentials. A group-owned 0660 socket would
+#: need ``chown``, which the unit's system call filter forbids (``~@privileged``), and
+#: would shut out admins who are not also in the diag group.
+OPEN_MODE = 0o666
+
+
+def open_to_technicians(path: Path, access: Access) -> None:
+    """Let technicians connect at all where their groups exist (0666; what each may call
+    is the daemon's decision); without either group the socket stays owner-only (0600),
+    as on a developer's checkout. Says once at start when the folder holding the socket
+    keeps them out (e.g. a ``RuntimeDirectoryMode=0700`` drop-in)."""
+    if access.policy.diag_gid is None and access.policy.admin_gid is None:
         return
     try:
-        os.chown(path, -1, gid)
-        path.chmod(0o660)
-    except OSError as exc:  # not root and not in the group: only the owner connects
+        path.chmod(OPEN_MODE)
+        folder_mode = path.parent.stat().st_mode
+    except OSError as exc:
+        log.warning("api_socket_mode_unset", socket=str(path), error=str(exc))
+        return
+    if not folder_mode & stat.S_IXOTH:
         log.warning(
-            "api_socket_group_unset",
+            "api_socket_folder_closed",
             socket=str(path),
-            group=access.diag_group,
-            error=str(exc),
-            hint="give the daemon's user the diag group (systemd SupplementaryGroups=)",
+            folder_mode=oct(stat.S_IMODE(folder_mode)),
+            hint="technicians cannot reach the socket: the folder needs o+x "
+            "(the unit sets RuntimeDirectoryMode=0755)",
         )
 
 

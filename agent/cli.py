@@ -24,6 +24,7 @@ from smartpole.agent.api import SOCKET_NAME, call
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.config import advice
 from smartpole.agent.config.loader import LoadedConfig
+from smartpole.agent.config.profile_path import profile_sources
 from smartpole.agent.console import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, load_or_exit, parse_value
 from smartpole.agent.core.errors import AgentError, ApiError, ConfigError, UsageError
 from smartpole.agent.sim import commands as sim_commands
@@ -50,7 +51,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     """Errors (stderr) fail the check with exit 2; warnings (stdout, after the OK line,
     each starting ``warning:``) do not: the daemon runs with them."""
     config = load_or_exit(args.file)
-    profiles = ", ".join(sorted(config.profiles))
+    profiles = profile_sources(config.profile_files)
     found = advice.warnings(config)
     note = f", {len(found)} warning(s)" if found else ""
     print(
@@ -76,7 +77,7 @@ def _with_bus_ports(config: LoadedConfig, overrides: Sequence[str]) -> LoadedCon
         except ValueError as exc:
             raise UsageError(f"--bus-port {item!r}: bus {name} {exc}") from exc
     pole = config.pole.model_copy(update={"buses": buses})
-    return LoadedConfig(config.path, pole, config.profiles)
+    return LoadedConfig(config.path, pole, config.profiles, config.profile_files)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -51,11 +51,10 @@ def version_text(config: Path | None) -> str:
     except ConfigError as exc:
         lines.append(f"  profiles: not listed, the config is invalid ({exc}; see config check)")
         return "\n".join(lines)
-    profiles_dir = config.parent / loaded.pole.profiles_dir  # as the loader finds them
     for name in sorted(loaded.profiles):
-        path = profiles_dir / f"{name}.yaml"
+        path = loaded.profile_files[name]  # the folder of profiles_dir that won
         try:
-            lines.append(f"  profile {name} sha256:{file_hash(path)}")
+            lines.append(f"  profile {name} sha256:{file_hash(path)} {path}")
         except OSError as exc:
             lines.append(f"  profile {name}: cannot read ({exc.strerror or exc})")
     return "\n".join(lines)

@@ -128,7 +128,11 @@ class CameraConfig(_Strict):
     )
     loop: bool = Field(False, description="replay a file endlessly as a live source (rigs)")
     realtime: bool = Field(True, description="pace a file by its timestamps like a camera")
-    model: str = Field(min_length=1, description="YOLOX-family ONNX model, relative to this file")
+    model: str = Field(
+        min_length=1,
+        description="YOLOX-family ONNX model: an absolute path (an installed pole's is "
+        "/usr/share/smartpole/models/yolox-nano-coco-416.onnx) or relative to this file",
+    )
     classes: dict[ClassId, ClassName] = Field(
         default_factory=lambda: dict(COCO_TRAFFIC),
         min_length=1,
@@ -170,10 +174,10 @@ class CameraConfig(_Strict):
     def problems(self, config_dir: Path, devices: list[str]) -> list[tuple[Location, str]]:
         """What the schema cannot see: files that are not there, unknown devices."""
         out: list[tuple[Location, str]] = []
-        if not (config_dir / self.model).is_file():
-            out.append((("model",), f"no model file {self.model!r} (relative to the config)"))
-        if not is_url(self.source) and not (config_dir / self.source).exists():
-            out.append((("source",), f"no video {self.source!r} (relative to the config)"))
+        if not _exists(config_dir / self.model, file=True):
+            out.append((("model",), f"no model file {_where(self.model, config_dir)}"))
+        if not is_url(self.source) and not _exists(config_dir / self.source):
+            out.append((("source",), f"no video {_where(self.source, config_dir)}"))
         if self.device is not None and self.device not in devices:
             out.append((("device",), f"no device {self.device!r} on this pole"))
         return out
@@ -184,6 +188,21 @@ class CameraConfig(_Strict):
         source = self.source if is_url(self.source) else str((config_dir / self.source).resolve())
         model = str((config_dir / self.model).resolve())
         return self.model_copy(update={"source": source, "model": model})
+
+
+def _exists(path: Path, *, file: bool = False) -> bool:
+    """A name the file system cannot take (too long, a NUL byte) names nothing."""
+    try:
+        return path.is_file() if file else path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _where(name: str, config_dir: Path) -> str:
+    """A file's name as given, and where that is when it is relative."""
+    if Path(name).is_absolute():
+        return repr(name)
+    return f"{name!r} ({config_dir / name}, relative to the config)"
 
 
 def is_url(source: str) -> bool:

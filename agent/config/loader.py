@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import difflib
 import functools
-import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
@@ -23,6 +22,7 @@ from smartpole.agent.config.alarms import rule_problems
 from smartpole.agent.config.buses import BusConfig, PointKinds
 from smartpole.agent.config.pole import NamePattern, PoleConfig, pole_model
 from smartpole.agent.config.power import power_rule_problems
+from smartpole.agent.config.profile_path import DEFAULT, ProfilePath
 from smartpole.agent.config.yamlsource import YamlDocument, load_yaml
 from smartpole.agent.core.errors import ConfigError, Problem
 from smartpole.drivers.modbus.profile import ModbusProfile
@@ -89,6 +89,8 @@ class LoadedConfig:
     path: Path
     pole: PoleConfig
     profiles: Mapping[str, ProfileInfo]
+    #: The file each profile was loaded from (which folder of ``profiles_dir`` won).
+    profile_files: Mapping[str, Path] = field(default_factory=dict)
 
     def profile_of(self, device: str) -> ProfileInfo:
         return self.profiles[self.pole.devices[device].profile]
@@ -108,8 +110,8 @@ def load_config(path: Path, schema: PoleSchema) -> LoadedConfig:
     pole, schema_problems = validate(doc, schema.pole)
     problems += schema_problems
     raw = _mapping(doc.data)
-    profiles_dir = Path(os.path.normpath(path.parent / str(raw.get("profiles_dir", "../profiles"))))
-    profiles, profile_problems = _load_profiles(doc, profiles_dir, schema)
+    search = _profile_path(raw.get("profiles_dir", DEFAULT), path)
+    profiles, files, profile_problems = _load_profiles(doc, search, schema)
     problems += profile_problems
     problems += _check_references(doc, profiles, schema)
     if pole is not None and not problems and pole.lighting is not None:
@@ -135,7 +137,7 @@ def load_config(path: Path, schema: PoleSchema) -> LoadedConfig:
             ]
     if problems or pole is None:
         raise ConfigError(problems)
-    return LoadedConfig(path, pole, profiles)
+    return LoadedConfig(path, pole, profiles, files)
 
 
 def _points_of(pole: PoleConfig, profiles: Mapping[str, ProfileInfo]) -> dict[str, PointKinds]:
@@ -235,42 +237,52 @@ def _problem_from_error(doc: YamlDocument, model: type[BaseModel], error: Any) -
     return doc.problem(loc, message)
 
 
+def _profile_path(value: object, path: Path) -> ProfilePath | None:
+    """The search path as written; None when it is not a string or list of strings
+    (the schema reports that)."""
+    if isinstance(value, str) and value:
+        return ProfilePath.of(value, path)
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return ProfilePath.of(value, path)
+    return None
+
+
 def _load_profiles(
-    doc: YamlDocument, profiles_dir: Path, schema: PoleSchema
-) -> tuple[dict[str, ProfileInfo], list[Problem]]:
+    doc: YamlDocument, search: ProfilePath | None, schema: PoleSchema
+) -> tuple[dict[str, ProfileInfo], dict[str, Path], list[Problem]]:
     profiles: dict[str, ProfileInfo] = {}
+    files: dict[str, Path] = {}
     problems: list[Problem] = []
     devices = doc.data.get("devices") if isinstance(doc.data, dict) else None
-    if not isinstance(devices, dict):
-        return profiles, problems
-    if not profiles_dir.is_dir():
-        key = "profiles_dir" if ("profiles_dir",) in doc.lines else ""
-        problems.append(doc.problem((key,) if key else (), f"no profiles folder {profiles_dir}"))
-        return profiles, problems
+    if not isinstance(devices, dict) or search is None:
+        return profiles, files, problems
+    listed = isinstance(_mapping(doc.data).get("profiles_dir"), list)
+    for index, message in search.missing():
+        key: tuple[str | int, ...] = ("profiles_dir", index) if listed else ("profiles_dir",)
+        if ("profiles_dir",) not in doc.lines:
+            key = ()
+        problems.append(doc.problem(key, message))
+    if problems:
+        return profiles, files, problems
     failed: set[str] = set()
     for device, settings in devices.items():
         name = settings.get("profile") if isinstance(settings, dict) else None
         if not isinstance(name, str) or name in profiles or name in failed:
             continue
         if not re.fullmatch(NamePattern, name):
-            continue  # the schema reports it; never a path out of the profiles folder
-        file = profiles_dir / f"{name}.yaml"
-        if not file.exists():  # a FIFO or device is reported by load_profile as such
-            known = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
-            problems.append(
-                doc.problem(
-                    ("devices", device, "profile"),
-                    f"unknown profile {name!r}: no {file}; known: {', '.join(known) or 'none'}",
-                )
-            )
+            continue  # the schema reports it; never a path out of the profiles folders
+        file = search.find(name)
+        if file is None:
+            problems.append(doc.problem(("devices", device, "profile"), search.unknown(name)))
             failed.add(name)
             continue
         try:
             profiles[name] = load_profile(file, schema)
+            files[name] = file
         except ConfigError as exc:
             problems += exc.problems
             failed.add(name)
-    return profiles, problems
+    return profiles, files, problems
 
 
 def _check_references(

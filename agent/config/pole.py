@@ -28,6 +28,9 @@ from smartpole.agent.config.uplink import UplinkConfig
 
 NamePattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NamePattern, max_length=64)]
+_Folder = Annotated[str, Field(min_length=1)]
+#: One folder, or folders searched in order (``agent/config/profile_path``).
+ProfileFolders = _Folder | Annotated[list[_Folder], Field(min_length=1)]
 
 
 class _Strict(BaseModel):
@@ -63,8 +66,10 @@ class DeviceConfig(_Strict):
 
 class PoleConfig(_Strict):
     pole: PoleInfo
-    profiles_dir: str = Field(
-        "../profiles", description="folder of device profiles, relative to this file"
+    profiles_dir: ProfileFolders = Field(
+        "../profiles",
+        description="folder of device profiles, or a list of folders searched in order "
+        "(the first holding <name>.yaml wins); relative to this file",
     )
     buses: dict[Name, BusConfig] = Field(
         min_length=1, description="bus name -> one of the registered bus types (pole_model)"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import TextIO
 
 from smartpole.agent.buses.registry import load_config, load_profile
 from smartpole.agent.config.pole import NamePattern
+from smartpole.agent.config.profile_path import ProfilePath
 from smartpole.agent.core.errors import ConfigError, UsageError
 from smartpole.agent.technician.options import (
     DEFAULT_BAUD,
@@ -172,11 +172,11 @@ def _modbus_profile(name: str | None, config_path: Path | None) -> ModbusProfile
         raise UsageError(_problems(config_path, exc)) from exc
     profile = config.profiles.get(name)
     if profile is None:
-        folder = Path(os.path.normpath(config.path.parent / config.pole.profiles_dir))
-        file = folder / f"{name}.yaml"
-        if not file.is_file():
-            known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
-            raise UsageError(f"no profile {name!r} in {folder} (profiles: {known})")
+        search = ProfilePath.of(config.pole.profiles_dir, config.path)
+        file = search.find(name)
+        if file is None or not file.is_file():
+            known = ", ".join(search.known()) or "none"
+            raise UsageError(f"no profile {name!r} in {search.describe()} (profiles: {known})")
         try:
             profile = load_profile(file)
         except ConfigError as exc:

@@ -172,10 +172,8 @@ async def test_the_diag_group_reads_but_may_not_write(tmp_path: Path) -> None:
     access = _access(diag=own_group, admin=admin)
     with capture_logs() as logs:
         async with ApiServer(path, _methods(writes), access=access) as server:
-            # The socket is the diag group's: its members can connect at all.
-            mode = path.stat()
-            assert stat.S_IMODE(mode.st_mode) == 0o660
-            assert mode.st_gid == os.getgid()
+            # Open to every local user once a technician group exists: the daemon decides.
+            assert stat.S_IMODE(path.stat().st_mode) == 0o666
 
             assert await asyncio.to_thread(call, path, "status") == {"state": "fine"}
             with pytest.raises(
@@ -220,3 +218,33 @@ async def test_outside_both_groups_even_reads_are_refused(tmp_path: Path) -> Non
         assert reply["refused"]["needs"] == "read"
         assert f"group {other}" in reply["error"]
         assert server.status()["refused_role"] == 1
+
+
+@pytest.mark.asyncio
+async def test_a_socket_folder_that_keeps_technicians_out_is_said_at_start(
+    tmp_path: Path,
+) -> None:
+    own_group = grp.getgrgid(os.getgid()).gr_name
+    access = _access(diag=own_group, admin=_other_group())
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    opened = tmp_path / "open"
+    opened.mkdir()
+    opened.chmod(0o755)
+    with capture_logs() as logs:
+        async with ApiServer(closed / "api.sock", _methods([]), access=access):
+            pass
+        async with ApiServer(opened / "api.sock", _methods([]), access=access):
+            pass
+    warned = [e for e in logs if e["event"] == "api_socket_folder_closed"]
+    assert [e["socket"] for e in warned] == [str(closed / "api.sock")]
+    assert warned[0]["folder_mode"] == "0o700"
+
+
+@pytest.mark.asyncio
+async def test_without_either_group_the_socket_stays_owner_only(tmp_path: Path) -> None:
+    nobody = "smartpole-test-nogroup"
+    assert _access(diag=nobody, admin=nobody).policy.diag_gid is None
+    path = tmp_path / "api.sock"
+    async with ApiServer(path, _methods([]), access=_access(diag=nobody, admin=nobody)):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600

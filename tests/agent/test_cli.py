@@ -126,7 +126,7 @@ def test_version_names_the_package_the_config_and_its_profiles(tmp_path: Path) -
     assert given.stdout.splitlines() == [
         f"smartpole {metadata.version('smartpole')}",
         f"config {config} sha256:{_sha(config)}",
-        f"  profile cwt-uwd sha256:{_sha(PROFILES / 'cwt-uwd.yaml')}",
+        f"  profile cwt-uwd sha256:{_sha(PROFILES / 'cwt-uwd.yaml')} {PROFILES / 'cwt-uwd.yaml'}",
     ]
     missing = _smartpole("--version", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 0, missing.stderr

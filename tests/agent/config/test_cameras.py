@@ -216,3 +216,53 @@ cameras:
 def test_tuning_keys_are_pole_config_keys() -> None:
     config = CameraConfig.model_validate({**BASE, "detect_every": 2, "stopped_after_s": 5})
     assert (config.detect_every, config.stopped_after_s) == (2, 5.0)
+
+
+def _camera_pole(tmp_path: Path, model: str) -> Path:
+    config = tmp_path / "etc" / "pole.yaml"
+    config.parent.mkdir(exist_ok=True)
+    (config.parent / "clip.mp4").write_bytes(b"")
+    config.write_text(
+        f"""pole: {{id: camera-rig}}
+profiles_dir: {PROFILES}
+buses:
+  rs485-1: {{type: modbus-rtu, port: /dev/null}}
+devices:
+  weather: {{profile: cwt-uwd, bus: rs485-1, unit_id: 1}}
+cameras:
+  street:
+    source: clip.mp4
+    model: {model}
+    lines:
+      road: {{from: [10, 10], to: [100, 10]}}
+"""
+    )
+    return config
+
+
+def test_an_installed_pole_names_the_shipped_model_by_its_absolute_path(tmp_path: Path) -> None:
+    """/usr/share/smartpole/models/... on a pole: an absolute model path is taken as it is,
+    not from the config's folder (here a stand-in under tmp_path, same code path)."""
+    shipped = tmp_path / "usr" / "share" / "smartpole" / "models" / "yolox-nano-coco-416.onnx"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_bytes(b"onnx")
+    config = _camera_pole(tmp_path, str(shipped))
+    camera = load_config(config).pole.cameras["street"]
+    assert camera.for_worker(config.parent).model == str(shipped)
+
+
+def test_a_missing_model_says_where_it_was_looked_for(tmp_path: Path) -> None:
+    absent = "/usr/share/smartpole/models/no-such-model.onnx"
+    with pytest.raises(ConfigError) as caught:
+        load_config(_camera_pole(tmp_path, absent))
+    (problem,) = caught.value.problems
+    assert problem.message == f"no model file {absent!r}"
+    with pytest.raises(ConfigError) as caught:
+        load_config(_camera_pole(tmp_path, "models/m.onnx"))
+    (problem,) = caught.value.problems
+    where = tmp_path / "etc" / "models" / "m.onnx"
+    assert problem.message == f"no model file 'models/m.onnx' ({where}, relative to the config)"
+    with pytest.raises(ConfigError) as caught:  # was a crash: ENAMETOOLONG from is_file
+        load_config(_camera_pole(tmp_path, "m" * 3000))
+    (problem,) = caught.value.problems
+    assert problem.message.startswith("no model file 'mmm")
