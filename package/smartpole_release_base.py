@@ -343,9 +343,12 @@ class Service:
         folders = (layout.rundir, runtime, layout.state, layout.daemon_log.parent)
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
+        # As the unit's RuntimeDirectoryMode: technicians' groups reach the socket, the
+        # daemon decides each call from the caller's credentials (whatever the umask).
+        runtime.chmod(0o755)
         owner = self.ident.kwargs.get("user")
         if owner is not None:
-            os.chown(layout.p("/run/smartpole"), owner, self.ident.kwargs["group"])
+            os.chown(runtime, owner, self.ident.kwargs["group"])
         name = f"smartpole-release-{os.getpid()}-{time.monotonic_ns()}"
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.bind("\0" + name)

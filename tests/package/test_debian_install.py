@@ -217,6 +217,7 @@ def _run_the_pole(root: DebianRoot, packages: Packages) -> None:
     root.run(["smartpole-release", "activate", first.version, "--timeout", "120"])
     assert len(_daemons(root)) == 1
     _wait_for(root, "lamp1 online", lambda: _online(root))
+    _technicians_use_their_groups(root)
 
     # An upgrade switches to the new release and keeps the old one beside it.
     root.run(["dpkg", "-i", f"/tmp/{second.path.name}"])
@@ -245,6 +246,21 @@ def _run_the_pole(root: DebianRoot, packages: Packages) -> None:
     last = _history(root)[-1]
     assert last["version"] == broken.version, last
     assert last["outcome"] == "rolled_back", last
+
+
+def _technicians_use_their_groups(root: DebianRoot) -> None:
+    """A smartpole-diag member reads but may not act; a smartpole-admin member acts; the
+    daemon decides from the caller's credentials on the socket the package set up."""
+    assert root.file("/run/smartpole").stat().st_mode & 0o777 == 0o755
+    for user, group in (("tech", "smartpole-diag"), ("lead", "smartpole-admin")):
+        root.run(["useradd", "--create-home", "--groups", group, user])
+    override = ["smartpole", "diag", "override", "lamp1", "40", "60"]
+    assert root.run(["smartpole", "diag", "status"], user="tech").returncode == 0
+    refused = root.run(override, user="tech", check=False)
+    assert refused.returncode != 0
+    assert "permission denied" in refused.stdout + refused.stderr
+    root.run(override, user="lead")
+    root.run(["smartpole", "diag", "override", "lamp1", "clear"], user="lead")
 
 
 def _online(root: DebianRoot) -> bool:
