@@ -196,38 +196,44 @@ class ApiServer(Lifecycle):
                 continue
             pause = ACCEPT_BACKOFF_S[0]
             self._accept_failing.clear()
+            peer = peer_of(conn)
+            role = self.access.role(peer)
+            if role is None:
+                # The socket is open to every local user (technicians' groups reach it): one
+                # with no role at all is answered and closed at once, so outsiders cannot
+                # hold the connections technicians need.
+                self._refuse(conn, self.refusals.refuse(self.access, peer, "any call", Role.READ))
+                continue
             if len(self._conns) >= self.limits.max_connections:
-                self._refuse(conn)
+                self.stats.refused_busy += 1
+                self._overload.hit()
+                self._refuse(conn, _busy(self.limits.max_connections))
                 continue
             self._conns.add(conn)
             self._unserved.add(conn)
             self.stats.accepted += 1
             self.stats.connections = len(self._conns)
-            self.spawn(self._serve(conn), name=f"api:conn:{conn.fileno()}")
+            self.spawn(self._serve(conn, peer, role), name=f"api:conn:{conn.fileno()}")
 
-    def _refuse(self, conn: socket.socket) -> None:
-        """Answer ``busy`` without a task or a buffer: refusing must cost less than serving,
-        or a flood of refusals would be the overload."""
-        self.stats.refused_busy += 1
-        self._overload.hit()
+    def _refuse(self, conn: socket.socket, answer: Mapping[str, object]) -> None:
+        """Answer without a task or a buffer: refusing must cost less than serving, or a
+        flood of refusals would be the overload."""
         try:
             conn.setblocking(False)
-            conn.send(_line(_busy(self.limits.max_connections)))
+            conn.send(_line(answer))
             conn.shutdown(socket.SHUT_WR)
         except OSError:
             conn.close()  # it has gone already; it was refused all the same
             return
         self._refused.add(conn)
 
-    async def _serve(self, conn: socket.socket) -> None:
+    async def _serve(self, conn: socket.socket, peer: Peer | None, role: Role) -> None:
         self._unserved.discard(conn)
         writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.open_unix_connection(
                 sock=conn, limit=self.limits.max_request_bytes
             )
-            peer = peer_of(conn)
-            role = self.access.role(peer)
             bucket = TokenBucket(self.limits.requests_per_s, self.limits.burst)
             while line := await self._next_request(reader, writer):
                 await self._wait_turn(bucket)

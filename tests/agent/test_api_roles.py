@@ -221,6 +221,33 @@ async def test_outside_both_groups_even_reads_are_refused(tmp_path: Path) -> Non
 
 
 @pytest.mark.asyncio
+async def test_an_outsider_is_answered_and_closed_at_once_and_holds_no_connection(
+    tmp_path: Path,
+) -> None:
+    """The socket is 0666: a local user with no role must not be able to take the
+    connections technicians need by opening many and keeping them open."""
+    path = tmp_path / "api.sock"
+    other = _other_group()
+    limits = ApiConfig(diag_group=other, admin_group=other, max_connections=2)
+    access = Access(limits, trusted_uids=frozenset())
+    async with ApiServer(path, _methods([]), access=access, limits=limits) as server:
+        held = []
+        for _ in range(limits.max_connections + 3):
+            reader, writer = await asyncio.open_unix_connection(str(path))
+            held.append(writer)
+            # Answered without asking anything, then the server's end closes: EOF follows.
+            reply = json.loads(await reader.readline())
+            assert reply["refused"]["needs"] == "read"
+            assert await reader.read() == b""
+        status = server.status()
+        assert status["connections"] == 0
+        assert status["refused_busy"] == 0
+        assert status["refused_role"] == limits.max_connections + 3
+        for writer in held:
+            writer.close()
+
+
+@pytest.mark.asyncio
 async def test_a_socket_folder_that_keeps_technicians_out_is_said_at_start(
     tmp_path: Path,
 ) -> None:

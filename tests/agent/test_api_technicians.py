@@ -215,7 +215,7 @@ def test_technicians_in_their_groups_are_recognised_through_the_group_database(
         assert _call(site, users["admin"], "status") == {"ok": {"state": "fine"}}
 
         stranger = _call(site, users["other"], "status")["error"]
-        assert "permission denied: status needs the read role" in stranger
+        assert "permission denied: any call needs the read role" in stranger
 
         server.stdin.close()
         status = json.loads(server.stdout.readline() or "{}")
