@@ -143,6 +143,17 @@ def test_a_pole_installs_upgrades_rolls_back_and_purges(
     assert "architecture" in (wrong.stdout + wrong.stderr)
     assert not root.file("/opt/smartpole").exists()
 
+    # Without the Python it runs on, the package refuses to install and says why.
+    python = root.file("/usr/bin/python3.11")
+    python.rename(python.with_name("python3.11.aside"))
+    try:
+        refused = root.run(["dpkg", "-i", f"/tmp/{first.path.name}"], check=False)
+    finally:
+        python.with_name("python3.11.aside").rename(python)
+    assert refused.returncode != 0
+    assert "python3.11 is missing" in refused.stdout + refused.stderr
+    assert not root.file("/opt/smartpole/current").is_symlink()
+
     # Install: unit enabled, nothing started while the config is the template.
     install = root.run(["dpkg", "-i", f"/tmp/{first.path.name}"])
     assert _current(root) == first.version
@@ -202,6 +213,14 @@ def test_a_pole_installs_upgrades_rolls_back_and_purges(
         finally:
             sim.terminate()
 
+    # Remove: the daemon stops and the code goes; the config and the state stay.
+    root.run(["dpkg", "--remove", "smartpole"])
+    assert not _daemons(root)
+    assert not root.file("/opt/smartpole/current").is_symlink()
+    assert not root.file("/usr/bin/smartpole").is_symlink()
+    assert "deb-test-pole" in root.file(CONFIG).read_text()
+    assert root.file("/var/lib/smartpole/releases.json").is_file()
+
     # Purge: code, config and state go; the system user stays (Debian policy).
     root.run(["dpkg", "--purge", "smartpole"])
     for gone in ("/opt/smartpole", "/etc/smartpole", "/var/lib/smartpole", "/usr/bin/smartpole"):
@@ -209,6 +228,12 @@ def test_a_pole_installs_upgrades_rolls_back_and_purges(
         assert not root.file(gone).exists(), gone
     assert not _daemons(root)
     assert root.run(["getent", "passwd", "smartpole"]).stdout.startswith("smartpole:")
+
+    # Reinstalled after the purge: a fresh template again, the user reused, nothing started.
+    root.run(["dpkg", "-i", f"/tmp/{first.path.name}"])
+    assert "deb-test-pole" not in root.file(CONFIG).read_text()
+    assert _current(root) == first.version
+    assert not _daemons(root)
 
 
 def _run_the_pole(root: DebianRoot, packages: Packages) -> None:
