@@ -19,14 +19,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / "package" / "smartpole_release.py"
-# The switcher runs as on a pole: the system's Python 3.11 without site-packages (-S), so
-# an import from outside the standard library fails here too.
-SYSTEM_PYTHON = Path("/usr/bin/python3.11")
-if not SYSTEM_PYTHON.exists():
-    pytest.fail(f"{SYSTEM_PYTHON} is missing (Debian package python3.11-venv)", pytrace=False)
-TOOL_ARGV = [str(SYSTEM_PYTHON), "-S", "-E", str(TOOL)]
+from helpers.release_tool import TOOL_ARGV
 
 FAKE = """#!{python}
 import os, signal, socket, sys

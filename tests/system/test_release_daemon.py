@@ -12,20 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from helpers.processes import pole_config
+from helpers.release_tool import TOOL_ARGV
 from helpers.waiting import wait_until
 from smartpole.agent.api import SOCKET_NAME, call
 
-REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / "package" / "smartpole_release.py"
-# The switcher runs as on a pole: the system's Python 3.11 without site-packages (-S), so
-# an import from outside the standard library fails here too.
-SYSTEM_PYTHON = Path("/usr/bin/python3.11")
-if not SYSTEM_PYTHON.exists():
-    pytest.fail(f"{SYSTEM_PYTHON} is missing (Debian package python3.11-venv)", pytrace=False)
-TOOL_ARGV = [str(SYSTEM_PYTHON), "-S", "-E", str(TOOL)]
 ROLLED = {
     "version": "9.8", "from": "9.7", "at": 1767225950.5, "outcome": "rolled_back",
     "reason": "release 9.8: not ready within 120 s", "reported": False,
