@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from smartpole.agent.astro.sun import SunTimes, solar_elevation, sun_times
 from smartpole.agent.config.lighting import LightingConfig
-from smartpole.agent.config.loader import validate
+from smartpole.agent.config.problems import validate
 from smartpole.agent.config.site import SiteConfig
 from smartpole.agent.config.yamlsource import parse_yaml
 from smartpole.agent.control.program import Decision, LightingPlan
