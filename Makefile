@@ -59,8 +59,10 @@ typecheck: setup
 contracts: setup
 	PYTHONPATH=$(TYPECHECK_VIEW) $(BIN)/lint-imports --no-cache --no-logo
 
+# --durations: the slowest tests in every run's log, to keep `make test` within its budget
+# (20 minutes on a 2-core machine).
 unit: setup
-	$(BIN)/pytest -m "not soak" --ignore=tests/package $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not soak" --ignore=tests/package --durations=25 $(PYTEST_ARGS)
 
 # The .deb built for amd64 and arm64 and installed, upgraded, rolled back and purged in a
 # Debian root (tests/package). Mostly downloads, dpkg and pip: `make test` runs it beside the
