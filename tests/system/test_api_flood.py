@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import resource
+import socket as sockets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -159,6 +160,23 @@ async def _flood(socket: Path) -> tuple[int, list[float]]:
     return sum(await asyncio.gather(*floods)), latencies
 
 
+def _connect(path: Path) -> sockets.socket:
+    """A blocking connect, which waits for room in the daemon's listen backlog. asyncio's
+    non-blocking one takes the EAGAIN of a full AF_UNIX backlog for a connect in progress
+    and hands back a socket that never connected (its first read fails with EINVAL): a
+    crowd opened faster than a loaded daemon accepts would fail in the client, not the
+    daemon."""
+    sock = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    try:
+        sock.settimeout(30)
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 async def _idle_crowd(socket: Path) -> tuple[int, int, dict[str, Any], float]:
     """Open IDLE_CLIENTS connections that never ask anything: (held, refused busy), and
     ``status`` asked while they are all open."""
@@ -166,7 +184,8 @@ async def _idle_crowd(socket: Path) -> tuple[int, int, dict[str, Any], float]:
     readers: list[asyncio.StreamReader] = []
     try:
         for _ in range(IDLE_CLIENTS):
-            reader, writer = await asyncio.open_unix_connection(str(socket))
+            connected = await asyncio.to_thread(_connect, socket)
+            reader, writer = await asyncio.open_unix_connection(sock=connected)
             readers.append(reader)
             writers.append(writer)
         status, took = await _ask(socket, "status")
