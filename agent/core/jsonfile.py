@@ -9,15 +9,13 @@ keep running).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 
 import structlog
 
 from smartpole.agent.core.quarantine import Damage, quarantine
-from smartpole.agent.core.state_schema import Schema, prepare
+from smartpole.agent.core.state_schema import Schema, prepare, write_atomic
 
 log = structlog.get_logger("smartpole.state")
 
@@ -31,17 +29,10 @@ class JsonFile:
         self.write_failures = 0
 
     def write(self, data: object, *, indent: int | None = None) -> bool:
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            with tmp.open("w", encoding="utf-8") as out:
-                json.dump(data, out, ensure_ascii=False, indent=indent)
-                out.flush()
-                os.fsync(out.fileno())
-            tmp.replace(self.path)
+            write_atomic(self.path, json.dumps(data, ensure_ascii=False, indent=indent).encode())
         except OSError as exc:
             self.write_failures += 1
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             if not self._failing:
                 log.error(f"{self._name}_write_failed", file=str(self.path), error=str(exc))
                 self._failing = True
