@@ -19,10 +19,11 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from helpers.waiting import wait_until
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -161,10 +162,9 @@ class DebianRoot:
             for pid in self.processes():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-            deadline = time.monotonic() + timeout
-            while self.processes() and time.monotonic() < deadline:
-                time.sleep(0.05)  # bounded wait for the kernel to reap them
-            if not self.processes():
+            with contextlib.suppress(AssertionError):
+                gone = "the root's processes to end"
+                wait_until(lambda: not self.processes(), timeout=timeout, what=gone)
                 return
 
 

@@ -14,8 +14,7 @@ import json
 import re
 import shutil
 import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ import yaml
 
 from helpers.debian_root import DebianRoot, debian_root
 from helpers.packages import Packages
+from helpers.waiting import wait_until
 
 CONFIG = "/etc/smartpole/pole.yaml"
 NEVER_READY_WAIT_S = 20
@@ -89,13 +89,6 @@ def _daemons(root: DebianRoot) -> list[str]:
     return found
 
 
-def _status(root: DebianRoot) -> dict[str, object]:
-    done = root.run(["smartpole", "diag", "status", "--json"], check=False)
-    assert done.returncode == 0, f"diag status failed: {done.stderr}"
-    answer: dict[str, object] = json.loads(done.stdout)
-    return answer
-
-
 def _daemon_log(root: DebianRoot) -> str:
     """The last lines the daemon wrote (the switcher appends its output here without systemd)."""
     log = root.file("/var/log/smartpole/daemon.log")
@@ -103,23 +96,12 @@ def _daemon_log(root: DebianRoot) -> str:
     return "\n".join(lines)
 
 
-def _wait_for(root: DebianRoot, what: str, check: object, timeout: float = 60) -> None:
-    """Poll ``check`` (a callable returning truthy) until it holds, or fail naming ``what``."""
-    assert callable(check)
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except AssertionError as error:
-            last = error
-        if last and not isinstance(last, AssertionError):
-            return
-        time.sleep(0.25)  # polling a running daemon's API; the bound is the deadline
-    pytest.fail(
-        f"timed out waiting for {what}: last answer {last!r}\n"
-        f"--- the daemon's log\n{_daemon_log(root)}"
-    )
+def _wait_for(root: DebianRoot, what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    """``wait_until``, with the daemon's log in the failure."""
+    try:
+        wait_until(check, timeout=timeout, what=what)
+    except AssertionError as error:
+        pytest.fail(f"{error}\n--- the daemon's log\n{_daemon_log(root)}")
 
 
 def _history(root: DebianRoot) -> list[dict[str, object]]:
@@ -289,8 +271,11 @@ def _technicians_use_their_groups(root: DebianRoot) -> None:
 
 
 def _online(root: DebianRoot) -> bool:
-    status = _status(root)
-    devices = status.get("devices")
-    assert isinstance(devices, list), status
+    """lamp1 is online in ``diag status``; False while the daemon does not answer yet."""
+    done = root.run(["smartpole", "diag", "status", "--json"], check=False)
+    if done.returncode != 0:
+        return False
+    devices = json.loads(done.stdout).get("devices")
+    assert isinstance(devices, list), done.stdout
     states = {d["name"]: d["state"] for d in devices if isinstance(d, dict)}
     return states.get("lamp1") == "online"
