@@ -10,7 +10,11 @@ negative to where it is positive: for a line drawn left to right, moving down th
 With ``--json`` stdout carries exactly one object::
 
     {"line": [[x1, y1], [x2, y2]], "counts": {"in": {class: n, ...}, "out": {...}},
+     "crossings": [{"frame": i, "t_s": s, "direction": "in", "class": c, "track": id}, ...],
      "frames": n, "fps": f}
+
+``crossings`` lists every counted crossing with the frame it was counted on, so a count
+can be checked against a recording frame by frame.
 
 ``fps`` is processed frames per second of wall time, decoding included and the one-off
 model load and kernel compilation excluded. Errors (a line outside the frame, a missing or
@@ -155,6 +159,7 @@ def count(
         pipeline: Pipeline | None = None
         names: list[str] = []
         counts: dict[str, dict[str, int]] = {}
+        crossings: list[dict[str, Any]] = []
         started = time.perf_counter()
         for frame in source.frames():
             if pipeline is None:
@@ -165,6 +170,15 @@ def count(
                 started = time.perf_counter()  # load and compile are not frame time
             for crossing in pipeline.process(frame).crossings:
                 counts[crossing.direction][crossing.class_name] += 1
+                crossings.append(
+                    {
+                        "frame": frame.index,
+                        "t_s": round(crossing.t_s, 3),
+                        "direction": crossing.direction,
+                        "class": crossing.class_name,
+                        "track": crossing.track_id,
+                    }
+                )
             if progress is not None:
                 done = pipeline.stats.processed
                 progress.update(done, done / max(time.perf_counter() - started, 1e-9))
@@ -185,6 +199,7 @@ def count(
     return {
         "line": [[_number(x1), _number(y1)], [_number(x2), _number(y2)]],
         "counts": counts,
+        "crossings": crossings,
         "frames": frames,
         "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0,
     }

@@ -4,10 +4,15 @@ Why this order and these shortcuts (the issue's budget is a 1280x720, 25 fps str
 core with 1.5x headroom, about 27 ms a frame including decoding):
 
 * motion runs on every frame, on the downscaled luma only (well under 1 ms);
-* the detector (13.5-22 ms per 416x416 region on one core) runs only on square regions
-  around motion and around the tracks it must keep alive, and while motion persists only
-  on every ``detect_every``-th frame: the tracker predicts the frames between runs, so a
-  car still leaves a dense enough trail of points to cross a line exactly once;
+* the detector (13.5-22 ms per 416x416 input on one core) runs only where there is motion
+  and around the tracks it must keep alive, and while motion persists only every
+  ``detect_interval_s`` of stream time (so a 10 fps camera is looked at on every frame and
+  a 60 fps one on every 7th): the tracker predicts the frames between runs, so a car still
+  leaves a dense enough trail of points to cross a line exactly once;
+* it looks at the whole frame when the road users there are big enough to be seen in it
+  shrunk to the detector's input, and at scaled-up square crops only for the small ones
+  (``regions.detector_regions``); and at the whole frame every ``full_frame_s`` whatever
+  motion says, so the motion gate never hides for long a road user the detector can see;
 * with no motion at all the detector sleeps, except for a refresh of the live tracks every
   ``refresh_s`` (a queue standing at a red light makes no motion but must stay tracked);
 * while the background model warms up (the first second, or after a shaken camera
@@ -25,7 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +45,7 @@ from smartpole.models.errors import AnalyticsConfigError, ModelError
 from smartpole.models.frames import VideoFrame
 from smartpole.models.kernels import warm_up
 from smartpole.models.motion import FrameQuality, MotionDetector
-from smartpole.models.regions import Box, square_regions
+from smartpole.models.regions import Box, detector_regions
 from smartpole.models.scene import Scene
 from smartpole.models.summary import SummaryAggregator
 from smartpole.models.tracker import Track, Tracker
@@ -191,7 +198,9 @@ class Pipeline:
             classes=self._detector.class_names,
             queues=[zone.name for zone in scene.zones if zone.kind == "queue"],
         )
-        self._since_detect = config.detect_every  # the first motion frame is looked at
+        self._since_detect = 25  # the first motion frame is looked at
+        self._last_full_t: float | None = None
+        self._frame_dt = FrameInterval()
         self._last_refresh_t: float | None = None
         self._pending_skipped = 0
         self._last_t: float | None = None
@@ -216,6 +225,7 @@ class Pipeline:
             )
         cpu0 = time.process_time()
         t_s = frame.pts_s
+        self._frame_dt.update(t_s)
         t0 = time.perf_counter()
         motion = self._motion.detect(frame.gray)
         self.stats.motion_s += time.perf_counter() - t0
@@ -226,6 +236,8 @@ class Pipeline:
             detections = self._detect(frame, regions)
             tracks = self._tracker.update(detections, t_s)
             self._since_detect = 1
+            if regions[0] == (0, 0, self.width, self.height):
+                self._last_full_t = t_s
         else:
             tracks = self._tracker.predict_only(t_s)
             self._since_detect += 1
@@ -268,7 +280,7 @@ class Pipeline:
         config = self.config
         if quality in ("dark", "blocked"):
             return []
-        due = self._since_detect >= config.detect_every
+        due = self._detect_due()
         if blind:
             return [(0, 0, self.width, self.height)] if due else []
         active = self._tracker.active()
@@ -283,17 +295,30 @@ class Pipeline:
                 self._last_refresh_t = t_s
                 wanted += still
         boxes = [b for b in wanted if b is not None]
-        if not boxes:
+        full = self._last_full_t is None or t_s - self._last_full_t >= config.full_frame_s
+        if not boxes and not full:
             return []
-        return square_regions(
+        return detector_regions(
             boxes,
             self.width,
             self.height,
+            native_side=self._detector.input_size,
             min_side=config.min_region_side,
             margin=config.region_margin,
             max_regions=config.max_regions,
-            native_side=self._detector.input_size,
+            whole=full,
         )
+
+    def _detect_due(self) -> bool:
+        """Whether the detection cadence has come round: ``detect_every`` frames, or as many
+        frames as make ``detect_interval_s`` at the measured frame interval (a quarter of a
+        frame early rather than late: a 12.5 fps camera is looked at on every frame)."""
+        config = self.config
+        every = config.detect_every
+        if every is None:
+            dt = self._frame_dt.seconds
+            every = max(1, int(config.detect_interval_s / dt + 0.25)) if dt else 1
+        return self._since_detect >= every
 
     @staticmethod
     def _moving(track: Track) -> bool:
@@ -392,6 +417,31 @@ class Pipeline:
         done.append(last)
         self._last_t = None
         return done
+
+
+class FrameInterval:
+    """The stream's frame interval, measured from the timestamps (a median of the last few).
+
+    Why measured: a container's declared rate is often wrong or missing, and a camera may
+    drop to a lower rate at night; every time-scaled decision (the detection cadence) needs
+    the rate the frames really come at.
+    """
+
+    SAMPLES = 15
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+        self._gaps: deque[float] = deque(maxlen=self.SAMPLES)
+
+    def update(self, t_s: float) -> None:
+        if self._last is not None and t_s > self._last:
+            self._gaps.append(t_s - self._last)
+        self._last = t_s
+
+    @property
+    def seconds(self) -> float | None:
+        """The median interval, or None before the second frame."""
+        return statistics.median(self._gaps) if self._gaps else None
 
 
 def load_detector(config: CameraConfig) -> YoloxDetector:

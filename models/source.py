@@ -69,6 +69,8 @@ class SourceStats:
     width: int = 0
     height: int = 0
     loops: int = 0
+    #: Frames of a file timed by the declared rate because its timestamps went backwards.
+    rate_timed: int = 0
 
 
 def _scheme(url: str) -> str:
@@ -249,6 +251,8 @@ class VideoSource:
             base: float | None = None
             offset = 0.0
             count = 0
+            last_raw: float | None = None
+            by_rate = False  # this file's timestamps are out of order: count frames instead
             demux = container.demux(stream)
             while True:
                 try:
@@ -274,13 +278,23 @@ class VideoSource:
                         continue
                     raw = frame.time if frame.time is not None else count * interval
                     count += 1
-                    if base is None:
-                        base = raw
-                        offset = self._session_start(interval)
-                    pts_s = offset + (raw - base)
-                    jump = self._clock_jump(pts_s, interval)
-                    if jump is not None:
-                        base, offset, pts_s = raw, jump, jump
+                    if not self.live and last_raw is not None and raw <= last_raw:
+                        # A file's clock does not run backwards: these are decode-order
+                        # stamps (an AVI's packed B-frames), off by a frame or two each
+                        # way. Re-anchoring on each would stretch time by a third.
+                        by_rate = True
+                    last_raw = raw
+                    if by_rate and self._last_pts is not None:
+                        pts_s = self._last_pts + interval
+                        self._stats.rate_timed += 1
+                    else:
+                        if base is None:
+                            base = raw
+                            offset = self._session_start(interval)
+                        pts_s = offset + (raw - base)
+                        jump = self._clock_jump(pts_s, interval)
+                        if jump is not None:
+                            base, offset, pts_s = raw, jump, jump
                     try:
                         out = to_video_frame(frame, self._index, pts_s)
                     except (av.error.FFmpegError, ValueError) as exc:

@@ -9,6 +9,7 @@ on its own.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import Counter
@@ -176,16 +177,50 @@ def frames(luma: np.ndarray, count: int, fps: float = 25.0) -> list[VideoFrame]:
 
 
 @needs_data
-def test_a_still_scene_wakes_the_detector_only_while_motion_warms_up() -> None:
+def test_a_still_scene_wakes_the_detector_while_motion_warms_up_then_once_a_second() -> None:
     rng = np.random.default_rng(7)
     luma = rng.integers(40, 200, (352, 640), dtype=np.uint8)
     pipeline = Pipeline(config(), 640, 352)
-    results = [pipeline.process(f) for f in frames(luma, 75)]
+    results = [pipeline.process(f) for f in frames(luma, 125)]
     detected = [r.index for r in results if r.detected]
     assert detected, "the warm-up looks at the whole frame"
-    assert max(detected) < 25
+    after = [i for i in detected if i >= 25]
+    # The periodic whole-frame pass (full_frame_s 1 s at 25 fps), and nothing else.
+    assert len(after) == 4
+    assert all(b - a == 25 for a, b in itertools.pairwise(after))
+    assert all(results[i].regions == [(0, 0, 640, 352)] for i in after)
     assert all(r.quality == "ok" and not r.crossings for r in results)
     assert pipeline.stats.detector_runs == len(detected)
+
+
+@needs_data
+@pytest.mark.parametrize(("fps", "every"), [(5.0, 1), (10.0, 1), (12.5, 1), (25.0, 3), (60.0, 7)])
+def test_the_detection_cadence_is_in_stream_time_whatever_the_frame_rate(
+    fps: float, every: int
+) -> None:
+    """Motion on every frame: the detector runs every ``detect_interval_s`` (0.12 s)."""
+    rng = np.random.default_rng(3)
+    still = rng.integers(40, 200, (352, 640), dtype=np.uint8)
+    pipeline = Pipeline(config(full_frame_s=60.0), 640, 352)
+    count = int(4 * fps)
+    for frame in frames(still, count, fps):  # warm-up on a still scene
+        pipeline.process(frame)
+    detected = []
+    for i in range(count):
+        moving = still.copy()
+        x = 100 + (i * 7) % 400
+        moving[150:200, x : x + 60] = 255  # a bright block that moves every frame
+        result = pipeline.process(VideoFrame(count + i, (count + i) / fps, moving, *_grey(still)))
+        if result.detected:
+            detected.append(i)
+    gaps = {b - a for a, b in itertools.pairwise(detected)}
+    assert gaps == {every}, (fps, detected)
+
+
+def _grey(luma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    h, w = luma.shape
+    chroma = np.full(((h + 1) // 2, (w + 1) // 2), 128, np.uint8)
+    return chroma, chroma
 
 
 @needs_data

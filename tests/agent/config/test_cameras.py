@@ -52,6 +52,8 @@ def zones(draw: st.DrawFn) -> dict[str, Any]:
 
 TUNING = {
     "detect_every": st.integers(1, 25),
+    "detect_interval_s": st.floats(0.001, 2),
+    "full_frame_s": st.floats(0.001, 60),
     "refresh_s": st.floats(0.01, 60),
     "score_threshold": st.floats(0.01, 1),
     "count_min_score": st.floats(0, 1),
@@ -128,7 +130,8 @@ def test_the_defaults() -> None:
     assert config.classes == COCO_TRAFFIC
     assert (config.interval_s, config.health_period_s, config.no_frames_after_s) == (60, 2, 30)
     assert (config.realtime, config.loop) == (True, False)
-    assert (config.detect_every, config.count_min_score, config.band_px) == (3, 0.5, 6.0)
+    assert (config.detect_every, config.detect_interval_s, config.full_frame_s) == (None, 0.12, 1)
+    assert (config.count_min_score, config.band_px) == (0.4, 6.0)
     assert config.zones == {}
     assert config.calibration is None
     assert config.device is None
