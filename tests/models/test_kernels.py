@@ -378,7 +378,6 @@ def test_warm_up_compiles_every_specialisation_the_motion_stage_uses() -> None:
     assert counts["after"] == counts["before"]
 
 
-
 DETECTOR_INPUT = """
 import json
 import numpy as np
