@@ -436,4 +436,8 @@ def warm_up() -> float:
 
     chroma = np.zeros((4, 5), np.uint8)
     frames.yuv420_to_bgr(gray, chroma, chroma, 0, 0, 2, 2, False)
+    from smartpole.models import yolox  # yolox imports this module too
+
+    # A crop twice the model's side: the block mean (a full-frame region) and the letterbox.
+    yolox.letterbox_into(np.empty((3, 4, 4), np.float32), np.zeros((8, 8, 3), np.uint8))
     return time.perf_counter() - started

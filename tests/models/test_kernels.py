@@ -376,3 +376,30 @@ def test_warm_up_compiles_every_specialisation_the_motion_stage_uses() -> None:
     counts = json.loads(done.stdout)
     assert all(n >= 1 for n in counts["before"].values()), counts["before"]
     assert counts["after"] == counts["before"]
+
+
+DETECTOR_INPUT = """
+import json
+import numpy as np
+from smartpole.models import kernel_cache, kernels, worker  # everything a worker imports
+from smartpole.models.yolox import letterbox_into
+
+kernels.warm_up()
+before = {k.__qualname__: len(k.signatures) for k in kernel_cache.KERNELS}
+buffer = np.empty((3, 416, 416), np.float32)
+for h, w in [(720, 1280), (900, 900), (416, 416), (120, 200)]:  # shrunk by 3x, 2x, 1x, grown
+    letterbox_into(buffer, np.zeros((h, w, 3), np.uint8))
+after = {k.__qualname__: len(k.signatures) for k in kernel_cache.KERNELS}
+print(json.dumps({k: n for k, n in after.items() if n != before[k]}))
+"""
+
+
+def test_after_warm_up_no_detector_input_loads_a_kernel() -> None:
+    """A kernel first loaded mid-stream runs LLVM after the worker gave LLVM's pages back
+    (``models.resident``): ~25 MB more at its peak, besides the stall. The letterbox of a
+    full-frame region (shrunk by a block mean first) and of a small one must be loaded by
+    ``warm_up`` already."""
+    done = subprocess.run(
+        [sys.executable, "-c", DETECTOR_INPUT], capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout) == {}
