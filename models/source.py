@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import itertools
 import random
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -237,7 +238,9 @@ class VideoSource:
         if self.live or _scheme(self.url):
             return
         with contextlib.suppress(OSError):
-            if Path(self.url).stat().st_size == 0:
+            status = Path(self.url).stat()
+            # Only a regular file: a FIFO or a device has no size and may still send.
+            if stat.S_ISREG(status.st_mode) and status.st_size == 0:
                 raise SourceError(f"{self.url!r} is empty (0 bytes)")
 
     def _warn(self, text: str) -> None:

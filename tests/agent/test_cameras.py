@@ -69,6 +69,7 @@ def health(camera: str, state: str) -> dict[str, Any]:
         "rss_mb": 240.1,
         "last_frame_age_s": 0.04,
         "frames": 1500,
+        "source_warnings": [],
     }
 
 
