@@ -37,7 +37,8 @@ def shipped_model_file() -> Path:
 def default_model() -> Path:
     """The shipped model's path, its sha256 checked (``ModelError`` if it does not match)."""
     path = shipped_model_file()
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as file:  # in chunks: the worker's memory is budgeted
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
     if digest != MODEL_SHA256:
         raise ModelError(
             f"{path}: sha256 {digest}, expected {MODEL_SHA256}: the shipped model is damaged; "

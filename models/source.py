@@ -336,7 +336,8 @@ class VideoSource:
                 try:
                     packet = next(demux)
                 except StopIteration:
-                    self._check_rate(times)  # a clip shorter than the sample
+                    if len(times) < RATE_SAMPLE_FRAMES:  # a pass shorter than the sample
+                        self._check_rate(times)
                     return
                 except av.error.FFmpegError as exc:
                     raise _BrokenError(f"{self.url!r}: read failed: {exc}") from exc
