@@ -165,11 +165,3 @@ def test_the_model_may_come_from_the_environment(tmp_path: Path) -> None:
     done = analyze(str(CLIP), "--line", "150,230,640,230", env={"SMARTPOLE_MODEL": str(garbage)})
     assert done.returncode == 2
     assert f"model: {garbage}" in done.stderr
-
-
-def test_without_a_model_the_shipped_one_is_used() -> None:
-    """No ``--model``, no ``$SMARTPOLE_MODEL``: past the model to the line check (the run
-    over the whole clip without either is the ``analyzed`` fixture above)."""
-    done = analyze(str(CLIP), "--line", "150,230,700,230")
-    assert done.returncode == 2
-    assert "outside" in done.stderr
