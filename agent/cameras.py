@@ -97,6 +97,16 @@ class Cameras:
         """Each camera's state, worker and latest ready and health lines (``diag cameras``)."""
         return [worker.status() for worker in self.workers]
 
+    def problems(self) -> list[str]:
+        """What a worker's latest health line says is doubtful about its video (a frame
+        rate its timestamps contradict, ...), for ``diag status``."""
+        out = []
+        for worker in self.workers:
+            health = worker.last_health
+            for text in health["source_warnings"] if health is not None else []:
+                out.append(f"camera {worker.name}: {text}")
+        return out
+
     def no_frames_since(self, device: str) -> float | None:
         """Since when a camera powered by ``device`` has delivered no frames (the earliest,
         if several), or None: power management treats the device as offline from then."""

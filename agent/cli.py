@@ -355,7 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="counting line in the video's native pixels; 'in' = crossing to its right-hand"
         " side (left to right: moving down the image)",
     )
-    analyze.add_argument("--model", type=Path, help="YOLOX ONNX model; default: $SMARTPOLE_MODEL")
+    analyze.add_argument(
+        "--model",
+        type=Path,
+        help="YOLOX ONNX model; default: $SMARTPOLE_MODEL, else the YOLOX-nano COCO model shipped",
+    )
     analyze.add_argument(
         "--classes",
         metavar="ID=NAME,...",

@@ -208,6 +208,7 @@ class PoleOperations:
             problems.append(session)
         if self._releases is not None and self._releases.problem:
             problems.append(self._releases.problem)
+        problems.extend(self._cameras.problems())
         return {
             "pole": self._config.pole.pole.id,
             "pole_name": self._config.pole.pole.name,

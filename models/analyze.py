@@ -11,14 +11,19 @@ With ``--json`` stdout carries exactly one object::
 
     {"line": [[x1, y1], [x2, y2]], "counts": {"in": {class: n, ...}, "out": {...}},
      "crossings": [{"frame": i, "t_s": s, "direction": "in", "class": c, "track": id}, ...],
-     "frames": n, "fps": f}
+     "frames": n, "fps": f, "video_fps": r, "warnings": ["...", ...]}
 
 ``crossings`` lists every counted crossing with the frame it was counted on, so a count
 can be checked against a recording frame by frame.
 
 ``fps`` is processed frames per second of wall time, decoding included and the one-off
-model load and kernel compilation excluded. Errors (a line outside the frame, a missing or
-corrupt video, an unusable model) print one line on stderr and exit 2.
+model load and kernel compilation excluded. ``video_fps`` is the clip's own rate as its
+timestamps give it (the analytics' clock). ``warnings`` lists what may make the counts less
+than they seem, each once: a declared frame rate the timestamps contradict, frames without
+timestamps, corrupt packets skipped; empty when the clip is clean. Errors (a line outside
+the frame, a missing, empty or corrupt video, a codec no decoder here reads, an unusable
+model) print one line on stderr and exit 2. Without ``--model`` or ``$SMARTPOLE_MODEL``
+the detector is the YOLOX-nano COCO model the package ships.
 """
 
 from __future__ import annotations
@@ -76,14 +81,12 @@ def parse_classes(text: str | None) -> dict[int, str]:
     return out
 
 
-def resolve_model(model: Path | None) -> Path:
-    """``--model``, else ``$SMARTPOLE_MODEL``: the product ships no default model path."""
+def resolve_model(model: Path | None) -> Path | None:
+    """``--model``, else ``$SMARTPOLE_MODEL``, else None: the model the package ships."""
     if model is not None:
         return model
     env = os.environ.get(MODEL_ENV)
-    if env:
-        return Path(env)
-    raise AnalyzeError(f"no model: pass --model PATH (a YOLOX ONNX file) or set ${MODEL_ENV}")
+    return Path(env) if env else None
 
 
 def _number(value: float) -> int | float:
@@ -130,7 +133,7 @@ class Progress:
 def count(
     video: str,
     line: tuple[tuple[float, float], tuple[float, float]],
-    model: Path,
+    model: Path | None,
     classes: Mapping[int, str],
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -143,14 +146,14 @@ def count(
     if not Path(video).is_file() and not is_url(video):
         raise AnalyzeError(f"{video}: no such video file")
     try:
-        config = CameraConfig.model_validate(
-            {
-                "source": video,
-                "model": str(model),
-                "classes": dict(classes),
-                "lines": {LINE_NAME: {"from": (x1, y1), "to": (x2, y2)}},
-            }
-        )
+        settings: dict[str, Any] = {
+            "source": video,
+            "classes": dict(classes),
+            "lines": {LINE_NAME: {"from": (x1, y1), "to": (x2, y2)}},
+        }
+        if model is not None:
+            settings["model"] = str(model)
+        config = CameraConfig.model_validate(settings)
     except ValidationError as exc:
         message = describe(exc).replace(f"lines.{LINE_NAME}: ", f"--line {given}: ")
         raise AnalyzeError(message) from exc
@@ -196,12 +199,18 @@ def count(
     frames = pipeline.stats.processed
     if progress is not None:
         progress.update(frames, frames / max(elapsed, 1e-9), force=True)
+    stats = source.stats
+    warnings = list(stats.warnings)
+    if stats.corrupt_skipped:
+        warnings.append(f"{stats.corrupt_skipped} corrupt packets or frames skipped")
     return {
         "line": [[_number(x1), _number(y1)], [_number(x2), _number(y2)]],
         "counts": counts,
         "crossings": crossings,
         "frames": frames,
         "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0,
+        "video_fps": round(stats.measured_fps or stats.nominal_fps, 3),
+        "warnings": warnings,
     }
 
 
@@ -221,6 +230,7 @@ def render(video: str, result: Mapping[str, Any]) -> str:
         row = [counts[direction][n] for n in names]
         cells = " ".join(f"{v:>{width}}" for v in [*row, sum(row)])
         lines.append(f"{direction:<9} {cells}")
+    lines += [f"warning: {text}" for text in result.get("warnings", [])]
     return "\n".join(lines)
 
 

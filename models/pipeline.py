@@ -40,6 +40,7 @@ import numpy as np
 
 from smartpole.agent.config.cameras import CameraConfig
 from smartpole.models.counting import Crossing, LineCounter
+from smartpole.models.default_model import model_path
 from smartpole.models.detector import Detection, YoloxDetector
 from smartpole.models.errors import AnalyticsConfigError, ModelError
 from smartpole.models.frames import VideoFrame
@@ -452,8 +453,9 @@ def load_detector(config: CameraConfig) -> YoloxDetector:
     this before it opens the camera, so a bad model is reported even when the camera is
     down, and passes the detector to ``Pipeline``.
     """
+    path = model_path(config.model)
     detector = YoloxDetector(
-        config.model,
+        path,
         config.classes,
         score_threshold=config.score_threshold,
         nms_iou=config.nms_iou,
@@ -464,7 +466,7 @@ def load_detector(config: CameraConfig) -> YoloxDetector:
     try:
         detector.detect_regions([(blank, (0, 0))])
     except ValueError as exc:  # an output that does not decode as YOLOX
-        raise ModelError(f"{config.model}: first inference failed: {exc}") from exc
+        raise ModelError(f"{path}: first inference failed: {exc}") from exc
     return detector
 
 

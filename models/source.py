@@ -14,23 +14,35 @@ A worker process runs one ``VideoSource.frames()`` loop per camera. What it guar
   one switch does not reconnect in lock-step). ``close()`` from any thread ends
   ``frames()`` promptly, even during a backoff wait.
 * A packet the decoder rejects, or a frame it flags corrupt, is skipped and counted
-  (``stats.corrupt_skipped``); only a file that cannot be opened, has no video stream or
-  breaks off mid-way raises ``SourceError`` (after the frames it could deliver).
+  (``stats.corrupt_skipped``); only a file that cannot be opened (an empty one included),
+  has no video stream, has one no decoder here can read, or breaks off mid-way raises
+  ``SourceError`` (after the frames it could deliver).
+* The frames' own timestamps are the clock, not the rate the container declares: a clip
+  muxed at "25 fps" whose timestamps are 0.1 s apart runs at 10 fps, and speeds, dwell
+  times and the tracker's gates must see 10. When the two disagree by more than
+  ``RATE_TOLERANCE`` the source says so once (``stats.warnings``, with ``stats.measured_fps``).
+  Frames without a timestamp are timed at the declared rate and counted
+  (``stats.untimed``); with neither, the frames cannot be timed and ``SourceError`` says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import random
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from pathlib import Path
+from typing import Final, cast
 
 import av
 import av.container
 import av.error
+import av.video.codeccontext
 import av.video.frame
 import av.video.plane
 import av.video.stream
@@ -55,6 +67,11 @@ _DEFAULT_FPS: Final = 25.0
 #: A live stream's timestamps may run ahead of the wall clock by this much (buffered
 #: frames arriving in a burst); a bigger forward jump is a clock jump and is re-anchored.
 _MAX_BURST_S: Final = 5.0
+#: The frame intervals of a session's first this many frames measure its real rate.
+RATE_SAMPLE_FRAMES: Final = 20
+#: A declared rate further than this share from the measured one is a warning: real
+#: cameras jitter by a few percent, a wrong container rate is off by 20 % or (usually) 2x.
+RATE_TOLERANCE: Final = 0.15
 
 
 @dataclass(slots=True)
@@ -69,8 +86,14 @@ class SourceStats:
     width: int = 0
     height: int = 0
     loops: int = 0
-    #: Frames of a file timed by the declared rate because its timestamps went backwards.
+    #: The rate the frames' timestamps give (intervals of a session's first frames).
+    measured_fps: float = 0.0
+    #: Frames that carried no timestamp and were timed at the declared rate.
+    untimed: int = 0
+    #: Frames of a file timed at the declared rate because its timestamps ran backwards.
     rate_timed: int = 0
+    #: Each distinct problem with the stream's timing, once, oldest first.
+    warnings: tuple[str, ...] = ()
 
 
 def _scheme(url: str) -> str:
@@ -160,6 +183,7 @@ class VideoSource:
         self._last_pts: float | None = None
         self._last_wall = 0.0
         self._pace_anchor: tuple[float, float] | None = None
+        self._declared_fps: float | None = None
 
     @property
     def stats(self) -> SourceStats:
@@ -199,9 +223,65 @@ class VideoSource:
             container.close()
             raise SourceError(f"{self.url!r} has no video stream")
         stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or stream.codec_context.framerate
-        self._stats.nominal_fps = float(rate) if rate else _DEFAULT_FPS
+        # PyAV leaves the codec context out when FFmpeg has no decoder for the codec.
+        context = cast("av.video.codeccontext.VideoCodecContext | None", stream.codec_context)
+        if context is None:
+            container.close()
+            raise SourceError(
+                f"{self.url!r}: no decoder here reads its video codec; re-encode it as H.264"
+            )
+        rate = stream.average_rate or stream.guessed_rate or context.framerate
+        self._declared_fps = float(rate) if rate else None
+        self._stats.nominal_fps = self._declared_fps or _DEFAULT_FPS
         return container, stream
+
+    def _check_not_empty(self) -> None:
+        """A zero-length file says so, not FFmpeg's "Invalid data found"."""
+        if self.live or _scheme(self.url):
+            return
+        with contextlib.suppress(OSError):
+            status = Path(self.url).stat()
+            # Only a regular file: a FIFO or a device has no size and may still send.
+            if stat.S_ISREG(status.st_mode) and status.st_size == 0:
+                raise SourceError(f"{self.url!r} is empty (0 bytes)")
+
+    def _warn(self, text: str) -> None:
+        if text not in self._stats.warnings:
+            self._stats.warnings = (*self._stats.warnings, text)
+
+    def _timestamp(self, frame: av.video.frame.VideoFrame, count: int, interval: float) -> float:
+        """The frame's time in the stream; the declared rate's when it carries none."""
+        # PyAV's stub says float, but a raw H.264 stream's frames have no time at all.
+        time_s = cast("float | None", frame.time)
+        if time_s is not None:
+            return time_s
+        if self._declared_fps is None:
+            raise SourceError(
+                f"{self.url!r}: its frames carry no timestamps and it declares no frame rate, "
+                "so they cannot be timed"
+            )
+        self._stats.untimed += 1
+        self._warn(f"frames without timestamps: timed at the declared {self._declared_fps:g} fps")
+        return count * interval
+
+    def _check_rate(self, times: list[float]) -> None:
+        """The rate the timestamps give, and a warning when the declared one disagrees."""
+        # The mean of the intervals near the median: single intervals jitter (the street
+        # clip's alternate 41 and 42 ms) and a dropped frame doubles one, while a wrong
+        # declared rate is wrong in every interval.
+        steps = sorted(b - a for a, b in itertools.pairwise(times) if b > a)
+        if not steps:
+            return
+        median = steps[len(steps) // 2]
+        usual = [step for step in steps if 0.5 * median <= step <= 1.5 * median]
+        measured = len(usual) / sum(usual)
+        self._stats.measured_fps = measured
+        declared = self._declared_fps
+        if declared is not None and abs(declared / measured - 1.0) > RATE_TOLERANCE:
+            self._warn(
+                f"declared frame rate {declared:.3g} fps disagrees with the timestamps "
+                f"({measured:.3g} fps): the timestamps are the clock"
+            )
 
     def frames(self) -> Iterator[VideoFrame]:
         """Yield frames until the file ends (never, with ``loop``, or live) or ``close()``.
@@ -245,7 +325,9 @@ class VideoSource:
 
     def _session(self) -> Iterator[VideoFrame]:
         """Frames of one open-to-end pass; raises _BrokenError or SourceError when it breaks."""
+        self._check_not_empty()
         container, stream = self._open()
+        times: list[float] = []
         try:
             interval = 1.0 / (self._stats.nominal_fps or _DEFAULT_FPS)
             base: float | None = None
@@ -258,6 +340,8 @@ class VideoSource:
                 try:
                     packet = next(demux)
                 except StopIteration:
+                    if len(times) < RATE_SAMPLE_FRAMES:  # a pass shorter than the sample
+                        self._check_rate(times)
                     return
                 except av.error.FFmpegError as exc:
                     raise _BrokenError(f"{self.url!r}: read failed: {exc}") from exc
@@ -276,13 +360,21 @@ class VideoSource:
                     if frame.is_corrupt:
                         self._stats.corrupt_skipped += 1
                         continue
-                    raw = frame.time if frame.time is not None else count * interval
+                    raw = self._timestamp(frame, count, interval)
                     count += 1
+                    if len(times) < RATE_SAMPLE_FRAMES and not self._stats.untimed:
+                        times.append(raw)
+                        if len(times) == RATE_SAMPLE_FRAMES:
+                            self._check_rate(times)
                     if not self.live and last_raw is not None and raw <= last_raw:
                         # A file's clock does not run backwards: these are decode-order
                         # stamps (an AVI's packed B-frames), off by a frame or two each
                         # way. Re-anchoring on each would stretch time by a third.
                         by_rate = True
+                        self._warn(
+                            "timestamps run backwards: timed at the declared "
+                            f"{1.0 / interval:.3g} fps"
+                        )
                     last_raw = raw
                     if by_rate and self._last_pts is not None:
                         pts_s = self._last_pts + interval

@@ -158,6 +158,7 @@ class Health:
         self.started = time.monotonic()
         self._stop = threading.Event()
         self._last = (time.monotonic(), time.process_time(), 0, 0)
+        self._warned = 0
         self._thread = threading.Thread(target=self._run, name="health", daemon=True)
 
     def start(self) -> None:
@@ -184,6 +185,17 @@ class Health:
             return "starting"
         return self.pipeline.stats.quality
 
+    def source_warnings(self) -> list[str]:
+        """The source's timing and decoding warnings; each new one is logged once."""
+        source = self.source.stats
+        warnings = list(source.warnings)
+        if source.corrupt_skipped:
+            warnings.append(f"{source.corrupt_skipped} corrupt packets or frames skipped")
+        for text in source.warnings[self._warned :]:
+            log.warning("source_warning", warning=text)
+        self._warned = len(source.warnings)
+        return warnings
+
     def snapshot(self) -> HealthMessage:
         now, cpu = time.monotonic(), time.process_time()
         decoded = self.source.stats.decoded
@@ -205,6 +217,7 @@ class Health:
             rss_mb=round(rss_mb(), 1),
             last_frame_age_s=age,
             frames=processed,
+            source_warnings=self.source_warnings(),
         )
 
 

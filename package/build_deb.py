@@ -183,19 +183,17 @@ def pinned(house: Path, lock: Path, project: str) -> list[str]:
 
 
 def find_model(source: Path, given: Path | None) -> Path:
-    """The detector ships with the product; the repository keeps it beside itself, in the
-    shared data folder (``../shared/data/models``), unless the tree has its own copy."""
-    roots = [source, REPO]
-    candidates = [given] if given else []
-    candidates += [r / "package" / "models" / MODEL for r in roots]
-    candidates += [r.parent / "shared" / "data" / "models" / MODEL for r in roots]
-    for path in candidates:
-        if path is not None and path.is_file():
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if digest != MODEL_SHA256:
-                raise BuildError(f"{path}: sha256 {digest}, expected {MODEL_SHA256}")
-            return path
-    raise BuildError(f"model {MODEL} not found (looked at {', '.join(map(str, candidates))})")
+    """The detector ships with the product: the repository carries it as package data of
+    ``smartpole.models`` (``models/assets/``, with its licence notice and provenance), so the
+    wheel holds it; ``--model`` names another copy of the same file. Either way its sha256
+    must be the one the package was tested with."""
+    path = given or source / "models" / "assets" / MODEL
+    if not path.is_file():
+        raise BuildError(f"model {MODEL} not found at {path}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != MODEL_SHA256:
+        raise BuildError(f"{path}: sha256 {digest}, expected {MODEL_SHA256}")
+    return path
 
 
 def installed_kib(root: Path) -> int:
@@ -295,6 +293,8 @@ def build(args: argparse.Namespace) -> Path:
         pins = pinned(house, lock, project.name)
         root = work / "root"
         lay_out(root, source, house, pins, version)
+        # Also where configs written before the model shipped in the wheel name it (and
+        # where an operator finds it): the same, checked file.
         put(model, root / "usr/share/smartpole/models" / MODEL)
         # Free space an install needs: the package's files, then the venv (the unpacked
         # wheels, their bytecode, about a third more, and pip); preinst checks it before

@@ -19,8 +19,10 @@ carries one JSON object per line and nothing else; its log goes to stderr.
   period; ``skipped`` (frames dropped because the analytics fell behind) and ``frames``
   (processed) count since start; ``inference_ms`` is the mean detector run;
   ``cpu_percent`` is the worker (all threads) in percent of one core; ``last_frame_age_s``
-  is null before the first frame. Health lines start before ``ready``: a camera that never
-  delivers a frame is still reported.
+  is null before the first frame. ``source_warnings`` lists, each once, what makes the
+  video's timing or decoding doubtful (a declared frame rate its timestamps contradict,
+  frames without timestamps, corrupt packets skipped): empty on a clean stream. Health
+  lines start before ``ready``: a camera that never delivers a frame is still reported.
 * ``ready`` once, when the first frame fixed the size and the lines and zones were checked
   against it.
 * ``summary`` per completed interval; on the end of a finite file or on SIGTERM a last one
@@ -89,6 +91,7 @@ class HealthMessage(TypedDict):
     rss_mb: float
     last_frame_age_s: float | None
     frames: int
+    source_warnings: list[str]
 
 
 @with_config(_CLOSED)

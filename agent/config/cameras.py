@@ -136,10 +136,11 @@ class CameraConfig(_Strict):
     )
     loop: bool = Field(False, description="replay a file endlessly as a live source (rigs)")
     realtime: bool = Field(True, description="pace a file by its timestamps like a camera")
-    model: str = Field(
+    model: str | None = Field(
+        None,
         min_length=1,
-        description="YOLOX-family ONNX model: an absolute path (an installed pole's is "
-        "/usr/share/smartpole/models/yolox-nano-coco-416.onnx) or relative to this file",
+        description="YOLOX-family ONNX model: an absolute path or relative to this file; "
+        "omitted, the YOLOX-nano COCO model the package ships",
     )
     classes: dict[ClassId, ClassName] = Field(
         default_factory=lambda: dict(COCO_TRAFFIC),
@@ -190,7 +191,7 @@ class CameraConfig(_Strict):
     def problems(self, config_dir: Path, devices: list[str]) -> list[tuple[Location, str]]:
         """What the schema cannot see: files that are not there, unknown devices."""
         out: list[tuple[Location, str]] = []
-        if not _exists(config_dir / self.model, file=True):
+        if self.model is not None and not _exists(config_dir / self.model, file=True):
             out.append((("model",), f"no model file {_where(self.model, config_dir)}"))
         if not is_url(self.source) and not _exists(config_dir / self.source):
             out.append((("source",), f"no video {_where(self.source, config_dir)}"))
@@ -202,7 +203,8 @@ class CameraConfig(_Strict):
         """This camera with its files as absolute paths, for a worker whose working
         directory is not the config file's folder."""
         source = self.source if is_url(self.source) else str((config_dir / self.source).resolve())
-        model = str((config_dir / self.model).resolve())
+        # No model stays no model: the worker finds the shipped one in its own package.
+        model = None if self.model is None else str((config_dir / self.model).resolve())
         return self.model_copy(update={"source": source, "model": model})
 
 

@@ -69,6 +69,7 @@ def health(camera: str, state: str) -> dict[str, Any]:
         "rss_mb": 240.1,
         "last_frame_age_s": 0.04,
         "frames": 1500,
+        "source_warnings": [],
     }
 
 
@@ -172,6 +173,23 @@ async def test_summaries_and_events_are_recorded_as_the_worker_sent_them(
     sent = CameraConfig.model_validate_json(argv[argv.index("--config") + 1])
     assert sent == config.for_worker(tmp_path)
     assert sent.source == str(tmp_path / "clip.mp4")
+
+
+@pytest.mark.asyncio
+async def test_a_workers_source_warnings_are_diag_status_problems(
+    tmp_path: Path, stand_in: Callable[[str, list[Any]], str]
+) -> None:
+    warning = "declared frame rate 24 fps disagrees with the timestamps (10 fps)"
+    doubtful = {**health("street", "ok"), "source_warnings": [warning]}
+    python = stand_in("street", [health("street", "ok"), "WAIT go", doubtful])
+    with Outbox(tmp_path) as outbox:
+        cameras = Cameras({"street": camera()}, tmp_path, outbox, python=python)
+        async with running(cameras):
+            await eventually(lambda: cameras.workers[0].last_health, 30, "the first health")
+            assert cameras.problems() == []
+            (tmp_path / "go").touch()
+            await eventually(cameras.problems, 30, "the warning")
+            assert cameras.problems() == [f"camera street: {warning}"]
 
 
 @pytest.mark.asyncio

@@ -18,32 +18,34 @@ from typing import Any
 
 import pytest
 
-from helpers.paths import SHARED_DATA, TEST_DATA
+from helpers import bad_clips
+from helpers.paths import REPO, SHARED_DATA, TEST_DATA
 from helpers.processes import SMARTPOLE
 
 SHARED = SHARED_DATA
 CLIP = SHARED / "video" / "street-2lane-640x352.mp4"
-MODEL = SHARED / "models" / "yolox-nano-coco-416.onnx"
+MODEL = REPO / "models" / "assets" / "yolox-nano-coco-416.onnx"  # given explicitly
 LABELS = json.loads((TEST_DATA / "street-2lane-labels.json").read_text())
 CLASSES = ("car", "truck", "bus", "motorcycle", "bicycle", "person")
 TOLERANCE = 0.05
 
-pytestmark = pytest.mark.skipif(
-    not (CLIP.is_file() and MODEL.is_file()), reason=f"shared test data {SHARED} is absent"
-)
+pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"shared test data {SHARED} is absent")
 
 
 @pytest.fixture(scope="module")
 def analyzed() -> dict[str, Any]:
-    """``smartpole analyze --json`` on the clip, run once as the user would run it."""
+    """``smartpole analyze --json`` on the clip, run once as the user would run it: without
+    ``--model`` or ``$SMARTPOLE_MODEL``, so with the model the package ships."""
     (x1, y1), (x2, y2) = LABELS["line"]
     line = f"{x1},{y1},{x2},{y2}"
+    environ = {k: v for k, v in os.environ.items() if k != "SMARTPOLE_MODEL"}
     done = subprocess.run(
-        [*SMARTPOLE, "analyze", str(CLIP), "--line", line, "--model", str(MODEL), "--json"],
+        [*SMARTPOLE, "analyze", str(CLIP), "--line", line, "--json"],
         capture_output=True,
         text=True,
         timeout=110,
         check=False,
+        env=environ,
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
@@ -61,6 +63,8 @@ def test_the_output_has_the_documented_shape(analyzed: dict[str, Any]) -> None:
         assert tuple(analyzed["counts"][direction]) == CLASSES
     assert analyzed["frames"] == LABELS["frames"]
     assert analyzed["fps"] > 0
+    assert analyzed["video_fps"] == pytest.approx(24.0, abs=0.1)
+    assert analyzed["warnings"] == []
 
 
 @pytest.mark.xfail(
@@ -110,9 +114,10 @@ def analyze(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         ("clip", "150,230,640", "model", "expected four numbers"),
         ("missing", "150,230,640,230", "model", "no such video file"),
         ("truncated", "150,230,640,230", "model", "video: cannot open"),
+        ("empty", "150,230,640,230", None, "empty.mp4' is empty (0 bytes)"),
+        ("undecodable", "150,230,640,230", None, "no decoder here reads its video codec"),
         ("clip", "150,230,640,230", "garbage", "model: "),
         ("clip", "150,230,640,230", "missing", "model: "),
-        ("clip", "150,230,640,230", None, "pass --model PATH"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -127,6 +132,10 @@ def test_bad_input_is_one_line_and_exit_2(
     }
     paths["garbage"].write_text("not a model\n")
     paths["truncated"].write_bytes(CLIP.read_bytes()[:100_000])
+    if video == "empty":
+        paths["empty"] = bad_clips.empty_clip(tmp_path)
+    if video == "undecodable":
+        paths["undecodable"] = bad_clips.undecodable_clip(CLIP, tmp_path)
     args = [str(paths[video]), "--line", line, "--json"]
     if model is not None:
         args += ["--model", str(paths[model])]
@@ -137,7 +146,22 @@ def test_bad_input_is_one_line_and_exit_2(
     assert message in done.stderr
 
 
+def test_a_clip_whose_timestamps_contradict_its_rate_is_counted_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    done = analyze(str(bad_clips.slow_clip(CLIP, tmp_path)), "--line", "150,230,640,230", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["frames"] == 30
+    assert result["video_fps"] == pytest.approx(24.0 / bad_clips.SLOWDOWN, rel=0.02)
+    (warning,) = result["warnings"]
+    assert "declared frame rate 24 fps disagrees with the timestamps" in warning
+
+
 def test_the_model_may_come_from_the_environment(tmp_path: Path) -> None:
-    done = analyze(str(CLIP), "--line", "150,230,700,230", env={"SMARTPOLE_MODEL": str(MODEL)})
+    """``$SMARTPOLE_MODEL`` wins over the shipped model (a broken one shows it was read)."""
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_text("not a model\n")
+    done = analyze(str(CLIP), "--line", "150,230,640,230", env={"SMARTPOLE_MODEL": str(garbage)})
     assert done.returncode == 2
-    assert "outside" in done.stderr  # got past the model, to the line check
+    assert f"model: {garbage}" in done.stderr

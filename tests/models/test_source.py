@@ -19,6 +19,7 @@ import av
 import numpy as np
 import pytest
 
+from helpers import bad_clips
 from helpers.paths import SHARED_DATA
 from helpers.waiting import wait_until
 from smartpole.models.errors import SourceError
@@ -317,3 +318,79 @@ def test_an_unreachable_camera_is_retried_with_backoff_until_closed() -> None:
     assert not consumer.is_alive()
     assert result == []
     assert f"127.0.0.1:{port}" in (source.stats.last_error or "")
+
+
+# --- timing and codec problems (tests/helpers/bad_clips.py) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bad-clips")
+    return {
+        "slow": bad_clips.slow_clip(CLIP, folder),
+        "clean": bad_clips.clean_clip(CLIP, folder),
+        "untimed": bad_clips.untimed_clip(CLIP, folder),
+        "undecodable": bad_clips.undecodable_clip(CLIP, folder),
+        "empty": bad_clips.empty_clip(folder),
+    }
+
+
+def _all(source: VideoSource) -> list[VideoFrame]:
+    return list(source.frames())
+
+
+@needs_clip
+def test_a_declared_rate_the_timestamps_contradict_is_one_warning_and_pts_is_the_clock(
+    bad: dict[str, Path],
+) -> None:
+    source = VideoSource(str(bad["slow"]), loop=True)
+    frames: list[VideoFrame] = []
+    for frame in source.frames():
+        frames.append(frame)
+        if len(frames) == 75:  # two and a half passes: the warning is given once
+            source.close()
+    stats = source.stats
+    assert stats.nominal_fps == pytest.approx(24.0, abs=0.1)  # what the container says
+    real = 24.0 / bad_clips.SLOWDOWN
+    assert stats.measured_fps == pytest.approx(real, rel=0.02)
+    (warning,) = stats.warnings
+    assert warning.startswith("declared frame rate 24 fps disagrees with the timestamps (10 fps)")
+    steps = [b.pts_s - a.pts_s for a, b in itertools.pairwise(frames[:30])]
+    assert sorted(steps)[len(steps) // 2] == pytest.approx(1 / real, rel=0.02)
+    assert stats.untimed == 0
+
+
+@needs_clip
+def test_a_clip_whose_rate_agrees_has_no_warning(bad: dict[str, Path]) -> None:
+    source = VideoSource(str(bad["clean"]))
+    assert len(_all(source)) == 30
+    assert source.stats.warnings == ()
+    assert source.stats.measured_fps == pytest.approx(24.0, rel=0.02)
+
+
+@needs_clip
+def test_frames_without_timestamps_are_timed_at_the_declared_rate_and_counted(
+    bad: dict[str, Path],
+) -> None:
+    source = VideoSource(str(bad["untimed"]))
+    frames = _all(source)
+    assert len(frames) == 30
+    stats = source.stats
+    assert stats.untimed == 30
+    assert stats.warnings == ("frames without timestamps: timed at the declared 25 fps",)
+    assert [f.pts_s for f in frames[:3]] == pytest.approx([0.0, 0.04, 0.08])
+
+
+@needs_clip
+@pytest.mark.parametrize(
+    ("clip", "message"),
+    [
+        ("empty", r"'.*empty\.mp4' is empty \(0 bytes\)"),
+        ("undecodable", "no decoder here reads its video codec"),
+    ],
+)
+def test_an_empty_file_or_unknown_codec_raises_a_clear_source_error(
+    bad: dict[str, Path], clip: str, message: str
+) -> None:
+    with pytest.raises(SourceError, match=message):
+        next(VideoSource(str(bad[clip])).frames())

@@ -26,13 +26,13 @@ from typing import Any
 
 import pytest
 
+from helpers import bad_clips
 from helpers.paths import SHARED_DATA, TEST_DATA
 from smartpole.agent.config.camera_worker import WorkerExit, command, parse_line
 from smartpole.agent.config.cameras import CameraConfig
 
 SHARED = SHARED_DATA
 CLIP = SHARED / "video" / "street-2lane-640x352.mp4"
-MODEL = SHARED / "models" / "yolox-nano-coco-416.onnx"
 LABELS = json.loads((TEST_DATA / "street-2lane-labels.json").read_text())
 LINE = {"from": [150, 230], "to": [640, 230]}
 #: The cars parked at the right edge of the clip (they stand there the whole clip).
@@ -49,10 +49,9 @@ HEALTH_KEYS = {
     "rss_mb",
     "last_frame_age_s",
     "frames",
+    "source_warnings",
 }
-pytestmark = pytest.mark.skipif(
-    not (CLIP.is_file() and MODEL.is_file()), reason=f"shared test data {SHARED} is absent"
-)
+pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"shared test data {SHARED} is absent")
 
 
 class Worker:
@@ -120,10 +119,10 @@ def worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
     def start(argv: list[str] | None = None, **config: Any) -> Worker:
+        # No model: the worker uses the one the package ships.
         settings = {
             "source": str(CLIP),
             "realtime": False,
-            "model": str(MODEL),
             "lines": {"main": LINE},
             "interval_s": 12,
             "health_period_s": 0.5,
@@ -187,7 +186,6 @@ def test_sigterm_ends_a_live_run_with_a_partial_summary(
         {
             "source": str(CLIP),
             "loop": True,
-            "model": str(MODEL),
             "lines": {"main": LINE},
             "zones": {"parked": {"polygon": PARKED, "kind": "no_stopping"}},
             "interval_s": 300,
@@ -261,6 +259,39 @@ def test_a_missing_video_is_a_source_error(worker: Callable[..., Worker], tmp_pa
     (error,) = proc.of("error")
     assert error["kind"] == "source"
     assert "nope.mp4" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("clip", "message"),
+    [("empty", "is empty (0 bytes)"), ("undecodable", "no decoder here reads its video codec")],
+)
+def test_an_empty_or_undecodable_video_is_a_source_error(
+    worker: Callable[..., Worker], tmp_path: Path, clip: str, message: str
+) -> None:
+    path = (
+        bad_clips.empty_clip(tmp_path)
+        if clip == "empty"
+        else bad_clips.undecodable_clip(CLIP, tmp_path)
+    )
+    proc = worker(source=str(path))
+    assert proc.wait(60) == WorkerExit.FAILURE
+    (error,) = proc.of("error")
+    assert error["kind"] == "source"
+    assert message in error["message"]
+
+
+def test_a_rate_the_timestamps_contradict_is_in_the_health_line_and_logged_once(
+    worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    proc = worker(source=str(bad_clips.slow_clip(CLIP, tmp_path)), loop=True)
+    health = proc.wait_for(lambda m: m["type"] == "health" and m["source_warnings"], 60)
+    (warning,) = health["source_warnings"]
+    assert "declared frame rate 24 fps disagrees with the timestamps (10 fps)" in warning
+    proc.wait_for(lambda m: m["type"] == "health" and m["frames"] > 60, 60)  # past 2 loops
+    proc.process.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == WorkerExit.OK
+    logged = [line for line in proc.log.read_text().splitlines() if "source_warning" in line]
+    assert len(logged) == 1, logged
 
 
 def test_a_truncated_video_ends_with_a_source_error(

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -206,6 +207,14 @@ def test_the_layout(debs: dict[str, Unpacked]) -> None:
     assert sorted(p.name for p in profiles.iterdir()) == shipped
     model = deb.tree / "usr/share/smartpole/models/yolox-nano-coco-416.onnx"
     assert hashlib.sha256(model.read_bytes()).hexdigest().startswith("e8af074932d4")
+    # The repository's copy, which the project wheel also carries with its notice.
+    assets = REPO / "models" / "assets"
+    assert model.read_bytes() == (assets / "yolox-nano-coco-416.onnx").read_bytes()
+    (wheel,) = (deb.release / "wheelhouse").glob("smartpole-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        for name in ("yolox-nano-coco-416.onnx", "NOTICE", "LICENSE-Apache-2.0.txt"):
+            packed = archive.read(f"smartpole/models/assets/{name}")
+            assert packed == (assets / name).read_bytes(), name
     assert (deb.tree / "etc/smartpole/profiles.d/README").is_file()
     # Only what is listed: nothing of the venv (built at install), no state, no secrets.
     top = {str(p.relative_to(deb.tree)) for p in deb.tree.glob("*/*")}

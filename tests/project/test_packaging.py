@@ -74,6 +74,10 @@ def test_wheel_installs_and_runs(tmp_path: Path) -> None:
     for package in _declared_packages():
         assert (target / package.replace(".", "/") / "__init__.py").is_file(), package
     assert (target / "smartpole" / "agent" / "py.typed").is_file()
+    # The detector ships in the wheel, with its licence notice and provenance.
+    assets = target / "smartpole" / "models" / "assets"
+    for name in ("yolox-nano-coco-416.onnx", "NOTICE", "LICENSE-Apache-2.0.txt", "README.md"):
+        assert (assets / name).read_bytes() == (REPO / "models" / "assets" / name).read_bytes()
     # Run from the wheel's copy, not the source tree: the config check needs every layer.
     probe = (
         "import smartpole.agent.cli as c, sys;"

@@ -23,6 +23,7 @@ from smartpole.agent.buses.registry import load_config
 from smartpole.agent.config.camera_worker import command
 from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig, describe
 from smartpole.agent.core.errors import ConfigError
+from smartpole.models.default_model import model_path, shipped_model_file
 from smartpole.models.errors import AnalyticsConfigError
 from smartpole.models.worker import parse
 
@@ -75,6 +76,8 @@ TUNING = {
     "health_period_s": st.floats(0.01, 60),
     "loop": st.booleans(),
     "realtime": st.booleans(),
+    # Omitted, the worker uses the model the package ships.
+    "model": st.sampled_from(["model.onnx", "models/yolox.onnx", "/opt/models/yolox.onnx"]),
     "device": name,
     "classes": st.dictionaries(st.integers(0, 999), st.text(min_size=1, max_size=12), min_size=1),
     "zones": st.dictionaries(name, zones(), max_size=3),
@@ -88,7 +91,6 @@ TUNING = {
 sections = st.fixed_dictionaries(
     {
         "source": st.sampled_from(["rtsp://10.0.0.20/stream1", "clip.mp4", "video/street.mp4"]),
-        "model": st.sampled_from(["model.onnx", "models/yolox.onnx", "/opt/models/yolox.onnx"]),
         "lines": st.dictionaries(
             name,
             st.tuples(point, point)
@@ -116,8 +118,11 @@ def test_what_the_daemon_sends_the_worker_reads_as_the_same_settings(
 def test_the_worker_gets_absolute_paths_and_the_rest_unchanged(section: dict[str, Any]) -> None:
     config = CameraConfig.model_validate(section)
     sent = config.for_worker(Path("/etc/smartpole"))
-    assert Path(sent.model).is_absolute()
-    assert sent.model == str(Path("/etc/smartpole", config.model).resolve())
+    if config.model is None:
+        assert sent.model is None  # the worker finds the shipped model in its own package
+    else:
+        assert Path(sent.model or "").is_absolute()
+        assert sent.model == str(Path("/etc/smartpole", config.model).resolve())
     if "://" in config.source:
         assert sent.source == config.source
     else:
@@ -221,10 +226,11 @@ def test_tuning_keys_are_pole_config_keys() -> None:
     assert (config.detect_every, config.stopped_after_s) == (2, 5.0)
 
 
-def _camera_pole(tmp_path: Path, model: str) -> Path:
+def _camera_pole(tmp_path: Path, model: str | None) -> Path:
     config = tmp_path / "etc" / "pole.yaml"
     config.parent.mkdir(exist_ok=True)
     (config.parent / "clip.mp4").write_bytes(b"")
+    model_line = "" if model is None else f"\n    model: {model}"
     config.write_text(
         f"""pole: {{id: camera-rig}}
 profiles_dir: {PROFILES}
@@ -234,8 +240,7 @@ devices:
   weather: {{profile: cwt-uwd, bus: rs485-1, unit_id: 1}}
 cameras:
   street:
-    source: clip.mp4
-    model: {model}
+    source: clip.mp4{model_line}
     lines:
       road: {{from: [10, 10], to: [100, 10]}}
 """
@@ -252,6 +257,17 @@ def test_an_installed_pole_names_the_shipped_model_by_its_absolute_path(tmp_path
     config = _camera_pole(tmp_path, str(shipped))
     camera = load_config(config).pole.cameras["street"]
     assert camera.for_worker(config.parent).model == str(shipped)
+
+
+def test_a_camera_without_a_model_passes_the_check_and_the_worker_uses_the_shipped_one(
+    tmp_path: Path,
+) -> None:
+    config = _camera_pole(tmp_path, None)
+    camera = load_config(config).pole.cameras["street"]
+    assert camera.model is None
+    sent = camera.for_worker(config.parent)
+    assert sent.model is None
+    assert model_path(sent.model) == shipped_model_file()
 
 
 def test_a_missing_model_says_where_it_was_looked_for(tmp_path: Path) -> None:
