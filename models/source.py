@@ -340,7 +340,7 @@ class VideoSource:
                 try:
                     packet = next(demux)
                 except StopIteration:
-                    if len(times) < RATE_SAMPLE_FRAMES:  # a pass shorter than the sample
+                    if len(times) < RATE_SAMPLE_FRAMES and not by_rate:  # a short pass
                         self._check_rate(times)
                     return
                 except av.error.FFmpegError as exc:
@@ -362,20 +362,22 @@ class VideoSource:
                         continue
                     raw = self._timestamp(frame, count, interval)
                     count += 1
-                    if len(times) < RATE_SAMPLE_FRAMES and not self._stats.untimed:
-                        times.append(raw)
-                        if len(times) == RATE_SAMPLE_FRAMES:
-                            self._check_rate(times)
                     if not self.live and last_raw is not None and raw <= last_raw:
                         # A file's clock does not run backwards: these are decode-order
                         # stamps (an AVI's packed B-frames), off by a frame or two each
                         # way. Re-anchoring on each would stretch time by a third.
+                        if not by_rate:
+                            self._stats.measured_fps = 1.0 / interval
+                            self._warn(
+                                "timestamps run backwards: timed at the declared "
+                                f"{1.0 / interval:.3g} fps"
+                            )
                         by_rate = True
-                        self._warn(
-                            "timestamps run backwards: timed at the declared "
-                            f"{1.0 / interval:.3g} fps"
-                        )
                     last_raw = raw
+                    if len(times) < RATE_SAMPLE_FRAMES and not self._stats.untimed:
+                        times.append(raw)
+                        if len(times) == RATE_SAMPLE_FRAMES and not by_rate:
+                            self._check_rate(times)
                     if by_rate and self._last_pts is not None:
                         pts_s = self._last_pts + interval
                         self._stats.rate_timed += 1

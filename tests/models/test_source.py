@@ -394,3 +394,28 @@ def test_an_empty_file_or_unknown_codec_raises_a_clear_source_error(
 ) -> None:
     with pytest.raises(SourceError, match=message):
         next(VideoSource(str(bad[clip])).frames())
+
+
+AVI = VIDEO_DIR / "arterial-overpass-320x240-60fps.avi"
+
+
+@pytest.mark.skipif(not AVI.is_file(), reason=f"shared test data {AVI} is absent")
+def test_decode_order_timestamps_are_replaced_by_the_declared_rate_with_one_warning() -> None:
+    """The arterial AVI's frames carry decode-order stamps (1, 4, 6, 5, 7, 9, 8, ...): taken
+    as they are, or re-anchored at each step back, they stretched 28 s of video to 46 s."""
+    source = VideoSource(str(AVI))
+    times = []
+    for frame in source.frames():
+        times.append(frame.pts_s)
+        if len(times) == 120:
+            source.close()
+    steps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(steps) > 0
+    # From the first step back on, one frame is 1/60 s; the few before it keep their own
+    # stamps (off by up to three frames, an offset that never grows).
+    assert steps[5:] == pytest.approx([1 / 60.0] * len(steps[5:]))
+    assert times[-1] == pytest.approx(119 / 60.0, abs=3 / 60.0)
+    stats = source.stats
+    assert stats.measured_fps == pytest.approx(60.0, rel=1e-3)
+    assert stats.rate_timed > 100
+    assert stats.warnings == ("timestamps run backwards: timed at the declared 60 fps",)
