@@ -237,11 +237,12 @@ class Pipeline:
         min_score = self.config.count_min_score
         moved = [t for t in tracks if t.score >= min_score and _travelled(t)]
         by_id = {t.id: t for t in moved}
-        crossings = [
+        classified = [
             self._classes.classify(c, by_id[c.track_id])
             for counter in self._counters
             for c in counter.update(moved)
         ]
+        crossings = [c for c in classified if c is not None]
         ended = self._tracker.finished()
         events = self._zones.update(tracks, t_s)
         if ended:

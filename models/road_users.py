@@ -51,6 +51,9 @@ RIDDEN = frozenset({"bicycle", "motorcycle"})
 RIDER_OVERLAP = 0.5
 #: A person track whose bicycle+motorcycle vote is this share of its person vote is a rider.
 RIDER_SHARE = 0.25
+#: A person/rider track this much inside another one (share of the smaller box) is the
+#: same road user.
+RIDER_TRACK_SHARE = 0.5
 #: Area at the line, over the median of the light vehicles there, from which a vehicle is
 #: heavy (measured: cars, SUVs and pickups 0.8-1.42, a box truck 3.3).
 HEAVY_AREA_RATIO = 2.0
@@ -174,6 +177,16 @@ def product_class(
 class _TrackVotes:
     weights: dict[str, float] = field(default_factory=dict)
     boxes: deque[BoxF] = field(default_factory=lambda: deque(maxlen=RECENT))
+    #: (line, direction) pairs already counted for this road user through a partner track.
+    counted: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _shared_share(a: BoxF, b: BoxF) -> float:
+    """The share of the smaller box that lies inside the other."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    smaller = min(box_area(a), box_area(b))
+    return iw * ih / smaller if iw > 0 and ih > 0 and smaller > 0 else 0.0
 
 
 class RoadUserClassifier:
@@ -181,6 +194,11 @@ class RoadUserClassifier:
 
     Call ``observe`` after every tracker update with the frame's detections, ``classify``
     on each crossing as it is emitted, and ``forget`` with the ids of tracks that ended.
+
+    A cyclist can still become two tracks (a person-only box on the frames the bicycle is
+    missed drifts off into a track of its own): a crossing by a person or rider track that
+    overlaps (``RIDER_TRACK_SHARE``) a live partner track of those classes, one of them with
+    a ridden vote, counts once for the pair (``classify`` returns None for the second).
     """
 
     def __init__(
@@ -195,11 +213,14 @@ class RoadUserClassifier:
         self._classes = frozenset(classes)
         self._tracks: dict[int, _TrackVotes] = {}
         self._reference: dict[tuple[str, str, int], deque[float]] = {}
+        self._live: list[Track] = []
 
     def observe(self, tracks: Iterable[Track], detections: Sequence[Detection]) -> None:
         """File the detections matched on this frame (a matched track's box is its
         detection's box) under their tracks."""
         by_box = {det.box: det for det in detections}
+        tracks = list(tracks)
+        self._live = tracks
         for track in tracks:
             det = by_box.get(track.box)
             if det is None:
@@ -211,11 +232,15 @@ class RoadUserClassifier:
             )
             votes.boxes.append(det.box)
 
-    def classify(self, crossing: Crossing, track: Track) -> Crossing:
-        """The crossing with the product class decided now, over the track's life so far."""
+    def classify(self, crossing: Crossing, track: Track) -> Crossing | None:
+        """The crossing with the product class decided now, over the track's life so far;
+        None when a partner track of the same rider already counted it."""
         votes = self._tracks.get(track.id)
         if votes is None or not votes.weights:
             return crossing
+        rider = self._rider_pair(crossing, track, votes)
+        if rider is not None:
+            return None if rider == "" else dataclasses.replace(crossing, class_name=rider)
         line = self._lines.get(crossing.line)
         key = self._key(line, crossing, track)
         area = statistics.median(box_area(b) for b in votes.boxes)
@@ -232,6 +257,31 @@ class RoadUserClassifier:
         if decided == crossing.class_name:
             return crossing
         return dataclasses.replace(crossing, class_name=decided)
+
+    def _rider_pair(self, crossing: Crossing, track: Track, votes: _TrackVotes) -> str | None:
+        """For a track with a live rider partner: "" if the pair already counted here,
+        else the pair's class (now counted for both); None without a partner."""
+        mine = voted_class(votes.weights)
+        if mine not in RIDDEN and mine != "person":
+            return None
+        where = (crossing.line, crossing.direction)
+        for other in self._live:
+            theirs = self._tracks.get(other.id)
+            if other is track or theirs is None:
+                continue
+            their_class = voted_class(theirs.weights)
+            if their_class not in RIDDEN and their_class != "person":
+                continue
+            if mine not in RIDDEN and their_class not in RIDDEN:
+                continue
+            if _shared_share(track.box, other.box) < RIDER_TRACK_SHARE:
+                continue
+            if where in votes.counted:
+                return ""
+            votes.counted.add(where)
+            theirs.counted.add(where)
+            return mine if mine in RIDDEN else their_class
+        return "" if where in votes.counted else None
 
     def forget(self, track_ids: Iterable[int]) -> None:
         for track_id in track_ids:
