@@ -2,9 +2,10 @@
 
 The ground truth (``tests/data/street-2lane-labels.json``) was made by eye: a slit-scan of
 the counting line's row over every frame finds each crossing, and the frames around it name
-the road user and its direction (COCO convention: a pickup is a truck). The bar: every
-direction x class total within 5 % of the labels, which with single-digit counts means
-exactly, and nothing counted that is not labelled (no phantoms from shadows or trees).
+the road user and its direction (the product's classes: a pickup is a light vehicle,
+``car``). The bar: every direction x class total within 5 % of the labels, which with
+single-digit counts means exactly, and nothing counted that is not labelled (no phantoms
+from shadows or trees).
 """
 
 from __future__ import annotations

@@ -166,6 +166,24 @@ def passing(w: float, h: float, cls: str, score: float = 0.8) -> list[list[Detec
     return [[Detection(box_at(320, 120 + 8 * i, w, h), score, cls)] for i in range(22)]
 
 
+def test_each_detection_votes_with_its_score_times_its_area() -> None:
+    """Far away the detector flickers "truck" on a small box; close up it is sure: car."""
+    classifier = RoadUserClassifier([LINE])
+    tracker = Tracker()
+    frames = [
+        [
+            Detection(
+                box_at(320, 120 + 8 * i, 20 + 4 * i, 15 + 3 * i),
+                0.4 if i < 8 else 0.8,
+                "truck" if i < 8 else "car",
+            )
+        ]
+        for i in range(22)
+    ]
+    crossings = drive(classifier, tracker, LineCounter(LINE), frames, 0.0)
+    assert [c.class_name for c in crossings] == ["car"]
+
+
 def test_size_at_the_line_overrides_the_detector_once_light_vehicles_were_seen() -> None:
     classifier = RoadUserClassifier([LINE])
     tracker = Tracker(max_missed_s=0.1)
