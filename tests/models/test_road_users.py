@@ -204,7 +204,7 @@ def test_size_at_the_line_overrides_the_detector_once_light_vehicles_were_seen()
 
 
 def test_length_on_the_ground_decides_with_a_calibration() -> None:
-    """A side view: 10 px of image are 0.1 m of road; vehicles drive along x."""
+    """A side view: 10 px of image are 1 m of road; vehicles drive along x."""
     calibration = GroundCalibration(
         [[0, 0], [640, 0], [640, 352], [0, 352]], [[0, 0], [64, 0], [64, 35.2], [0, 35.2]]
     )
@@ -215,7 +215,7 @@ def test_length_on_the_ground_decides_with_a_calibration() -> None:
         tracker = Tracker()
         counter = LineCounter(line)
         frames = [
-            [Detection(box_at(200 + 10 * i, 250, length_px, 40), 0.8, "car")] for i in range(30)
+            [Detection(box_at(100 + 10 * i, 250, length_px, 40), 0.8, "car")] for i in range(40)
         ]
         for i, dets in enumerate(frames):
             tracks = tracker.update(dets, i / FPS)
@@ -281,3 +281,17 @@ def test_a_cyclist_seen_as_person_and_bicycle_counts_once_as_a_bicycle(tmp_path:
         detector.frame = frame.index
         crossings += pipeline.process(frame).crossings
     assert [(c.direction, c.class_name) for c in crossings] == [("in", "bicycle")]
+
+
+def test_a_head_on_view_shows_no_length_and_the_vote_stands() -> None:
+    """Driving down the image the box's bottom edge is the vehicle's width, not its length."""
+    calibration = GroundCalibration(
+        [[0, 0], [640, 0], [640, 352], [0, 352]], [[0, 0], [64, 0], [64, 35.2], [0, 35.2]]
+    )
+    classifier = RoadUserClassifier([LINE], calibration=calibration)
+    tracker = Tracker()
+    wide = [[Detection(box_at(320, 40 + 8 * i, 90, 60), 0.8, "car")] for i in range(40)]
+    crossings = drive(classifier, tracker, LineCounter(LINE), wide, 0.0)
+    assert [c.class_name for c in crossings] == ["car"]
+    track = tracker.active()[0]
+    assert classifier.ground_length([d.box for (d,) in wide], track) is None
