@@ -216,13 +216,22 @@ class RoadUserClassifier:
         self._live: list[Track] = []
 
     def observe(self, tracks: Iterable[Track], detections: Sequence[Detection]) -> None:
-        """File the detections matched on this frame (a matched track's box is its
-        detection's box) under their tracks."""
+        """File the detections matched on this frame under their tracks.
+
+        A track matched on this frame (``missed == 0``) has its detection's box as ``box``
+        and that box's bottom-centre as its newest point (the tracker's contract); either
+        identifies the detection.
+        """
         by_box = {det.box: det for det in detections}
+        by_point = {((d.box[0] + d.box[2]) / 2.0, d.box[3]): d for d in detections}
         tracks = list(tracks)
         self._live = tracks
         for track in tracks:
+            if track.missed:
+                continue
             det = by_box.get(track.box)
+            if det is None and track.points:
+                det = by_point.get((track.points[-1][1], track.points[-1][2]))
             if det is None:
                 continue
             votes = self._tracks.setdefault(track.id, _TrackVotes())
