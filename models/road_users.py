@@ -65,8 +65,11 @@ MIN_REFERENCE = 5
 REFERENCE_SIZE = 50
 #: Each line is split into this many parts along its length (lanes at different depths).
 LINE_PARTS = 3
-#: Recent detections whose sizes describe a track as it crosses.
-RECENT = 8
+#: The detections of this last stretch of time (at least ``RECENT_MIN`` of them) describe
+#: a track's size as it crosses: near the line, whatever the frame rate and cadence.
+RECENT_S = 0.6
+RECENT_MIN = 3
+_KEPT = 32
 #: The travel direction must be within this angle (cosine) of the box's bottom edge on the
 #: ground for the box to show the vehicle's length (a side or oblique view, not head-on).
 MIN_LENGTH_COSINE = 0.7
@@ -176,9 +179,20 @@ def product_class(
 @dataclass
 class _TrackVotes:
     weights: dict[str, float] = field(default_factory=dict)
-    boxes: deque[BoxF] = field(default_factory=lambda: deque(maxlen=RECENT))
+    boxes: deque[tuple[float, BoxF]] = field(default_factory=lambda: deque(maxlen=_KEPT))
     #: (line, direction) pairs already counted for this road user through a partner track.
     counted: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _recent(boxes: Sequence[tuple[float, BoxF]]) -> list[BoxF]:
+    """The boxes of the last ``RECENT_S`` (at least the last ``RECENT_MIN``), oldest first."""
+    if not boxes:
+        return []
+    newest = boxes[-1][0]
+    recent = [box for t, box in boxes if t >= newest - RECENT_S]
+    if len(recent) < RECENT_MIN:
+        recent = [box for _, box in list(boxes)[-RECENT_MIN:]]
+    return recent
 
 
 def _shared_share(a: BoxF, b: BoxF) -> float:
@@ -239,7 +253,7 @@ class RoadUserClassifier:
             votes.weights[det.class_name] = (
                 votes.weights.get(det.class_name, 0.0) + det.score * area
             )
-            votes.boxes.append(det.box)
+            votes.boxes.append((track.last_seen_s, det.box))
 
     def classify(self, crossing: Crossing, track: Track) -> Crossing | None:
         """The crossing with the product class decided now, over the track's life so far;
@@ -252,12 +266,13 @@ class RoadUserClassifier:
             return None if rider == "" else dataclasses.replace(crossing, class_name=rider)
         line = self._lines.get(crossing.line)
         key = self._key(line, crossing, track)
-        area = statistics.median(box_area(b) for b in votes.boxes)
+        recent = _recent(votes.boxes)
+        area = statistics.median(box_area(b) for b in recent)
         reference = self._reference.get(key) if key is not None else None
         ratio = None
         if reference is not None and len(reference) >= MIN_REFERENCE:
             ratio = area / max(1e-9, statistics.median(reference))
-        length = self.ground_length(votes.boxes, track)
+        length = self.ground_length(recent, track)
         decided = product_class(votes.weights, size_ratio=ratio, length_m=length)
         if decided is None or decided not in self._classes:
             return crossing
