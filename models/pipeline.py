@@ -47,6 +47,7 @@ from smartpole.models.frames import VideoFrame
 from smartpole.models.kernels import warm_up
 from smartpole.models.motion import FrameQuality, MotionDetector
 from smartpole.models.regions import Box, detector_regions
+from smartpole.models.road_users import RoadUserClassifier, merge_riders
 from smartpole.models.scene import Scene
 from smartpole.models.summary import SummaryAggregator
 from smartpole.models.tracker import Track, Tracker
@@ -185,6 +186,9 @@ class Pipeline:
             LineCounter(line, band_px=config.band_px, calibration=calibration)
             for line in scene.lines
         ]
+        self._classes = RoadUserClassifier(
+            scene.lines, calibration=calibration, classes=self._detector.class_names
+        )
         self._zones = ZoneMonitor(
             scene.zones,
             calibration=calibration,
@@ -236,6 +240,7 @@ class Pipeline:
         if regions:
             detections = self._detect(frame, regions)
             tracks = self._tracker.update(detections, t_s)
+            self._classes.observe(tracks, detections)
             self._since_detect = 1
             if regions[0] == (0, 0, self.width, self.height):
                 self._last_full_t = t_s
@@ -244,7 +249,13 @@ class Pipeline:
             self._since_detect += 1
         min_score = self.config.count_min_score
         moved = [t for t in tracks if t.score >= min_score and _travelled(t)]
-        crossings = [c for counter in self._counters for c in counter.update(moved)]
+        by_id = {t.id: t for t in moved}
+        classified = [
+            self._classes.classify(c, by_id[c.track_id])
+            for counter in self._counters
+            for c in counter.update(moved)
+        ]
+        crossings = [c for c in classified if c is not None]
         ended = self._tracker.finished()
         events = self._zones.update(tracks, t_s)
         if ended:
@@ -354,7 +365,7 @@ class Pipeline:
         t0 = time.perf_counter()
         crops = [(frame.bgr_crop(*region), (region[0], region[1])) for region in regions]
         found = self._detector.detect_regions(crops, frame_size=(self.width, self.height))
-        detections = drop_parts(found)
+        detections = merge_riders(drop_parts(found))
         self.stats.detect_s += time.perf_counter() - t0
         self.stats.inference_s += self._detector.last_timing.inference_s
         self.stats.detector_runs += 1
@@ -368,6 +379,7 @@ class Pipeline:
         ids = [t.id for t in ended]
         for counter in self._counters:
             counter.forget(ids)
+        self._classes.forget(ids)
 
     def _account(
         self,
