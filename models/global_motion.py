@@ -9,15 +9,15 @@ background and samples the frame back into the background's coordinates
 (``GlobalMotion``); only a jump beyond the search range or a new view still trips the
 shaken/re-seed logic of ``motion``.
 
-The estimate is a search, not phase correlation: an FFT of the working image costs more
-than the whole motion stage. ``search_shift`` descends on a truncated sum of squared
-differences over every fifth row, from the last frame's shift: a swaying camera moves a
-pixel or two between frames, so 9 to 15 shifts are tried instead of all 81 within
-``SEARCH_RADIUS``, and what really moves (a car) is an outlier at every shift whose weight
-the truncation caps. A parabola through the costs next to the minimum gives
-the sub-pixel part. A slow drift is followed by re-anchoring the background onto the
-camera's new rest position (an integer shift of the model, so no blur), which keeps the
-search centred however far the camera wanders.
+The estimate is a search, not phase correlation: an FFT of the working image costs more than
+the whole motion stage. ``search_shift`` descends on a truncated sum of squared differences
+over every fifth row, from the last frame's shift: a swaying camera moves a pixel or two
+between frames, so 9 to 15 shifts are tried instead of all 81 within ``SEARCH_RADIUS``, and
+what really moves (a car) is an outlier at every shift whose weight the truncation caps. A
+parabola through the costs next to the minimum gives a sub-pixel start that two Gauss-Newton
+rounds on the same rows refine (``refine_shift``). A slow drift is followed by re-anchoring
+the background onto the camera's new rest position (an integer shift of the model, so no
+blur), which keeps the search centred however far the camera wanders.
 
 ``ShakeMeter`` turns the per-frame camera offset into the numbers operators see: the RMS
 sway about the recent mean position and the current offset from where the background
@@ -44,6 +44,8 @@ SAMPLE_STEP: Final = 5
 #: A squared difference counts at most this (grey levels, squared): a moving car or a
 #: flickering leaf weighs no more than any other mismatched pixel.
 TRUNCATE: Final = 40
+#: Gauss-Newton rounds that refine the search's sub-pixel estimate (``refine_shift``).
+REFINE_ROUNDS: Final = 2
 #: The best shift must beat the previous one by this share of its cost to replace it:
 #: on a flat cost surface (little texture, noise) the estimate stays put instead of wandering.
 KEEP_MARGIN: Final = 0.03
@@ -176,6 +178,78 @@ def warp_translate(
             orow[x] = np.uint8(v + half)
 
 
+@njit_cached
+def refine_shift(
+    frame: NDArray[np.uint8],
+    bg: NDArray[np.float32],
+    step: int,
+    radius: int,
+    truncate: int,
+    dx: float,
+    dy: float,
+    rounds: int,
+) -> tuple[float, float]:
+    """(dx, dy) refined by Gauss-Newton (Lucas-Kanade for one translation): ``rounds`` times,
+    solve ``sum(g g^T) delta = sum(g (bg - frame(p + d)))`` over the sampled rows, where g is
+    the background's gradient and ``frame(p + d)`` is bilinear.
+
+    Why not the parabola through the search costs alone: it is biased toward whole pixels
+    (off by a third of a pixel here), and a background learned from frames placed that far
+    off keeps a smeared copy of every strong edge, which then shows up as motion. Pixels
+    that differ by more than ``truncate`` (a car, a leaf) are left out, as in the search.
+    Returns the input unchanged when the view has no gradient to go by.
+    """
+    h, w = frame.shape
+    if bg.shape != frame.shape or step < 1 or radius < 1:
+        raise ValueError("refine_shift: bg must match frame")
+    cut = np.float32(truncate)
+    for _ in range(rounds):
+        fx0 = math.floor(dx)
+        fy0 = math.floor(dy)
+        ax = np.float32(dx - fx0)
+        ay = np.float32(dy - fy0)
+        one = np.float32(1.0)
+        w00, w01 = (one - ax) * (one - ay), ax * (one - ay)
+        w10, w11 = (one - ax) * ay, ax * ay
+        # Sampled pixels whose four source pixels are inside the frame.
+        xlo = max(1, -fx0)
+        xhi = min(w - 1, w - 1 - fx0)
+        sxx = sxy = syy = bx = by = 0.0
+        for y in range(radius + step // 2, h - radius, step):
+            sy = y + fy0
+            if y < 1 or y >= h - 1 or sy < 0 or sy + 1 >= h:
+                continue
+            r0, r1 = frame[sy], frame[sy + 1]
+            up, here, down = bg[y - 1], bg[y], bg[y + 1]
+            for x in range(xlo, xhi):
+                sx = x + fx0
+                f = (
+                    w00 * np.float32(r0[sx])
+                    + w01 * np.float32(r0[sx + 1])
+                    + w10 * np.float32(r1[sx])
+                    + w11 * np.float32(r1[sx + 1])
+                )
+                e = here[x] - f
+                if abs(e) > cut:
+                    continue
+                gx = np.float32(0.5) * (here[x + 1] - here[x - 1])
+                gy = np.float32(0.5) * (down[x] - up[x])
+                sxx += gx * gx
+                sxy += gx * gy
+                syy += gy * gy
+                bx += gx * e
+                by += gy * e
+        det = sxx * syy - sxy * sxy
+        if det <= 1e-6 * (sxx + syy) * (sxx + syy) or det <= 0.0:
+            return dx, dy
+        # frame(p + d + delta) ~ frame(p + d) + g . delta = bg(p): solve for delta.
+        ddx = (syy * bx - sxy * by) / det
+        ddy = (sxx * by - sxy * bx) / det
+        dx += max(-1.0, min(1.0, ddx))
+        dy += max(-1.0, min(1.0, ddy))
+    return dx, dy
+
+
 def subpixel(costs: NDArray[np.int64], row: int, col: int) -> tuple[float, float]:
     """The offset of the true minimum from the grid minimum at (row, col), per axis, from
     a parabola through it and its two neighbours (0 at the edge of the search)."""
@@ -244,7 +318,11 @@ class GlobalMotion:
         col += r
         row += r
         ox, oy = subpixel(costs, row, col)
-        dx, dy = col - r + ox, row - r + oy
+        dx, dy = refine_shift(
+            small, bg, SAMPLE_STEP, r, TRUNCATE, col - r + ox, row - r + oy, REFINE_ROUNDS
+        )
+        dx = min(max(dx, -r), r)
+        dy = min(max(dy, -r), r)
         if abs(dx) < DEADBAND and abs(dy) < DEADBAND:
             dx = dy = 0.0
         self.shift = (dx, dy)

@@ -204,6 +204,8 @@ class Health:
             rss_mb=round(rss_mb(), 1),
             last_frame_age_s=age,
             frames=processed,
+            shake_px=round(stats.shake_px, 2) if stats is not None else 0.0,
+            drift_px=round(stats.drift_px, 2) if stats is not None else 0.0,
         )
 
 

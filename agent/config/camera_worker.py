@@ -19,7 +19,10 @@ carries one JSON object per line and nothing else; its log goes to stderr.
   period; ``skipped`` (frames dropped because the analytics fell behind) and ``frames``
   (processed) count since start; ``inference_ms`` is the mean detector run;
   ``cpu_percent`` is the worker (all threads) in percent of one core; ``last_frame_age_s``
-  is null before the first frame. Health lines start before ``ready``: a camera that never
+  is null before the first frame. ``shake_px`` is the camera's sway, the RMS distance (in
+  frame pixels) of its estimated position from its mean over the last 10 s, and
+  ``drift_px`` its distance from where the motion stage's background started (both 0
+  before the first frame): the motion stage compensates both, a steady mount reads 0. Health lines start before ``ready``: a camera that never
   delivers a frame is still reported.
 * ``ready`` once, when the first frame fixed the size and the lines and zones were checked
   against it.
@@ -89,6 +92,8 @@ class HealthMessage(TypedDict):
     rss_mb: float
     last_frame_age_s: float | None
     frames: int
+    shake_px: float
+    drift_px: float
 
 
 @with_config(_CLOSED)

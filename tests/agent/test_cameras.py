@@ -69,6 +69,8 @@ def health(camera: str, state: str) -> dict[str, Any]:
         "rss_mb": 240.1,
         "last_frame_age_s": 0.04,
         "frames": 1500,
+        "shake_px": 0.4,
+        "drift_px": 1.2,
     }
 
 

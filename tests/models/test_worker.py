@@ -49,6 +49,8 @@ HEALTH_KEYS = {
     "rss_mb",
     "last_frame_age_s",
     "frames",
+    "shake_px",
+    "drift_px",
 }
 pytestmark = pytest.mark.skipif(
     not (CLIP.is_file() and MODEL.is_file()), reason=f"shared test data {SHARED} is absent"
