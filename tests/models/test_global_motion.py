@@ -18,12 +18,16 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from helpers.paths import SHARED_DATA
+from smartpole.agent.config.cameras import CameraConfig
 from smartpole.models import kernels
+from smartpole.models.frames import VideoFrame
 from smartpole.models.global_motion import GlobalMotion, ShakeMeter
 from smartpole.models.motion import MotionDetector, MotionResult
+from smartpole.models.pipeline import Pipeline
 from smartpole.models.source import VideoSource
 
 CLIP = SHARED_DATA / "video" / "street-2lane-640x352.mp4"
+MODEL = SHARED_DATA / "models" / "yolox-nano-coco-416.onnx"
 #: Frames checked by eye (tests/models/test_motion.py): nothing moves on the road.
 QUIET = (275, 335)
 SIGNIFICANT_AREA = 2000
@@ -208,3 +212,40 @@ def test_the_shake_meter_reports_the_sway_and_the_drift() -> None:
         meter.add(i / fps, 5.0, 1.0)
     assert meter.shake_px == pytest.approx(0.0, abs=1e-6)
     assert meter.drift_px == pytest.approx(math.hypot(5.0, 1.0))
+
+
+# --- the pipeline: the detector sleeps, the shake level is reported --------------------------
+
+
+@pytest.mark.skipif(not MODEL.is_file(), reason=f"shared model {MODEL} is absent")
+def test_a_swaying_still_scene_lets_the_detector_sleep_and_reports_the_shake() -> None:
+    """After the warm-up (whole-frame looks) a swaying view of a still scene gives the
+    detector nothing to look at; the stats carry the sway (+-3 px across, +-2 px up and
+    down: an RMS of about 2.5 px) and the drift ((2, 1) px by frame 100, plus the sway's
+    position then)."""
+    settings = CameraConfig.model_validate(
+        {"source": str(CLIP), "model": str(MODEL), "lines": {"main": LINE}}
+    )
+    pipeline = Pipeline(settings, 640, 352)
+    rng = np.random.default_rng(11)
+    still = texture(11, 352, 640, 6)
+    chroma = np.full((176, 320), 128, np.uint8)
+    detected = []
+    count = 101
+    for i in range(count):
+        luma = moved(still, *sway_and_drift(i))
+        luma = np.clip(luma + rng.normal(0, 2, luma.shape), 0, 255).astype(np.uint8)
+        result = pipeline.process(VideoFrame(i, i / 25.0, luma, chroma, chroma.copy()))
+        assert result.quality == "ok", f"frame {i}"
+        if result.detected:
+            detected.append(i)
+    assert detected, "the warm-up looks at the whole frame"
+    assert max(detected) < pipeline._motion.warmup_frames, detected
+    stats = pipeline.stats
+    assert 1.8 <= stats.shake_px <= 3.2, stats.shake_px
+    dx, dy = sway_and_drift(count - 1)
+    assert stats.drift_px == pytest.approx(math.hypot(dx, dy), abs=0.75)
+    assert stats.to_dict()["shake_px"] == stats.shake_px
+
+
+LINE = {"from": [150, 230], "to": [640, 230]}
