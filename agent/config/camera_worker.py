@@ -22,8 +22,9 @@ carries one JSON object per line and nothing else; its log goes to stderr.
   is null before the first frame. ``shake_px`` is the camera's sway, the RMS distance (in
   frame pixels) of its estimated position from its mean over the last 10 s, and
   ``drift_px`` its distance from where the motion stage's background started (both 0
-  before the first frame): the motion stage compensates both, a steady mount reads 0. Health lines start before ``ready``: a camera that never
-  delivers a frame is still reported.
+  before the first frame): the motion stage compensates both, a steady mount reads 0.
+  Health lines start before ``ready``: a camera that never delivers a frame is still
+  reported.
 * ``ready`` once, when the first frame fixed the size and the lines and zones were checked
   against it.
 * ``summary`` per completed interval; on the end of a finite file or on SIGTERM a last one
