@@ -19,15 +19,13 @@ round on the same rows refine (``refine_shift``). A slow drift is followed by re
 the background onto the camera's new rest position (an integer shift of the model, so no
 blur), which keeps the search centred however far the camera wanders.
 
-``ShakeMeter`` turns the per-frame camera offset into the numbers operators see: the RMS
-sway about the recent mean position and the current offset from where the background
-started (``diag cameras``: ``shake_px``, ``drift_px``).
+``shake_meter.ShakeMeter`` turns the per-frame camera offset into the numbers operators
+see (``diag cameras``: ``shake_px``, ``drift_px``).
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import Final
 
 import numpy as np
@@ -59,8 +57,6 @@ DEADBAND: Final = 0.2
 #: averages out of and drift moves); once it is a working pixel or more away, the
 #: background is re-anchored onto it.
 DRIFT_RATE: Final = 0.02
-#: Seconds of camera offsets that ``ShakeMeter`` summarises.
-SHAKE_WINDOW_S: Final = 10.0
 
 
 @njit_cached
@@ -381,39 +377,3 @@ def roll(
     xs, xd = (slice(0, w - kx), slice(kx, w)) if kx >= 0 else (slice(-kx, w), slice(0, w + kx))
     spare[yd, xd] = img[ys, xs]
     img[:] = spare
-
-
-class ShakeMeter:
-    """The camera offsets of the last ``window_s`` seconds, summarised in native pixels.
-
-    ``shake_px`` is the RMS distance from the window's mean position (sway, vibration);
-    ``drift_px`` the distance of the latest offset from where the background started.
-    Running sums make each frame O(1); the pipeline thread updates, the health thread
-    only reads the two floats.
-    """
-
-    def __init__(self, window_s: float = SHAKE_WINDOW_S) -> None:
-        self.window_s = window_s
-        self._samples: deque[tuple[float, float, float]] = deque()
-        self._sums = [0.0, 0.0, 0.0, 0.0]  # x, y, x^2, y^2
-        self.shake_px = 0.0
-        self.drift_px = 0.0
-
-    def add(self, t_s: float, x: float, y: float) -> None:
-        samples, sums = self._samples, self._sums
-        samples.append((t_s, x, y))
-        sums[0] += x
-        sums[1] += y
-        sums[2] += x * x
-        sums[3] += y * y
-        while samples and samples[0][0] <= t_s - self.window_s:
-            _, ox, oy = samples.popleft()
-            sums[0] -= ox
-            sums[1] -= oy
-            sums[2] -= ox * ox
-            sums[3] -= oy * oy
-        n = len(samples)
-        mx, my = sums[0] / n, sums[1] / n
-        var = max(0.0, sums[2] / n - mx * mx) + max(0.0, sums[3] / n - my * my)
-        self.shake_px = math.sqrt(var)
-        self.drift_px = math.hypot(x, y)

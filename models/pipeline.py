@@ -36,11 +36,11 @@ from smartpole.models.counting import Crossing, LineCounter
 from smartpole.models.detector import Detection, YoloxDetector
 from smartpole.models.errors import AnalyticsConfigError, ModelError
 from smartpole.models.frames import VideoFrame
-from smartpole.models.global_motion import ShakeMeter
 from smartpole.models.kernels import warm_up
 from smartpole.models.motion import FrameQuality, MotionDetector
 from smartpole.models.regions import Box, square_regions
 from smartpole.models.scene import Scene
+from smartpole.models.shake_meter import ShakeMeter
 from smartpole.models.summary import SummaryAggregator
 from smartpole.models.tracker import Track, Tracker
 from smartpole.models.zones import ZoneEvent, ZoneMonitor
@@ -85,7 +85,7 @@ class PipelineStats:
     which the detector ran, ``regions`` the crops it looked at. ``cpu_s`` is the process
     CPU time (``time.process_time``) spent inside ``process``. ``shake_px`` and ``drift_px``
     are the camera's sway (RMS about its mean position over the last
-    ``global_motion.SHAKE_WINDOW_S``) and its offset from where the background started, in
+    ``shake_meter.SHAKE_WINDOW_S``) and its offset from where the background started, in
     frame pixels, as the motion stage estimated and compensated them.
     """
 

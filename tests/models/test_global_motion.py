@@ -21,9 +21,10 @@ from helpers.paths import SHARED_DATA
 from smartpole.agent.config.cameras import CameraConfig
 from smartpole.models import kernels
 from smartpole.models.frames import VideoFrame
-from smartpole.models.global_motion import GlobalMotion, ShakeMeter
+from smartpole.models.global_motion import GlobalMotion
 from smartpole.models.motion import MotionDetector, MotionResult
 from smartpole.models.pipeline import Pipeline
+from smartpole.models.shake_meter import ShakeMeter
 from smartpole.models.source import VideoSource
 
 CLIP = SHARED_DATA / "video" / "street-2lane-640x352.mp4"
