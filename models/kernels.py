@@ -432,7 +432,12 @@ def warm_up() -> float:
     stats = connected_components(mask, labels)
     count_in_components(mask, labels, stats, FG_STRONG)
     luma_stats(small)
-    from smartpole.models import frames  # frames imports this module; the colour kernel
+    # These modules import this one: their kernels are compiled from here, not at import.
+    from smartpole.models import frames, global_motion
+
+    global_motion.search_shift(small, bg, 1, 40, 0.03, 0, 0, np.zeros((3, 3), np.int64))
+    global_motion.warp_translate(small, 0.5, -0.5, bg, tmp)
+    global_motion.refine_shift(small, bg, 1, 1, 40, 0.5, -0.5, 2)
 
     chroma = np.zeros((4, 5), np.uint8)
     frames.yuv420_to_bgr(gray, chroma, chroma, 0, 0, 2, 2, False)

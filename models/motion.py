@@ -10,14 +10,17 @@ Per frame, all in Numba kernels (models/kernels.py):
 
 1. box-average the luma plane down by the integer factor that brings the width near
    ``work_width`` (noise averages out, and 4x fewer pixels for every later pass);
-2. one fused pass: per-pixel threshold against a running-average background, where the
+2. estimate the camera's translation against the background (sway of a pole in the wind,
+   a drifting mount) and sample the frame back into the background's coordinates
+   (``global_motion``): a few pixels of sway then make no motion and no re-seed;
+3. one fused pass: per-pixel threshold against a running-average background, where the
    threshold is ``max(threshold, K_DEV * mean absolute deviation)`` of that pixel, so
    flickering leaves raise their own threshold; foreground pixels learn at a quarter of
    ``alpha`` so a waiting car is not absorbed at once; darker-by-a-ratio pixels are marked
    as shadow-like;
-3. opening (erode, dilate) removes speckle, closing (dilate twice, erode once) joins the
+4. opening (erode, dilate) removes speckle, closing (dilate twice, erode once) joins the
    parts of one car (windows, body, wheels) and grows boxes by one working pixel;
-4. 8-connected components with box statistics; components below ``min_area`` or made
+5. 8-connected components with box statistics; components below ``min_area`` or made
    almost only of shadow-like pixels (cast shadows, ghosts of bright cars) are dropped.
 
 The frame-level numbers for data quality (dark, blocked, shaken) come out of the same work.
@@ -32,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from smartpole.models import kernels
+from smartpole.models.global_motion import GlobalMotion
 
 FrameQuality = Literal["ok", "dark", "blocked", "shaken"]
 #: Per-pixel threshold = max(threshold, K_DEV * mean absolute deviation of that pixel).
@@ -44,7 +48,8 @@ MIN_STRONG_SHARE: Final = 0.05
 DARK_LUMA: Final = 15.0
 #: Below this texture (mean absolute neighbour difference) the view is blocked or defocused.
 BLOCKED_TEXTURE: Final = 1.5
-#: More than this share of foreground pixels in one frame: the camera moved or was shaken.
+#: More than this share of foreground pixels in one frame, after the sway was compensated:
+#: the camera moved further than ``global_motion.SEARCH_RADIUS`` or was shaken.
 SHAKE_RATIO: Final = 0.5
 #: That many such frames in a row is no shake but a new scene (camera turned, lights on):
 #: the background restarts from the current frame.
@@ -58,6 +63,8 @@ class MotionResult:
     ``boxes`` are ``(x0, y0, x1, y1)`` with exclusive ends. ``texture`` is the mean absolute
     difference between neighbouring working-resolution pixels. ``dark``, ``blocked`` and
     ``shaken`` are the quality flags (``quality()`` names the most important one).
+    ``shift`` is the camera's offset (x, y) in full-resolution pixels since the background
+    was (re)started, as estimated and compensated (sway and drift).
     """
 
     boxes: list[tuple[int, int, int, int]]
@@ -68,6 +75,7 @@ class MotionResult:
     dark: bool = False
     blocked: bool = False
     shaken: bool = False
+    shift: tuple[float, float] = (0.0, 0.0)
 
     @property
     def quality(self) -> FrameQuality:
@@ -133,6 +141,8 @@ class MotionDetector:
         self._bg = np.zeros(shape, np.float32)
         self._dev = np.zeros(shape, np.float32)
         self._raw = np.zeros(shape, np.uint8)
+        self._warped = np.zeros(shape, np.uint8)
+        self._global = GlobalMotion(shape)
         self._tmp = np.zeros(shape, np.uint8)
         self._mask = np.zeros(shape, np.uint8)
         self._labels = np.zeros(shape, np.int32)
@@ -147,7 +157,8 @@ class MotionDetector:
     @property
     def mask(self) -> NDArray[np.uint8]:
         """The cleaned foreground mask (0/255, working resolution, read-only) of the last
-        frame that was searched for boxes (not of warm-up, dark, blocked or shaken ones)."""
+        frame that was searched for boxes (not of warm-up, dark, blocked or shaken ones), in
+        the background's coordinates (the frame's shifted by ``shift``)."""
         view = self._mask.view()
         view.flags.writeable = False
         return view
@@ -163,6 +174,7 @@ class MotionDetector:
         """Forget the background; the next frame starts a new warm-up."""
         self._frames = 0
         self._big_run = 0
+        self._global.reset()
 
     def detect(self, gray: NDArray[np.uint8]) -> MotionResult:
         """Feed one luma frame (``height`` x ``width`` uint8); return what moved in it.
@@ -179,9 +191,14 @@ class MotionDetector:
         mean_luma, texture = kernels.luma_stats(small)
         dark = mean_luma - self.black_level < DARK_LUMA
         blocked = texture < BLOCKED_TEXTURE
+        motion = self._global
         if self._frames == 0:
             self._bg[:] = small
             self._dev[:] = 0.0
+        elif not (dark or blocked):
+            motion.estimate(small, self._bg)
+        shift = motion.shift
+        seen = motion.compensate(small, self._bg, self._warped)
         self._frames += 1
         warming = self._frames <= self.warmup_frames
         # During warm-up the background is the running mean of the frames so far (1/n), so a
@@ -190,7 +207,7 @@ class MotionDetector:
         count = kernels.update_background_adaptive(
             self._bg,
             self._dev,
-            small,
+            seen,
             alpha,
             self.threshold,
             K_DEV,
@@ -208,7 +225,10 @@ class MotionDetector:
             self._big_run = 0
         boxes: list[tuple[int, int, int, int]] = []
         if not (warming or shaken or dark or blocked):
-            boxes = self._boxes()
+            boxes = self._boxes(round(shift[0] * self.factor), round(shift[1] * self.factor))
+        offset = motion.offset
+        if not shaken:
+            motion.follow_drift(small, self._bg, self._dev)
         return MotionResult(
             boxes=boxes,
             foreground_ratio=ratio,
@@ -218,10 +238,13 @@ class MotionDetector:
             dark=dark,
             blocked=blocked,
             shaken=shaken,
+            shift=(offset[0] * self.factor, offset[1] * self.factor),
         )
 
-    def _boxes(self) -> list[tuple[int, int, int, int]]:
-        """Clean the raw mask, label it and turn the components worth a look into boxes."""
+    def _boxes(self, ox: int, oy: int) -> list[tuple[int, int, int, int]]:
+        """Clean the raw mask, label it and turn the components worth a look into boxes,
+        moved by (``ox``, ``oy``) full-resolution pixels from the background's coordinates
+        into the frame's and clipped to it."""
         raw, tmp, mask = self._raw, self._tmp, self._mask
         kernels.erode3x3(raw, tmp)  # opening: speckle goes
         kernels.dilate3x3(tmp, mask)
@@ -239,14 +262,12 @@ class MotionDetector:
         strong = kernels.count_in_components(raw, self._labels, stats, kernels.FG_STRONG)
         keep &= strong >= MIN_STRONG_SHARE * stats[:, 4]
         out: list[tuple[int, int, int, int]] = []
-        wmax, hmax = self.work_width, self.work_height
+        wmax, hmax, width, height = self.work_width, self.work_height, self.width, self.height
         for x0, y0, x1, y1, _area in stats[keep].tolist():
-            out.append(
-                (
-                    x0 * f,
-                    y0 * f,
-                    self.width if x1 == wmax else x1 * f,
-                    self.height if y1 == hmax else y1 * f,
-                )
-            )
+            bx0 = min(max(x0 * f + ox, 0), width)
+            by0 = min(max(y0 * f + oy, 0), height)
+            bx1 = min(max(width if x1 == wmax else x1 * f + ox, 0), width)
+            by1 = min(max(height if y1 == hmax else y1 * f + oy, 0), height)
+            if bx1 > bx0 and by1 > by0:
+                out.append((bx0, by0, bx1, by1))
         return out

@@ -49,6 +49,7 @@ from smartpole.models.motion import FrameQuality, MotionDetector
 from smartpole.models.regions import Box, detector_regions
 from smartpole.models.road_users import RoadUserClassifier, merge_riders
 from smartpole.models.scene import Scene
+from smartpole.models.shake_meter import ShakeMeter
 from smartpole.models.summary import SummaryAggregator
 from smartpole.models.tracker import Track, Tracker
 from smartpole.models.zones import ZoneEvent, ZoneMonitor
@@ -91,7 +92,10 @@ class PipelineStats:
     ``skipped`` counts frames the source decoded but the worker dropped because the
     pipeline fell behind (see ``Pipeline.note_skipped``); ``detector_runs`` the frames on
     which the detector ran, ``regions`` the crops it looked at. ``cpu_s`` is the process
-    CPU time (``time.process_time``) spent inside ``process``.
+    CPU time (``time.process_time``) spent inside ``process``. ``shake_px`` and ``drift_px``
+    are the camera's sway (RMS about its mean position over the last
+    ``shake_meter.SHAKE_WINDOW_S``) and its offset from where the background started, in
+    frame pixels, as the motion stage estimated and compensated them.
     """
 
     processed: int = 0
@@ -109,6 +113,8 @@ class PipelineStats:
     model_load_s: float = 0.0
     quality: FrameQuality = "ok"
     last_t_s: float | None = None
+    shake_px: float = 0.0
+    drift_px: float = 0.0
 
     @property
     def motion_ms(self) -> float:
@@ -180,6 +186,7 @@ class Pipeline:
             threshold=config.motion_threshold,
             min_area=config.motion_min_area,
         )
+        self._shake = ShakeMeter()
         self._tracker = Tracker(max_missed_s=config.max_missed_s, min_hits=config.min_hits)
         calibration = scene.calibration
         self._counters = [
@@ -234,6 +241,8 @@ class Pipeline:
         t0 = time.perf_counter()
         motion = self._motion.detect(frame.gray)
         self.stats.motion_s += time.perf_counter() - t0
+        self._shake.add(t_s, *motion.shift)
+        self.stats.shake_px, self.stats.drift_px = self._shake.shake_px, self._shake.drift_px
         quality = motion.quality
         regions = self._plan(motion.boxes, motion.warming_up or motion.shaken, quality, t_s)
         detections: list[Detection] = []

@@ -218,6 +218,8 @@ class Health:
             last_frame_age_s=age,
             frames=processed,
             source_warnings=self.source_warnings(),
+            shake_px=round(stats.shake_px, 2) if stats is not None else 0.0,
+            drift_px=round(stats.drift_px, 2) if stats is not None else 0.0,
         )
 
 

@@ -21,8 +21,12 @@ carries one JSON object per line and nothing else; its log goes to stderr.
   ``cpu_percent`` is the worker (all threads) in percent of one core; ``last_frame_age_s``
   is null before the first frame. ``source_warnings`` lists, each once, what makes the
   video's timing or decoding doubtful (a declared frame rate its timestamps contradict,
-  frames without timestamps, corrupt packets skipped): empty on a clean stream. Health
-  lines start before ``ready``: a camera that never delivers a frame is still reported.
+  frames without timestamps, corrupt packets skipped): empty on a clean stream.
+  ``shake_px`` is the camera's sway, the RMS distance (in frame pixels) of its estimated
+  position from its mean over the last 10 s, and ``drift_px`` its distance from where the
+  motion stage's background started (both 0 before the first frame): the motion stage
+  compensates both, a steady mount reads 0. Health lines start before ``ready``: a camera
+  that never delivers a frame is still reported.
 * ``ready`` once, when the first frame fixed the size and the lines and zones were checked
   against it.
 * ``summary`` per completed interval; on the end of a finite file or on SIGTERM a last one
@@ -92,6 +96,8 @@ class HealthMessage(TypedDict):
     last_frame_age_s: float | None
     frames: int
     source_warnings: list[str]
+    shake_px: float
+    drift_px: float
 
 
 @with_config(_CLOSED)

@@ -70,6 +70,8 @@ def health(camera: str, state: str) -> dict[str, Any]:
         "last_frame_age_s": 0.04,
         "frames": 1500,
         "source_warnings": [],
+        "shake_px": 0.4,
+        "drift_px": 1.2,
     }
 
 

@@ -342,12 +342,15 @@ def test_kernels_compile_once_then_load_from_the_cache(tmp_path: Path) -> None:
 WARM_UP_COVERAGE = """
 import json
 import numpy as np
-from smartpole.models import frames, kernels
+from smartpole.models import frames, global_motion, kernels
 from smartpole.models.motion import MotionDetector
 
 kernels.warm_up()
 jitted = {
-    n: f for n, f in vars(kernels).items() if hasattr(f, "signatures") and n[0] != "_"
+    n: f
+    for module in (kernels, global_motion)
+    for n, f in vars(module).items()
+    if hasattr(f, "signatures") and n[0] != "_"
 }
 jitted["yuv420_to_bgr"] = frames.yuv420_to_bgr
 before = {n: len(f.signatures) for n, f in jitted.items()}

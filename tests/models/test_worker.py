@@ -50,6 +50,8 @@ HEALTH_KEYS = {
     "last_frame_age_s",
     "frames",
     "source_warnings",
+    "shake_px",
+    "drift_px",
 }
 pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"shared test data {SHARED} is absent")
 
