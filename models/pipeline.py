@@ -462,8 +462,14 @@ class FrameInterval:
 
     @property
     def seconds(self) -> float | None:
-        """The median interval, or None before the second frame."""
-        return statistics.median(self._gaps) if self._gaps else None
+        """The mean of the recent intervals near their median, or None before the second
+        frame: a dropped frame (a doubled interval) is left out, and a camera whose stamps
+        alternate 80 and 120 ms is read as 100 ms, not as whichever the median lands on."""
+        if not self._gaps:
+            return None
+        median = statistics.median(self._gaps)
+        usual = [gap for gap in self._gaps if 0.5 * median <= gap <= 1.5 * median]
+        return sum(usual) / len(usual)
 
 
 def load_detector(config: CameraConfig) -> YoloxDetector:

@@ -235,6 +235,12 @@ def detector_regions(
     if frame_w <= 0 or frame_h <= 0:
         raise ValueError(f"frame size must be positive, got {frame_w}x{frame_h}")
     clipped = [c for c in (_clip(b, frame_w, frame_h) for b in boxes) if c is not None]
+    if len(clipped) > MAX_BOXES:
+        return [(0, 0, frame_w, frame_h)]
+    # One road user often moves as several blobs (roof, wheels, shadow): its size is that of
+    # the blobs that lie together, not of each piece.
+    geometry = _Geometry(frame_w, frame_h, min_side, margin, 0)
+    clipped = _cluster(clipped, geometry)
     scale = native_side / max(frame_w, frame_h)
     small = [b for b in clipped if _long_side(b) * scale < MIN_OBJECT_PX]
     frame: Box = (0, 0, frame_w, frame_h)

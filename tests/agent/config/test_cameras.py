@@ -135,7 +135,7 @@ def test_the_defaults() -> None:
     assert config.classes == COCO_TRAFFIC
     assert (config.interval_s, config.health_period_s, config.no_frames_after_s) == (60, 2, 30)
     assert (config.realtime, config.loop) == (True, False)
-    assert (config.detect_every, config.detect_interval_s, config.full_frame_s) == (None, 0.12, 1)
+    assert (config.detect_every, config.detect_interval_s, config.full_frame_s) == (None, 0.16, 1)
     assert (config.count_min_score, config.band_px) == (0.4, 6.0)
     assert config.zones == {}
     assert config.calibration is None
