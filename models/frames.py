@@ -7,6 +7,8 @@ than the whole motion stage, and most frames on a quiet street never need it.
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -134,3 +136,34 @@ class VideoFrame:
                 f"{self.width}x{self.height} frame"
             )
         return yuv420_to_bgr(self.y, self.u, self.v, x0, y0, x1, y1, self.full_range)
+
+
+class FrameInterval:
+    """The stream's frame interval, measured from the timestamps (a median of the last few).
+
+    Why measured: a container's declared rate is often wrong or missing, and a camera may
+    drop to a lower rate at night; every time-scaled decision (the detection cadence) needs
+    the rate the frames really come at.
+    """
+
+    SAMPLES = 15
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+        self._gaps: deque[float] = deque(maxlen=self.SAMPLES)
+
+    def update(self, t_s: float) -> None:
+        if self._last is not None and t_s > self._last:
+            self._gaps.append(t_s - self._last)
+        self._last = t_s
+
+    @property
+    def seconds(self) -> float | None:
+        """The mean of the recent intervals near their median, or None before the second
+        frame: a dropped frame (a doubled interval) is left out, and a camera whose stamps
+        alternate 80 and 120 ms is read as 100 ms, not as whichever the median lands on."""
+        if not self._gaps:
+            return None
+        median = statistics.median(self._gaps)
+        usual = [gap for gap in self._gaps if 0.5 * median <= gap <= 1.5 * median]
+        return sum(usual) / len(usual)

@@ -98,6 +98,10 @@ def quality(result: MotionResult) -> FrameQuality:
     return "ok"
 
 
+#: The frame interval ``alpha`` and ``warmup_frames`` are given for (25 fps).
+REFERENCE_FRAME_S = 0.04
+
+
 class MotionDetector:
     """Background-subtraction motion detector for one camera; not thread-safe.
 
@@ -148,6 +152,22 @@ class MotionDetector:
         self._labels = np.zeros(shape, np.int32)
         self._frames = 0
         self._big_run = 0
+        self._alpha_per_reference = self.alpha
+        self._warmup_reference = self.warmup_frames
+
+    def pace(self, frame_s: float) -> None:
+        """Keep the background's memory a span of time, not a number of frames.
+
+        ``alpha`` and ``warmup_frames`` are given for a 25 fps camera (2 s of memory, 1 s of
+        warm-up). At 5 fps the same per-frame rate would remember 10 s, so a car that
+        parks takes five times as long to fade into the background; at 60 fps a waiting
+        car would fade in under a second. Called with the measured frame interval.
+        """
+        if not frame_s > 0:
+            return
+        frames = frame_s / REFERENCE_FRAME_S
+        self.alpha = float(min(1.0, 1.0 - (1.0 - self._alpha_per_reference) ** frames))
+        self.warmup_frames = max(3, round(self._warmup_reference / frames))
 
     @property
     def frames(self) -> int:

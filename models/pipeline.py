@@ -28,24 +28,19 @@ Frames never leave this object: the outputs are crossings, events and summary di
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import statistics
 import time
-from collections import deque
-from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from smartpole.agent.config.cameras import CameraConfig
 from smartpole.models.counting import Crossing, LineCounter
-from smartpole.models.default_model import model_path
+from smartpole.models.detections import drop_parts, load_detector
 from smartpole.models.detector import Detection, YoloxDetector
-from smartpole.models.errors import AnalyticsConfigError, ModelError
-from smartpole.models.frames import VideoFrame
+from smartpole.models.errors import AnalyticsConfigError
+from smartpole.models.frames import FrameInterval, VideoFrame
 from smartpole.models.kernels import warm_up
 from smartpole.models.motion import FrameQuality, MotionDetector
+from smartpole.models.pipeline_results import FrameResult, PipelineStats
 from smartpole.models.regions import Box, detector_regions
 from smartpole.models.road_users import RoadUserClassifier, merge_riders
 from smartpole.models.scene import Scene
@@ -61,87 +56,6 @@ STILL_HEIGHTS_PER_S = 0.25
 #: false detection on the kerb whose box grows and shrinks never gets that far, a road user
 #: crossing a line does (the line counter then replays the points it was not shown).
 MIN_TRAVEL_HEIGHTS = 0.5
-#: Vehicle classes whose boxes are checked for parts detected as wholes (see ``drop_parts``).
-_BODY_CLASSES = frozenset({"car", "truck", "bus"})
-#: A body-class box this much inside a larger body-class box is a part of it (a pickup's
-#: cab or bed called a car), not a second vehicle.
-PART_INSIDE = 0.8
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """What one frame produced; ``summaries`` holds intervals that completed on it."""
-
-    index: int
-    t_s: float
-    quality: FrameQuality
-    motion_boxes: list[Box]
-    regions: list[Box]
-    detected: bool
-    detections: list[Detection]
-    tracks: list[Track]
-    crossings: list[Crossing]
-    events: list[ZoneEvent]
-    summaries: list[dict[str, Any]]
-
-
-@dataclass
-class PipelineStats:
-    """Counters since the pipeline started (the worker turns them into health lines).
-
-    ``skipped`` counts frames the source decoded but the worker dropped because the
-    pipeline fell behind (see ``Pipeline.note_skipped``); ``detector_runs`` the frames on
-    which the detector ran, ``regions`` the crops it looked at. ``cpu_s`` is the process
-    CPU time (``time.process_time``) spent inside ``process``. ``shake_px`` and ``drift_px``
-    are the camera's sway (RMS about its mean position over the last
-    ``shake_meter.SHAKE_WINDOW_S``) and its offset from where the background started, in
-    frame pixels, as the motion stage estimated and compensated them.
-    """
-
-    processed: int = 0
-    skipped: int = 0
-    detector_runs: int = 0
-    regions: int = 0
-    detections: int = 0
-    crossings: int = 0
-    events: int = 0
-    motion_s: float = 0.0
-    detect_s: float = 0.0
-    inference_s: float = 0.0
-    cpu_s: float = 0.0
-    compile_s: float = 0.0
-    model_load_s: float = 0.0
-    quality: FrameQuality = "ok"
-    last_t_s: float | None = None
-    shake_px: float = 0.0
-    drift_px: float = 0.0
-
-    @property
-    def motion_ms(self) -> float:
-        """Mean motion-stage time per processed frame."""
-        return 1000.0 * self.motion_s / self.processed if self.processed else 0.0
-
-    @property
-    def inference_ms(self) -> float:
-        """Mean time of one detector run (crops, letterbox, inference, decoding, NMS)."""
-        return 1000.0 * self.detect_s / self.detector_runs if self.detector_runs else 0.0
-
-    @property
-    def region_ms(self) -> float:
-        """Mean ONNX Runtime time per region."""
-        return 1000.0 * self.inference_s / self.regions if self.regions else 0.0
-
-    @property
-    def decoded(self) -> int:
-        """Frames the source delivered: processed or skipped."""
-        return self.processed + self.skipped
-
-    def to_dict(self) -> dict[str, Any]:
-        """The counters and mean times (ms), JSON-ready."""
-        out = dataclasses.asdict(self)
-        for name in ("decoded", "motion_ms", "inference_ms", "region_ms"):
-            out[name] = round(getattr(self, name), 3)
-        return out
 
 
 class Pipeline:
@@ -238,6 +152,9 @@ class Pipeline:
         cpu0 = time.process_time()
         t_s = frame.pts_s
         self._frame_dt.update(t_s)
+        frame_s = self._frame_dt.seconds
+        if frame_s is not None:
+            self._motion.pace(frame_s)
         t0 = time.perf_counter()
         motion = self._motion.detect(frame.gray)
         self.stats.motion_s += time.perf_counter() - t0
@@ -441,100 +358,8 @@ class Pipeline:
         return done
 
 
-class FrameInterval:
-    """The stream's frame interval, measured from the timestamps (a median of the last few).
-
-    Why measured: a container's declared rate is often wrong or missing, and a camera may
-    drop to a lower rate at night; every time-scaled decision (the detection cadence) needs
-    the rate the frames really come at.
-    """
-
-    SAMPLES = 15
-
-    def __init__(self) -> None:
-        self._last: float | None = None
-        self._gaps: deque[float] = deque(maxlen=self.SAMPLES)
-
-    def update(self, t_s: float) -> None:
-        if self._last is not None and t_s > self._last:
-            self._gaps.append(t_s - self._last)
-        self._last = t_s
-
-    @property
-    def seconds(self) -> float | None:
-        """The mean of the recent intervals near their median, or None before the second
-        frame: a dropped frame (a doubled interval) is left out, and a camera whose stamps
-        alternate 80 and 120 ms is read as 100 ms, not as whichever the median lands on."""
-        if not self._gaps:
-            return None
-        median = statistics.median(self._gaps)
-        usual = [gap for gap in self._gaps if 0.5 * median <= gap <= 1.5 * median]
-        return sum(usual) / len(usual)
-
-
-def load_detector(config: CameraConfig) -> YoloxDetector:
-    """The configured detector, loaded and run once (``ModelError`` if it is unusable).
-
-    The first inference is slow (ONNX Runtime plans its memory, the letterbox kernel loads
-    from Numba's cache): it belongs to load time, not to the first frame. A worker calls
-    this before it opens the camera, so a bad model is reported even when the camera is
-    down, and passes the detector to ``Pipeline``.
-    """
-    path = model_path(config.model)
-    detector = YoloxDetector(
-        path,
-        config.classes,
-        score_threshold=config.score_threshold,
-        nms_iou=config.nms_iou,
-        threads=config.threads,
-    )
-    side = detector.input_size
-    blank = np.full((side, side, 3), 114, dtype=np.uint8)
-    try:
-        detector.detect_regions([(blank, (0, 0))])
-    except ValueError as exc:  # an output that does not decode as YOLOX
-        raise ModelError(f"{path}: first inference failed: {exc}") from exc
-    return detector
-
-
 def _travelled(track: Track) -> bool:
     """Whether the track's ground point moved ``MIN_TRAVEL_HEIGHTS`` box heights so far."""
     (_, x0, y0), (_, x1, y1) = track.points[0], track.points[-1]
     height = max(1.0, track.box[3] - track.box[1])
     return math.hypot(x1 - x0, y1 - y0) >= MIN_TRAVEL_HEIGHTS * height
-
-
-def drop_parts(detections: list[Detection]) -> list[Detection]:
-    """Drop car/truck/bus boxes that lie inside a larger one of those classes.
-
-    YOLOX-nano sometimes reports part of a large vehicle (the cab of a pickup, the rear of a
-    bus) as a car of its own, with an IoU to the whole box far below any NMS threshold; as
-    a track that part crosses the line too and counts a phantom vehicle. A real vehicle
-    hidden that much behind another one is not countable on that frame anyway.
-    """
-    out: list[Detection] = []
-    for det in detections:
-        if det.class_name in _BODY_CLASSES and any(
-            other is not det
-            and other.class_name in _BODY_CLASSES
-            and _area(other.box) > _area(det.box)
-            and _inside_share(det.box, other.box) >= PART_INSIDE
-            for other in detections
-        ):
-            continue
-        out.append(det)
-    return out
-
-
-def _area(box: tuple[float, float, float, float]) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-
-
-def _inside_share(
-    inner: tuple[float, float, float, float], outer: tuple[float, float, float, float]
-) -> float:
-    """The share of ``inner``'s area that lies inside ``outer``."""
-    iw = min(inner[2], outer[2]) - max(inner[0], outer[0])
-    ih = min(inner[3], outer[3]) - max(inner[1], outer[1])
-    area = _area(inner)
-    return iw * ih / area if iw > 0 and ih > 0 and area > 0 else 0.0

@@ -44,10 +44,12 @@ from smartpole.agent.config.camera_worker import (
     encode,
 )
 from smartpole.agent.config.cameras import CameraConfig, describe
+from smartpole.models.detections import load_detector
 from smartpole.models.errors import AnalyticsConfigError, ModelError, SourceError
 from smartpole.models.frames import VideoFrame
 from smartpole.models.kernels import warm_up
-from smartpole.models.pipeline import FrameResult, Pipeline, load_detector
+from smartpole.models.pipeline import Pipeline
+from smartpole.models.pipeline_results import FrameResult
 from smartpole.models.resident import release_libraries
 from smartpole.models.scene import Scene
 from smartpole.models.source import VideoSource

@@ -197,3 +197,41 @@ def test_working_resolution_and_input_checks() -> None:
         detector.detect(np.zeros((240, 321), np.uint8))
     with pytest.raises(ValueError, match="alpha"):
         MotionDetector(320, 240, alpha=0.0)
+
+
+def _seconds_until_absorbed(fps: float, paced: bool) -> float:
+    """Stream seconds from a block appearing in a still scene (a car that parks) until the
+    background has taken it in and it gives no box any more."""
+    rng = np.random.default_rng(11)
+    still = rng.integers(60, 120, (240, 320), dtype=np.uint8)
+    parked = still.copy()
+    parked[100:140, 120:200] = 220
+    detector = MotionDetector(320, 240)
+    if paced:
+        detector.pace(1.0 / fps)
+    for _ in range(int(3 * fps)):
+        detector.detect(still)
+    for i in range(int(120 * fps)):
+        if not detector.detect(parked).boxes:
+            return i / fps
+    raise AssertionError("the parked block was never absorbed")
+
+
+@pytest.mark.parametrize("fps", [5.0, 60.0])
+def test_a_parked_car_fades_into_the_background_after_the_same_time_at_any_frame_rate(
+    fps: float,
+) -> None:
+    reference = _seconds_until_absorbed(25.0, paced=True)
+    assert reference > 1.0
+    assert _seconds_until_absorbed(fps, paced=True) == pytest.approx(reference, rel=0.2)
+    # Per frame, unpaced, the same memory would be 5x or 0.4x as long in time.
+    assert _seconds_until_absorbed(fps, paced=False) != pytest.approx(reference, rel=0.5)
+
+
+def test_pacing_keeps_the_warm_up_a_second() -> None:
+    detector = MotionDetector(320, 240)
+    for fps, frames in ((5.0, 5), (25.0, 25), (60.0, 60)):
+        detector.pace(1.0 / fps)
+        assert detector.warmup_frames == frames
+    detector.pace(0.0)  # an unknown interval changes nothing
+    assert detector.warmup_frames == 60

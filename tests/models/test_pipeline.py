@@ -23,10 +23,11 @@ import pytest
 from helpers.paths import SHARED_DATA, TEST_DATA
 from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig
 from smartpole.models.counting import Crossing
+from smartpole.models.detections import drop_parts, load_detector
 from smartpole.models.detector import Detection
 from smartpole.models.errors import AnalyticsConfigError, ModelError
 from smartpole.models.frames import VideoFrame
-from smartpole.models.pipeline import Pipeline, drop_parts, load_detector
+from smartpole.models.pipeline import Pipeline
 from smartpole.models.scene import Scene
 from smartpole.models.source import VideoSource
 from smartpole.models.zones import ZoneEvent
