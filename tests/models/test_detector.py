@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from helpers.paths import SHARED_DATA
 from smartpole.models.detector import Detection, YoloxDetector
 from smartpole.models.errors import ModelError
-from smartpole.models.regions import square_regions
+from smartpole.models.regions import MIN_OBJECT_PX, detector_regions, square_regions
 from smartpole.models.yolox import (
     anchors_for,
     check_layout,
@@ -363,6 +363,52 @@ def test_square_regions_cover_every_box_inside_the_frame(
         assert any(r[0] <= b[0] and r[1] <= b[1] and b[2] <= r[2] and b[3] <= r[3] for r in regions)
     assert square_regions(list(reversed(boxes)), w, h, min_side=min_side, margin=margin,
                           max_regions=max_regions, native_side=native) == regions  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(box_in_frame, st.integers(1, 6), st.booleans())
+def test_detector_regions_cover_every_box_and_small_ones_are_scaled_up(
+    frame_and_boxes: tuple[tuple[int, int], list[tuple[int, int, int, int]]],
+    max_regions: int,
+    whole: bool,
+) -> None:
+    (w, h), boxes = frame_and_boxes
+    regions = detector_regions(boxes, w, h, native_side=416, max_regions=max_regions, whole=whole)
+    assert len(regions) <= max_regions
+    assert len(set(regions)) == len(regions)
+    frame = (0, 0, w, h)
+    if whole:
+        assert frame in regions
+    if not boxes and not whole:
+        assert regions == []
+    for b in boxes:
+        assert any(r[0] <= b[0] and r[1] <= b[1] and b[2] <= r[2] and b[3] <= r[3] for r in regions)
+    # A lone box too small for the whole frame shrunk to 416 gets a crop (scaled up) unless
+    # the one region allowed is the whole frame. (Among other boxes, it is sized with those
+    # lying together with it: see the examples.)
+    if len(boxes) == 1 and not (whole and max_regions == 1):
+        b = boxes[0]
+        small = max(b[2] - b[0], b[3] - b[1]) * 416 / max(w, h) < MIN_OBJECT_PX
+        crops = [r for r in regions if r != frame or min(w, h) == max(w, h)]
+        assert not small or any(
+            r[0] <= b[0] and r[1] <= b[1] and b[2] <= r[2] and b[3] <= r[3] for r in crops
+        )
+
+
+def test_detector_regions_examples() -> None:
+    # A car 200 px long on a 1280x720 frame is 65 px in the whole frame shrunk to 416.
+    assert detector_regions([(100, 300, 300, 400)], 1280, 720, native_side=416) == [
+        (0, 0, 1280, 720)
+    ]
+    # A car 40 px long there would be 13 px: it gets a crop of its own, scaled up.
+    assert detector_regions([(100, 300, 140, 320)], 1280, 720, native_side=416) == [
+        (40, 230, 200, 390)
+    ]
+    # Both: the whole frame and the crop; the pieces of one car are sized together.
+    pieces = [(100, 300, 160, 340), (170, 300, 230, 340), (240, 300, 300, 340)]
+    assert detector_regions(pieces, 1280, 720, native_side=416) == [(0, 0, 1280, 720)]
+    assert detector_regions([], 640, 360, native_side=416) == []
+    assert detector_regions([], 640, 360, native_side=416, whole=True) == [(0, 0, 640, 360)]
 
 
 def test_square_regions_examples() -> None:
