@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import resource
 import socket as sockets
 import time
@@ -177,17 +178,20 @@ def _connect(path: Path) -> sockets.socket:
     return sock
 
 
-async def _idle_crowd(socket: Path) -> tuple[int, int, dict[str, Any], float]:
-    """Open IDLE_CLIENTS connections that never ask anything: (held, refused busy), and
-    ``status`` asked while they are all open."""
+async def _idle_crowd(socket: Path) -> tuple[int, int, dict[str, Any], float, float]:
+    """Open IDLE_CLIENTS connections that never ask anything: (held, refused busy),
+    ``status`` asked while they are all open, how long that took, and how long opening the
+    crowd took."""
     writers: list[asyncio.StreamWriter] = []
     readers: list[asyncio.StreamReader] = []
+    started = time.monotonic()
     try:
         for _ in range(IDLE_CLIENTS):
             connected = await asyncio.to_thread(_connect, socket)
             reader, writer = await asyncio.open_unix_connection(sock=connected)
             readers.append(reader)
             writers.append(writer)
+        opening_s = time.monotonic() - started
         status, took = await _ask(socket, "status")
 
         async def answer(reader: asyncio.StreamReader) -> bytes:
@@ -204,7 +208,7 @@ async def _idle_crowd(socket: Path) -> tuple[int, int, dict[str, Any], float]:
         await asyncio.gather(*(_close(writer) for writer in writers))
     busy = sum(1 for line in lines if line and json.loads(line).get("busy"))
     closed = sum(1 for line in lines if not line)
-    return closed, busy, status, took
+    return closed, busy, status, took, opening_s
 
 
 def test_control_keeps_its_deadlines_under_a_flooded_api(
@@ -237,8 +241,11 @@ def _run(tmp_path: Path, simulator: Callable[..., Proc], daemon: Callable[..., P
     assert max(latencies) < STATUS_BOUND_S, f"status took {max(latencies):.2f} s in the flood"
     _assert_control_kept_up(agent, control)
 
-    closed, busy, status, took = asyncio.run(_idle_crowd(socket))
-    assert busy >= IDLE_CLIENTS - MAX_CONNECTIONS, (busy, closed)
+    closed, busy, status, took, opening_s = asyncio.run(_idle_crowd(socket))
+    # At most MAX_CONNECTIONS are held at a time; while the crowd is still being opened
+    # (slowly, on a loaded machine) the idle timeout frees those slots for the next ones.
+    held_at_most = MAX_CONNECTIONS * (1 + math.ceil(opening_s / IDLE_TIMEOUT_S))
+    assert closed <= held_at_most, (busy, closed, opening_s)
     assert closed + busy == IDLE_CLIENTS
     assert status.get("busy"), status
     assert took < STATUS_BOUND_S, took
