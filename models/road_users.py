@@ -203,6 +203,13 @@ def _shared_share(a: BoxF, b: BoxF) -> float:
     return iw * ih / smaller if iw > 0 and ih > 0 and smaller > 0 else 0.0
 
 
+def _whole_line(key: tuple[str, str, int] | None) -> tuple[str, str, int] | None:
+    """The reference of the whole line in that direction, which a part of the line falls
+    back on until it has ``MIN_REFERENCE`` light vehicles of its own: a lorry in the lane
+    few cars use would otherwise keep the detector's class (often "car") for a long time."""
+    return None if key is None else (key[0], key[1], -1)
+
+
 class RoadUserClassifier:
     """Per camera: collects each track's votes and decides the class of its crossings.
 
@@ -268,16 +275,19 @@ class RoadUserClassifier:
         key = self._key(line, crossing, track)
         recent = _recent(votes.boxes)
         area = statistics.median(box_area(b) for b in recent)
-        reference = self._reference.get(key) if key is not None else None
         ratio = None
-        if reference is not None and len(reference) >= MIN_REFERENCE:
-            ratio = area / max(1e-9, statistics.median(reference))
+        for ref_key in (key, _whole_line(key)):
+            reference = self._reference.get(ref_key) if ref_key is not None else None
+            if reference is not None and len(reference) >= MIN_REFERENCE:
+                ratio = area / max(1e-9, statistics.median(reference))
+                break
         length = self.ground_length(recent, track)
         decided = product_class(votes.weights, size_ratio=ratio, length_m=length)
         if decided is None or decided not in self._classes:
             return crossing
         if decided == "car" and key is not None:
-            self._reference.setdefault(key, deque(maxlen=REFERENCE_SIZE)).append(area)
+            for ref_key in (key, (key[0], key[1], -1)):
+                self._reference.setdefault(ref_key, deque(maxlen=REFERENCE_SIZE)).append(area)
         if decided == crossing.class_name:
             return crossing
         return dataclasses.replace(crossing, class_name=decided)

@@ -161,9 +161,11 @@ def drive(
     return crossings
 
 
-def passing(w: float, h: float, cls: str, score: float = 0.8) -> list[list[Detection]]:
+def passing(
+    w: float, h: float, cls: str, score: float = 0.8, cx: float = 320
+) -> list[list[Detection]]:
     """A vehicle driving down the image across ``LINE``, 8 px a frame."""
-    return [[Detection(box_at(320, 120 + 8 * i, w, h), score, cls)] for i in range(22)]
+    return [[Detection(box_at(cx, 120 + 8 * i, w, h), score, cls)] for i in range(22)]
 
 
 def test_each_detection_votes_with_its_score_times_its_area() -> None:
@@ -201,6 +203,20 @@ def test_size_at_the_line_overrides_the_detector_once_light_vehicles_were_seen()
     seen += [c.class_name for c in drive(classifier, tracker, counter, pickup, t)]
     # the first big one has nothing to compare with; the last is 3.5 cars: heavy
     assert seen == ["car", *["car"] * MIN_REFERENCE, "truck", "car"]
+
+
+def test_a_part_of_the_line_without_light_vehicles_of_its_own_uses_the_whole_lines() -> None:
+    """The cars keep to the left third; a lorry the detector calls car comes in the middle."""
+    classifier = RoadUserClassifier([LINE])
+    tracker = Tracker(max_missed_s=0.1)
+    counter = LineCounter(LINE)
+    seen: list[str] = []
+    t = 0.0
+    cars = [passing(60 + 3 * k, 45, "car", cx=100) for k in range(MIN_REFERENCE)]
+    for vehicle in [*cars, passing(130, 80, "car", cx=320)]:
+        seen += [c.class_name for c in drive(classifier, tracker, counter, vehicle, t)]
+        t += 5.0
+    assert seen == [*["car"] * MIN_REFERENCE, "truck"]
 
 
 def test_length_on_the_ground_decides_with_a_calibration() -> None:
