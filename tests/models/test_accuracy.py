@@ -10,15 +10,13 @@ clip was, before the others existed). ``bench/bench_accuracy.py`` prints the sam
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from helpers.paths import SHARED_DATA, TEST_DATA
-from helpers.processes import SMARTPOLE
 from smartpole.models.labels import load, phantoms, score
 
 LABELS = [*sorted((SHARED_DATA / "labels").glob("*.json")), TEST_DATA / "street-2lane-labels.json"]
@@ -28,20 +26,12 @@ LABELS = [*sorted((SHARED_DATA / "labels").glob("*.json")), TEST_DATA / "street-
     not (SHARED_DATA / "video").is_dir(), reason=f"shared test data {SHARED_DATA} is absent"
 )
 @pytest.mark.parametrize("path", LABELS, ids=[p.stem for p in LABELS])
-def test_every_direction_is_counted_within_the_bar(path: Path) -> None:
+def test_every_direction_is_counted_within_the_bar(
+    path: Path, analyzed_clip: Callable[[Path, str], dict[str, Any]]
+) -> None:
     labels = load(path)
     clip = SHARED_DATA / "video" / labels.clip
-    environ = {k: v for k, v in os.environ.items() if k != "SMARTPOLE_MODEL"}
-    done = subprocess.run(
-        [*SMARTPOLE, "analyze", str(clip), "--line", labels.line_arg, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-        env=environ,
-    )
-    assert done.returncode == 0, done.stderr
-    counts = json.loads(done.stdout)["counts"]
+    counts = analyzed_clip(clip, labels.line_arg)["counts"]
     off = {
         f"{row.direction}/{row.group}": f"counted {row.counted}, true {row.truth_text}"
         for row in score(labels, counts)

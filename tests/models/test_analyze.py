@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +35,11 @@ pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"shared test data {S
 
 
 @pytest.fixture(scope="module")
-def analyzed() -> dict[str, Any]:
+def analyzed(analyzed_clip: Callable[[Path, str], dict[str, Any]]) -> dict[str, Any]:
     """``smartpole analyze --json`` on the clip, run once as the user would run it: without
     ``--model`` or ``$SMARTPOLE_MODEL``, so with the model the package ships."""
     (x1, y1), (x2, y2) = LABELS["line"]
-    line = f"{x1},{y1},{x2},{y2}"
-    environ = {k: v for k, v in os.environ.items() if k != "SMARTPOLE_MODEL"}
-    done = subprocess.run(
-        [*SMARTPOLE, "analyze", str(CLIP), "--line", line, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-        env=environ,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return analyzed_clip(CLIP, f"{x1},{y1},{x2},{y2}")
 
 
 def truth() -> Counter[tuple[str, str]]:
