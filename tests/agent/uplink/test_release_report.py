@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,9 @@ ENTRY = st.fixed_dictionaries(
 @given(history=st.lists(ENTRY | JUNK, max_size=5))
 @example(history=[{**ROLLED, "at": math.nan}, {**ROLLED, "at": math.inf}, {**ROLLED, "at": True}])
 def test_whatever_the_file_holds_what_goes_up_is_valid(tmp_path: Path, history: list[Any]) -> None:
-    state = tmp_path / str(abs(hash(json.dumps(history, default=str))))
-    state.mkdir(exist_ok=True)
+    # A fresh folder per example: tmp_path is shared by all of them, and an example that
+    # hypothesis runs again (shrinking, replaying) would find the outbox of its first run.
+    state = Path(tempfile.mkdtemp(dir=tmp_path))
     (state / FILE_NAME).write_text(json.dumps({"version": 1, "history": history}))
     with Outbox(state, report_interval_s=None) as outbox:
         queued = ReleaseHistory(state).report(outbox)
