@@ -64,7 +64,7 @@ def detail(labels: Labels, result: dict[str, Any], fps: float) -> list[str]:
     for extra in counted:
         lines.append(
             f"#   extra t={extra['t_s']:.2f}s (frame ~{round(extra['t_s'] * fps)}) "
-            f"{extra['direction']} {extra['class']} track {extra['track']}"
+            f"{extra['direction']} {extra['class']} track {extra['track_id']}"
         )
     return lines
 

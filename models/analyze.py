@@ -10,7 +10,8 @@ negative to where it is positive: for a line drawn left to right, moving down th
 With ``--json`` stdout carries exactly one object::
 
     {"line": [[x1, y1], [x2, y2]], "counts": {"in": {class: n, ...}, "out": {...}},
-     "crossings": [{"frame": i, "t_s": s, "direction": "in", "class": c, "track": id}, ...],
+     "crossings": [{"frame": i, "line": "line", "direction": "in", "class": c,
+                    "track_id": id, "t_s": s, "speed_kmh": null}, ...],
      "frames": n, "fps": f, "video_fps": r, "warnings": ["...", ...]}
 
 ``crossings`` lists every counted crossing with the frame it was counted on, so a count
@@ -173,15 +174,7 @@ def count(
                 started = time.perf_counter()  # load and compile are not frame time
             for crossing in pipeline.process(frame).crossings:
                 counts[crossing.direction][crossing.class_name] += 1
-                crossings.append(
-                    {
-                        "frame": frame.index,
-                        "t_s": round(crossing.t_s, 3),
-                        "direction": crossing.direction,
-                        "class": crossing.class_name,
-                        "track": crossing.track_id,
-                    }
-                )
+                crossings.append({"frame": frame.index, **crossing.to_dict()})
             if progress is not None:
                 done = pipeline.stats.processed
                 progress.update(done, done / max(time.perf_counter() - started, 1e-9))
@@ -200,9 +193,7 @@ def count(
     if progress is not None:
         progress.update(frames, frames / max(elapsed, 1e-9), force=True)
     stats = source.stats
-    warnings = list(stats.warnings)
-    if stats.corrupt_skipped:
-        warnings.append(f"{stats.corrupt_skipped} corrupt packets or frames skipped")
+    warnings = stats.all_warnings()
     return {
         "line": [[_number(x1), _number(y1)], [_number(x2), _number(y2)]],
         "counts": counts,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -138,12 +139,25 @@ class VideoFrame:
         return yuv420_to_bgr(self.y, self.u, self.v, x0, y0, x1, y1, self.full_range)
 
 
+def usual_interval(gaps: Iterable[float]) -> float | None:
+    """The mean of the intervals near their median (within half of it either way), or None
+    for none: single intervals jitter (stamps alternating 80 and 120 ms read as 100) and a
+    dropped frame doubles one, while a wrong declared rate is wrong in every interval."""
+    positive = [gap for gap in gaps if gap > 0]
+    if not positive:
+        return None
+    median = statistics.median(positive)
+    usual = [gap for gap in positive if 0.5 * median <= gap <= 1.5 * median]
+    return sum(usual) / len(usual)
+
+
 class FrameInterval:
-    """The stream's frame interval, measured from the timestamps (a median of the last few).
+    """The stream's frame interval, measured from the timestamps (``usual_interval`` of the
+    last few), in ``seconds``: None before the second frame.
 
     Why measured: a container's declared rate is often wrong or missing, and a camera may
-    drop to a lower rate at night; every time-scaled decision (the detection cadence) needs
-    the rate the frames really come at.
+    drop to a lower rate at night; every time-scaled decision (the detection cadence, the
+    background's memory) needs the rate the frames really come at.
     """
 
     SAMPLES = 15
@@ -151,19 +165,15 @@ class FrameInterval:
     def __init__(self) -> None:
         self._last: float | None = None
         self._gaps: deque[float] = deque(maxlen=self.SAMPLES)
+        self.seconds: float | None = None
 
-    def update(self, t_s: float) -> None:
+    def update(self, t_s: float) -> bool:
+        """Take a frame's time; True when ``seconds`` changed."""
+        changed = False
         if self._last is not None and t_s > self._last:
             self._gaps.append(t_s - self._last)
+            seconds = usual_interval(self._gaps)
+            changed = seconds != self.seconds
+            self.seconds = seconds
         self._last = t_s
-
-    @property
-    def seconds(self) -> float | None:
-        """The mean of the recent intervals near their median, or None before the second
-        frame: a dropped frame (a doubled interval) is left out, and a camera whose stamps
-        alternate 80 and 120 ms is read as 100 ms, not as whichever the median lands on."""
-        if not self._gaps:
-            return None
-        median = statistics.median(self._gaps)
-        usual = [gap for gap in self._gaps if 0.5 * median <= gap <= 1.5 * median]
-        return sum(usual) / len(usual)
+        return changed

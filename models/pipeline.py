@@ -7,7 +7,7 @@ core with 1.5x headroom, about 27 ms a frame including decoding):
 * the detector (13.5-22 ms per 416x416 input on one core) runs only where there is motion
   and around the tracks it must keep alive, and while motion persists only every
   ``detect_interval_s`` of stream time (so a 10 fps camera is looked at on every frame and
-  a 60 fps one on every 7th): the tracker predicts the frames between runs, so a car still
+  a 60 fps one on every 9th): the tracker predicts the frames between runs, so a car still
   leaves a dense enough trail of points to cross a line exactly once;
 * it looks at the whole frame when the road users there are big enough to be seen in it
   shrunk to the detector's input, and at scaled-up square crops only for the small ones
@@ -56,6 +56,8 @@ STILL_HEIGHTS_PER_S = 0.25
 #: false detection on the kerb whose box grows and shrinks never gets that far, a road user
 #: crossing a line does (the line counter then replays the points it was not shown).
 MIN_TRAVEL_HEIGHTS = 0.5
+#: Frames since the last detection before the first one: more than any cadence.
+FIRST_LOOK = 1 << 30
 
 
 class Pipeline:
@@ -124,7 +126,7 @@ class Pipeline:
             classes=self._detector.class_names,
             queues=[zone.name for zone in scene.zones if zone.kind == "queue"],
         )
-        self._since_detect = 25  # the first motion frame is looked at
+        self._since_detect = FIRST_LOOK  # the first motion frame is looked at
         self._last_full_t: float | None = None
         self._frame_dt = FrameInterval()
         self._last_refresh_t: float | None = None
@@ -151,10 +153,8 @@ class Pipeline:
             )
         cpu0 = time.process_time()
         t_s = frame.pts_s
-        self._frame_dt.update(t_s)
-        frame_s = self._frame_dt.seconds
-        if frame_s is not None:
-            self._motion.pace(frame_s)
+        if self._frame_dt.update(t_s) and self._frame_dt.seconds is not None:
+            self._motion.pace(self._frame_dt.seconds)
         t0 = time.perf_counter()
         motion = self._motion.detect(frame.gray)
         self.stats.motion_s += time.perf_counter() - t0
@@ -249,8 +249,9 @@ class Pipeline:
 
     def _detect_due(self) -> bool:
         """Whether the detection cadence has come round: ``detect_every`` frames, or as many
-        frames as make ``detect_interval_s`` at the measured frame interval (a quarter of a
-        frame early rather than late: a 12.5 fps camera is looked at on every frame)."""
+        frames as make ``detect_interval_s`` at the measured frame interval, rounded down,
+        or up when within a quarter of a frame of the next (0.16 s: every frame at 10 fps,
+        every 2nd at 12.5, every 4th at 25, every 9th at 60)."""
         config = self.config
         every = config.detect_every
         if every is None:

@@ -50,7 +50,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from smartpole.models.errors import SourceError
-from smartpole.models.frames import VideoFrame
+from smartpole.models.frames import VideoFrame, usual_interval
 
 #: URL schemes served by a network peer: these reconnect instead of failing.
 LIVE_SCHEMES: Final = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "srt"})
@@ -94,6 +94,14 @@ class SourceStats:
     rate_timed: int = 0
     #: Each distinct problem with the stream's timing, once, oldest first.
     warnings: tuple[str, ...] = ()
+
+    def all_warnings(self) -> list[str]:
+        """The timing warnings and, if any were skipped, the corrupt packets or frames: what
+        may make counts less than they seem (analyze's ``warnings``, the health line's)."""
+        out = list(self.warnings)
+        if self.corrupt_skipped:
+            out.append(f"{self.corrupt_skipped} corrupt packets or frames skipped")
+        return out
 
 
 def _scheme(url: str) -> str:
@@ -266,15 +274,10 @@ class VideoSource:
 
     def _check_rate(self, times: list[float]) -> None:
         """The rate the timestamps give, and a warning when the declared one disagrees."""
-        # The mean of the intervals near the median: single intervals jitter (the street
-        # clip's alternate 41 and 42 ms) and a dropped frame doubles one, while a wrong
-        # declared rate is wrong in every interval.
-        steps = sorted(b - a for a, b in itertools.pairwise(times) if b > a)
-        if not steps:
+        interval = usual_interval(b - a for a, b in itertools.pairwise(times))
+        if interval is None:
             return
-        median = steps[len(steps) // 2]
-        usual = [step for step in steps if 0.5 * median <= step <= 1.5 * median]
-        measured = len(usual) / sum(usual)
+        measured = 1.0 / interval
         self._stats.measured_fps = measured
         declared = self._declared_fps
         if declared is not None and abs(declared / measured - 1.0) > RATE_TOLERANCE:

@@ -190,9 +190,7 @@ class Health:
     def source_warnings(self) -> list[str]:
         """The source's timing and decoding warnings; each new one is logged once."""
         source = self.source.stats
-        warnings = list(source.warnings)
-        if source.corrupt_skipped:
-            warnings.append(f"{source.corrupt_skipped} corrupt packets or frames skipped")
+        warnings = source.all_warnings()
         for text in source.warnings[self._warned :]:
             log.warning("source_warning", warning=text)
         self._warned = len(source.warnings)

@@ -18,12 +18,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from helpers import bad_clips
 from helpers.paths import SHARED_DATA
 from helpers.waiting import wait_until
 from smartpole.models.errors import SourceError
-from smartpole.models.frames import VideoFrame
+from smartpole.models.frames import FrameInterval, VideoFrame, usual_interval
 from smartpole.models.source import VideoSource
 
 VIDEO_DIR = SHARED_DATA / "video"
@@ -419,3 +421,24 @@ def test_decode_order_timestamps_are_replaced_by_the_declared_rate_with_one_warn
     assert stats.measured_fps == pytest.approx(60.0, rel=1e-3)
     assert stats.rate_timed > 100
     assert stats.warnings == ("timestamps run backwards: timed at the declared 60 fps",)
+
+
+@given(
+    gap=st.floats(0.005, 1.0),
+    count=st.integers(4, 30),
+    dropped=st.integers(0, 29),
+    jitter=st.floats(0.0, 0.3),
+)
+def test_the_usual_interval_ignores_a_dropped_frame_and_averages_jitter(
+    gap: float, count: int, dropped: int, jitter: float
+) -> None:
+    # Stamps alternate gap*(1-jitter), gap*(1+jitter); one interval doubled by a drop.
+    gaps = [gap * (1 - jitter if i % 2 else 1 + jitter) for i in range(2 * count)]
+    gaps[dropped % len(gaps)] = 2 * gap
+    assert usual_interval(gaps) == pytest.approx(gap, rel=0.3 / count + 1e-9)
+    interval = FrameInterval()
+    for i in range(2 * count):
+        interval.update(i * gap)
+    assert interval.seconds == pytest.approx(gap)
+    assert usual_interval([]) is None
+    assert usual_interval([0.0, -1.0]) is None
