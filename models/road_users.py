@@ -203,11 +203,12 @@ def _shared_share(a: BoxF, b: BoxF) -> float:
     return iw * ih / smaller if iw > 0 and ih > 0 and smaller > 0 else 0.0
 
 
-def _whole_line(key: tuple[str, str, int] | None) -> tuple[str, str, int] | None:
-    """The reference of the whole line in that direction, which a part of the line falls
-    back on until it has ``MIN_REFERENCE`` light vehicles of its own: a lorry in the lane
-    few cars use would otherwise keep the detector's class (often "car") for a long time."""
-    return None if key is None else (key[0], key[1], -1)
+def _references(key: tuple[str, str, int] | None) -> tuple[tuple[str, str, int], ...]:
+    """The light-vehicle references a crossing is compared with, first to last: its part of
+    the line, then the whole line in that direction, which a part falls back on until it has
+    ``MIN_REFERENCE`` light vehicles of its own (a lorry in the lane few cars use would
+    otherwise keep the detector's class, often "car", for a long time)."""
+    return () if key is None else (key, (key[0], key[1], -1))
 
 
 class RoadUserClassifier:
@@ -276,8 +277,8 @@ class RoadUserClassifier:
         recent = _recent(votes.boxes)
         area = statistics.median(box_area(b) for b in recent)
         ratio = None
-        for ref_key in (key, _whole_line(key)):
-            reference = self._reference.get(ref_key) if ref_key is not None else None
+        for ref_key in _references(key):
+            reference = self._reference.get(ref_key)
             if reference is not None and len(reference) >= MIN_REFERENCE:
                 ratio = area / max(1e-9, statistics.median(reference))
                 break
@@ -285,8 +286,8 @@ class RoadUserClassifier:
         decided = product_class(votes.weights, size_ratio=ratio, length_m=length)
         if decided is None or decided not in self._classes:
             return crossing
-        if decided == "car" and key is not None:
-            for ref_key in (key, (key[0], key[1], -1)):
+        if decided == "car":
+            for ref_key in _references(key):
                 self._reference.setdefault(ref_key, deque(maxlen=REFERENCE_SIZE)).append(area)
         if decided == crossing.class_name:
             return crossing
