@@ -215,8 +215,29 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     # worker processes.
     from smartpole.models.analyze import run
 
+    camera, v2x = None, None
+    if args.config is not None:
+        loaded = load_or_exit(args.config)
+        cameras = loaded.pole.cameras
+        name = args.camera
+        if name is None and len(cameras) == 1:
+            name = next(iter(cameras))
+        if name not in cameras:
+            known = ", ".join(cameras) or "none"
+            what = "--camera NAME is needed" if name is None else f"no camera {name!r}"
+            print(f"smartpole analyze: {what} ({args.config} has: {known})", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        camera = cameras[name].for_worker(args.config.parent)
+        v2x = loaded.pole.v2x
     return run(
-        args.video, line=args.line, model=args.model, classes=args.classes, as_json=args.json
+        args.video,
+        line=args.line,
+        model=args.model,
+        classes=args.classes,
+        as_json=args.json,
+        camera=camera,
+        v2x=v2x,
+        rsm=args.rsm,
     )
 
 
@@ -350,10 +371,22 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("video", help="video file")
     analyze.add_argument(
         "--line",
-        required=True,
         metavar="X1,Y1,X2,Y2",
         help="counting line in the video's native pixels; 'in' = crossing to its right-hand"
-        " side (left to right: moving down the image)",
+        " side (left to right: moving down the image); with --config, replaces its lines",
+    )
+    analyze.add_argument(
+        "--config",
+        type=Path,
+        metavar="POLE.yaml",
+        help="use a camera's section of this pole config (lines, zones, calibration)",
+    )
+    analyze.add_argument("--camera", help="with --config: which camera (if it has several)")
+    analyze.add_argument(
+        "--rsm",
+        type=Path,
+        metavar="OUT.jsonl",
+        help="write the camera's V2X messages (RSM, RSI) as JSON lines; needs --config",
     )
     analyze.add_argument(
         "--model",

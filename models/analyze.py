@@ -17,6 +17,14 @@ With ``--json`` stdout carries exactly one object::
 ``crossings`` lists every counted crossing with the frame it was counted on, so a count
 can be checked against a recording frame by frame.
 
+With ``--config POLE.yaml`` (and ``--camera NAME`` when the pole has several) the camera's
+own section is used: its lines (``--line`` then replaces them), zones, calibration and
+tuning, with VIDEO as its source. ``lines`` then holds every line's counts; ``line`` and
+``counts`` are the first line's. ``--rsm OUT.jsonl`` writes, one JSON object per line
+(``{"topic": ..., "payload": ...}``), the RSM and RSI messages the camera would send its
+roadside unit (``docs/v2x.md``), on the recording's clock from the moment the analysis
+started: so a geo-calibration can be checked on a recording before the camera goes live.
+
 ``fps`` is processed frames per second of wall time, decoding included and the one-off
 model load and kernel compilation excluded. ``video_fps`` is the clip's own rate as its
 timestamps give it (the analytics' clock). ``warnings`` lists what may make the counts less
@@ -43,8 +51,11 @@ import av.error
 from pydantic import ValidationError
 
 from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig, describe, is_url
+from smartpole.agent.config.v2x import V2xConfig
 from smartpole.models.errors import AnalyticsConfigError, ModelError, SourceError
 from smartpole.models.pipeline import Pipeline
+from smartpole.models.roadside_stage import RoadsideSettings
+from smartpole.models.v2x_output import JsonLinesSink, RoadsideOutput
 from smartpole.models.source import VideoSource
 from smartpole.models.summary import DEFAULT_CLASSES
 
@@ -131,62 +142,107 @@ class Progress:
         self.stream.flush()
 
 
+def camera_config(
+    video: str,
+    line: tuple[tuple[float, float], tuple[float, float]] | None,
+    model: Path | None,
+    classes: Mapping[int, str] | None,
+    camera: CameraConfig | None = None,
+) -> CameraConfig:
+    """The camera section to run: ``camera``'s (from a pole config) or a bare one, with
+    ``video`` as its source and ``--line``/``--model``/``--classes`` applied over it."""
+    settings: dict[str, Any] = {}
+    if camera is not None:
+        settings = camera.model_dump(by_alias=True, exclude_unset=True)
+    settings["source"] = video
+    if classes is not None or camera is None:
+        settings["classes"] = dict(classes if classes is not None else COCO_TRAFFIC)
+    if line is not None:
+        (x1, y1), (x2, y2) = line
+        settings["lines"] = {LINE_NAME: {"from": (x1, y1), "to": (x2, y2)}}
+    if model is not None:
+        settings["model"] = str(model)
+    try:
+        return CameraConfig.model_validate(settings)
+    except ValidationError as exc:
+        message = describe(exc)
+        if line is not None:
+            message = message.replace(f"lines.{LINE_NAME}: ", f"--line {_given(line)}: ")
+        raise AnalyzeError(message) from exc
+
+
+def _given(line: tuple[tuple[float, float], tuple[float, float]]) -> str:
+    (x1, y1), (x2, y2) = line
+    return ",".join(str(_number(v)) for v in (x1, y1, x2, y2))
+
+
 def count(
     video: str,
-    line: tuple[tuple[float, float], tuple[float, float]],
-    model: Path | None,
-    classes: Mapping[int, str],
+    config: CameraConfig,
     progress: Progress | None = None,
+    *,
+    rsm: Path | None = None,
+    v2x: V2xConfig | None = None,
 ) -> dict[str, Any]:
-    """Run the pipeline over every frame of ``video``; return the ``--json`` object.
+    """Run the pipeline over every frame of ``video``; return the ``--json`` object, and
+    with ``rsm`` write the camera's V2X messages there.
 
     Raises ``AnalyzeError`` for every input problem, with a one-line message.
     """
-    (x1, y1), (x2, y2) = line
-    given = ",".join(str(_number(v)) for v in (x1, y1, x2, y2))
     if not Path(video).is_file() and not is_url(video):
         raise AnalyzeError(f"{video}: no such video file")
-    try:
-        settings: dict[str, Any] = {
-            "source": video,
-            "classes": dict(classes),
-            "lines": {LINE_NAME: {"from": (x1, y1), "to": (x2, y2)}},
-        }
-        if model is not None:
-            settings["model"] = str(model)
-        config = CameraConfig.model_validate(settings)
-    except ValidationError as exc:
-        message = describe(exc).replace(f"lines.{LINE_NAME}: ", f"--line {given}: ")
-        raise AnalyzeError(message) from exc
+    roadside = RoadsideSettings.of(v2x)
+    output: RoadsideOutput | None = None
     try:
         source = VideoSource(video)
         pipeline: Pipeline | None = None
         names: list[str] = []
-        counts: dict[str, dict[str, int]] = {}
+        counts: dict[str, dict[str, dict[str, int]]] = {}
         crossings: list[dict[str, Any]] = []
         started = time.perf_counter()
+        epoch = time.time()
         for frame in source.frames():
             if pipeline is None:
-                pipeline = Pipeline(config, frame.width, frame.height)
+                pipeline = Pipeline(
+                    config,
+                    frame.width,
+                    frame.height,
+                    roadside=roadside if rsm is not None else None,
+                )
+                if rsm is not None:
+                    output = _rsm_output(pipeline, rsm, v2x, roadside)
                 known = [c for c in DEFAULT_CLASSES if c in pipeline.class_names]
                 names = known + [c for c in pipeline.class_names if c not in known]
-                counts = {d: dict.fromkeys(names, 0) for d in ("in", "out")}
+                counts = {
+                    name: {d: dict.fromkeys(names, 0) for d in ("in", "out")}
+                    for name in config.lines
+                }
                 started = time.perf_counter()  # load and compile are not frame time
-            for crossing in pipeline.process(frame).crossings:
-                counts[crossing.direction][crossing.class_name] += 1
+            result = pipeline.process(frame)
+            for crossing in result.crossings:
+                counts[crossing.line][crossing.direction][crossing.class_name] += 1
                 crossings.append({"frame": frame.index, **crossing.to_dict()})
+            if output is not None:
+                output.on_frame(result, wall_s=epoch + result.t_s)
             if progress is not None:
                 done = pipeline.stats.processed
                 progress.update(done, done / max(time.perf_counter() - started, 1e-9))
     except ModelError as exc:
         raise AnalyzeError(f"model: {exc}") from exc
     except AnalyticsConfigError as exc:
-        message = str(exc).replace(f"line {LINE_NAME!r}: ", f"--line {given}: ")
+        message = str(exc)
+        if LINE_NAME in config.lines and len(config.lines) == 1:
+            (x1, y1), (x2, y2) = config.lines[LINE_NAME].start, config.lines[LINE_NAME].end
+            message = message.replace(f"line {LINE_NAME!r}: ", f"--line {_given(((x1, y1), (x2, y2)))}: ")
         raise AnalyzeError(message) from exc
     except SourceError as exc:
         raise AnalyzeError(f"video: {exc}") from exc
+    except OSError as exc:
+        raise AnalyzeError(f"--rsm {rsm}: {exc.strerror or exc}") from exc
     if pipeline is None:
         raise AnalyzeError(f"{video}: no frame could be decoded")
+    if output is not None:
+        output.close(pipeline.close_roadside(), wall_s=epoch + (pipeline.stats.last_t_s or 0.0))
     pipeline.finish()
     elapsed = time.perf_counter() - started
     frames = pipeline.stats.processed
@@ -194,9 +250,13 @@ def count(
         progress.update(frames, frames / max(elapsed, 1e-9), force=True)
     stats = source.stats
     warnings = stats.all_warnings()
+    first = next(iter(config.lines))
     return {
-        "line": [[_number(x1), _number(y1)], [_number(x2), _number(y2)]],
-        "counts": counts,
+        "line": _points(config, first),
+        "counts": counts[first],
+        "lines": {
+            name: {"line": _points(config, name), "counts": counts[name]} for name in config.lines
+        },
         "crossings": crossings,
         "frames": frames,
         "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0,
@@ -205,22 +265,42 @@ def count(
     }
 
 
+def _points(config: CameraConfig, name: str) -> list[list[int | float]]:
+    line = config.lines[name]
+    return [[_number(v) for v in line.start], [_number(v) for v in line.end]]
+
+
+def _rsm_output(
+    pipeline: Pipeline, path: Path, v2x: V2xConfig | None, roadside: RoadsideSettings
+) -> RoadsideOutput:
+    """The V2X messages of ``--rsm``, into a JSON-lines file; ``AnalyzeError`` if this camera
+    would send none."""
+    if pipeline.roadside_off is not None or pipeline.scene.geo is None:
+        raise AnalyzeError(f"--rsm: the camera sends no RSM: {pipeline.roadside_off}")
+    rsu_id = v2x.rsu_id if v2x is not None else "analyze"
+    vendor = v2x.vendor if v2x is not None else "smartpole"
+    return RoadsideOutput(
+        JsonLinesSink(path), pipeline.scene.geo, rsu_id=rsu_id, vendor=vendor, settings=roadside
+    )
+
+
 def render(video: str, result: Mapping[str, Any]) -> str:
     """The human-readable table of ``count``'s result."""
-    (x1, y1), (x2, y2) = result["line"]
-    counts: Mapping[str, Mapping[str, int]] = result["counts"]
-    names = list(counts["in"])
-    width = max(8, *(len(n) for n in names))
     lines = [
-        f"{video}: {result['frames']} frames at {result['fps']} fps, "
-        f"line ({x1}, {y1}) -> ({x2}, {y2}); in = crossing to the right-hand side of the line"
-        " as drawn (image y down)",
-        "direction " + " ".join(f"{n:>{width}}" for n in [*names, "total"]),
+        f"{video}: {result['frames']} frames at {result['fps']} fps; in = crossing to the "
+        "right-hand side of a line as drawn (image y down)"
     ]
-    for direction in ("in", "out"):
-        row = [counts[direction][n] for n in names]
-        cells = " ".join(f"{v:>{width}}" for v in [*row, sum(row)])
-        lines.append(f"{direction:<9} {cells}")
+    for name, each in result["lines"].items():
+        (x1, y1), (x2, y2) = each["line"]
+        counts: Mapping[str, Mapping[str, int]] = each["counts"]
+        names = list(counts["in"])
+        width = max(8, *(len(n) for n in names))
+        lines.append(f"line {name} ({x1}, {y1}) -> ({x2}, {y2})")
+        lines.append("direction " + " ".join(f"{n:>{width}}" for n in [*names, "total"]))
+        for direction in ("in", "out"):
+            row = [counts[direction][n] for n in names]
+            cells = " ".join(f"{v:>{width}}" for v in [*row, sum(row)])
+            lines.append(f"{direction:<9} {cells}")
     lines += [f"warning: {text}" for text in result.get("warnings", [])]
     return "\n".join(lines)
 
@@ -228,20 +308,31 @@ def render(video: str, result: Mapping[str, Any]) -> str:
 def run(
     video: str,
     *,
-    line: str,
+    line: str | None,
     model: Path | None,
     classes: str | None,
     as_json: bool,
+    camera: CameraConfig | None = None,
+    v2x: V2xConfig | None = None,
+    rsm: Path | None = None,
 ) -> int:
-    """The ``smartpole analyze`` command; returns the exit status."""
+    """The ``smartpole analyze`` command; returns the exit status.
+
+    ``camera`` and ``v2x`` are the sections of ``--config`` (the caller loads and checks
+    the pole config, reporting its problems by file and line)."""
     progress: Progress | None = None
     try:
-        points = parse_line(line)
-        class_map = parse_classes(classes)
+        if line is None and camera is None:
+            raise AnalyzeError("give --line X1,Y1,X2,Y2, or --config POLE.yaml for a camera's lines")
+        if rsm is not None and camera is None:
+            raise AnalyzeError("--rsm needs --config POLE.yaml: the camera's geo-calibration")
+        points = parse_line(line) if line is not None else None
+        class_map = parse_classes(classes) if classes is not None or camera is None else None
         model_path = resolve_model(model)
+        config = camera_config(video, points, model_path, class_map, camera)
         if sys.stderr.isatty():
             progress = Progress(sys.stderr, _total_frames(video))
-        result = count(video, points, model_path, class_map, progress)
+        result = count(video, config, progress, rsm=rsm, v2x=v2x)
     except AnalyzeError as exc:
         if progress is not None:
             progress.close()

@@ -99,6 +99,9 @@ class VideoFrame:
     whole life, so speeds and dwell times can use it directly. ``u`` and ``v`` are
     ``((H + 1) // 2, (W + 1) // 2)``. ``full_range`` is True for yuvj420p (JPEG range,
     MJPEG and some IP cameras) and False for the usual limited range of H.264.
+    ``captured_s`` is the monotonic clock (``time.monotonic``) when the source handed the
+    frame out, after any realtime pacing: where the latency of what the frame produces
+    (a V2X message on the wire) is measured from; 0.0 for a frame made by hand.
     """
 
     index: int
@@ -107,6 +110,7 @@ class VideoFrame:
     u: NDArray[np.uint8]
     v: NDArray[np.uint8]
     full_range: bool = False
+    captured_s: float = 0.0
 
     @property
     def width(self) -> int:

@@ -43,6 +43,8 @@ from smartpole.models.motion import FrameQuality, MotionDetector
 from smartpole.models.pipeline_results import FrameResult, PipelineStats
 from smartpole.models.regions import Box, detector_regions
 from smartpole.models.road_users import RoadUserClassifier, merge_riders
+from smartpole.models.roadside import Participant, RoadsideEvent
+from smartpole.models.roadside_stage import RoadsideSettings, RoadsideStage
 from smartpole.models.scene import Scene
 from smartpole.models.shake_meter import ShakeMeter
 from smartpole.models.summary import SummaryAggregator
@@ -56,6 +58,8 @@ STILL_HEIGHTS_PER_S = 0.25
 #: false detection on the kerb whose box grows and shrinks never gets that far, a road user
 #: crossing a line does (the line counter then replays the points it was not shown).
 MIN_TRAVEL_HEIGHTS = 0.5
+#: Why a camera given roadside settings sends nothing (``diag cameras`` shows it).
+NO_GEO = "no geo-calibration: calibration needs origin and ground_en_m or ground_latlon"
 #: Frames since the last detection before the first one: more than any cadence.
 FIRST_LOOK = 1 << 30
 
@@ -68,6 +72,13 @@ class Pipeline:
     the model unless given a ``detector`` (``ModelError``) and warms up the Numba kernels
     and the detector, so the first frame costs what every frame costs; the warm-up times
     are in ``stats.compile_s`` and ``stats.model_load_s``. ``camera`` names the summaries.
+
+    With ``roadside`` settings and a geo-calibrated scene, every frame result also carries
+    the road users for the RSU at the snapshot rate and the roadside events
+    (``roadside_stage``); the detector then looks at least once a snapshot period, at every
+    live track, moving or not, so no participant's measurement is older than the RSU
+    accepts. ``roadside_off`` says why a camera given settings sends nothing (None when
+    it does, or was not asked to).
     """
 
     def __init__(
@@ -79,6 +90,7 @@ class Pipeline:
         camera: str = "camera",
         scene: Scene | None = None,
         detector: YoloxDetector | None = None,
+        roadside: RoadsideSettings | None = None,
     ) -> None:
         if width < 1 or height < 1:
             raise AnalyticsConfigError(f"bad frame size {width}x{height}")
@@ -118,6 +130,13 @@ class Pipeline:
             stopped_after_s=config.stopped_after_s,
             pedestrian_after_s=config.pedestrian_after_s,
         )
+        self._roadside: RoadsideStage | None = None
+        self.roadside_off: str | None = None
+        if roadside is not None:
+            if scene.geo is None or calibration is None:
+                self.roadside_off = NO_GEO
+            else:
+                self._roadside = RoadsideStage(calibration, self._zones, roadside)
         self._summary = SummaryAggregator(
             camera,
             config.interval_s,
@@ -184,6 +203,10 @@ class Pipeline:
         crossings = [c for c in classified if c is not None]
         ended = self._tracker.finished()
         events = self._zones.update(tracks, t_s)
+        participants: list[Participant] | None = None
+        roadside_events: list[RoadsideEvent] = []
+        if self._roadside is not None:
+            participants, roadside_events = self._roadside.step(tracks, events, t_s)
         if ended:
             self._retire(ended)
         summaries = self._account(t_s, crossings, events, quality)
@@ -203,6 +226,8 @@ class Pipeline:
             crossings=crossings,
             events=events,
             summaries=summaries,
+            participants=participants,
+            roadside_events=roadside_events,
         )
 
     def _plan(
@@ -227,7 +252,10 @@ class Pipeline:
             wanted += motion_boxes
             wanted += [self._clip_box(t.box) for t in active if self._moving(t)]
         last = self._last_refresh_t
-        if last is None or t_s - last >= config.refresh_s:
+        refresh_s = config.refresh_s
+        if self._roadside is not None:
+            refresh_s = min(refresh_s, self._roadside.settings.period_s)
+        if last is None or t_s - last >= refresh_s:
             still = [self._clip_box(t.box) for t in active if self._watched(t)]
             if still:
                 self._last_refresh_t = t_s
@@ -256,7 +284,10 @@ class Pipeline:
         every = config.detect_every
         if every is None:
             dt = self._frame_dt.seconds
-            every = max(1, int(config.detect_interval_s / dt + 0.25)) if dt else 1
+            interval = config.detect_interval_s
+            if self._roadside is not None:
+                interval = min(interval, self._roadside.settings.period_s)
+            every = max(1, int(interval / dt + 0.25)) if dt else 1
         return self._since_detect >= every
 
     @staticmethod
@@ -271,8 +302,11 @@ class Pipeline:
         Only where it matters: inside a zone (a stopped vehicle, a queue, a pedestrian on
         the road) or standing at a counting line (a car waiting on the line must keep its
         side, or a new track born inside the band would never count). A car parked
-        elsewhere is let go: keeping it would cost a region twice a second, forever.
+        elsewhere is let go: keeping it would cost a region twice a second, forever; but
+        not on a camera that reports to the RSU, where a parked car is a road user too.
         """
+        if self._roadside is not None:
+            return True
         x, y = track.bottom_centre
         if any(zone.contains(x, y) for zone in self.scene.zones):
             return True
@@ -307,6 +341,15 @@ class Pipeline:
         for counter in self._counters:
             counter.forget(ids)
         self._classes.forget(ids)
+        if self._roadside is not None:
+            self._roadside.retire(ended)
+
+    def close_roadside(self) -> list[RoadsideEvent]:
+        """The end of the stream for the RSU: cancel every roadside event still active
+        (call before ``finish``)."""
+        if self._roadside is None or self._last_t is None:
+            return []
+        return self._roadside.close(self._last_t)
 
     def _account(
         self,

@@ -403,7 +403,7 @@ class VideoSource:
                     self._last_pts = pts_s
                     self._last_wall = time.monotonic()
                     self._stats.decoded += 1
-                    yield out
+                    yield dataclasses.replace(out, captured_s=self._last_wall)
         finally:
             container.close()
 

@@ -26,7 +26,8 @@ carries one JSON object per line and nothing else; its log goes to stderr.
   position from its mean over the last 10 s, and ``drift_px`` its distance from where the
   motion stage's background started (both 0 before the first frame): the motion stage
   compensates both, a steady mount reads 0. Health lines start before ``ready``: a camera
-  that never delivers a frame is still reported.
+  that never delivers a frame is still reported. ``v2x`` is the camera's output to the
+  roadside unit (``V2xHealth``).
 * ``ready`` once, when the first frame fixed the size and the lines and zones were checked
   against it.
 * ``summary`` per completed interval; on the end of a finite file or on SIGTERM a last one
@@ -82,6 +83,31 @@ class ReadyMessage(TypedDict):
     model_load_s: float
 
 
+V2xState = Literal["off", "connecting", "sending", "broker_down"]
+
+
+@with_config(_CLOSED)
+class V2xHealth(TypedDict):
+    """The camera's real-time output to the roadside unit (RSM/RSI), since the worker started.
+
+    ``state`` is ``off`` (``reason`` says why: no ``v2x:`` section, no geo-calibration),
+    ``connecting`` before the RSU's broker first answered, ``sending``, or ``broker_down``.
+    ``sent``/``dropped`` count messages (dropped: the broker was unreachable; V2X is never
+    queued), ``stale`` the road users left out of a snapshot because their last
+    measurement was older than ``max_age_s``. The latencies are from the frame's capture
+    to the message handed to the socket, over the last 30 s (null before the first).
+    """
+
+    state: V2xState
+    reason: str | None
+    rsm_hz: float
+    sent: int
+    dropped: int
+    stale: int
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+
+
 @with_config(_CLOSED)
 class HealthMessage(TypedDict):
     type: Literal["health"]
@@ -98,6 +124,7 @@ class HealthMessage(TypedDict):
     source_warnings: list[str]
     shake_px: float
     drift_px: float
+    v2x: V2xHealth
 
 
 @with_config(_CLOSED)

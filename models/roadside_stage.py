@@ -1,0 +1,104 @@
+"""The pipeline's last stage for a geo-calibrated camera: road users and events for the RSU.
+
+Why a stage of its own: the RSU wants a snapshot of every road user at a steady rate (10 Hz
+by default), not one per frame, and wants events with a lifecycle (start, cancellation),
+not the zone monitor's one-shot alarms. This keeps both clocks on the stream's time, so a
+recording analysed offline (``smartpole analyze --rsm``) produces the messages the live
+camera would have sent.
+
+The tick: a snapshot is due on the first frame at or after each multiple of the period
+from the first frame; a frame late by more than a period re-anchors the schedule instead
+of bursting the missed ticks out (a stale snapshot is worth nothing to a vehicle). At 25
+fps and 10 Hz the snapshots are 0.08 and 0.12 s apart in turn, 10 a second on average.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from smartpole.agent.config.v2x import V2xConfig
+from smartpole.models.calibration import GroundCalibration
+from smartpole.models.participants import ParticipantEstimator
+from smartpole.models.roadside import Participant, RoadsideEvent
+from smartpole.models.roadside_events import RoadsideEvents
+from smartpole.models.tracker import Track
+from smartpole.models.zones import ZoneEvent, ZoneMonitor
+
+#: A frame this close before a tick counts as on it (float noise in stream times).
+_TICK_SLACK_S = 1e-6
+
+
+@dataclass(frozen=True)
+class RoadsideSettings:
+    """How often road users are reported, how old a measurement may be, and when a queue
+    is an event (``agent/config/v2x.py`` documents the same keys)."""
+
+    rate_hz: float = 10.0
+    max_age_s: float = 0.2
+    queue_vehicles: int = 5
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.rate_hz
+
+    @classmethod
+    def of(cls, v2x: V2xConfig | None) -> RoadsideSettings:
+        """The pole's ``v2x:`` settings, or the defaults without one (``analyze --rsm``)."""
+        if v2x is None:
+            return cls()
+        return cls(rate_hz=v2x.rate_hz, max_age_s=v2x.max_age_s, queue_vehicles=v2x.queue_vehicles)
+
+
+class SnapshotClock:
+    """When a snapshot is due, on the stream clock (see the module docstring)."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._next: float | None = None
+
+    def due(self, t_s: float) -> bool:
+        if self._next is not None and t_s < self._next - _TICK_SLACK_S:
+            return False
+        if self._next is None or t_s - self._next >= self.period_s:
+            self._next = t_s + self.period_s
+        else:
+            self._next += self.period_s
+        return True
+
+
+class RoadsideStage:
+    """Participants at the snapshot rate and roadside events, from the tracker and zones."""
+
+    def __init__(
+        self,
+        calibration: GroundCalibration,
+        zones: ZoneMonitor,
+        settings: RoadsideSettings,
+    ) -> None:
+        self.settings = settings
+        self._clock = SnapshotClock(settings.period_s)
+        self._estimator = ParticipantEstimator(
+            calibration, max_age_s=settings.max_age_s, period_s=settings.period_s
+        )
+        self._events = RoadsideEvents(
+            zones, calibration, queue_vehicles=settings.queue_vehicles
+        )
+
+    def step(
+        self, tracks: Sequence[Track], zone_events: list[ZoneEvent], t_s: float
+    ) -> tuple[list[Participant] | None, list[RoadsideEvent]]:
+        """This frame's snapshot (None between ticks) and the event changes it brought."""
+        self._estimator.update(tracks, t_s)
+        events = self._events.update(zone_events, tracks, t_s)
+        snapshot = self._estimator.participants(t_s) if self._clock.due(t_s) else None
+        return snapshot, events
+
+    def retire(self, ended: Sequence[Track]) -> None:
+        """Tracks that ended: their filters go, their events are cancelled next update."""
+        self._estimator.forget([t.id for t in ended])
+        self._events.finish(ended)
+
+    def close(self, t_s: float) -> list[RoadsideEvent]:
+        """The end of the stream: every event still active is cancelled."""
+        return self._events.close(t_s)
