@@ -12,9 +12,12 @@ here has a lifecycle:
   ``release_s`` (the vehicle moves again, the pedestrian left the road), the track ended,
   or the camera stops (``close``).
 
-``release_s`` is there because the monitor never raises the same kind twice for a track: a
-pedestrian whose feet flicker across the kerb for a frame would otherwise lose the event
-for good. A track that ends is cancelled at once; there is nothing left to wait for.
+``release_s`` keeps a pedestrian whose feet flicker across the kerb for a frame from
+cancelling and restarting. A track that ends is cancelled at once; there is nothing left to
+wait for. The monitor raises each kind once per track (its summaries count road users, not
+episodes); here a condition that comes back on the same track and zone after its event was
+cancelled (a wrong-way driver who paused, then went on) starts a new event once it has
+held as long as the monitor's threshold again, so a hazard is never left unannounced.
 
 A queue is an event of its zone: active when the zone holds at least ``queue_vehicles``
 stopped vehicles, cancelled when it has held fewer than ``queue_vehicles -
@@ -123,6 +126,8 @@ class RoadsideEvents:
         self.id_space = id_space
         self.counts = RoadsideEventCounts()
         self._alive: dict[_Key, _Alive] = {}
+        #: Per-track events cancelled while their track lives on: watched for a new start.
+        self._rearmed: set[_Key] = set()
         self._next_id = 0
         self._last_t: float | None = None
 
@@ -142,6 +147,7 @@ class RoadsideEvents:
             key: _Key = (zone_event.kind, zone_event.zone, zone_event.track_id)
             if key in self._alive:
                 continue
+            self._rearmed.discard(key)
             track = by_id.get(zone_event.track_id)
             east, north = self._track_position(track)
             started = self._start(key, zone_event.zone, zone_event.t_s, t_s, east, north)
@@ -162,6 +168,8 @@ class RoadsideEvents:
                 alive.event = replace(alive.event, east_m=east, north_m=north)
             elif t_s - alive.held_t_s >= self.release_s:
                 out.append(self._cancel(key, t_s))
+                self._rearmed.add(key)
+        out += self._restart(by_id, t_s, fresh)
         for queue in self.monitor.queues().values():
             out += self._queue(queue, t_s, fresh)
         out += self._resend(t_s, fresh)
@@ -176,6 +184,7 @@ class RoadsideEvents:
     def close(self, t_s: float) -> list[RoadsideEvent]:
         """Cancel every event alive: the stream stopped, nothing is known to hold any more."""
         self._last_t = t_s
+        self._rearmed.clear()
         return [self._cancel(key, t_s) for key in list(self._alive)]
 
     def _start(
@@ -210,6 +219,29 @@ class RoadsideEvents:
         self.counts.started += 1
         self.counts.by_kind[key[0]] = self.counts.by_kind.get(key[0], 0) + 1
         return event
+
+    def _restart(
+        self, by_id: dict[int, Track], t_s: float, fresh: set[_Key]
+    ) -> list[RoadsideEvent]:
+        """New events for cancelled conditions that came back and held long enough."""
+        out: list[RoadsideEvent] = []
+        for key in sorted(self._rearmed, key=str):
+            kind, zone, track_id = key
+            track = by_id.get(track_id) if track_id is not None else None
+            if track is None:  # gone without a finish(): nothing more to watch
+                self._rearmed.discard(key)
+                continue
+            monitor_kind = _TRACK_KINDS[kind]
+            since = self.monitor.holding_since(monitor_kind, zone, track.id)
+            if since is None or t_s - since <= self.monitor.event_after_s(monitor_kind):
+                continue
+            east, north = self._track_position(track)
+            started = self._start(key, zone, t_s, t_s, east, north)
+            if started is not None:
+                self._rearmed.discard(key)
+                fresh.add(key)
+                out.append(started)
+        return out
 
     def _cancel(self, key: _Key, t_s: float) -> RoadsideEvent:
         alive = self._alive.pop(key)

@@ -233,19 +233,32 @@ class ZoneMonitor:
 
     def holding(self, kind: EventKind, zone: str, track_id: int) -> bool:
         """Whether the condition of a ``kind`` event still holds for a track in ``zone`` at
-        the latest update: inside the zone and, for a stopped vehicle, not moving again
-        since; for a wrong-way driver, still going against the zone's direction. Events are
-        raised once per track and kind; this is how their end is seen."""
+        the latest update (see ``holding_since``)."""
+        return self.holding_since(kind, zone, track_id) is not None
+
+    def holding_since(self, kind: EventKind, zone: str, track_id: int) -> float | None:
+        """Since when the condition of a ``kind`` event has held for a track in ``zone`` at
+        the latest update, or None: inside the zone and, for a stopped vehicle, stopped; for
+        a wrong-way driver, going against the zone's direction. Events are raised once per
+        track and kind; this is how their end (and a second start) is seen."""
         if zone not in self._stats:
             raise ValueError(f"no zone named {zone!r}")
         presence = self._stats[zone].inside.get(track_id)
         if presence is None:
-            return False
+            return None
         if kind == "stopped_vehicle":
-            return presence.still_since is not None
+            return presence.still_since
         if kind == "wrong_way":
-            return presence.wrong_since is not None
-        return True
+            return presence.wrong_since
+        return presence.entered_s
+
+    def event_after_s(self, kind: EventKind) -> float:
+        """How long a condition must hold before its event is raised."""
+        if kind == "stopped_vehicle":
+            return self.stopped_after_s
+        if kind == "wrong_way":
+            return self.wrong_way_after_s
+        return self.pedestrian_after_s
 
     def take_dwells(self) -> list[Dwell]:
         """Dwell records closed since the last call."""

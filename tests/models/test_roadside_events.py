@@ -14,7 +14,7 @@ from smartpole.models.calibration import GroundCalibration
 from smartpole.models.roadside import RoadsideEvent
 from smartpole.models.roadside_events import RoadsideEvents, located
 from smartpole.models.tracker import Track
-from smartpole.models.zones import Zone, ZoneMonitor
+from smartpole.models.zones import Zone, ZoneEvent, ZoneMonitor
 
 DT = 0.1  # steps of 0.1 s: the events need no finer timing
 
@@ -207,6 +207,32 @@ def test_a_wrong_way_driver_is_followed_and_cancelled_when_it_stops(
     assert all(e.north_m == pytest.approx(15.0) for e in r.sent)
     assert [e.state for e in r.sent].count("cancelled") == 1
     assert r.sent[-1].state == "cancelled"
+
+
+def test_a_wrong_way_driver_who_pauses_and_goes_on_gets_a_new_event(
+    calibration: GroundCalibration,
+) -> None:
+    r = road([LANE], calibration)
+    car = make_track(4)
+    raised: list[ZoneEvent] = []
+    x, step = 520.0, 0
+    for speed, n in [(40.0, 30), (0.0, 30), (40.0, 30)]:  # west, a 3 s pause, west again
+        for _ in range(n):
+            t = round(step * DT, 6)
+            step += 1
+            x -= speed * DT
+            new = r.monitor.update([place(car, t, x, 150.0)], t)
+            raised += new
+            r.sent += r.events.update(new, [car], t)
+    r.close(9.0)
+    assert len(raised) == 1  # the monitor's summaries still see one wrong-way driver
+    lifecycles = [(e.event_id, e.state) for e in r.sent if e.state == "cancelled"]
+    assert len(lifecycles) == 2
+    first, second = (e for e in r.sent if e.state == "active" and e.t_s == e.started_t_s)
+    assert first.event_id != second.event_id
+    assert first.t_s < 3.0 < 6.0 < second.t_s
+    # the second starts once it has gone the wrong way for wrong_way_after_s again
+    assert second.t_s - 6.0 == pytest.approx(1.6, abs=0.35)
 
 
 def test_close_cancels_everything_alive_once(calibration: GroundCalibration) -> None:
