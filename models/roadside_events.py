@@ -34,7 +34,8 @@ lifecycle still runs, so counts and logs work, but such an event must not go on 
 
 ``event_id`` is the same for an event's ``active`` and ``cancelled`` messages, and never
 shared by two events alive at once. Ids go round ``id_space`` (256: the standard's RTE id
-is 0..255), skipping those in use, so a restarted subscriber never confuses two events.
+is 0..255), skipping those in use, so an id comes back as late as possible after its event
+ended and a subscriber does not mistake a new event for an old one.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from smartpole.models.calibration import GroundCalibration
+from smartpole.models.errors import AnalyticsConfigError
 from smartpole.models.roadside import RoadsideEvent, RoadsideEventKind
 from smartpole.models.tracker import Track
 from smartpole.models.zones import EventKind, QueueState, ZoneEvent, ZoneMonitor
@@ -107,15 +109,17 @@ class RoadsideEvents:
         id_space: int = 256,
     ) -> None:
         if queue_vehicles < 1:
-            raise ValueError(f"queue_vehicles must be at least 1, got {queue_vehicles}")
+            raise AnalyticsConfigError(f"queue_vehicles must be at least 1, got {queue_vehicles}")
         if queue_hysteresis < 0:
-            raise ValueError(f"queue_hysteresis must not be negative, got {queue_hysteresis}")
+            raise AnalyticsConfigError(
+                f"queue_hysteresis must not be negative, got {queue_hysteresis}"
+            )
         if not (math.isfinite(resend_s) and resend_s > 0):
-            raise ValueError(f"resend_s must be a positive number, got {resend_s}")
+            raise AnalyticsConfigError(f"resend_s must be a positive number, got {resend_s}")
         if not (math.isfinite(release_s) and release_s >= 0):
-            raise ValueError(f"release_s must be zero or more, got {release_s}")
+            raise AnalyticsConfigError(f"release_s must be zero or more, got {release_s}")
         if id_space < 1:
-            raise ValueError(f"id_space must be at least 1, got {id_space}")
+            raise AnalyticsConfigError(f"id_space must be at least 1, got {id_space}")
         self.monitor = monitor
         self.calibration = calibration
         self.queue_vehicles = queue_vehicles

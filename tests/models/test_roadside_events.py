@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smartpole.models.calibration import GroundCalibration
+from smartpole.models.errors import AnalyticsConfigError
 from smartpole.models.roadside import RoadsideEvent
 from smartpole.models.roadside_events import RoadsideEvents, located
 from smartpole.models.tracker import Track
@@ -352,7 +353,7 @@ def test_holding_follows_the_condition_and_refuses_unknown_zones() -> None:
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, float], why: str) -> None:
-    with pytest.raises(ValueError, match=why):
+    with pytest.raises(AnalyticsConfigError, match=why):
         RoadsideEvents(ZoneMonitor([NS]), None, **kwargs)  # type: ignore[arg-type]
 
 
