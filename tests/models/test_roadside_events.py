@@ -359,7 +359,8 @@ def test_bad_settings_are_refused(kwargs: dict[str, float], why: str) -> None:
 
 # --- every event that starts ends exactly once ---------------------------------------------
 
-SPEEDS = st.sampled_from([0.0, 0.0, 5.0, -5.0, 40.0, -40.0, 80.0])
+#: m/s along x or y: mostly standing (a queue, a stopped car), creeping, walking, driving.
+SPEEDS = st.sampled_from([0.0, 0.0, 0.0, 0.3, -0.3, 1.5, -1.5, 6.0, -6.0])
 
 
 @dataclass
@@ -380,17 +381,17 @@ STEPS = 80
 @st.composite
 def histories(draw: st.DrawFn) -> list[Plan]:
     plans = []
-    for _ in range(draw(st.integers(1, 6))):
+    for _ in range(draw(st.integers(1, 8))):
         born = draw(st.integers(0, 30))
         segments = draw(
-            st.lists(st.tuples(st.integers(1, 30), SPEEDS, SPEEDS), min_size=1, max_size=4)
+            st.lists(st.tuples(st.integers(3, 30), SPEEDS, SPEEDS), min_size=1, max_size=5)
         )
         plans.append(
             Plan(
-                cls=draw(st.sampled_from(["car", "car", "person", "bicycle"])),
+                cls=draw(st.sampled_from(["car", "car", "car", "person", "bicycle"])),
                 born=born,
-                ends=draw(st.integers(born + 1, STEPS)),
-                x=draw(st.floats(80.0, 560.0)),
+                ends=draw(st.one_of(st.just(STEPS), st.integers(born + 1, STEPS))),
+                x=draw(st.floats(90.0, 550.0)),
                 y=draw(st.floats(90.0, 310.0)),
                 velocities=[(vx, vy) for n, vx, vy in segments for _ in range(n)],
             )
