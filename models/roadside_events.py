@@ -91,9 +91,10 @@ class RoadsideEventCounts:
 class RoadsideEvents:
     """Turns a ``ZoneMonitor``'s events and state into ``RoadsideEvent`` messages.
 
-    Per pipeline step, after ``monitor.update(tracks, t_s)`` returned ``events``: call
-    ``update(events, tracks, t_s)`` with the same tracks; then ``finish(ended)`` with the
-    tracker's ended tracks; ``close(t_s)`` when the stream stops. Each returns the messages
+    After ``monitor.update(tracks, t_s)``: call ``update(events, tracks, t_s)`` with the
+    same tracks and every zone event the monitor raised since the previous call (it may run
+    at the message rate, slower than the monitor); then ``finish(ended)`` with the tracks the
+    tracker ended meanwhile; ``close(t_s)`` when the stream stops. Each returns the messages
     to send now, in order.
     """
 
