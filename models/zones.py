@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal
 
 from smartpole.models.calibration import (
     GroundCalibration,
@@ -40,9 +40,20 @@ from smartpole.models.calibration import (
 )
 from smartpole.models.errors import AnalyticsConfigError
 from smartpole.models.tracker import Track
+from smartpole.models.zone_shapes import Point, Zone, ZoneKind, point_in_polygon, polygon_area
 
-Point = tuple[float, float]
-ZoneKind = Literal["occupancy", "carriageway", "no_stopping", "queue"]
+__all__ = [
+    "Dwell",
+    "EventKind",
+    "Point",
+    "QueueState",
+    "Zone",
+    "ZoneEvent",
+    "ZoneKind",
+    "ZoneMonitor",
+    "point_in_polygon",
+    "polygon_area",
+]
 EventKind = Literal["stopped_vehicle", "wrong_way", "pedestrian_on_carriageway"]
 
 VEHICLE_CLASSES = frozenset({"car", "truck", "bus", "motorcycle"})
@@ -55,72 +66,6 @@ STOPPED_HEIGHTS_PER_S = 0.5
 MOTION_REFRESH_S = 0.2
 #: Wrong way: the motion is more than 120 degrees off the allowed direction.
 WRONG_WAY_COSINE = -0.5
-
-
-def polygon_area(points: Sequence[Point]) -> float:
-    """Unsigned area (shoelace) of a simple polygon."""
-    total = 0.0
-    for i, (x0, y0) in enumerate(points):
-        x1, y1 = points[(i + 1) % len(points)]
-        total += x0 * y1 - x1 * y0
-    return abs(total) / 2.0
-
-
-def point_in_polygon(x: float, y: float, points: Sequence[Point]) -> bool:
-    """Even-odd rule (ray casting to the right)."""
-    inside = False
-    j = len(points) - 1
-    for i in range(len(points)):
-        xi, yi = points[i]
-        xj, yj = points[j]
-        if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
-            inside = not inside
-        j = i
-    return inside
-
-
-@dataclass
-class Zone:
-    """A named polygon (at least 3 points, non-zero area) with a kind; see the module doc."""
-
-    name: str
-    polygon: list[Point]
-    kind: ZoneKind = "occupancy"
-    direction: Point | None = None
-    stop_line: tuple[Point, Point] | None = None
-
-    def __post_init__(self) -> None:
-        where = f"zone {self.name!r}"
-        self.polygon = [(float(x), float(y)) for x, y in self.polygon]
-        if len(self.polygon) < 3:
-            raise AnalyticsConfigError(f"{where}: a polygon needs at least 3 points")
-        if not all(math.isfinite(v) for p in self.polygon for v in p):
-            raise AnalyticsConfigError(f"{where}: polygon points must be finite numbers")
-        if polygon_area(self.polygon) < 1.0:
-            raise AnalyticsConfigError(f"{where}: the polygon has zero area")
-        if self.kind not in get_args(ZoneKind):
-            raise AnalyticsConfigError(f"{where}: unknown kind {self.kind!r}")
-        if self.direction is not None and math.hypot(*self.direction) == 0:
-            raise AnalyticsConfigError(f"{where}: direction must be a non-zero (dx, dy)")
-        if self.kind == "queue":
-            if self.stop_line is None:
-                raise AnalyticsConfigError(f"{where}: a queue zone needs a stop_line")
-            (x1, y1), (x2, y2) = self.stop_line
-            if math.hypot(x2 - x1, y2 - y1) == 0:
-                raise AnalyticsConfigError(f"{where}: the stop line's ends are the same point")
-
-    def validate(self, frame_w: int, frame_h: int) -> None:
-        """Raise ``AnalyticsConfigError`` unless the zone (and stop line) lie in the frame."""
-        points = list(self.polygon) + (list(self.stop_line) if self.stop_line else [])
-        for x, y in points:
-            if not (0 <= x <= frame_w and 0 <= y <= frame_h):
-                raise AnalyticsConfigError(
-                    f"zone {self.name!r}: point ({x:g}, {y:g}) is outside the "
-                    f"{frame_w}x{frame_h} frame (coordinates are the video's native pixels)"
-                )
-
-    def contains(self, x: float, y: float) -> bool:
-        return point_in_polygon(x, y, self.polygon)
 
 
 @dataclass(frozen=True)
@@ -162,12 +107,17 @@ class Dwell:
 
 @dataclass(frozen=True)
 class QueueState:
-    """Stopped vehicles in a queue zone and the distance from the stop line to the last."""
+    """Stopped vehicles in a queue zone and the distance from the stop line to the last.
+
+    ``tail`` is the image bottom-centre of that last vehicle (None for an empty queue): where
+    an approaching vehicle meets the queue, the position a roadside event reports.
+    """
 
     zone: str
     vehicles: int
     length: float
     unit: Literal["m", "px"]
+    tail: Point | None = None
 
 
 @dataclass
@@ -281,6 +231,35 @@ class ZoneMonitor:
         """The queue in each ``queue`` zone at the latest update."""
         return dict(self._queues)
 
+    def holding(self, kind: EventKind, zone: str, track_id: int) -> bool:
+        """Whether the condition of a ``kind`` event still holds for a track in ``zone`` at
+        the latest update (see ``holding_since``)."""
+        return self.holding_since(kind, zone, track_id) is not None
+
+    def holding_since(self, kind: EventKind, zone: str, track_id: int) -> float | None:
+        """Since when the condition of a ``kind`` event has held for a track in ``zone`` at
+        the latest update, or None: inside the zone and, for a stopped vehicle, stopped; for
+        a wrong-way driver, going against the zone's direction. Events are raised once per
+        track and kind; this is how their end (and a second start) is seen."""
+        if zone not in self._stats:
+            raise ValueError(f"no zone named {zone!r}")
+        presence = self._stats[zone].inside.get(track_id)
+        if presence is None:
+            return None
+        if kind == "stopped_vehicle":
+            return presence.still_since
+        if kind == "wrong_way":
+            return presence.wrong_since
+        return presence.entered_s
+
+    def event_after_s(self, kind: EventKind) -> float:
+        """How long a condition must hold before its event is raised."""
+        if kind == "stopped_vehicle":
+            return self.stopped_after_s
+        if kind == "wrong_way":
+            return self.wrong_way_after_s
+        return self.pedestrian_after_s
+
     def take_dwells(self) -> list[Dwell]:
         """Dwell records closed since the last call."""
         done, self._dwells = self._dwells, []
@@ -382,6 +361,7 @@ class ZoneMonitor:
         assert zone.stop_line is not None  # checked by Zone
         p1, p2 = zone.stop_line
         distances: list[float] = []
+        tails: list[Point] = []
         for track in tracks:
             if track.id not in present or track.class_name not in self.vehicle_classes:
                 continue
@@ -392,7 +372,12 @@ class ZoneMonitor:
                 metres = self.calibration.distance_to_line_m(point, p1, p2)
                 if metres is not None:
                     distances.append(metres)
+                    tails.append(point)
             else:
                 distances.append(point_line_distance_px(point, p1, p2))
+                tails.append(point)
         unit: Literal["m", "px"] = "m" if self.calibration is not None else "px"
-        return QueueState(zone.name, len(distances), max(distances, default=0.0), unit)
+        if not distances:
+            return QueueState(zone.name, 0, 0.0, unit)
+        last = max(range(len(distances)), key=distances.__getitem__)
+        return QueueState(zone.name, len(distances), distances[last], unit, tails[last])
