@@ -59,6 +59,7 @@ SEC_MARK_MS: Final = 60_000
 MSG_CNT_MODULUS: Final = 128
 PTC_ID_MODULUS: Final = 65_536
 PARTICIPANTS_PER_RSM: Final = 16  # ParticipantList ::= SEQUENCE (SIZE(1..16))
+EVENTS_PER_RSI: Final = 8  # RTEList ::= SEQUENCE (SIZE(1..8))
 SOURCE_VIDEO: Final = 3
 EVENT_SOURCE: Final = "detection"
 DAY_MS: Final = 86_400_000
@@ -116,23 +117,26 @@ def topic(rsu_id: str, message: str, vendor: str | None) -> str:
 
 def latlon_units(latitude: float, longitude: float) -> tuple[int, int]:
     """Degrees -> integers of 1e-7 degree, held to the data element's range."""
-    lat = round(latitude * LATLON_PER_DEGREE)
-    lon = round(longitude * LATLON_PER_DEGREE)
-    return max(-LAT_LIMIT, min(LAT_LIMIT, lat)), max(-LON_LIMIT, min(LON_LIMIT, lon))
+    if not (math.isfinite(latitude) and math.isfinite(longitude)):
+        raise ValueError(f"not a position on the earth: {latitude}, {longitude}")
+    lat = max(-LAT_LIMIT, min(LAT_LIMIT, latitude * LATLON_PER_DEGREE))
+    lon = max(-LON_LIMIT, min(LON_LIMIT, longitude * LATLON_PER_DEGREE))
+    return round(lat), round(lon)
 
 
 def speed_units(speed_ms: float) -> int:
     """m/s -> 0.02 m/s steps, 0..8190 (a faster road user is sent at the ceiling)."""
     if not math.isfinite(speed_ms):
         return SPEED_MAX + 1  # unavailable
-    return max(0, min(SPEED_MAX, round(speed_ms / SPEED_UNIT_MS)))
+    # Held to the range before rounding: a huge speed must not overflow the integer.
+    return round(max(0.0, min(float(SPEED_MAX), speed_ms / SPEED_UNIT_MS)))
 
 
 def heading_units(heading_deg: float) -> int:
     """Degrees clockwise from north -> 0.0125 degree steps in 0..28799 (360 wraps to 0)."""
     if not math.isfinite(heading_deg):
         return HEADING_STEPS  # unavailable
-    return round(heading_deg / HEADING_UNIT_DEG) % HEADING_STEPS
+    return round(math.fmod(heading_deg, 360.0) / HEADING_UNIT_DEG) % HEADING_STEPS
 
 
 def sec_mark(epoch_ms: int) -> int:
@@ -143,14 +147,14 @@ def sec_mark(epoch_ms: int) -> int:
 def elevation_units(elevation_m: float | None) -> int:
     if elevation_m is None or not math.isfinite(elevation_m):
         return ELEVATION_UNKNOWN
-    return max(ELEVATION_UNKNOWN + 1, min(ELEVATION_MAX, round(elevation_m * 10)))
+    return round(max(ELEVATION_UNKNOWN + 1, min(ELEVATION_MAX, elevation_m * 10)))
 
 
 def size_units(length_m: float, width_m: float, height_m: float) -> dict[str, int]:
     def clamp(value: float, unit: float, top: int) -> int:
         if not math.isfinite(value):
             return 0
-        return max(0, min(top, round(value / unit)))
+        return round(max(0.0, min(float(top), value / unit)))
 
     return {
         "width": clamp(width_m, 0.01, WIDTH_MAX_CM),
@@ -212,7 +216,8 @@ class ParticipantIds:
 @dataclass(frozen=True)
 class RsmMessage:
     """One RSM payload (None when nobody is there: the standard wants 1..16 participants per
-    list) and how many participants were left out for a type the RSM cannot carry."""
+    list) and how many participants were left out: a type the RSM cannot carry, or no finite
+    position."""
 
     payload: dict[str, Any] | None
     participants: int
@@ -272,7 +277,11 @@ class V2xMessages:
 
     def rsm(self, participants: Iterable[Participant], *, epoch_ms: int, t_s: float) -> RsmMessage:
         every = list(participants)
-        carried = [p for p in every if p.ptc_type in PTC_TYPE_WIRE]
+        carried = [
+            p
+            for p in every
+            if p.ptc_type in PTC_TYPE_WIRE and math.isfinite(p.east_m) and math.isfinite(p.north_m)
+        ]
         omitted = len(every) - len(carried)
         if not carried:
             return RsmMessage(None, 0, omitted)
@@ -313,14 +322,16 @@ class V2xMessages:
 
     def rsi(
         self, events: Iterable[RoadsideEvent], *, epoch_ms: int, t_s: float
-    ) -> dict[str, Any] | None:
-        """One RSI payload with every event given (None for none)."""
+    ) -> list[dict[str, Any]]:
+        """RSI payloads for every event given, at most 8 events each (RTEList is SIZE(1..8));
+        none for no events."""
         content = [self._event(e, epoch_ms, t_s) for e in events]
-        if not content:
-            return None
-        return {
-            "dev_id": self.source_id,
-            "dev_type": "camera",
-            "dev_pos": {"latitude": self._ref["lat"], "longitude": self._ref["lon"]},
-            "event_content": content,
-        }
+        return [
+            {
+                "dev_id": self.source_id,
+                "dev_type": "camera",
+                "dev_pos": {"latitude": self._ref["lat"], "longitude": self._ref["lon"]},
+                "event_content": content[i : i + EVENTS_PER_RSI],
+            }
+            for i in range(0, len(content), EVENTS_PER_RSI)
+        ]

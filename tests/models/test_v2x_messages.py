@@ -23,7 +23,10 @@ from smartpole.models.v2x_messages import (
     RSI_EVENT_TYPE,
     ParticipantIds,
     V2xMessages,
+    elevation_units,
     heading_units,
+    latlon_units,
+    size_units,
     speed_units,
     topic,
 )
@@ -220,6 +223,8 @@ def test_an_unknown_type_is_left_out_and_counted_and_an_empty_road_sends_nothing
     assert only_odd.payload is None
     assert only_odd.omitted == 1
     assert messages().rsm([], epoch_ms=EPOCH_MS, t_s=10.0).payload is None
+    lost = participant(4, east_m=float("nan"))
+    assert messages().rsm([lost, participant(5)], epoch_ms=EPOCH_MS, t_s=10.0).omitted == 1
 
 
 def test_ids_rotate_every_day_and_never_carry_the_track_id() -> None:
@@ -250,10 +255,38 @@ def test_distinct_tracks_of_one_day_get_distinct_ids(track: int, other: int, day
         assert a[0] != b[0]
 
 
-@given(speed=st.floats(allow_nan=True, allow_infinity=True), heading=st.floats())
-def test_speed_and_heading_units_never_leave_their_range(speed: float, heading: float) -> None:
+@given(
+    speed=st.floats(),
+    heading=st.floats(),
+    size=st.tuples(st.floats(), st.floats(), st.floats()),
+    elevation=st.none() | st.floats(),
+)
+def test_wire_units_never_leave_their_range(
+    speed: float, heading: float, size: tuple[float, float, float], elevation: float | None
+) -> None:
     assert 0 <= speed_units(speed) <= 8191
     assert 0 <= heading_units(heading) <= 28800
+    wire = size_units(*size)
+    assert 0 <= wire["length"] <= 4095
+    assert 0 <= wire["width"] <= 1023
+    assert 0 <= wire["height"] <= 127
+    assert -4096 <= elevation_units(elevation) <= 61439
+
+
+@given(latitude=st.floats(), longitude=st.floats())
+def test_latlon_units_hold_the_range_or_refuse_what_is_not_a_position(
+    latitude: float, longitude: float
+) -> None:
+    if not (math.isfinite(latitude) and math.isfinite(longitude)):
+        with pytest.raises(ValueError, match="not a position"):
+            latlon_units(latitude, longitude)
+        return
+    lat, lon = latlon_units(latitude, longitude)
+    assert -900_000_000 <= lat <= 900_000_000
+    assert -1_800_000_000 <= lon <= 1_800_000_000
+    if abs(latitude) <= 90 and abs(longitude) <= 180:
+        assert abs(lat - latitude * 1e7) <= 0.5 + 1e-6
+        assert abs(lon - longitude * 1e7) <= 0.5 + 1e-6
 
 
 def event(state: str = "active", **changes: Any) -> RoadsideEvent:
@@ -274,10 +307,8 @@ def event(state: str = "active", **changes: Any) -> RoadsideEvent:
 
 def test_an_event_starts_and_is_cancelled_under_one_id() -> None:
     built = messages()
-    start = built.rsi([event()], epoch_ms=EPOCH_MS, t_s=20.0)
-    end = built.rsi([event("cancelled", t_s=31.0)], epoch_ms=EPOCH_MS + 11_000, t_s=31.0)
-    assert start is not None
-    assert end is not None
+    [start] = built.rsi([event()], epoch_ms=EPOCH_MS, t_s=20.0)
+    [end] = built.rsi([event("cancelled", t_s=31.0)], epoch_ms=EPOCH_MS + 11_000, t_s=31.0)
     for payload in (start, end):
         assert schema_errors("rsi.schema.json", payload) == []
     a, b = start["event_content"][0], end["event_content"][0]
@@ -292,16 +323,15 @@ def test_an_event_starts_and_is_cancelled_under_one_id() -> None:
     assert abs(north - 55.0) < 0.01
     assert "track_id" not in json.dumps(start)
     assert start["dev_id"] == "pole-7-cam1"
-    assert built.rsi([], epoch_ms=EPOCH_MS, t_s=20.0) is None
+    assert built.rsi([], epoch_ms=EPOCH_MS, t_s=20.0) == []
 
 
 def test_a_queue_event_carries_its_length_and_the_congestion_code() -> None:
-    payload = messages().rsi(
+    [payload] = messages().rsi(
         [event(kind="queue", track_id=None, queue_vehicles=6, queue_length_m=38.4)],
         epoch_ms=EPOCH_MS,
         t_s=20.0,
     )
-    assert payload is not None
     assert schema_errors("rsi.schema.json", payload) == []
     entry = payload["event_content"][0]
     assert entry["event_type"] == 707
@@ -313,7 +343,7 @@ def test_a_queue_event_carries_its_length_and_the_congestion_code() -> None:
     kinds=st.lists(
         st.sampled_from(["stopped_vehicle", "wrong_way", "pedestrian_on_carriageway", "queue"]),
         min_size=1,
-        max_size=8,
+        max_size=20,
     ),
     epoch_ms=st.integers(0, 4_102_444_800_000),
     east=st.floats(-2000, 2000),
@@ -326,9 +356,12 @@ def test_every_rsi_follows_the_schema(
         event(kind=kind, event_id=i, east_m=east, north_m=north, started_t_s=20.0 - i)
         for i, kind in enumerate(kinds)
     ]
-    payload = messages().rsi(events, epoch_ms=epoch_ms + 100_000, t_s=20.0)
-    assert payload is not None
-    assert schema_errors("rsi.schema.json", payload) == []
+    payloads = messages().rsi(events, epoch_ms=epoch_ms + 100_000, t_s=20.0)
+    assert len(payloads) == math.ceil(len(kinds) / 8)
+    for payload in payloads:
+        assert schema_errors("rsi.schema.json", payload) == []
+    sent = [entry["event_id"] for payload in payloads for entry in payload["event_content"]]
+    assert sent == [f"s1-{i}" for i in range(len(kinds))]
 
 
 @pytest.mark.parametrize(

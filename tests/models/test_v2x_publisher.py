@@ -147,8 +147,7 @@ def test_published_rsm_and_rsi_arrive_follow_the_schema_and_are_timed(
             north_m=40.0,
             track_id=1,
         )
-        rsi = messages.rsi([event], epoch_ms=1_796_000_002_000, t_s=5.0)
-        assert rsi is not None
+        [rsi] = messages.rsi([event], epoch_ms=1_796_000_002_000, t_s=5.0)
         assert publisher.publish(rsi_topic, rsi, captured_s=time.monotonic())
         arrived = subscriber.take(21)
         stats = publisher.stats()
