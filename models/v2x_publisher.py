@@ -16,8 +16,10 @@ messages it cost; reconnect attempts in between only count.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import socket
 import ssl
 import threading
 import time
@@ -138,11 +140,21 @@ class V2xPublisher:
         self._client.loop_start()
         self._started = True
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 1.0) -> None:
+        """Disconnect and stop the thread. A broker that stopped reading would hold paho's
+        thread until the keepalive ran out (its DISCONNECT waits behind unsent messages), so
+        after ``timeout_s`` the socket is shut under it."""
         if not self._started:
             return
         self._started = False
         self._client.disconnect()
+        with self._lock:
+            clean = self._lock.wait_for(lambda: not self._connected, timeout_s)
+        if not clean:
+            sock = self._client.socket()
+            if isinstance(sock, socket.socket):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         self._client.loop_stop()
         with self._lock:
             self._connected = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -258,3 +259,38 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 50) == 50.0
     assert percentile(values, 99) == 99.0
     assert percentile([7.0], 99) == 7.0
+
+
+def test_a_broker_that_stops_reading_costs_drops_not_a_growing_queue() -> None:
+    """A broker that accepts the connection and then reads nothing: the socket fills, paho's
+    writes wait, and past ``max_in_flight`` waiting messages new ones are dropped."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        accepted: list[socket.socket] = []
+
+        def stalled_broker() -> None:
+            conn, _ = server.accept()
+            accepted.append(conn)
+            conn.recv(1024)  # the CONNECT (small, one read)
+            conn.sendall(b"\x20\x02\x00\x00")  # CONNACK, accepted; then never read again
+
+        thread = threading.Thread(target=stalled_broker, daemon=True)
+        thread.start()
+        big = b"x" * 1_000_000
+        with V2xPublisher("127.0.0.1", port, client_id="pole-7-cam1", max_in_flight=4) as publisher:
+            assert publisher.wait(connected=True, timeout=WAIT_S)
+            offered = [
+                publisher.publish("V2X/RSU/R0001/RSM/UP", big, captured_s=time.monotonic())
+                for _ in range(200)
+            ]
+            stats = publisher.stats()
+            closing = time.monotonic()
+        # Leaving does not wait for the keepalive (15 s) to notice the stalled broker.
+        assert time.monotonic() - closing < 5.0
+        thread.join(WAIT_S)
+        for conn in accepted:
+            conn.close()
+    # Some went before the socket filled; then at most 4 waited and the rest were dropped.
+    assert offered.count(True) <= stats.sent + 4
+    assert stats.dropped >= 200 - stats.sent - 4
+    assert stats.dropped > 100
