@@ -118,13 +118,13 @@ class CropSource:
 CROPS: Final = {
     c.name: c
     for c in (
-        CropSource("red-hatchback", "car", 719, (314.5, 159.4, 499.8, 306.1)),
+        CropSource("red-hatchback", "car", 74, (261.7, 156.2, 379.3, 233.9)),
         CropSource("grey-sedan", "car", 134, (316.2, 175.2, 496.6, 300.4)),
         CropSource("white-pickup", "car", 179, (259.3, 144.7, 417.3, 257.4), width_m=2.5),
-        CropSource("white-suv", "car", 479, (286.7, 162.3, 437.8, 265.7)),
+        CropSource("white-suv", "car", 239, (292.5, 155.0, 436.8, 248.2)),
         CropSource("black-suv", "car", 419, (274.0, 140.0, 414.5, 244.0)),
-        CropSource("black-sedan", "car", 239, (292.5, 155.0, 436.8, 248.2)),
-        CropSource("grey-suv", "car", 74, (261.7, 156.2, 379.3, 233.9)),
+        CropSource("black-sedan", "car", 479, (286.7, 162.3, 437.8, 265.7)),
+        CropSource("grey-suv", "car", 719, (314.5, 159.4, 499.8, 306.1)),
     )
 }
 

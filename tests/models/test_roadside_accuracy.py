@@ -40,7 +40,13 @@ def truth(tmp_path_factory: pytest.TempPathFactory) -> GroundTruth:
 
 @pytest.fixture(scope="session")
 def reported(truth: GroundTruth) -> list[dict[str, Any]]:
-    """The RSM payloads for the truth video (see the module docstring)."""
+    """The RSM payloads for the truth video (see the module docstring).
+
+    To switch to the product's path: run ``smartpole analyze VIDEO --rsm OUT.jsonl`` with
+    a camera config whose calibration is ``scene.calibration_points()`` as ``ground_en_m``
+    with origin (``scene.ORIGIN_LAT``, ``scene.ORIGIN_LON``), return each line's
+    ``payload``, and give ``scored`` the epoch ms that analyze stamps stream time 0 with.
+    """
     return rsm_payloads(truth.video, scene.calibration_points(), FRAME, EPOCH_MS)
 
 
