@@ -26,9 +26,9 @@ from helpers.rsm_scoring import LATLON_UNIT, LocalFrame, Score, score
 
 CLIP = SHARED_DATA / "video" / scene.CLIP
 FRAME = LocalFrame(scene.ORIGIN_LAT, scene.ORIGIN_LON)
-#: Wall-clock epoch of stream time 0 in the messages (any value; not on a minute, so
-#: secMark's wrap is exercised).
-EPOCH_MS: Final = 1_800_000_000_000 + 42_345
+#: Wall-clock epoch of stream time 0 in the messages: a minute starts at stream time 7.51 s,
+#: between the 7.5 s tick and the 7.52 s frame its state is from (secMark wraps in between).
+EPOCH_MS: Final = 1_800_000_000_000 + 52_490
 
 pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"shared clip {CLIP} is absent")
 
