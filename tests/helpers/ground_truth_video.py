@@ -1,13 +1,14 @@
 """A video with known ground truth: real road users pasted onto a real empty street.
 
-``build(clip, out_dir)`` takes the median of the street clip's frames as the background
+``build(video_dir, out_dir)`` takes the median of the street clip's frames as the background
 (traffic gone, parked cars and trees kept), cuts the road users of ``ground_truth_scene.CROPS``
-out of the clip, and drives them along the scene's ground-plane trajectories: on every frame
-each crop is scaled to its box's real width at its distance (the scene's perspective) and
-placed so that the middle of its box's bottom edge lies on the image of its ground point, at
-sub-pixel precision. Farther road users are pasted first, so nearer ones cover them. The
-result is a 1280x720, 25 fps H.264 file, plus the truth of every frame: where each road
-user stands, how fast it goes, and whether it is fully visible.
+out of their clips (the street clip's cars, the arterial clip's box truck), and drives them
+along the scene's ground-plane trajectories: on every frame each crop is scaled to its box's
+real width at its distance (the scene's perspective) and placed so that the middle of its
+box's bottom edge lies on the image of its ground point, at sub-pixel precision. Farther
+road users are pasted first, so nearer ones cover them. The result is a 1280x720, 25 fps
+H.264 file, plus the truth of every frame: where each road user stands, how fast it goes,
+and whether it is fully visible.
 
 Crops keep only the road user: a pixel is its own where it differs from the background at
 the same place in the clip (small specks opened away, each row and column filled between
@@ -155,9 +156,8 @@ def paste(canvas: U8, rgba: F32, box: tuple[float, float, float, float]) -> None
     canvas[r0:r1, c0:c1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
 
 
-def _read_clip(clip: Path) -> tuple[U8, dict[str, F32]]:
-    """The clip's median background (at the output size) and every crop cut out."""
-    wanted = {c.frame: c for c in scene.CROPS.values()}
+def _median_and_frames(clip: Path, wanted: set[int]) -> tuple[U8, dict[int, U8]]:
+    """A clip's median frame (its traffic gone) and its frames ``wanted``."""
     samples: list[U8] = []
     frames: dict[int, U8] = {}
     with av.open(str(clip)) as container:
@@ -168,12 +168,23 @@ def _read_clip(clip: Path) -> tuple[U8, dict[str, F32]]:
                     samples.append(image)
                 if index in wanted:
                     frames[index] = image
-    background = np.median(np.stack(samples), axis=0).astype(np.uint8)
+    return np.median(np.stack(samples), axis=0).astype(np.uint8), frames
+
+
+def _read_clips(video_dir: Path) -> tuple[U8, dict[str, F32]]:
+    """The street clip's median (at the output size) and every crop cut out of its clip."""
     crops: dict[str, F32] = {}
-    for index, source in wanted.items():
-        x0, y0, x1, y1 = (round(v) for v in source.box)
-        crops[source.name] = cut_out(frames[index][y0:y1, x0:x1], background[y0:y1, x0:x1])
-    return upscale(background), crops
+    background: U8 | None = None
+    for clip in sorted({c.clip for c in scene.CROPS.values()} | {scene.CLIP}):
+        sources = [c for c in scene.CROPS.values() if c.clip == clip]
+        median, frames = _median_and_frames(video_dir / clip, {c.frame for c in sources})
+        if clip == scene.CLIP:
+            background = upscale(median)
+        for source in sources:
+            x0, y0, x1, y1 = (round(v) for v in source.box)
+            crops[source.name] = cut_out(frames[source.frame][y0:y1, x0:x1], median[y0:y1, x0:x1])
+    assert background is not None
+    return background, crops
 
 
 def _place(
@@ -185,8 +196,7 @@ def _place(
     source = scene.CROPS[trajectory.crop]
     width = source.width_m * scene.pixels_per_metre_across(east, north)
     h, w = rgba.shape[:2]
-    sx, sy = scene.CLIP_SCALE
-    height = width * (h / w) * (sy / sx)
+    height = width * (h / w) * source.stretch
     u, v = scene.to_image(east, north)
     return (u - width / 2, v - height, u + width / 2, v)
 
@@ -228,9 +238,10 @@ def frame_truth(t_s: float, crops: dict[str, F32]) -> list[TruthSample]:
     return out
 
 
-def build(clip: Path, out_dir: Path, *, duration_s: float = scene.DURATION_S) -> GroundTruth:
-    """Write ``out_dir/ground-truth.mp4`` and ``ground-truth.json``; return the truth."""
-    background, crops = _read_clip(clip)
+def build(video_dir: Path, out_dir: Path, *, duration_s: float = scene.DURATION_S) -> GroundTruth:
+    """Write ``out_dir/ground-truth.mp4`` and ``ground-truth.json`` from the clips in
+    ``video_dir``; return the truth."""
+    background, crops = _read_clips(video_dir)
     video = out_dir / "ground-truth.mp4"
     frames: list[list[TruthSample]] = []
     with av.open(str(video), mode="w") as container:

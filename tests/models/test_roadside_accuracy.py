@@ -2,12 +2,13 @@
 pipeline's RSM reports them.
 
 The video is built once per session (``helpers.ground_truth_video``: real cars cut from the
-street clip, composited onto its empty street along ground-plane trajectories through a
-known camera, 14 s of 1280x720 at 25 fps). ``reported`` is the one place that produces RSM
-payloads from it: until ``smartpole analyze --rsm`` exists it is ``helpers.rsm_interim``
-(the real ``Pipeline``'s raw track points through the calibration); the scorer
-(``helpers.rsm_scoring``, which defines "established", "due" and "missing") reads only
-the RSM payload shape, so switching means replacing that fixture's body.
+street clip and a box truck from the arterial clip, composited onto the street clip's empty
+street along ground-plane trajectories through a known camera; 16 s of 1280x720 at 25
+fps). ``reported`` is the one place that produces RSM payloads from it: until
+``smartpole analyze --rsm`` exists it is ``helpers.rsm_interim`` (the real ``Pipeline``'s
+raw track points through the calibration); the scorer (``helpers.rsm_scoring``, which
+defines "established", "due" and "missing") reads only the RSM payload shape, so switching
+means replacing that fixture's body.
 """
 
 from __future__ import annotations
@@ -24,18 +25,21 @@ from helpers.paths import SHARED_DATA
 from helpers.rsm_interim import rsm_payloads
 from helpers.rsm_scoring import LATLON_UNIT, LocalFrame, Score, score
 
-CLIP = SHARED_DATA / "video" / scene.CLIP
+VIDEOS = SHARED_DATA / "video"
+CLIPS = [VIDEOS / name for name in sorted({c.clip for c in scene.CROPS.values()})]
 FRAME = LocalFrame(scene.ORIGIN_LAT, scene.ORIGIN_LON)
 #: Wall-clock epoch of stream time 0 in the messages: a minute starts at stream time 7.51 s,
 #: between the 7.5 s tick and the 7.52 s frame its state is from (secMark wraps in between).
 EPOCH_MS: Final = 1_800_000_000_000 + 52_490
 
-pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"shared clip {CLIP} is absent")
+pytestmark = pytest.mark.skipif(
+    not all(clip.is_file() for clip in CLIPS), reason=f"shared clips {CLIPS} are absent"
+)
 
 
 @pytest.fixture(scope="session")
 def truth(tmp_path_factory: pytest.TempPathFactory) -> GroundTruth:
-    return build(CLIP, tmp_path_factory.mktemp("ground-truth"))
+    return build(VIDEOS, tmp_path_factory.mktemp("ground-truth"))
 
 
 @pytest.fixture(scope="session")
