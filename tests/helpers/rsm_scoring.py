@@ -123,6 +123,12 @@ def reported_participants(
     return (stamp - epoch_ms) / 1000.0, out
 
 
+def first_stamp(payloads: Iterable[Mapping[str, Any]]) -> int:
+    """The earliest RSM ``timeStamp``: the epoch of stream time 0 for a sender whose first
+    message is on the first frame (``analyze --rsm``, the interim)."""
+    return min(int(p["timeStamp"]) for p in payloads if p.get("name") == "RSM")
+
+
 @dataclass
 class Score:
     """Errors of every matched (due road user, participant) pair and the gaps."""

@@ -23,7 +23,7 @@ from helpers import ground_truth_scene as scene
 from helpers.ground_truth_video import GroundTruth, build
 from helpers.paths import SHARED_DATA
 from helpers.rsm_interim import rsm_payloads
-from helpers.rsm_scoring import LATLON_UNIT, LocalFrame, Score, score
+from helpers.rsm_scoring import LATLON_UNIT, LocalFrame, Score, first_stamp, score
 
 VIDEOS = SHARED_DATA / "video"
 CLIPS = [VIDEOS / name for name in sorted({c.clip for c in scene.CROPS.values()})]
@@ -46,16 +46,19 @@ def truth(tmp_path_factory: pytest.TempPathFactory) -> GroundTruth:
 def reported(truth: GroundTruth) -> list[dict[str, Any]]:
     """The RSM payloads for the truth video (see the module docstring).
 
-    To switch to the product's path: run ``smartpole analyze VIDEO --rsm OUT.jsonl`` with
-    a camera config whose calibration is ``scene.calibration_points()`` as ``ground_en_m``
-    with origin (``scene.ORIGIN_LAT``, ``scene.ORIGIN_LON``), return each line's
-    ``payload``, and give ``scored`` the epoch ms that analyze stamps stream time 0 with.
+    To switch to the product's path: run ``smartpole analyze VIDEO --config POLE.yaml --rsm
+    OUT.jsonl`` with the camera calibrated as ``image: scene.calibration_points()[0]``,
+    ``ground_en_m: scene.GROUND_QUAD``, ``origin: (scene.ORIGIN_LAT, scene.ORIGIN_LON)``,
+    return each RSM line's ``payload``, and score with ``epoch_ms=first_stamp(payloads)``:
+    analyze stamps stream time 0 with the wall clock at its start and sends its first
+    snapshot on the first frame (``roadside_stage.SnapshotClock``), as the interim does.
     """
     return rsm_payloads(truth.video, scene.calibration_points(), FRAME, EPOCH_MS)
 
 
 @pytest.fixture(scope="session")
 def scored(truth: GroundTruth, reported: list[dict[str, Any]]) -> Score:
+    assert first_stamp(reported) == EPOCH_MS  # the first message is stream time 0's
     return score(reported, truth, FRAME, EPOCH_MS)
 
 
