@@ -9,7 +9,6 @@ settings, and that what either side refuses is named by its key.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from helpers.calibrations import calibrations
 from helpers.paths import PROFILES
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.config.camera_worker import command
 from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig, describe
-from smartpole.agent.config.geodesy import GeoFrame
 from smartpole.agent.core.errors import ConfigError
 from smartpole.models.default_model import model_path, shipped_model_file
 from smartpole.models.errors import AnalyticsConfigError
@@ -51,30 +50,6 @@ def zones(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         zone["direction"] = list(draw(point.filter(lambda d: d != (0.0, 0.0))))
     return zone
-
-
-@st.composite
-def calibrations(draw: st.DrawFn) -> dict[str, Any]:
-    """A valid calibration of any kind: a trapezoid in the image (non-negative pixels) and a
-    rectangle on the ground, turned by any angle, within 2 km of the origin."""
-    x, y = draw(st.floats(100, 1000)), draw(st.floats(0, 1000))
-    w, h, d = draw(st.floats(20, 800)), draw(st.floats(20, 500)), draw(st.floats(0, 100))
-    image = [[x, y], [x + w, y], [x + w + d, y + h], [x - d, y + h]]
-    e0, n0 = draw(st.floats(-1000, 1000)), draw(st.floats(-1000, 1000))
-    width, length = draw(st.floats(2, 300)), draw(st.floats(2, 300))
-    turn = draw(st.floats(0, 2 * math.pi))
-    c, s = math.cos(turn), math.sin(turn)
-    corners = [(0, length), (width, length), (width, 0), (0, 0)]  # NW, NE, SE, SW
-    ground = [[e0 + c * a - s * b, n0 + s * a + c * b] for a, b in corners]
-    kind = draw(st.sampled_from(["ground_m", "ground_en_m", "ground_latlon"]))
-    if kind == "ground_m":
-        return {"image": image, "ground_m": ground}
-    origin = {"latitude": draw(st.floats(-60, 60)), "longitude": draw(st.floats(-179, 179))}
-    if kind == "ground_en_m":
-        return {"image": image, "origin": origin, "ground_en_m": ground}
-    frame = GeoFrame(origin["latitude"], origin["longitude"])
-    latlon = [list(frame.to_latlon(e, n)) for e, n in ground]
-    return {"image": image, "origin": origin, "ground_latlon": latlon}
 
 
 TUNING = {
