@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers.paths import PROFILES
+from helpers.paths import PROFILES, REPO
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.config.cameras import CameraConfig
 from smartpole.agent.config.geodesy import GeoFrame
@@ -233,3 +233,17 @@ def test_a_geo_calibration_survives_the_trip_to_the_worker(tmp_path: Path) -> No
     assert CameraConfig.model_validate_json(sent.model_dump_json()).calibration == (
         camera.calibration
     )
+
+
+def test_the_example_pole_is_geo_calibrated_and_sends_v2x() -> None:
+    """configs/poles/v2x-camera.yaml passes the check, and its marks given as latitude and
+    longitude are the ones its comment gives in metres east/north, to the centimetre."""
+    loaded = load_config(REPO / "configs" / "poles" / "v2x-camera.yaml").pole
+    calibration = loaded.cameras["north"].calibration
+    assert calibration is not None
+    assert calibration.kind == "ground_latlon"
+    expected = [(-1.5, 40), (5.5, 40), (5.5, 10), (-1.5, 10)]
+    for got, want in zip(calibration.ground_points(), expected, strict=True):
+        assert got == pytest.approx(want, abs=0.01)
+    assert loaded.v2x is not None
+    assert loaded.v2x.rsm_topic() == "V2X/RSU/R328328/RSM/UP/smartpole"
