@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers.paths import PROFILES
+from helpers.paths import PROFILES, REPO
 from smartpole.agent.buses.registry import load_config
+from smartpole.agent.config import advice
 from smartpole.agent.config.camera_worker import WorkerExit, command, parse_line
 from smartpole.agent.config.cameras import CameraConfig
 from smartpole.agent.config.v2x import V2xConfig
@@ -176,3 +177,27 @@ def test_the_worker_process_takes_v2x_and_names_it_when_it_is_bad() -> None:
         "--config: lines: Dictionary should have at least 1 item after validation, not 0"
     ]
     assert parse(good) == CAMERA
+
+
+def test_the_check_warns_of_cameras_that_cannot_feed_the_rsu(tmp_path: Path) -> None:
+    """Valid, but the RSU hears nothing from a camera without a geo-calibration."""
+    v2x = "  host: h\n  rsu_id: R1\n"
+    assert advice.warnings(load_config(pole(tmp_path, v2x))) == [
+        "v2x: this pole has no camera, so nothing is sent to the RSU"
+    ]
+    example = load_config(REPO / "configs" / "poles" / "v2x-camera.yaml")
+    assert advice.warnings(example) == []
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    cameras = """cameras:
+  counts:
+    source: clip.mp4
+    lines: {road: {from: [10, 10], to: [100, 10]}}
+    calibration:
+      image: [[300, 200], [520, 200], [640, 340], [160, 340]]
+      ground_m: [[0, 30], [7, 30], [7, 0], [0, 0]]
+"""
+    config = pole(tmp_path, v2x + cameras)
+    assert advice.warnings(load_config(config)) == [
+        "camera counts has no geo-calibration (calibration with origin and ground_en_m or "
+        "ground_latlon): it sends no V2X messages"
+    ]
