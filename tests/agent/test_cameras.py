@@ -23,12 +23,14 @@ from typing import Any
 import pytest
 import structlog
 
-from helpers.paths import SHARED_DATA, TEST_DATA
+from helpers.paths import REPO, SHARED_DATA, TEST_DATA
 from helpers.waiting import eventually
+from smartpole.agent.buses.registry import load_config
 from smartpole.agent.cameras import Cameras
 from smartpole.agent.config.cameras import CameraConfig
 from smartpole.agent.config.v2x import V2xConfig
 from smartpole.agent.core.outbox import Outbox, Priority
+from smartpole.agent.pole import Pole
 
 SHARED = SHARED_DATA
 CLIP = SHARED / "video" / "street-2lane-640x352.mp4"
@@ -201,6 +203,21 @@ async def test_every_worker_gets_the_poles_v2x_section_with_absolute_paths(
         assert sent == v2x.for_worker(tmp_path)
         assert sent.username_file == str(tmp_path / "rsu.user")
     assert "--v2x" not in without.workers[0]._command
+
+
+@pytest.mark.asyncio
+async def test_the_pole_hands_its_v2x_section_to_its_cameras(tmp_path: Path) -> None:
+    """The composition root passes ``v2x:`` on: the example pole's camera worker would be
+    started with it (assembled, not run: no worker process is started here)."""
+    config = load_config(REPO / "configs" / "poles" / "v2x-camera.yaml")
+    assert config.pole.v2x is not None
+    async with Pole(
+        config, state_dir=tmp_path, runtime_dir=tmp_path, clock_trusted=lambda: True
+    ) as pole:
+        (worker,) = pole.cameras.workers
+        argv = worker._command
+        sent = V2xConfig.model_validate_json(argv[argv.index("--v2x") + 1])
+    assert sent == config.pole.v2x.for_worker(config.path.parent)
 
 
 @pytest.mark.asyncio
