@@ -41,6 +41,7 @@ from smartpole.agent.config.camera_worker import (
     parse_line,
 )
 from smartpole.agent.config.cameras import CameraConfig
+from smartpole.agent.config.v2x import V2xConfig
 from smartpole.agent.core.outbox import Outbox, OutboxError, Priority
 
 log = structlog.get_logger("smartpole.cameras")
@@ -63,7 +64,8 @@ class Cameras:
     Run it by running each of ``tasks()`` (one per camera, named ``camera:<name>``) until
     cancelled; cancelling a task stops its worker process. Relative ``source`` and
     ``model`` paths are relative to ``config_dir``, the pole config's folder; ``python``
-    is the interpreter the workers run under.
+    is the interpreter the workers run under. ``v2x``, the pole's ``v2x:`` section, goes to
+    every worker (``--v2x``): the geo-calibrated ones send roadside messages with it.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class Cameras:
         *,
         python: str = sys.executable,
         environ: Mapping[str, str] | None = None,
+        v2x: V2xConfig | None = None,
     ) -> None:
         self._outbox = outbox
         self.kernel_cache = KernelCacheDir(environ)  # one for all: a fallback is made once
@@ -86,6 +89,7 @@ class Cameras:
                 on_event=self._record_event,
                 python=python,
                 kernel_cache=self.kernel_cache,
+                v2x=v2x,
             )
             for name, camera in cameras.items()
         ]
@@ -220,10 +224,16 @@ class CameraWorker:
         on_event: EventListener,
         python: str = sys.executable,
         kernel_cache: KernelCacheDir | None = None,
+        v2x: V2xConfig | None = None,
     ) -> None:
         self.name = name
         self.config = config
-        self._command = command(python, name, config.for_worker(config_dir))
+        self._command = command(
+            python,
+            name,
+            config.for_worker(config_dir),
+            v2x=v2x.for_worker(config_dir) if v2x is not None else None,
+        )
         self.kernel_cache = kernel_cache or KernelCacheDir()
         self._on_summary = on_summary
         self._on_event = on_event

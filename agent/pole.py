@@ -138,7 +138,7 @@ class Pole(Lifecycle):
         for damage in (self.store.damage, self.control.alarms.store_damage, audit_damage):
             if damage is not None:
                 self.outbox.report_damage(damage)  # upstream, once the outbox can take it
-        self.cameras = Cameras(pole.cameras, config.path.parent, self.outbox)
+        self.cameras = Cameras(pole.cameras, config.path.parent, self.outbox, v2x=pole.v2x)
         self._event_sources()
         # Before READY: the release switcher rewrites the file only after it (see module).
         self.releases = ReleaseHistory(self.state_dir)

@@ -2,10 +2,10 @@
 
 The camera config (``smartpole.agent.config.cameras``) says where lines and zones are in
 plain numbers, checked by the same schema in the daemon and here; this turns them into the
-objects the stages work with. Building it runs the checks that need numerics (a calibration
-whose four points are not a convex quadrilateral), so a worker builds it before it opens
-the camera; whether the geometry lies inside the frame is known only with the first frame
-(``validate_frame``).
+objects the stages work with. Building it runs the checks that need numerics (the
+calibration's homography), so a worker builds it before it opens the camera; whether the
+geometry (lines, zones, the calibration's image points) lies inside the frame is known only
+with the first frame (``validate_frame``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from smartpole.agent.config.cameras import CameraConfig
 from smartpole.models.calibration import GroundCalibration
 from smartpole.models.counting import CountingLine
+from smartpole.models.errors import AnalyticsConfigError
+from smartpole.models.geo import GeoFrame
 from smartpole.models.zones import Zone
 
 
@@ -23,6 +25,13 @@ class Scene:
     lines: tuple[CountingLine, ...]
     zones: tuple[Zone, ...]
     calibration: GroundCalibration | None
+    #: Where the calibration's ground frame is on the earth: with a geo-calibration
+    #: (``ground_en_m`` or ``ground_latlon``) the ground metres are east (x) and north (y)
+    #: of the pole and this converts them to latitude/longitude; None for ``ground_m``
+    #: (any road frame: speeds, no V2X) or without a calibration.
+    geo: GeoFrame | None = None
+    #: The calibration's image points, checked against the frame's size.
+    image_points: tuple[tuple[float, float], ...] = ()
 
     @classmethod
     def of(cls, config: CameraConfig) -> Scene:
@@ -37,10 +46,12 @@ class Scene:
                 for name, zone in config.zones.items()
             ),
             calibration=(
-                GroundCalibration(calibration.image, calibration.ground_m)
+                GroundCalibration(calibration.image, calibration.ground_points())
                 if calibration is not None
                 else None
             ),
+            geo=calibration.geo_frame() if calibration is not None else None,
+            image_points=tuple(calibration.image) if calibration is not None else (),
         )
 
     def validate_frame(self, width: int, height: int) -> None:
@@ -49,3 +60,9 @@ class Scene:
             line.validate(width, height)
         for zone in self.zones:
             zone.validate(width, height)
+        for number, (x, y) in enumerate(self.image_points, 1):
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise AnalyticsConfigError(
+                    f"calibration: image point {number} ({x:g}, {y:g}) is outside the "
+                    f"{width}x{height} frame (coordinates are the video's native pixels)"
+                )

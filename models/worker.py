@@ -44,6 +44,7 @@ from smartpole.agent.config.camera_worker import (
     encode,
 )
 from smartpole.agent.config.cameras import CameraConfig, describe
+from smartpole.agent.config.v2x import V2xConfig
 from smartpole.models.detections import load_detector
 from smartpole.models.errors import AnalyticsConfigError, ModelError, SourceError
 from smartpole.models.frames import VideoFrame
@@ -241,6 +242,15 @@ def parse(text: str) -> CameraConfig:
         raise AnalyticsConfigError(f"--config: {describe(exc)}") from exc
 
 
+def parse_v2x(text: str) -> V2xConfig:
+    """The pole's ``v2x:`` section, as the config check validated it; ``AnalyticsConfigError``
+    naming the keys if it is not valid."""
+    try:
+        return V2xConfig.model_validate_json(text)
+    except ValidationError as exc:
+        raise AnalyticsConfigError(f"--v2x: {describe(exc)}") from exc
+
+
 class Worker:
     """One camera's worker; ``run`` returns the exit code (``WorkerExit``).
 
@@ -248,9 +258,10 @@ class Worker:
     the camera is opened.
     """
 
-    def __init__(self, out: Output, config: CameraConfig) -> None:
+    def __init__(self, out: Output, config: CameraConfig, v2x: V2xConfig | None = None) -> None:
         self.out = out
         self.config = config
+        self.v2x = v2x
         self.scene = Scene.of(config)
         self.stopping = threading.Event()
         self.reader: Reader | None = None
@@ -404,12 +415,13 @@ def _configure_logging() -> None:
     )
 
 
-def serve(text: str, out: Output) -> tuple[WorkerExit, Worker | None]:
+def serve(text: str, out: Output, v2x_text: str | None = None) -> tuple[WorkerExit, Worker | None]:
     """Parse, run, and turn every failure into its error line; return the exit code."""
     worker: Worker | None = None
     try:
         try:
-            worker = Worker(out, parse(text))
+            v2x = parse_v2x(v2x_text) if v2x_text is not None else None
+            worker = Worker(out, parse(text), v2x)
             signal.signal(signal.SIGTERM, worker.stop)
             signal.signal(signal.SIGINT, worker.stop)
             return worker.run(), worker
@@ -448,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smartpole.models.worker")
     parser.add_argument("--camera", default="camera", help="the camera's name in its lines")
     parser.add_argument("--config", required=True, help="the camera's section as JSON")
+    parser.add_argument("--v2x", help="the pole's v2x: section as JSON (RSU broker, rate)")
     parser.add_argument(
         "--exit-with-stdin",
         action="store_true",
@@ -458,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.exit_with_stdin:
         _exit_with_stdin()
     structlog.contextvars.bind_contextvars(camera=args.camera)
-    code, worker = serve(args.config, Output(args.camera))
+    code, worker = serve(args.config, Output(args.camera), args.v2x)
     if worker is not None and worker.reader_stuck():
         # A read blocked in FFmpeg (a FIFO nobody writes to) cannot be interrupted, and the
         # interpreter's shutdown could wait on it: leave now, with the output flushed.

@@ -20,7 +20,22 @@ PROTOCOL_REGISTERS, PROTOCOL_BITS = 125, 2000
 
 
 def warnings(config: LoadedConfig) -> list[str]:
-    return _baud_warnings(config) + _gap_warnings(config.profiles)
+    return _baud_warnings(config) + _gap_warnings(config.profiles) + _v2x_warnings(config)
+
+
+def _v2x_warnings(config: LoadedConfig) -> list[str]:
+    """A ``v2x:`` section and a camera that cannot feed it: valid (a camera may watch
+    only for counts), but the RSU hears nothing from that camera."""
+    if config.pole.v2x is None:
+        return []
+    if not config.pole.cameras:
+        return ["v2x: this pole has no camera, so nothing is sent to the RSU"]
+    return [
+        f"camera {name} has no geo-calibration (calibration with origin and ground_en_m or"
+        " ground_latlon): it sends no V2X messages"
+        for name, camera in config.pole.cameras.items()
+        if camera.calibration is None or camera.calibration.origin is None
+    ]
 
 
 def _baud_warnings(config: LoadedConfig) -> list[str]:

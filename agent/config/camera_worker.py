@@ -8,7 +8,9 @@ control process may import nothing under ``smartpole.models``.
 
 The worker is started as ``python -m smartpole.models.worker --camera NAME --config JSON``
 (``command``), where JSON is the camera's validated section with absolute paths; with
-``--exit-with-stdin`` it also stops when its stdin closes (the supervisor died). Its stdout
+``--v2x JSON`` (the pole's ``v2x:`` section, also with absolute paths) it sends roadside
+messages to the RSU's broker; with ``--exit-with-stdin`` it also stops when its stdin
+closes (the supervisor died). Its stdout
 carries one JSON object per line and nothing else; its log goes to stderr.
 
 * ``health`` every ``health_period_s``, from a timer of its own, so a stalled camera or a
@@ -49,6 +51,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_confi
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
 from smartpole.agent.config.cameras import CameraConfig
+from smartpole.agent.config.v2x import V2xConfig
 
 WORKER_MODULE: Final = "smartpole.models.worker"
 
@@ -247,9 +250,13 @@ def encode(message: WorkerMessage) -> str:
     return json.dumps(message, allow_nan=False)
 
 
-def command(python: str, camera: str, config: CameraConfig) -> list[str]:
-    """The worker's command line for one camera (``config`` with absolute paths)."""
-    return [
+def command(
+    python: str, camera: str, config: CameraConfig, *, v2x: V2xConfig | None = None
+) -> list[str]:
+    """The worker's command line for one camera (``config`` and ``v2x`` with absolute
+    paths). Every camera gets the pole's ``v2x:`` section: one without a geo-calibration
+    sends nothing and says why in its health."""
+    argv = [
         python,
         "-m",
         WORKER_MODULE,
@@ -257,5 +264,7 @@ def command(python: str, camera: str, config: CameraConfig) -> list[str]:
         camera,
         "--config",
         config.model_dump_json(by_alias=True),
-        "--exit-with-stdin",
     ]
+    if v2x is not None:
+        argv += ["--v2x", v2x.model_dump_json()]
+    return [*argv, "--exit-with-stdin"]

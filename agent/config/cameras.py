@@ -8,10 +8,10 @@ the config check refused, or the other way round. Hence no numpy here: the contr
 imports this module and must stay free of the analytics' libraries; the worker derives its
 numeric forms (polygons, homographies) from the validated model.
 
-Everything that can be checked without opening the video is checked here; what needs the
-video's size (a line outside the frame) or numerics (a calibration whose four points are
-not a convex quadrilateral) is reported by the worker as a config error in the camera's
-health.
+Everything that can be checked without opening the video is checked here, the
+calibration's geometry included (``calibration.py``); what needs the video's size (a line
+or a calibration point outside the frame) or numerics (the homography itself) is reported
+by the worker as a config error in the camera's health.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ from pydantic import (
     model_validator,
 )
 
+from smartpole.agent.config.calibration import CalibrationConfig
+from smartpole.agent.config.site import SiteConfig
+
 # YAML and JSON spell a tuple as a list: only that conversion is lax, the numbers are strict.
 Point = Annotated[tuple[float, float], Strict(False)]
 Location = tuple[str | int, ...]
@@ -41,6 +44,8 @@ ClassName = Annotated[str, Field(min_length=1)]
 COCO_TRAFFIC: Final = {0: "person", 1: "bicycle", 2: "car", 3: "motorcycle", 5: "bus", 7: "truck"}
 #: A polygon smaller than this (square pixels) holds no road user: a typo, not a zone.
 MIN_ZONE_AREA_PX2: Final = 1.0
+#: A calibration origin farther than this (metres) from the pole's ``site:``: a typo.
+MAX_ORIGIN_FROM_SITE_M: Final = 1000.0
 
 
 class _Strict(BaseModel):
@@ -101,13 +106,6 @@ class ZoneConfig(_Strict):
         if self.kind == "queue" and self.stop_line is None:
             raise ValueError("a queue zone needs a stop_line: [[x1, y1], [x2, y2]]")
         return self
-
-
-class CalibrationConfig(_Strict):
-    """Four image points and where they lie on the road, in metres, for speeds."""
-
-    image: list[Point] = Field(min_length=4, max_length=4)
-    ground_m: list[Point] = Field(min_length=4, max_length=4)
 
 
 class CameraConfig(_Strict):
@@ -189,9 +187,24 @@ class CameraConfig(_Strict):
     stopped_after_s: float = Field(30.0, gt=0, description="stopped in no_stopping: an event")
     pedestrian_after_s: float = Field(1.0, ge=0, description="a person on a carriageway: an event")
 
-    def problems(self, config_dir: Path, devices: list[str]) -> list[tuple[Location, str]]:
-        """What the schema cannot see: files that are not there, unknown devices."""
+    def problems(
+        self, config_dir: Path, devices: list[str], site: SiteConfig | None = None
+    ) -> list[tuple[Location, str]]:
+        """What the schema cannot see: files that are not there, unknown devices, a
+        calibration origin that is not where the pole's ``site:`` says the pole stands."""
         out: list[tuple[Location, str]] = []
+        origin = self.calibration.origin if self.calibration is not None else None
+        if origin is not None and site is not None:
+            distance = origin.frame().distance_m(site.latitude, site.longitude)
+            if distance > MAX_ORIGIN_FROM_SITE_M:
+                out.append(
+                    (
+                        ("calibration", "origin"),
+                        f"the origin is {distance / 1000:.1f} km from the site "
+                        f"({site.latitude:g}, {site.longitude:g}); both say where this pole "
+                        "stands, so one of them is mistyped",
+                    )
+                )
         if self.model is not None and not _exists(config_dir / self.model, file=True):
             out.append((("model",), f"no model file {_where(self.model, config_dir)}"))
         if not is_url(self.source) and not _exists(config_dir / self.source):

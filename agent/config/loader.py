@@ -130,8 +130,10 @@ def load_config(path: Path, schema: PoleSchema) -> LoadedConfig:
         for name, camera in pole.cameras.items():
             problems += [
                 doc.problem(("cameras", name, *loc), msg)
-                for loc, msg in camera.problems(path.parent, list(pole.devices))
+                for loc, msg in camera.problems(path.parent, list(pole.devices), pole.site)
             ]
+    if pole is not None and pole.v2x is not None:
+        problems += [doc.problem(("v2x", *loc), msg) for loc, msg in pole.v2x.problems(path.parent)]
     if problems or pole is None:
         raise ConfigError(problems)
     return LoadedConfig(path, pole, profiles, files)

@@ -25,6 +25,7 @@ from smartpole.agent.config.opcua import OpcUaConfig
 from smartpole.agent.config.power import PowerRule
 from smartpole.agent.config.site import SiteConfig
 from smartpole.agent.config.uplink import UplinkConfig
+from smartpole.agent.config.v2x import V2xConfig
 
 NamePattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NamePattern, max_length=64)]
@@ -87,6 +88,9 @@ class PoleConfig(_Strict):
         default_factory=dict, description="camera -> its source, detector and counting lines"
     )
     uplink: UplinkConfig | None = None
+    v2x: V2xConfig | None = Field(
+        None, description="the RSU's broker: geo-calibrated cameras send RSM/RSI there"
+    )
     opcua: OpcUaConfig | None = Field(
         None, description="OPC UA server for SCADA clients (secure policies only)"
     )

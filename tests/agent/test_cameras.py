@@ -23,11 +23,14 @@ from typing import Any
 import pytest
 import structlog
 
-from helpers.paths import SHARED_DATA, TEST_DATA
+from helpers.paths import REPO, SHARED_DATA, TEST_DATA
 from helpers.waiting import eventually
+from smartpole.agent.buses.registry import load_config
 from smartpole.agent.cameras import Cameras
 from smartpole.agent.config.cameras import CameraConfig
+from smartpole.agent.config.v2x import V2xConfig
 from smartpole.agent.core.outbox import Outbox, Priority
+from smartpole.agent.pole import Pole
 
 SHARED = SHARED_DATA
 CLIP = SHARED / "video" / "street-2lane-640x352.mp4"
@@ -175,6 +178,46 @@ async def test_summaries_and_events_are_recorded_as_the_worker_sent_them(
     sent = CameraConfig.model_validate_json(argv[argv.index("--config") + 1])
     assert sent == config.for_worker(tmp_path)
     assert sent.source == str(tmp_path / "clip.mp4")
+
+
+@pytest.mark.asyncio
+async def test_every_worker_gets_the_poles_v2x_section_with_absolute_paths(
+    tmp_path: Path, stand_in: Callable[[str, list[Any]], str]
+) -> None:
+    python = stand_in("street", [health("street", "ok")])
+    stand_in("plain", [health("plain", "ok")])
+    v2x = V2xConfig.model_validate(
+        {"host": "rsu.local", "rsu_id": "R328328", "username_file": "rsu.user", "tls": {}}
+    )
+    cameras_config = {"street": camera(), "plain": camera()}
+    with Outbox(tmp_path) as outbox:
+        cameras = Cameras(cameras_config, tmp_path, outbox, python=python, v2x=v2x)
+        async with running(cameras):
+            await eventually(
+                lambda: all(w.last_health is not None for w in cameras.workers), 30, "health"
+            )
+        without = Cameras({"other": camera()}, tmp_path, outbox, python=python)
+    for name in ("street", "plain"):
+        argv = json.loads((tmp_path / f"{name}.argv.json").read_text())
+        sent = V2xConfig.model_validate_json(argv[argv.index("--v2x") + 1])
+        assert sent == v2x.for_worker(tmp_path)
+        assert sent.username_file == str(tmp_path / "rsu.user")
+    assert "--v2x" not in without.workers[0]._command
+
+
+@pytest.mark.asyncio
+async def test_the_pole_hands_its_v2x_section_to_its_cameras(tmp_path: Path) -> None:
+    """The composition root passes ``v2x:`` on: the example pole's camera worker would be
+    started with it (assembled, not run: no worker process is started here)."""
+    config = load_config(REPO / "configs" / "poles" / "v2x-camera.yaml")
+    assert config.pole.v2x is not None
+    async with Pole(
+        config, state_dir=tmp_path, runtime_dir=tmp_path, clock_trusted=lambda: True
+    ) as pole:
+        (worker,) = pole.cameras.workers
+        argv = worker._command
+        sent = V2xConfig.model_validate_json(argv[argv.index("--v2x") + 1])
+    assert sent == config.pole.v2x.for_worker(config.path.parent)
 
 
 @pytest.mark.asyncio

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from helpers.calibrations import calibrations
 from helpers.paths import PROFILES
 from smartpole.agent.buses.registry import load_config
 from smartpole.agent.config.camera_worker import command
@@ -81,12 +82,7 @@ TUNING = {
     "device": name,
     "classes": st.dictionaries(st.integers(0, 999), st.text(min_size=1, max_size=12), min_size=1),
     "zones": st.dictionaries(name, zones(), max_size=3),
-    "calibration": st.fixed_dictionaries(
-        {
-            "image": st.lists(point, min_size=4, max_size=4),
-            "ground_m": st.lists(point, min_size=4, max_size=4),
-        }
-    ),
+    "calibration": calibrations(),
 }
 sections = st.fixed_dictionaries(
     {
