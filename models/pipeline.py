@@ -208,7 +208,7 @@ class Pipeline:
         if self._roadside is not None:
             participants, roadside_events = self._roadside.step(tracks, events, t_s)
         if ended:
-            self._retire(ended)
+            roadside_events += self._retire(ended)
         summaries = self._account(t_s, crossings, events, quality)
         self.stats.processed += 1
         self.stats.quality = quality
@@ -334,15 +334,15 @@ class Pipeline:
         self.stats.detections += len(detections)
         return detections
 
-    def _retire(self, ended: list[Track]) -> None:
-        """Close the books of tracks that ended: dwell records, per-line state."""
+    def _retire(self, ended: list[Track]) -> list[RoadsideEvent]:
+        """Close the books of tracks that ended: dwell records, per-line state; returns
+        the cancellations of their roadside events."""
         self._zones.finish(ended)
         ids = [t.id for t in ended]
         for counter in self._counters:
             counter.forget(ids)
         self._classes.forget(ids)
-        if self._roadside is not None:
-            self._roadside.retire(ended)
+        return self._roadside.retire(ended) if self._roadside is not None else []
 
     def close_roadside(self) -> list[RoadsideEvent]:
         """The end of the stream for the RSU: cancel every roadside event still active

@@ -94,10 +94,10 @@ class RoadsideStage:
         snapshot = self._estimator.participants(t_s) if self._clock.due(t_s) else None
         return snapshot, events
 
-    def retire(self, ended: Sequence[Track]) -> None:
-        """Tracks that ended: their filters go, their events are cancelled next update."""
+    def retire(self, ended: Sequence[Track]) -> list[RoadsideEvent]:
+        """Tracks that ended: their filters go; returns their events' cancellations."""
         self._estimator.forget([t.id for t in ended])
-        self._events.finish(ended)
+        return self._events.finish(ended)
 
     def close(self, t_s: float) -> list[RoadsideEvent]:
         """The end of the stream: every event still active is cancelled."""

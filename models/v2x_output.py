@@ -14,8 +14,7 @@ from typing import Any, Protocol, TextIO
 from smartpole.models.geo import GeoFrame
 from smartpole.models.pipeline_results import FrameResult
 from smartpole.models.roadside import RoadsideEvent
-from smartpole.models.roadside_stage import RoadsideSettings
-from smartpole.models.v2x_messages import ParticipantIds, RsiBuilder, RsmBuilder
+from smartpole.models.v2x_messages import V2xMessages
 
 
 class Sink(Protocol):
@@ -39,18 +38,12 @@ class JsonLinesSink:
         self._file.close()
 
 
-def rsm_topic(rsu_id: str, vendor: str) -> str:
-    """OpenV2X's uplink topic for roadside safety messages."""
-    return f"V2X/RSU/{rsu_id}/RSM/UP/{vendor}"
-
-
-def rsi_topic(rsu_id: str, vendor: str) -> str:
-    """OpenV2X's uplink topic for roadside information (events)."""
-    return f"V2X/RSU/{rsu_id}/RSI/UP/{vendor}"
-
-
 class RoadsideOutput:
-    """Builds each snapshot's RSM and each batch of event changes' RSI and sends them."""
+    """Builds each snapshot's RSM and each batch of event changes' RSI and sends them.
+
+    ``omitted`` counts road users a snapshot could not carry (a type V2X has no code for,
+    no finite position); ``rsm``/``rsi`` the payloads handed to the sink.
+    """
 
     def __init__(
         self,
@@ -58,32 +51,40 @@ class RoadsideOutput:
         geo: GeoFrame,
         *,
         rsu_id: str,
-        vendor: str,
-        settings: RoadsideSettings,
+        source_id: str,
+        rsm_topic: str,
+        rsi_topic: str,
     ) -> None:
         self.sink = sink
-        self.settings = settings
-        self._rsm_topic = rsm_topic(rsu_id, vendor)
-        self._rsi_topic = rsi_topic(rsu_id, vendor)
-        self._rsm = RsmBuilder(rsu_id, geo, ParticipantIds())
-        self._rsi = RsiBuilder(rsu_id, geo)
+        self.rsm_topic = rsm_topic
+        self.rsi_topic = rsi_topic
+        self._messages = V2xMessages(rsu_id, geo.to_latlon, source_id=source_id)
+        self.rsm = self.rsi = self.omitted = 0
 
     def on_frame(self, result: FrameResult, *, wall_s: float, captured_s: float = 0.0) -> None:
         """Send what this frame produced; ``wall_s`` is its capture time on the wall clock
         (the messages' ``secMark`` and ``timeStamp``)."""
+        epoch_ms = round(wall_s * 1000.0)
         if result.participants is not None:
-            payload = self._rsm.build(result.participants, wall_s)
-            self.sink.send(self._rsm_topic, payload, captured_s)
+            message = self._messages.rsm(result.participants, epoch_ms=epoch_ms, t_s=result.t_s)
+            self.omitted += message.omitted
+            if message.payload is not None:
+                self.sink.send(self.rsm_topic, message.payload, captured_s)
+                self.rsm += 1
         if result.roadside_events:
-            self._send_events(result.roadside_events, wall_s, captured_s)
+            self._send_events(result.roadside_events, epoch_ms, result.t_s, captured_s)
 
-    def close(self, events: list[RoadsideEvent], *, wall_s: float) -> None:
+    def close(self, events: list[RoadsideEvent], *, wall_s: float, t_s: float) -> None:
         """The stream ended: send the last cancellations, and close a file sink."""
         if events:
-            self._send_events(events, wall_s, 0.0)
+            self._send_events(events, round(wall_s * 1000.0), t_s, 0.0)
         close = getattr(self.sink, "close", None)
         if callable(close):
             close()
 
-    def _send_events(self, events: list[RoadsideEvent], wall_s: float, captured_s: float) -> None:
-        self.sink.send(self._rsi_topic, self._rsi.build(events, wall_s), captured_s)
+    def _send_events(
+        self, events: list[RoadsideEvent], epoch_ms: int, t_s: float, captured_s: float
+    ) -> None:
+        for payload in self._messages.rsi(events, epoch_ms=epoch_ms, t_s=t_s):
+            self.sink.send(self.rsi_topic, payload, captured_s)
+            self.rsi += 1

@@ -3,8 +3,8 @@
 The RSU's broker is usually not the city platform's, so it has a section of its own rather
 than a topic under ``uplink:``. The daemon only checks it and hands it to each camera
 worker as ``--v2x JSON`` (``camera_worker.command``); the worker validates it with this
-same model and publishes on ``V2X/RSU/<rsu_id>/RSM/UP/<vendor>`` and
-``V2X/RSU/<rsu_id>/RSI/UP/<vendor>`` (QoS 0, never retained, never queued: a message
+same model and publishes on ``V2X/RSU/<rsu_id>/RSM/UP[/<rsm_topic_suffix>]`` and
+``V2X/RSU/<rsu_id>/RSI/UP[/<rsi_topic_suffix>]`` (QoS 0, never retained, never queued: a message
 that cannot go now is dropped and counted, see docs/v2x.md). Like ``uplink:``, the
 credentials are files (0600, provisioned with the box), never in the pole file; the
 worker gets their absolute paths, never their contents.
@@ -37,7 +37,14 @@ class V2xConfig(_Strict):
     username_file: str | None = None
     password_file: str | None = None
     rsu_id: TopicLevel = Field(description="the RSU's id in the topics (OpenV2X: its ESN)")
-    vendor: TopicLevel = Field("smartpole", description="the topics' last level")
+    # OpenV2X's edge (cerebrum) picks the parser of an uplink message by the topic's last
+    # level: none is the standard RSM; ``dawnline`` is the one that reads detection events.
+    rsm_topic_suffix: TopicLevel | None = Field(
+        None, description="the RSM topic's last level; none: the standard RSM (OpenV2X)"
+    )
+    rsi_topic_suffix: TopicLevel | None = Field(
+        "dawnline", description="the RSI topic's last level: OpenV2X's detection-event parser"
+    )
     rate_hz: float = Field(10.0, gt=0, le=50, description="RSM messages per second")
     max_age_s: float = Field(
         0.2, gt=0, le=1, description="a participant not measured for this long is not sent"
@@ -58,10 +65,10 @@ class V2xConfig(_Strict):
         return 8883 if self.tls is not None else 1883
 
     def rsm_topic(self) -> str:
-        return f"V2X/RSU/{self.rsu_id}/RSM/UP/{self.vendor}"
+        return _topic(self.rsu_id, "RSM", self.rsm_topic_suffix)
 
     def rsi_topic(self) -> str:
-        return f"V2X/RSU/{self.rsu_id}/RSI/UP/{self.vendor}"
+        return _topic(self.rsu_id, "RSI", self.rsi_topic_suffix)
 
     def _files(self) -> dict[Location, str]:
         named: dict[Location, str | None] = {
@@ -108,6 +115,11 @@ class V2xConfig(_Strict):
                 "password_file": absolute(self.password_file),
             }
         )
+
+
+def _topic(rsu_id: str, message: str, suffix: str | None) -> str:
+    base = f"V2X/RSU/{rsu_id}/{message}/UP"
+    return f"{base}/{suffix}" if suffix else base
 
 
 def _is_file(path: Path) -> bool:

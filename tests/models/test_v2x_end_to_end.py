@@ -36,7 +36,6 @@ from smartpole.agent.config.v2x import V2xConfig
 CLIP = SHARED_DATA / "video" / "street-2lane-640x352.mp4"
 SCHEMAS = REPO / "schemas" / "v2x"
 RSU = "R328328"
-VENDOR = "smartpole"
 RATE_HZ = 10.0
 #: Enough of the clip for 5 cars to pass (the 5th crosses the line at frame 240, 10 s).
 WANTED_RSM = 110
@@ -55,11 +54,11 @@ class Received:
 
 
 def _cancelled(rsi: list[tuple[float, dict[str, Any]]]) -> bool:
-    return any(_events_of(payload, "cancelled") for _, payload in rsi)
+    return any(_events_of(payload, active=False) for _, payload in rsi)
 
 
-def _events_of(payload: dict[str, Any], state: str) -> list[dict[str, Any]]:
-    return [e for e in payload["content"]["rsis"][0]["rtes"] if e["state"] == state]
+def _events_of(payload: dict[str, Any], *, active: bool) -> list[dict[str, Any]]:
+    return [e for e in payload["event_content"] if e["event_status"] is active]
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +71,9 @@ def received(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Received]:
 
         def on_message(_c: object, _u: object, message: mqtt.MQTTMessage) -> None:
             now = time.monotonic()
-            if message.topic == f"V2X/RSU/{RSU}/RSM/UP/{VENDOR}":
+            if message.topic == f"V2X/RSU/{RSU}/RSM/UP":
                 out.rsm.append((now, json.loads(message.payload)))
-            elif message.topic == f"V2X/RSU/{RSU}/RSI/UP/{VENDOR}":
+            elif message.topic == f"V2X/RSU/{RSU}/RSI/UP/dawnline":
                 out.rsi.append((now, json.loads(message.payload)))
             else:
                 out.other_topics.append(message.topic)
@@ -153,7 +152,7 @@ def test_every_rsm_follows_the_schema_and_cars_are_in_it(received: Received) -> 
         assert not errors, errors
     participants = [p for _, m in received.rsm for r in m["content"]["rsms"] for p in r["participants"]]
     assert participants, "no road user was ever reported"
-    assert {p["ptcType"] for p in participants} >= {1}  # motor vehicles
+    assert {p["ptcType"] for p in participants} >= {"motor"}
     # Every position lies on the calibrated street, within 200 m of the pole.
     origin_lat = street_geo.ORIGIN["latitude"] * 1e7
     assert all(abs(p["pos"]["lat"] - origin_lat) < 200 / 111_320 * 1e7 for p in participants)
@@ -164,8 +163,8 @@ def test_rsi_events_follow_the_schema_start_and_are_cancelled_once(received: Rec
     for _, payload in received.rsi:
         errors = [e.message for e in validator.iter_errors(payload)]
         assert not errors, errors
-    started = {e["event_id"] for _, m in received.rsi for e in _events_of(m, "active")}
-    cancelled = [e["event_id"] for _, m in received.rsi for e in _events_of(m, "cancelled")]
+    started = {e["event_id"] for _, m in received.rsi for e in _events_of(m, active=True)}
+    cancelled = [e["event_id"] for _, m in received.rsi for e in _events_of(m, active=False)]
     assert started, "no wrong-way event although every car drives towards the camera"
     assert cancelled, "no event was cancelled"
     assert len(cancelled) == len(set(cancelled)), "an event was cancelled twice"

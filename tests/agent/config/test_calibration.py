@@ -246,4 +246,4 @@ def test_the_example_pole_is_geo_calibrated_and_sends_v2x() -> None:
     for got, want in zip(calibration.ground_points(), expected, strict=True):
         assert got == pytest.approx(want, abs=0.01)
     assert loaded.v2x is not None
-    assert loaded.v2x.rsm_topic() == "V2X/RSU/R328328/RSM/UP/smartpole"
+    assert loaded.v2x.rsm_topic() == "V2X/RSU/R328328/RSM/UP"

@@ -50,10 +50,11 @@ def line_of(config: Path, marker: str) -> int:
 
 def test_the_defaults_and_the_topics() -> None:
     v2x = V2xConfig.model_validate({"host": "rsu.local", "rsu_id": "R328328"})
-    assert (v2x.vendor, v2x.rate_hz, v2x.max_age_s, v2x.queue_vehicles) == ("smartpole", 10, 0.2, 5)
+    assert (v2x.rate_hz, v2x.max_age_s, v2x.queue_vehicles) == (10, 0.2, 5)
     assert (v2x.broker_port(), v2x.model_copy(update={"tls": {}}).broker_port()) == (1883, 8883)
-    assert v2x.rsm_topic() == "V2X/RSU/R328328/RSM/UP/smartpole"
-    assert v2x.rsi_topic() == "V2X/RSU/R328328/RSI/UP/smartpole"
+    # OpenV2X's edge: the standard RSM parser, and the one that reads detection events.
+    assert v2x.rsm_topic() == "V2X/RSU/R328328/RSM/UP"
+    assert v2x.rsi_topic() == "V2X/RSU/R328328/RSI/UP/dawnline"
 
 
 def test_a_pole_config_with_a_v2x_section_loads(tmp_path: Path) -> None:
@@ -77,7 +78,7 @@ def test_a_pole_config_with_a_v2x_section_loads(tmp_path: Path) -> None:
     [
         ("  host: h\n  rsu_id: R1\n  rate: 10\n", "rate:", "v2x.rate", "did you mean 'rate_hz'?"),
         ("  host: h\n  rsu_id: R/1\n", "rsu_id:", "v2x.rsu_id", "String should match pattern"),
-        ("  host: h\n  rsu_id: R1\n  vendor: '#'\n", "vendor:", "v2x.vendor", "should match"),
+        ("  host: h\n  rsu_id: R1\n  rsm_topic_suffix: '#'\n", "rsm_topic_suffix:", "v2x.rsm_topic_suffix", "should match"),
         ("  host: h\n  rsu_id: R1\n  rate_hz: 0\n", "rate_hz:", "v2x.rate_hz", "greater than 0"),
         ("  host: h\n  rsu_id: R1\n  max_age_s: 5\n", "max_age_s:", "v2x.max_age_s", "less than"),
         ("  host: h\n", "v2x:", "v2x.rsu_id", "required key is missing"),
@@ -117,7 +118,7 @@ sections = st.fixed_dictionaries(
     {"host": st.sampled_from(["10.0.0.9", "rsu.local"]), "rsu_id": st.just("R328328")},
     optional={
         "port": st.integers(1, 65535),
-        "vendor": st.sampled_from(["smartpole", "pole-17"]),
+        "rsi_topic_suffix": st.sampled_from(["dawnline", "pole-17"]),
         "rate_hz": st.floats(0.1, 50),
         "max_age_s": st.floats(0.01, 1),
         "queue_vehicles": st.integers(1, 200),
