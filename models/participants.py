@@ -1,0 +1,441 @@
+"""Road users as the roadside unit needs them: smoothed ground position, speed and heading.
+
+The tracker gives a bottom-centre point in pixels each time the detector saw a road user
+(every ~0.1-0.16 s while it moves, between them the tracker only predicts). This turns those
+points into a ``roadside.Participant`` per confirmed track, in metres east/north of the pole:
+
+* **A constant-velocity Kalman filter per track** in the ground frame (state east, north and
+  their rates), with white-noise acceleration of ``accel_sigma_ms2`` as process noise. It
+  consumes only the track's *new* points (time strictly after the last one consumed), never
+  the tracker's predictions, so a state is always built from what the detector saw.
+* **Measurement noise from pixels.** A box edge jitters by a pixel or two (and by a share
+  of the box's height for a big, near box); that jitter is carried onto the ground through
+  the Jacobian of the homography at the point. A far road user, where a pixel covers
+  decimetres of road along the line of sight, is trusted less than a near one, and its
+  error is correctly elongated away from the camera.
+* **Speed, heading and accuracies** come from the state and its covariance: heading in
+  degrees clockwise from north (the ground frame must be east/north, as a geo-calibrated
+  camera's is), kept from the last time the road user clearly moved; ``pos_sigma_m`` is
+  the semi-major axis of the position's one-sigma ellipse, ``speed_sigma_ms`` the
+  standard deviation along the direction of travel.
+* **Size on the ground.** The box's bottom edge, mapped to the ground, spans the footprint
+  projected on that ground line: ``extent = length*|cos| + width*|sin|`` of the angle
+  between the travel direction and the edge. The dimension the view shows best is solved
+  for, the other comes from the class's typical size (``SIZE_PRIORS_M``), clamped to
+  ``[0.5, 2]`` times the typical size and averaged over the track's life; before the road
+  user has moved (no heading) the typical size is reported.
+* **Never stale, never far extrapolated.** ``participants(t_s)`` leaves out a road user
+  whose last measurement is older than ``max_age_s`` and predicts the others at most
+  ``period_s`` past their last measurement; ``Participant.t_s`` is the time the state is
+  for (the asked time, or that cap).
+
+Everything is plain Python floats, written out for the 4x4 covariance: it runs for every
+track at every frame of a 25 fps camera, where NumPy's per-call overhead would cost more
+than the arithmetic (see the report in ``docs`` and the numbers in the test module).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from smartpole.models.calibration import GroundCalibration
+from smartpole.models.roadside import Participant, ptc_type_of
+from smartpole.models.tracker import Track
+
+#: Typical ground footprint (length, width) in metres of each detector class: a compact
+#: car, a rigid truck, a city bus, a motorcycle, a bicycle, a person's stance.
+SIZE_PRIORS_M: Final[dict[str, tuple[float, float]]] = {
+    "car": (4.5, 1.8),
+    "truck": (8.0, 2.5),
+    "bus": (12.0, 2.55),
+    "motorcycle": (2.1, 0.8),
+    "bicycle": (1.8, 0.6),
+    "person": (0.5, 0.5),
+}
+DEFAULT_SIZE_M: Final = (4.5, 1.8)
+#: A measured length or width is kept within these multiples of the class's typical size.
+SIZE_CLAMP: Final = (0.5, 2.0)
+#: The size is the mean of the measurements, then a moving average of this weight.
+SIZE_MIN_WEIGHT: Final = 0.1
+#: A road user faster than this, whose velocity's sideways sigma is under this share of
+#: its speed (about 10 degrees), has a heading.
+MOVING_MS: Final = 0.5
+HEADING_SIGMA: Final = 0.18
+#: The filter starts at the first point with this velocity uncertainty (any road speed).
+INITIAL_SPEED_SIGMA_MS: Final = 15.0
+#: A measurement this many squared sigmas from the prediction is another road user (the
+#: tracker swapped identities): the filter restarts at it rather than slewing across.
+RESET_MAHALANOBIS2: Final = 100.0
+
+
+@dataclass
+class EstimatorStats:
+    """Counts for diagnostics: every point taken, and why any was not used."""
+
+    measurements: int = 0
+    #: Points at or above the calibration's horizon (no ground position) or not finite.
+    off_ground: int = 0
+    #: Filters restarted because a point was far outside the prediction.
+    resets: int = 0
+
+
+class _Filter:
+    """One track's state: [east, north, v_east, v_north] and its symmetric covariance.
+
+    ``p`` holds the upper triangle row by row: p00 p01 p02 p03 p11 p12 p13 p22 p23 p33
+    (0 east, 1 north, 2 east rate, 3 north rate).
+    """
+
+    __slots__ = (
+        "class_name",
+        "e",
+        "heading",
+        "heading_known",
+        "length",
+        "n",
+        "p00",
+        "p01",
+        "p02",
+        "p03",
+        "p11",
+        "p12",
+        "p13",
+        "p22",
+        "p23",
+        "p33",
+        "seen",
+        "sizes",
+        "t",
+        "ve",
+        "vn",
+        "width",
+    )
+
+    def __init__(
+        self, class_name: str, t: float, e: float, n: float, r00: float, r01: float, r11: float
+    ) -> None:
+        self.class_name = class_name
+        self.heading = 0.0
+        self.heading_known = False
+        self.length, self.width = SIZE_PRIORS_M.get(class_name, DEFAULT_SIZE_M)
+        self.sizes = 0
+        self.seen = 0
+        self.restart(t, e, n, r00, r01, r11)
+
+    def restart(self, t: float, e: float, n: float, r00: float, r01: float, r11: float) -> None:
+        """Start over at a measurement: its position and noise, velocity unknown."""
+        v0 = INITIAL_SPEED_SIGMA_MS * INITIAL_SPEED_SIGMA_MS
+        self.t, self.e, self.n, self.ve, self.vn = t, e, n, 0.0, 0.0
+        self.p00, self.p01, self.p11 = r00, r01, r11
+        self.p02 = self.p03 = self.p12 = self.p13 = self.p23 = 0.0
+        self.p22 = self.p33 = v0
+
+    def predict(self, dt: float, q: float) -> None:
+        """Move the state ``dt`` seconds on with white-noise acceleration of density ``q``."""
+        p02, p03, p12, p13 = self.p02, self.p03, self.p12, self.p13
+        p22, p23, p33 = self.p22, self.p23, self.p33
+        q1 = q * dt
+        q2 = q1 * dt / 2.0
+        q3 = q1 * dt * dt / 3.0
+        dt2 = dt * dt
+        self.e += self.ve * dt
+        self.n += self.vn * dt
+        self.p00 += 2.0 * dt * p02 + dt2 * p22 + q3
+        self.p01 += dt * (p03 + p12) + dt2 * p23
+        self.p11 += 2.0 * dt * p13 + dt2 * p33 + q3
+        self.p02 = p02 + dt * p22 + q2
+        self.p03 = p03 + dt * p23
+        self.p12 = p12 + dt * p23
+        self.p13 = p13 + dt * p33 + q2
+        self.p22 = p22 + q1
+        self.p33 = p33 + q1
+
+    def correct(self, ze: float, zn: float, r00: float, r01: float, r11: float) -> float:
+        """Fold in a position measurement with noise covariance R; return its Mahalanobis²."""
+        p00, p01, p02, p03 = self.p00, self.p01, self.p02, self.p03
+        p11, p12, p13 = self.p11, self.p12, self.p13
+        s00, s01, s11 = p00 + r00, p01 + r01, p11 + r11
+        det = s00 * s11 - s01 * s01
+        if not det > 0.0:
+            return math.inf
+        i00, i01, i11 = s11 / det, -s01 / det, s00 / det
+        y0, y1 = ze - self.e, zn - self.n
+        d2 = y0 * (i00 * y0 + i01 * y1) + y1 * (i01 * y0 + i11 * y1)
+        # Gain K = P[:, :2] S^-1, one row per state element.
+        k00, k01 = p00 * i00 + p01 * i01, p00 * i01 + p01 * i11
+        k10, k11 = p01 * i00 + p11 * i01, p01 * i01 + p11 * i11
+        k20, k21 = p02 * i00 + p12 * i01, p02 * i01 + p12 * i11
+        k30, k31 = p03 * i00 + p13 * i01, p03 * i01 + p13 * i11
+        self.e += k00 * y0 + k01 * y1
+        self.n += k10 * y0 + k11 * y1
+        self.ve += k20 * y0 + k21 * y1
+        self.vn += k30 * y0 + k31 * y1
+        # P -= K H P, where H P is P's first two rows (p0j, p1j).
+        self.p00 = p00 - k00 * p00 - k01 * p01
+        self.p01 = p01 - k00 * p01 - k01 * p11
+        self.p02 = p02 - k00 * p02 - k01 * p12
+        self.p03 = p03 - k00 * p03 - k01 * p13
+        self.p11 = p11 - k10 * p01 - k11 * p11
+        self.p12 = p12 - k10 * p02 - k11 * p12
+        self.p13 = p13 - k10 * p03 - k11 * p13
+        self.p22 -= k20 * p02 + k21 * p12
+        self.p23 -= k20 * p03 + k21 * p13
+        self.p33 -= k30 * p03 + k31 * p13
+        return d2
+
+
+class ParticipantEstimator:
+    """Smoothed ground states of a camera's confirmed tracks; not thread-safe.
+
+    ``calibration`` maps image pixels to metres east/north of the pole. ``max_age_s``: a
+    road user not measured for longer is left out of ``participants``; ``period_s``: a state
+    is never predicted further than this past its last measurement (the message period).
+    ``pixel_sigma_px`` + ``box_sigma_share`` x box height (in quadrature) is the jitter of a
+    measured bottom-centre; ``accel_sigma_ms2`` the acceleration the filter expects.
+    """
+
+    def __init__(
+        self,
+        calibration: GroundCalibration,
+        *,
+        max_age_s: float = 0.2,
+        period_s: float = 0.1,
+        pixel_sigma_px: float = 1.5,
+        box_sigma_share: float = 0.02,
+        accel_sigma_ms2: float = 1.0,
+    ) -> None:
+        if not (max_age_s > 0 and period_s >= 0 and pixel_sigma_px > 0):
+            raise ValueError("max_age_s > 0, period_s >= 0 and pixel_sigma_px > 0 are needed")
+        if not (box_sigma_share >= 0 and accel_sigma_ms2 > 0):
+            raise ValueError("box_sigma_share >= 0 and accel_sigma_ms2 > 0 are needed")
+        self._calibration = calibration
+        self._m = tuple(float(v) for v in calibration.matrix.ravel())
+        self._max_age_s = max_age_s
+        self._period_s = period_s
+        self._pixel_var = pixel_sigma_px * pixel_sigma_px
+        self._box_share2 = box_sigma_share * box_sigma_share
+        self._q = accel_sigma_ms2 * accel_sigma_ms2
+        self._filters: dict[int, _Filter] = {}
+        self._generation = 0
+        self.stats = EstimatorStats()
+
+    @property
+    def tracked(self) -> int:
+        """How many tracks have a state (reported or not): the worker's memory, bounded by
+        the live tracks."""
+        return len(self._filters)
+
+    def update(self, tracks: Sequence[Track], t_s: float) -> None:
+        """Take the new measured points of the live tracks at stream time ``t_s``.
+
+        ``tracks`` are the tracker's live tracks (tentative ones are passed over): a state
+        whose track is no longer among them has ended and is dropped.
+        """
+        self._generation += 1
+        generation = self._generation
+        filters = self._filters
+        live = 0
+        for track in tracks:
+            if not track.confirmed:
+                continue
+            live += 1
+            state = filters.get(track.id)
+            points = track.points
+            if not points:
+                continue
+            last_t = points[-1][0]
+            if state is not None:
+                state.seen = generation
+                if last_t <= state.t:
+                    continue
+            start = len(points) - 1
+            after = state.t if state is not None else -math.inf
+            while start > 0 and points[start - 1][0] > after:
+                start -= 1
+            state = self._consume(track, points, start, state)
+            if state is not None:
+                state.seen = generation
+                filters[track.id] = state
+        if live < len(filters):
+            for track_id in [k for k, f in filters.items() if f.seen != generation]:
+                del filters[track_id]
+
+    def forget(self, track_ids: Iterable[int]) -> None:
+        """Drop the states of tracks that ended."""
+        for track_id in track_ids:
+            self._filters.pop(track_id, None)
+
+    def participants(self, t_s: float) -> list[Participant]:
+        """The road users measured within ``max_age_s`` of ``t_s``, predicted to ``t_s``
+        but never more than ``period_s`` past their last measurement."""
+        out: list[Participant] = []
+        max_age, period, q = self._max_age_s, self._period_s, self._q
+        for track_id, f in self._filters.items():
+            age = t_s - f.t
+            if age > max_age:
+                continue
+            dt = min(max(age, 0.0), period)
+            q1 = q * dt
+            dt2 = dt * dt
+            p00 = f.p00 + 2.0 * dt * f.p02 + dt2 * f.p22 + q1 * dt2 / 3.0
+            p01 = f.p01 + dt * (f.p03 + f.p12) + dt2 * f.p23
+            p11 = f.p11 + 2.0 * dt * f.p13 + dt2 * f.p33 + q1 * dt2 / 3.0
+            p22, p23, p33 = f.p22 + q1, f.p23, f.p33 + q1
+            speed = math.hypot(f.ve, f.vn)
+            out.append(
+                Participant(
+                    track_id=track_id,
+                    class_name=f.class_name,
+                    ptc_type=ptc_type_of(f.class_name),
+                    t_s=f.t + dt,
+                    measured_t_s=f.t,
+                    east_m=f.e + f.ve * dt,
+                    north_m=f.n + f.vn * dt,
+                    speed_ms=speed,
+                    heading_deg=f.heading,
+                    length_m=f.length,
+                    width_m=f.width,
+                    pos_sigma_m=math.sqrt(_major(p00, p01, p11)),
+                    speed_sigma_ms=math.sqrt(_along(p22, p23, p33, f.ve, f.vn, speed)),
+                )
+            )
+        return out
+
+    def _consume(
+        self,
+        track: Track,
+        points: Sequence[tuple[float, float, float]],
+        start: int,
+        state: _Filter | None,
+    ) -> _Filter | None:
+        """Run the filter over ``points[start:]``; the box gives the pixel noise and size."""
+        box = track.box
+        height = max(0.0, box[3] - box[1])
+        pixel_var = self._pixel_var + self._box_share2 * height * height
+        q = self._q
+        stats = self.stats
+        for i in range(start, len(points)):
+            t, x, y = points[i]
+            mapped = self._ground(x, y, pixel_var)
+            if mapped is None:
+                stats.off_ground += 1
+                continue
+            stats.measurements += 1
+            e, n, r00, r01, r11 = mapped
+            if state is None:
+                state = _Filter(track.class_name, t, e, n, r00, r01, r11)
+                continue
+            if t <= state.t:
+                continue
+            state.predict(t - state.t, q)
+            state.t = t
+            if state.correct(e, n, r00, r01, r11) > RESET_MAHALANOBIS2:
+                stats.resets += 1
+                state.restart(t, e, n, r00, r01, r11)
+        if state is None:
+            return None
+        _heading(state)
+        if track.class_name != state.class_name:
+            state.class_name = track.class_name
+            state.length, state.width = SIZE_PRIORS_M.get(track.class_name, DEFAULT_SIZE_M)
+            state.sizes = 0
+        _, x, y = points[-1]
+        half = (box[2] - box[0]) / 2.0
+        self._size(state, x - half, x + half, y)
+        return state
+
+    def _ground(
+        self, x: float, y: float, pixel_var: float
+    ) -> tuple[float, float, float, float, float] | None:
+        """Ground (east, north) of a pixel and its noise covariance (r00, r01, r11).
+
+        The Jacobian of ``u = (m0 x + m1 y + m2) / w``, ``v = (m3 x + m4 y + m5) / w`` is
+        ``[[m0 - u m6, m1 - u m7], [m3 - v m6, m4 - v m7]] / w``; isotropic pixel noise
+        ``s²`` becomes ``s² J Jᵀ`` on the ground.
+        """
+        point = self._calibration.ground_point(x, y)
+        if point is None:
+            return None
+        u, v = point
+        if not (math.isfinite(u) and math.isfinite(v)):
+            return None
+        m = self._m
+        w = m[6] * x + m[7] * y + m[8]
+        a, b = (m[0] - u * m[6]) / w, (m[1] - u * m[7]) / w
+        c, d = (m[3] - v * m[6]) / w, (m[4] - v * m[7]) / w
+        return (
+            u,
+            v,
+            pixel_var * (a * a + b * b),
+            pixel_var * (a * c + b * d),
+            pixel_var * (c * c + d * d),
+        )
+
+    def _size(self, state: _Filter, x0: float, x1: float, y: float) -> None:
+        """Fold one view of the box's bottom edge into the track's ground footprint."""
+        if not state.heading_known:
+            return
+        left = self._calibration.ground_point(x0, y)
+        right = self._calibration.ground_point(x1, y)
+        if left is None or right is None:
+            return
+        dx, dy = right[0] - left[0], right[1] - left[1]
+        extent = math.hypot(dx, dy)
+        if not extent > 0 or not math.isfinite(extent):
+            return
+        rad = math.radians(state.heading)
+        ue, un = math.sin(rad), math.cos(rad)  # travel direction: clockwise from north
+        along = abs(dx * ue + dy * un) / extent
+        across = math.sqrt(max(0.0, 1.0 - along * along))
+        prior_length, prior_width = SIZE_PRIORS_M.get(state.class_name, DEFAULT_SIZE_M)
+        low, high = SIZE_CLAMP
+        if along >= across:
+            length = (extent - prior_width * across) / along
+            length = min(max(length, low * prior_length), high * prior_length)
+            width = prior_width
+        else:
+            width = (extent - prior_length * along) / across
+            width = min(max(width, low * prior_width), high * prior_width)
+            length = prior_length
+        state.sizes += 1
+        weight = max(1.0 / state.sizes, SIZE_MIN_WEIGHT)
+        if state.sizes == 1:
+            state.length, state.width = length, width
+        else:
+            state.length += weight * (length - state.length)
+            state.width += weight * (width - state.width)
+
+
+def _heading(state: _Filter) -> None:
+    """Take the heading from the velocity when it is clearly known: faster than
+    ``MOVING_MS`` and with the velocity's sideways sigma under ``HEADING_SIGMA`` of it (a
+    road user slowing to a stop keeps the heading it drove with, not the noise's)."""
+    ve, vn = state.ve, state.vn
+    speed = math.hypot(ve, vn)
+    if speed < MOVING_MS:
+        return
+    ue, un = ve / speed, vn / speed
+    # variance across the direction of travel: the normal (un, -ue) through Pvv
+    across = state.p22 * un * un - 2.0 * state.p23 * ue * un + state.p33 * ue * ue
+    if across > (HEADING_SIGMA * speed) ** 2:
+        return
+    heading = math.degrees(math.atan2(ve, vn)) % 360.0
+    state.heading = heading if heading < 360.0 else 0.0  # -1e-17 % 360 is 360.0
+    state.heading_known = True
+
+
+def _major(a: float, b: float, c: float) -> float:
+    """The larger eigenvalue of the symmetric 2x2 [[a, b], [b, c]], never negative."""
+    half = (a - c) / 2.0
+    return max(0.0, (a + c) / 2.0 + math.sqrt(half * half + b * b))
+
+
+def _along(a: float, b: float, c: float, ve: float, vn: float, speed: float) -> float:
+    """Variance of the speed: along the velocity, or the larger axis when standing still."""
+    if speed <= 0.0:
+        return _major(a, b, c)
+    ue, un = ve / speed, vn / speed
+    return max(0.0, a * ue * ue + 2.0 * b * ue * un + c * un * un)
