@@ -91,6 +91,7 @@ class _Filter:
 
     __slots__ = (
         "class_name",
+        "consumed",
         "e",
         "heading",
         "heading_known",
@@ -108,26 +109,33 @@ class _Filter:
         "p33",
         "seen",
         "sizes",
+        "started",
         "t",
         "ve",
         "vn",
         "width",
     )
 
-    def __init__(
-        self, class_name: str, t: float, e: float, n: float, r00: float, r01: float, r11: float
-    ) -> None:
+    def __init__(self, class_name: str) -> None:
         self.class_name = class_name
         self.heading = 0.0
         self.heading_known = False
         self.length, self.width = SIZE_PRIORS_M.get(class_name, DEFAULT_SIZE_M)
         self.sizes = 0
         self.seen = 0
-        self.restart(t, e, n, r00, r01, r11)
+        #: The time of the last point looked at, on the ground or not.
+        self.consumed = -math.inf
+        #: Whether a point has been on the ground yet; until then ``t`` is -inf (never fresh).
+        self.started = False
+        self.t = -math.inf
+        self.e = self.n = self.ve = self.vn = 0.0
+        self.p00 = self.p01 = self.p02 = self.p03 = self.p11 = 0.0
+        self.p12 = self.p13 = self.p22 = self.p23 = self.p33 = 0.0
 
     def restart(self, t: float, e: float, n: float, r00: float, r01: float, r11: float) -> None:
         """Start over at a measurement: its position and noise, velocity unknown."""
         v0 = INITIAL_SPEED_SIGMA_MS * INITIAL_SPEED_SIGMA_MS
+        self.started = True
         self.t, self.e, self.n, self.ve, self.vn = t, e, n, 0.0, 0.0
         self.p00, self.p01, self.p11 = r00, r01, r11
         self.p02 = self.p03 = self.p12 = self.p13 = self.p23 = 0.0
@@ -243,22 +251,17 @@ class ParticipantEstimator:
                 continue
             live += 1
             state = filters.get(track.id)
+            if state is None:
+                state = filters[track.id] = _Filter(track.class_name)
+            state.seen = generation
             points = track.points
-            if not points:
-                continue
-            last_t = points[-1][0]
-            if state is not None:
-                state.seen = generation
-                if last_t <= state.t:
-                    continue
+            if not points or points[-1][0] <= state.consumed:
+                continue  # the detector did not see it since: the tracker only predicted
             start = len(points) - 1
-            after = state.t if state is not None else -math.inf
+            after = state.consumed
             while start > 0 and points[start - 1][0] > after:
                 start -= 1
-            state = self._consume(track, points, start, state)
-            if state is not None:
-                state.seen = generation
-                filters[track.id] = state
+            self._consume(track, points, start, state)
         if live < len(filters):
             for track_id in [k for k, f in filters.items() if f.seen != generation]:
                 del filters[track_id]
@@ -309,8 +312,8 @@ class ParticipantEstimator:
         track: Track,
         points: Sequence[tuple[float, float, float]],
         start: int,
-        state: _Filter | None,
-    ) -> _Filter | None:
+        state: _Filter,
+    ) -> None:
         """Run the filter over ``points[start:]``; the box gives the pixel noise and size."""
         box = track.box
         height = max(0.0, box[3] - box[1])
@@ -319,24 +322,25 @@ class ParticipantEstimator:
         stats = self.stats
         for i in range(start, len(points)):
             t, x, y = points[i]
+            if t <= state.consumed:
+                continue
+            state.consumed = t
             mapped = self._ground(x, y, pixel_var)
             if mapped is None:
                 stats.off_ground += 1
                 continue
             stats.measurements += 1
             e, n, r00, r01, r11 = mapped
-            if state is None:
-                state = _Filter(track.class_name, t, e, n, r00, r01, r11)
-                continue
-            if t <= state.t:
+            if not state.started:
+                state.restart(t, e, n, r00, r01, r11)
                 continue
             state.predict(t - state.t, q)
             state.t = t
             if state.correct(e, n, r00, r01, r11) > RESET_MAHALANOBIS2:
                 stats.resets += 1
                 state.restart(t, e, n, r00, r01, r11)
-        if state is None:
-            return None
+        if not state.started:
+            return
         _heading(state)
         if track.class_name != state.class_name:
             state.class_name = track.class_name
@@ -345,7 +349,6 @@ class ParticipantEstimator:
         _, x, y = points[-1]
         half = (box[2] - box[0]) / 2.0
         self._size(state, x - half, x + half, y)
-        return state
 
     def _ground(
         self, x: float, y: float, pixel_var: float

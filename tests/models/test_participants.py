@@ -354,6 +354,27 @@ def test_points_above_the_horizon_are_counted_not_used() -> None:
     assert estimator.stats.measurements == 0
 
 
+def test_a_point_off_the_ground_is_counted_once() -> None:
+    """Points that give no ground position are looked at once, like the others: updating
+    every frame neither counts them again nor rescans them."""
+    estimator = ParticipantEstimator(CALIBRATION)
+    above = CY - FOCAL * math.tan(PITCH) - 20.0
+    x, y = project(0.0, 20.0)
+    first = track_at(1, car_box(x, y, 20.0))  # measured, then lost above the horizon
+    first.points.append((0.0, x, y))
+    second = track_at(2, (600.0, above - 10.0, 680.0, above))  # never on the ground
+    second.points.append((0.0, 640.0, above))
+    for frame in range(1, 13):
+        t = frame / FPS
+        if frame % 4 == 0:
+            first.points.append((t, 640.0, above))
+            second.points.append((t, 640.0, above))
+        estimator.update([first, second], t)
+    assert estimator.stats.off_ground == 3 + 4
+    assert estimator.stats.measurements == 1
+    assert [p.track_id for p in estimator.participants(0.1)] == [1]
+
+
 def test_an_identity_switch_restarts_the_filter() -> None:
     """A track that jumps to another road user 25 m away follows it at once (restart)
     instead of reporting positions in between and a huge speed."""
@@ -475,7 +496,8 @@ noise = st.tuples(st.floats(0.001, 4.0), st.floats(-0.9, 0.9), st.floats(0.001, 
 def test_filter_equals_the_textbook_kalman_filter(
     steps: list[tuple[float, float, float, tuple[float, float, float]]], q: float
 ) -> None:
-    f = _Filter("car", 0.0, 1.0, 2.0, 0.5, 0.1, 0.7)
+    f = _Filter("car")
+    f.restart(0.0, 1.0, 2.0, 0.5, 0.1, 0.7)
     x = np.array([1.0, 2.0, 0.0, 0.0])
     p = covariance(f)
     for dt, ze, zn, (r00, r01, r11) in steps:
