@@ -376,8 +376,9 @@ def test_a_point_off_the_ground_is_counted_once() -> None:
 
 
 def test_an_identity_switch_restarts_the_filter() -> None:
-    """A track that jumps to another road user 25 m away follows it at once (restart)
-    instead of reporting positions in between and a huge speed."""
+    """A track that jumps to another road user 25 m away and stays there: the first point
+    off the prediction is held back, the second confirms the jump and the filter restarts
+    at it, instead of reporting positions in between and a huge speed."""
     estimator = ParticipantEstimator(CALIBRATION)
     track = track_at(1, (0.0, 0.0, 1.0, 1.0))
     for i in range(10):
@@ -385,10 +386,34 @@ def test_an_identity_switch_restarts_the_filter() -> None:
         x, y = project(-5.0 + 5.0 * t, 20.0 if i < 8 else 45.0)
         track.points.append((t, x, y))
         estimator.update([track], t)
-    assert estimator.stats.resets == 1
+        if i == 8:
+            (p,) = estimator.participants(t)
+            assert p.north_m == pytest.approx(20.0, abs=0.5)  # one point is not a switch
+    assert (estimator.stats.outliers, estimator.stats.resets) == (1, 1)
     (p,) = estimator.participants(9 * 0.16)
     assert p.north_m == pytest.approx(45.0, abs=0.5)
-    assert p.speed_ms < 20.0
+    assert p.speed_ms == 0.0  # a new road user: its speed and heading are not known yet
+    assert p.heading_deg == 0.0
+
+
+def test_a_single_wild_point_is_held_back() -> None:
+    """One box whose bottom edge jumps (a bumper hidden by a passing car, a box merged with
+    a shadow) must not throw the state off: the filter keeps its course."""
+    trajectory = line(-10.0, 20.0, 8.0, 0.0)
+    estimator = ParticipantEstimator(CALIBRATION)
+    track = track_at(1, (0.0, 0.0, 1.0, 1.0))
+    for i in range(16):
+        t = i * 0.16
+        e, n = trajectory(t)
+        x, y = project(e, n + (15.0 if i == 10 else 0.0))
+        track.box = car_box(x, y, n)
+        track.points.append((t, x, y))
+        estimator.update([track], t)
+        (p,) = estimator.participants(t)
+        assert math.dist((p.east_m, p.north_m), trajectory(t)) < 0.5, i
+        if i > 5:
+            assert p.speed_ms == pytest.approx(8.0, abs=0.3), i
+    assert (estimator.stats.outliers, estimator.stats.resets) == (1, 0)
 
 
 # --- size on the ground -------------------------------------------------------------------------
@@ -501,8 +526,10 @@ def test_filter_equals_the_textbook_kalman_filter(
     x = np.array([1.0, 2.0, 0.0, 0.0])
     p = covariance(f)
     for dt, ze, zn, (r00, r01, r11) in steps:
+        ahead = f.distance2(dt, q, ze, zn, r00, r01, r11)
         f.predict(dt, q)
         d2 = f.correct(ze, zn, r00, r01, r11)
+        assert ahead == pytest.approx(d2, rel=1e-6)
         z, r = np.array([ze, zn]), np.array([[r00, r01], [r01, r11]])
         x_prior, p_prior = x, p
         x, p = reference_step(x, p, dt, q, z, r)
