@@ -21,12 +21,17 @@ points into a ``roadside.Participant`` per confirmed track, in metres east/north
   camera's is), kept from the last time the road user clearly moved; ``pos_sigma_m`` is
   the semi-major axis of the position's one-sigma ellipse, ``speed_sigma_ms`` the
   standard deviation along the direction of travel.
-* **Size on the ground.** The box's bottom edge, mapped to the ground, spans the footprint
-  projected on that ground line: ``extent = length*|cos| + width*|sin|`` of the angle
-  between the travel direction and the edge. The dimension the view shows best is solved
-  for, the other comes from the class's typical size (``SIZE_PRIORS_M``), clamped to
-  ``[0.5, 2]`` times the typical size and averaged over the track's life; before the road
-  user has moved (no heading) the typical size is reported.
+* **Size on the ground.** The box's bottom edge, mapped to the ground, spans about the
+  footprint projected on that ground line: ``extent = length*|cos| + width*|sin|`` of the
+  angle between the travel direction and the edge. Seen from the side (travel within ~30
+  degrees of the edge) that gives the length, with the class's typical width
+  (``SIZE_PRIORS_M``) for the small ``sin`` term; clamped to ``[0.5, 2]`` times the
+  typical length and averaged over the track's life. The width is always the class's:
+  head-on, the box's edge includes the body above the road, which a camera looking down
+  sees wider than the footprint (+20-60 % near the pole in the synthetic views), while
+  real widths vary little within a class; lengths vary a lot (a van, an articulated
+  truck), and a side view measures them within ~10 %. Before the road user has moved (no
+  heading) the typical size is reported.
 * **Never stale, never far extrapolated.** ``participants(t_s)`` leaves out a road user
   whose last measurement is older than ``max_age_s`` and predicts the others at most
   ``period_s`` past their last measurement; ``Participant.t_s`` is the time the state is
@@ -62,14 +67,17 @@ SIZE_PRIORS_M: Final[dict[str, tuple[float, float]]] = {
     "person": (0.5, 0.5),
 }
 DEFAULT_SIZE_M: Final = (4.5, 1.8)
-#: A measured length or width is kept within these multiples of the class's typical size.
+#: A measured length is kept within these multiples of the class's typical size.
 SIZE_CLAMP: Final = (0.5, 2.0)
-#: The size is the mean of the measurements, then a moving average of this weight.
+#: The edge measures the length when the travel direction is within ~30 degrees of it.
+SIZE_VIEW_COSINE: Final = 0.85
+#: The length is the mean of the measurements, then a moving average of this weight.
 SIZE_MIN_WEIGHT: Final = 0.1
 #: A road user faster than this, whose velocity's sideways sigma is under this share of
-#: its speed (about 10 degrees), has a heading.
+#: its speed (about 20 degrees: a pedestrian's velocity is known to ~0.4 m/s), has a
+#: heading.
 MOVING_MS: Final = 0.5
-HEADING_SIGMA: Final = 0.18
+HEADING_SIGMA: Final = 0.35
 #: The filter starts at the first point with this velocity uncertainty (any road speed).
 INITIAL_SPEED_SIGMA_MS: Final = 15.0
 #: A measurement this many squared sigmas (10) from the prediction is an outlier: a box
@@ -418,7 +426,8 @@ class ParticipantEstimator:
         )
 
     def _size(self, state: _Filter, x0: float, x1: float, y: float) -> None:
-        """Fold one view of the box's bottom edge into the track's ground footprint."""
+        """Fold one view of the box's bottom edge into the track's length (see the module
+        docstring: only a side view measures it; the width is always the class's)."""
         if not state.heading_known:
             return
         left = self._calibration.ground_point(x0, y)
@@ -432,24 +441,15 @@ class ParticipantEstimator:
         rad = math.radians(state.heading)
         ue, un = math.sin(rad), math.cos(rad)  # travel direction: clockwise from north
         along = abs(dx * ue + dy * un) / extent
-        across = math.sqrt(max(0.0, 1.0 - along * along))
+        if along < SIZE_VIEW_COSINE:
+            return  # head-on or diagonal: the edge is mostly the width, or both mixed
         prior_length, prior_width = SIZE_PRIORS_M.get(state.class_name, DEFAULT_SIZE_M)
+        across = math.sqrt(max(0.0, 1.0 - along * along))
+        length = (extent - prior_width * across) / along
         low, high = SIZE_CLAMP
-        if along >= across:
-            length = (extent - prior_width * across) / along
-            length = min(max(length, low * prior_length), high * prior_length)
-            width = prior_width
-        else:
-            width = (extent - prior_length * along) / across
-            width = min(max(width, low * prior_width), high * prior_width)
-            length = prior_length
+        length = min(max(length, low * prior_length), high * prior_length)
         state.sizes += 1
-        weight = max(1.0 / state.sizes, SIZE_MIN_WEIGHT)
-        if state.sizes == 1:
-            state.length, state.width = length, width
-        else:
-            state.length += weight * (length - state.length)
-            state.width += weight * (width - state.width)
+        state.length += max(1.0 / state.sizes, SIZE_MIN_WEIGHT) * (length - state.length)
 
 
 def _heading(state: _Filter) -> None:

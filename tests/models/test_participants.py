@@ -431,8 +431,9 @@ def edge_track(cls: str, e: float, n: float, half_extent_e: float) -> Track:
     ("velocity", "extent", "expected"),
     [
         ((8.0, 0.0), 5.0, (5.0, 1.8)),  # seen from the side: the edge is the length
-        ((0.0, 8.0), 2.0, (4.5, 2.0)),  # from behind: the edge is the width
-        ((0.0, 8.0), 20.0, (4.5, 3.6)),  # a nonsense edge is clamped to twice the typical
+        ((-6.0, -6.0), 4.0, (4.5, 1.8)),  # diagonal: the edge mixes both, the class decides
+        ((0.0, 8.0), 2.5, (4.5, 1.8)),  # from behind: the edge is (about) the width
+        ((8.0, 0.0), 20.0, (9.0, 1.8)),  # a nonsense edge is clamped to twice the typical
     ],
 )
 def test_size_from_the_bottom_edge_and_the_class_prior(
@@ -451,6 +452,57 @@ def test_size_from_the_bottom_edge_and_the_class_prior(
     (p,) = estimator.participants(7 * 0.16)
     assert p.length_m == pytest.approx(expected[0], rel=0.02)
     assert p.width_m == pytest.approx(expected[1], rel=0.02)
+
+
+def cuboid_box(
+    e: float, n: float, heading: float, size: tuple[float, float, float]
+) -> tuple[float, float, float, float]:
+    """The image box of a ``length x width x height`` block standing on (e, n) (its centre),
+    driving at ``heading``: what a detector's box around a real vehicle looks like."""
+    length, width, height = size
+    ue, un = math.sin(math.radians(heading)), math.cos(math.radians(heading))
+    xs: list[float] = []
+    ys: list[float] = []
+    for a in (-length / 2, length / 2):
+        for b in (-width / 2, width / 2):
+            for h in (0.0, height):
+                pe, pn = e + a * ue + b * un, n + a * un - b * ue
+                zc = pn * math.cos(PITCH) + (POLE_H - h) * math.sin(PITCH)
+                yc = -pn * math.sin(PITCH) + (POLE_H - h) * math.cos(PITCH)
+                xs.append(CX + FOCAL * pe / zc)
+                ys.append(CY + FOCAL * yc / zc)
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+@pytest.mark.parametrize(
+    ("cls", "size", "heading", "north"),
+    [
+        ("car", (4.5, 1.8, 1.5), 90.0, 15.0),
+        ("car", (4.5, 1.8, 1.5), 270.0, 30.0),
+        ("car", (3.6, 1.6, 1.5), 90.0, 25.0),  # a small car is shorter than the typical
+        ("truck", (11.0, 2.5, 3.5), 90.0, 20.0),
+        ("car", (4.5, 1.8, 1.5), 0.0, 15.0),  # driving away: the class's length
+    ],
+)
+def test_size_of_a_vehicle_seen_as_a_camera_sees_it(
+    cls: str, size: tuple[float, float, float], heading: float, north: float
+) -> None:
+    """The box of a solid block (its roof and sides included): a side view gives the length
+    within 15 %; the width, and the length seen end-on, are the class's."""
+    estimator = ParticipantEstimator(CALIBRATION)
+    track = track_at(1, (0.0, 0.0, 1.0, 1.0), cls)
+    ue, un = math.sin(math.radians(heading)), math.cos(math.radians(heading))
+    for i in range(12):
+        t = i * 0.16
+        e, n = -3.0 * ue + 8.0 * t * ue, north + 8.0 * t * un
+        track.box = cuboid_box(e, n, heading, size)
+        track.points.append((t, (track.box[0] + track.box[2]) / 2.0, track.box[3]))
+        estimator.update([track], t)
+    (p,) = estimator.participants(11 * 0.16)
+    typical_length, typical_width = SIZE_PRIORS_M[cls]
+    side_on = heading in (90.0, 270.0)
+    assert p.length_m == pytest.approx(size[0] if side_on else typical_length, rel=0.15)
+    assert p.width_m == typical_width
 
 
 def test_a_road_user_that_never_moved_has_its_class_size() -> None:
