@@ -231,6 +231,28 @@ def test_smoothing_beats_the_raw_points() -> None:
     assert rms(spd) < 0.4 * rms(raw_speed)
 
 
+def test_the_reported_accuracies_are_honest() -> None:
+    """When the pixels jitter as much as the filter assumes, the errors match the reported
+    sigmas: ~95 % of positions within 2 ``pos_sigma_m`` (the ellipse's semi-major axis,
+    so a little conservative), speeds within 2 ``speed_sigma_ms`` (conservative for a
+    constant speed: the filter allows for accelerations), and neither sigma inflated."""
+    pos: list[float] = []
+    spd: list[float] = []
+    for trajectory, speed in ((line(-1.5, 12.0, 0.0, 9.0), 9.0), (line(-4.0, 15.0, 1.2, 0.5), 1.3)):
+        for seed in range(4):
+            estimator = ParticipantEstimator(CALIBRATION, pixel_sigma_px=1.5, box_sigma_share=0)
+            run = simulate(trajectory, seconds=3.5, noise_px=1.5, seed=seed, estimator=estimator)
+            for t, participants in run.ticks:
+                for p in participants if t >= 1.0 else []:
+                    error = math.dist((p.east_m, p.north_m), trajectory(p.t_s))
+                    pos.append(error / p.pos_sigma_m)
+                    spd.append(abs(p.speed_ms - speed) / p.speed_sigma_ms)
+    assert sum(r <= 2.0 for r in pos) / len(pos) >= 0.9
+    assert sum(r <= 2.0 for r in spd) / len(spd) >= 0.95
+    assert 0.4 < sorted(pos)[len(pos) // 2] < 1.5
+    assert sorted(spd)[len(spd) // 2] > 0.15
+
+
 def test_far_road_users_are_trusted_less() -> None:
     """The same pixel noise covers more road far away: the reported sigma grows with range,
     and the error ellipse is long along the line of sight (the Jacobian, not a constant)."""
@@ -245,6 +267,28 @@ def test_far_road_users_are_trusted_less() -> None:
     assert mapped is not None
     _, _, r_ee, _, r_nn = mapped
     assert r_nn > 10.0 * r_ee  # 1 px across is centimetres, along the road decimetres
+
+
+@settings(max_examples=100, deadline=None)
+@given(x=st.floats(0.0, 1280.0), y=st.floats(120.0, 720.0), sigma=st.floats(0.1, 5.0))
+def test_measurement_noise_is_the_pixel_noise_through_the_homography(
+    x: float, y: float, sigma: float
+) -> None:
+    """R = sigma² J Jᵀ, with J the homography's Jacobian at the pixel (checked against
+    central differences of the calibration's own mapping)."""
+    estimator = ParticipantEstimator(CALIBRATION)
+    mapped = estimator._ground(x, y, sigma * sigma)
+    assert mapped is not None
+    h = 1e-3
+    columns = []
+    for dx, dy in ((h, 0.0), (0.0, h)):
+        ahead, behind = CALIBRATION.to_ground([(x + dx, y + dy), (x - dx, y - dy)])
+        columns.append((ahead - behind) / (2 * h))
+    jacobian = np.column_stack(columns)
+    expected = sigma * sigma * jacobian @ jacobian.T
+    r00, r01, r11 = mapped[2:]
+    assert np.allclose([[r00, r01], [r01, r11]], expected, rtol=1e-4, atol=1e-12)
+    assert mapped[:2] == pytest.approx(tuple(CALIBRATION.to_ground([(x, y)])[0]))
 
 
 def test_a_still_road_user_has_speed_near_zero_and_keeps_its_last_heading() -> None:
