@@ -304,6 +304,19 @@ def test_a_still_road_user_has_speed_near_zero_and_keeps_its_last_heading() -> N
     assert abs(p.heading_deg - 90.0) < 5.0  # it was driving east when it stopped
 
 
+def test_a_parked_car_is_reported_standing_still() -> None:
+    """The length of a noisy velocity is biased upwards (a parked car's velocity is noise
+    around zero, whose length averages ~1.25 sigma): the speed is corrected by the
+    velocity's variance, so a stopped vehicle mostly reads 0, not a crawl."""
+    speeds: list[float] = []
+    for seed in range(4):
+        run = simulate(line(2.0, 25.0, 0.0, 0.0), seconds=4.0, noise_px=1.5, seed=seed)
+        speeds += [p.speed_ms for t, ps in run.ticks if t >= 1.0 for p in ps]
+    speeds.sort()
+    assert speeds[len(speeds) // 2] < 0.1
+    assert speeds[int(0.95 * len(speeds))] < 0.5
+
+
 # --- freshness: new points only, stale dropped, prediction capped ------------------------------
 
 
