@@ -22,7 +22,8 @@ points into a ``roadside.Participant`` per confirmed track, in metres east/north
   the semi-major axis of the position's one-sigma ellipse, ``speed_sigma_ms`` the
   standard deviation along the direction of travel. The speed is ``sqrt(|v|² - tr Pvv)``
   (0 when negative): the length of a noisy velocity is biased upwards by its variance, so
-  without this a parked car reads ~0.5 m/s; at road speeds the correction is millimetres.
+  without this a parked car reads ~0.5 m/s; at road speeds the correction is millimetres,
+  at a walk about -0.1 m/s (the covariance allows for accelerations a steady walk lacks).
 * **Size on the ground.** The box's bottom edge, mapped to the ground, spans about the
   footprint projected on that ground line: ``extent = length*|cos| + width*|sin|`` of the
   angle between the travel direction and the edge. Seen from the side (travel within ~30
