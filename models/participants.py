@@ -40,14 +40,11 @@ points into a ``roadside.Participant`` per confirmed track, in metres east/north
   ``period_s`` past their last measurement; ``Participant.t_s`` is the time the state is
   for (the asked time, or that cap).
 
-Everything is plain Python floats, written out for the 4x4 covariance: it runs for every
-track at every frame of a 25 fps camera, where NumPy's per-call overhead costs more than the
-arithmetic (measured on the shared 2-core dev box: one predict + correct 3.5-4 us in
-floats, 44-46 us with NumPy matrices; ``update`` 7-12 us for a track with a new point,
-0.2 us without; 40 tracks at 25 fps with the detector on every 4th frame ~150 us a frame,
-0.5 % of a 720p frame's budget; ``participants`` 7-9 us a road user, 3.7 us of it building
-the frozen ``Participant``).
-The test module checks the written-out algebra against the textbook matrix form.
+Everything is plain Python floats (the filter itself is ``ground_kalman``): it runs for
+every track at every frame of a 25 fps camera. Measured on the shared 2-core dev box:
+``update`` 7-12 us for a track with a new point, 0.2 us without; 40 tracks at 25 fps with
+the detector on every 4th frame ~150 us a frame, 0.5 % of a 720p frame's budget;
+``participants`` 7-9 us a road user, 3.7 us of it building the frozen ``Participant``.
 """
 
 from __future__ import annotations
@@ -58,6 +55,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from smartpole.models.calibration import GroundCalibration
+from smartpole.models.ground_kalman import GroundKalman, major_variance, variance_along
 from smartpole.models.roadside import Participant, ptc_type_of
 from smartpole.models.tracker import Track
 
@@ -83,8 +81,6 @@ SIZE_MIN_WEIGHT: Final = 0.1
 #: heading.
 MOVING_MS: Final = 0.5
 HEADING_SIGMA: Final = 0.35
-#: The filter starts at the first point with this velocity uncertainty (any road speed).
-INITIAL_SPEED_SIGMA_MS: Final = 15.0
 #: A measurement this many squared sigmas (10) from the prediction is an outlier: a box
 #: whose bottom edge jumped (occlusion, a merged shadow) is held back; a second one in a
 #: row means the tracker swapped identities, and the filter restarts at it rather than
@@ -106,42 +102,23 @@ class EstimatorStats:
     resets: int = 0
 
 
-class _Filter:
-    """One track's state: [east, north, v_east, v_north] and its symmetric covariance.
-
-    ``p`` holds the upper triangle row by row: p00 p01 p02 p03 p11 p12 p13 p22 p23 p33
-    (0 east, 1 north, 2 east rate, 3 north rate).
-    """
+class _Track(GroundKalman):
+    """One track's filter and what the estimator keeps beside it."""
 
     __slots__ = (
         "class_name",
         "consumed",
-        "e",
         "heading",
         "heading_known",
         "length",
-        "n",
         "outlier",
-        "p00",
-        "p01",
-        "p02",
-        "p03",
-        "p11",
-        "p12",
-        "p13",
-        "p22",
-        "p23",
-        "p33",
         "seen",
         "sizes",
-        "started",
-        "t",
-        "ve",
-        "vn",
         "width",
     )
 
     def __init__(self, class_name: str) -> None:
+        super().__init__()
         self.class_name = class_name
         self.heading = 0.0
         self.heading_known = False
@@ -152,90 +129,6 @@ class _Filter:
         self.outlier = False
         #: The time of the last point looked at, on the ground or not.
         self.consumed = -math.inf
-        #: Whether a point has been on the ground yet; until then ``t`` is -inf (never fresh).
-        self.started = False
-        self.t = -math.inf
-        self.e = self.n = self.ve = self.vn = 0.0
-        self.p00 = self.p01 = self.p02 = self.p03 = self.p11 = 0.0
-        self.p12 = self.p13 = self.p22 = self.p23 = self.p33 = 0.0
-
-    def restart(self, t: float, e: float, n: float, r00: float, r01: float, r11: float) -> None:
-        """Start over at a measurement: its position and noise, velocity unknown."""
-        v0 = INITIAL_SPEED_SIGMA_MS * INITIAL_SPEED_SIGMA_MS
-        self.started = True
-        self.t, self.e, self.n, self.ve, self.vn = t, e, n, 0.0, 0.0
-        self.p00, self.p01, self.p11 = r00, r01, r11
-        self.p02 = self.p03 = self.p12 = self.p13 = self.p23 = 0.0
-        self.p22 = self.p33 = v0
-
-    def predict(self, dt: float, q: float) -> None:
-        """Move the state ``dt`` seconds on with white-noise acceleration of density ``q``."""
-        p02, p03, p12, p13 = self.p02, self.p03, self.p12, self.p13
-        p22, p23, p33 = self.p22, self.p23, self.p33
-        q1 = q * dt
-        q2 = q1 * dt / 2.0
-        q3 = q1 * dt * dt / 3.0
-        dt2 = dt * dt
-        self.e += self.ve * dt
-        self.n += self.vn * dt
-        self.p00 += 2.0 * dt * p02 + dt2 * p22 + q3
-        self.p01 += dt * (p03 + p12) + dt2 * p23
-        self.p11 += 2.0 * dt * p13 + dt2 * p33 + q3
-        self.p02 = p02 + dt * p22 + q2
-        self.p03 = p03 + dt * p23
-        self.p12 = p12 + dt * p23
-        self.p13 = p13 + dt * p33 + q2
-        self.p22 = p22 + q1
-        self.p33 = p33 + q1
-
-    def distance2(
-        self, dt: float, q: float, ze: float, zn: float, r00: float, r01: float, r11: float
-    ) -> float:
-        """Mahalanobis² of a measurement from the state predicted ``dt`` on, which is left
-        as it is (a point held back as an outlier must not age the measurement time)."""
-        dt2 = dt * dt
-        q3 = q * dt * dt2 / 3.0
-        s00 = self.p00 + 2.0 * dt * self.p02 + dt2 * self.p22 + q3 + r00
-        s01 = self.p01 + dt * (self.p03 + self.p12) + dt2 * self.p23 + r01
-        s11 = self.p11 + 2.0 * dt * self.p13 + dt2 * self.p33 + q3 + r11
-        det = s00 * s11 - s01 * s01
-        if not det > 0.0:
-            return math.inf
-        y0, y1 = ze - self.e - self.ve * dt, zn - self.n - self.vn * dt
-        return (y0 * y0 * s11 - 2.0 * y0 * y1 * s01 + y1 * y1 * s00) / det
-
-    def correct(self, ze: float, zn: float, r00: float, r01: float, r11: float) -> float:
-        """Fold in a position measurement with noise covariance R; return its Mahalanobis²."""
-        p00, p01, p02, p03 = self.p00, self.p01, self.p02, self.p03
-        p11, p12, p13 = self.p11, self.p12, self.p13
-        s00, s01, s11 = p00 + r00, p01 + r01, p11 + r11
-        det = s00 * s11 - s01 * s01
-        if not det > 0.0:
-            return math.inf
-        i00, i01, i11 = s11 / det, -s01 / det, s00 / det
-        y0, y1 = ze - self.e, zn - self.n
-        d2 = y0 * (i00 * y0 + i01 * y1) + y1 * (i01 * y0 + i11 * y1)
-        # Gain K = P[:, :2] S^-1, one row per state element.
-        k00, k01 = p00 * i00 + p01 * i01, p00 * i01 + p01 * i11
-        k10, k11 = p01 * i00 + p11 * i01, p01 * i01 + p11 * i11
-        k20, k21 = p02 * i00 + p12 * i01, p02 * i01 + p12 * i11
-        k30, k31 = p03 * i00 + p13 * i01, p03 * i01 + p13 * i11
-        self.e += k00 * y0 + k01 * y1
-        self.n += k10 * y0 + k11 * y1
-        self.ve += k20 * y0 + k21 * y1
-        self.vn += k30 * y0 + k31 * y1
-        # P -= K H P, where H P is P's first two rows (p0j, p1j).
-        self.p00 = p00 - k00 * p00 - k01 * p01
-        self.p01 = p01 - k00 * p01 - k01 * p11
-        self.p02 = p02 - k00 * p02 - k01 * p12
-        self.p03 = p03 - k00 * p03 - k01 * p13
-        self.p11 = p11 - k10 * p01 - k11 * p11
-        self.p12 = p12 - k10 * p02 - k11 * p12
-        self.p13 = p13 - k10 * p03 - k11 * p13
-        self.p22 -= k20 * p02 + k21 * p12
-        self.p23 -= k20 * p03 + k21 * p13
-        self.p33 -= k30 * p03 + k31 * p13
-        return d2
 
 
 class ParticipantEstimator:
@@ -269,7 +162,7 @@ class ParticipantEstimator:
         self._pixel_var = pixel_sigma_px * pixel_sigma_px
         self._box_share2 = box_sigma_share * box_sigma_share
         self._q = accel_sigma_ms2 * accel_sigma_ms2
-        self._filters: dict[int, _Filter] = {}
+        self._filters: dict[int, _Track] = {}
         self._generation = 0
         self.stats = EstimatorStats()
 
@@ -297,7 +190,7 @@ class ParticipantEstimator:
             live += 1
             state = filters.get(track.id)
             if state is None:
-                state = filters[track.id] = _Filter(track.class_name)
+                state = filters[track.id] = _Track(track.class_name)
             state.seen = generation
             points = track.points
             if not points or points[-1][0] <= state.consumed:
@@ -349,8 +242,8 @@ class ParticipantEstimator:
                     heading_deg=f.heading,
                     length_m=f.length,
                     width_m=f.width,
-                    pos_sigma_m=math.sqrt(_major(p00, p01, p11)),
-                    speed_sigma_ms=math.sqrt(_along(p22, p23, p33, f.ve, f.vn, speed)),
+                    pos_sigma_m=math.sqrt(major_variance(p00, p01, p11)),
+                    speed_sigma_ms=math.sqrt(variance_along(p22, p23, p33, f.ve, f.vn)),
                 )
             )
         return out
@@ -360,7 +253,7 @@ class ParticipantEstimator:
         track: Track,
         points: Sequence[tuple[float, float, float]],
         start: int,
-        state: _Filter,
+        state: _Track,
     ) -> None:
         """Run the filter over ``points[start:]``; the box gives the pixel noise and size."""
         box = track.box
@@ -435,7 +328,7 @@ class ParticipantEstimator:
             pixel_var * (c * c + d * d),
         )
 
-    def _size(self, state: _Filter, x0: float, x1: float, y: float) -> None:
+    def _size(self, state: _Track, x0: float, x1: float, y: float) -> None:
         """Fold one view of the box's bottom edge into the track's length (see the module
         docstring: only a side view measures it; the width is always the class's)."""
         if not state.heading_known:
@@ -462,7 +355,7 @@ class ParticipantEstimator:
         state.length += max(1.0 / state.sizes, SIZE_MIN_WEIGHT) * (length - state.length)
 
 
-def _heading(state: _Filter) -> None:
+def _heading(state: _Track) -> None:
     """Take the heading from the velocity when it is clearly known: faster than
     ``MOVING_MS`` and with the velocity's sideways sigma under ``HEADING_SIGMA`` of it (a
     road user slowing to a stop keeps the heading it drove with, not the noise's)."""
@@ -478,17 +371,3 @@ def _heading(state: _Filter) -> None:
     heading = math.degrees(math.atan2(ve, vn)) % 360.0
     state.heading = heading if heading < 360.0 else 0.0  # -1e-17 % 360 is 360.0
     state.heading_known = True
-
-
-def _major(a: float, b: float, c: float) -> float:
-    """The larger eigenvalue of the symmetric 2x2 [[a, b], [b, c]], never negative."""
-    half = (a - c) / 2.0
-    return max(0.0, (a + c) / 2.0 + math.sqrt(half * half + b * b))
-
-
-def _along(a: float, b: float, c: float, ve: float, vn: float, speed: float) -> float:
-    """Variance of the speed: along the velocity, or the larger axis when standing still."""
-    if speed <= 0.0:
-        return _major(a, b, c)
-    ue, un = ve / speed, vn / speed
-    return max(0.0, a * ue * ue + 2.0 * b * ue * un + c * un * un)

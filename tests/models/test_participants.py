@@ -20,11 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smartpole.models.calibration import GroundCalibration
-from smartpole.models.participants import (
-    SIZE_PRIORS_M,
-    ParticipantEstimator,
-    _Filter,
-)
+from smartpole.models.ground_kalman import GroundKalman
+from smartpole.models.participants import SIZE_PRIORS_M, ParticipantEstimator
 from smartpole.models.roadside import Participant
 from smartpole.models.tracker import Track
 
@@ -611,7 +608,7 @@ def _predicted_block(p: np.ndarray, dt: float, q: float) -> np.ndarray:
     return added
 
 
-def covariance(f: _Filter) -> np.ndarray:
+def covariance(f: GroundKalman) -> np.ndarray:
     u = [f.p00, f.p01, f.p02, f.p03, f.p11, f.p12, f.p13, f.p22, f.p23, f.p33]
     m = np.zeros((4, 4))
     m[np.triu_indices(4)] = u
@@ -635,7 +632,7 @@ noise = st.tuples(st.floats(0.001, 4.0), st.floats(-0.9, 0.9), st.floats(0.001, 
 def test_filter_equals_the_textbook_kalman_filter(
     steps: list[tuple[float, float, float, tuple[float, float, float]]], q: float
 ) -> None:
-    f = _Filter("car")
+    f = GroundKalman()
     f.restart(0.0, 1.0, 2.0, 0.5, 0.1, 0.7)
     x = np.array([1.0, 2.0, 0.0, 0.0])
     p = covariance(f)
