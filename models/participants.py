@@ -41,10 +41,11 @@ points into a ``roadside.Participant`` per confirmed track, in metres east/north
   for (the asked time, or that cap).
 
 Everything is plain Python floats (the filter itself is ``ground_kalman``): it runs for
-every track at every frame of a 25 fps camera. Measured on the shared 2-core dev box:
-``update`` 7-12 us for a track with a new point, 0.2 us without; 40 tracks at 25 fps with
-the detector on every 4th frame ~150 us a frame, 0.5 % of a 720p frame's budget;
-``participants`` 7-9 us a road user, 3.7 us of it building the frozen ``Participant``.
+every track at every frame of a 25 fps camera. Measured on the shared 2-core dev box (the
+range is its load): ``update`` 6-16 us for a track with a new point, 0.2 us without; 40
+tracks at 25 fps with the detector on every 4th frame 100-250 us a frame, under 1 % of a
+720p frame's budget; ``participants`` 5-16 us a road user, 3.7 us of it building the
+frozen ``Participant``.
 """
 
 from __future__ import annotations
