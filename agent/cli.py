@@ -215,7 +215,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     # worker processes.
     from smartpole.models.analyze import run
 
-    camera, v2x = None, None
+    camera, v2x, name = None, None, None
     if args.config is not None:
         loaded = load_or_exit(args.config)
         cameras = loaded.pole.cameras
@@ -228,7 +228,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             print(f"smartpole analyze: {what} ({args.config} has: {known})", file=sys.stderr)
             return EXIT_BAD_INPUT
         camera = cameras[name].for_worker(args.config.parent)
-        v2x = loaded.pole.v2x
+        v2x = loaded.pole.v2x.for_worker(args.config.parent) if loaded.pole.v2x else None
     return run(
         args.video,
         line=args.line,
@@ -238,6 +238,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         camera=camera,
         v2x=v2x,
         rsm=args.rsm,
+        camera_name=name or "camera",
     )
 
 

@@ -30,11 +30,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-sys.path.insert(0, str(HERE))
+# Run as `python bench/bench_v2x.py`: bench/ is on the path already, the tests' helpers not.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from bench_pipeline import CACHE, CLIP, FPS, HEIGHT, LINE, MODEL, WIDTH, build_stream, one_core
+
 from helpers import street_geo
 from helpers.broker import Broker
 
@@ -56,7 +56,7 @@ def worker_command(stream: Path, port: int) -> list[str]:
     }
     v2x = {"host": "127.0.0.1", "port": port, "rsu_id": RSU}
     command = [sys.executable, "-m", "smartpole.models.worker", "--camera", "bench"]
-    return command + ["--config", json.dumps(config), "--v2x", json.dumps(v2x)]
+    return [*command, "--config", json.dumps(config), "--v2x", json.dumps(v2x)]
 
 
 def subscribe(port: int, arrivals: list[float]) -> mqtt.Client:

@@ -23,7 +23,9 @@ tuning, with VIDEO as its source. ``lines`` then holds every line's counts; ``li
 ``counts`` are the first line's. ``--rsm OUT.jsonl`` writes, one JSON object per line
 (``{"topic": ..., "payload": ...}``), the RSM and RSI messages the camera would send its
 roadside unit (``docs/v2x.md``), on the recording's clock from the moment the analysis
-started: so a geo-calibration can be checked on a recording before the camera goes live.
+started (``rsm_epoch_ms`` in the JSON: the wall-clock milliseconds stamped on the
+recording's time 0): so a geo-calibration can be checked on a recording before the camera
+goes live.
 
 ``fps`` is processed frames per second of wall time, decoding included and the one-off
 model load and kernel compilation excluded. ``video_fps`` is the clip's own rate as its
@@ -55,9 +57,9 @@ from smartpole.agent.config.v2x import V2xConfig
 from smartpole.models.errors import AnalyticsConfigError, ModelError, SourceError
 from smartpole.models.pipeline import Pipeline
 from smartpole.models.roadside_stage import RoadsideSettings
-from smartpole.models.v2x_output import JsonLinesSink, RoadsideOutput
 from smartpole.models.source import VideoSource
 from smartpole.models.summary import DEFAULT_CLASSES
+from smartpole.models.v2x_output import JsonLinesSink, RoadsideOutput
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 MODEL_ENV: Final = "SMARTPOLE_MODEL"
@@ -183,6 +185,7 @@ def count(
     *,
     rsm: Path | None = None,
     v2x: V2xConfig | None = None,
+    camera_name: str = "camera",
 ) -> dict[str, Any]:
     """Run the pipeline over every frame of ``video``; return the ``--json`` object, and
     with ``rsm`` write the camera's V2X messages there.
@@ -210,7 +213,7 @@ def count(
                     roadside=roadside if rsm is not None else None,
                 )
                 if rsm is not None:
-                    output = _rsm_output(pipeline, rsm, v2x, roadside)
+                    output = _rsm_output(pipeline, rsm, v2x, camera_name)
                 known = [c for c in DEFAULT_CLASSES if c in pipeline.class_names]
                 names = known + [c for c in pipeline.class_names if c not in known]
                 counts = {
@@ -233,7 +236,9 @@ def count(
         message = str(exc)
         if LINE_NAME in config.lines and len(config.lines) == 1:
             (x1, y1), (x2, y2) = config.lines[LINE_NAME].start, config.lines[LINE_NAME].end
-            message = message.replace(f"line {LINE_NAME!r}: ", f"--line {_given(((x1, y1), (x2, y2)))}: ")
+            message = message.replace(
+                f"line {LINE_NAME!r}: ", f"--line {_given(((x1, y1), (x2, y2)))}: "
+            )
         raise AnalyzeError(message) from exc
     except SourceError as exc:
         raise AnalyzeError(f"video: {exc}") from exc
@@ -242,7 +247,8 @@ def count(
     if pipeline is None:
         raise AnalyzeError(f"{video}: no frame could be decoded")
     if output is not None:
-        output.close(pipeline.close_roadside(), wall_s=epoch + (pipeline.stats.last_t_s or 0.0))
+        last = pipeline.stats.last_t_s or 0.0
+        output.close(pipeline.close_roadside(), wall_s=epoch + last, t_s=last)
     pipeline.finish()
     elapsed = time.perf_counter() - started
     frames = pipeline.stats.processed
@@ -251,7 +257,9 @@ def count(
     stats = source.stats
     warnings = stats.all_warnings()
     first = next(iter(config.lines))
+    extra = {"rsm_epoch_ms": round(epoch * 1000.0)} if rsm is not None else {}
     return {
+        **extra,
         "line": _points(config, first),
         "counts": counts[first],
         "lines": {
@@ -271,16 +279,21 @@ def _points(config: CameraConfig, name: str) -> list[list[int | float]]:
 
 
 def _rsm_output(
-    pipeline: Pipeline, path: Path, v2x: V2xConfig | None, roadside: RoadsideSettings
+    pipeline: Pipeline, path: Path, v2x: V2xConfig | None, camera_name: str
 ) -> RoadsideOutput:
     """The V2X messages of ``--rsm``, into a JSON-lines file; ``AnalyzeError`` if this camera
     would send none."""
     if pipeline.roadside_off is not None or pipeline.scene.geo is None:
         raise AnalyzeError(f"--rsm: the camera sends no RSM: {pipeline.roadside_off}")
-    rsu_id = v2x.rsu_id if v2x is not None else "analyze"
-    vendor = v2x.vendor if v2x is not None else "smartpole"
+    if v2x is None:  # no v2x: section: the topics the default section would give
+        v2x = V2xConfig(host="localhost", rsu_id="analyze")
     return RoadsideOutput(
-        JsonLinesSink(path), pipeline.scene.geo, rsu_id=rsu_id, vendor=vendor, settings=roadside
+        JsonLinesSink(path),
+        pipeline.scene.geo,
+        rsu_id=v2x.rsu_id,
+        source_id=camera_name,
+        rsm_topic=v2x.rsm_topic(),
+        rsi_topic=v2x.rsi_topic(),
     )
 
 
@@ -315,6 +328,7 @@ def run(
     camera: CameraConfig | None = None,
     v2x: V2xConfig | None = None,
     rsm: Path | None = None,
+    camera_name: str = "camera",
 ) -> int:
     """The ``smartpole analyze`` command; returns the exit status.
 
@@ -323,7 +337,9 @@ def run(
     progress: Progress | None = None
     try:
         if line is None and camera is None:
-            raise AnalyzeError("give --line X1,Y1,X2,Y2, or --config POLE.yaml for a camera's lines")
+            raise AnalyzeError(
+                "give --line X1,Y1,X2,Y2, or --config POLE.yaml for a camera's lines"
+            )
         if rsm is not None and camera is None:
             raise AnalyzeError("--rsm needs --config POLE.yaml: the camera's geo-calibration")
         points = parse_line(line) if line is not None else None
@@ -332,7 +348,7 @@ def run(
         config = camera_config(video, points, model_path, class_map, camera)
         if sys.stderr.isatty():
             progress = Progress(sys.stderr, _total_frames(video))
-        result = count(video, config, progress, rsm=rsm, v2x=v2x)
+        result = count(video, config, progress, rsm=rsm, v2x=v2x, camera_name=camera_name)
     except AnalyzeError as exc:
         if progress is not None:
             progress.close()

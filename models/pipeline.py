@@ -344,6 +344,10 @@ class Pipeline:
         self._classes.forget(ids)
         return self._roadside.retire(ended) if self._roadside is not None else []
 
+    def roadside_stale(self) -> int:
+        """Road users left out of snapshots for an old measurement, since the start."""
+        return self._roadside.stale if self._roadside is not None else 0
+
     def close_roadside(self) -> list[RoadsideEvent]:
         """The end of the stream for the RSU: cancel every roadside event still active
         (call before ``finish``)."""

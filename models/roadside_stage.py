@@ -27,6 +27,10 @@ from smartpole.models.zones import ZoneEvent, ZoneMonitor
 
 #: A frame this close before a tick counts as on it (float noise in stream times).
 _TICK_SLACK_S = 1e-6
+#: A road user whose position is less certain than this (one sigma) is not reported: near
+#: the horizon one pixel is tens of metres of road, and a vehicle told of a car "somewhere
+#: within 100 m" learns nothing but a false alarm. Counted in ``RoadsideStage.vague``.
+MAX_POS_SIGMA_M = 5.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,11 @@ class SnapshotClock:
 
 
 class RoadsideStage:
-    """Participants at the snapshot rate and roadside events, from the tracker and zones."""
+    """Participants at the snapshot rate and roadside events, from the tracker and zones.
+
+    ``stale`` counts road users left out of a snapshot because their last measurement was
+    older than ``max_age_s``; ``vague`` those left out for ``MAX_POS_SIGMA_M``.
+    """
 
     def __init__(
         self,
@@ -81,9 +89,9 @@ class RoadsideStage:
         self._estimator = ParticipantEstimator(
             calibration, max_age_s=settings.max_age_s, period_s=settings.period_s
         )
-        self._events = RoadsideEvents(
-            zones, calibration, queue_vehicles=settings.queue_vehicles
-        )
+        self._events = RoadsideEvents(zones, calibration, queue_vehicles=settings.queue_vehicles)
+        self.stale = 0
+        self.vague = 0
 
     def step(
         self, tracks: Sequence[Track], zone_events: list[ZoneEvent], t_s: float
@@ -91,7 +99,12 @@ class RoadsideStage:
         """This frame's snapshot (None between ticks) and the event changes it brought."""
         self._estimator.update(tracks, t_s)
         events = self._events.update(zone_events, tracks, t_s)
-        snapshot = self._estimator.participants(t_s) if self._clock.due(t_s) else None
+        if not self._clock.due(t_s):
+            return None, events
+        fresh = self._estimator.participants(t_s)
+        self.stale += max(0, self._estimator.tracked - len(fresh))
+        snapshot = [p for p in fresh if p.pos_sigma_m <= MAX_POS_SIGMA_M]
+        self.vague += len(fresh) - len(snapshot)
         return snapshot, events
 
     def retire(self, ended: Sequence[Track]) -> list[RoadsideEvent]:

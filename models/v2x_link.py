@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -35,11 +36,17 @@ from smartpole.models.v2x_output import RoadsideOutput
 from smartpole.models.v2x_publisher import V2xPublisher
 
 NO_SECTION: Final = "the pole config has no v2x: section"
-NO_GEO: Final = "the camera's calibration is not geo-referenced (origin and ground_en_m or ground_latlon)"
+NO_GEO: Final = (
+    "the camera's calibration is not geo-referenced (origin and ground_en_m or ground_latlon)"
+)
 #: A credential file is a short line; more is not a credential.
 CREDENTIAL_BYTES: Final = 4096
 
 log = structlog.get_logger("smartpole.worker.v2x")
+
+
+def _none() -> int:
+    return 0
 
 
 class PublisherSink:
@@ -98,7 +105,7 @@ class RoadsideLink:
         self._publisher: V2xPublisher | None = None
         self._output: RoadsideOutput | None = None
         self._last = (time.monotonic(), 0)
-        self._stage_stale = lambda: 0
+        self._stage_stale: Callable[[], int] = _none
 
     @property
     def settings(self) -> RoadsideSettings | None:

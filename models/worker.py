@@ -38,6 +38,7 @@ from smartpole.agent.config.camera_worker import (
     HealthMessage,
     ReadyMessage,
     SummaryMessage,
+    V2xHealth,
     WorkerExit,
     WorkerMessage,
     WorkerState,
@@ -54,6 +55,7 @@ from smartpole.models.pipeline_results import FrameResult
 from smartpole.models.resident import release_libraries
 from smartpole.models.scene import Scene
 from smartpole.models.source import VideoSource
+from smartpole.models.v2x_link import RoadsideLink
 
 #: Frames waiting between the reader and the analytics; a live source beyond this drops.
 QUEUE_FRAMES: Final = 2
@@ -157,6 +159,7 @@ class Health:
         self.source = source
         self.pipeline: Pipeline | None = None
         self.reader: Reader | None = None
+        self.roadside: RoadsideLink | None = None
         self.last_frame_wall: float | None = None
         self.started = time.monotonic()
         self._stop = threading.Event()
@@ -221,7 +224,22 @@ class Health:
             source_warnings=self.source_warnings(),
             shake_px=round(stats.shake_px, 2) if stats is not None else 0.0,
             drift_px=round(stats.drift_px, 2) if stats is not None else 0.0,
+            v2x=self.roadside.health() if self.roadside is not None else _v2x_unknown(),
         )
+
+
+def _v2x_unknown() -> V2xHealth:
+    """Before the worker knows (its config is being parsed)."""
+    return V2xHealth(
+        state="off",
+        reason="starting",
+        rsm_hz=0.0,
+        sent=0,
+        dropped=0,
+        stale=0,
+        latency_p50_ms=None,
+        latency_p99_ms=None,
+    )
 
 
 def rss_mb() -> float:
@@ -267,6 +285,7 @@ class Worker:
         self.reader: Reader | None = None
         self.source = VideoSource(config.source, loop=config.loop, realtime=config.realtime)
         self.health = Health(out, config, self.source)
+        self.roadside = self.health.roadside = RoadsideLink(v2x, self.scene, out.camera)
 
     def stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         """SIGTERM/SIGINT: finish the current frame, flush a partial summary, exit 0."""
@@ -276,7 +295,8 @@ class Worker:
     def run(self) -> WorkerExit:
         self.health.start()
         try:
-            return self._run()
+            with self.roadside:
+                return self._run()
         finally:
             self.health.stop()
             self.source.close()
@@ -334,7 +354,9 @@ class Worker:
                     camera=self.out.camera,
                     scene=self.scene,
                     detector=detector,
+                    roadside=self.roadside.settings,
                 )
+                self.roadside.attach(pipeline)
                 self.health.pipeline = pipeline
                 self.out.send(
                     ReadyMessage(
@@ -350,7 +372,9 @@ class Worker:
             if reader.skipped > reported_skips:
                 pipeline.note_skipped(reader.skipped - reported_skips)
                 reported_skips = reader.skipped
-            self._publish(pipeline.process(item))
+            result = pipeline.process(item)
+            self.roadside.on_frame(result, item)
+            self._publish(result)
         self._finish(pipeline)
         return WorkerExit.OK
 
@@ -374,7 +398,9 @@ class Worker:
             self.out.send(summary_message(self.out.camera, summary))
 
     def _finish(self, pipeline: Pipeline | None) -> None:
-        """The summaries still open, the last one flagged partial."""
+        """The roadside events still active cancelled, the summaries still open sent, the
+        last one flagged partial."""
+        self.roadside.finish(pipeline)
         if pipeline is None:
             return
         for summary in pipeline.finish():

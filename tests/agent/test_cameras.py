@@ -75,6 +75,16 @@ def health(camera: str, state: str) -> dict[str, Any]:
         "source_warnings": [],
         "shake_px": 0.4,
         "drift_px": 1.2,
+        "v2x": {
+            "state": "sending",
+            "reason": None,
+            "rsm_hz": 10.0,
+            "sent": 420,
+            "dropped": 0,
+            "stale": 3,
+            "latency_p50_ms": 31.5,
+            "latency_p99_ms": 68.0,
+        },
     }
 
 

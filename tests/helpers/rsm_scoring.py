@@ -41,8 +41,15 @@ PERIOD_S: Final = 0.1
 LATLON_UNIT: Final = 1e-7
 SPEED_UNIT_MS: Final = 0.02
 HEADING_UNIT_DEG: Final = 0.0125
-#: ptcType of each truth class (1 motor vehicle, 2 non-motor, 3 pedestrian).
-PTC_TYPE: Final = {"car": 1, "truck": 1, "bus": 1, "motorcycle": 1, "bicycle": 2, "person": 3}
+#: ptcType of each truth class, as the ASN.1 identifiers OpenV2X's RSM carries.
+PTC_TYPE: Final = {
+    "car": "motor",
+    "truck": "motor",
+    "bus": "motor",
+    "motorcycle": "motor",
+    "bicycle": "non-motor",
+    "person": "pedestrian",
+}
 
 _A, _E2 = 6378137.0, 6.69437999014e-3  # WGS-84
 
@@ -84,7 +91,7 @@ class Reported:
     """One participant of one RSM, in metres and seconds of stream time."""
 
     ptc_id: int
-    ptc_type: int
+    ptc_type: str
     t_s: float
     east_m: float
     north_m: float
@@ -112,7 +119,7 @@ def reported_participants(
             out.append(
                 Reported(
                     ptc_id=int(p["ptcId"]),
-                    ptc_type=int(p["ptcType"]),
+                    ptc_type=str(p["ptcType"]),
                     t_s=(mark - epoch_ms) / 1000.0,
                     east_m=east,
                     north_m=north,
@@ -219,7 +226,7 @@ def score(
         pairs = []
         for s in due:
             for r in reported:
-                if r.ptc_type != PTC_TYPE.get(s.class_name, 0):
+                if r.ptc_type != PTC_TYPE.get(s.class_name, "unknown"):
                     continue
                 where = known.at(s.participant, r.t_s)
                 if where is not None:

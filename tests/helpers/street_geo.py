@@ -37,5 +37,11 @@ def wrong_way_zone(width: int = 640, height: int = 352) -> dict[str, Any]:
     camera): every vehicle driving towards the camera is a wrong-way driver, which gives
     the clip RSI events that start and end."""
     sx, sy = width / 640, height / 352
-    polygon = [[210 * sx, 150 * sy], [330 * sx, 150 * sy], [639 * sx, 300 * sy], [639 * sx, 351 * sy], [250 * sx, 351 * sy]]
+    polygon = [
+        [210 * sx, 150 * sy],
+        [330 * sx, 150 * sy],
+        [639 * sx, 300 * sy],
+        [639 * sx, 351 * sy],
+        [250 * sx, 351 * sy],
+    ]
     return {"polygon": polygon, "kind": "occupancy", "direction": [0.0, -1.0]}

@@ -4,16 +4,19 @@ pipeline's RSM reports them.
 The video is built once per session (``helpers.ground_truth_video``: real cars cut from the
 street clip and a box truck from the arterial clip, composited onto the street clip's empty
 street along ground-plane trajectories through a known camera; 16 s of 1280x720 at 25
-fps). ``reported`` is the one place that produces RSM payloads from it: until
-``smartpole analyze --rsm`` exists it is ``helpers.rsm_interim`` (the real ``Pipeline``'s
-raw track points through the calibration); the scorer (``helpers.rsm_scoring``, which
-defines "established", "due" and "missing") reads only the RSM payload shape, so switching
-means replacing that fixture's body.
+fps). ``reported`` runs the product on it as a technician would check a camera's
+geo-calibration on a recording: ``smartpole analyze VIDEO --config POLE.yaml --rsm
+OUT.jsonl``, with the camera calibrated by four marks of the known ground plane. The scorer
+(``helpers.rsm_scoring``, which defines "established", "due" and "missing") reads only the
+RSM payloads, in wire units, and converts latitude/longitude with its own local frame.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+from pathlib import Path
 from typing import Any, Final
 
 import av
@@ -21,15 +24,16 @@ import pytest
 
 from helpers import ground_truth_scene as scene
 from helpers.ground_truth_video import GroundTruth, build
-from helpers.paths import SHARED_DATA
-from helpers.rsm_interim import rsm_payloads
+from helpers.paths import REPO, SHARED_DATA
+from helpers.processes import SMARTPOLE
 from helpers.rsm_scoring import LATLON_UNIT, LocalFrame, Score, first_stamp, score
 
 VIDEOS = SHARED_DATA / "video"
 CLIPS = [VIDEOS / name for name in sorted({c.clip for c in scene.CROPS.values()})]
 FRAME = LocalFrame(scene.ORIGIN_LAT, scene.ORIGIN_LON)
-#: Wall-clock epoch of stream time 0 in the messages: a minute starts at stream time 7.51 s,
-#: between the 7.5 s tick and the 7.52 s frame its state is from (secMark wraps in between).
+#: Wall-clock epoch of stream time 0 in the scorer's own test messages: a minute starts at
+#: stream time 7.51 s, between the 7.5 s tick and the 7.52 s frame its state is from
+#: (secMark wraps in between).
 EPOCH_MS: Final = 1_800_000_000_000 + 52_490
 
 pytestmark = pytest.mark.skipif(
@@ -42,24 +46,70 @@ def truth(tmp_path_factory: pytest.TempPathFactory) -> GroundTruth:
     return build(VIDEOS, tmp_path_factory.mktemp("ground-truth"))
 
 
+def pole_config(folder: Path, video: Path) -> Path:
+    """A pole whose one camera films the truth video, geo-calibrated by four ground marks."""
+    image, ground = scene.calibration_points()
+    camera = {
+        "source": str(video),
+        "lines": {"road": {"from": [0, 500], "to": [1279, 500]}},
+        "calibration": {
+            "image": [list(p) for p in image],
+            "origin": {"latitude": scene.ORIGIN_LAT, "longitude": scene.ORIGIN_LON},
+            "ground_en_m": [list(p) for p in ground],
+        },
+    }
+    config = {
+        "pole": {"id": "truth-1"},
+        "site": {
+            "latitude": scene.ORIGIN_LAT,
+            "longitude": scene.ORIGIN_LON,
+            "timezone": "Asia/Shanghai",
+        },
+        # A pole has at least one bus and device; analyze reads only the camera and v2x.
+        "profiles_dir": str(REPO / "configs" / "profiles"),
+        "buses": {"rs485-1": {"type": "modbus-rtu", "port": "/dev/ttyUSB0", "baudrate": 9600}},
+        "devices": {"weather": {"profile": "cwt-uwd", "bus": "rs485-1", "unit_id": 1}},
+        "cameras": {"truth": camera},
+        "v2x": {"host": "127.0.0.1", "rsu_id": "R-truth"},
+    }
+    path = folder / "pole.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
 @pytest.fixture(scope="session")
-def reported(truth: GroundTruth) -> list[dict[str, Any]]:
-    """The RSM payloads for the truth video (see the module docstring).
-
-    To switch to the product's path: run ``smartpole analyze VIDEO --config POLE.yaml --rsm
-    OUT.jsonl`` with the camera calibrated as ``image: scene.calibration_points()[0]``,
-    ``ground_en_m: scene.GROUND_QUAD``, ``origin: (scene.ORIGIN_LAT, scene.ORIGIN_LON)``,
-    return each RSM line's ``payload``, and score with ``epoch_ms=first_stamp(payloads)``:
-    analyze stamps stream time 0 with the wall clock at its start and sends its first
-    snapshot on the first frame (``roadside_stage.SnapshotClock``), as the interim does.
-    """
-    return rsm_payloads(truth.video, scene.calibration_points(), FRAME, EPOCH_MS)
+def analyzed(truth: GroundTruth, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``analyze --json`` of the truth video with ``--rsm``; what it wrote under "rsm"."""
+    folder = tmp_path_factory.mktemp("analyze-rsm")
+    out = folder / "out.jsonl"
+    config = pole_config(folder, truth.video)
+    argv = [*SMARTPOLE, "analyze", str(truth.video), "--config", str(config)]
+    done = subprocess.run(
+        [*argv, "--rsm", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    result["rsm"] = [json.loads(line) for line in out.read_text().splitlines()]
+    return result
 
 
 @pytest.fixture(scope="session")
-def scored(truth: GroundTruth, reported: list[dict[str, Any]]) -> Score:
-    assert first_stamp(reported) == EPOCH_MS  # the first message is stream time 0's
-    return score(reported, truth, FRAME, EPOCH_MS)
+def reported(analyzed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The RSM payloads ``analyze --rsm`` wrote (the scene has no zone, so no RSI)."""
+    lines = analyzed["rsm"]
+    assert {line["topic"] for line in lines} == {"V2X/RSU/R-truth/RSM/UP"}
+    return [line["payload"] for line in lines]
+
+
+@pytest.fixture(scope="session")
+def scored(analyzed: dict[str, Any], truth: GroundTruth, reported: list[dict[str, Any]]) -> Score:
+    epoch_ms = int(analyzed["rsm_epoch_ms"])
+    assert first_stamp(reported) >= epoch_ms
+    return score(reported, truth, FRAME, epoch_ms)
 
 
 def test_the_video_is_720p25_h264_with_the_truth_of_every_frame(truth: GroundTruth) -> None:
@@ -111,7 +161,7 @@ def _perfect(
             lat, lon = FRAME.to_latlon(s.east_m + shift_m, s.north_m)
             participants.append(
                 {
-                    "ptcType": 1,
+                    "ptcType": "motor",
                     "ptcId": s.participant + 100,
                     "secMark": (EPOCH_MS + round(index / truth.fps * 1000)) % 60000,
                     "pos": {"lat": round(lat / LATLON_UNIT), "lon": round(lon / LATLON_UNIT)},

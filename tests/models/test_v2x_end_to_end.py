@@ -11,6 +11,7 @@ our code.
 
 from __future__ import annotations
 
+import itertools
 import json
 import queue
 import subprocess
@@ -19,7 +20,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -126,7 +126,7 @@ def received(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Received]:
             reader.join(timeout=5)
             subscriber.loop_stop()
             subscriber.disconnect()
-    yield out
+    return out
 
 
 def _validator(name: str) -> jsonschema.Draft202012Validator:
@@ -141,7 +141,7 @@ def test_rsm_messages_arrive_at_the_configured_rate(received: Received) -> None:
     times = [t for t, _ in received.rsm]
     rate = (len(times) - 1) / (times[-1] - times[0])
     assert rate == pytest.approx(RATE_HZ, rel=0.1)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert max(gaps) < 3 / RATE_HZ, "a pause of three periods or more"
 
 
@@ -150,7 +150,9 @@ def test_every_rsm_follows_the_schema_and_cars_are_in_it(received: Received) -> 
     for _, payload in received.rsm:
         errors = [e.message for e in validator.iter_errors(payload)]
         assert not errors, errors
-    participants = [p for _, m in received.rsm for r in m["content"]["rsms"] for p in r["participants"]]
+    participants = [
+        p for _, m in received.rsm for r in m["content"]["rsms"] for p in r["participants"]
+    ]
     assert participants, "no road user was ever reported"
     assert {p["ptcType"] for p in participants} >= {"motor"}
     # Every position lies on the calibrated street, within 200 m of the pole.
@@ -177,5 +179,6 @@ def test_health_reports_the_latency_and_what_was_sent(received: Received) -> Non
     assert last["state"] == "sending"
     assert last["sent"] >= len(received.rsm)
     assert last["dropped"] == 0
-    assert last["latency_p50_ms"] is not None and last["latency_p99_ms"] is not None
+    assert last["latency_p50_ms"] is not None
+    assert last["latency_p99_ms"] is not None
     assert 0 < last["latency_p50_ms"] <= last["latency_p99_ms"]

@@ -52,6 +52,7 @@ HEALTH_KEYS = {
     "source_warnings",
     "shake_px",
     "drift_px",
+    "v2x",
 }
 pytestmark = pytest.mark.skipif(not CLIP.is_file(), reason=f"shared test data {SHARED} is absent")
 

@@ -78,7 +78,12 @@ def test_a_pole_config_with_a_v2x_section_loads(tmp_path: Path) -> None:
     [
         ("  host: h\n  rsu_id: R1\n  rate: 10\n", "rate:", "v2x.rate", "did you mean 'rate_hz'?"),
         ("  host: h\n  rsu_id: R/1\n", "rsu_id:", "v2x.rsu_id", "String should match pattern"),
-        ("  host: h\n  rsu_id: R1\n  rsm_topic_suffix: '#'\n", "rsm_topic_suffix:", "v2x.rsm_topic_suffix", "should match"),
+        (
+            "  host: h\n  rsu_id: R1\n  rsm_topic_suffix: '#'\n",
+            "rsm_topic_suffix:",
+            "v2x.rsm_topic_suffix",
+            "should match",
+        ),
         ("  host: h\n  rsu_id: R1\n  rate_hz: 0\n", "rate_hz:", "v2x.rate_hz", "greater than 0"),
         ("  host: h\n  rsu_id: R1\n  max_age_s: 5\n", "max_age_s:", "v2x.max_age_s", "less than"),
         ("  host: h\n", "v2x:", "v2x.rsu_id", "required key is missing"),
