@@ -221,12 +221,19 @@ def count(
                     for name in config.lines
                 }
                 started = time.perf_counter()  # load and compile are not frame time
+            if output is not None:  # the snapshot before the frame, as the worker sends it
+                participants = pipeline.roadside_snapshot(frame.pts_s)
+                if participants is not None:
+                    wall_s = epoch + frame.pts_s
+                    output.send_snapshot(
+                        participants, t_s=frame.pts_s, wall_s=wall_s, captured_s=0.0
+                    )
             result = pipeline.process(frame)
             for crossing in result.crossings:
                 counts[crossing.line][crossing.direction][crossing.class_name] += 1
                 crossings.append({"frame": frame.index, **crossing.to_dict()})
             if output is not None:
-                output.on_frame(result, wall_s=epoch + result.t_s)
+                output.send_events(result, wall_s=epoch + result.t_s, captured_s=0.0)
             if progress is not None:
                 done = pipeline.stats.processed
                 progress.update(done, done / max(time.perf_counter() - started, 1e-9))

@@ -73,9 +73,9 @@ class Pipeline:
     and the detector, so the first frame costs what every frame costs; the warm-up times
     are in ``stats.compile_s`` and ``stats.model_load_s``. ``camera`` names the summaries.
 
-    With ``roadside`` settings and a geo-calibrated scene, every frame result also carries
-    the road users for the RSU at the snapshot rate and the roadside events
-    (``roadside_stage``); the detector then looks at least once a snapshot period, at every
+    With ``roadside`` settings and a geo-calibrated scene, ``roadside_snapshot`` gives the
+    road users for the RSU at the snapshot rate and every frame result carries the roadside
+    events (``roadside_stage``); the detector then looks at least once a snapshot period, at every
     live track, moving or not, so no participant's measurement is older than the RSU
     accepts. ``roadside_off`` says why a camera given settings sends nothing (None when
     it does, or was not asked to).
@@ -203,10 +203,9 @@ class Pipeline:
         crossings = [c for c in classified if c is not None]
         ended = self._tracker.finished()
         events = self._zones.update(tracks, t_s)
-        participants: list[Participant] | None = None
         roadside_events: list[RoadsideEvent] = []
         if self._roadside is not None:
-            participants, roadside_events = self._roadside.step(tracks, events, t_s)
+            roadside_events = self._roadside.step(tracks, events, t_s)
         if ended:
             roadside_events += self._retire(ended)
         summaries = self._account(t_s, crossings, events, quality)
@@ -226,7 +225,6 @@ class Pipeline:
             crossings=crossings,
             events=events,
             summaries=summaries,
-            participants=participants,
             roadside_events=roadside_events,
         )
 
@@ -343,6 +341,11 @@ class Pipeline:
             counter.forget(ids)
         self._classes.forget(ids)
         return self._roadside.retire(ended) if self._roadside is not None else []
+
+    def roadside_snapshot(self, t_s: float) -> list[Participant] | None:
+        """The road users for the RSU at a new frame's time, when a snapshot is due: call
+        it before ``process`` of that frame (``roadside_stage`` says why)."""
+        return self._roadside.snapshot(t_s) if self._roadside is not None else None
 
     def roadside_stale(self) -> int:
         """Road users left out of snapshots for an old measurement, since the start."""

@@ -10,7 +10,7 @@ from smartpole.models.counting import Crossing
 from smartpole.models.detector import Detection
 from smartpole.models.motion import FrameQuality
 from smartpole.models.regions import Box
-from smartpole.models.roadside import Participant, RoadsideEvent
+from smartpole.models.roadside import RoadsideEvent
 from smartpole.models.tracker import Track
 from smartpole.models.zones import ZoneEvent
 
@@ -30,8 +30,7 @@ class FrameResult:
     crossings: list[Crossing]
     events: list[ZoneEvent]
     summaries: list[dict[str, Any]]
-    #: Road users for the RSU when a snapshot is due (``roadside_stage``), else None.
-    participants: list[Participant] | None = None
+    #: Roadside events that started, were re-sent or ended on this frame (``roadside_stage``).
     roadside_events: list[RoadsideEvent] = dataclasses.field(default_factory=list)
 
 

@@ -6,6 +6,13 @@ not the zone monitor's one-shot alarms. This keeps both clocks on the stream's t
 recording analysed offline (``smartpole analyze --rsm``) produces the messages the live
 camera would have sent.
 
+Why a snapshot is taken before a frame's analytics, not after: the latency budget (capture
+to wire, p99 <= 100 ms) cannot afford the detector's tens of milliseconds between a frame's
+arrival and its message. The filters, fed by the frames before it, predict every road user
+to the new frame's time (never more than one period past its last measurement), the
+message goes out, and then the frame is analysed to feed the next snapshot. Events come
+out after the frame, as they are found.
+
 The tick: a snapshot is due on the first frame at or after each multiple of the period
 from the first frame; a frame late by more than a period re-anchors the schedule instead
 of bursting the missed ticks out (a stale snapshot is worth nothing to a vehicle). At 25
@@ -93,19 +100,23 @@ class RoadsideStage:
         self.stale = 0
         self.vague = 0
 
-    def step(
-        self, tracks: Sequence[Track], zone_events: list[ZoneEvent], t_s: float
-    ) -> tuple[list[Participant] | None, list[RoadsideEvent]]:
-        """This frame's snapshot (None between ticks) and the event changes it brought."""
-        self._estimator.update(tracks, t_s)
-        events = self._events.update(zone_events, tracks, t_s)
+    def snapshot(self, t_s: float) -> list[Participant] | None:
+        """The road users at a new frame's time ``t_s`` when a snapshot is due, else None
+        (call before the frame's ``step``)."""
         if not self._clock.due(t_s):
-            return None, events
+            return None
         fresh = self._estimator.participants(t_s)
         self.stale += max(0, self._estimator.tracked - len(fresh))
         snapshot = [p for p in fresh if p.pos_sigma_m <= MAX_POS_SIGMA_M]
         self.vague += len(fresh) - len(snapshot)
-        return snapshot, events
+        return snapshot
+
+    def step(
+        self, tracks: Sequence[Track], zone_events: list[ZoneEvent], t_s: float
+    ) -> list[RoadsideEvent]:
+        """Feed the frame's tracks to the filters; return the event changes it brought."""
+        self._estimator.update(tracks, t_s)
+        return self._events.update(zone_events, tracks, t_s)
 
     def retire(self, ended: Sequence[Track]) -> list[RoadsideEvent]:
         """Tracks that ended: their filters go; returns their events' cancellations."""

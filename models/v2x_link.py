@@ -45,6 +45,11 @@ CREDENTIAL_BYTES: Final = 4096
 log = structlog.get_logger("smartpole.worker.v2x")
 
 
+def _wall(frame: VideoFrame) -> float:
+    """The frame's capture on the wall clock: now, less the time since it was captured."""
+    return time.time() - (time.monotonic() - frame.captured_s)
+
+
 def _none() -> int:
     return 0
 
@@ -164,15 +169,22 @@ class RoadsideLink:
             rsi_topic=self.v2x.rsi_topic(),
         )
 
-    def on_frame(self, result: FrameResult, frame: VideoFrame) -> None:
+    def before_frame(self, pipeline: Pipeline, frame: VideoFrame) -> None:
+        """Send the snapshot due at this frame, before the frame is analysed."""
         output = self._output
         if output is None:
             return
-        if result.participants is None and not result.roadside_events:
-            return
-        # The frame's capture on the wall clock: now, less the time since it was captured.
-        wall_s = time.time() - (time.monotonic() - frame.captured_s)
-        output.on_frame(result, wall_s=wall_s, captured_s=frame.captured_s)
+        participants = pipeline.roadside_snapshot(frame.pts_s)
+        if participants is not None:
+            wall_s = _wall(frame)
+            output.send_snapshot(
+                participants, t_s=frame.pts_s, wall_s=wall_s, captured_s=frame.captured_s
+            )
+
+    def after_frame(self, result: FrameResult, frame: VideoFrame) -> None:
+        """Send the roadside events the frame started, re-sent or ended."""
+        if self._output is not None and result.roadside_events:
+            self._output.send_events(result, wall_s=_wall(frame), captured_s=frame.captured_s)
 
     def finish(self, pipeline: Pipeline | None) -> None:
         """The stream ended: cancel the events still active, while the link is up."""

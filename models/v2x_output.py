@@ -13,7 +13,7 @@ from typing import Any, Protocol, TextIO
 
 from smartpole.models.geo import GeoFrame
 from smartpole.models.pipeline_results import FrameResult
-from smartpole.models.roadside import RoadsideEvent
+from smartpole.models.roadside import Participant, RoadsideEvent
 from smartpole.models.v2x_messages import V2xMessages
 
 
@@ -61,17 +61,22 @@ class RoadsideOutput:
         self._messages = V2xMessages(rsu_id, geo.to_latlon, source_id=source_id)
         self.rsm = self.rsi = self.omitted = 0
 
-    def on_frame(self, result: FrameResult, *, wall_s: float, captured_s: float = 0.0) -> None:
-        """Send what this frame produced; ``wall_s`` is its capture time on the wall clock
-        (the messages' ``secMark`` and ``timeStamp``)."""
-        epoch_ms = round(wall_s * 1000.0)
-        if result.participants is not None:
-            message = self._messages.rsm(result.participants, epoch_ms=epoch_ms, t_s=result.t_s)
-            self.omitted += message.omitted
-            if message.payload is not None:
-                self.sink.send(self.rsm_topic, message.payload, captured_s)
-                self.rsm += 1
+    def send_snapshot(
+        self, participants: list[Participant], *, t_s: float, wall_s: float, captured_s: float
+    ) -> None:
+        """One snapshot as an RSM (none for an empty road: the standard's list has 1..16
+        entries). ``t_s`` is the frame's stream time, ``wall_s`` its capture time on the wall
+        clock (``secMark``, ``timeStamp``), ``captured_s`` on the monotonic clock."""
+        message = self._messages.rsm(participants, epoch_ms=round(wall_s * 1000.0), t_s=t_s)
+        self.omitted += message.omitted
+        if message.payload is not None:
+            self.sink.send(self.rsm_topic, message.payload, captured_s)
+            self.rsm += 1
+
+    def send_events(self, result: FrameResult, *, wall_s: float, captured_s: float) -> None:
+        """The frame's roadside event changes as RSI."""
         if result.roadside_events:
+            epoch_ms = round(wall_s * 1000.0)
             self._send_events(result.roadside_events, epoch_ms, result.t_s, captured_s)
 
     def close(self, events: list[RoadsideEvent], *, wall_s: float, t_s: float) -> None:

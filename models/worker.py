@@ -372,8 +372,9 @@ class Worker:
             if reader.skipped > reported_skips:
                 pipeline.note_skipped(reader.skipped - reported_skips)
                 reported_skips = reader.skipped
+            self.roadside.before_frame(pipeline, item)
             result = pipeline.process(item)
-            self.roadside.on_frame(result, item)
+            self.roadside.after_frame(result, item)
             self._publish(result)
         self._finish(pipeline)
         return WorkerExit.OK

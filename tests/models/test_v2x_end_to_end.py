@@ -124,6 +124,9 @@ def received(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Received]:
             worker.terminate()
             out.worker_exit = worker.wait(timeout=30)
             reader.join(timeout=5)
+            for pipe in (worker.stdin, worker.stdout):
+                if pipe is not None:
+                    pipe.close()
             subscriber.loop_stop()
             subscriber.disconnect()
     return out
