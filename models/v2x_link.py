@@ -28,7 +28,7 @@ from smartpole.agent.config.safefile import read_small_file
 from smartpole.agent.config.v2x import V2xConfig
 from smartpole.models.errors import AnalyticsConfigError
 from smartpole.models.frames import VideoFrame
-from smartpole.models.pipeline import Pipeline
+from smartpole.models.pipeline import NO_GEO, Pipeline
 from smartpole.models.pipeline_results import FrameResult
 from smartpole.models.roadside_stage import RoadsideSettings
 from smartpole.models.scene import Scene
@@ -36,9 +36,6 @@ from smartpole.models.v2x_output import RoadsideOutput
 from smartpole.models.v2x_publisher import V2xPublisher
 
 NO_SECTION: Final = "the pole config has no v2x: section"
-NO_GEO: Final = (
-    "the camera's calibration is not geo-referenced (origin and ground_en_m or ground_latlon)"
-)
 #: A credential file is a short line; more is not a credential.
 CREDENTIAL_BYTES: Final = 4096
 

@@ -149,3 +149,56 @@ def test_the_model_may_come_from_the_environment(tmp_path: Path) -> None:
     done = analyze(str(CLIP), "--line", "150,230,640,230", env={"SMARTPOLE_MODEL": str(garbage)})
     assert done.returncode == 2
     assert f"model: {garbage}" in done.stderr
+
+
+# --- a camera's section of a pole config, and --rsm ----------------------------------------
+
+
+def pole_yaml(tmp_path: Path, cameras: dict[str, Any]) -> Path:
+    """A pole config with ``cameras`` (a pole has at least one bus and device)."""
+    config = {
+        "pole": {"id": "analyze-1"},
+        "profiles_dir": str(REPO / "configs" / "profiles"),
+        "buses": {"rs485-1": {"type": "modbus-rtu", "port": "/dev/ttyUSB0", "baudrate": 9600}},
+        "devices": {"weather": {"profile": "cwt-uwd", "bus": "rs485-1", "unit_id": 1}},
+        "cameras": cameras,
+    }
+    path = tmp_path / "pole.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+def _camera(**extra: Any) -> dict[str, Any]:
+    return {"source": str(CLIP), "lines": {"road": {"from": [150, 230], "to": [640, 230]}}, **extra}
+
+
+@pytest.mark.parametrize(
+    ("cameras", "args", "message"),
+    [
+        (None, ["--line", "150,230,640,230", "--rsm", "out.jsonl"], "--rsm needs --config"),
+        (None, [], "give --line X1,Y1,X2,Y2, or --config POLE.yaml"),
+        ({"a": _camera(), "b": _camera()}, [], "--camera NAME is needed (POLE has: a, b)"),
+        ({"a": _camera()}, ["--camera", "c"], "no camera 'c' (POLE has: a)"),
+        ({"a": _camera()}, ["--rsm", "out.jsonl"], "--rsm: the camera sends no RSM: no geo-"),
+    ],
+)
+def test_a_camera_that_cannot_be_analysed_as_asked_is_one_line_and_exit_2(
+    tmp_path: Path, cameras: dict[str, Any] | None, args: list[str], message: str
+) -> None:
+    args = [str(tmp_path / a) if a.endswith(".jsonl") else a for a in args]
+    if cameras is not None:
+        pole = pole_yaml(tmp_path, cameras)
+        args += ["--config", str(pole)]
+        message = message.replace("POLE", str(pole))
+    done = analyze(str(CLIP), *args, "--json")
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert message in done.stderr
+
+
+def test_a_broken_pole_config_is_reported_by_file_and_line(tmp_path: Path) -> None:
+    pole = pole_yaml(tmp_path, {"a": _camera(calibration={"image": [[0, 0], [1, 1]]})})
+    done = analyze(str(CLIP), "--config", str(pole), "--json")
+    assert done.returncode == 2
+    assert f"{pole}:1: cameras.a.calibration" in done.stderr

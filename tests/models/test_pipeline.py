@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers import street_geo
 from helpers.paths import SHARED_DATA, TEST_DATA
 from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig
 from smartpole.models.counting import Crossing
@@ -27,7 +28,8 @@ from smartpole.models.detections import drop_parts, load_detector
 from smartpole.models.detector import Detection
 from smartpole.models.errors import AnalyticsConfigError, ModelError
 from smartpole.models.frames import VideoFrame
-from smartpole.models.pipeline import Pipeline
+from smartpole.models.pipeline import NO_GEO, Pipeline
+from smartpole.models.roadside_stage import RoadsideSettings
 from smartpole.models.scene import Scene
 from smartpole.models.source import VideoSource
 from smartpole.models.zones import ZoneEvent
@@ -316,3 +318,37 @@ def test_the_counts_do_not_hang_on_the_detection_cadence(detect_every: int) -> N
     assert len(got) == len(truth)
     assert all(abs(a - b) < 0.5 for a, b in zip(got, truth, strict=True))
     assert not [c for c in crossings if c.direction == "out"]
+
+
+@needs_data
+@pytest.mark.parametrize(("fps", "every"), [(10.0, 1), (25.0, 2), (60.0, 6)])
+def test_a_camera_reporting_to_the_rsu_is_looked_at_every_message_period(
+    fps: float, every: int
+) -> None:
+    """With roadside output the detector runs at least every 0.1 s (10 Hz), not every
+    0.16 s: a road user's position is never measured longer ago than the RSU accepts."""
+    rng = np.random.default_rng(3)
+    still = rng.integers(40, 200, (352, 640), dtype=np.uint8)
+    geo = config(full_frame_s=60.0, calibration=street_geo.calibration())
+    pipeline = Pipeline(geo, 640, 352, roadside=RoadsideSettings(rate_hz=10.0))
+    assert pipeline.roadside_off is None
+    count = int(4 * fps)
+    for frame in frames(still, count, fps):
+        pipeline.process(frame)
+    detected = []
+    for i in range(count):
+        moving = still.copy()
+        x = 100 + (i * 7) % 400
+        moving[150:200, x : x + 60] = 255
+        result = pipeline.process(VideoFrame(count + i, (count + i) / fps, moving, *_grey(still)))
+        if result.detected:
+            detected.append(i)
+    assert {b - a for a, b in itertools.pairwise(detected)} == {every}, (fps, detected)
+
+
+@needs_data
+def test_a_camera_without_geo_calibration_says_why_it_sends_nothing() -> None:
+    pipeline = Pipeline(config(), 640, 352, roadside=RoadsideSettings())
+    assert pipeline.roadside_off == NO_GEO
+    luma = np.full((352, 640), 100, np.uint8)
+    assert [pipeline.roadside_snapshot(f.pts_s) for f in frames(luma, 3)] == [None] * 3

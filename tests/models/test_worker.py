@@ -30,6 +30,8 @@ from helpers import bad_clips
 from helpers.paths import SHARED_DATA, TEST_DATA
 from smartpole.agent.config.camera_worker import WorkerExit, command, parse_line
 from smartpole.agent.config.cameras import CameraConfig
+from smartpole.agent.config.v2x import V2xConfig
+from smartpole.models.v2x_link import NO_GEO, NO_SECTION
 
 SHARED = SHARED_DATA
 CLIP = SHARED / "video" / "street-2lane-640x352.mp4"
@@ -164,6 +166,8 @@ def test_the_clip_gives_ready_health_and_the_labelled_counts_per_interval(
     for line in health:
         assert set(line) == HEALTH_KEYS
         assert line["state"] in ("starting", "ok")
+        assert line["v2x"]["state"] == "off"
+        assert line["v2x"]["reason"] == NO_SECTION
     assert any(line["state"] == "ok" and line["processed_fps"] > 0 for line in health)
     summaries = proc.of("summary")
     assert [s["interval_start"] for s in summaries] == [0.0, 12.0, 24.0, 36.0]
@@ -184,7 +188,8 @@ def test_the_clip_gives_ready_health_and_the_labelled_counts_per_interval(
 def test_sigterm_ends_a_live_run_with_a_partial_summary(
     worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
-    """Started exactly as the control process starts it (``camera_worker.command``)."""
+    """Started exactly as the control process starts it (``camera_worker.command``), on a
+    pole with an RSU: the camera has no geo-calibration, so it says why it sends nothing."""
     camera = CameraConfig.model_validate(
         {
             "source": str(CLIP),
@@ -196,8 +201,12 @@ def test_sigterm_ends_a_live_run_with_a_partial_summary(
             "device": "camera-power",
         }
     )
-    proc = worker(command(sys.executable, "cam-1", camera.for_worker(tmp_path)))
-    proc.wait_for(lambda m: m["type"] == "health" and m["state"] == "ok", 60)
+    v2x = V2xConfig(host="127.0.0.1", rsu_id="R1")
+    proc = worker(command(sys.executable, "cam-1", camera.for_worker(tmp_path), v2x=v2x))
+    health = proc.wait_for(lambda m: m["type"] == "health" and m["state"] == "ok", 60)
+    assert health["v2x"]["state"] == "off"
+    assert health["v2x"]["reason"] == NO_GEO
+    assert health["v2x"]["sent"] == 0
     proc.process.send_signal(signal.SIGTERM)
     assert proc.wait(20) == WorkerExit.OK
     summaries = proc.of("summary")
