@@ -18,15 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-#: V2X participant types (T/CSAE 53-2020 ParticipantType: 0 unknown, 1 motor vehicle,
-#: 2 non-motor vehicle, 3 pedestrian, 4 RSU itself).
+#: V2X participant types, as T/CSAE 53-2020's ParticipantType names them (the RSM carries
+#: the names, as OpenV2X reads them; ``v2x_messages`` leaves "unknown" out).
 PtcType = Literal["unknown", "motor", "non-motor", "pedestrian"]
-PTC_TYPE_CODE: Final[dict[PtcType, int]] = {
-    "unknown": 0,
-    "motor": 1,
-    "non-motor": 2,
-    "pedestrian": 3,
-}
 
 #: The detector's class names (the product's taxonomy, ``road_users``) as participant types.
 PTC_TYPE_OF_CLASS: Final[dict[str, PtcType]] = {

@@ -18,7 +18,6 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Self
 
 import structlog
@@ -26,6 +25,7 @@ import structlog
 from smartpole.agent.config.camera_worker import V2xHealth, V2xState
 from smartpole.agent.config.safefile import read_small_file
 from smartpole.agent.config.v2x import V2xConfig
+from smartpole.drivers.lifecycle import Closing
 from smartpole.models.errors import AnalyticsConfigError
 from smartpole.models.frames import VideoFrame
 from smartpole.models.pipeline import NO_GEO, Pipeline
@@ -92,7 +92,7 @@ def _credential(name: str, path: str | None) -> str | None:
         raise AnalyticsConfigError(f"v2x.{name} {path}: cannot be read ({exc})") from exc
 
 
-class RoadsideLink:
+class RoadsideLink(Closing):
     """Opened around the worker's frame loop; ``attach`` once the pipeline exists."""
 
     def __init__(self, v2x: V2xConfig | None, scene: Scene, camera: str) -> None:
@@ -138,12 +138,7 @@ class RoadsideLink:
         self._publisher = publisher
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         if self._publisher is not None:
             with contextlib.suppress(Exception):  # closing must not hide the real error
                 self._publisher.close()

@@ -26,7 +26,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol, Self
 
 import paho.mqtt.client as mqtt
@@ -34,6 +33,7 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
+from smartpole.drivers.lifecycle import Closing
 from smartpole.models.errors import AnalyticsConfigError
 
 
@@ -69,7 +69,7 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[rank - 1]
 
 
-class V2xPublisher:
+class V2xPublisher(Closing):
     """One broker connection for one camera worker; a context manager around its thread."""
 
     def __init__(
@@ -163,14 +163,6 @@ class V2xPublisher:
     def __enter__(self) -> Self:
         self.start()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def wait(self, *, connected: bool = True, failures: int = 0, timeout: float) -> bool:
         """Block until the link is (dis)connected and at least ``failures`` connection attempts
