@@ -103,12 +103,21 @@ class Cameras:
 
     def problems(self) -> list[str]:
         """What a worker's latest health line says is doubtful about its video (a frame
-        rate its timestamps contradict, ...), for ``diag status``."""
+        rate its timestamps contradict, ...) or wrong with its roadside unit's broker, for
+        ``diag status``."""
         out = []
         for worker in self.workers:
             health = worker.last_health
-            for text in health["source_warnings"] if health is not None else []:
+            if health is None:
+                continue
+            for text in health["source_warnings"]:
                 out.append(f"camera {worker.name}: {text}")
+            v2x = health["v2x"]
+            if v2x["state"] == "broker_down":
+                out.append(
+                    f"camera {worker.name}: the RSU's broker is unreachable; "
+                    f"{v2x['dropped']} V2X messages dropped (never queued)"
+                )
         return out
 
     def no_frames_since(self, device: str) -> float | None:

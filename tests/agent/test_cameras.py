@@ -248,6 +248,26 @@ async def test_a_workers_source_warnings_are_diag_status_problems(
 
 
 @pytest.mark.asyncio
+async def test_an_unreachable_rsu_broker_is_a_diag_status_problem(
+    tmp_path: Path, stand_in: Callable[[str, list[Any]], str]
+) -> None:
+    up = health("street", "ok")
+    down = {**up, "v2x": {**up["v2x"], "state": "broker_down", "dropped": 37}}
+    python = stand_in("street", [up, "WAIT go", down])
+    with Outbox(tmp_path) as outbox:
+        cameras = Cameras({"street": camera()}, tmp_path, outbox, python=python)
+        async with running(cameras):
+            await eventually(lambda: cameras.workers[0].last_health, 30, "the first health")
+            assert cameras.problems() == []
+            (tmp_path / "go").touch()
+            await eventually(cameras.problems, 30, "the outage")
+            assert cameras.problems() == [
+                "camera street: the RSU's broker is unreachable; "
+                "37 V2X messages dropped (never queued)"
+            ]
+
+
+@pytest.mark.asyncio
 async def test_a_bad_input_exit_is_a_config_error_and_no_restart(
     tmp_path: Path, stand_in: Callable[[str, list[Any]], str]
 ) -> None:
