@@ -98,7 +98,8 @@ class V2xHealth(TypedDict):
     ``sent``/``dropped`` count messages (dropped: the broker was unreachable; V2X is never
     queued), ``stale`` the road users left out of a snapshot because their last
     measurement was older than ``max_age_s``. The latencies are from the frame's capture
-    to the message handed to the socket, over the last 30 s (null before the first).
+    to the message handed to the socket, over the last 600 messages (a minute at 10 Hz;
+    null before the first).
     """
 
     state: V2xState
