@@ -136,6 +136,13 @@ class GroundCalibration:
             raise AnalyticsConfigError("calibration: the point pairs are numerically degenerate")
 
     @property
+    def reach_m(self) -> float:
+        """How far the four ground points lie from the ground frame's origin, the farthest:
+        how far the calibration vouches for the road (for a geo-calibration, the origin is
+        the pole)."""
+        return float(np.max(np.hypot(self._ground[:, 0], self._ground[:, 1])))
+
+    @property
     def matrix(self) -> F64:
         """The image-to-ground homography (3x3, normalised so that ``H[2, 2] == 1``)."""
         return self._to_ground.copy()

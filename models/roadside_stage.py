@@ -21,6 +21,7 @@ fps and 10 Hz the snapshots are 0.08 and 0.12 s apart in turn, 10 a second on av
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,23 @@ _TICK_SLACK_S = 1e-6
 #: the horizon one pixel is tens of metres of road, and a vehicle told of a car "somewhere
 #: within 100 m" learns nothing but a false alarm. Counted in ``RoadsideStage.vague``.
 MAX_POS_SIGMA_M = 5.0
+#: Nor is one farther from the pole than this many times the farthest calibration mark:
+#: beyond the marks the road is extrapolated as a plane it may not be, and there the
+#: detector finds small distant cars only now and then, so they would flicker in and out
+#: of the RSM (on the street clip every road user missing for more than 3 messages in a
+#: row was 56-110 m out, with marks up to 40 m).
+RANGE_PER_REACH = 2.0
+
+
+def reportable(
+    participants: list[Participant], *, max_sigma_m: float, max_range_m: float
+) -> list[Participant]:
+    """The participants precise and near enough to report (see the constants above)."""
+    return [
+        p
+        for p in participants
+        if p.pos_sigma_m <= max_sigma_m and math.hypot(p.east_m, p.north_m) <= max_range_m
+    ]
 
 
 @dataclass(frozen=True)
@@ -82,7 +100,8 @@ class RoadsideStage:
     """Participants at the snapshot rate and roadside events, from the tracker and zones.
 
     ``stale`` counts road users left out of a snapshot because their last measurement was
-    older than ``max_age_s``; ``vague`` those left out for ``MAX_POS_SIGMA_M``.
+    older than ``max_age_s``; ``vague`` those left out for ``MAX_POS_SIGMA_M`` or
+    ``RANGE_PER_REACH``.
     """
 
     def __init__(
@@ -99,6 +118,7 @@ class RoadsideStage:
         self._events = RoadsideEvents(zones, calibration, queue_vehicles=settings.queue_vehicles)
         self.stale = 0
         self.vague = 0
+        self.max_range_m = RANGE_PER_REACH * calibration.reach_m
 
     def snapshot(self, t_s: float) -> list[Participant] | None:
         """The road users at a new frame's time ``t_s`` when a snapshot is due, else None
@@ -107,7 +127,7 @@ class RoadsideStage:
             return None
         fresh = self._estimator.participants(t_s)
         self.stale += max(0, self._estimator.tracked - len(fresh))
-        snapshot = [p for p in fresh if p.pos_sigma_m <= MAX_POS_SIGMA_M]
+        snapshot = reportable(fresh, max_sigma_m=MAX_POS_SIGMA_M, max_range_m=self.max_range_m)
         self.vague += len(fresh) - len(snapshot)
         return snapshot
 

@@ -1,13 +1,23 @@
-"""The roadside stage's clock and filters: snapshots at the rate, nothing vague or stale."""
+"""The roadside stage's clock and filter: snapshots at the rate, nothing vague or far."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smartpole.models.roadside_stage import SnapshotClock
+from helpers import street_geo
+from smartpole.models.calibration import GroundCalibration
+from smartpole.models.roadside import Participant
+from smartpole.models.roadside_stage import (
+    MAX_POS_SIGMA_M,
+    RANGE_PER_REACH,
+    SnapshotClock,
+    reportable,
+)
 
 
 @given(
@@ -48,3 +58,34 @@ def test_at_25_fps_10_hz_alternates_080_and_120_ms() -> None:
     gaps = {round((b - a) * 0.04, 2) for a, b in itertools.pairwise(due)}
     assert gaps == {0.08, 0.12}
     assert len(due) == 40  # 4 s at 10 Hz
+
+
+def _participant(east_m: float, north_m: float, sigma_m: float) -> Participant:
+    return Participant(
+        track_id=1,
+        class_name="car",
+        ptc_type="motor",
+        t_s=1.0,
+        measured_t_s=1.0,
+        east_m=east_m,
+        north_m=north_m,
+        speed_ms=10.0,
+        heading_deg=0.0,
+        length_m=4.5,
+        width_m=1.8,
+        pos_sigma_m=sigma_m,
+        speed_sigma_ms=0.5,
+    )
+
+
+def test_only_precise_road_users_within_reach_of_the_calibration_are_reported() -> None:
+    near, far = _participant(3.0, 40.0, 0.4), _participant(10.0, 90.0, 2.0)
+    vague = _participant(0.0, 20.0, 6.0)
+    kept = reportable([near, far, vague], max_sigma_m=MAX_POS_SIGMA_M, max_range_m=80.0)
+    assert kept == [near]
+
+
+def test_the_reach_is_the_farthest_ground_mark_from_the_pole() -> None:
+    calibration = GroundCalibration(street_geo.IMAGE_640, [list(p) for p in street_geo.GROUND_EN_M])
+    assert calibration.reach_m == pytest.approx(math.hypot(3.5, 40.0))
+    assert RANGE_PER_REACH * calibration.reach_m == pytest.approx(80.3, abs=0.1)
