@@ -39,6 +39,7 @@ the detector is the YOLOX-nano COCO model the package ships.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -56,7 +57,8 @@ from smartpole.agent.config.cameras import COCO_TRAFFIC, CameraConfig, describe,
 from smartpole.agent.config.v2x import V2xConfig
 from smartpole.models.errors import AnalyticsConfigError, ModelError, SourceError
 from smartpole.models.pipeline import Pipeline
-from smartpole.models.roadside_stage import RoadsideSettings
+from smartpole.models.roadside_stage import NO_GEO, RoadsideSettings
+from smartpole.models.scene import Scene
 from smartpole.models.source import VideoSource
 from smartpole.models.summary import DEFAULT_CLASSES
 from smartpole.models.v2x_output import JsonLinesSink, RoadsideOutput
@@ -194,7 +196,29 @@ def count(
     """
     if not Path(video).is_file() and not is_url(video):
         raise AnalyzeError(f"{video}: no such video file")
-    roadside = RoadsideSettings.of(v2x)
+    with contextlib.ExitStack() as stack:
+        try:
+            scene = Scene.of(config)
+            if rsm is not None and scene.geo is None:
+                raise AnalyzeError(f"--rsm: the camera sends no RSM: {NO_GEO}")
+            sink = stack.enter_context(JsonLinesSink(rsm)) if rsm is not None else None
+        except AnalyticsConfigError as exc:
+            raise AnalyzeError(str(exc)) from exc
+        except OSError as exc:
+            raise AnalyzeError(f"--rsm {rsm}: {exc.strerror or exc}") from exc
+        return _count(video, config, scene, progress, sink, v2x, camera_name)
+
+
+def _count(
+    video: str,
+    config: CameraConfig,
+    scene: Scene,
+    progress: Progress | None,
+    sink: JsonLinesSink | None,
+    v2x: V2xConfig | None,
+    camera_name: str,
+) -> dict[str, Any]:
+    """``count`` with the scene built and the ``--rsm`` file open (``sink``)."""
     output: RoadsideOutput | None = None
     try:
         source = VideoSource(video)
@@ -210,10 +234,11 @@ def count(
                     config,
                     frame.width,
                     frame.height,
-                    roadside=roadside if rsm is not None else None,
+                    scene=scene,
+                    roadside=RoadsideSettings.of(v2x) if sink is not None else None,
                 )
-                if rsm is not None:
-                    output = _rsm_output(pipeline, rsm, v2x, camera_name)
+                if sink is not None:
+                    output = _rsm_output(pipeline, sink, v2x, camera_name)
                 known = [c for c in DEFAULT_CLASSES if c in pipeline.class_names]
                 names = known + [c for c in pipeline.class_names if c not in known]
                 counts = {
@@ -222,18 +247,13 @@ def count(
                 }
                 started = time.perf_counter()  # load and compile are not frame time
             if output is not None:  # the snapshot before the frame, as the worker sends it
-                participants = pipeline.roadside_snapshot(frame.pts_s)
-                if participants is not None:
-                    wall_s = epoch + frame.pts_s
-                    output.send_snapshot(
-                        participants, t_s=frame.pts_s, wall_s=wall_s, captured_s=0.0
-                    )
+                output.before_frame(frame.pts_s, wall_s=epoch + frame.pts_s, captured_s=0.0)
             result = pipeline.process(frame)
             for crossing in result.crossings:
                 counts[crossing.line][crossing.direction][crossing.class_name] += 1
                 crossings.append({"frame": frame.index, **crossing.to_dict()})
             if output is not None:
-                output.send_events(result, wall_s=epoch + result.t_s, captured_s=0.0)
+                output.after_frame(result, wall_s=epoch + result.t_s, captured_s=0.0)
             if progress is not None:
                 done = pipeline.stats.processed
                 progress.update(done, done / max(time.perf_counter() - started, 1e-9))
@@ -249,13 +269,11 @@ def count(
         raise AnalyzeError(message) from exc
     except SourceError as exc:
         raise AnalyzeError(f"video: {exc}") from exc
-    except OSError as exc:
-        raise AnalyzeError(f"--rsm {rsm}: {exc.strerror or exc}") from exc
     if pipeline is None:
         raise AnalyzeError(f"{video}: no frame could be decoded")
     if output is not None:
         last = pipeline.stats.last_t_s or 0.0
-        output.close(pipeline.close_roadside(), wall_s=epoch + last, t_s=last)
+        output.finish(last, wall_s=epoch + last)
     pipeline.finish()
     elapsed = time.perf_counter() - started
     frames = pipeline.stats.processed
@@ -264,7 +282,7 @@ def count(
     stats = source.stats
     warnings = stats.all_warnings()
     first = next(iter(config.lines))
-    extra = {"rsm_epoch_ms": round(epoch * 1000.0)} if rsm is not None else {}
+    extra = {"rsm_epoch_ms": round(epoch * 1000.0)} if sink is not None else {}
     return {
         **extra,
         "line": _points(config, first),
@@ -286,16 +304,16 @@ def _points(config: CameraConfig, name: str) -> list[list[int | float]]:
 
 
 def _rsm_output(
-    pipeline: Pipeline, path: Path, v2x: V2xConfig | None, camera_name: str
+    pipeline: Pipeline, sink: JsonLinesSink, v2x: V2xConfig | None, camera_name: str
 ) -> RoadsideOutput:
-    """The V2X messages of ``--rsm``, into a JSON-lines file; ``AnalyzeError`` if this camera
-    would send none."""
-    if pipeline.roadside_off is not None or pipeline.scene.geo is None:
-        raise AnalyzeError(f"--rsm: the camera sends no RSM: {pipeline.roadside_off}")
+    """The V2X messages of ``--rsm`` (the pipeline was built with roadside settings)."""
+    assert pipeline.roadside is not None
+    assert pipeline.scene.geo is not None
     if v2x is None:  # no v2x: section: the topics the default section would give
         v2x = V2xConfig(host="localhost", rsu_id="analyze")
     return RoadsideOutput(
-        JsonLinesSink(path),
+        pipeline.roadside,
+        sink,
         pipeline.scene.geo,
         rsu_id=v2x.rsu_id,
         source_id=camera_name,

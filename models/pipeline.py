@@ -43,8 +43,8 @@ from smartpole.models.motion import FrameQuality, MotionDetector
 from smartpole.models.pipeline_results import FrameResult, PipelineStats
 from smartpole.models.regions import Box, detector_regions
 from smartpole.models.road_users import RoadUserClassifier, merge_riders
-from smartpole.models.roadside import Participant, RoadsideEvent
-from smartpole.models.roadside_stage import RoadsideSettings, RoadsideStage
+from smartpole.models.roadside import RoadsideEvent
+from smartpole.models.roadside_stage import NO_GEO, RoadsideSettings, RoadsideStage
 from smartpole.models.scene import Scene
 from smartpole.models.shake_meter import ShakeMeter
 from smartpole.models.summary import SummaryAggregator
@@ -58,8 +58,6 @@ STILL_HEIGHTS_PER_S = 0.25
 #: false detection on the kerb whose box grows and shrinks never gets that far, a road user
 #: crossing a line does (the line counter then replays the points it was not shown).
 MIN_TRAVEL_HEIGHTS = 0.5
-#: Why a camera given roadside settings sends nothing (``diag cameras`` shows it).
-NO_GEO = "no geo-calibration: calibration needs origin and ground_en_m or ground_latlon"
 #: Frames since the last detection before the first one: more than any cadence.
 FIRST_LOOK = 1 << 30
 
@@ -73,12 +71,12 @@ class Pipeline:
     and the detector, so the first frame costs what every frame costs; the warm-up times
     are in ``stats.compile_s`` and ``stats.model_load_s``. ``camera`` names the summaries.
 
-    With ``roadside`` settings and a geo-calibrated scene, ``roadside_snapshot`` gives the
-    road users for the RSU at the snapshot rate and every frame result carries the roadside
-    events (``roadside_stage``); the detector then looks at least once a snapshot period, at every
-    live track, moving or not, so no participant's measurement is older than the RSU
-    accepts. ``roadside_off`` says why a camera given settings sends nothing (None when
-    it does, or was not asked to).
+    With ``roadside`` settings (a geo-calibrated scene only: ``AnalyticsConfigError``
+    otherwise), ``roadside`` is the stage that gives the road users for the RSU at the
+    snapshot rate, and every frame result carries the roadside events
+    (``roadside_stage``); the detector then looks at least once a snapshot period, at
+    every live track, moving or not, so no participant's measurement is older than the RSU
+    accepts.
     """
 
     def __init__(
@@ -130,13 +128,11 @@ class Pipeline:
             stopped_after_s=config.stopped_after_s,
             pedestrian_after_s=config.pedestrian_after_s,
         )
-        self._roadside: RoadsideStage | None = None
-        self.roadside_off: str | None = None
+        self.roadside: RoadsideStage | None = None
         if roadside is not None:
             if scene.geo is None or calibration is None:
-                self.roadside_off = NO_GEO
-            else:
-                self._roadside = RoadsideStage(calibration, self._zones, roadside)
+                raise AnalyticsConfigError(NO_GEO)
+            self.roadside = RoadsideStage(calibration, self._zones, roadside)
         self._summary = SummaryAggregator(
             camera,
             config.interval_s,
@@ -204,8 +200,8 @@ class Pipeline:
         ended = self._tracker.finished()
         events = self._zones.update(tracks, t_s)
         roadside_events: list[RoadsideEvent] = []
-        if self._roadside is not None:
-            roadside_events = self._roadside.step(tracks, events, t_s)
+        if self.roadside is not None:
+            roadside_events = self.roadside.step(tracks, events, t_s)
         if ended:
             roadside_events += self._retire(ended)
         summaries = self._account(t_s, crossings, events, quality)
@@ -251,8 +247,8 @@ class Pipeline:
             wanted += [self._clip_box(t.box) for t in active if self._moving(t)]
         last = self._last_refresh_t
         refresh_s = config.refresh_s
-        if self._roadside is not None:
-            refresh_s = min(refresh_s, self._roadside.settings.period_s)
+        if self.roadside is not None:
+            refresh_s = min(refresh_s, self.roadside.settings.period_s)
         if last is None or t_s - last >= refresh_s:
             still = [self._clip_box(t.box) for t in active if self._watched(t)]
             if still:
@@ -283,8 +279,8 @@ class Pipeline:
         if every is None:
             dt = self._frame_dt.seconds
             interval = config.detect_interval_s
-            if self._roadside is not None:
-                interval = min(interval, self._roadside.settings.period_s)
+            if self.roadside is not None:
+                interval = min(interval, self.roadside.settings.period_s)
             every = max(1, int(interval / dt + 0.25)) if dt else 1
         return self._since_detect >= every
 
@@ -303,7 +299,7 @@ class Pipeline:
         elsewhere is let go: keeping it would cost a region twice a second, forever; but
         not on a camera that reports to the RSU, where a parked car is a road user too.
         """
-        if self._roadside is not None:
+        if self.roadside is not None:
             return True
         x, y = track.bottom_centre
         if any(zone.contains(x, y) for zone in self.scene.zones):
@@ -340,23 +336,7 @@ class Pipeline:
         for counter in self._counters:
             counter.forget(ids)
         self._classes.forget(ids)
-        return self._roadside.retire(ended) if self._roadside is not None else []
-
-    def roadside_snapshot(self, t_s: float) -> list[Participant] | None:
-        """The road users for the RSU at a new frame's time, when a snapshot is due: call
-        it before ``process`` of that frame (``roadside_stage`` says why)."""
-        return self._roadside.snapshot(t_s) if self._roadside is not None else None
-
-    def roadside_stale(self) -> int:
-        """Road users left out of snapshots for an old measurement, since the start."""
-        return self._roadside.stale if self._roadside is not None else 0
-
-    def close_roadside(self) -> list[RoadsideEvent]:
-        """The end of the stream for the RSU: cancel every roadside event still active
-        (call before ``finish``)."""
-        if self._roadside is None or self._last_t is None:
-            return []
-        return self._roadside.close(self._last_t)
+        return self.roadside.retire(ended) if self.roadside is not None else []
 
     def _account(
         self,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from smartpole.agent.config.v2x import V2xConfig
 from smartpole.models.calibration import GroundCalibration
@@ -33,6 +34,8 @@ from smartpole.models.roadside_events import RoadsideEvents
 from smartpole.models.tracker import Track
 from smartpole.models.zones import ZoneEvent, ZoneMonitor
 
+#: Why a camera cannot report to the RSU (``diag cameras``, ``analyze --rsm``).
+NO_GEO: Final = "no geo-calibration: calibration needs origin and ground_en_m or ground_latlon"
 #: A frame this close before a tick counts as on it (float noise in stream times).
 _TICK_SLACK_S = 1e-6
 #: A road user whose position is less certain than this (one sigma) is not reported: near

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import ssl
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Self
 
@@ -28,9 +27,9 @@ from smartpole.agent.config.v2x import V2xConfig
 from smartpole.drivers.lifecycle import Closing
 from smartpole.models.errors import AnalyticsConfigError
 from smartpole.models.frames import VideoFrame
-from smartpole.models.pipeline import NO_GEO, Pipeline
+from smartpole.models.pipeline import Pipeline
 from smartpole.models.pipeline_results import FrameResult
-from smartpole.models.roadside_stage import RoadsideSettings
+from smartpole.models.roadside_stage import NO_GEO, RoadsideSettings
 from smartpole.models.scene import Scene
 from smartpole.models.v2x_output import RoadsideOutput
 from smartpole.models.v2x_publisher import V2xPublisher
@@ -45,10 +44,6 @@ log = structlog.get_logger("smartpole.worker.v2x")
 def _wall(frame: VideoFrame) -> float:
     """The frame's capture on the wall clock: now, less the time since it was captured."""
     return time.time() - (time.monotonic() - frame.captured_s)
-
-
-def _none() -> int:
-    return 0
 
 
 class PublisherSink:
@@ -107,7 +102,6 @@ class RoadsideLink(Closing):
         self._publisher: V2xPublisher | None = None
         self._output: RoadsideOutput | None = None
         self._last = (time.monotonic(), 0)
-        self._stage_stale: Callable[[], int] = _none
 
     @property
     def settings(self) -> RoadsideSettings | None:
@@ -134,7 +128,7 @@ class RoadsideLink(Closing):
             self.reason = str(exc)
             log.error("v2x_unusable", error=self.reason)
             return self
-        publisher.__enter__()
+        publisher.start()
         self._publisher = publisher
         return self
 
@@ -144,15 +138,13 @@ class RoadsideLink(Closing):
                 self._publisher.close()
 
     def attach(self, pipeline: Pipeline) -> None:
-        """The pipeline is built: send its snapshots, or say why not."""
+        """The pipeline (built with ``settings``) exists: send what its stage gives."""
         geo = self._scene.geo
-        if self._publisher is None or self.v2x is None or geo is None:
+        stage = pipeline.roadside
+        if self._publisher is None or self.v2x is None or geo is None or stage is None:
             return
-        if pipeline.roadside_off is not None:
-            self.reason = pipeline.roadside_off
-            return
-        self._stage_stale = pipeline.roadside_stale
         self._output = RoadsideOutput(
+            stage,
             PublisherSink(self._publisher),
             geo,
             rsu_id=self.v2x.rsu_id,
@@ -161,34 +153,26 @@ class RoadsideLink(Closing):
             rsi_topic=self.v2x.rsi_topic(),
         )
 
-    def before_frame(self, pipeline: Pipeline, frame: VideoFrame) -> None:
+    def before_frame(self, frame: VideoFrame) -> None:
         """Send the snapshot due at this frame, before the frame is analysed."""
-        output = self._output
-        if output is None:
-            return
-        participants = pipeline.roadside_snapshot(frame.pts_s)
-        if participants is not None:
-            wall_s = _wall(frame)
-            output.send_snapshot(
-                participants, t_s=frame.pts_s, wall_s=wall_s, captured_s=frame.captured_s
-            )
+        if self._output is not None:
+            self._output.before_frame(frame.pts_s, wall_s=_wall(frame), captured_s=frame.captured_s)
 
     def after_frame(self, result: FrameResult, frame: VideoFrame) -> None:
         """Send the roadside events the frame started, re-sent or ended."""
-        if self._output is not None and result.roadside_events:
-            self._output.send_events(result, wall_s=_wall(frame), captured_s=frame.captured_s)
+        if self._output is not None:
+            self._output.after_frame(result, wall_s=_wall(frame), captured_s=frame.captured_s)
 
     def finish(self, pipeline: Pipeline | None) -> None:
         """The stream ended: cancel the events still active, while the link is up."""
-        if self._output is None or pipeline is None:
-            return
-        last = pipeline.stats.last_t_s or 0.0
-        self._output.close(pipeline.close_roadside(), wall_s=time.time(), t_s=last)
+        if self._output is not None and pipeline is not None:
+            self._output.finish(pipeline.stats.last_t_s or 0.0, wall_s=time.time())
 
     def health(self) -> V2xHealth:
         now = time.monotonic()
         then, rsm_then = self._last
-        rsm = self._output.rsm if self._output is not None else 0
+        output = self._output
+        rsm = output.rsm if output is not None else 0
         self._last = (now, rsm)
         publisher = self._publisher
         state: V2xState = "off"
@@ -210,7 +194,8 @@ class RoadsideLink(Closing):
             rsm_hz=round((rsm - rsm_then) / max(now - then, 1e-6), 2),
             sent=sent,
             dropped=dropped,
-            stale=self._stage_stale(),
+            stale=output.stage.stale if output is not None else 0,
+            vague=output.stage.vague if output is not None else 0,
             latency_p50_ms=None if p50 is None else round(p50, 2),
             latency_p99_ms=None if p99 is None else round(p99, 2),
         )

@@ -11,9 +11,11 @@ import json
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from smartpole.drivers.lifecycle import Closing
 from smartpole.models.geo import GeoFrame
 from smartpole.models.pipeline_results import FrameResult
-from smartpole.models.roadside import Participant, RoadsideEvent
+from smartpole.models.roadside import RoadsideEvent
+from smartpole.models.roadside_stage import RoadsideStage
 from smartpole.models.v2x_messages import V2xMessages
 
 
@@ -24,9 +26,9 @@ class Sink(Protocol):
     def send(self, topic: str, payload: dict[str, Any], captured_s: float) -> None: ...
 
 
-class JsonLinesSink:
-    """``{"topic": ..., "payload": ...}`` per line, in a file opened here and closed by
-    ``close``; ``OSError`` if it cannot be written."""
+class JsonLinesSink(Closing):
+    """``{"topic": ..., "payload": ...}`` per line, in a file opened here; ``OSError`` if it
+    cannot be written."""
 
     def __init__(self, path: Path) -> None:
         self._file: TextIO = path.open("w", encoding="utf-8")
@@ -39,14 +41,20 @@ class JsonLinesSink:
 
 
 class RoadsideOutput:
-    """Builds each snapshot's RSM and each batch of event changes' RSI and sends them.
+    """A pipeline's roadside stage, frame by frame, as RSM and RSI handed to a sink: the
+    worker and ``analyze --rsm`` both drive it, so a recording gives what the camera sends.
 
-    ``omitted`` counts road users a snapshot could not carry (a type V2X has no code for,
-    no finite position); ``rsm``/``rsi`` the payloads handed to the sink.
+    Per frame, ``before_frame`` (the snapshot due at the frame, made before the frame is
+    analysed: ``roadside_stage`` says why), then ``after_frame`` with the frame's result;
+    ``finish`` at the end of the stream. ``wall_s`` is the frame's capture on the wall clock
+    (``secMark``, ``timeStamp``), ``captured_s`` on the monotonic clock (the latency).
+    ``omitted`` counts road users a snapshot could not carry (a type V2X has no code for, no
+    finite position); ``rsm``/``rsi`` the payloads handed to the sink.
     """
 
     def __init__(
         self,
+        stage: RoadsideStage,
         sink: Sink,
         geo: GeoFrame,
         *,
@@ -55,41 +63,42 @@ class RoadsideOutput:
         rsm_topic: str,
         rsi_topic: str,
     ) -> None:
+        self.stage = stage
         self.sink = sink
         self.rsm_topic = rsm_topic
         self.rsi_topic = rsi_topic
         self._messages = V2xMessages(rsu_id, geo.to_latlon, source_id=source_id)
         self.rsm = self.rsi = self.omitted = 0
 
-    def send_snapshot(
-        self, participants: list[Participant], *, t_s: float, wall_s: float, captured_s: float
-    ) -> None:
-        """One snapshot as an RSM (none for an empty road: the standard's list has 1..16
-        entries). ``t_s`` is the frame's stream time, ``wall_s`` its capture time on the wall
-        clock (``secMark``, ``timeStamp``), ``captured_s`` on the monotonic clock."""
-        message = self._messages.rsm(participants, epoch_ms=round(wall_s * 1000.0), t_s=t_s)
+    def before_frame(self, t_s: float, *, wall_s: float, captured_s: float) -> None:
+        """Send the snapshot due at the frame of stream time ``t_s``, if one is. None goes
+        for an empty road: the standard's list holds 1..16 road users."""
+        participants = self.stage.snapshot(t_s)
+        if participants is None:
+            return
+        message = self._messages.rsm(participants, epoch_ms=_ms(wall_s), t_s=t_s)
         self.omitted += message.omitted
         if message.payload is not None:
             self.sink.send(self.rsm_topic, message.payload, captured_s)
             self.rsm += 1
 
-    def send_events(self, result: FrameResult, *, wall_s: float, captured_s: float) -> None:
-        """The frame's roadside event changes as RSI."""
-        if result.roadside_events:
-            epoch_ms = round(wall_s * 1000.0)
-            self._send_events(result.roadside_events, epoch_ms, result.t_s, captured_s)
+    def after_frame(self, result: FrameResult, *, wall_s: float, captured_s: float) -> None:
+        """Send the roadside events the frame started, re-sent or ended."""
+        self._send_events(result.roadside_events, result.t_s, wall_s, captured_s)
 
-    def close(self, events: list[RoadsideEvent], *, wall_s: float, t_s: float) -> None:
-        """The stream ended: send the last cancellations, and close a file sink."""
-        if events:
-            self._send_events(events, round(wall_s * 1000.0), t_s, 0.0)
-        close = getattr(self.sink, "close", None)
-        if callable(close):
-            close()
+    def finish(self, t_s: float, *, wall_s: float) -> None:
+        """The stream ended at stream time ``t_s``: cancel every event still active."""
+        self._send_events(self.stage.close(t_s), t_s, wall_s, 0.0)
 
     def _send_events(
-        self, events: list[RoadsideEvent], epoch_ms: int, t_s: float, captured_s: float
+        self, events: list[RoadsideEvent], t_s: float, wall_s: float, captured_s: float
     ) -> None:
-        for payload in self._messages.rsi(events, epoch_ms=epoch_ms, t_s=t_s):
+        if not events:
+            return
+        for payload in self._messages.rsi(events, epoch_ms=_ms(wall_s), t_s=t_s):
             self.sink.send(self.rsi_topic, payload, captured_s)
             self.rsi += 1
+
+
+def _ms(wall_s: float) -> int:
+    return round(wall_s * 1000.0)

@@ -37,7 +37,6 @@ from smartpole.agent.config.camera_worker import (
     HealthMessage,
     ReadyMessage,
     SummaryMessage,
-    V2xHealth,
     WorkerExit,
     WorkerState,
 )
@@ -72,13 +71,15 @@ class FatalError(Exception):
 class Health:
     """The health line's numbers, computed by the timer thread from what the others set."""
 
-    def __init__(self, out: Output, config: CameraConfig, source: VideoSource) -> None:
+    def __init__(
+        self, out: Output, config: CameraConfig, source: VideoSource, roadside: RoadsideLink
+    ) -> None:
         self.out = out
         self.config = config
         self.source = source
         self.pipeline: Pipeline | None = None
         self.reader: Reader | None = None
-        self.roadside: RoadsideLink | None = None
+        self.roadside = roadside
         self.last_frame_wall: float | None = None
         self.started = time.monotonic()
         self._stop = threading.Event()
@@ -143,22 +144,8 @@ class Health:
             source_warnings=self.source_warnings(),
             shake_px=round(stats.shake_px, 2) if stats is not None else 0.0,
             drift_px=round(stats.drift_px, 2) if stats is not None else 0.0,
-            v2x=self.roadside.health() if self.roadside is not None else _v2x_unknown(),
+            v2x=self.roadside.health(),
         )
-
-
-def _v2x_unknown() -> V2xHealth:
-    """Before the worker knows (its config is being parsed)."""
-    return V2xHealth(
-        state="off",
-        reason="starting",
-        rsm_hz=0.0,
-        sent=0,
-        dropped=0,
-        stale=0,
-        latency_p50_ms=None,
-        latency_p99_ms=None,
-    )
 
 
 def rss_mb() -> float:
@@ -203,8 +190,8 @@ class Worker:
         self.stopping = threading.Event()
         self.reader: Reader | None = None
         self.source = VideoSource(config.source, loop=config.loop, realtime=config.realtime)
-        self.health = Health(out, config, self.source)
-        self.roadside = self.health.roadside = RoadsideLink(v2x, self.scene, out.camera)
+        self.roadside = RoadsideLink(v2x, self.scene, out.camera)
+        self.health = Health(out, config, self.source, self.roadside)
 
     def stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         """SIGTERM/SIGINT: finish the current frame, flush a partial summary, exit 0."""
@@ -291,7 +278,7 @@ class Worker:
             if reader.skipped > reported_skips:
                 pipeline.note_skipped(reader.skipped - reported_skips)
                 reported_skips = reader.skipped
-            self.roadside.before_frame(pipeline, item)
+            self.roadside.before_frame(item)
             result = pipeline.process(item)
             self.roadside.after_frame(result, item)
             self._publish(result)

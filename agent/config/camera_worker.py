@@ -97,9 +97,10 @@ class V2xHealth(TypedDict):
     ``connecting`` before the RSU's broker first answered, ``sending``, or ``broker_down``.
     ``sent``/``dropped`` count messages (dropped: the broker was unreachable; V2X is never
     queued), ``stale`` the road users left out of a snapshot because their last
-    measurement was older than ``max_age_s``. The latencies are from the frame's capture
-    to the message handed to the socket, over the last 600 messages (a minute at 10 Hz;
-    null before the first).
+    measurement was older than ``max_age_s``, ``vague`` those left out as too uncertain
+    (over 5 m) or too far (beyond twice the calibration's farthest mark). The latencies are
+    from the frame's capture to the message handed to the socket, over the last 600
+    messages (a minute at 10 Hz; null before the first).
     """
 
     state: V2xState
@@ -108,6 +109,7 @@ class V2xHealth(TypedDict):
     sent: int
     dropped: int
     stale: int
+    vague: int
     latency_p50_ms: float | None
     latency_p99_ms: float | None
 

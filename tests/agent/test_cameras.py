@@ -82,6 +82,7 @@ def health(camera: str, state: str) -> dict[str, Any]:
             "sent": 420,
             "dropped": 0,
             "stale": 3,
+            "vague": 1,
             "latency_p50_ms": 31.5,
             "latency_p99_ms": 68.0,
         },

@@ -29,8 +29,8 @@ from smartpole.models.detections import drop_parts, load_detector
 from smartpole.models.detector import Detection
 from smartpole.models.errors import AnalyticsConfigError, ModelError
 from smartpole.models.frames import VideoFrame
-from smartpole.models.pipeline import NO_GEO, Pipeline
-from smartpole.models.roadside_stage import RoadsideSettings
+from smartpole.models.pipeline import Pipeline
+from smartpole.models.roadside_stage import NO_GEO, RoadsideSettings
 from smartpole.models.scene import Scene
 from smartpole.models.source import VideoSource
 from smartpole.models.zones import ZoneEvent
@@ -332,7 +332,7 @@ def test_a_camera_reporting_to_the_rsu_is_looked_at_every_message_period(
     still = rng.integers(40, 200, (352, 640), dtype=np.uint8)
     geo = config(full_frame_s=60.0, calibration=street_geo.calibration())
     pipeline = Pipeline(geo, 640, 352, roadside=RoadsideSettings(rate_hz=10.0))
-    assert pipeline.roadside_off is None
+    assert pipeline.roadside is not None
     count = int(4 * fps)
     for frame in frames(still, count, fps):
         pipeline.process(frame)
@@ -348,8 +348,8 @@ def test_a_camera_reporting_to_the_rsu_is_looked_at_every_message_period(
 
 
 @needs_data
-def test_a_camera_without_geo_calibration_says_why_it_sends_nothing() -> None:
-    pipeline = Pipeline(config(), 640, 352, roadside=RoadsideSettings())
-    assert pipeline.roadside_off == NO_GEO
-    luma = np.full((352, 640), 100, np.uint8)
-    assert [pipeline.roadside_snapshot(f.pts_s) for f in frames(luma, 3)] == [None] * 3
+def test_roadside_output_without_a_geo_calibration_is_refused_and_says_why() -> None:
+    with pytest.raises(AnalyticsConfigError) as refused:
+        Pipeline(config(), 640, 352, roadside=RoadsideSettings())
+    assert str(refused.value) == NO_GEO
+    assert Pipeline(config(), 640, 352).roadside is None

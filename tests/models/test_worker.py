@@ -31,7 +31,8 @@ from helpers.paths import SHARED_DATA, TEST_DATA
 from smartpole.agent.config.camera_worker import WorkerExit, command, parse_line
 from smartpole.agent.config.cameras import CameraConfig
 from smartpole.agent.config.v2x import V2xConfig
-from smartpole.models.v2x_link import NO_GEO, NO_SECTION
+from smartpole.models.roadside_stage import NO_GEO
+from smartpole.models.v2x_link import NO_SECTION
 
 SHARED = SHARED_DATA
 CLIP = SHARED / "video" / "street-2lane-640x352.mp4"
