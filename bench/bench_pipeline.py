@@ -20,6 +20,7 @@ test run) slows the numbers down, so compare runs on a quiet machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -122,21 +124,13 @@ def _proc(pid: int) -> tuple[float, float]:
     return cpu, (int(match.group(1)) / 1024 if match else 0.0)
 
 
-def bench_worker(stream: Path, seconds: float) -> tuple[float, float, list[dict[str, Any]]]:
-    """Run a worker on the stream in real time; return (peak RSS MB, CPU %, its lines)."""
-    config = {
-        "source": str(stream),
-        "loop": True,
-        "realtime": True,
-        "model": str(MODEL),
-        "lines": {"main": {"from": list(LINE[:2]), "to": list(LINE[2:])}},
-        "interval_s": 10,
-        "health_period_s": 1.0,
-    }
-    command = [sys.executable, "-m", "smartpole.models.worker", "--camera", "bench"]
-    command += ["--config", json.dumps(config)]
+@contextlib.contextmanager
+def running_worker(
+    command: list[str],
+) -> Iterator[tuple[subprocess.Popen[str], list[dict[str, Any]]]]:
+    """A camera worker started and ready (its stdout lines collected by a thread into the
+    list yielded); SIGTERM on the way out. For the benches that measure a live worker."""
     worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert worker.stdout is not None
     lines: list[dict[str, Any]] = []
     ready = threading.Event()
 
@@ -153,15 +147,32 @@ def bench_worker(stream: Path, seconds: float) -> tuple[float, float, list[dict[
     try:
         if not ready.wait(120):
             raise SystemExit(f"worker not ready: {lines}")
+        yield worker, lines
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+        reader.join(timeout=5)
+
+
+def bench_worker(stream: Path, seconds: float) -> tuple[float, float, list[dict[str, Any]]]:
+    """Run a worker on the stream in real time; return (peak RSS MB, CPU %, its lines)."""
+    config = {
+        "source": str(stream),
+        "loop": True,
+        "realtime": True,
+        "model": str(MODEL),
+        "lines": {"main": {"from": list(LINE[:2]), "to": list(LINE[2:])}},
+        "interval_s": 10,
+        "health_period_s": 1.0,
+    }
+    command = [sys.executable, "-m", "smartpole.models.worker", "--camera", "bench"]
+    command += ["--config", json.dumps(config)]
+    with running_worker(command) as (worker, lines):
         cpu0, _ = _proc(worker.pid)
         wall0 = time.monotonic()
         time.sleep(seconds)  # a fixed measuring window, not synchronisation
         cpu1, peak_mb = _proc(worker.pid)
         wall1 = time.monotonic()
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=30)
-        reader.join(timeout=5)
     return peak_mb, 100.0 * (cpu1 - cpu0) / (wall1 - wall0), lines
 
 

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +30,18 @@ import paho.mqtt.client as mqtt
 # Run as `python bench/bench_v2x.py`: bench/ is on the path already, the tests' helpers not.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bench_pipeline import CACHE, CLIP, FPS, HEIGHT, LINE, MODEL, WIDTH, build_stream, one_core
+from bench_pipeline import (
+    CACHE,
+    CLIP,
+    FPS,
+    HEIGHT,
+    LINE,
+    MODEL,
+    WIDTH,
+    build_stream,
+    one_core,
+    running_worker,
+)
 
 from helpers import street_geo
 from helpers.broker import Broker
@@ -73,38 +81,15 @@ def run(stream: Path, seconds: float) -> tuple[dict[str, Any], float]:
     arrivals: list[float] = []
     with tempfile.TemporaryDirectory() as folder, Broker(Path(folder) / "broker") as broker:
         subscriber = subscribe(broker.port, arrivals)
-        worker = subprocess.Popen(
-            worker_command(stream, broker.port),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        health: list[dict[str, Any]] = []
-        ready = threading.Event()
-
-        def read() -> None:
-            assert worker.stdout is not None
-            for raw in worker.stdout:
-                message = json.loads(raw)
-                if message["type"] == "ready":
-                    ready.set()
-                elif message["type"] == "health":
-                    health.append(message)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
         try:
-            if not ready.wait(120):
-                raise SystemExit("worker not ready")
-            started = time.monotonic()
-            time.sleep(seconds)  # a fixed measuring window, not synchronisation
-            ended = time.monotonic()
+            with running_worker(worker_command(stream, broker.port)) as (_, lines):
+                started = time.monotonic()
+                time.sleep(seconds)  # a fixed measuring window, not synchronisation
+                ended = time.monotonic()
         finally:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(timeout=30)
-            reader.join(timeout=5)
             subscriber.loop_stop()
             subscriber.disconnect()
+    health = [m for m in lines if m["type"] == "health"]
     received = [t for t in arrivals if started <= t <= ended]
     if not health:
         raise SystemExit("no health line from the worker")

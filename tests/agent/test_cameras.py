@@ -231,41 +231,46 @@ async def test_the_pole_hands_its_v2x_section_to_its_cameras(tmp_path: Path) -> 
     assert sent == config.pole.v2x.for_worker(config.path.parent)
 
 
-@pytest.mark.asyncio
-async def test_a_workers_source_warnings_are_diag_status_problems(
-    tmp_path: Path, stand_in: Callable[[str, list[Any]], str]
-) -> None:
-    warning = "declared frame rate 24 fps disagrees with the timestamps (10 fps)"
-    doubtful = {**health("street", "ok"), "source_warnings": [warning]}
-    python = stand_in("street", [health("street", "ok"), "WAIT go", doubtful])
-    with Outbox(tmp_path) as outbox:
-        cameras = Cameras({"street": camera()}, tmp_path, outbox, python=python)
-        async with running(cameras):
-            await eventually(lambda: cameras.workers[0].last_health, 30, "the first health")
-            assert cameras.problems() == []
-            (tmp_path / "go").touch()
-            await eventually(cameras.problems, 30, "the warning")
-            assert cameras.problems() == [f"camera street: {warning}"]
+WARNING = "declared frame rate 24 fps disagrees with the timestamps (10 fps)"
+
+
+def _doubtful(up: dict[str, Any]) -> dict[str, Any]:
+    return {**up, "source_warnings": [WARNING]}
+
+
+def _rsu_down(up: dict[str, Any]) -> dict[str, Any]:
+    return {**up, "v2x": {**up["v2x"], "state": "broker_down", "dropped": 37}}
 
 
 @pytest.mark.asyncio
-async def test_an_unreachable_rsu_broker_is_a_diag_status_problem(
-    tmp_path: Path, stand_in: Callable[[str, list[Any]], str]
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (_doubtful, f"camera street: {WARNING}"),
+        (
+            _rsu_down,
+            "camera street: the RSU's broker is unreachable; "
+            "37 V2X messages dropped (never queued)",
+        ),
+    ],
+)
+async def test_what_a_workers_health_says_is_wrong_is_a_diag_status_problem(
+    tmp_path: Path,
+    stand_in: Callable[[str, list[Any]], str],
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+    problem: str,
 ) -> None:
+    """A doubtful video (its source warnings) or an unreachable RSU broker."""
     up = health("street", "ok")
-    down = {**up, "v2x": {**up["v2x"], "state": "broker_down", "dropped": 37}}
-    python = stand_in("street", [up, "WAIT go", down])
+    python = stand_in("street", [up, "WAIT go", change(up)])
     with Outbox(tmp_path) as outbox:
         cameras = Cameras({"street": camera()}, tmp_path, outbox, python=python)
         async with running(cameras):
             await eventually(lambda: cameras.workers[0].last_health, 30, "the first health")
             assert cameras.problems() == []
             (tmp_path / "go").touch()
-            await eventually(cameras.problems, 30, "the outage")
-            assert cameras.problems() == [
-                "camera street: the RSU's broker is unreachable; "
-                "37 V2X messages dropped (never queued)"
-            ]
+            await eventually(cameras.problems, 30, "the problem")
+            assert cameras.problems() == [problem]
 
 
 @pytest.mark.asyncio

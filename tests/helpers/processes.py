@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,15 @@ SMARTPOLE = [sys.executable, "-m", "smartpole.agent"]
 SERVING = re.compile(r"^serving bus (\S+) at (?:tcp://)?(\S+)")
 
 
-def pole_config(tmp_path: Path, *, port: str = "/dev/ttyUSB0", **device: Any) -> Path:
-    """A one-bus, one-weather-station pole config tuned for fast tests."""
+def pole_config(
+    tmp_path: Path,
+    *,
+    port: str = "/dev/ttyUSB0",
+    sections: Mapping[str, Any] | None = None,
+    **device: Any,
+) -> Path:
+    """A one-bus, one-weather-station pole config tuned for fast tests, with ``sections``
+    (``cameras``, ``v2x``, ``site``, ...) added at the top."""
     settings = {
         "profile": "cwt-uwd",
         "bus": "rs485-1",
@@ -42,6 +50,7 @@ def pole_config(tmp_path: Path, *, port: str = "/dev/ttyUSB0", **device: Any) ->
         "profiles_dir": str(PROFILES),
         "buses": {"rs485-1": {"type": "modbus-rtu", "port": port, "timeout_s": 0.3}},
         "devices": {"weather": settings},
+        **(sections or {}),
     }
     path = tmp_path / "pole.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -22,7 +22,7 @@ import pytest
 
 from helpers import bad_clips
 from helpers.paths import REPO, SHARED_DATA, TEST_DATA
-from helpers.processes import SMARTPOLE
+from helpers.processes import SMARTPOLE, pole_config
 
 SHARED = SHARED_DATA
 CLIP = SHARED / "video" / "street-2lane-640x352.mp4"
@@ -154,20 +154,6 @@ def test_the_model_may_come_from_the_environment(tmp_path: Path) -> None:
 # --- a camera's section of a pole config, and --rsm ----------------------------------------
 
 
-def pole_yaml(tmp_path: Path, cameras: dict[str, Any]) -> Path:
-    """A pole config with ``cameras`` (a pole has at least one bus and device)."""
-    config = {
-        "pole": {"id": "analyze-1"},
-        "profiles_dir": str(REPO / "configs" / "profiles"),
-        "buses": {"rs485-1": {"type": "modbus-rtu", "port": "/dev/ttyUSB0", "baudrate": 9600}},
-        "devices": {"weather": {"profile": "cwt-uwd", "bus": "rs485-1", "unit_id": 1}},
-        "cameras": cameras,
-    }
-    path = tmp_path / "pole.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
-
-
 def _camera(**extra: Any) -> dict[str, Any]:
     return {"source": str(CLIP), "lines": {"road": {"from": [150, 230], "to": [640, 230]}}, **extra}
 
@@ -187,7 +173,7 @@ def test_a_camera_that_cannot_be_analysed_as_asked_is_one_line_and_exit_2(
 ) -> None:
     args = [str(tmp_path / a) if a.endswith(".jsonl") else a for a in args]
     if cameras is not None:
-        pole = pole_yaml(tmp_path, cameras)
+        pole = pole_config(tmp_path, sections={"cameras": cameras})
         args += ["--config", str(pole)]
         message = message.replace("POLE", str(pole))
     done = analyze(str(CLIP), *args, "--json")
@@ -198,7 +184,10 @@ def test_a_camera_that_cannot_be_analysed_as_asked_is_one_line_and_exit_2(
 
 
 def test_a_broken_pole_config_is_reported_by_file_and_line(tmp_path: Path) -> None:
-    pole = pole_yaml(tmp_path, {"a": _camera(calibration={"image": [[0, 0], [1, 1]]})})
+    pole = pole_config(
+        tmp_path, sections={"cameras": {"a": _camera(calibration={"image": [[0, 0], [1, 1]]})}}
+    )
     done = analyze(str(CLIP), "--config", str(pole), "--json")
     assert done.returncode == 2
-    assert f"{pole}:1: cameras.a.calibration" in done.stderr
+    line = next(n for n, text in enumerate(pole.read_text().splitlines(), 1) if "image:" in text)
+    assert f"{pole}:{line}: cameras.a.calibration.image" in done.stderr

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from helpers.road_users import make_track, place
 from smartpole.models.calibration import GroundCalibration, homography
 from smartpole.models.counting import CountingLine, LineCounter
 from smartpole.models.errors import AnalyticsConfigError
@@ -33,31 +34,6 @@ IMAGE_QUAD = [to_image(x, y) for x, y in GROUND_QUAD]
 @pytest.fixture
 def calibration() -> GroundCalibration:
     return GroundCalibration(IMAGE_QUAD, GROUND_QUAD)
-
-
-def make_track(track_id: int = 1, cls: str = "car") -> Track:
-    return Track(
-        id=track_id,
-        box=(0.0, 0.0, 1.0, 1.0),
-        class_name=cls,
-        score=0.9,
-        hits=0,
-        missed=0,
-        first_seen_s=0.0,
-        last_seen_s=0.0,
-        confirmed=True,
-    )
-
-
-def place(track: Track, t: float, x: float, y: float, w: float = 60.0, h: float = 40.0) -> Track:
-    """Record a detection of ``track`` with bottom-centre ``(x, y)`` at time ``t``."""
-    if not track.points:
-        track.first_seen_s = t
-    track.points.append((t, x, y))
-    track.box = (x - w / 2, y - h, x + w / 2, y)
-    track.last_seen_s = t
-    track.hits += 1
-    return track
 
 
 def standing(x: float, y: float) -> Callable[[float], tuple[float, float] | None]:

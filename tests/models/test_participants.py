@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.road_users import make_track
 from smartpole.models.calibration import GroundCalibration
 from smartpole.models.ground_kalman import GroundKalman
 from smartpole.models.participants import SIZE_PRIORS_M, ParticipantEstimator
@@ -52,20 +53,6 @@ Trajectory = Callable[[float], tuple[float, float]]
 
 def line(e0: float, n0: float, ve: float, vn: float) -> Trajectory:
     return lambda t: (e0 + ve * t, n0 + vn * t)
-
-
-def track_at(track_id: int, box: tuple[float, float, float, float], cls: str = "car") -> Track:
-    return Track(
-        id=track_id,
-        box=box,
-        class_name=cls,
-        score=0.9,
-        hits=0,
-        missed=0,
-        first_seen_s=0.0,
-        last_seen_s=0.0,
-        confirmed=True,
-    )
 
 
 def car_box(x: float, y: float, n: float) -> tuple[float, float, float, float]:
@@ -108,7 +95,7 @@ def simulate(
             x, y = x + rng.gauss(0, noise_px), y + rng.gauss(0, noise_px)
             box = car_box(x, y, n)
             if track is None:
-                track = track_at(1, box)
+                track = make_track(1, box=box)
             track.box = box
             track.points.append((t, x, y))
             track.last_seen_s = t
@@ -201,7 +188,7 @@ def test_smoothing_beats_the_raw_points() -> None:
     for seed in range(6):
         rng = random.Random(seed)
         estimator = ParticipantEstimator(CALIBRATION)
-        track = track_at(1, (0.0, 0.0, 1.0, 1.0))
+        track = make_track(1)
         previous: tuple[float, float] | None = None
         for i in range(25):
             t = i * 0.16
@@ -326,7 +313,7 @@ def test_only_new_points_are_consumed() -> None:
     assert run.estimator.stats.measurements == len(run.raw)
     estimator = ParticipantEstimator(CALIBRATION)
     x, y = project(0.0, 20.0)
-    track = track_at(1, car_box(x, y, 20.0))
+    track = make_track(1, box=car_box(x, y, 20.0))
     track.points += [(0.0, x, y), (0.16, x + 5.0, y)]
     estimator.update([track], 0.16)
     before = estimator.participants(0.16)
@@ -342,7 +329,7 @@ def test_only_new_points_are_consumed() -> None:
 def test_all_points_of_a_newly_confirmed_track_are_used() -> None:
     estimator = ParticipantEstimator(CALIBRATION)
     x, y = project(0.0, 20.0)
-    track = track_at(1, car_box(x, y, 20.0))
+    track = make_track(1, box=car_box(x, y, 20.0))
     track.confirmed = False
     track.points += [(0.0, x, y), (0.16, x + 30.0, y)]  # 30 px is ~0.67 m here
     estimator.update([track], 0.16)
@@ -391,7 +378,7 @@ def test_an_ended_track_is_dropped_and_forget_drops_one() -> None:
     tracks = []
     for i, e in enumerate((-5.0, 0.0, 5.0)):
         x, y = project(e, 20.0)
-        track = track_at(i + 1, car_box(x, y, 20.0))
+        track = make_track(i + 1, box=car_box(x, y, 20.0))
         track.points.append((0.0, x, y))
         tracks.append(track)
     estimator.update(tracks, 0.0)
@@ -404,7 +391,7 @@ def test_an_ended_track_is_dropped_and_forget_drops_one() -> None:
 
 def test_points_above_the_horizon_are_counted_not_used() -> None:
     estimator = ParticipantEstimator(CALIBRATION)
-    track = track_at(1, (600.0, 0.0, 680.0, 10.0))
+    track = make_track(1, box=(600.0, 0.0, 680.0, 10.0))
     horizon_y = CY - FOCAL * math.tan(PITCH)
     track.points += [(0.0, 640.0, horizon_y - 20.0), (0.16, 640.0, float("nan"))]
     estimator.update([track], 0.16)
@@ -419,9 +406,9 @@ def test_a_point_off_the_ground_is_counted_once() -> None:
     estimator = ParticipantEstimator(CALIBRATION)
     above = CY - FOCAL * math.tan(PITCH) - 20.0
     x, y = project(0.0, 20.0)
-    first = track_at(1, car_box(x, y, 20.0))  # measured, then lost above the horizon
+    first = make_track(1, box=car_box(x, y, 20.0))  # measured, then lost above the horizon
     first.points.append((0.0, x, y))
-    second = track_at(2, (600.0, above - 10.0, 680.0, above))  # never on the ground
+    second = make_track(2, box=(600.0, above - 10.0, 680.0, above))  # never on the ground
     second.points.append((0.0, 640.0, above))
     for frame in range(1, 13):
         t = frame / FPS
@@ -439,7 +426,7 @@ def test_an_identity_switch_restarts_the_filter() -> None:
     off the prediction is held back, the second confirms the jump and the filter restarts
     at it, instead of reporting positions in between and a huge speed."""
     estimator = ParticipantEstimator(CALIBRATION)
-    track = track_at(1, (0.0, 0.0, 1.0, 1.0))
+    track = make_track(1)
     for i in range(10):
         t = i * 0.16
         x, y = project(-5.0 + 5.0 * t, 20.0 if i < 8 else 45.0)
@@ -460,7 +447,7 @@ def test_a_single_wild_point_is_held_back() -> None:
     a shadow) must not throw the state off: the filter keeps its course."""
     trajectory = line(-10.0, 20.0, 8.0, 0.0)
     estimator = ParticipantEstimator(CALIBRATION)
-    track = track_at(1, (0.0, 0.0, 1.0, 1.0))
+    track = make_track(1)
     for i in range(16):
         t = i * 0.16
         e, n = trajectory(t)
@@ -483,7 +470,7 @@ def edge_track(cls: str, e: float, n: float, half_extent_e: float) -> Track:
     _, y = project(e, n)
     x0, _ = project(e - half_extent_e, n)
     x1, _ = project(e + half_extent_e, n)
-    return track_at(1, (x0, y - 50.0, x1, y), cls)
+    return make_track(1, cls, box=(x0, y - 50.0, x1, y))
 
 
 @pytest.mark.parametrize(
@@ -549,7 +536,7 @@ def test_size_of_a_vehicle_seen_as_a_camera_sees_it(
     """The box of a solid block (its roof and sides included): a side view gives the length
     within 15 %; the width, and the length seen end-on, are the class's."""
     estimator = ParticipantEstimator(CALIBRATION)
-    track = track_at(1, (0.0, 0.0, 1.0, 1.0), cls)
+    track = make_track(1, cls, box=(0.0, 0.0, 1.0, 1.0))
     ue, un = math.sin(math.radians(heading)), math.cos(math.radians(heading))
     for i in range(12):
         t = i * 0.16

@@ -24,8 +24,8 @@ import pytest
 
 from helpers import ground_truth_scene as scene
 from helpers.ground_truth_video import GroundTruth, build
-from helpers.paths import REPO, SHARED_DATA
-from helpers.processes import SMARTPOLE
+from helpers.paths import SHARED_DATA
+from helpers.processes import SMARTPOLE, pole_config
 from helpers.rsm_scoring import LATLON_UNIT, LocalFrame, Score, first_stamp, score
 
 VIDEOS = SHARED_DATA / "video"
@@ -46,10 +46,10 @@ def truth(tmp_path_factory: pytest.TempPathFactory) -> GroundTruth:
     return build(VIDEOS, tmp_path_factory.mktemp("ground-truth"))
 
 
-def pole_config(folder: Path, video: Path) -> Path:
-    """A pole whose one camera films the truth video, geo-calibrated by four ground marks."""
+def truth_camera(video: Path) -> dict[str, Any]:
+    """The camera that films the truth video, geo-calibrated by four ground marks."""
     image, ground = scene.calibration_points()
-    camera = {
+    return {
         "source": str(video),
         "lines": {"road": {"from": [0, 500], "to": [1279, 500]}},
         "calibration": {
@@ -58,23 +58,6 @@ def pole_config(folder: Path, video: Path) -> Path:
             "ground_en_m": [list(p) for p in ground],
         },
     }
-    config = {
-        "pole": {"id": "truth-1"},
-        "site": {
-            "latitude": scene.ORIGIN_LAT,
-            "longitude": scene.ORIGIN_LON,
-            "timezone": "Asia/Shanghai",
-        },
-        # A pole has at least one bus and device; analyze reads only the camera and v2x.
-        "profiles_dir": str(REPO / "configs" / "profiles"),
-        "buses": {"rs485-1": {"type": "modbus-rtu", "port": "/dev/ttyUSB0", "baudrate": 9600}},
-        "devices": {"weather": {"profile": "cwt-uwd", "bus": "rs485-1", "unit_id": 1}},
-        "cameras": {"truth": camera},
-        "v2x": {"host": "127.0.0.1", "rsu_id": "R-truth"},
-    }
-    path = folder / "pole.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +65,13 @@ def analyzed(truth: GroundTruth, tmp_path_factory: pytest.TempPathFactory) -> di
     """``analyze --json`` of the truth video with ``--rsm``; what it wrote under "rsm"."""
     folder = tmp_path_factory.mktemp("analyze-rsm")
     out = folder / "out.jsonl"
-    config = pole_config(folder, truth.video)
+    site = {"latitude": scene.ORIGIN_LAT, "longitude": scene.ORIGIN_LON, "timezone": "UTC"}
+    sections = {
+        "site": site,
+        "cameras": {"truth": truth_camera(truth.video)},
+        "v2x": {"host": "127.0.0.1", "rsu_id": "R-truth"},
+    }
+    config = pole_config(folder, sections=sections)
     argv = [*SMARTPOLE, "analyze", str(truth.video), "--config", str(config)]
     done = subprocess.run(
         [*argv, "--rsm", str(out), "--json"],

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers.road_users import make_track
+from helpers.road_users import place as place_box
 from smartpole.models.calibration import GroundCalibration
 from smartpole.models.errors import AnalyticsConfigError
 from smartpole.models.roadside import RoadsideEvent
@@ -43,29 +45,9 @@ def calibration() -> GroundCalibration:
     return GroundCalibration(IMAGE_QUAD, GROUND_QUAD)
 
 
-def make_track(track_id: int, cls: str = "car") -> Track:
-    return Track(
-        id=track_id,
-        box=(0.0, 0.0, 1.0, 1.0),
-        class_name=cls,
-        score=0.9,
-        hits=0,
-        missed=0,
-        first_seen_s=0.0,
-        last_seen_s=0.0,
-        confirmed=True,
-    )
-
-
 def place(track: Track, t: float, x: float, y: float) -> Track:
-    """Record a detection of ``track`` with bottom-centre ``(x, y)`` at time ``t``."""
-    if not track.points:
-        track.first_seen_s = t
-    track.points.append((t, x, y))
-    track.box = (x - 20.0, y - 30.0, x + 20.0, y)
-    track.last_seen_s = t
-    track.hits += 1
-    return track
+    """A detection with a 40x30 box standing on ``(x, y)`` at time ``t``."""
+    return place_box(track, t, x, y, w=40.0, h=30.0)
 
 
 @dataclass

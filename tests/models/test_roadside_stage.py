@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import street_geo
+from helpers.road_users import participant
 from smartpole.models.calibration import GroundCalibration
-from smartpole.models.roadside import Participant
 from smartpole.models.roadside_stage import (
     MAX_POS_SIGMA_M,
     RANGE_PER_REACH,
@@ -60,27 +60,10 @@ def test_at_25_fps_10_hz_alternates_080_and_120_ms() -> None:
     assert len(due) == 40  # 4 s at 10 Hz
 
 
-def _participant(east_m: float, north_m: float, sigma_m: float) -> Participant:
-    return Participant(
-        track_id=1,
-        class_name="car",
-        ptc_type="motor",
-        t_s=1.0,
-        measured_t_s=1.0,
-        east_m=east_m,
-        north_m=north_m,
-        speed_ms=10.0,
-        heading_deg=0.0,
-        length_m=4.5,
-        width_m=1.8,
-        pos_sigma_m=sigma_m,
-        speed_sigma_ms=0.5,
-    )
-
-
 def test_only_precise_road_users_within_reach_of_the_calibration_are_reported() -> None:
-    near, far = _participant(3.0, 40.0, 0.4), _participant(10.0, 90.0, 2.0)
-    vague = _participant(0.0, 20.0, 6.0)
+    near = participant(east_m=3.0, north_m=40.0, pos_sigma_m=0.4)
+    far = participant(east_m=10.0, north_m=90.0, pos_sigma_m=2.0)
+    vague = participant(east_m=0.0, north_m=20.0, pos_sigma_m=6.0)
     kept = reportable([near, far, vague], max_sigma_m=MAX_POS_SIGMA_M, max_range_m=80.0)
     assert kept == [near]
 

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers.paths import REPO
+from helpers.road_users import participant
 from smartpole.models.roadside import Participant, RoadsideEvent, ptc_type_of
 from smartpole.models.v2x_messages import (
     RSI_EVENT_TYPE,
@@ -60,26 +61,6 @@ def schema_errors(name: str, payload: object) -> list[str]:
         f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
         for e in validator(name).iter_errors(payload)
     ]
-
-
-def participant(track_id: int = 7, **changes: Any) -> Participant:
-    values: dict[str, Any] = {
-        "track_id": track_id,
-        "class_name": "car",
-        "ptc_type": "motor",
-        "t_s": 10.0,
-        "measured_t_s": 10.0,
-        "east_m": 12.5,
-        "north_m": -30.25,
-        "speed_ms": 13.9,
-        "heading_deg": 271.5,
-        "length_m": 4.6,
-        "width_m": 1.8,
-        "pos_sigma_m": 0.4,
-        "speed_sigma_ms": 0.3,
-    }
-    values.update(changes)
-    return Participant(**values)
 
 
 def messages(**kwargs: Any) -> V2xMessages:
