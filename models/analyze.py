@@ -253,7 +253,7 @@ def _count(
                 counts[crossing.line][crossing.direction][crossing.class_name] += 1
                 crossings.append({"frame": frame.index, **crossing.to_dict()})
             if output is not None:
-                output.after_frame(result, wall_s=epoch + result.t_s, captured_s=0.0)
+                output.after_frame(result, wall_s=epoch + result.t_s)
             if progress is not None:
                 done = pipeline.stats.processed
                 progress.update(done, done / max(time.perf_counter() - started, 1e-9))

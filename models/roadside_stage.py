@@ -6,12 +6,14 @@ not the zone monitor's one-shot alarms. This keeps both clocks on the stream's t
 recording analysed offline (``smartpole analyze --rsm``) produces the messages the live
 camera would have sent.
 
-Why a snapshot is taken before a frame's analytics, not after: the latency budget (capture
-to wire, p99 <= 100 ms) cannot afford the detector's tens of milliseconds between a frame's
-arrival and its message. The filters, fed by the frames before it, predict every road user
-to the new frame's time (never more than one period past its last measurement), the
-message goes out, and then the frame is analysed to feed the next snapshot. Events come
-out after the frame, as they are found.
+Why a snapshot is taken as a frame is captured, not after its analytics: the latency
+budget (capture to wire, p99 <= 100 ms) cannot afford the detector's tens of milliseconds,
+nor the wait behind the analytics of earlier frames. The filters, fed by the frames
+analysed so far, predict every road user to the new frame's time (never more than one
+period past its last measurement; a road user not measured for ``max_age_s`` is dropped),
+the message goes out, and the frame is analysed later to feed the next snapshots. In the
+camera worker the snapshot runs on the decoding thread, hence the lock; events come out
+after a frame's analytics, as they are found.
 
 The tick: a snapshot is due on the first frame at or after each multiple of the period
 from the first frame; a frame late by more than a period re-anchors the schedule instead
@@ -22,6 +24,7 @@ fps and 10 Hz the snapshots are 0.08 and 0.12 s apart in turn, 10 a second on av
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -121,15 +124,20 @@ class RoadsideStage:
         self._events = RoadsideEvents(zones, calibration, queue_vehicles=settings.queue_vehicles)
         self.stale = 0
         self.vague = 0
+        # snapshot() runs on the worker's decoding thread, the rest on its analytics thread;
+        # what they share is the estimator and the clock.
+        self._lock = threading.Lock()
         self.max_range_m = RANGE_PER_REACH * calibration.reach_m
 
     def snapshot(self, t_s: float) -> list[Participant] | None:
         """The road users at a new frame's time ``t_s`` when a snapshot is due, else None
-        (call before the frame's ``step``)."""
-        if not self._clock.due(t_s):
-            return None
-        fresh = self._estimator.participants(t_s)
-        self.stale += max(0, self._estimator.tracked - len(fresh))
+        (call before the frame's ``step``; any thread)."""
+        with self._lock:
+            if not self._clock.due(t_s):
+                return None
+            fresh = self._estimator.participants(t_s)
+            tracked = self._estimator.tracked
+        self.stale += max(0, tracked - len(fresh))
         snapshot = reportable(fresh, max_sigma_m=MAX_POS_SIGMA_M, max_range_m=self.max_range_m)
         self.vague += len(fresh) - len(snapshot)
         return snapshot
@@ -138,12 +146,14 @@ class RoadsideStage:
         self, tracks: Sequence[Track], zone_events: list[ZoneEvent], t_s: float
     ) -> list[RoadsideEvent]:
         """Feed the frame's tracks to the filters; return the event changes it brought."""
-        self._estimator.update(tracks, t_s)
+        with self._lock:
+            self._estimator.update(tracks, t_s)
         return self._events.update(zone_events, tracks, t_s)
 
     def retire(self, ended: Sequence[Track]) -> list[RoadsideEvent]:
         """Tracks that ended: their filters go; returns their events' cancellations."""
-        self._estimator.forget([t.id for t in ended])
+        with self._lock:
+            self._estimator.forget([t.id for t in ended])
         return self._events.finish(ended)
 
     def close(self, t_s: float) -> list[RoadsideEvent]:

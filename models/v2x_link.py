@@ -52,7 +52,7 @@ class PublisherSink:
     def __init__(self, publisher: V2xPublisher) -> None:
         self.publisher = publisher
 
-    def send(self, topic: str, payload: dict[str, Any], captured_s: float) -> None:
+    def send(self, topic: str, payload: dict[str, Any], captured_s: float | None) -> None:
         self.publisher.publish(topic, payload, captured_s=captured_s)
 
 
@@ -154,14 +154,15 @@ class RoadsideLink(Closing):
         )
 
     def before_frame(self, frame: VideoFrame) -> None:
-        """Send the snapshot due at this frame, before the frame is analysed."""
+        """Send the snapshot due at this frame as it is captured: called on the reader
+        thread, so the message never waits behind the analytics of earlier frames."""
         if self._output is not None:
             self._output.before_frame(frame.pts_s, wall_s=_wall(frame), captured_s=frame.captured_s)
 
     def after_frame(self, result: FrameResult, frame: VideoFrame) -> None:
         """Send the roadside events the frame started, re-sent or ended."""
         if self._output is not None:
-            self._output.after_frame(result, wall_s=_wall(frame), captured_s=frame.captured_s)
+            self._output.after_frame(result, wall_s=_wall(frame))
 
     def finish(self, pipeline: Pipeline | None) -> None:
         """The stream ended: cancel the events still active, while the link is up."""

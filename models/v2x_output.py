@@ -20,10 +20,10 @@ from smartpole.models.v2x_messages import V2xMessages
 
 
 class Sink(Protocol):
-    """Where messages go; ``captured_s`` is the capture time (monotonic) of the frame the
-    message is from, so a sink on the wire can measure the latency."""
+    """Where messages go; ``captured_s`` is the capture time (monotonic) of the frame an
+    RSM is from, so a sink on the wire can measure its latency; None for an RSI."""
 
-    def send(self, topic: str, payload: dict[str, Any], captured_s: float) -> None: ...
+    def send(self, topic: str, payload: dict[str, Any], captured_s: float | None) -> None: ...
 
 
 class JsonLinesSink(Closing):
@@ -33,7 +33,7 @@ class JsonLinesSink(Closing):
     def __init__(self, path: Path) -> None:
         self._file: TextIO = path.open("w", encoding="utf-8")
 
-    def send(self, topic: str, payload: dict[str, Any], captured_s: float) -> None:
+    def send(self, topic: str, payload: dict[str, Any], captured_s: float | None) -> None:
         self._file.write(json.dumps({"topic": topic, "payload": payload}) + "\n")
 
     def close(self) -> None:
@@ -47,7 +47,10 @@ class RoadsideOutput:
     Per frame, ``before_frame`` (the snapshot due at the frame, made before the frame is
     analysed: ``roadside_stage`` says why), then ``after_frame`` with the frame's result;
     ``finish`` at the end of the stream. ``wall_s`` is the frame's capture on the wall clock
-    (``secMark``, ``timeStamp``), ``captured_s`` on the monotonic clock (the latency).
+    (``secMark``, ``timeStamp``), ``captured_s`` on the monotonic clock: the latency of the
+    snapshots, which is what the RSU's budget is about. Events are found only after their
+    frame's analytics, behind the frames before it, so RSI are sent untimed rather than
+    mixed into the snapshots' percentiles.
     ``omitted`` counts road users a snapshot could not carry (a type V2X has no code for, no
     finite position); ``rsm``/``rsi`` the payloads handed to the sink.
     """
@@ -82,21 +85,19 @@ class RoadsideOutput:
             self.sink.send(self.rsm_topic, message.payload, captured_s)
             self.rsm += 1
 
-    def after_frame(self, result: FrameResult, *, wall_s: float, captured_s: float) -> None:
+    def after_frame(self, result: FrameResult, *, wall_s: float) -> None:
         """Send the roadside events the frame started, re-sent or ended."""
-        self._send_events(result.roadside_events, result.t_s, wall_s, captured_s)
+        self._send_events(result.roadside_events, result.t_s, wall_s)
 
     def finish(self, t_s: float, *, wall_s: float) -> None:
         """The stream ended at stream time ``t_s``: cancel every event still active."""
-        self._send_events(self.stage.close(t_s), t_s, wall_s, 0.0)
+        self._send_events(self.stage.close(t_s), t_s, wall_s)
 
-    def _send_events(
-        self, events: list[RoadsideEvent], t_s: float, wall_s: float, captured_s: float
-    ) -> None:
+    def _send_events(self, events: list[RoadsideEvent], t_s: float, wall_s: float) -> None:
         if not events:
             return
         for payload in self._messages.rsi(events, epoch_ms=_ms(wall_s), t_s=t_s):
-            self.sink.send(self.rsi_topic, payload, captured_s)
+            self.sink.send(self.rsi_topic, payload, None)
             self.rsi += 1
 
 

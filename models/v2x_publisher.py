@@ -8,7 +8,8 @@ thread (the worker itself is synchronous); it reconnects with a growing back-off
 
 Latency is measured from the frame's capture (a ``time.monotonic()`` reading the caller
 passes in) to the moment paho has written the message to the socket: for QoS 0 paho calls
-``on_publish`` exactly then. The last ``window`` samples give p50/p99.
+``on_publish`` exactly then. The last ``window`` samples give p50/p99. A message offered
+with no capture time (``captured_s=None``) is sent and counted but not timed.
 
 A broker outage is logged once when it starts and once when it clears, with how many
 messages it cost; reconnect attempts in between only count.
@@ -61,6 +62,11 @@ class V2xStats:
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     latency_samples: int
+
+
+def untimed(captured_s: float | None) -> float:
+    """The capture time to measure a message's latency from; NaN: not timed."""
+    return math.nan if captured_s is None else captured_s
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -175,7 +181,9 @@ class V2xPublisher(Closing):
 
     # -- publishing -------------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: Mapping[str, Any] | bytes, *, captured_s: float) -> bool:
+    def publish(
+        self, topic: str, payload: Mapping[str, Any] | bytes, *, captured_s: float | None
+    ) -> bool:
         """Offer one message; True when paho took it for the socket. Never blocks on the
         network and never raises for a broker problem: a message that cannot go now is
         dropped and counted."""
@@ -205,9 +213,9 @@ class V2xPublisher(Closing):
                 return False
             written = self._written.pop(info.mid, None)
             if written is not None:
-                self._sample(written - captured_s)
+                self._sample(written - untimed(captured_s))
             else:
-                self._pending[info.mid] = captured_s
+                self._pending[info.mid] = untimed(captured_s)
         return True
 
     def stats(self) -> V2xStats:
@@ -228,8 +236,10 @@ class V2xPublisher(Closing):
     # -- paho's thread ----------------------------------------------------------------------
 
     def _sample(self, latency_s: float) -> None:
+        """One message written; its latency joins the window unless it was not timed (NaN)."""
         self._sent += 1
-        self._samples.append(max(0.0, latency_s))
+        if not math.isnan(latency_s):
+            self._samples.append(max(0.0, latency_s))
 
     def _on_publish(
         self,

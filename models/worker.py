@@ -232,7 +232,9 @@ class Worker:
             released_mb=round(released_kb / 1024, 1),
         )
         live_paced = self.source.live or self.config.realtime
-        reader = self.reader = Reader(self.source, drop_when_behind=live_paced)
+        reader = self.reader = Reader(
+            self.source, drop_when_behind=live_paced, on_frame=self.roadside.before_frame
+        )
         self.health.reader = reader
         reader.start()
         pipeline: Pipeline | None = None
@@ -278,7 +280,6 @@ class Worker:
             if reader.skipped > reported_skips:
                 pipeline.note_skipped(reader.skipped - reported_skips)
                 reported_skips = reader.skipped
-            self.roadside.before_frame(item)
             result = pipeline.process(item)
             self.roadside.after_frame(result, item)
             self._publish(result)

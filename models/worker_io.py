@@ -12,6 +12,7 @@ import contextlib
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from typing import Final
 
 import structlog
@@ -53,10 +54,21 @@ class Output:
 
 
 class Reader:
-    """Decodes in a thread and hands frames over a small queue (see the module docstring)."""
+    """Decodes in a thread and hands frames over a small queue (see the module docstring).
 
-    def __init__(self, source: VideoSource, drop_when_behind: bool) -> None:
+    ``on_frame`` is called on the reader thread with each frame as it is captured, before
+    it is queued (and whether or not the analytics keep up with it): the V2X snapshot,
+    whose latency budget cannot wait in the queue behind the analytics.
+    """
+
+    def __init__(
+        self,
+        source: VideoSource,
+        drop_when_behind: bool,
+        on_frame: Callable[[VideoFrame], None] | None = None,
+    ) -> None:
         self.source = source
+        self._on_frame = on_frame
         self.frames: queue.Queue[VideoFrame | str | Exception] = queue.Queue(QUEUE_FRAMES)
         self.skipped = 0
         self._drop = drop_when_behind
@@ -70,6 +82,8 @@ class Reader:
         item: VideoFrame | str | Exception = END
         try:
             for frame in self.source.frames():
+                if self._on_frame is not None:
+                    self._on_frame(frame)
                 self._put(frame)
         except Exception as exc:  # noqa: BLE001 - handed to the main thread, which reports it
             item = exc

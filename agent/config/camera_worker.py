@@ -99,8 +99,9 @@ class V2xHealth(TypedDict):
     queued), ``stale`` the road users left out of a snapshot because their last
     measurement was older than ``max_age_s``, ``vague`` those left out as too uncertain
     (over 5 m) or too far (beyond twice the calibration's farthest mark). The latencies are
-    from the frame's capture to the message handed to the socket, over the last 600
-    messages (a minute at 10 Hz; null before the first).
+    the RSM's, from the frame's capture to the message handed to the socket, over the
+    last 600 (a minute at 10 Hz; null before the first); events (RSI) come only after a
+    frame's analytics and are not in them.
     """
 
     state: V2xState

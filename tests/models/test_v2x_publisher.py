@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from helpers.broker import Broker
 from helpers.paths import REPO
+from helpers.road_users import participant
 from smartpole.models.roadside import Participant, RoadsideEvent
 from smartpole.models.v2x_messages import V2xMessages, topic
 from smartpole.models.v2x_publisher import V2xPublisher, percentile
@@ -97,21 +98,7 @@ def subscriber(broker: Broker) -> Iterator[Subscriber]:
 
 
 def car(track_id: int, east_m: float) -> Participant:
-    return Participant(
-        track_id=track_id,
-        class_name="car",
-        ptc_type="motor",
-        t_s=5.0,
-        measured_t_s=5.0,
-        east_m=east_m,
-        north_m=20.0,
-        speed_ms=10.0,
-        heading_deg=90.0,
-        length_m=4.5,
-        width_m=1.8,
-        pos_sigma_m=0.5,
-        speed_sigma_ms=0.4,
-    )
+    return participant(track_id, east_m=east_m, north_m=20.0, t_s=5.0, measured_t_s=5.0)
 
 
 def builder() -> V2xMessages:
@@ -122,9 +109,11 @@ def builder() -> V2xMessages:
     )
 
 
-def test_published_rsm_and_rsi_arrive_follow_the_schema_and_are_timed(
+def test_published_rsm_and_rsi_arrive_follow_the_schema_and_the_rsm_are_timed(
     broker: Broker, subscriber: Subscriber
 ) -> None:
+    """The RSI goes untimed (``captured_s=None``, as the worker sends events): sent and
+    counted, but not in the percentiles, which a capture time of 0 would once wreck."""
     messages = builder()
     log = Recorder()
     with V2xPublisher("127.0.0.1", broker.port, client_id="pole-7-cam1", log=log) as publisher:
@@ -149,7 +138,7 @@ def test_published_rsm_and_rsi_arrive_follow_the_schema_and_are_timed(
             track_id=1,
         )
         [rsi] = messages.rsi([event], epoch_ms=1_796_000_002_000, t_s=5.0)
-        assert publisher.publish(rsi_topic, rsi, captured_s=time.monotonic())
+        assert publisher.publish(rsi_topic, rsi, captured_s=None)
         arrived = subscriber.take(21)
         stats = publisher.stats()
     rsm_schema, rsi_schema = schema("rsm.schema.json"), schema("rsi.schema.json")
@@ -161,7 +150,7 @@ def test_published_rsm_and_rsi_arrive_follow_the_schema_and_are_timed(
     assert len(rsis) == 1
     assert list(rsi_schema.iter_errors(rsis[0])) == []
     assert (stats.sent, stats.dropped, stats.errors) == (21, 0, 0)
-    assert stats.latency_samples == 21
+    assert stats.latency_samples == 20
     assert stats.latency_p50_ms is not None
     assert stats.latency_p99_ms is not None
     # From capture: at least the 50 ms the frame waited, and loopback adds little.
